@@ -1,0 +1,388 @@
+"""The one intermediate representation every interpreter reads.
+
+The frontend turns CNP, CCNP and Kubernetes NetworkPolicy into these frozen
+values; the concrete evaluator, the Z3 encoding and the datapath lowering read
+nothing else.  After the frontend:
+
+* every selector is cluster-absolute (namespace scoping already applied);
+* entities, node selectors and endpoint selectors are all ``SelectorPeer``;
+* ``protocol: ANY`` in toPorts is expanded to TCP, UDP and SCTP (R8.2), and an
+  L3-only rule carries one ``PortMatch`` with ``Protocol.ANY`` (every IP
+  protocol, every port: R5.2b);
+* a rule whose ``peers`` or ``ports`` is empty matches nothing (R5.1, R5.6).
+
+Rule numbers (R…) refer to ../shared/reference/cilium-policy-semantics.md.
+"""
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Union
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+ANY_SOURCE = "any"
+NAMESPACE_KEY = "io.kubernetes.pod.namespace"
+NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
+SERVICE_ACCOUNT_KEY = "io.cilium.k8s.policy.serviceaccount"
+CLUSTER_KEY = "io.cilium.k8s.policy.cluster"
+DEFAULT_CLUSTER = "default"
+
+
+class Direction(str, enum.Enum):
+    INGRESS = "ingress"
+    EGRESS = "egress"
+
+
+class Action(str, enum.Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class SubjectKind(str, enum.Enum):
+    """Pods are selected by endpointSelector, the host endpoint by nodeSelector (R2.7)."""
+
+    ENDPOINT = "endpoint"
+    NODE = "node"
+
+
+class Protocol(enum.IntEnum):
+    """IP protocol numbers; ANY stands for every IP protocol (L3-only rules)."""
+
+    ANY = 0
+    ICMP = 1
+    TCP = 6
+    UDP = 17
+    ICMPV6 = 58
+    SCTP = 132
+
+    @property
+    def label(self) -> str:
+        return "ICMPv6" if self is Protocol.ICMPV6 else self.name
+
+    @classmethod
+    def parse(cls, text: str) -> "Protocol":
+        """Case-insensitive name to protocol; raises KeyError for unknown names."""
+        return {p.label.upper(): p for p in cls}[text.strip().upper()]
+
+
+class Op(str, enum.Enum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+@dataclass(frozen=True, order=True)
+class Label:
+    """One identity label ``source:key=value`` (R2.1)."""
+
+    source: str
+    key: str
+    value: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.key}={self.value}"
+
+
+LabelSet = frozenset  # frozenset[Label]
+
+
+def label_values(labels: frozenset, source: str, key: str) -> frozenset[str]:
+    """Values of ``key`` in ``labels``; source ``any`` matches every source (R2.2)."""
+    return frozenset(
+        lab.value for lab in labels
+        if lab.key == key and (source == ANY_SOURCE or lab.source == source)
+    )
+
+
+@dataclass(frozen=True, order=True)
+class Requirement:
+    """A Kubernetes label-selector requirement on a source-qualified key."""
+
+    source: str
+    key: str
+    op: Op
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: frozenset) -> bool:
+        """Kubernetes semantics: NotIn and DoesNotExist hold for identities lacking the key (R2.17)."""
+        present = label_values(labels, self.source, self.key)
+        if self.op is Op.EXISTS:
+            return bool(present)
+        if self.op is Op.DOES_NOT_EXIST:
+            return not present
+        hit = bool(present & frozenset(self.values))
+        return hit if self.op is Op.IN else not hit
+
+    def __str__(self) -> str:
+        key = f"{self.source}:{self.key}"
+        if self.op is Op.EXISTS:
+            return key
+        if self.op is Op.DOES_NOT_EXIST:
+            return f"!{key}"
+        if self.op is Op.IN and len(self.values) == 1:
+            return f"{key}={self.values[0]}"
+        word = "in" if self.op is Op.IN else "notin"
+        return f"{key} {word} ({','.join(self.values)})"
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A conjunction of requirements; no requirement selects every identity (R2.4)."""
+
+    requirements: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: frozenset) -> bool:
+        return all(req.matches(labels) for req in self.requirements)
+
+    @property
+    def is_wildcard(self) -> bool:
+        return not self.requirements
+
+    def mentions(self, key: str, sources: tuple[str, ...] = ("k8s", ANY_SOURCE)) -> bool:
+        return any(r.key == key and r.source in sources for r in self.requirements)
+
+    def mentions_prefix(self, prefix: str, sources: tuple[str, ...] = ("k8s", ANY_SOURCE)) -> bool:
+        return any(r.key.startswith(prefix) and r.source in sources for r in self.requirements)
+
+    def mentions_source(self, source: str) -> bool:
+        return any(r.source == source for r in self.requirements)
+
+    def with_requirements(self, *extra: Requirement) -> "Selector":
+        return Selector(tuple(sorted(set(self.requirements) | set(extra))))
+
+    def __str__(self) -> str:
+        return ",".join(str(r) for r in self.requirements) or "{}"
+
+
+@dataclass(frozen=True)
+class SelectorPeer:
+    """Identities matching any of ``selectors``.
+
+    ``kind`` says where it came from (endpoints, entity, nodes) so that checks
+    can talk about it; ``name`` holds the entity name for entities.
+    """
+
+    selectors: tuple[Selector, ...]
+    kind: str = "endpoints"
+    name: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "entity":
+            return f"entity:{self.name}"
+        return " | ".join(f"{self.kind}({s})" for s in self.selectors)
+
+
+@dataclass(frozen=True)
+class CIDRPeer:
+    """Addresses in ``network`` but in none of ``excepts``; never pods or nodes (R7.1)."""
+
+    network: IPNetwork
+    excepts: tuple[IPNetwork, ...] = ()
+
+    def contains(self, ip: IPAddress) -> bool:
+        if ip.version != self.network.version or ip not in self.network:
+            return False
+        return not any(ip in ex for ex in self.excepts)
+
+    def __str__(self) -> str:
+        if not self.excepts:
+            return f"cidr:{self.network}"
+        return f"cidr:{self.network} except {','.join(map(str, self.excepts))}"
+
+
+@dataclass(frozen=True)
+class FQDNPeer:
+    """Addresses learned from DNS answers: unknown statically, so matches nothing concrete (R10.2c)."""
+
+    match_name: str | None = None
+    match_pattern: str | None = None
+
+    def __str__(self) -> str:
+        return f"fqdn:{self.match_name or self.match_pattern}"
+
+
+Peer = Union[SelectorPeer, CIDRPeer, FQDNPeer]
+
+
+@dataclass(frozen=True)
+class HTTPRule:
+    method: str | None = None
+    path: str | None = None
+    host: str | None = None
+    headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DNSRule:
+    match_name: str | None = None
+    match_pattern: str | None = None
+
+
+@dataclass(frozen=True)
+class L7Rules:
+    """Request-level filters; the L4 part is allowed and the flow goes to a proxy (R9.1).
+
+    ``opaque`` keeps rules policyc does not interpret (kafka, l7proto) as
+    canonical JSON strings, so they still take part in equality.
+    """
+
+    kind: str  # http | dns | kafka | generic
+    http: tuple[HTTPRule, ...] = ()
+    dns: tuple[DNSRule, ...] = ()
+    opaque: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PortMatch:
+    """One protocol and destination-port range, or a named port resolved at the destination (R8.4).
+
+    For ICMP and ICMPv6 the port slot holds the ICMP type (R8.6).
+    """
+
+    protocol: Protocol
+    first: int = 0
+    last: int = 65535
+    name: str | None = None
+    l7: L7Rules | None = None
+
+    @property
+    def is_l3_only(self) -> bool:
+        return self.protocol is Protocol.ANY
+
+    def __str__(self) -> str:
+        proto = "any" if self.protocol is Protocol.ANY else self.protocol.label
+        if self.name:
+            where = self.name
+        elif (self.first, self.last) == (0, 65535):
+            where = "*"
+        elif self.first == self.last:
+            where = str(self.first)
+        else:
+            where = f"{self.first}-{self.last}"
+        return f"{where}/{proto}" + (f" +{self.l7.kind}" if self.l7 else "")
+
+
+L3_ONLY = (PortMatch(Protocol.ANY),)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a rule was written: enough to point a user (or SARIF) at it."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    policy_kind: str
+    namespace: str
+    name: str
+
+    @property
+    def policy(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One allow or deny rule of one subject in one direction.
+
+    Matches a flow when the peer matches any of ``peers`` and the flow's
+    protocol and destination port match any of ``ports``.
+    """
+
+    id: str
+    origin: Origin
+    subject: Selector
+    subject_kind: SubjectKind
+    direction: Direction
+    action: Action
+    peers: tuple[Peer, ...]
+    ports: tuple[PortMatch, ...]
+    auth: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.peers or not self.ports
+
+
+@dataclass(frozen=True)
+class DefaultDeny:
+    """Endpoints matching ``subject`` are default-deny in ``direction`` (R3.4)."""
+
+    subject: Selector
+    subject_kind: SubjectKind
+    direction: Direction
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One source object, kept for policy-level checks (duplicates, suppressions)."""
+
+    kind: str
+    namespace: str
+    name: str
+    origin: Origin
+    ignore: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    rules: tuple[Rule, ...] = ()
+    default_deny: tuple[DefaultDeny, ...] = ()
+    policies: tuple[Policy, ...] = ()
+    cluster: str = DEFAULT_CLUSTER
+
+    def rules_for(self, direction: Direction, action: Action | None = None) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules
+                     if r.direction is direction and (action is None or r.action is action))
+
+
+# ---- endpoints and identities (read by every interpreter, built by inventory.py) ----
+
+class EndpointKind(str, enum.Enum):
+    POD = "pod"
+    NODE = "node"
+    EXTERNAL = "external"
+
+
+@dataclass(frozen=True)
+class NamedPort:
+    name: str
+    port: int
+    protocol: Protocol
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A numeric security identity and its label set (R2.1, R6.9)."""
+
+    id: int
+    labels: frozenset = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A pod, a node or an address outside the cluster."""
+
+    kind: EndpointKind
+    name: str
+    namespace: str
+    ips: tuple[IPAddress, ...]
+    identity: Identity
+    ports: tuple[NamedPort, ...] = ()
+    node: str | None = None
+    service_account: str = "default"
+
+    @property
+    def display(self) -> str:
+        if self.kind is EndpointKind.POD:
+            return f"{self.namespace}/{self.name}"
+        return self.name
