@@ -1,0 +1,97 @@
+"""`policyc matrix`: the verdict of every ordered pair of pods (and given addresses) per port."""
+from __future__ import annotations
+
+import csv
+import io
+import ipaddress
+import json
+
+from ..compiler.diagnostics import Diagnostic, PolicycError
+from ..compiler.evaluate import Evaluator, Flow, subject_labels
+from ..compiler.inventory import external
+from ..compiler.ir import Endpoint, PolicySet, Protocol
+from .common import (add_inventory_arg, add_policy_args, load_inventory_arg,
+                     load_policy_args, parse_port)
+
+DEFAULT_PORTS = "80/TCP,81/TCP,80/UDP,81/UDP"
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("matrix", help="verdict for every ordered pair of endpoints, per port")
+    add_policy_args(parser, formats=("text", "json", "csv"))
+    add_inventory_arg(parser, required=True)
+    parser.add_argument("--ports", default=DEFAULT_PORTS, help=f"comma-separated PORT/PROTOCOL (default {DEFAULT_PORTS})")
+    parser.add_argument("--external", default="", help="comma-separated addresses outside the cluster to include")
+    parser.set_defaults(run=run)
+
+
+def _externals(text: str) -> list[Endpoint]:
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        try:
+            out.append(external(ipaddress.ip_address(item)))
+        except ValueError:
+            raise PolicycError(Diagnostic.simple(f"--external: {item!r} is not an IP address")) from None
+    return out
+
+
+def _class_key(ep: Endpoint) -> tuple:
+    """Endpoints with equal keys get equal verdicts: compute once per class, not per pod."""
+    return (ep.kind, subject_labels(ep), ep.identity.labels, ep.ports, ep.node,
+            ep.ips if ep.kind.value == "external" else ())
+
+
+def compute(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]]) -> list[dict]:
+    """Flows in a stable order: port by port, then source, then destination; self pairs left out."""
+    evaluator = Evaluator(policy)
+    cache: dict[tuple, str] = {}
+    keys = [_class_key(ep) for ep in endpoints]
+    flows = []
+    for port, protocol in ports:
+        for i, src in enumerate(endpoints):
+            for j, dst in enumerate(endpoints):
+                if i == j:
+                    continue
+                key = (keys[i], keys[j], port, protocol)
+                verdict = cache.get(key)
+                if verdict is None:
+                    verdict = evaluator.evaluate(Flow(src, dst, protocol, port)).action.value
+                    cache[key] = verdict
+                flows.append({"from": src.display, "to": dst.display, "port": port,
+                              "protocol": protocol.label, "verdict": verdict})
+    return flows
+
+
+def render_text(flows: list[dict], names: list[str], ports: list[tuple[int, Protocol]]) -> str:
+    """One truth table per port, Kubernetes e2e style: `.` allowed, `X` denied (rows from, columns to)."""
+    verdict = {(f["from"], f["to"], f["port"], f["protocol"]): f["verdict"] for f in flows}
+    width = max(len(n) for n in names)
+    out = []
+    for port, protocol in ports:
+        out.append(f"{port}/{protocol.label}  (. allowed, X denied; rows: from, columns: to)")
+        out.append(" " * width + " " + " ".join(n.rjust(width) for n in names))
+        for src in names:
+            cells = ["-" if src == dst else
+                     ("." if verdict[(src, dst, port, protocol.label)] == "allow" else "X") for dst in names]
+            out.append(src.ljust(width) + " " + " ".join(c.rjust(width) for c in cells))
+        out.append("")
+    return "\n".join(out)
+
+
+def run(args) -> int:
+    policy = load_policy_args(args)
+    inventory = load_inventory_arg(args)
+    ports = [parse_port(p) for p in args.ports.split(",") if p.strip()]
+    endpoints = list(inventory.pods) + _externals(args.external)
+    flows = compute(policy, endpoints, ports)
+    if args.format == "json":
+        print(json.dumps({"flows": flows}))
+    elif args.format == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["from", "to", "port", "protocol", "verdict"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(flows)
+        print(buf.getvalue(), end="")
+    else:
+        print(render_text(flows, [ep.display for ep in endpoints], ports))
+    return 0

@@ -1,0 +1,80 @@
+"""Label selectors typed on the command line, parsed with grammar/selector.lark."""
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+from lark import Lark, Transformer
+from lark.exceptions import LarkError
+
+from .diagnostics import Diagnostic, PolicycError
+from .ir import ANY_SOURCE, NAMESPACE_KEY, Op, Requirement, Selector
+
+NAMESPACE_ALIASES = ("namespace", "ns")
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    grammar = resources.files("policyc.grammar").joinpath("selector.lark").read_text()
+    return Lark(grammar, parser="lalr")
+
+
+def _split(key: str) -> tuple[str, str]:
+    if key in NAMESPACE_ALIASES:
+        return "k8s", NAMESPACE_KEY
+    if ":" in key:
+        source, rest = key.split(":", 1)
+        return source, rest
+    return ANY_SOURCE, key
+
+
+class _ToSelector(Transformer):
+    def key(self, items):
+        return _split(str(items[0]))
+
+    def value(self, items):
+        return str(items[0]) if items else ""
+
+    def values(self, items):
+        return tuple(sorted(set(items)))
+
+    def equals(self, items):
+        (source, key), value = items
+        return Requirement(source, key, Op.IN, (value,))
+
+    def not_equals(self, items):
+        (source, key), value = items
+        return Requirement(source, key, Op.NOT_IN, (value,))
+
+    def in_set(self, items):
+        (source, key), _, values = items
+        return Requirement(source, key, Op.IN, values)
+
+    def not_in_set(self, items):
+        (source, key), _, values = items
+        return Requirement(source, key, Op.NOT_IN, values)
+
+    def absent(self, items):
+        return Requirement(*items[0], Op.DOES_NOT_EXIST)
+
+    def present(self, items):
+        return Requirement(*items[0], Op.EXISTS)
+
+    def selector(self, items):
+        return Selector(tuple(sorted(set(items))))
+
+
+def parse_cli_selector(text: str, option: str = "selector") -> Selector:
+    try:
+        return _ToSelector().transform(_parser().parse(text))
+    except LarkError as exc:
+        column = getattr(exc, "column", 0)
+        where = f" at column {column}" if column and column > 0 else ""
+        raise PolicycError(Diagnostic.simple(
+            f"{option}: invalid label selector {text!r}{where}: expected requirements such as "
+            "'app=web,tier in (a,b),!legacy' (namespace=NS names the namespace)")) from None
+
+
+def looks_like_selector(text: str) -> bool:
+    """An endpoint reference is a selector when it uses selector syntax rather than ns/pod or an address."""
+    return any(tok in text for tok in ("=", "!", "(", ",")) or " in " in text or " notin " in text

@@ -1,0 +1,60 @@
+"""Verdicts as text and JSON: the "why" a user reads."""
+from __future__ import annotations
+
+from .evaluate import DirectionVerdict, Reason, Verdict
+from .ir import Rule
+
+_REASONS = {
+    Reason.SELF: "traffic to itself never meets policy",
+    Reason.NOT_ENDPOINT: "not a cluster endpoint: nothing enforces here",
+    Reason.LOCALHOST: "the local node may always reach its pods (allow-localhost)",
+    Reason.NOT_ENFORCED: "no policy puts this direction in default-deny",
+    Reason.DENIED: "denied by",
+    Reason.ALLOWED: "allowed by",
+    Reason.DEFAULT_DENY: "default deny: no allow rule matches (default-deny from",
+}
+
+
+def rule_ref(rule: Rule) -> str:
+    o = rule.origin
+    return f"{o.policy_kind} {o.policy} {o.path} ({o})"
+
+
+def rule_json(rule: Rule) -> dict:
+    o = rule.origin
+    return {"id": rule.id, "kind": o.policy_kind, "namespace": o.namespace, "name": o.name,
+            "path": o.path, "file": o.file, "line": o.line, "column": o.column}
+
+
+def direction_text(v: DirectionVerdict) -> str:
+    head = f"{v.direction.value:<7} {v.subject.display}: {v.action.value}, {_REASONS[v.reason]}"
+    if v.reason in (Reason.DENIED, Reason.ALLOWED):
+        head += " " + "; ".join(rule_ref(r) for r in v.rules)
+    elif v.reason is Reason.DEFAULT_DENY:
+        head += " " + "; ".join(f"{d.origin.policy_kind} {d.origin.policy} ({d.origin})"
+                                for d in v.default_deny) + ")"
+    if v.l7:
+        head += f"; requests filtered by {', '.join(sorted({l.kind for l in v.l7}))} L7 rules (proxied)"
+    return head
+
+
+def verdict_text(v: Verdict) -> str:
+    f = v.flow
+    port = f"{f.port}/{f.protocol.label}"
+    lines = [f"{f.src.display} -> {f.dst.display} {port}: {v.action.value.upper()}"]
+    lines += ["  " + direction_text(d) for d in (v.egress, v.ingress)]
+    return "\n".join(lines)
+
+
+def verdict_json(v: Verdict) -> dict:
+    f = v.flow
+
+    def side(d: DirectionVerdict) -> dict:
+        return {"subject": d.subject.display, "verdict": d.action.value, "reason": d.reason.value,
+                "rules": [rule_json(r) for r in d.rules],
+                "default_deny_from": [{"policy": x.origin.policy, "file": x.origin.file, "line": x.origin.line}
+                                      for x in d.default_deny],
+                "l7": sorted({l.kind for l in d.l7})}
+
+    return {"from": f.src.display, "to": f.dst.display, "port": f.port, "protocol": f.protocol.label,
+            "verdict": v.action.value, "egress": side(v.egress), "ingress": side(v.ingress)}
