@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what policyc needs on a fresh Debian machine: the BPF toolchain from apt
+# (only what is missing, so repeated runs are fast) and the package with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES="clang llvm libbpf-dev libelf-dev bpftool iproute2 iptables linux-libc-dev"
+missing=""
+for pkg in $APT_PACKAGES; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-deps: missing Debian packages:$missing (run as root to install them)" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq $missing >/dev/null
+fi
+
+${PYTHON:-python3} -m pip install -q --disable-pip-version-check -e '.[test]'
