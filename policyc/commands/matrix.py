@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import csv
-import io
 import ipaddress
 import json
+import sys
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.evaluate import Evaluator, Flow, subject_labels
@@ -41,12 +41,14 @@ def _class_key(ep: Endpoint) -> tuple:
             ep.ips if ep.kind.value == "external" else ())
 
 
-def compute(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]]) -> list[dict]:
-    """Flows in a stable order: port by port, then source, then destination; self pairs left out."""
+def compute(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]]):
+    """Flows in a stable order: port by port, then source, then destination; self pairs left out.
+
+    Yields dicts one at a time so that large matrices stream instead of filling memory.
+    """
     evaluator = Evaluator(policy)
     cache: dict[tuple, str] = {}
     keys = [_class_key(ep) for ep in endpoints]
-    flows = []
     for port, protocol in ports:
         for i, src in enumerate(endpoints):
             for j, dst in enumerate(endpoints):
@@ -57,9 +59,16 @@ def compute(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int,
                 if verdict is None:
                     verdict = evaluator.evaluate(Flow(src, dst, protocol, port)).action.value
                     cache[key] = verdict
-                flows.append({"from": src.display, "to": dst.display, "port": port,
-                              "protocol": protocol.label, "verdict": verdict})
-    return flows
+                yield {"from": src.display, "to": dst.display, "port": port,
+                       "protocol": protocol.label, "verdict": verdict}
+
+
+def write_json(flows, out) -> None:
+    """``{"flows": [...]}``, written row by row."""
+    out.write('{"flows": [')
+    for n, flow in enumerate(flows):
+        out.write((",\n" if n else "\n") + json.dumps(flow))
+    out.write("\n]}\n")
 
 
 def render_text(flows: list[dict], names: list[str], ports: list[tuple[int, Protocol]]) -> str:
@@ -85,13 +94,12 @@ def run(args) -> int:
     endpoints = list(inventory.pods) + _externals(args.external)
     flows = compute(policy, endpoints, ports)
     if args.format == "json":
-        print(json.dumps({"flows": flows}))
+        write_json(flows, sys.stdout)
     elif args.format == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["from", "to", "port", "protocol", "verdict"], lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, fieldnames=["from", "to", "port", "protocol", "verdict"],
+                                lineterminator="\n")
         writer.writeheader()
         writer.writerows(flows)
-        print(buf.getvalue(), end="")
     else:
-        print(render_text(flows, [ep.display for ep in endpoints], ports))
+        print(render_text(list(flows), [ep.display for ep in endpoints], ports))
     return 0
