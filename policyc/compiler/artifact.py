@@ -1,0 +1,97 @@
+"""The artifact directory (format "policyc-artifact/1", docs/artifact.md): the hand-off to `policyc load`.
+
+Everything is written in a fixed order with sorted keys, and clang runs with
+relative debug paths, so the same inputs give a byte-identical directory.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__
+from .codegen import PROGRAMS, build_object, clang_version, render
+from .inventory import Inventory
+from .ir import PolicySet
+from .lower import Datapath, lower
+from .mapdata import MapSpec, build_maps, encode_maps_bin
+
+FORMAT = "policyc-artifact/1"
+SOURCE, OBJECT = "policyc.bpf.c", "policyc.bpf.o"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    datapath: Datapath
+    maps: tuple[MapSpec, ...]
+    warnings: tuple[str, ...]
+
+
+def _json(value) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def input_files(paths: list[str]) -> list[Path]:
+    """Every file behind the given paths (directories expanded), in a stable order."""
+    out = []
+    for p in map(Path, paths):
+        out += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return out
+
+
+def rules_json(dp: Datapath) -> list[dict]:
+    """Rule ids (1-based, 0 = no rule) → where the rule was written: events and counters name rules by id."""
+    return [{"id": n + 1, "rule": r.id, "policy": r.origin.policy, "kind": r.origin.policy_kind,
+             "file": r.origin.file, "line": r.origin.line, "column": r.origin.column, "path": r.origin.path,
+             "direction": r.direction.value, "action": r.action.value}
+            for n, r in enumerate(dp.rules)]
+
+
+def endpoints_json(dp: Datapath, inventory: Inventory) -> list[dict]:
+    by_name = {e.name: e for e in dp.endpoints}
+    return [{"name": ep.display, "ips": [str(ip) for ip in ep.ips], "endpoint_id": by_name[ep.display].endpoint_id,
+             "identity": ep.identity.id, "policy_id": by_name[ep.display].policy_id,
+             "labels": sorted(str(lab) for lab in ep.identity.labels)}
+            for ep in inventory.pods if ep.display in by_name]
+
+
+def compile_artifact(policy: PolicySet, inventory: Inventory, out: Path, inputs: list[str],
+                     sizes: dict[str, int] | None = None) -> CompileResult:
+    """Lower, generate, build and write the artifact directory ``out``."""
+    dp = lower(policy, inventory)
+    specs, blowups = build_maps(dp, sizes or {})
+    files = [Path(p) for p in inputs]
+    out.mkdir(parents=True, exist_ok=True)
+    source = render(dp, specs, __version__, [str(p) for p in files])
+    payload = {
+        SOURCE: source.encode(),
+        "maps.json": _json({"format": FORMAT, "maps": {s.name: list(s.readable) for s in specs}}),
+        "maps.bin": encode_maps_bin(specs),
+        "endpoints.json": _json(endpoints_json(dp, inventory)),
+        "rules.json": _json(rules_json(dp)),
+    }
+    for name, data in payload.items():
+        (out / name).write_bytes(data)
+    build_object(out.resolve(), SOURCE, OBJECT)
+    payload[OBJECT] = (out / OBJECT).read_bytes()
+    warnings = tuple(dp.warnings) + tuple(blowups)
+    manifest = {
+        "format": FORMAT,
+        "policyc_version": __version__,
+        "inputs": [{"path": str(f), "sha256": _sha256(f.read_bytes())} for f in input_files(inputs)],
+        "clang": clang_version(),
+        "features": dp.features.as_dict(),
+        "programs": [{"name": name, "section": section, "hook": hook, "object": OBJECT}
+                     for name, section, hook in PROGRAMS],
+        "maps": [s.manifest() for s in specs],
+        "files": {name: _sha256(data) for name, data in sorted(payload.items())},
+        "warnings": list(warnings),
+    }
+    (out / MANIFEST).write_bytes(_json(manifest))
+    return CompileResult(dp, tuple(specs), warnings)

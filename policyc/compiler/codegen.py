@@ -1,0 +1,84 @@
+"""C generation from the Jinja templates, and the clang build of the BPF object.
+
+Specialization happens here: the templates see the Features of the lowered
+datapath and leave out whatever the policy set does not use (IPv6 parsing,
+port-range look-ups, the deny path, the any-peer look-up, ICMP types, the L7
+proxy mark).  Constants (identities, codes, rates) are baked in.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import jinja2
+
+from .diagnostics import Diagnostic, PolicycError
+from .entities import FIRST_CIDR_ID, RESERVED_IDS
+from .evaluate import Reason
+from .layouts import EVENT, addr_words
+from .lower import (ACTION_CODE, ANY_PEER, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, HOST_ID,
+                    LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Datapath)
+from .mapdata import POLICY_PREFIX_BITS, MapSpec
+
+PROXY_MARK = 0x0200          # Cilium's MARK_MAGIC_TO_PROXY
+EVENTS_PER_SECOND = 1000     # per CPU
+# Event reason codes: the evaluator's reasons plus the datapath's own.
+REASON_CODES = {r.name: n + 1 for n, r in enumerate(Reason)}
+PROGRAMS = (("from_pod", "tc", "tc-from-pod"), ("to_pod", "tc", "tc-to-pod"), ("xdp_node", "xdp", "xdp-node"))
+
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("policyc", "templates"), undefined=jinja2.StrictUndefined,
+                          trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+def render(dp: Datapath, specs: list[MapSpec], version: str, inputs: list[str]) -> str:
+    """The generated C source of one artifact."""
+    structs = {}
+    for s in specs:
+        for lay in (s.key, s.value):
+            if lay is not None:
+                structs[lay.name] = lay.c_decl()
+    structs["event"] = EVENT.c_decl()  # the ring buffer has no key or value type
+    return _ENV.get_template("policyc.bpf.c.j2").render(
+        version=version, inputs=inputs, features=dp.features.as_dict(),
+        structs=list(structs.values()),
+        maps=[{"name": s.name, "c_type": s.c_type, "key": s.key.name if s.key else None,
+               "value": s.value.name if s.value else None, "max_entries": s.max_entries, "flags": s.flags}
+              for s in specs],
+        addr_words=addr_words(16 if dp.features.ipv6 else 4),
+        dir={d.value: c for d, c in DIR_CODE.items()}, action={a.value: c for a, c in ACTION_CODE.items()},
+        ep_dd={d.value: c for d, c in EP_DEFAULT_DENY.items()}, flag_proxy=FLAG_PROXY, any_peer=ANY_PEER,
+        host_id=HOST_ID, world_ipv4_id=RESERVED_IDS["world-ipv4"], world_ipv6_id=RESERVED_IDS["world-ipv6"],
+        first_cidr_id=FIRST_CIDR_ID, proxy_mark=PROXY_MARK, events_per_second=EVENTS_PER_SECOND,
+        reasons=REASON_CODES, policy_prefix_bits=POLICY_PREFIX_BITS,
+        level={"port": LEVEL_PORT, "proto": LEVEL_PROTO, "any": LEVEL_ANY})
+
+
+def clang() -> str:
+    path = shutil.which("clang")
+    if path is None:
+        raise PolicycError(Diagnostic.simple("clang not found: install clang (and libbpf-dev) to compile datapaths"))
+    return path
+
+
+def clang_version() -> str:
+    out = subprocess.run([clang(), "--version"], capture_output=True, text=True, check=True).stdout
+    return out.splitlines()[0].strip()
+
+
+def include_dirs() -> list[str]:
+    """asm/ headers live under the multiarch directory on Debian."""
+    arch = subprocess.run([clang(), "-print-multiarch"], capture_output=True, text=True).stdout.strip()
+    multi = f"/usr/include/{arch or 'x86_64-linux-gnu'}"
+    return [f"-I{multi}"] if os.path.isdir(multi) else []
+
+
+def build_object(directory: Path, source: str, obj: str) -> None:
+    """clang -O2 -g -target bpf in ``directory``; debug paths are made relative for reproducibility."""
+    cmd = [clang(), "-O2", "-g", "-target", "bpf", "-Wall", "-Werror", *include_dirs(),
+           f"-fdebug-prefix-map={directory}=.", "-fdebug-compilation-dir=.", "-c", source, "-o", obj]
+    res = subprocess.run(cmd, cwd=directory, capture_output=True, text=True)
+    if res.returncode != 0:
+        tail = "\n".join(res.stderr.strip().splitlines()[-20:])
+        raise PolicycError(Diagnostic.simple(f"clang failed on the generated {source}:\n{tail}"))

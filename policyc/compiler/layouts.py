@@ -1,0 +1,120 @@
+"""Binary layouts shared by the generated C and the Python side, defined once.
+
+Every map key and value and the ring-buffer event are described here; the
+templates render the C structs from these descriptions and Python packs and
+unpacks with the matching ``struct`` format, so the two cannot drift apart.
+Fields are laid out in order with no implicit padding (explicit ``_pad``
+fields keep C and Python byte-identical); ``be`` fields are big-endian, the
+rest native (little-endian on every BPF target policyc supports).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+_CTYPES = {"u8": ("__u8", "B"), "u16": ("__u16", "H"), "u32": ("__u32", "I"), "u64": ("__u64", "Q"),
+           "be16": ("__be16", "H"), "be32": ("__be32", "I")}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str       # a key of _CTYPES
+    count: int = 1
+    array: bool = False  # declared as an array even with one element (addresses)
+
+    @property
+    def size(self) -> int:
+        return struct.calcsize(_CTYPES[self.kind][1]) * self.count
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A packed C struct: its declaration for the templates and its codec for Python."""
+
+    name: str
+    fields: tuple[Field, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.fields)
+
+    def c_decl(self) -> str:
+        lines = [f"struct {self.name} {{"]
+        for f in self.fields:
+            ctype = _CTYPES[f.kind][0]
+            lines.append(f"\t{ctype} {f.name}{f'[{f.count}]' if f.count > 1 or f.array else ''};")
+        lines.append("} __attribute__((packed));")
+        return "\n".join(lines)
+
+    def pack(self, **values) -> bytes:
+        """Fields missing from ``values`` are zero; arrays take a sequence or bytes."""
+        out = bytearray()
+        for f in self.fields:
+            value = values.get(f.name, 0)
+            endian = ">" if f.kind.startswith("be") else "<"
+            code = _CTYPES[f.kind][1]
+            if f.count > 1 or f.array:
+                if isinstance(value, (bytes, bytearray)):
+                    assert len(value) == f.size, (self.name, f.name)
+                    out += value
+                    continue
+                items = list(value) if value else [0] * f.count
+                out += struct.pack(f"{endian}{f.count}{code}", *items)
+            else:
+                out += struct.pack(endian + code, value)
+        return bytes(out)
+
+    def unpack(self, data: bytes) -> dict:
+        values, offset = {}, 0
+        for f in self.fields:
+            chunk = data[offset:offset + f.size]
+            offset += f.size
+            if f.count > 1 or f.array:
+                values[f.name] = bytes(chunk)
+            else:
+                endian = ">" if f.kind.startswith("be") else "<"
+                values[f.name] = struct.unpack(endian + _CTYPES[f.kind][1], chunk)[0]
+        return values
+
+
+# The ring-buffer event: addresses always 16 bytes (IPv4 in the first word), independent of the artifact.
+EVENT = Layout("event", (Field("ts", "u64"), Field("src_identity", "u32"), Field("dst_identity", "u32"),
+                          Field("rule", "u32"), Field("endpoint_id", "u32"), Field("verdict", "u8"),
+                          Field("dir", "u8"), Field("proto", "u8"), Field("flags", "u8"),
+                          Field("reason", "u8"), Field("family", "u8"), Field("sport", "be16"),
+                          Field("dport", "be16"), Field("_pad", "u16"),
+                          Field("saddr", "be32", 4), Field("daddr", "be32", 4)))
+
+
+def addr_words(addr_len: int) -> int:
+    return addr_len // 4
+
+
+def layouts(addr_len: int, port_lpm: bool) -> dict[str, Layout]:
+    """All layouts of one artifact: addresses are 4 bytes (IPv4 only) or 16 (v4-mapped IPv6)."""
+    words = addr_words(addr_len)
+    addr = lambda name: Field(name, "be32", words, array=True)  # noqa: E731
+    policy_key = (Field("prefixlen", "u32"),) if port_lpm else ()
+    policy_key += (Field("policy_id", "u32"), Field("peer", "u32"), Field("dir", "u8"),
+                   Field("proto", "u8"), Field("port", "be16"))
+    if not port_lpm:  # exact mode: which fall-back level this entry is (see lower.py)
+        policy_key += (Field("level", "u8"), Field("_pad", "u8", 3))
+    return {
+        "ipcache_key": Layout("ipcache_key", (Field("prefixlen", "u32"), addr("addr"))),
+        "ipcache_value": Layout("ipcache_value", (Field("identity", "u32"),)),
+        "endpoint_key": Layout("endpoint_key", (addr("addr"),)),
+        "endpoint_value": Layout("endpoint_value", (Field("endpoint_id", "u32"), Field("identity", "u32"),
+                                                    Field("policy_id", "u32"), Field("flags", "u32"))),
+        "policy_key": Layout("policy_key", policy_key),
+        "policy_value": Layout("policy_value", (Field("action", "u8"), Field("flags", "u8"),
+                                                Field("_pad", "u16"), Field("rule", "u32"))),
+        "ct_key": Layout("ct_key", (addr("saddr"), addr("daddr"), Field("sport", "be16"), Field("dport", "be16"),
+                                    Field("proto", "u8"), Field("dir", "u8"), Field("_pad", "u16"))),
+        "ct_value": Layout("ct_value", (Field("last_seen", "u64"), Field("rule", "u32"), Field("flags", "u32"))),
+        "index_key": Layout("index_key", (Field("index", "u32"),)),
+        "counter": Layout("counter", (Field("packets", "u64"), Field("bytes", "u64"))),
+        "ratelimit": Layout("ratelimit", (Field("window_start", "u64"), Field("count", "u32"),
+                                          Field("_pad", "u32"))),
+        "event": EVENT,
+    }

@@ -1,0 +1,391 @@
+"""Lowering: IR (PolicySet) × Inventory → the datapath's tables, as pure functions.
+
+The tables answer the evaluator's question with map look-ups:
+
+* **ipcache** (LPM trie): address → identity.  Pod and node addresses are
+  host routes; every CIDR and except prefix used by any rule gets its own
+  CIDR identity (from 1<<24, numbered in address order); 0.0.0.0/0 and ::/0
+  are world-ipv4 and world-ipv6.  A longest-prefix match lands an address in
+  the *region* of its most specific prefix.  Prefixes nest or are disjoint,
+  so if a rule's CIDR or one of its excepts contains any address of a region
+  it contains the region's whole prefix: every region is uniformly inside or
+  outside every ``CIDR except ...`` peer, and the identity stands for it exactly.
+* **endpoints** (hash): local address → endpoint id, identity, policy id and
+  default-deny flags.  Pods with equal labels and named ports share a policy id.
+* **policy** (LPM trie on (policy id, peer, direction, protocol, port bits),
+  or a hash with explicit fall-back levels when no rule uses a port range):
+  the merged verdict of all rules per port block.  Verdicts are merged at
+  compile time (deny before allow), so the most specific entry is the answer;
+  the only run-time combination is between the peer's own entry and the
+  any-peer entry (rules whose peer is the wildcard selector), where deny wins.
+
+Named ports are resolved at the destination: the subject's own ports for
+ingress, the peer identity's ports for egress.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Iterable
+
+from .entities import FIRST_CIDR_ID, RESERVED_IDS, reserved_label, world_labels
+from .evaluate import Evaluator, selects, subject_labels
+from .inventory import Inventory
+from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, IPNetwork,
+                 NamedPort, PolicySet, PortMatch, Protocol, Rule, SelectorPeer)
+
+DIR_CODE = {Direction.INGRESS: 1, Direction.EGRESS: 2}
+ACTION_CODE = {Action.ALLOW: 1, Action.DENY: 2}
+FLAG_PROXY = 1               # policy value / event flag: the flow's requests go to an L7 proxy
+EP_DEFAULT_DENY = {Direction.INGRESS: 1, Direction.EGRESS: 2}
+ANY_PEER = 0
+HOST_ID = RESERVED_IDS["host"]
+REMOTE_NODE_ID = RESERVED_IDS["remote-node"]
+# Exact-mode fall-back levels (hash policy map): the datapath tries them in this order.
+LEVEL_PORT, LEVEL_PROTO, LEVEL_ANY = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class IPCacheEntry:
+    network: IPNetwork
+    identity: int
+    source: str  # what put it there: a pod, a node, a CIDR, world
+
+
+@dataclass(frozen=True)
+class EndpointEntry:
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+    endpoint_id: int
+    identity: int
+    policy_id: int
+    default_deny: tuple[Direction, ...]
+    name: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The merged answer of every rule matching one key: deny wins, lowest rule number decides."""
+
+    action: Action
+    rule: int            # 1-based index into PolicySet.rules
+    proxy: bool = False  # every matching allow carries L7 rules (R9.3)
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    policy_id: int
+    peer: int                 # identity, or ANY_PEER
+    direction: Direction
+    protocol: int | None      # None: every IP protocol (L3-only rules)
+    port: int                 # first port of the block (ICMP: type)
+    port_bits: int            # how many leading bits of the port are fixed: 16 one port, 0 every port
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class PeerIdentity:
+    """One identity as a policy peer: its labels, its ipcache region (CIDR/world), its named ports."""
+
+    id: int
+    labels: frozenset
+    region: IPNetwork | None = None
+    ports: tuple[NamedPort, ...] = ()
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the policy set needs compiled in; the manifest lists these."""
+
+    ipv6: bool
+    port_ranges: bool
+    deny: bool
+    icmp: bool
+    l7: bool
+    any_peer: bool
+    cidr: bool
+
+    def as_dict(self) -> dict[str, bool]:
+        return dict(sorted(vars(self).items()))
+
+
+@dataclass(frozen=True)
+class Datapath:
+    ipcache: tuple[IPCacheEntry, ...]
+    endpoints: tuple[EndpointEntry, ...]
+    policy: tuple[PolicyEntry, ...]
+    identities: tuple[PeerIdentity, ...]
+    rules: tuple[Rule, ...]
+    features: Features
+    warnings: tuple[str, ...]
+
+
+# ---- identities and the ipcache ----
+
+def used_prefixes(policy: PolicySet) -> list[IPNetwork]:
+    """Every CIDR and except prefix any rule names, in address order."""
+    nets = {n for r in policy.rules for p in r.peers if isinstance(p, CIDRPeer) for n in (p.network, *p.excepts)}
+    return sorted(nets, key=lambda n: (n.version, n.network_address, n.prefixlen))
+
+
+def wants_ipv6(policy: PolicySet, inventory: Inventory) -> bool:
+    return (any(ip.version == 6 for ep in inventory.endpoints for ip in ep.ips)
+            or any(n.version == 6 for n in used_prefixes(policy)))
+
+
+def _host_net(ip) -> IPNetwork:
+    return ipaddress.ip_network(ip)
+
+
+def _union_ports(eps: Iterable[Endpoint]) -> tuple[NamedPort, ...]:
+    return tuple(sorted({np for ep in eps for np in ep.ports}, key=lambda n: (n.name, n.protocol, n.port)))
+
+
+def peer_identities(policy: PolicySet, inventory: Inventory, ipv6: bool) -> tuple[PeerIdentity, ...]:
+    """Every identity the datapath can see as a peer, with what the evaluator would see for it."""
+    out: dict[int, PeerIdentity] = {}
+    for ident in inventory.identities:
+        if ident.id >= 256:  # pods; nodes share remote-node below
+            eps = [ep for ep in inventory.pods if ep.identity.id == ident.id]
+            out[ident.id] = PeerIdentity(ident.id, ident.labels, None, _union_ports(eps))
+    nodes = inventory.nodes
+    node_lbls = nodes[0].identity.labels if nodes else frozenset({reserved_label("remote-node")})
+    out[REMOTE_NODE_ID] = PeerIdentity(REMOTE_NODE_ID, node_lbls)
+    # R3.9/R6.2: the node a pod runs on is "host"; the loader maps the local node's addresses to it.
+    out[HOST_ID] = PeerIdentity(HOST_ID, frozenset({reserved_label("host")}))
+    out[RESERVED_IDS["world-ipv4"]] = PeerIdentity(RESERVED_IDS["world-ipv4"], world_labels(4),
+                                                   ipaddress.ip_network("0.0.0.0/0"))
+    if ipv6:
+        out[RESERVED_IDS["world-ipv6"]] = PeerIdentity(RESERVED_IDS["world-ipv6"], world_labels(6),
+                                                       ipaddress.ip_network("::/0"))
+    host_routes = {_host_net(ip) for ep in inventory.endpoints for ip in ep.ips}
+    n = 0
+    for net in used_prefixes(policy):
+        if net.prefixlen == 0 or net in host_routes:
+            continue  # /0 is world; a pod's own host route keeps the pod identity (R7.1)
+        out[FIRST_CIDR_ID + n] = PeerIdentity(FIRST_CIDR_ID + n, world_labels(net.version), net)
+        n += 1
+    return tuple(out[k] for k in sorted(out))
+
+
+def ipcache_entries(inventory: Inventory, identities: tuple[PeerIdentity, ...]) -> tuple[IPCacheEntry, ...]:
+    entries = [IPCacheEntry(_host_net(ip), ep.identity.id if ep.kind is EndpointKind.POD else REMOTE_NODE_ID,
+                            f"{ep.kind.value} {ep.display}")
+               for ep in inventory.endpoints if ep.kind is not EndpointKind.EXTERNAL for ip in ep.ips]
+    entries += [IPCacheEntry(i.region, i.id, "world" if i.region.prefixlen == 0 else "cidr")
+                for i in identities if i.region is not None]
+    return tuple(sorted(entries, key=lambda e: (e.network.version, e.network.network_address,
+                                                e.network.prefixlen)))
+
+
+def cidr_peer_matches(peer: CIDRPeer, region: IPNetwork) -> bool:
+    """Exact for a whole LPM region: inside the CIDR and outside every except (see module doc)."""
+    def covers(net: IPNetwork) -> bool:
+        return net.version == region.version and region.subnet_of(net)
+    return covers(peer.network) and not any(covers(ex) for ex in peer.excepts)
+
+
+def rule_matches_peer(rule: Rule, peer: PeerIdentity) -> bool:
+    for p in rule.peers:
+        if isinstance(p, SelectorPeer) and any(s.matches(peer.labels) for s in p.selectors):
+            return True
+        if isinstance(p, CIDRPeer) and peer.region is not None and cidr_peer_matches(p, peer.region):
+            return True
+    return False  # FQDN peers match nothing statically (R10.2c)
+
+
+def is_any_peer(rule: Rule) -> bool:
+    """A rule whose peer is the empty selector matches every identity, present and future."""
+    return any(isinstance(p, SelectorPeer) and any(s.is_wildcard for s in p.selectors) for p in rule.peers)
+
+
+# ---- port items and merged verdicts ----
+
+@dataclass(frozen=True)
+class Item:
+    """One rule's contribution for one peer: (protocol, port range) → action."""
+
+    protocol: int | None
+    first: int
+    last: int
+    action: Action
+    rule: int
+    l7: bool
+
+
+def resolve_port(pm: PortMatch, dst_ports: tuple[NamedPort, ...]) -> list[tuple[int | None, int, int]]:
+    """(protocol, first, last) triples; a named port becomes the destination's numbers (R8.4)."""
+    if pm.name is not None:
+        return [(int(np.protocol), np.port, np.port) for np in dst_ports
+                if np.name == pm.name and (pm.protocol is Protocol.ANY or np.protocol is pm.protocol)]
+    if pm.protocol is Protocol.ANY:
+        if (pm.first, pm.last) != (0, 65535):
+            raise ValueError(f"L3-only port match with a port range {pm}: the frontend should expand it")
+        return [(None, 0, 65535)]
+    return [(int(pm.protocol), pm.first, pm.last)]
+
+
+def items_for(rules: Iterable[tuple[int, Rule]], dst_ports: tuple[NamedPort, ...]) -> list[Item]:
+    return [Item(proto, lo, hi, r.action, num, pm.l7 is not None)
+            for num, r in rules for pm in r.ports for proto, lo, hi in resolve_port(pm, dst_ports)]
+
+
+def merge(items: Iterable[Item]) -> Verdict | None:
+    """The evaluator's order: any deny drops; else any allow allows; L7 only if every allow has it."""
+    items = list(items)
+    denies = [i.rule for i in items if i.action is Action.DENY]
+    if denies:
+        return Verdict(Action.DENY, min(denies))
+    allows = [i for i in items if i.action is Action.ALLOW]
+    if not allows:
+        return None
+    return Verdict(Action.ALLOW, min(i.rule for i in allows), all(i.l7 for i in allows))
+
+
+def prefix_blocks(first: int, last: int, width: int = 16) -> list[tuple[int, int]]:
+    """The fewest aligned (start, fixed_bits) blocks covering [first, last]."""
+    out = []
+    while first <= last:
+        size = first & -first if first else 1 << width
+        while size > last - first + 1:
+            size >>= 1
+        out.append((first, width - size.bit_length() + 1))
+        first += size
+    return out
+
+
+def _intervals(items: list[Item]) -> list[tuple[int, int]]:
+    """The elementary intervals the items' ranges cut [0, 65535] into, keeping only covered ones."""
+    cuts = sorted({0, 65536} | {i.first for i in items} | {i.last + 1 for i in items})
+    return [(a, b - 1) for a, b in zip(cuts, cuts[1:])
+            if any(i.first <= a and b - 1 <= i.last for i in items)]
+
+
+def lpm_blocks(own: list[Item], common: list[Item]) -> list[tuple[int, int, Verdict]]:
+    """Port blocks for one protocol in LPM mode; ``common`` (L3-only items) hold at every port."""
+    runs: list[list] = []
+    for a, b in _intervals(own):
+        v = merge([i for i in own if i.first <= a and b <= i.last] + common)
+        if runs and runs[-1][1] + 1 == a and runs[-1][2] == v:
+            runs[-1][1] = b
+        else:
+            runs.append([a, b, v])
+    return [(start, bits, v) for a, b, v in runs if v is not None for start, bits in prefix_blocks(a, b)]
+
+
+def exact_blocks(own: list[Item], common: list[Item]) -> list[tuple[int, int, Verdict]]:
+    """Port blocks in exact mode: single ports plus one every-port entry (no ranges exist)."""
+    full = [i for i in own if (i.first, i.last) == (0, 65535)]
+    singles = sorted({i.first for i in own if i.first == i.last})
+    out = []
+    if full:
+        out.append((0, 0, merge(full + common)))
+    for port in singles:
+        out.append((port, 16, merge([i for i in own if i.first <= port <= i.last] + common)))
+    return [(p, bits, v) for p, bits, v in out if v is not None]
+
+
+def peer_entries(policy_id: int, peer: int, direction: Direction, items: list[Item],
+                 port_lpm: bool) -> list[PolicyEntry]:
+    """Entries for one (policy, peer, direction): one per protocol port block, one L3-only fall-back."""
+    common = [i for i in items if i.protocol is None]
+    out = []
+    any_verdict = merge(common)
+    if any_verdict is not None:
+        out.append(PolicyEntry(policy_id, peer, direction, None, 0, 0, any_verdict))
+    blocks = lpm_blocks if port_lpm else exact_blocks
+    for proto in sorted({i.protocol for i in items if i.protocol is not None}):
+        own = [i for i in items if i.protocol == proto]
+        out += [PolicyEntry(policy_id, peer, direction, proto, port, bits, v)
+                for port, bits, v in blocks(own, common)]
+    return out
+
+
+# ---- subjects ----
+
+def policy_classes(inventory: Inventory) -> list[tuple[int, Endpoint, tuple[Endpoint, ...]]]:
+    """(policy id, representative, members): pods with equal labels and named ports share policy."""
+    classes: dict[tuple, list[Endpoint]] = {}
+    for ep in inventory.pods:
+        classes.setdefault((subject_labels(ep), ep.ports), []).append(ep)
+    return [(n + 1, eps[0], tuple(eps)) for n, eps in enumerate(classes.values())]
+
+
+def subject_entries(policy: PolicySet, evaluator: Evaluator, policy_id: int, subject: Endpoint,
+                    direction: Direction, identities: tuple[PeerIdentity, ...], port_lpm: bool) -> list[PolicyEntry]:
+    numbered = [(n + 1, r) for n, r in enumerate(policy.rules)
+                if r.direction is direction and not r.is_empty and selects(r.subject_kind, r.subject, subject)]
+    if not evaluator.is_default_deny(subject, direction):
+        numbered = [(n, r) for n, r in numbered if r.action is Action.DENY]  # allows cannot change anything
+    wild = [(n, r) for n, r in numbered if is_any_peer(r)]
+    specific = [(n, r) for n, r in numbered if not is_any_peer(r)]
+    if direction is Direction.EGRESS and any(pm.name for _, r in wild for pm in r.ports):
+        specific, wild = numbered, []  # egress named ports depend on each peer's ports: expand per peer
+    out = peer_entries(policy_id, ANY_PEER, direction, items_for(wild, subject.ports), port_lpm)
+    for peer in identities:
+        dst_ports = subject.ports if direction is Direction.INGRESS else peer.ports
+        matching = [(n, r) for n, r in specific if rule_matches_peer(r, peer)]
+        out += peer_entries(policy_id, peer.id, direction, items_for(matching, dst_ports), port_lpm)
+    return out
+
+
+# ---- the whole datapath ----
+
+def detect_features(policy: PolicySet, inventory: Inventory, entries: list[PolicyEntry]) -> Features:
+    ports = [pm for r in policy.rules for pm in r.ports]
+    return Features(
+        ipv6=wants_ipv6(policy, inventory),
+        port_ranges=any(pm.name is None and pm.protocol is not Protocol.ANY and pm.first != pm.last
+                        and (pm.first, pm.last) != (0, 65535) for pm in ports),
+        deny=any(e.verdict.action is Action.DENY for e in entries),
+        icmp=any(pm.protocol in (Protocol.ICMP, Protocol.ICMPV6) for pm in ports),
+        l7=any(e.verdict.proxy for e in entries),
+        any_peer=any(e.peer == ANY_PEER for e in entries),
+        cidr=any(isinstance(p, CIDRPeer) for r in policy.rules for p in r.peers),
+    )
+
+
+def lower(policy: PolicySet, inventory: Inventory) -> Datapath:
+    """The datapath tables for ``policy`` on ``inventory`` (deterministic: sorted everywhere)."""
+    ipv6 = wants_ipv6(policy, inventory)
+    identities = peer_identities(policy, inventory, ipv6)
+    port_lpm = _needs_port_lpm(policy)
+    evaluator = Evaluator(policy)
+    endpoints, entries = [], []
+    for policy_id, rep, members in policy_classes(inventory):
+        dd = tuple(d for d in Direction if evaluator.is_default_deny(rep, d))
+        for direction in (Direction.INGRESS, Direction.EGRESS):
+            entries += subject_entries(policy, evaluator, policy_id, rep, direction, identities, port_lpm)
+        endpoints += [EndpointEntry(ip, 0, ep.identity.id, policy_id, dd, ep.display)
+                      for ep in members for ip in ep.ips]
+    ids = {name: n + 1 for n, name in enumerate(ep.display for ep in inventory.pods)}
+    endpoints = [EndpointEntry(e.ip, ids[e.name], e.identity, e.policy_id, e.default_deny, e.name)
+                 for e in endpoints]
+    entries.sort(key=lambda e: (e.policy_id, e.peer, DIR_CODE[e.direction], e.protocol or 0, e.port, e.port_bits))
+    return Datapath(
+        ipcache=ipcache_entries(inventory, identities),
+        endpoints=tuple(sorted(endpoints, key=lambda e: (e.ip.version, e.ip))),
+        policy=tuple(entries),
+        identities=identities,
+        rules=policy.rules,
+        features=detect_features(policy, inventory, entries),
+        warnings=tuple(named_port_warnings(policy, inventory)),
+    )
+
+
+def _needs_port_lpm(policy: PolicySet) -> bool:
+    return any(pm.name is None and pm.protocol is not Protocol.ANY and pm.first != pm.last
+               and (pm.first, pm.last) != (0, 65535) for r in policy.rules for pm in r.ports)
+
+
+def named_port_warnings(policy: PolicySet, inventory: Inventory) -> list[str]:
+    """Egress named ports resolve per peer identity: pods sharing one must agree on the numbers."""
+    names = {pm.name for r in policy.rules if r.direction is Direction.EGRESS for pm in r.ports if pm.name}
+    out = []
+    for ident in inventory.identities:
+        eps = [ep for ep in inventory.pods if ep.identity.id == ident.id]
+        for name in sorted(names):
+            seen = {tuple(sorted((np.port, np.protocol) for np in ep.ports if np.name == name)) for ep in eps}
+            if len(seen) > 1:
+                out.append(f"named port {name!r} differs between pods of identity {ident.id} "
+                           f"({', '.join(ep.display for ep in eps)}): egress entries allow the union")
+    return out

@@ -1,0 +1,179 @@
+"""Map specs and their initial contents: lowered tables → keys and values, readable and binary.
+
+The readable form goes to maps.json, the binary form to maps.bin (format in
+docs/artifact.md): a loader writes the binary entries with no knowledge of
+their meaning.  Key and value bytes come from layouts.py, the same
+descriptions the C structs are rendered from.
+"""
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+from .diagnostics import Diagnostic, PolicycError
+from .layouts import Layout, layouts
+from .lower import (ACTION_CODE, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, LEVEL_ANY,
+                    LEVEL_PORT, LEVEL_PROTO, Datapath, PolicyEntry)
+
+MAPS_BIN_MAGIC = b"PCMAPS\x00\x01"
+RINGBUF_BYTES = 256 * 1024
+DEFAULT_SIZES = {"ipcache": 16384, "endpoints": 4096, "policy": 65536, "conntrack": 65536}
+BLOWUP_SHARE = 0.5  # warn when one subject and direction fills this share of the policy map
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    name: str
+    kind: str          # the BPF map type without its prefix, lower case (lpm_trie, hash, ...)
+    key: Layout | None
+    value: Layout | None
+    max_entries: int
+    flags: str = ""
+    entries: tuple[tuple[bytes, bytes], ...] = ()
+    readable: tuple[dict, ...] = ()
+
+    @property
+    def c_type(self) -> str:
+        return "BPF_MAP_TYPE_" + self.kind.upper()
+
+    def manifest(self) -> dict:
+        return {"name": self.name, "type": self.kind, "key_size": self.key.size if self.key else 0,
+                "value_size": self.value.size if self.value else 0, "max_entries": self.max_entries,
+                "entries": len(self.entries)}
+
+
+def addr_bytes(ip, addr_len: int) -> bytes:
+    """4 bytes in an IPv4-only artifact, else 16 with IPv4 as ::ffff:a.b.c.d."""
+    if addr_len == 4:
+        return ip.packed
+    return ip.packed if ip.version == 6 else ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + ip.packed).packed
+
+
+def prefix_len(net, addr_len: int) -> int:
+    return net.prefixlen + (96 if addr_len == 16 and net.version == 4 else 0)
+
+
+def port_text(e: PolicyEntry) -> str:
+    if e.protocol is None or e.port_bits == 0:
+        return "*"
+    last = e.port + (1 << (16 - e.port_bits)) - 1
+    return str(e.port) if last == e.port else f"{e.port}-{last}"
+
+
+def policy_key(lay: Layout, e: PolicyEntry, port_lpm: bool) -> bytes:
+    fields = dict(policy_id=e.policy_id, peer=e.peer, dir=DIR_CODE[e.direction],
+                  proto=e.protocol or 0, port=e.port)
+    if port_lpm:  # 72 bits of (policy, peer, direction), then protocol, then the port prefix
+        fields["prefixlen"] = 72 if e.protocol is None else 80 + e.port_bits
+    else:
+        fields["level"] = LEVEL_ANY if e.protocol is None else LEVEL_PORT if e.port_bits == 16 else LEVEL_PROTO
+    return lay.pack(**fields)
+
+
+POLICY_PREFIX_BITS = 96  # the whole LPM key: look-ups use every bit
+
+
+def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list[str]]:
+    """Every map with its initial entries; raises when a map would overflow, warns on blow-ups."""
+    addr_len = 16 if dp.features.ipv6 else 4
+    port_lpm = dp.features.port_ranges
+    lay = layouts(addr_len, port_lpm)
+    size = {**DEFAULT_SIZES, **sizes}
+    ipcache = [(lay["ipcache_key"].pack(prefixlen=prefix_len(e.network, addr_len),
+                                        addr=addr_bytes(e.network.network_address, addr_len)),
+                lay["ipcache_value"].pack(identity=e.identity),
+                {"prefix": str(e.network), "identity": e.identity, "source": e.source}) for e in dp.ipcache]
+    endpoints = [(lay["endpoint_key"].pack(addr=addr_bytes(e.ip, addr_len)),
+                  lay["endpoint_value"].pack(endpoint_id=e.endpoint_id, identity=e.identity, policy_id=e.policy_id,
+                                             flags=sum(EP_DEFAULT_DENY[d] for d in e.default_deny)),
+                  {"ip": str(e.ip), "endpoint": e.name, "endpoint_id": e.endpoint_id, "identity": e.identity,
+                   "policy_id": e.policy_id, "default_deny": [d.value for d in e.default_deny]})
+                 for e in dp.endpoints]
+    policy = [(policy_key(lay["policy_key"], e, port_lpm),
+               lay["policy_value"].pack(action=ACTION_CODE[e.verdict.action], rule=e.verdict.rule,
+                                        flags=FLAG_PROXY if e.verdict.proxy else 0),
+               {"policy_id": e.policy_id, "peer": e.peer, "direction": e.direction.value,
+                "protocol": "any" if e.protocol is None else e.protocol, "ports": port_text(e),
+                "action": e.verdict.action.value, "rule": e.verdict.rule, "proxy": e.verdict.proxy})
+              for e in dp.policy]
+
+    def spec(name, kind, key, value, rows, max_entries, flags=""):
+        return MapSpec(name, kind, lay[key] if key else None, lay[value] if value else None, max_entries, flags,
+                       tuple((k, v) for k, v, _ in rows), tuple(r for _, _, r in rows))
+
+    specs = [
+        spec("ipcache", "lpm_trie", "ipcache_key", "ipcache_value", ipcache, size["ipcache"], "BPF_F_NO_PREALLOC"),
+        spec("endpoints", "hash", "endpoint_key", "endpoint_value", endpoints, size["endpoints"]),
+        spec("policy", "lpm_trie" if port_lpm else "hash", "policy_key", "policy_value", policy, size["policy"],
+             "BPF_F_NO_PREALLOC" if port_lpm else ""),
+        spec("conntrack", "lru_hash", "ct_key", "ct_value", [], size["conntrack"]),
+        MapSpec("counters", "percpu_array", lay["index_key"], lay["counter"], len(dp.rules) + 1),
+        MapSpec("ratelimit", "percpu_array", lay["index_key"], lay["ratelimit"], 1),
+        MapSpec("events", "ringbuf", None, None, RINGBUF_BYTES),
+    ]
+    check_capacity(specs, sizes)
+    return specs, blowup_warnings(dp, size["policy"])
+
+
+def check_capacity(specs: list[MapSpec], sizes: dict[str, int]) -> None:
+    unknown = sorted(set(sizes) - set(DEFAULT_SIZES))
+    if unknown:
+        raise PolicycError(Diagnostic.simple(f"--map-size: unknown map {unknown[0]!r}; sizable maps: "
+                                             + ", ".join(DEFAULT_SIZES)))
+    for s in specs:
+        if len(s.entries) > s.max_entries:
+            raise PolicycError(Diagnostic.simple(
+                f"map {s.name!r} needs {len(s.entries)} entries but holds {s.max_entries}: "
+                f"raise it with --map-size {s.name}={_next_pow2(len(s.entries))}"))
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(n - 1, 1).bit_length()
+
+
+def blowup_warnings(dp: Datapath, policy_size: int) -> list[str]:
+    """Entry blow-ups (many CIDR identities × many port blocks) named by subject and direction."""
+    per: dict[tuple, int] = {}
+    for e in dp.policy:
+        per[(e.policy_id, e.direction.value)] = per.get((e.policy_id, e.direction.value), 0) + 1
+    return [f"policy id {pid} {direction}: {n} policy entries ({n * 100 // policy_size}% of the policy map); "
+            "CIDR sets × port lists multiply, consider fewer or merged prefixes or port ranges"
+            for (pid, direction), n in sorted(per.items()) if n > policy_size * BLOWUP_SHARE]
+
+
+def encode_maps_bin(specs: list[MapSpec]) -> bytes:
+    """maps.bin: magic, map count, then per map its name, key/value sizes and raw entries."""
+    out = bytearray(MAPS_BIN_MAGIC) + struct.pack("<I", len(specs))
+    for s in specs:
+        name = s.name.encode()
+        ksize = s.key.size if s.key else 0
+        vsize = s.value.size if s.value else 0
+        out += struct.pack("<B", len(name)) + name + struct.pack("<III", ksize, vsize, len(s.entries))
+        for k, v in s.entries:
+            out += k + v
+    return bytes(out)
+
+
+def decode_maps_bin(data: bytes) -> dict[str, list[tuple[bytes, bytes]]]:
+    """The inverse of encode_maps_bin: map name → [(key, value)]; raises ValueError on a bad file."""
+    if not data.startswith(MAPS_BIN_MAGIC):
+        raise ValueError("not a policyc maps.bin (bad magic)")
+    pos = len(MAPS_BIN_MAGIC)
+    (count,) = struct.unpack_from("<I", data, pos)
+    pos += 4
+    out = {}
+    for _ in range(count):
+        nlen = data[pos]
+        name = data[pos + 1:pos + 1 + nlen].decode()
+        pos += 1 + nlen
+        ksize, vsize, n = struct.unpack_from("<III", data, pos)
+        pos += 12
+        rows = []
+        for _ in range(n):
+            rows.append((data[pos:pos + ksize], data[pos + ksize:pos + ksize + vsize]))
+            pos += ksize + vsize
+        out[name] = rows
+    if pos != len(data):
+        raise ValueError("maps.bin has trailing bytes")
+    return out
