@@ -43,8 +43,7 @@ def render(dp: Datapath, specs: list[MapSpec], version: str, inputs: list[str]) 
     return _ENV.get_template("policyc.bpf.c.j2").render(
         version=version, inputs=inputs, features=dp.features.as_dict(),
         structs=list(structs.values()),
-        maps=[{"name": s.name, "c_type": s.c_type, "key": s.key.name if s.key else None,
-               "value": s.value.name if s.value else None, "max_entries": s.max_entries, "flags": s.flags}
+        maps=[{"name": s.name, "c_type": s.c_type, "key": _ctype(s, s.key), "value": _ctype(s, s.value), "max_entries": s.max_entries, "flags": s.flags}
               for s in specs],
         addr_words=addr_words(16 if dp.features.ipv6 else 4),
         dir={d.value: c for d, c in DIR_CODE.items()}, action={a.value: c for a, c in ACTION_CODE.items()},
@@ -53,6 +52,13 @@ def render(dp: Datapath, specs: list[MapSpec], version: str, inputs: list[str]) 
         first_cidr_id=FIRST_CIDR_ID, proxy_mark=PROXY_MARK, events_per_second=EVENTS_PER_SECOND,
         reasons=REASON_CODES, policy_prefix_bits=POLICY_PREFIX_BITS,
         level={"port": LEVEL_PORT, "proto": LEVEL_PROTO, "any": LEVEL_ANY})
+
+
+def _ctype(spec: MapSpec, lay) -> str | None:
+    """Array maps need a plain integer key type in BTF."""
+    if lay is None:
+        return None
+    return "__u32" if spec.kind.endswith("array") and lay is spec.key else f"struct {lay.name}"
 
 
 def clang() -> str:

@@ -1,0 +1,295 @@
+"""A small ctypes binding of Debian's libbpf.so.1: objects, programs, maps, test runs, pins.
+
+Why ctypes: libbpf is already on every node that runs BPF (libbpf1), it
+handles ELF relocation, BTF and map creation, and a ctypes binding needs no
+compiler on the node.  Only what policyc uses is bound; every failure becomes
+a ``BPFError`` with the errno text, and a load failure carries the tail of
+the kernel verifier's log.
+
+Typical use::
+
+    with BPFObject.open("policyc.bpf.o") as obj:
+        obj.load()
+        prog = obj.program("from_pod")
+        m = obj.map("endpoints")
+        m.update(key_bytes, value_bytes)
+        ret = prog.test_run(packet)
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from dataclasses import dataclass
+
+VERIFIER_LOG_BYTES = 4 << 20
+LOG_TAIL_LINES = 30
+
+BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+
+
+class BPFError(Exception):
+    """A libbpf or kernel failure, with the verifier log tail when the kernel rejected a program."""
+
+    def __init__(self, message: str, log: str = ""):
+        self.log = log
+        super().__init__(message + (f"\nverifier log (tail):\n{log}" if log else ""))
+
+
+class _TestRunOpts(ctypes.Structure):
+    """struct bpf_test_run_opts (libbpf 1.x)."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
+
+
+def _load_library() -> ctypes.CDLL:
+    name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        raise BPFError(f"cannot load libbpf ({name}): install libbpf1 / libbpf-dev ({exc})") from None
+    p, i, u32, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_size_t
+    sigs = {
+        "bpf_object__open_file": (p, [ctypes.c_char_p, p]),
+        "bpf_object__load": (i, [p]),
+        "bpf_object__close": (None, [p]),
+        "bpf_object__find_program_by_name": (p, [p, ctypes.c_char_p]),
+        "bpf_object__find_map_by_name": (p, [p, ctypes.c_char_p]),
+        "bpf_object__next_program": (p, [p, p]),
+        "bpf_program__name": (ctypes.c_char_p, [p]),
+        "bpf_program__fd": (i, [p]),
+        "bpf_program__set_log_buf": (i, [p, p, sz]),
+        "bpf_program__set_log_level": (i, [p, u32]),
+        "bpf_program__set_autoload": (i, [p, ctypes.c_bool]),
+        "bpf_map__fd": (i, [p]),
+        "bpf_map__key_size": (u32, [p]),
+        "bpf_map__value_size": (u32, [p]),
+        "bpf_map__max_entries": (u32, [p]),
+        "bpf_map__set_max_entries": (i, [p, u32]),
+        "bpf_map__type": (i, [p]),
+        "bpf_map__set_pin_path": (i, [p, ctypes.c_char_p]),
+        "bpf_map_update_elem": (i, [i, p, p, ctypes.c_uint64]),
+        "bpf_map_lookup_elem": (i, [i, p, p]),
+        "bpf_map_delete_elem": (i, [i, p]),
+        "bpf_map_get_next_key": (i, [i, p, p]),
+        "bpf_prog_test_run_opts": (i, [i, ctypes.POINTER(_TestRunOpts)]),
+        "bpf_obj_pin": (i, [i, ctypes.c_char_p]),
+        "bpf_obj_get": (i, [ctypes.c_char_p]),
+        "libbpf_num_possible_cpus": (i, []),
+    }
+    for fname, (res, args) in sigs.items():
+        fn = getattr(lib, fname)
+        fn.restype, fn.argtypes = res, args
+    return lib
+
+
+_LIB: ctypes.CDLL | None = None
+
+
+def lib() -> ctypes.CDLL:
+    """The loaded library, once per process."""
+    global _LIB
+    if _LIB is None:
+        _LIB = _load_library()
+    return _LIB
+
+
+def _check(ret: int, what: str) -> int:
+    """libbpf 1.x returns -errno (and sets errno); turn negatives into BPFError."""
+    if ret < 0:
+        err = ctypes.get_errno() or -ret
+        raise BPFError(f"{what}: {os.strerror(err)} (errno {err})")
+    return ret
+
+
+def possible_cpus() -> int:
+    return _check(lib().libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
+
+
+def pin_fd(fd: int, path: str) -> None:
+    """Pin a program or map fd at ``path`` (on bpffs)."""
+    _check(lib().bpf_obj_pin(fd, path.encode()), f"pin {path}")
+
+
+def get_pinned(path: str) -> int:
+    """An fd for a pinned object; the caller closes it with os.close."""
+    return _check(lib().bpf_obj_get(path.encode()), f"open pinned {path}")
+
+
+@dataclass
+class Program:
+    name: str
+    fd: int
+
+    def test_run(self, data: bytes, ctx: bytes | None = None, repeat: int = 1) -> "TestRun":
+        """BPF_PROG_TEST_RUN: run the program on ``data`` (a frame from the Ethernet header on)."""
+        buf_in = ctypes.create_string_buffer(data, len(data))
+        buf_out = ctypes.create_string_buffer(len(data) + 256)
+        opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.cast(buf_in, ctypes.c_void_p),
+                            data_out=ctypes.cast(buf_out, ctypes.c_void_p), data_size_in=len(data),
+                            data_size_out=len(buf_out), repeat=repeat)
+        if ctx is not None:
+            ctx_in = ctypes.create_string_buffer(ctx, len(ctx))
+            ctx_out = ctypes.create_string_buffer(len(ctx))
+            opts.ctx_in, opts.ctx_size_in = ctypes.cast(ctx_in, ctypes.c_void_p), len(ctx)
+            opts.ctx_out, opts.ctx_size_out = ctypes.cast(ctx_out, ctypes.c_void_p), len(ctx)
+        _check(lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts)), f"test run of {self.name}")
+        return TestRun(opts.retval, opts.duration, buf_out.raw[:opts.data_size_out],
+                       ctx_out.raw[:opts.ctx_size_out] if ctx is not None else b"")
+
+    def pin(self, path: str) -> None:
+        pin_fd(self.fd, path)
+
+
+@dataclass(frozen=True)
+class TestRun:
+    retval: int
+    duration_ns: int  # average per repetition
+    data: bytes
+    ctx: bytes
+
+
+@dataclass
+class Map:
+    """A map by fd; keys and values are raw bytes of the map's sizes (per-CPU values: one per CPU)."""
+
+    name: str
+    fd: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    percpu: bool = False
+
+    @property
+    def _value_bytes(self) -> int:
+        return self.value_size * (possible_cpus() if self.percpu else 1)
+
+    def _key(self, key: bytes):
+        if len(key) != self.key_size:
+            raise BPFError(f"map {self.name}: key of {len(key)} bytes, expected {self.key_size}")
+        return ctypes.create_string_buffer(key, len(key))
+
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+        if len(value) != self._value_bytes:
+            raise BPFError(f"map {self.name}: value of {len(value)} bytes, expected {self._value_bytes}")
+        val = ctypes.create_string_buffer(value, len(value))
+        _check(lib().bpf_map_update_elem(self.fd, self._key(key), val, flags), f"update {self.name}")
+
+    def lookup(self, key: bytes) -> bytes | None:
+        val = ctypes.create_string_buffer(self._value_bytes)
+        if lib().bpf_map_lookup_elem(self.fd, self._key(key), val) < 0:
+            if ctypes.get_errno() == 2:  # ENOENT
+                return None
+            _check(-ctypes.get_errno(), f"lookup in {self.name}")
+        return val.raw
+
+    def delete(self, key: bytes) -> bool:
+        if lib().bpf_map_delete_elem(self.fd, self._key(key)) < 0:
+            if ctypes.get_errno() == 2:
+                return False
+            _check(-ctypes.get_errno(), f"delete from {self.name}")
+        return True
+
+    def keys(self) -> list[bytes]:
+        out, prev = [], None
+        nxt = ctypes.create_string_buffer(self.key_size)
+        while lib().bpf_map_get_next_key(self.fd, prev, nxt) == 0:
+            out.append(nxt.raw)
+            prev = ctypes.create_string_buffer(nxt.raw, self.key_size)
+        return out
+
+    def pin(self, path: str) -> None:
+        pin_fd(self.fd, path)
+
+
+_PERCPU_TYPES = {5, 6, 10}  # BPF_MAP_TYPE_PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+
+
+class BPFObject:
+    """An opened (and, after load(), loaded) BPF ELF object; close() releases every fd."""
+
+    def __init__(self, path: str, handle: int):
+        self.path = path
+        self._obj = handle
+
+    @classmethod
+    def open(cls, path: str) -> "BPFObject":
+        ctypes.set_errno(0)
+        handle = lib().bpf_object__open_file(str(path).encode(), None)
+        if not handle:
+            err = ctypes.get_errno()
+            raise BPFError(f"cannot open BPF object {path}: {os.strerror(err) if err else 'invalid object'}")
+        return cls(str(path), handle)
+
+    def _map_handle(self, name: str) -> int:
+        handle = lib().bpf_object__find_map_by_name(self._obj, name.encode())
+        if not handle:
+            raise BPFError(f"{self.path}: no map named {name!r}")
+        return handle
+
+    def set_max_entries(self, name: str, n: int) -> None:
+        """Resize a map before load()."""
+        _check(lib().bpf_map__set_max_entries(self._map_handle(name), n), f"resize map {name}")
+
+    def load(self) -> None:
+        """Load into the kernel; on rejection, reload with the verifier log on and raise its tail."""
+        ret = lib().bpf_object__load(self._obj)
+        if ret >= 0:
+            return
+        err = ctypes.get_errno() or -ret
+        log = self._verifier_log()
+        raise BPFError(f"kernel rejected {self.path}: {os.strerror(err)} (errno {err})", log)
+
+    def _verifier_log(self) -> str:
+        """Open the object again with a log buffer on every program and load it to collect the log."""
+        again = lib().bpf_object__open_file(self.path.encode(), None)
+        if not again:
+            return ""
+        try:
+            buffers = []
+            prog = None
+            while True:
+                prog = lib().bpf_object__next_program(again, prog)
+                if not prog:
+                    break
+                buf = ctypes.create_string_buffer(VERIFIER_LOG_BYTES)
+                lib().bpf_program__set_log_buf(prog, buf, VERIFIER_LOG_BYTES)
+                lib().bpf_program__set_log_level(prog, 1)
+                buffers.append((lib().bpf_program__name(prog).decode(), buf))
+            lib().bpf_object__load(again)
+            parts = []
+            for name, buf in buffers:
+                text = buf.value.decode(errors="replace").strip()
+                if text:
+                    parts.append(f"[{name}]\n" + "\n".join(text.splitlines()[-LOG_TAIL_LINES:]))
+            return "\n".join(parts)
+        finally:
+            lib().bpf_object__close(again)
+
+    def program(self, name: str) -> Program:
+        handle = lib().bpf_object__find_program_by_name(self._obj, name.encode())
+        if not handle:
+            raise BPFError(f"{self.path}: no program named {name!r}")
+        return Program(name, _check(lib().bpf_program__fd(handle), f"fd of program {name} (loaded?)"))
+
+    def map(self, name: str) -> Map:
+        handle = self._map_handle(name)
+        fd = _check(lib().bpf_map__fd(handle), f"fd of map {name} (loaded?)")
+        return Map(name, fd, lib().bpf_map__key_size(handle), lib().bpf_map__value_size(handle),
+                   lib().bpf_map__max_entries(handle), lib().bpf_map__type(handle) in _PERCPU_TYPES)
+
+    def close(self) -> None:
+        if self._obj:
+            lib().bpf_object__close(self._obj)
+            self._obj = None
+
+    def __enter__(self) -> "BPFObject":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
