@@ -1,0 +1,178 @@
+"""Lowering unit tests on hand-built IR: tables, merged verdicts, CIDR regions, named ports, capacity."""
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from irgen import (inventory, make_rule, policy_set, policy_sets, selector,
+                   standard_inventory)
+from policyc.compiler.diagnostics import PolicycError
+from policyc.compiler.entities import FIRST_CIDR_ID
+from policyc.compiler.evaluate import Evaluator, Flow
+from policyc.compiler.inventory import external
+from policyc.compiler.ir import (Action, CIDRPeer, Direction, L3_ONLY, NamedPort, PortMatch, Protocol,
+                                 Selector, SelectorPeer)
+from policyc.compiler.layouts import layouts
+from policyc.compiler.lower import ANY_PEER, lower, prefix_blocks
+from policyc.compiler.mapdata import build_maps, decode_maps_bin, encode_maps_bin
+
+IN, EG = Direction.INGRESS, Direction.EGRESS
+net = ipaddress.ip_network
+
+
+def lookup(dp, subject, peer_id, direction, protocol, port):
+    """A Python model of the datapath's policy look-up, for checking tables without a kernel."""
+    ep = next(e for e in dp.endpoints if e.name == subject.display)
+
+    def most_specific(peer):
+        hits = [e for e in dp.policy if e.policy_id == ep.policy_id and e.peer == peer
+                and e.direction is direction
+                and (e.protocol is None or (e.protocol == protocol
+                                            and port >> (16 - e.port_bits) == e.port >> (16 - e.port_bits)))]
+        return max(hits, key=lambda e: (e.protocol is not None, e.port_bits), default=None)
+
+    found = [e.verdict for e in (most_specific(peer_id), most_specific(ANY_PEER)) if e is not None]
+    if any(v.action is Action.DENY for v in found):
+        return Action.DENY
+    if direction not in ep.default_deny:
+        return Action.ALLOW
+    return Action.ALLOW if found else Action.DENY
+
+
+def identity_of(dp, endpoint):
+    """The ipcache's longest-prefix match for the endpoint's first address."""
+    ip = endpoint.ips[0]
+    hits = [e for e in dp.ipcache if e.network.version == ip.version and ip in e.network]
+    return max(hits, key=lambda e: e.network.prefixlen).identity
+
+
+@given(st.integers(0, 65535), st.integers(0, 65535))
+def test_prefix_blocks_cover_exactly(a, b):
+    first, last = min(a, b), max(a, b)
+    covered = []
+    for start, bits in prefix_blocks(first, last):
+        size = 1 << (16 - bits)
+        assert start % size == 0
+        covered.append((start, start + size - 1))
+    assert covered[0][0] == first and covered[-1][1] == last
+    assert all(x[1] + 1 == y[0] for x, y in zip(covered, covered[1:]))
+    assert len(covered) <= 30
+
+
+def test_port_range_is_prefix_entries_not_one_per_port():
+    inv = standard_inventory()
+    pol = policy_set([make_rule(0, selector("x"), IN, Action.ALLOW, [SelectorPeer((selector("y"),))],
+                                [PortMatch(Protocol.TCP, 1000, 2000)])])
+    dp = lower(pol, inv)
+    assert dp.features.port_ranges
+    per_peer = [e for e in dp.policy if e.peer == inv.find("y/a").identity.id and e.policy_id == 1]
+    assert 0 < len(per_peer) < 20
+
+
+def test_deny_beats_allow_and_wildcard_peer_is_one_entry():
+    inv = standard_inventory()
+    pol = policy_set([
+        make_rule(0, selector("x"), IN, Action.ALLOW, [SelectorPeer((Selector(),))], [PortMatch(Protocol.TCP, 0, 65535)]),
+        make_rule(1, selector("x"), IN, Action.DENY, [SelectorPeer((selector("y", "a"),))], [PortMatch(Protocol.TCP, 80, 80)]),
+    ])
+    dp = lower(pol, inv)
+    xa, ya, yb = inv.find("x/a"), inv.find("y/a"), inv.find("y/b")
+    assert lookup(dp, xa, ya.identity.id, IN, 6, 80) is Action.DENY
+    assert lookup(dp, xa, ya.identity.id, IN, 6, 81) is Action.ALLOW
+    assert lookup(dp, xa, yb.identity.id, IN, 6, 80) is Action.ALLOW
+    assert lookup(dp, xa, yb.identity.id, IN, 17, 80) is Action.DENY
+    assert sum(e.peer == ANY_PEER for e in dp.policy) == 2  # one per subject class in x
+    assert dp.features.deny and dp.features.any_peer
+
+
+def test_cidr_except_regions_and_identity_numbering():
+    inv = standard_inventory()
+    peer = CIDRPeer(net("192.0.2.0/24"), (net("192.0.2.0/28"),))
+    pol = policy_set([make_rule(0, selector("x"), EG, Action.ALLOW, [peer], L3_ONLY)])
+    dp = lower(pol, inv)
+    cidrs = {e.network: e.identity for e in dp.ipcache if e.source == "cidr"}
+    assert cidrs == {net("192.0.2.0/24"): FIRST_CIDR_ID, net("192.0.2.0/28"): FIRST_CIDR_ID + 1}
+    assert {e.network: e.identity for e in dp.ipcache if e.source == "world"} == {net("0.0.0.0/0"): 9}
+    xa = inv.find("x/a")
+    for addr, want in (("192.0.2.200", Action.ALLOW), ("192.0.2.5", Action.DENY), ("203.0.113.1", Action.DENY)):
+        ident = identity_of(dp, external(ipaddress.ip_address(addr)))
+        assert lookup(dp, xa, ident, EG, 6, 80) is want, addr
+
+
+def test_cidr_never_matches_pods():
+    inv = standard_inventory()
+    pol = policy_set([make_rule(0, selector("x"), IN, Action.ALLOW, [CIDRPeer(net("10.244.0.0/16"))], L3_ONLY)])
+    dp = lower(pol, inv)
+    ya = inv.find("y/a")
+    assert identity_of(dp, ya) == ya.identity.id
+    assert lookup(dp, inv.find("x/a"), ya.identity.id, IN, 6, 80) is Action.DENY
+
+
+def test_named_ports_resolve_at_each_destination():
+    other = (NamedPort("web", 8080, Protocol.TCP),)
+    inv = inventory([("x", "a", ("10.244.1.1",), (NamedPort("web", 80, Protocol.TCP),)),
+                     ("y", "a", ("10.244.2.1",), other)])
+    web = PortMatch(Protocol.TCP, name="web")
+    pol = policy_set([make_rule(0, selector(), IN, Action.ALLOW, [SelectorPeer((Selector(),))], [web]),
+                      make_rule(1, selector("x"), EG, Action.ALLOW, [SelectorPeer((selector("y"),))], [web])])
+    dp = lower(pol, inv)
+    xa, ya = inv.find("x/a"), inv.find("y/a")
+    assert lookup(dp, xa, ya.identity.id, IN, 6, 80) is Action.ALLOW
+    assert lookup(dp, ya, xa.identity.id, IN, 6, 80) is Action.DENY
+    assert lookup(dp, ya, xa.identity.id, IN, 6, 8080) is Action.ALLOW
+    assert lookup(dp, xa, ya.identity.id, EG, 6, 8080) is Action.ALLOW
+    assert lookup(dp, xa, ya.identity.id, EG, 6, 80) is Action.DENY
+
+
+def test_specialization_follows_the_policy():
+    plain = lower(policy_set([]), standard_inventory())
+    assert not any(plain.features.as_dict().values())
+    v6 = lower(policy_set([]), standard_inventory(v6=True))
+    assert v6.features.ipv6
+    assert {e.identity for e in v6.ipcache if e.source == "world"} == {9, 10}
+
+
+@settings(max_examples=60, deadline=None)
+@given(policy_sets())
+def test_table_model_agrees_with_evaluator(policy):
+    """The tables, read the way the datapath reads them, give the evaluator's direction verdicts."""
+    inv = standard_inventory()
+    dp = lower(policy, inv)
+    ev = Evaluator(policy)
+    outside = [external(ipaddress.ip_address(a)) for a in ("192.0.2.3", "192.0.2.99", "198.51.100.7", "10.1.2.3")]
+    for proto, port in ((Protocol.TCP, 80), (Protocol.TCP, 81), (Protocol.UDP, 81), (Protocol.TCP, 1500)):
+        for src in inv.pods:
+            for dst in list(inv.pods) + outside:
+                if src == dst:
+                    continue
+                v = ev.evaluate(Flow(src, dst, proto, port))
+                assert lookup(dp, src, identity_of(dp, dst), EG, int(proto), port) is v.egress.action
+                if dst in inv.pods:
+                    assert lookup(dp, dst, identity_of(dp, src), IN, int(proto), port) is v.ingress.action
+        for src in outside:
+            for dst in inv.pods:
+                v = ev.evaluate(Flow(src, dst, proto, port))
+                assert lookup(dp, dst, identity_of(dp, src), IN, int(proto), port) is v.ingress.action
+
+
+def test_maps_bin_round_trip_and_capacity_error():
+    inv = standard_inventory()
+    pol = policy_set([make_rule(0, selector("x"), IN, Action.ALLOW, [SelectorPeer((selector("y"),))],
+                                [PortMatch(Protocol.TCP, 80, 80)])])
+    specs, _ = build_maps(lower(pol, inv), {})
+    decoded = decode_maps_bin(encode_maps_bin(specs))
+    assert decoded["endpoints"] == list(next(s for s in specs if s.name == "endpoints").entries)
+    assert len(decoded["ipcache"]) == len(inv.pods) + 1
+    with pytest.raises(PolicycError, match="--map-size policy="):
+        build_maps(lower(pol, inv), {"policy": 1})
+
+
+def test_layout_codec_round_trips():
+    lay = layouts(16, True)["policy_key"]
+    data = lay.pack(prefixlen=90, policy_id=3, peer=256, dir=1, proto=6, port=1024)
+    assert len(data) == lay.size == 16
+    assert lay.unpack(data)["port"] == 1024 and data[-2:] == b"\x04\x00"
+    assert "__be16 port;" in lay.c_decl()
