@@ -80,11 +80,11 @@ class Layout:
 
 # The ring-buffer event: addresses always 16 bytes (IPv4 in the first word), independent of the artifact.
 EVENT = Layout("event", (Field("ts", "u64"), Field("src_identity", "u32"), Field("dst_identity", "u32"),
-                          Field("rule", "u32"), Field("endpoint_id", "u32"), Field("verdict", "u8"),
-                          Field("dir", "u8"), Field("proto", "u8"), Field("flags", "u8"),
-                          Field("reason", "u8"), Field("family", "u8"), Field("sport", "be16"),
-                          Field("dport", "be16"), Field("_pad", "u16"),
-                          Field("saddr", "be32", 4), Field("daddr", "be32", 4)))
+               Field("rule", "u32"), Field("endpoint_id", "u32"), Field("verdict", "u8"),
+               Field("dir", "u8"), Field("proto", "u8"), Field("flags", "u8"),
+               Field("reason", "u8"), Field("family", "u8"), Field("sport", "be16"),
+               Field("dport", "be16"), Field("_pad", "u16"),
+               Field("saddr", "be32", 4), Field("daddr", "be32", 4)))
 
 
 def addr_words(addr_len: int) -> int:

@@ -19,6 +19,7 @@ from .lower import (ACTION_CODE, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, LEVEL_AN
 MAPS_BIN_MAGIC = b"PCMAPS\x00\x01"
 RINGBUF_BYTES = 256 * 1024
 DEFAULT_SIZES = {"ipcache": 16384, "endpoints": 4096, "policy": 65536, "conntrack": 65536}
+POLICY_PREFIX_BITS = 96  # the whole LPM policy key: look-ups use every bit
 BLOWUP_SHARE = 0.5  # warn when one subject and direction fills this share of the policy map
 
 
@@ -69,9 +70,6 @@ def policy_key(lay: Layout, e: PolicyEntry, port_lpm: bool) -> bytes:
     else:
         fields["level"] = LEVEL_ANY if e.protocol is None else LEVEL_PORT if e.port_bits == 16 else LEVEL_PROTO
     return lay.pack(**fields)
-
-
-POLICY_PREFIX_BITS = 96  # the whole LPM key: look-ups use every bit
 
 
 def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list[str]]:

@@ -1,0 +1,63 @@
+"""The artifact directory: reproducible byte for byte, self-describing, and `policyc compile` behaviour."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import SHARED
+from policyc.cli import main
+from policyc.compiler.artifact import FORMAT
+
+CASE = SHARED / "conformance" / "025-cnp-to-cidr-egress-world"
+
+
+@pytest.fixture(autouse=True)
+def _needs_clang():
+    if shutil.which("clang") is None:
+        pytest.skip("clang not installed")
+
+
+def _compile(out, *extra) -> int:
+    return main(["compile", str(CASE / "policies"), "--inventory", str(CASE / "inventory.yaml"),
+                 "-o", str(out), *extra])
+
+
+def _tree(path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def test_same_inputs_give_byte_identical_artifacts(tmp_path, capsys):
+    assert _compile(tmp_path / "one") == 0
+    assert _compile(tmp_path / "elsewhere" / "two") == 0
+    one, two = _tree(tmp_path / "one"), _tree(tmp_path / "elsewhere" / "two")
+    assert set(one) == {"manifest.json", "policyc.bpf.c", "policyc.bpf.o", "maps.json", "maps.bin",
+                        "endpoints.json", "rules.json"}
+    assert one == two
+
+
+def test_manifest_describes_the_artifact(tmp_path, capsys):
+    assert _compile(tmp_path, "--format", "json") == 0
+    report = json.loads(capsys.readouterr().out)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["format"] == FORMAT
+    assert manifest["features"]["cidr"] and not manifest["features"]["ipv6"]
+    assert {p["hook"] for p in manifest["programs"]} == {"tc-from-pod", "tc-to-pod", "xdp-node"}
+    maps = {m["name"]: m for m in manifest["maps"]}
+    assert maps["ipcache"]["entries"] == 11 and maps["policy"]["entries"] == 1
+    assert report["maps"] == manifest["maps"]
+    import hashlib
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == digest
+    source = (tmp_path / "policyc.bpf.c").read_text()
+    assert "ipv6hdr" not in source and "DIR_INGRESS" in source
+    readable = json.loads((tmp_path / "maps.json").read_text())["maps"]
+    assert {"prefix": "192.0.2.0/24", "identity": 1 << 24, "source": "cidr"} in readable["ipcache"]
+
+
+def test_overflow_is_a_clear_error(tmp_path, capsys):
+    assert _compile(tmp_path, "--map-size", "ipcache=4") == 2
+    err = capsys.readouterr().err
+    assert "map 'ipcache' needs 11 entries but holds 4" in err and "Traceback" not in err
+    assert not (tmp_path / "manifest.json").exists()
