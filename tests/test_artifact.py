@@ -61,3 +61,26 @@ def test_overflow_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "map 'ipcache' needs 11 entries but holds 4" in err and "Traceback" not in err
     assert not (tmp_path / "manifest.json").exists()
+
+
+L7_POLICY = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {pod: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {pod: b}}]
+    toPorts:
+    - ports: [{port: "80", protocol: TCP}]
+      rules: {http: [{method: GET}]}
+"""
+
+
+def test_compile_reports_flows_that_go_to_the_l7_proxy(tmp_path, capsys):
+    (tmp_path / "p.yaml").write_text(L7_POLICY)
+    assert main(["compile", str(tmp_path / "p.yaml"), "--inventory", str(CASE / "inventory.yaml"),
+                 "-o", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "l7=yes" in out and "L7 proxy: x/a ingress from x/b 80/TCP (rule 1)" in out
+    assert "PROXY_MARK" in (tmp_path / "out" / "policyc.bpf.c").read_text()

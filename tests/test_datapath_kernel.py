@@ -7,6 +7,8 @@ must give the concrete evaluator's verdict for its direction.
 from __future__ import annotations
 
 import ipaddress
+import json
+import struct
 import subprocess
 from pathlib import Path
 
@@ -18,14 +20,20 @@ from hypothesis import strategies as st
 from conftest import SHARED
 from irgen import make_rule, policy_set, policy_sets, selector, standard_inventory
 from kernelreq import require_kernel
-from policyc.bpf_runtime.libbpf import BPFError, BPFObject
+from policyc.bpf_runtime.artifact import open_artifact
+from policyc.bpf_runtime.events import decode_event
+from policyc.bpf_runtime.libbpf import BPFError, BPFObject, RingBuffer
+from policyc.bpf_runtime.testrun import Hooks
 from policyc.bpf_runtime.validate import Probe, default_probes, run_probes
+from policyc.cli import main
 from policyc.compiler.artifact import compile_artifact
 from policyc.compiler.frontend import load_policies
 from policyc.compiler.inventory import load_inventory
+from policyc.compiler.layouts import layouts
 from policyc.compiler.ir import (Action, CIDRPeer, Direction, L7Rules, PolicySet, PortMatch, Protocol,
                                  Selector, SelectorPeer)
 
+EVENT_COUNTER = layouts(4, False)["counter"]
 CASES = sorted(p for p in (SHARED / "conformance").glob("*") if (p / "expected.yaml").is_file())
 
 
@@ -109,3 +117,42 @@ def test_verifier_rejection_shows_log_tail(tmp_path):
         with pytest.raises(BPFError, match="verifier log") as err:
             obj.load()
     assert "invalid access to packet" in err.value.log
+
+
+@pytest.mark.kernel
+def test_events_and_counters_name_the_deciding_rule(tmp_path):
+    """A denied packet yields one ring-buffer event and counts on the deny rule (id from rules.json)."""
+    require_kernel()
+    policy, inventory, _, inputs = load_case(SHARED / "conformance" / "019-cnp-deny-wins")
+    compile_artifact(policy, inventory, tmp_path, inputs)
+    rules = json.loads((tmp_path / "rules.json").read_text())
+    deny_id = next(r["id"] for r in rules if r["action"] == "deny")
+    yb, ya = inventory.find("y/b"), inventory.find("y/a")
+    obj = open_artifact(tmp_path)
+    events = []
+    ring = RingBuffer(obj.map("events"), lambda raw: events.append(decode_event(raw)))
+    try:
+        results = Hooks(obj).send(yb.ips[0], ya.ips[0], Protocol.TCP, 40001, 80, True, True, False)
+        assert [r.passed for r in results] == [True, False]  # y/b egress free, y/a ingress denies
+        ring.consume()
+        counters = obj.map("counters")
+        packets = sum(EVENT_COUNTER.unpack(v)["packets"]
+                      for v in counters.percpu_values(struct.pack("<I", deny_id)))
+    finally:
+        ring.close()
+        obj.close()
+    denied = [e for e in events if e.verdict == "deny"]
+    assert len(denied) == 1 and packets == 1
+    e = denied[0]
+    assert (e.direction, e.reason, e.rule, e.src, e.dst, e.protocol, e.sport, e.dport) == \
+        ("ingress", "denied", deny_id, str(yb.ips[0]), str(ya.ips[0]), "TCP", 40001, 80)
+    assert (e.src_identity, e.dst_identity) == (yb.identity.id, ya.identity.id)
+
+
+@pytest.mark.kernel
+def test_compile_validate_command(tmp_path, capsys):
+    require_kernel()
+    case = SHARED / "conformance" / "021-cnp-from-cidr-does-not-match-pods"
+    assert main(["compile", str(case / "policies"), "--inventory", str(case / "inventory.yaml"),
+                 "-o", str(tmp_path), "--validate"]) == 0
+    assert " 0 mismatch(es)" in capsys.readouterr().out

@@ -47,6 +47,9 @@ class _TestRunOpts(ctypes.Structure):
                 ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
 
 
+_SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
 def _load_library() -> ctypes.CDLL:
     name = ctypes.util.find_library("bpf") or "libbpf.so.1"
     try:
@@ -81,6 +84,10 @@ def _load_library() -> ctypes.CDLL:
         "bpf_obj_pin": (i, [i, ctypes.c_char_p]),
         "bpf_obj_get": (i, [ctypes.c_char_p]),
         "libbpf_num_possible_cpus": (i, []),
+        "ring_buffer__new": (p, [i, _SAMPLE_FN, p, p]),
+        "ring_buffer__poll": (i, [p, i]),
+        "ring_buffer__consume": (i, [p]),
+        "ring_buffer__free": (None, [p]),
     }
     for fname, (res, args) in sigs.items():
         fn = getattr(lib, fname)
@@ -167,7 +174,18 @@ class Map:
 
     @property
     def _value_bytes(self) -> int:
-        return self.value_size * (possible_cpus() if self.percpu else 1)
+        """Per-CPU maps hand over one value per possible CPU, each rounded up to 8 bytes."""
+        if self.percpu:
+            return (self.value_size + 7) // 8 * 8 * possible_cpus()
+        return self.value_size
+
+    def percpu_values(self, key: bytes) -> list[bytes]:
+        """The per-CPU values of ``key`` (empty when absent)."""
+        raw = self.lookup(key)
+        if raw is None:
+            return []
+        step = (self.value_size + 7) // 8 * 8
+        return [raw[i:i + self.value_size] for i in range(0, len(raw), step)]
 
     def _key(self, key: bytes):
         if len(key) != self.key_size:
@@ -205,6 +223,34 @@ class Map:
 
     def pin(self, path: str) -> None:
         pin_fd(self.fd, path)
+
+
+class RingBuffer:
+    """A consumer of a BPF ring buffer map: ``callback(bytes)`` runs for every record polled."""
+
+    def __init__(self, ring: Map, callback):
+        def sample(_ctx, data, size):
+            callback(ctypes.string_at(data, size))
+            return 0
+
+        self._cb = _SAMPLE_FN(sample)  # keep a reference: libbpf calls it later
+        ctypes.set_errno(0)
+        self._rb = lib().ring_buffer__new(ring.fd, self._cb, None, None)
+        if not self._rb:
+            raise BPFError(f"ring buffer on map {ring.name}: {os.strerror(ctypes.get_errno() or 22)}")
+
+    def poll(self, timeout_ms: int) -> int:
+        """Wait up to ``timeout_ms`` for records; returns how many were handled."""
+        return _check(lib().ring_buffer__poll(self._rb, timeout_ms), "ring buffer poll")
+
+    def consume(self) -> int:
+        """Handle every record available now, without waiting."""
+        return _check(lib().ring_buffer__consume(self._rb), "ring buffer consume")
+
+    def close(self) -> None:
+        if self._rb:
+            lib().ring_buffer__free(self._rb)
+            self._rb = None
 
 
 _PERCPU_TYPES = {5, 6, 10}  # BPF_MAP_TYPE_PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH

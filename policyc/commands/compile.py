@@ -7,7 +7,10 @@ from pathlib import Path
 
 from ..compiler.artifact import compile_artifact
 from ..compiler.diagnostics import Diagnostic, PolicycError
-from ..compiler.mapdata import DEFAULT_SIZES
+from ..compiler.entities import RESERVED_IDS
+from ..compiler.ir import Direction, Protocol
+from ..compiler.lower import ANY_PEER
+from ..compiler.mapdata import DEFAULT_SIZES, port_text
 from .common import add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args
 
 
@@ -37,6 +40,31 @@ def parse_sizes(items: list[str]) -> dict[str, int]:
     return sizes
 
 
+def peer_name(dp, peer: int) -> str:
+    """Pods holding the identity, else its CIDR or reserved name."""
+    if peer == ANY_PEER:
+        return "any peer"
+    pods = sorted({e.name for e in dp.endpoints if e.identity == peer})
+    if pods:
+        return ",".join(pods)
+    region = next((i.region for i in dp.identities if i.id == peer and i.region is not None), None)
+    reserved = {n: name for name, n in RESERVED_IDS.items()}
+    return str(region) if region is not None else reserved.get(peer, f"identity {peer}")
+
+
+def l7_flows(dp) -> list[str]:
+    """Flows whose requests go to the L7 proxy: their final verdict depends on L7 rules (R9.1)."""
+    out = []
+    for e in dp.policy:
+        if e.verdict.proxy:
+            subjects = ",".join(sorted({x.name for x in dp.endpoints if x.policy_id == e.policy_id}))
+            where = "from" if e.direction is Direction.INGRESS else "to"
+            proto = "any" if e.protocol is None else Protocol(e.protocol).label
+            out.append(f"{subjects} {e.direction.value} {where} {peer_name(dp, e.peer)} "
+                       f"{port_text(e)}/{proto} (rule {e.verdict.rule})")
+    return out
+
+
 def _validate(out: Path, policy, inventory, result) -> list:
     from ..bpf_runtime.libbpf import BPFError
     from ..bpf_runtime.validate import default_probes, run_probes
@@ -55,7 +83,8 @@ def run(args) -> int:
     result = compile_artifact(policy, inventory, out, list(args.paths) + list(args.inventory),
                               parse_sizes(args.map_size))
     report = {"output": str(out), "rules": len(policy.rules), "features": result.datapath.features.as_dict(),
-              "maps": [s.manifest() for s in result.maps], "warnings": list(result.warnings)}
+              "maps": [s.manifest() for s in result.maps], "warnings": list(result.warnings),
+              "l7_flows": l7_flows(result.datapath)}
     mismatches = []
     if args.validate:
         probes, mismatches = _validate(out, policy, inventory, result)
@@ -68,6 +97,8 @@ def run(args) -> int:
         for m in report["maps"]:
             if m["type"] != "ringbuf":
                 print(f"  {m['name']:<10} {m['type']:<13} {m['entries']:>7} / {m['max_entries']} entries")
+        for flow in report["l7_flows"]:
+            print(f"  L7 proxy: {flow}")
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if args.validate:
