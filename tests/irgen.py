@@ -5,8 +5,8 @@ import ipaddress
 
 from hypothesis import strategies as st
 
-from policyc.compiler.entities import FIRST_CLUSTER_ID, entity_selectors
-from policyc.compiler.inventory import Inventory, pod_labels
+from policyc.compiler.entities import FIRST_CLUSTER_ID, RESERVED_IDS, entity_selectors
+from policyc.compiler.inventory import Inventory, node_labels, pod_labels
 from policyc.compiler.ir import (NAMESPACE_KEY, Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
                                  EndpointKind, Identity, L3_ONLY, L7Rules, NamedPort, Op, Origin,
                                  PolicySet, PortMatch, Protocol, Requirement, Rule, Selector,
@@ -37,14 +37,22 @@ def inventory(specs: list[tuple[str, str, tuple[str, ...], tuple[NamedPort, ...]
     return Inventory(tuple(sorted(eps, key=lambda e: (e.namespace, e.name))))
 
 
-def standard_inventory(v6: bool = False) -> Inventory:
-    """Namespaces x, y × pods a, b; pod IPs 10.244.<ns>.<pod> (and fd00::<ns>:<pod> with ``v6``)."""
+def standard_inventory(v6: bool = False, node: bool = False) -> Inventory:
+    """Namespaces x, y × pods a, b; pod IPs 10.244.<ns>.<pod> (and fd00::<ns>:<pod> with ``v6``).
+
+    ``node`` adds a remote node n1 (172.18.0.2, label role=worker) that runs none of the pods.
+    """
     specs = []
     for n, ns in enumerate(("x", "y"), 1):
         for m, name in enumerate(("a", "b"), 1):
             ips = (f"10.244.{n}.{m}",) + ((f"fd00::{n}:{m}",) if v6 else ())
             specs.append((ns, name, ips, STANDARD_PORTS))
-    return inventory(specs)
+    inv = inventory(specs)
+    if not node:
+        return inv
+    n1 = Endpoint(EndpointKind.NODE, "n1", "", (ipaddress.ip_address("172.18.0.2"),),
+                  Identity(RESERVED_IDS["remote-node"], node_labels({"role": "worker"})))
+    return Inventory(inv.endpoints + (n1,))
 
 
 def make_rule(n: int, subject: Selector, direction: Direction, action: Action, peers, ports) -> Rule:
@@ -64,6 +72,8 @@ PEERS = st.sampled_from([
     SelectorPeer((selector("x"),)), SelectorPeer((selector(pod="b"),)), SelectorPeer((Selector(),)),
     SelectorPeer(entity_selectors("world", "default"), "entity", "world"),
     SelectorPeer(entity_selectors("cluster", "default"), "entity", "cluster"),
+    SelectorPeer(entity_selectors("remote-node", "default"), "entity", "remote-node"),
+    SelectorPeer((Selector((Requirement("node", "role", Op.IN, ("worker",)),)),), "nodes"),
     CIDRPeer(ipaddress.ip_network("192.0.2.0/24"), (ipaddress.ip_network("192.0.2.0/28"),)),
     CIDRPeer(ipaddress.ip_network("0.0.0.0/0"), (ipaddress.ip_network("10.0.0.0/8"),)),
     CIDRPeer(ipaddress.ip_network("198.51.100.0/24")),

@@ -22,7 +22,7 @@ from irgen import make_rule, policy_set, policy_sets, selector, standard_invento
 from kernelreq import require_kernel
 from policyc.bpf_runtime.artifact import open_artifact
 from policyc.bpf_runtime.events import decode_event
-from policyc.bpf_runtime.libbpf import BPFError, BPFObject, RingBuffer
+from policyc.bpf_runtime.libbpf import BPFError, BPFObject, Map, RingBuffer
 from policyc.bpf_runtime.testrun import Hooks
 from policyc.bpf_runtime.validate import Probe, default_probes, run_probes
 from policyc.cli import main
@@ -71,7 +71,7 @@ def test_validation_catches_a_wrong_datapath(tmp_path):
 @given(policy=policy_sets(), v6=st.booleans())
 def test_generated_policy_sets_in_kernel(policy, v6, tmp_path_factory):
     require_kernel()
-    inventory = standard_inventory(v6)
+    inventory = standard_inventory(v6, node=True)
     out = tmp_path_factory.mktemp("gen")
     result = compile_artifact(policy, inventory, out, [])
     probes = default_probes(policy, inventory, result.datapath)
@@ -156,3 +156,38 @@ def test_compile_validate_command(tmp_path, capsys):
     assert main(["compile", str(case / "policies"), "--inventory", str(case / "inventory.yaml"),
                  "-o", str(tmp_path), "--validate"]) == 0
     assert " 0 mismatch(es)" in capsys.readouterr().out
+
+
+@pytest.fixture
+def bpffs(tmp_path):
+    """A private bpffs mount, so pins never touch /sys/fs/bpf; unmounted even when the test fails."""
+    require_kernel()
+    mnt = tmp_path / "bpffs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.kernel
+def test_pinned_map_reopens_with_its_contents(tmp_path, bpffs):
+    policy, inventory, _, inputs = load_case(SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp")
+    compile_artifact(policy, inventory, tmp_path / "art", inputs)
+    pin = str(bpffs / "endpoints")
+    obj = open_artifact(tmp_path / "art")
+    try:
+        endpoints = obj.map("endpoints")
+        endpoints.pin(pin)
+        again = Map.open_pinned(pin)
+        try:
+            assert (again.name, again.key_size, again.value_size) == ("endpoints", 4, 16)
+            assert sorted(again.keys()) == sorted(endpoints.keys()) and len(again.keys()) == 9
+            key = again.keys()[0]
+            assert again.lookup(key) == endpoints.lookup(key)
+            assert again.delete(key) and endpoints.lookup(key) is None
+        finally:
+            again.close()
+    finally:
+        obj.close()

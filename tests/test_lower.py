@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +15,7 @@ from policyc.compiler.entities import FIRST_CIDR_ID
 from policyc.compiler.evaluate import Evaluator, Flow
 from policyc.compiler.inventory import external
 from policyc.compiler.ir import (Action, CIDRPeer, Direction, L3_ONLY, NamedPort, PortMatch, Protocol,
-                                 Selector, SelectorPeer)
+                                 Selector, SelectorPeer, SubjectKind)
 from policyc.compiler.layouts import layouts
 from policyc.compiler.lower import ANY_PEER, lower, prefix_blocks
 from policyc.compiler.mapdata import build_maps, decode_maps_bin, encode_maps_bin
@@ -63,7 +64,7 @@ def test_prefix_blocks_cover_exactly(a, b):
 
 
 def test_port_range_is_prefix_entries_not_one_per_port():
-    inv = standard_inventory()
+    inv = standard_inventory(node=True)
     pol = policy_set([make_rule(0, selector("x"), IN, Action.ALLOW, [SelectorPeer((selector("y"),))],
                                 [PortMatch(Protocol.TCP, 1000, 2000)])])
     dp = lower(pol, inv)
@@ -73,7 +74,7 @@ def test_port_range_is_prefix_entries_not_one_per_port():
 
 
 def test_deny_beats_allow_and_wildcard_peer_is_one_entry():
-    inv = standard_inventory()
+    inv = standard_inventory(node=True)
     pol = policy_set([
         make_rule(0, selector("x"), IN, Action.ALLOW, [SelectorPeer((Selector(),))], [PortMatch(Protocol.TCP, 0, 65535)]),
         make_rule(1, selector("x"), IN, Action.DENY, [SelectorPeer((selector("y", "a"),))], [PortMatch(Protocol.TCP, 80, 80)]),
@@ -89,7 +90,7 @@ def test_deny_beats_allow_and_wildcard_peer_is_one_entry():
 
 
 def test_cidr_except_regions_and_identity_numbering():
-    inv = standard_inventory()
+    inv = standard_inventory(node=True)
     peer = CIDRPeer(net("192.0.2.0/24"), (net("192.0.2.0/28"),))
     pol = policy_set([make_rule(0, selector("x"), EG, Action.ALLOW, [peer], L3_ONLY)])
     dp = lower(pol, inv)
@@ -103,7 +104,7 @@ def test_cidr_except_regions_and_identity_numbering():
 
 
 def test_cidr_never_matches_pods():
-    inv = standard_inventory()
+    inv = standard_inventory(node=True)
     pol = policy_set([make_rule(0, selector("x"), IN, Action.ALLOW, [CIDRPeer(net("10.244.0.0/16"))], L3_ONLY)])
     dp = lower(pol, inv)
     ya = inv.find("y/a")
@@ -139,10 +140,11 @@ def test_specialization_follows_the_policy():
 @given(policy_sets())
 def test_table_model_agrees_with_evaluator(policy):
     """The tables, read the way the datapath reads them, give the evaluator's direction verdicts."""
-    inv = standard_inventory()
+    inv = standard_inventory(node=True)
     dp = lower(policy, inv)
     ev = Evaluator(policy)
     outside = [external(ipaddress.ip_address(a)) for a in ("192.0.2.3", "192.0.2.99", "198.51.100.7", "10.1.2.3")]
+    outside += list(inv.nodes)
     for proto, port in ((Protocol.TCP, 80), (Protocol.TCP, 81), (Protocol.UDP, 81), (Protocol.TCP, 1500)):
         for src in inv.pods:
             for dst in list(inv.pods) + outside:
@@ -159,13 +161,13 @@ def test_table_model_agrees_with_evaluator(policy):
 
 
 def test_maps_bin_round_trip_and_capacity_error():
-    inv = standard_inventory()
+    inv = standard_inventory(node=True)
     pol = policy_set([make_rule(0, selector("x"), IN, Action.ALLOW, [SelectorPeer((selector("y"),))],
                                 [PortMatch(Protocol.TCP, 80, 80)])])
     specs, _ = build_maps(lower(pol, inv), {})
     decoded = decode_maps_bin(encode_maps_bin(specs))
     assert decoded["endpoints"] == list(next(s for s in specs if s.name == "endpoints").entries)
-    assert len(decoded["ipcache"]) == len(inv.pods) + 1
+    assert len(decoded["ipcache"]) == len(inv.endpoints) + 1  # and world
     with pytest.raises(PolicycError, match="--map-size policy="):
         build_maps(lower(pol, inv), {"policy": 1})
 
@@ -176,3 +178,10 @@ def test_layout_codec_round_trips():
     assert len(data) == lay.size == 16
     assert lay.unpack(data)["port"] == 1024 and data[-2:] == b"\x04\x00"
     assert "__be16 port;" in lay.c_decl()
+
+
+def test_host_policies_are_reported_not_silently_dropped():
+    rule = make_rule(0, Selector(), IN, Action.ALLOW, [SelectorPeer((Selector(),))], L3_ONLY)
+    dp = lower(policy_set([replace(rule, subject_kind=SubjectKind.NODE)]), standard_inventory())
+    assert any("nodeSelector" in w for w in dp.warnings)
+    assert not dp.policy

@@ -47,6 +47,14 @@ class _TestRunOpts(ctypes.Structure):
                 ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
 
 
+class _MapInfo(ctypes.Structure):
+    """The leading fields of struct bpf_map_info (the kernel fills what fits)."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
+                ("name", ctypes.c_char * 16)]
+
+
 _SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
@@ -83,6 +91,7 @@ def _load_library() -> ctypes.CDLL:
         "bpf_prog_test_run_opts": (i, [i, ctypes.POINTER(_TestRunOpts)]),
         "bpf_obj_pin": (i, [i, ctypes.c_char_p]),
         "bpf_obj_get": (i, [ctypes.c_char_p]),
+        "bpf_obj_get_info_by_fd": (i, [i, p, ctypes.POINTER(u32)]),
         "libbpf_num_possible_cpus": (i, []),
         "ring_buffer__new": (p, [i, _SAMPLE_FN, p, p]),
         "ring_buffer__poll": (i, [p, i]),
@@ -171,6 +180,26 @@ class Map:
     value_size: int
     max_entries: int
     percpu: bool = False
+    owned: bool = False  # opened from a pin: close() releases the fd
+
+    @classmethod
+    def open_pinned(cls, path: str) -> "Map":
+        """A pinned map, sizes and type read from the kernel; close() it when done."""
+        fd = get_pinned(path)
+        info = _MapInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        try:
+            _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), f"info of {path}")
+        except BPFError:
+            os.close(fd)
+            raise
+        return cls(info.name.decode(), fd, info.key_size, info.value_size, info.max_entries,
+                   info.type in _PERCPU_TYPES, owned=True)
+
+    def close(self) -> None:
+        if self.owned and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     @property
     def _value_bytes(self) -> int:

@@ -3,8 +3,8 @@
 For every probe the packet runs through each hook it would meet, and each
 hook's verdict must equal the evaluator's verdict for that direction (the L7
 proxy mark included); the reply of every allowed probe must pass every hook
-on its way back.  Node endpoints are not probed: the host firewall is not
-compiled, and which node is "host" is decided at load time.
+on its way back.  Nodes are never probed as local subjects: the host firewall is not
+compiled, and which node is "host" is decided at load time; remote nodes are probed as peers.
 """
 from __future__ import annotations
 
@@ -142,7 +142,10 @@ def interesting_ports(policy: PolicySet, inventory: Inventory) -> list[tuple[Pro
 
 
 def default_probes(policy: PolicySet, inventory: Inventory, dp: Datapath) -> list[Probe]:
-    peers = list(inventory.pods) + outside_endpoints(dp, inventory)
+    """Pods, remote nodes (nodes running none of the pods) and one address per world/CIDR region."""
+    local = {p.node for p in inventory.pods}
+    remote = [n for n in inventory.nodes if n.name not in local]
+    peers = list(inventory.pods) + remote + outside_endpoints(dp, inventory)
     return [Probe(s, d, proto, port) for proto, port in interesting_ports(policy, inventory)
             for s in peers for d in peers
             if s != d and (s.kind is EndpointKind.POD or d.kind is EndpointKind.POD)]

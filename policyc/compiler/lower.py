@@ -32,7 +32,8 @@ from .entities import FIRST_CIDR_ID, RESERVED_IDS, reserved_label, world_labels
 from .evaluate import Evaluator, selects, subject_labels
 from .inventory import Inventory
 from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, IPNetwork,
-                 NamedPort, PolicySet, PortMatch, Protocol, Rule, SelectorPeer)
+                 NamedPort, PolicySet, PortMatch, Protocol, Rule, SelectorPeer,
+                 SubjectKind)
 
 DIR_CODE = {Direction.INGRESS: 1, Direction.EGRESS: 2}
 ACTION_CODE = {Action.ALLOW: 1, Action.DENY: 2}
@@ -368,7 +369,7 @@ def lower(policy: PolicySet, inventory: Inventory) -> Datapath:
         identities=identities,
         rules=policy.rules,
         features=detect_features(policy, inventory, entries),
-        warnings=tuple(named_port_warnings(policy, inventory)),
+        warnings=tuple(named_port_warnings(policy, inventory) + coverage_warnings(policy, inventory)),
     )
 
 
@@ -388,4 +389,17 @@ def named_port_warnings(policy: PolicySet, inventory: Inventory) -> list[str]:
             if len(seen) > 1:
                 out.append(f"named port {name!r} differs between pods of identity {ident.id} "
                            f"({', '.join(ep.display for ep in eps)}): egress entries allow the union")
+    return out
+
+
+def coverage_warnings(policy: PolicySet, inventory: Inventory) -> list[str]:
+    """What the pod datapath does not enforce exactly, said at compile time."""
+    out = []
+    host_rules = sum(r.subject_kind is not SubjectKind.ENDPOINT for r in policy.rules)
+    if host_rules:
+        out.append(f"{host_rules} rule(s) select the host endpoint (nodeSelector): host policies are not "
+                   "compiled into the pod datapath")
+    if len({n.identity.labels for n in inventory.nodes}) > 1:
+        out.append(f"nodes carry different labels but share the remote-node identity; node selectors are "
+                   f"evaluated with the labels of {inventory.nodes[0].display}")
     return out
