@@ -84,3 +84,9 @@ def test_compile_reports_flows_that_go_to_the_l7_proxy(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "l7=yes" in out and "L7 proxy: x/a ingress from x/b 80/TCP (rule 1)" in out
     assert "PROXY_MARK" in (tmp_path / "out" / "policyc.bpf.c").read_text()
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert _compile(tmp_path / "file") == 2
+    assert "cannot write the artifact" in capsys.readouterr().err

@@ -185,3 +185,13 @@ def test_host_policies_are_reported_not_silently_dropped():
     dp = lower(policy_set([replace(rule, subject_kind=SubjectKind.NODE)]), standard_inventory())
     assert any("nodeSelector" in w for w in dp.warnings)
     assert not dp.policy
+
+
+def test_cidr_times_ports_blow_up_is_named():
+    inv = standard_inventory()
+    cidrs = [CIDRPeer(net(f"203.0.{n}.0/24")) for n in range(40)]
+    ports = [PortMatch(Protocol.TCP, 1000 + 2 * n, 1000 + 2 * n) for n in range(40)]
+    pol = policy_set([make_rule(0, selector("x"), EG, Action.ALLOW, cidrs, ports)])
+    specs, warnings = build_maps(lower(pol, inv), {"policy": 8192})
+    assert len(warnings) == 1 and "gen.yaml:1:1: rule 1" in warnings[0] and "40 peer identities × 40 port blocks" in warnings[0]
+    assert not build_maps(lower(pol, inv), {"policy": 65536})[1]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .. import __version__
 from .codegen import PROGRAMS, build_object, clang_version, render
+from .diagnostics import Diagnostic, PolicycError
 from .inventory import Inventory
 from .ir import PolicySet
 from .lower import Datapath, lower
@@ -67,7 +68,6 @@ def compile_artifact(policy: PolicySet, inventory: Inventory, out: Path, inputs:
     dp = lower(policy, inventory)
     specs, blowups = build_maps(dp, sizes or {})
     files = [Path(p) for p in inputs]
-    out.mkdir(parents=True, exist_ok=True)
     source = render(dp, specs, __version__, [str(p) for p in files])
     payload = {
         SOURCE: source.encode(),
@@ -76,8 +76,12 @@ def compile_artifact(policy: PolicySet, inventory: Inventory, out: Path, inputs:
         "endpoints.json": _json(endpoints_json(dp, inventory)),
         "rules.json": _json(rules_json(dp)),
     }
-    for name, data in payload.items():
-        (out / name).write_bytes(data)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in payload.items():
+            (out / name).write_bytes(data)
+    except OSError as exc:
+        raise PolicycError(Diagnostic.simple(f"cannot write the artifact to {out}: {exc.strerror or exc}")) from None
     build_object(out.resolve(), SOURCE, OBJECT)
     payload[OBJECT] = (out / OBJECT).read_bytes()
     warnings = tuple(dp.warnings) + tuple(blowups)

@@ -20,7 +20,8 @@ MAPS_BIN_MAGIC = b"PCMAPS\x00\x01"
 RINGBUF_BYTES = 256 * 1024
 DEFAULT_SIZES = {"ipcache": 16384, "endpoints": 4096, "policy": 65536, "conntrack": 65536}
 POLICY_PREFIX_BITS = 96  # the whole LPM policy key: look-ups use every bit
-BLOWUP_SHARE = 0.5  # warn when one subject and direction fills this share of the policy map
+BLOWUP_ENTRIES = 1024  # warn when one rule decides more policy entries than this ...
+BLOWUP_SHARE = 0.1     # ... and than this share of the policy map
 
 
 @dataclass(frozen=True)
@@ -131,13 +132,20 @@ def _next_pow2(n: int) -> int:
 
 
 def blowup_warnings(dp: Datapath, policy_size: int) -> list[str]:
-    """Entry blow-ups (many CIDR identities × many port blocks) named by subject and direction."""
-    per: dict[tuple, int] = {}
+    """Rules whose expansion (peer identities × port blocks) fills the policy map, named by origin."""
+    per: dict[int, list[PolicyEntry]] = {}
     for e in dp.policy:
-        per[(e.policy_id, e.direction.value)] = per.get((e.policy_id, e.direction.value), 0) + 1
-    return [f"policy id {pid} {direction}: {n} policy entries ({n * 100 // policy_size}% of the policy map); "
-            "CIDR sets × port lists multiply, consider fewer or merged prefixes or port ranges"
-            for (pid, direction), n in sorted(per.items()) if n > policy_size * BLOWUP_SHARE]
+        per.setdefault(e.verdict.rule, []).append(e)
+    out = []
+    for rule_id, entries in sorted(per.items()):
+        if rule_id and len(entries) > max(BLOWUP_ENTRIES, policy_size * BLOWUP_SHARE):
+            rule = dp.rules[rule_id - 1]
+            peers = len({e.peer for e in entries})
+            blocks = len({(e.protocol, e.port, e.port_bits) for e in entries})
+            out.append(f"{rule.origin}: rule {rule_id} ({rule.origin.policy}) expands to {len(entries)} policy "
+                       f"entries ({peers} peer identities × {blocks} port blocks, {len(entries) * 100 // policy_size}% "
+                       "of the policy map): merge CIDRs or use port ranges")
+    return out
 
 
 def encode_maps_bin(specs: list[MapSpec]) -> bytes:
