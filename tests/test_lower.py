@@ -14,8 +14,9 @@ from policyc.compiler.diagnostics import PolicycError
 from policyc.compiler.entities import FIRST_CIDR_ID
 from policyc.compiler.evaluate import Evaluator, Flow
 from policyc.compiler.inventory import external
-from policyc.compiler.ir import (Action, CIDRPeer, Direction, L3_ONLY, NamedPort, PortMatch, Protocol,
+from policyc.compiler.ir import (Action, CIDRPeer, Direction, L3_ONLY, L7Rules, NamedPort, PortMatch, Protocol,
                                  Selector, SelectorPeer, SubjectKind)
+from policyc.compiler.codegen import render
 from policyc.compiler.layouts import layouts
 from policyc.compiler.lower import ANY_PEER, lower, prefix_blocks
 from policyc.compiler.mapdata import build_maps, decode_maps_bin, encode_maps_bin
@@ -76,8 +77,10 @@ def test_port_range_is_prefix_entries_not_one_per_port():
 def test_deny_beats_allow_and_wildcard_peer_is_one_entry():
     inv = standard_inventory(node=True)
     pol = policy_set([
-        make_rule(0, selector("x"), IN, Action.ALLOW, [SelectorPeer((Selector(),))], [PortMatch(Protocol.TCP, 0, 65535)]),
-        make_rule(1, selector("x"), IN, Action.DENY, [SelectorPeer((selector("y", "a"),))], [PortMatch(Protocol.TCP, 80, 80)]),
+        make_rule(0, selector("x"), IN, Action.ALLOW, [SelectorPeer((Selector(),))],
+                  [PortMatch(Protocol.TCP, 0, 65535)]),
+        make_rule(1, selector("x"), IN, Action.DENY, [SelectorPeer((selector("y", "a"),))],
+                  [PortMatch(Protocol.TCP, 80, 80)]),
     ])
     dp = lower(pol, inv)
     xa, ya, yb = inv.find("x/a"), inv.find("y/a"), inv.find("y/b")
@@ -193,5 +196,24 @@ def test_cidr_times_ports_blow_up_is_named():
     ports = [PortMatch(Protocol.TCP, 1000 + 2 * n, 1000 + 2 * n) for n in range(40)]
     pol = policy_set([make_rule(0, selector("x"), EG, Action.ALLOW, cidrs, ports)])
     specs, warnings = build_maps(lower(pol, inv), {"policy": 8192})
-    assert len(warnings) == 1 and "gen.yaml:1:1: rule 1" in warnings[0] and "40 peer identities × 40 port blocks" in warnings[0]
+    assert len(warnings) == 1 and "gen.yaml:1:1: rule 1" in warnings[0]
+    assert "40 peer identities × 40 port blocks" in warnings[0]
     assert not build_maps(lower(pol, inv), {"policy": 65536})[1]
+
+
+def test_generated_c_leaves_out_unused_paths():
+    """Specialization: the C text follows the features (no clang needed)."""
+    inv = standard_inventory()
+    plain = policy_set([make_rule(0, selector("x"), IN, Action.ALLOW, [SelectorPeer((selector("y"),))],
+                                  [PortMatch(Protocol.TCP, 80, 80)])])
+    rich = policy_set([make_rule(0, selector("x"), IN, Action.ALLOW, [SelectorPeer((Selector(),))],
+                                 [PortMatch(Protocol.TCP, 80, 90, l7=L7Rules("http")), PortMatch(Protocol.ICMP, 8, 8)]),
+                       make_rule(1, selector("x"), IN, Action.DENY, [CIDRPeer(net("2001:db8::/32"))], L3_ONLY)])
+    sources = {}
+    for name, pol in (("plain", plain), ("rich", rich)):
+        dp = lower(pol, inv)
+        sources[name] = render(dp, build_maps(dp, {})[0], "test", [])
+    markers = ("struct ipv6hdr", "REASON_DENIED;", "ANY_PEER, dir", "PROXY_MARK;", "struct icmp_head *",
+               ".prefixlen = 96")
+    for marker in markers:
+        assert marker not in sources["plain"] and marker in sources["rich"], marker

@@ -1,4 +1,4 @@
-"""`policyc compile`: policies × inventory → an artifact directory (docs/artifact.md), optionally validated in the kernel."""
+"""`policyc compile`: policies × inventory → an artifact directory (docs/artifact.md), validated on request."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,8 @@ def register(sub) -> None:
     parser.add_argument("--validate", action="store_true",
                         help="load the artifact (root, BPF) and check the kernel's verdicts against the evaluator")
     parser.add_argument("--map-size", action="append", default=[], metavar="NAME=N",
-                        help=f"map capacity, repeatable (defaults: {', '.join(f'{k}={v}' for k, v in DEFAULT_SIZES.items())})")
+                        help="map capacity, repeatable (defaults: "
+                        + ", ".join(f"{k}={v}" for k, v in DEFAULT_SIZES.items()) + ")")
     parser.set_defaults(run=run)
 
 

@@ -43,7 +43,8 @@ def render(dp: Datapath, specs: list[MapSpec], version: str, inputs: list[str]) 
     return _ENV.get_template("policyc.bpf.c.j2").render(
         version=version, inputs=inputs, features=dp.features.as_dict(),
         structs=list(structs.values()),
-        maps=[{"name": s.name, "c_type": s.c_type, "key": _ctype(s, s.key), "value": _ctype(s, s.value), "max_entries": s.max_entries, "flags": s.flags}
+        maps=[{"name": s.name, "c_type": s.c_type, "key": _ctype(s, s.key), "value": _ctype(s, s.value),
+               "max_entries": s.max_entries, "flags": s.flags}
               for s in specs],
         addr_words=addr_words(16 if dp.features.ipv6 else 4),
         dir={d.value: c for d, c in DIR_CODE.items()}, action={a.value: c for a, c in ACTION_CODE.items()},

@@ -28,7 +28,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterable
 
-from .entities import FIRST_CIDR_ID, RESERVED_IDS, reserved_label, world_labels
+from .entities import FIRST_CIDR_ID, FIRST_CLUSTER_ID, RESERVED_IDS, reserved_label, world_labels
 from .evaluate import Evaluator, selects, subject_labels
 from .inventory import Inventory
 from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, IPNetwork,
@@ -133,10 +133,6 @@ def wants_ipv6(policy: PolicySet, inventory: Inventory) -> bool:
             or any(n.version == 6 for n in used_prefixes(policy)))
 
 
-def _host_net(ip) -> IPNetwork:
-    return ipaddress.ip_network(ip)
-
-
 def _union_ports(eps: Iterable[Endpoint]) -> tuple[NamedPort, ...]:
     return tuple(sorted({np for ep in eps for np in ep.ports}, key=lambda n: (n.name, n.protocol, n.port)))
 
@@ -145,7 +141,7 @@ def peer_identities(policy: PolicySet, inventory: Inventory, ipv6: bool) -> tupl
     """Every identity the datapath can see as a peer, with what the evaluator would see for it."""
     out: dict[int, PeerIdentity] = {}
     for ident in inventory.identities:
-        if ident.id >= 256:  # pods; nodes share remote-node below
+        if ident.id >= FIRST_CLUSTER_ID:  # pods; nodes share remote-node below
             eps = [ep for ep in inventory.pods if ep.identity.id == ident.id]
             out[ident.id] = PeerIdentity(ident.id, ident.labels, None, _union_ports(eps))
     nodes = inventory.nodes
@@ -158,18 +154,18 @@ def peer_identities(policy: PolicySet, inventory: Inventory, ipv6: bool) -> tupl
     if ipv6:
         out[RESERVED_IDS["world-ipv6"]] = PeerIdentity(RESERVED_IDS["world-ipv6"], world_labels(6),
                                                        ipaddress.ip_network("::/0"))
-    host_routes = {_host_net(ip) for ep in inventory.endpoints for ip in ep.ips}
+    host_routes = {ipaddress.ip_network(ip) for ep in inventory.endpoints for ip in ep.ips}
     n = 0
     for net in used_prefixes(policy):
         if net.prefixlen == 0 or net in host_routes:
-            continue  # /0 is world; a pod's own host route keeps the pod identity (R7.1)
+            continue  # /0 is world; an endpoint address keeps its own identity (R7.1)
         out[FIRST_CIDR_ID + n] = PeerIdentity(FIRST_CIDR_ID + n, world_labels(net.version), net)
         n += 1
     return tuple(out[k] for k in sorted(out))
 
 
 def ipcache_entries(inventory: Inventory, identities: tuple[PeerIdentity, ...]) -> tuple[IPCacheEntry, ...]:
-    entries = [IPCacheEntry(_host_net(ip), ep.identity.id if ep.kind is EndpointKind.POD else REMOTE_NODE_ID,
+    entries = [IPCacheEntry(ipaddress.ip_network(ip), ep.identity.id if ep.kind is EndpointKind.POD else REMOTE_NODE_ID,
                             f"{ep.kind.value} {ep.display}")
                for ep in inventory.endpoints if ep.kind is not EndpointKind.EXTERNAL for ip in ep.ips]
     entries += [IPCacheEntry(i.region, i.id, "world" if i.region.prefixlen == 0 else "cidr")

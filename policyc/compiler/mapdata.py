@@ -143,8 +143,8 @@ def blowup_warnings(dp: Datapath, policy_size: int) -> list[str]:
             peers = len({e.peer for e in entries})
             blocks = len({(e.protocol, e.port, e.port_bits) for e in entries})
             out.append(f"{rule.origin}: rule {rule_id} ({rule.origin.policy}) expands to {len(entries)} policy "
-                       f"entries ({peers} peer identities × {blocks} port blocks, {len(entries) * 100 // policy_size}% "
-                       "of the policy map): merge CIDRs or use port ranges")
+                       f"entries ({peers} peer identities × {blocks} port blocks, "
+                       f"{len(entries) * 100 // policy_size}% of the policy map): merge CIDRs or use port ranges")
     return out
 
 
