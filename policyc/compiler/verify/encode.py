@@ -357,11 +357,15 @@ class Space:
             return z3.And(proto, z3.ULE(pm.first, flow.port), z3.ULE(flow.port, pm.last))
         return z3.And(proto, flow.dst.named_port(pm.name, flow.protocol, flow.port))
 
-    def rule_matches(self, rule: Rule, flow: SymbolicFlow, request: Request | None = None) -> z3.BoolRef:
-        """The rule selects the subject, matches the peer and a port (and the request, if given)."""
+    def rule_matches(self, rule: Rule, flow: SymbolicFlow, request: Request | None = None,
+                     ports: tuple[PortMatch, ...] | None = None) -> z3.BoolRef:
+        """The rule selects the subject, matches the peer and a port (and the request, if given).
+
+        ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry).
+        """
         subject, _ = self.sides(flow, rule.direction)
         ports = [z3.And(self.port_matches(pm, flow), request.allowed_by(pm.l7) if request else True)
-                 for pm in rule.ports]
+                 for pm in (rule.ports if ports is None else ports)]
         return z3.And(self.selects(rule.subject_kind, rule.subject, subject),
                       z3.Or([self.peer_matches(p, flow, rule.direction) for p in rule.peers]),
                       z3.Or(ports))
