@@ -30,6 +30,7 @@ class Context:
     inventory: Inventory | None = None
     excluded: set = field(default_factory=set)   # rule ids already reported as duplicates
     redundant: set = field(default_factory=set)  # rule ids found shadowed or dead
+    bypassed: set = field(default_factory=set)   # rule ids whose L7 is bypassed (reported as PC013 only)
 
     def __post_init__(self) -> None:
         self.index = prefilter.Index([r for r in self.policy.rules])
@@ -175,7 +176,7 @@ def check_redundant_allows(ctx: Context) -> list[Finding]:
     for rule in reversed(ctx.policy.rules):
         if rule.action is not Action.ALLOW or rule.id in ctx.excluded or _matches_nothing(rule):
             continue
-        if any(isinstance(p, FQDNPeer) for p in rule.peers):
+        if rule.id in ctx.bypassed or any(isinstance(p, FQDNPeer) for p in rule.peers):
             continue
         finding = _redundancy(ctx, rule)
         if finding:
@@ -407,6 +408,7 @@ def check_l7(ctx: Context) -> list[Finding]:
         if has_l7 and not any(isinstance(p, FQDNPeer) for p in rule.peers):
             finding = _l7_ineffective(ctx, rule)
             if finding:
+                ctx.bypassed.add(rule.id)
                 out.append(finding)
     return out
 
@@ -453,12 +455,12 @@ def check_cidr_pods(ctx: Context) -> list[Finding]:
     return out
 
 
-CHECKS = (check_duplicates, check_contradictory, check_inventory_selectors, check_redundant_allows,
-          check_ineffective_denies, check_default_deny, check_exposure, check_l7, check_fqdn, check_cidr_pods)
+CHECKS = (check_duplicates, check_contradictory, check_inventory_selectors, check_l7, check_redundant_allows,
+          check_ineffective_denies, check_default_deny, check_exposure, check_fqdn, check_cidr_pods)
 
 
 def run_checks(policy: PolicySet, inventory: Inventory | None = None) -> list[Finding]:
-    """Every check, in catalogue order per location; duplicates first so later checks skip them."""
+    """Every check, sorted by location; duplicates first and L7 before shadowing, so later checks skip them."""
     ctx = Context(policy, inventory)
     findings = [f for check in CHECKS for f in check(ctx)]
     return sorted(findings, key=lambda f: ((f.location.file, f.location.line, f.location.column)
