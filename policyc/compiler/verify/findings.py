@@ -87,6 +87,10 @@ CATALOGUE: dict[str, Check] = {c.id: c for c in (
     Check("PC017", "l7-pattern-not-analysed", Level.NOTE, "L7 pattern outside the analysed regex subset",
           "The HTTP pattern uses a feature outside the RE2 subset policyc translates; checks treat the rule "
           "as opaque (they never prove anything about its requests)."),
+    Check("PC020", "access-widened", Level.NOTE, "Traffic newly allowed (policyc diff)",
+          "Flows of this group are dropped by the old policies and allowed by the new ones."),
+    Check("PC021", "access-narrowed", Level.NOTE, "Traffic newly denied (policyc diff)",
+          "Flows of this group are allowed by the old policies and dropped by the new ones."),
 )}
 
 
