@@ -1,103 +1,117 @@
-"""Hand-built IR and inventories for datapath tests, plus hypothesis strategies for small policy sets."""
+"""Hypothesis strategies for hand-built IR: small label universes so that rules and endpoints meet often."""
 from __future__ import annotations
 
 import ipaddress
 
 from hypothesis import strategies as st
 
-from policyc.compiler.entities import FIRST_CLUSTER_ID, RESERVED_IDS, entity_selectors
-from policyc.compiler.inventory import Inventory, node_labels, pod_labels
-from policyc.compiler.ir import (NAMESPACE_KEY, Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
-                                 EndpointKind, Identity, L3_ONLY, L7Rules, NamedPort, Op, Origin,
-                                 PolicySet, PortMatch, Protocol, Requirement, Rule, Selector,
-                                 SelectorPeer, SubjectKind)
+from policyc.compiler.entities import entity_selectors, reserved_label
+from policyc.compiler.inventory import Inventory, external, node_labels, pod_labels
+from policyc.compiler.ir import (NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, Action, CIDRPeer, DefaultDeny, Direction,
+                                 Endpoint, EndpointKind, Identity, L7Rules, HTTPRule, NamedPort, Op, Origin,
+                                 Policy, PolicySet, PortMatch, Protocol, Requirement, Rule, Selector, SelectorPeer,
+                                 SubjectKind)
 
-ORIGIN = Origin("gen.yaml", 1, 1, "spec", "CiliumNetworkPolicy", "x", "gen")
-STANDARD_PORTS = (NamedPort("serve-80-tcp", 80, Protocol.TCP), NamedPort("serve-81-tcp", 81, Protocol.TCP),
-                  NamedPort("serve-80-udp", 80, Protocol.UDP), NamedPort("serve-81-udp", 81, Protocol.UDP))
-
-
-def selector(ns: str | None = None, pod: str | None = None) -> Selector:
-    reqs = []
-    if ns:
-        reqs.append(Requirement("k8s", NAMESPACE_KEY, Op.IN, (ns,)))
-    if pod:
-        reqs.append(Requirement("k8s", "pod", Op.IN, (pod,)))
-    return Selector(tuple(sorted(reqs)))
+KEYS = ("app", "tier")
+VALUES = ("a", "b", "c")
+NAMESPACES = ("x", "y")
+ENTITIES = ("world", "host", "cluster", "all", "remote-node", "health", "world-ipv4")
+PROTOCOLS = (Protocol.TCP, Protocol.UDP, Protocol.ICMP)
+NETS = ("192.0.2.0/24", "192.0.2.0/28", "10.0.0.0/8", "0.0.0.0/0", "2001:db8::/32")
 
 
-def inventory(specs: list[tuple[str, str, tuple[str, ...], tuple[NamedPort, ...]]]) -> Inventory:
-    """Pods from (namespace, name, ips, named ports), identities numbered as the inventory does."""
-    raw = [(ns, name, tuple(map(ipaddress.ip_address, ips)), ports,
-            pod_labels({"pod": name}, ns, {"kubernetes.io/metadata.name": ns}, "default", "default"))
-           for ns, name, ips, ports in specs]
-    ids = {lbls: FIRST_CLUSTER_ID + i for i, lbls in enumerate(sorted({r[4] for r in raw}, key=sorted))}
-    eps = [Endpoint(EndpointKind.POD, name, ns, ips, Identity(ids[lbls], lbls), ports)
-           for ns, name, ips, ports, lbls in raw]
-    return Inventory(tuple(sorted(eps, key=lambda e: (e.namespace, e.name))))
-
-
-def standard_inventory(v6: bool = False, node: bool = False) -> Inventory:
-    """Namespaces x, y × pods a, b; pod IPs 10.244.<ns>.<pod> (and fd00::<ns>:<pod> with ``v6``).
-
-    ``node`` adds a remote node n1 (172.18.0.2, label role=worker) that runs none of the pods.
-    """
-    specs = []
-    for n, ns in enumerate(("x", "y"), 1):
-        for m, name in enumerate(("a", "b"), 1):
-            ips = (f"10.244.{n}.{m}",) + ((f"fd00::{n}:{m}",) if v6 else ())
-            specs.append((ns, name, ips, STANDARD_PORTS))
-    inv = inventory(specs)
-    if not node:
-        return inv
-    n1 = Endpoint(EndpointKind.NODE, "n1", "", (ipaddress.ip_address("172.18.0.2"),),
-                  Identity(RESERVED_IDS["remote-node"], node_labels({"role": "worker"})))
-    return Inventory(inv.endpoints + (n1,))
-
-
-def make_rule(n: int, subject: Selector, direction: Direction, action: Action, peers, ports) -> Rule:
-    return Rule(f"r{n}", ORIGIN, subject, SubjectKind.ENDPOINT, direction, action, tuple(peers), tuple(ports))
-
-
-def policy_set(rules: list[Rule], extra_default_deny: tuple[DefaultDeny, ...] = ()) -> PolicySet:
-    """Allow rules switch their subject to default-deny in their direction, as the frontend does (R3.4)."""
-    dd = [DefaultDeny(r.subject, r.subject_kind, r.direction, ORIGIN) for r in rules if r.action is Action.ALLOW]
-    return PolicySet(tuple(rules), tuple(dict.fromkeys(dd + list(extra_default_deny))))
-
-
-# ---- hypothesis ----
-
-SELECTORS = st.sampled_from([selector(), selector("x"), selector("y"), selector(pod="a"), selector("x", "b")])
-PEERS = st.sampled_from([
-    SelectorPeer((selector("x"),)), SelectorPeer((selector(pod="b"),)), SelectorPeer((Selector(),)),
-    SelectorPeer(entity_selectors("world", "default"), "entity", "world"),
-    SelectorPeer(entity_selectors("cluster", "default"), "entity", "cluster"),
-    SelectorPeer(entity_selectors("remote-node", "default"), "entity", "remote-node"),
-    SelectorPeer((Selector((Requirement("node", "role", Op.IN, ("worker",)),)),), "nodes"),
-    CIDRPeer(ipaddress.ip_network("192.0.2.0/24"), (ipaddress.ip_network("192.0.2.0/28"),)),
-    CIDRPeer(ipaddress.ip_network("0.0.0.0/0"), (ipaddress.ip_network("10.0.0.0/8"),)),
-    CIDRPeer(ipaddress.ip_network("198.51.100.0/24")),
-    CIDRPeer(ipaddress.ip_network("192.0.2.0/28")),
-])
-PORTS = st.sampled_from([
-    L3_ONLY[0], PortMatch(Protocol.TCP, 80, 80), PortMatch(Protocol.UDP, 80, 81), PortMatch(Protocol.TCP, 70, 90),
-    PortMatch(Protocol.TCP, 1000, 2000), PortMatch(Protocol.TCP, name="serve-81-tcp"),
-    PortMatch(Protocol.ANY, name="serve-80-udp"), PortMatch(Protocol.TCP, 0, 65535),
-    PortMatch(Protocol.TCP, 80, 80, l7=L7Rules("http")), PortMatch(Protocol.ICMP, 8, 8),
-])
+def origin(i: int) -> Origin:
+    return Origin("gen.yaml", i + 1, 1, f"spec.ingress[{i}]", "CiliumNetworkPolicy", "x", f"p{i}")
 
 
 @st.composite
-def rules(draw, n: int) -> Rule:
-    return make_rule(n, draw(SELECTORS), draw(st.sampled_from(list(Direction))),
-                     draw(st.sampled_from([Action.ALLOW, Action.ALLOW, Action.DENY])),
-                     draw(st.lists(PEERS, min_size=1, max_size=2, unique=True)),
-                     draw(st.lists(PORTS, min_size=1, max_size=3, unique=True)))
+def requirements(draw):
+    key = draw(st.sampled_from(KEYS + (NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX + "team")))
+    op = draw(st.sampled_from(list(Op)))
+    pool = NAMESPACES if key == NAMESPACE_KEY else VALUES
+    values = tuple(sorted(draw(st.sets(st.sampled_from(pool), min_size=1, max_size=2)))) \
+        if op in (Op.IN, Op.NOT_IN) else ()
+    source = "k8s" if key == NAMESPACE_KEY else draw(st.sampled_from(("k8s", "any", "node")))
+    return Requirement(source, key, op, values)
+
+
+selectors = st.builds(lambda reqs: Selector(tuple(sorted(set(reqs)))), st.lists(requirements(), max_size=3))
 
 
 @st.composite
-def policy_sets(draw) -> PolicySet:
-    count = draw(st.integers(1, 4))
-    extra = draw(st.lists(st.tuples(SELECTORS, st.sampled_from(list(Direction))), max_size=1))
-    return policy_set([draw(rules(i)) for i in range(count)],
-                      tuple(DefaultDeny(s, SubjectKind.ENDPOINT, d, ORIGIN) for s, d in extra))
+def peers(draw):
+    choice = draw(st.integers(0, 3))
+    if choice == 0:
+        return SelectorPeer(tuple(draw(st.lists(selectors, min_size=1, max_size=2))))
+    if choice == 1:
+        name = draw(st.sampled_from(ENTITIES))
+        return SelectorPeer(entity_selectors(name, "default"), "entity", name)
+    net = ipaddress.ip_network(draw(st.sampled_from(NETS)))
+    excepts = ()
+    if net.version == 4 and net.prefixlen < 28 and draw(st.booleans()):
+        excepts = (ipaddress.ip_network("192.0.2.0/28"),) if net.overlaps(ipaddress.ip_network("192.0.2.0/28")) \
+            else ()
+    return CIDRPeer(net, excepts)
+
+
+@st.composite
+def ports(draw):
+    proto = draw(st.sampled_from((Protocol.ANY,) + PROTOCOLS))
+    if proto is Protocol.ANY:
+        return PortMatch(Protocol.ANY)
+    if proto is Protocol.TCP and draw(st.integers(0, 4)) == 0:
+        return PortMatch(proto, name="http")
+    first = draw(st.sampled_from((53, 80, 443, 8080)))
+    last = draw(st.sampled_from((first, first + 10, 65535)))
+    l7 = None
+    if proto is Protocol.TCP and draw(st.integers(0, 3)) == 0:
+        l7 = L7Rules("http", (HTTPRule(method=draw(st.sampled_from(("GET", "POST|PUT", None))),
+                                       path=draw(st.sampled_from(("/api/.*", "/", None)))),))
+    return PortMatch(proto, first, last, l7=l7)
+
+
+@st.composite
+def rules(draw, i: int):
+    return Rule(f"r{i}", origin(i), draw(selectors),
+                draw(st.sampled_from((SubjectKind.ENDPOINT,) * 4 + (SubjectKind.NODE,))),
+                draw(st.sampled_from(list(Direction))), draw(st.sampled_from((Action.ALLOW,) * 3 + (Action.DENY,))),
+                tuple(draw(st.lists(peers(), min_size=1, max_size=2))),
+                tuple(draw(st.lists(ports(), min_size=1, max_size=2))))
+
+
+@st.composite
+def policy_sets(draw, max_rules: int = 5):
+    n = draw(st.integers(1, max_rules))
+    rs = tuple(draw(rules(i)) for i in range(n))
+    dds = tuple(DefaultDeny(draw(selectors), draw(st.sampled_from((SubjectKind.ENDPOINT, SubjectKind.NODE))),
+                            draw(st.sampled_from(list(Direction))), origin(100 + j))
+                for j in range(draw(st.integers(0, 3))))
+    policies = tuple(Policy("CiliumNetworkPolicy", "x", f"p{i}", origin(i)) for i in range(n))
+    return PolicySet(rs, dds, policies)
+
+
+@st.composite
+def inventories(draw):
+    eps = []
+    nodes = ("n1", "n2")
+    for ns in NAMESPACES:
+        ns_labels = {"kubernetes.io/metadata.name": ns, "team": draw(st.sampled_from(VALUES))}
+        for j in range(draw(st.integers(1, 3))):
+            lbls = {k: draw(st.sampled_from(VALUES)) for k in KEYS if draw(st.booleans())}
+            ports_ = (NamedPort("http", draw(st.sampled_from((80, 8080))), Protocol.TCP),) if draw(st.booleans()) else ()
+            labels = pod_labels(lbls, ns, ns_labels, "default", "default")
+            ip = ipaddress.ip_address(f"10.244.{NAMESPACES.index(ns) + 1}.{j + 1}")
+            eps.append(Endpoint(EndpointKind.POD, f"p{j}", ns, (ip,), Identity(300 + len(eps), labels), ports_,
+                                draw(st.sampled_from(nodes))))
+    for k, name in enumerate(nodes):
+        lbls = {"app": draw(st.sampled_from(VALUES))}
+        eps.append(Endpoint(EndpointKind.NODE, name, "", (ipaddress.ip_address(f"172.18.0.{k + 2}"),),
+                            Identity(6, node_labels(lbls))))
+    return Inventory(tuple(eps), {ns: {} for ns in NAMESPACES})
+
+
+EXTERNALS = tuple(external(ipaddress.ip_address(a)) for a in ("192.0.2.10", "192.0.2.200", "8.8.8.8",
+                                                              "2001:db8::1"))
+RESERVED = tuple(Endpoint(EndpointKind.EXTERNAL, f"reserved:{n}", "", (),
+                          Identity(0, frozenset({reserved_label(n)})))
+                 for n in ("health", "kube-apiserver"))

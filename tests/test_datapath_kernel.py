@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import SHARED
-from irgen import make_rule, policy_set, policy_sets, selector, standard_inventory
+from dpgen import make_rule, policy_set, policy_sets, selector, standard_inventory
 from kernelreq import require_kernel
 from policyc.bpf_runtime.artifact import open_artifact
 from policyc.bpf_runtime.events import decode_event

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from irgen import (inventory, make_rule, policy_set, policy_sets, selector,
+from dpgen import (inventory, make_rule, policy_set, policy_sets, selector,
                    standard_inventory)
 from policyc.compiler.diagnostics import PolicycError
 from policyc.compiler.entities import FIRST_CIDR_ID

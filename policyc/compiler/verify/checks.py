@@ -1,0 +1,481 @@
+"""`policyc check`: the catalogue's checks over one policy set.
+
+Syntactic checks run first and cost nothing; semantic ones ask Z3 small
+questions about one rule and its neighbours (``prefilter.Index``).  Rules are
+visited once each: a rule found redundant is simply left out of later
+covering sets, so equal rules report only the later one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import z3
+
+from .. import explain
+from ..entities import world_labels
+from ..evaluate import Evaluator, selects
+from ..inventory import Inventory
+from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
+                  Requirement, Rule, Selector, SelectorPeer, SubjectKind)
+from . import prefilter, regex
+from .encode import Request, Space, SymbolicSpace, View, new_flow, space_for
+from .findings import Finding, Location, Witness, rule_location
+
+CCNP = "CiliumClusterwideNetworkPolicy"
+
+
+@dataclass
+class Context:
+    policy: PolicySet
+    inventory: Inventory | None = None
+    excluded: set = field(default_factory=set)   # rule ids already reported as duplicates
+    redundant: set = field(default_factory=set)  # rule ids found shadowed or dead
+    bypassed: set = field(default_factory=set)   # rule ids whose L7 is bypassed (reported as PC013 only)
+
+    def __post_init__(self) -> None:
+        self.index = prefilter.Index([r for r in self.policy.rules])
+        self.dd_index = prefilter.Index(self.policy.default_deny)
+
+    def space(self, rules, dds=(), selectors=()) -> Space:
+        return space_for(rules, dds, self.policy.cluster, self.inventory, selectors)
+
+    def neighbours(self, rule: Rule, action: Action) -> list[Rule]:
+        return [r for r in self.index.near(rule.direction, rule.subject_kind, rule.subject) if r.action is action and r.id != rule.id
+                and r.id not in self.excluded and prefilter.rules_overlap(rule, r)]
+
+
+def _policy_name(origin) -> str:
+    return f"{origin.policy_kind} {origin.policy}"
+
+
+def _finding(check: str, rule: Rule, message: str, related=(), witness=None, key: str = "") -> Finding:
+    return Finding(check, message, Location.of(rule.origin), _policy_name(rule.origin), tuple(related),
+                   witness, key)
+
+
+def _matches_nothing(rule: Rule) -> bool:
+    return rule.is_empty or all(isinstance(p, FQDNPeer) for p in rule.peers)
+
+
+# ------------------------------------------------------------------ duplicates (syntactic)
+
+def _rule_key(r: Rule) -> tuple:
+    return (r.subject, r.subject_kind, r.direction, r.action, frozenset(r.peers), frozenset(r.ports), r.auth)
+
+
+def check_duplicates(ctx: Context) -> list[Finding]:
+    by_policy: dict = {}
+    for r in ctx.policy.rules:
+        by_policy.setdefault((r.origin.policy_kind, r.origin.policy), []).append(r)
+    dds: dict = {}
+    for d in ctx.policy.default_deny:
+        dds.setdefault((d.origin.policy_kind, d.origin.policy), set()).add((d.subject, d.subject_kind, d.direction))
+    out, seen_policy = [], {}
+    for pol in ctx.policy.policies:
+        ref = (pol.kind, f"{pol.namespace}/{pol.name}" if pol.namespace else pol.name)
+        rules = by_policy.get(ref, [])
+        key = (frozenset(_rule_key(r) for r in rules), frozenset(dds.get(ref, ())))
+        if not rules:
+            continue
+        if key in seen_policy:
+            first = seen_policy[key]
+            ctx.excluded.update(r.id for r in rules)
+            out.append(Finding("PC004", f"policy {ref[1]} has exactly the rules of {first.kind} "
+                                        f"{first.namespace + '/' if first.namespace else ''}{first.name}",
+                               Location.of(pol.origin), f"{pol.kind} {ref[1]}",
+                               (Location.of(first.origin, "the earlier policy"),), key=first.name))
+        else:
+            seen_policy[key] = pol
+    first_rule: dict = {}
+    for r in ctx.policy.rules:
+        if r.id in ctx.excluded:
+            continue
+        key = _rule_key(r)
+        if key in first_rule:
+            ctx.excluded.add(r.id)
+            other = first_rule[key]
+            out.append(_finding("PC003", r, f"{r.direction.value} {r.action.value} rule repeats "
+                                            f"{explain.rule_ref(other)}",
+                                (rule_location(other, "the earlier rule"),), key=other.origin.path))
+        else:
+            first_rule[key] = r
+    return out
+
+
+# ------------------------------------------------------------------ Z3 helpers
+
+def _minimal_core(solver: z3.Solver, lits: list) -> list:
+    """Deletion-based minimisation of an unsat core: each literal left is needed."""
+    solver.check(*lits)
+    keep = [x for x in lits if any(x.eq(c) for c in solver.unsat_core())]
+    for lit in list(keep):
+        trial = [x for x in keep if not x.eq(lit)]
+        if solver.check(*trial) == z3.unsat:
+            keep = trial
+    return keep
+
+
+def _http(model, request: Request, rule: Rule):
+    if not any(pm.l7 and pm.l7.kind == "http" for pm in rule.ports):
+        return None
+    return tuple(model.eval(v, model_completion=True).as_string()
+                 for v in (request.method, request.path, request.host))
+
+
+def _matching(model, matches: dict) -> tuple[str, ...]:
+    return tuple(rid for rid, expr in matches.items() if z3.is_true(model.eval(expr, model_completion=True)))
+
+
+# ------------------------------------------------------------------ shadowed and dead allows
+
+def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
+    denies = ctx.neighbours(rule, Action.DENY)
+    allows = [r for r in ctx.neighbours(rule, Action.ALLOW) if r.id not in ctx.redundant]
+    if not denies and not allows:
+        return None
+    space = ctx.space([rule] + denies + allows)
+    solver = z3.Solver()
+    flow, request = new_flow(space, solver), Request()
+    own = space.rule_matches(rule, flow, request)
+    solver.add(own)
+    if solver.check() != z3.sat:
+        return None  # matches nothing at all: other checks say why
+    matches, lits = {}, {}
+    for i, other in enumerate(denies + allows):
+        expr = space.rule_matches(other, flow, request if other.action is Action.ALLOW else None)
+        lit = z3.Bool(f"cover{i}")
+        solver.add(z3.Implies(lit, z3.Not(expr)))
+        matches[other.id], lits[other.id] = expr, lit
+    deny_lits = [lits[r.id] for r in denies]
+    by_lit = {lits[r.id].get_id(): r for r in denies + allows}
+    if solver.check(*deny_lits) == z3.unsat:
+        solver.check()
+        model = solver.model()
+        cover = [by_lit[x.get_id()] for x in _minimal_core(solver, deny_lits)]
+        witness = Witness(flow.decode(model), rule.direction, False, (rule.id,) + _matching(model, matches),
+                          http=_http(model, request, rule))
+        return _finding("PC002", rule, f"every flow this allow rule matches is denied by "
+                                       f"{len(cover)} deny rule(s)", [rule_location(c) for c in cover],
+                        witness, key=",".join(sorted(c.origin.path for c in cover)))
+    model = solver.model()
+    if solver.check(*deny_lits, *[lits[r.id] for r in allows]) == z3.sat:
+        return None
+    cover = [by_lit[x.get_id()] for x in _minimal_core(solver, list(lits.values()))]
+    witness = Witness(flow.decode(model), rule.direction, True, (rule.id,) + _matching(model, matches),
+                      http=_http(model, request, rule))
+    differs = any(c.action is Action.DENY for c in cover)
+    note = " (some of them deny: their action differs)" if differs else ""
+    return _finding("PC001", rule, f"everything this rule allows is already decided by {len(cover)} other "
+                                   f"rule(s){note}",
+                    [rule_location(c, f"covers it ({c.action.value}): {explain.rule_ref(c)}") for c in cover],
+                    witness, key=",".join(sorted(f"{c.origin.policy}:{c.origin.path}" for c in cover)))
+
+
+def check_redundant_allows(ctx: Context) -> list[Finding]:
+    out = []
+    for rule in reversed(ctx.policy.rules):
+        if rule.action is not Action.ALLOW or rule.id in ctx.excluded or _matches_nothing(rule):
+            continue
+        if rule.id in ctx.bypassed or any(isinstance(p, FQDNPeer) for p in rule.peers):
+            continue
+        finding = _redundancy(ctx, rule)
+        if finding:
+            ctx.redundant.add(rule.id)
+            out.append(finding)
+    return out[::-1]
+
+
+# ------------------------------------------------------------------ denies without effect
+
+def check_ineffective_denies(ctx: Context) -> list[Finding]:
+    out = []
+    for rule in ctx.policy.rules:
+        if rule.action is not Action.DENY or rule.id in ctx.excluded:
+            continue
+        allows = ctx.neighbours(rule, Action.ALLOW)
+        dds = ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)
+        space = ctx.space([rule] + allows, dds)
+        solver = z3.Solver()
+        flow = new_flow(space, solver)
+        subject, _ = space.sides(flow, rule.direction)
+        would_allow = z3.Or(z3.Not(space.default_deny(dds, rule.direction, subject)),
+                            *[space.rule_matches(a, flow) for a in allows])
+        solver.add(space.rule_matches(rule, flow), space.enforced(rule.direction, flow), would_allow)
+        if solver.check() == z3.unsat:
+            out.append(_finding("PC005", rule, "nothing this deny rule matches would be allowed without it"))
+    return out
+
+
+# ------------------------------------------------------------------ selectors
+
+def _rule_selectors(rule: Rule):
+    yield "subject", rule.subject
+    for peer in rule.peers:
+        if isinstance(peer, SelectorPeer) and peer.kind != "entity":
+            for sel in peer.selectors:
+                yield "peer", sel
+
+
+def _repeats_a_key(sel: Selector) -> bool:
+    keys = [r.key for r in sel.requirements]
+    return len(keys) != len(set(keys))
+
+
+def _satisfiable(sel: Selector, role: str, kind: SubjectKind, cluster: str) -> bool:
+    space = SymbolicSpace.for_rules((), (), cluster, (sel,))
+    solver = z3.Solver()
+    term = space.term("x")
+    solver.add(*term.wellformed())
+    if role == "subject":
+        solver.add(space.selects(kind, sel, term))
+    else:
+        solver.add(z3.Or(term.match(sel, View.PEER), term.match(sel, View.HOST)))
+    return solver.check() == z3.sat
+
+
+def check_contradictory(ctx: Context) -> list[Finding]:
+    out, cache = [], {}
+    for rule in ctx.policy.rules:
+        for role, sel in _rule_selectors(rule):
+            if not _repeats_a_key(sel):
+                continue
+            key = (role, sel, rule.subject_kind)
+            if key not in cache:
+                cache[key] = _satisfiable(sel, role, rule.subject_kind, ctx.policy.cluster)
+            if not cache[key]:
+                out.append(_finding("PC006", rule, f"the {role} selector {sel} can never match", key=str(sel)))
+    return out
+
+
+def check_inventory_selectors(ctx: Context) -> list[Finding]:
+    inv = ctx.inventory
+    if inv is None:
+        return []
+    from ..entities import RESERVED_IDS, reserved_label
+    reserved = [frozenset({reserved_label(n)}) for n in RESERVED_IDS] + [world_labels(4), world_labels(6)]
+    identities = [ep.identity.labels for ep in inv.endpoints] + reserved
+    out = []
+    for rule in ctx.policy.rules:
+        for role, sel in _rule_selectors(rule):
+            if role == "subject":
+                hit = any(selects(rule.subject_kind, sel, ep) for ep in inv.endpoints)
+            else:
+                hit = any(sel.matches(labels) for labels in identities)
+            if not hit:
+                out.append(_finding("PC007", rule, f"the {role} selector {sel} matches no endpoint of the inventory",
+                                    key=f"{role}:{sel}"))
+    return out
+
+
+# ------------------------------------------------------------------ default deny
+
+def _first_policy(ctx: Context, namespace: str):
+    return next((p for p in ctx.policy.policies if p.namespace == namespace), None)
+
+
+_DD_CHECK = {Direction.INGRESS: "PC008", Direction.EGRESS: "PC009"}
+
+
+def _missing_dd_inventory(ctx: Context) -> list[Finding]:
+    evaluator = Evaluator(ctx.policy)
+    out = []
+    for direction in Direction:
+        open_pods: dict = {}
+        for ep in ctx.inventory.pods:
+            if not evaluator.is_default_deny(ep, direction):
+                open_pods.setdefault(ep.namespace, []).append(ep)
+        for ns, pods in sorted(open_pods.items()):
+            pol = _first_policy(ctx, ns)
+            names = ", ".join(p.name for p in pods[:5]) + (", …" if len(pods) > 5 else "")
+            out.append(Finding(_DD_CHECK[direction], f"{len(pods)} pod(s) of namespace {ns} are not default-deny "
+                                                     f"in {direction.value}: {names}",
+                               Location.of(pol.origin) if pol else None,
+                               f"{pol.kind} {ns}/{pol.name}" if pol else "", (), Witness(endpoint=pods[0]),
+                               key=f"{ns}:{direction.value}"))
+    return out
+
+
+def _missing_dd_symbolic(ctx: Context) -> list[Finding]:
+    out = []
+    for ns in sorted({p.namespace for p in ctx.policy.policies if p.namespace}):
+        in_ns = Selector((Requirement("k8s", NAMESPACE_KEY, Op.IN, (ns,)),))
+        for direction in Direction:
+            dds = ctx.dd_index.near(direction, SubjectKind.ENDPOINT, in_ns)
+            denies = [r for r in ctx.index.near(direction, SubjectKind.ENDPOINT, in_ns) if r.action is Action.DENY]
+            space = ctx.space(denies, dds, (in_ns,))
+            solver = z3.Solver()
+            flow = new_flow(space, solver)
+            subject, _ = space.sides(flow, direction)
+            solver.add(space.selects(SubjectKind.ENDPOINT, in_ns, subject),
+                       z3.Not(space.default_deny(dds, direction, subject)),
+                       *[z3.Not(space.rule_matches(r, flow)) for r in denies])
+            if solver.check() != z3.sat:
+                continue
+            pol = _first_policy(ctx, ns)
+            witness = Witness(flow.decode(solver.model()), direction, True)
+            out.append(Finding(_DD_CHECK[direction], f"some pods of namespace {ns} are not default-deny in "
+                                                     f"{direction.value} (no policy with an {direction.value} "
+                                                     "section selects them)",
+                               Location.of(pol.origin), f"{pol.kind} {ns}/{pol.name}", (), witness,
+                               key=f"{ns}:{direction.value}"))
+    return out
+
+
+def check_default_deny(ctx: Context) -> list[Finding]:
+    return _missing_dd_inventory(ctx) if ctx.inventory is not None else _missing_dd_symbolic(ctx)
+
+
+# ------------------------------------------------------------------ exposure (syntactic)
+
+def _world_peers(rule: Rule) -> list[str]:
+    out = []
+    for peer in rule.peers:
+        if isinstance(peer, SelectorPeer) and any(s.matches(world_labels(v)) for s in peer.selectors for v in (4, 6)):
+            out.append(str(peer))
+        elif isinstance(peer, CIDRPeer) and peer.network.prefixlen == 0:
+            out.append(str(peer))
+    return out
+
+
+def check_exposure(ctx: Context) -> list[Finding]:
+    out = []
+    for rule in ctx.policy.rules:
+        if rule.direction is not Direction.INGRESS or rule.action is not Action.ALLOW or rule.is_empty:
+            continue
+        world = _world_peers(rule)
+        if world:
+            all_ports = any(pm.is_l3_only or (pm.name is None and (pm.first, pm.last) == (0, 65535))
+                            for pm in rule.ports)
+            if all_ports:
+                out.append(_finding("PC011", rule, f"every port and protocol is open to {', '.join(world)}"))
+            else:
+                ports = ", ".join(str(pm) for pm in rule.ports)
+                out.append(_finding("PC010", rule, f"admits {', '.join(world)} on {ports}"))
+        if rule.origin.policy_kind == CCNP:
+            for peer in rule.peers:
+                if isinstance(peer, SelectorPeer) and peer.kind == "endpoints" and any(
+                        all(r.key == NAMESPACE_KEY and r.op is Op.EXISTS for r in s.requirements)
+                        for s in peer.selectors):
+                    out.append(_finding("PC012", rule, "fromEndpoints: [{}] in a clusterwide policy admits every "
+                                                       "pod of every namespace"))
+    return out
+
+
+# ------------------------------------------------------------------ L7
+
+def _l7_ineffective(ctx: Context, rule: Rule) -> Finding | None:
+    l7_ports = tuple(pm for pm in rule.ports if pm.l7 is not None)
+    plain = [(r, tuple(pm for pm in r.ports if pm.l7 is None)) for r in [rule] + ctx.neighbours(rule, Action.ALLOW)]
+    plain = [(r, ps) for r, ps in plain if ps and prefilter.rules_overlap(rule, r, l7_ports, ps)]
+    if not plain:
+        return None
+    denies = ctx.neighbours(rule, Action.DENY)
+    dds = ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)
+    space = ctx.space([rule] + [r for r, _ in plain] + denies, dds)
+    solver = z3.Solver()
+    flow = new_flow(space, solver)
+    subject, _ = space.sides(flow, rule.direction)
+    wildcards = {r.id: space.rule_matches(r, flow, ports=ps) for r, ps in plain}
+    solver.add(space.rule_matches(rule, flow, ports=l7_ports), z3.Or(list(wildcards.values())),
+               space.default_deny(dds, rule.direction, subject), space.enforced(rule.direction, flow),
+               *[z3.Not(space.rule_matches(d, flow)) for d in denies])
+    if solver.check() != z3.sat:
+        return None
+    model = solver.model()
+    culprits = _matching(model, wildcards)
+    related = [rule_location(r, f"allows the same peer and port without L7: {explain.rule_ref(r)}")
+               for r, _ in plain if r.id in culprits]
+    return _finding("PC013", rule, "its L7 rules are bypassed: another entry allows the same peer and port "
+                                   "without L7 (every request passes)", related,
+                    Witness(flow.decode(model), rule.direction, True, (rule.id,) + culprits),
+                    key=",".join(sorted(culprits)))
+
+
+def check_l7(ctx: Context) -> list[Finding]:
+    out = []
+    for rule in ctx.policy.rules:
+        if rule.action is not Action.ALLOW or rule.id in ctx.excluded or rule.is_empty:
+            continue
+        has_l7 = any(pm.l7 is not None for pm in rule.ports)
+        if has_l7 and any(isinstance(p, SelectorPeer) and p.kind == "entity" for p in rule.peers):
+            out.append(_finding("PC015", rule, "entity peers combined with L7 rules"))
+        for pm in rule.ports:
+            for http in (pm.l7.http if pm.l7 else ()):
+                for what in ("method", "path", "host"):
+                    problem = regex.check(getattr(http, what) or "")
+                    if problem:
+                        out.append(_finding("PC017", rule, f"HTTP {what}: {problem}", key=f"{what}:{problem}"))
+        if has_l7 and not any(isinstance(p, FQDNPeer) for p in rule.peers):
+            finding = _l7_ineffective(ctx, rule)
+            if finding:
+                ctx.bypassed.add(rule.id)
+                out.append(finding)
+    return out
+
+
+def _is_dns_rule(rule: Rule) -> bool:
+    return (rule.direction is Direction.EGRESS and rule.action is Action.ALLOW
+            and any(pm.l7 is not None and pm.l7.kind == "dns" for pm in rule.ports))
+
+
+def check_fqdn(ctx: Context) -> list[Finding]:
+    out = []
+    for rule in ctx.policy.rules:
+        if rule.action is not Action.ALLOW or not any(isinstance(p, FQDNPeer) for p in rule.peers):
+            continue
+        dns = [r for r in ctx.index.near(rule.direction, rule.subject_kind, rule.subject) if _is_dns_rule(r)]
+        space = ctx.space([rule] + dns)
+        solver = z3.Solver()
+        flow = new_flow(space, solver)
+        subject, _ = space.sides(flow, rule.direction)
+        solver.add(space.selects(rule.subject_kind, rule.subject, subject),
+                   *[z3.Not(space.selects(r.subject_kind, r.subject, subject)) for r in dns])
+        if solver.check() == z3.sat:
+            src = flow.decode(solver.model()).src
+            out.append(_finding("PC014", rule, "toFQDNs never matches: no egress rule with DNS L7 rules selects "
+                                               "this subject, so no lookup is seen", witness=Witness(endpoint=src)))
+    return out
+
+
+def check_cidr_pods(ctx: Context) -> list[Finding]:
+    if ctx.inventory is None:
+        return []
+    held = [(ip, ep) for ep in ctx.inventory.endpoints if ep.kind is not EndpointKind.EXTERNAL for ip in ep.ips]
+    out = []
+    for rule in ctx.policy.rules:
+        for peer in rule.peers:
+            if not isinstance(peer, CIDRPeer) or peer.network.prefixlen == 0:
+                continue
+            inside = [(ip, ep) for ip, ep in held if peer.contains(ip)]
+            if inside:
+                ip, ep = inside[0]
+                out.append(_finding("PC016", rule, f"{peer} covers {len(inside)} address(es) of pods or nodes "
+                                                   f"(e.g. {ip} of {ep.display}), which CIDR rules never select",
+                                    key=str(peer)))
+    return out
+
+
+CHECKS = (check_duplicates, check_contradictory, check_inventory_selectors, check_l7, check_redundant_allows,
+          check_ineffective_denies, check_default_deny, check_exposure, check_fqdn, check_cidr_pods)
+
+
+def run_checks(policy: PolicySet, inventory: Inventory | None = None) -> list[Finding]:
+    """Every check, sorted by location; duplicates first and L7 before shadowing, so later checks skip them."""
+    ctx = Context(policy, inventory)
+    findings = [f for check in CHECKS for f in check(ctx)]
+    return sorted(findings, key=lambda f: ((f.location.file, f.location.line, f.location.column)
+                                           if f.location else ("", 0, 0), f.check))
+
+
+def suppress(findings: list[Finding], policy: PolicySet, baseline: set[str] = frozenset()) -> list[Finding]:
+    """Drop findings named in their policy's ``policyc.io/ignore`` annotation or in the baseline."""
+    ignores = {f"{p.kind} {p.namespace + '/' if p.namespace else ''}{p.name}": set(p.ignore)
+               for p in policy.policies}
+    out = []
+    for f in findings:
+        ids = ignores.get(f.policy, set())
+        if f.check in ids or "all" in ids or f.fingerprint in baseline:
+            continue
+        out.append(f)
+    return out
+

@@ -1,0 +1,578 @@
+"""The IR as Z3 formulas: the concrete evaluator's decision over symbolic flows.
+
+Every formula here mirrors one function of ``evaluate.py`` (named in its
+docstring), so that a model decodes to a ``Flow`` the evaluator replays to
+the same verdict.  Two universes of endpoints:
+
+* ``SymbolicSpace``: any pod, node, address or reserved identity.  Labels are
+  finite-domain variables, one per key some selector mentions, ranging over
+  absent / each mentioned value / a fresh value (a Cilium label set holds one
+  label per key, so one variable per key is exact).  A pod's labels come from
+  source ``k8s``, a node's from ``node``; reserved labels follow from the kind.
+* ``InventorySpace``: exactly the inventory's endpoints, plus addresses no
+  endpoint holds (world) and the reserved identities.
+
+Formulas are built per query from only the rules that query involves, so the
+domains stay small (the pre-filters in ``checks.py`` choose those rules).
+"""
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass
+
+import z3
+
+from ..entities import RESERVED, reserved_label, world_labels
+from ..evaluate import Flow, subject_labels
+from ..inventory import Inventory, external
+from ..ir import (ANY_SOURCE, CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY,
+                  Action, CIDRPeer, DefaultDeny, Direction, Endpoint, EndpointKind, FQDNPeer, Identity,
+                  L7Rules, Label, NamedPort, Op, Peer, PolicySet, PortMatch, Protocol, Requirement, Rule,
+                  Selector, SelectorPeer, SubjectKind)
+from . import regex
+
+
+class Kind(enum.IntEnum):
+    """What a flow endpoint is; RESERVED covers identities such as health that hold no address we model."""
+
+    POD = 0
+    NODE = 1
+    EXTERNAL = 2
+    RESERVED = 3
+
+
+RESERVED_PEERS = ("health", "init", "unmanaged", "kube-apiserver", "ingress")
+FLOW_PROTOCOLS = (Protocol.ICMP, Protocol.TCP, Protocol.UDP, Protocol.ICMPV6, Protocol.SCTP)
+_LABEL_SOURCE = {Kind.POD: "k8s", Kind.NODE: "node"}
+_POD_ONLY_KEYS = (NAMESPACE_KEY, CLUSTER_KEY, SERVICE_ACCOUNT_KEY)
+_NS_NAME_KEY = NAMESPACE_LABELS_PREFIX + "kubernetes.io/metadata.name"
+
+
+class View(enum.Enum):
+    """Which labels a selector sees (evaluate.subject_labels / peer_labels)."""
+
+    SUBJECT = "subject"   # a node as a subject is reserved:host plus its node labels
+    PEER = "peer"
+    HOST = "host"         # a node seen from a pod on it: just reserved:host
+
+
+def selectors_of(rules, dds=()) -> list[Selector]:
+    out = []
+    for r in rules:
+        out.append(r.subject)
+        out += [s for p in r.peers if isinstance(p, SelectorPeer) for s in p.selectors]
+    out += [d.subject for d in dds]
+    return out
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Per label key, the values selectors mention (index 0 = absent, last = a fresh value)."""
+
+    values: dict  # key -> tuple[str, ...]
+    cluster: str
+
+    @classmethod
+    def of(cls, selectors, cluster: str, extra_keys=()) -> "Domain":
+        found: dict[str, set] = {NAMESPACE_KEY: set(), CLUSTER_KEY: {cluster}}
+        for key in extra_keys:
+            found.setdefault(key, set())
+        for sel in selectors:
+            for req in sel.requirements:
+                if req.source != RESERVED:
+                    found.setdefault(req.key, set()).update(req.values)
+        if _NS_NAME_KEY in found:  # kubernetes.io/metadata.name always equals the namespace name
+            both = found[_NS_NAME_KEY] | found[NAMESPACE_KEY]
+            found[_NS_NAME_KEY] = set(both)
+            found[NAMESPACE_KEY] = set(both)
+        return cls({k: tuple(sorted(v)) for k, v in sorted(found.items())}, cluster)
+
+    def index(self, key: str, value: str) -> int | None:
+        vals = self.values[key]
+        return vals.index(value) + 1 if value in vals else None
+
+    def fresh(self, key: str) -> int:
+        return len(self.values[key]) + 1
+
+
+class Term:
+    """One symbolic flow endpoint: kind, labels as selectors see them, address, named ports."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.v4 = z3.Bool(f"{name}.v4")
+        self.ip4 = z3.BitVec(f"{name}.ip4", 32)
+        self.ip6 = z3.BitVec(f"{name}.ip6", 128)
+
+    def in_network(self, net) -> z3.BoolRef:
+        bits = 32 if net.version == 4 else 128
+        ip = self.ip4 if net.version == 4 else self.ip6
+        mask = ((1 << bits) - 1) ^ ((1 << (bits - net.prefixlen)) - 1)
+        family = self.v4 if net.version == 4 else z3.Not(self.v4)
+        return z3.And(family, ip & mask == int(net.network_address))
+
+    def decode_ip(self, model) -> ipaddress._BaseAddress:
+        if z3.is_true(model.eval(self.v4, model_completion=True)):
+            return ipaddress.IPv4Address(model.eval(self.ip4, model_completion=True).as_long())
+        return ipaddress.IPv6Address(model.eval(self.ip6, model_completion=True).as_long())
+
+
+class SymbolicTerm(Term):
+    """Any endpoint at all; labels are variables over ``Domain``."""
+
+    def __init__(self, name: str, domain: Domain, port_names: tuple[str, ...]):
+        super().__init__(name)
+        self.domain = domain
+        self.kind = z3.Int(f"{name}.kind")
+        self.reserved = z3.Int(f"{name}.reserved")
+        self.labels = {k: z3.Int(f"{name}.label.{k}") for k in domain.values}
+        self.ports = {n: (z3.Bool(f"{name}.port.{n}"), z3.BitVec(f"{name}.port.{n}.num", 16),
+                          z3.Int(f"{name}.port.{n}.proto")) for n in port_names}
+
+    def is_kind(self, kind: Kind) -> z3.BoolRef:
+        return self.kind == int(kind)
+
+    def wellformed(self) -> list:
+        """What inventory.py would build: pods carry namespace, cluster and service account labels."""
+        out = [z3.And(self.kind >= 0, self.kind <= 3),
+               z3.And(self.reserved >= 0, self.reserved < len(RESERVED_PEERS))]
+        pod = self.is_kind(Kind.POD)
+        for key, var in self.labels.items():
+            out.append(z3.And(var >= 0, var <= self.domain.fresh(key)))
+            labelled = pod if key in _POD_ONLY_KEYS or key.startswith(NAMESPACE_LABELS_PREFIX) else \
+                z3.Or(pod, self.is_kind(Kind.NODE))
+            out.append(z3.Implies(z3.Not(labelled), var == 0))
+        out.append(z3.Implies(pod, self.labels[NAMESPACE_KEY] != 0))
+        out.append(z3.Implies(pod, self.labels[CLUSTER_KEY] == self.domain.index(CLUSTER_KEY, self.domain.cluster)))
+        if SERVICE_ACCOUNT_KEY in self.labels:
+            out.append(z3.Implies(pod, self.labels[SERVICE_ACCOUNT_KEY] != 0))
+        if _NS_NAME_KEY in self.labels:  # same domain as the namespace key (Domain.of)
+            out.append(z3.Implies(pod, self.labels[_NS_NAME_KEY] == self.labels[NAMESPACE_KEY]))
+        for present, _num, proto in self.ports.values():
+            out.append(z3.Implies(present, z3.And(pod, z3.Or([proto == int(p) for p in
+                                                              (Protocol.TCP, Protocol.UDP, Protocol.SCTP)]))))
+        return out
+
+    def _reserved_has(self, name: str, view: View) -> z3.BoolRef:
+        if view is View.HOST:
+            return z3.BoolVal(name == "host")
+        if view is View.SUBJECT:
+            return z3.And(self.is_kind(Kind.NODE), z3.BoolVal(name == "host"))
+        options = []
+        if name == "remote-node":
+            options.append(self.is_kind(Kind.NODE))
+        if name in ("world", "world-ipv4", "world-ipv6"):
+            family = {"world": True, "world-ipv4": self.v4, "world-ipv6": z3.Not(self.v4)}[name]
+            options.append(z3.And(self.is_kind(Kind.EXTERNAL), family))
+        if name in RESERVED_PEERS:
+            options.append(z3.And(self.is_kind(Kind.RESERVED), self.reserved == RESERVED_PEERS.index(name)))
+        return z3.Or(options) if options else z3.BoolVal(False)
+
+    def _label_source_ok(self, source: str) -> z3.BoolRef:
+        if source == ANY_SOURCE:
+            return z3.Or(self.is_kind(Kind.POD), self.is_kind(Kind.NODE))
+        kinds = [k for k, s in _LABEL_SOURCE.items() if s == source]
+        return z3.Or([self.is_kind(k) for k in kinds]) if kinds else z3.BoolVal(False)
+
+    def _has(self, req: Requirement, view: View, value: str | None) -> z3.BoolRef:
+        """Some label with req's source and key (and ``value``, unless None) is present."""
+        parts = []
+        if req.source in (RESERVED, ANY_SOURCE) and value in (None, ""):
+            parts.append(self._reserved_has(req.key, view))
+        if req.source != RESERVED and view is not View.HOST and req.key in self.labels:
+            var = self.labels[req.key]
+            if value is None:
+                hit = var != 0
+            else:
+                idx = self.domain.index(req.key, value)
+                hit = z3.BoolVal(False) if idx is None else var == idx
+            parts.append(z3.And(self._label_source_ok(req.source), hit))
+        return z3.Or(parts) if parts else z3.BoolVal(False)
+
+    def requirement(self, req: Requirement, view: View) -> z3.BoolRef:
+        """Requirement.matches: NotIn and DoesNotExist hold when the key is absent."""
+        if req.op in (Op.EXISTS, Op.DOES_NOT_EXIST):
+            hit = self._has(req, view, None)
+            return hit if req.op is Op.EXISTS else z3.Not(hit)
+        hit = z3.Or([self._has(req, view, v) for v in req.values])
+        return hit if req.op is Op.IN else z3.Not(hit)
+
+    def match(self, sel: Selector, view: View) -> z3.BoolRef:
+        return z3.And([self.requirement(r, view) for r in sel.requirements])
+
+    def named_port(self, name: str, protocol, port) -> z3.BoolRef:
+        present, num, proto = self.ports[name]
+        return z3.And(present, num == port, proto == protocol)
+
+
+class InventoryTerm(Term):
+    """One of the inventory's endpoints, an address none holds, or a reserved identity.
+
+    ``choice`` indexes ``space.endpoints``; the two slots after them are
+    ``external`` (address in ``ip4``/``ip6``) and ``reserved``.
+    """
+
+    def __init__(self, name: str, space: "InventorySpace"):
+        super().__init__(name)
+        self.space = space
+        self.choice = z3.Int(f"{name}.choice")
+        self.reserved = z3.Int(f"{name}.reserved")
+
+    @property
+    def external_slot(self) -> int:
+        return len(self.space.endpoints)
+
+    def is_kind(self, kind: Kind) -> z3.BoolRef:
+        if kind is Kind.EXTERNAL:
+            return self.choice == self.external_slot
+        if kind is Kind.RESERVED:
+            return self.choice == self.external_slot + 1
+        want = EndpointKind.POD if kind is Kind.POD else EndpointKind.NODE
+        return z3.Or([self.choice == i for i, ep in enumerate(self.space.endpoints) if ep.kind is want])
+
+    def wellformed(self) -> list:
+        taken4 = [int(ip) for ep in self.space.endpoints for ip in ep.ips if ip.version == 4]
+        taken6 = [int(ip) for ep in self.space.endpoints for ip in ep.ips if ip.version == 6]
+        not_taken = z3.If(self.v4, z3.And([self.ip4 != t for t in taken4]),
+                          z3.And([self.ip6 != t for t in taken6]))
+        return [z3.And(self.choice >= 0, self.choice <= self.external_slot + 1),
+                z3.And(self.reserved >= 0, self.reserved < len(RESERVED_PEERS)),
+                z3.Implies(self.is_kind(Kind.EXTERNAL), not_taken)]
+
+    def match(self, sel: Selector, view: View) -> z3.BoolRef:
+        """Selector.matches, decided in Python per endpoint; only the world family is symbolic."""
+        if view is View.HOST:
+            return z3.BoolVal(sel.matches(frozenset({reserved_label("host")})))
+
+        def labels(ep: Endpoint) -> frozenset:
+            return subject_labels(ep) if view is View.SUBJECT else ep.identity.labels
+        hits = [self.choice == i for i, ep in enumerate(self.space.endpoints) if sel.matches(labels(ep))]
+        if view is View.PEER:
+            v4, v6 = sel.matches(world_labels(4)), sel.matches(world_labels(6))
+            if v4 or v6:
+                family = z3.BoolVal(True) if v4 and v6 else (self.v4 if v4 else z3.Not(self.v4))
+                hits.append(z3.And(self.is_kind(Kind.EXTERNAL), family))
+            names = [i for i, n in enumerate(RESERVED_PEERS) if sel.matches(frozenset({reserved_label(n)}))]
+            if names:
+                hits.append(z3.And(self.is_kind(Kind.RESERVED), z3.Or([self.reserved == i for i in names])))
+        return z3.Or(hits) if hits else z3.BoolVal(False)
+
+    def named_port(self, name: str, protocol, port) -> z3.BoolRef:
+        return z3.Or([z3.And(self.choice == i, port == np.port, protocol == int(np.protocol))
+                      for i, ep in enumerate(self.space.endpoints) for np in ep.ports if np.name == name])
+
+
+class Request:
+    """An HTTP request (method, path, host) plus one opaque bit per non-HTTP L7 filter."""
+
+    def __init__(self, name: str = "req"):
+        self.method = z3.String(f"{name}.method")
+        self.path = z3.String(f"{name}.path")
+        self.host = z3.String(f"{name}.host")
+        self.name = name
+        self.unsupported: list[str] = []
+
+    def opaque(self, what) -> z3.BoolRef:
+        return z3.Bool(f"{self.name}.opaque.{what!r}")
+
+    def _field(self, var, pattern: str | None, l7: L7Rules) -> z3.BoolRef:
+        if not pattern:
+            return z3.BoolVal(True)
+        try:
+            return z3.InRe(var, regex.to_z3(pattern))
+        except regex.UnsupportedRegex as exc:
+            self.unsupported.append(str(exc))
+            return self.opaque(("regex", pattern))
+
+    def allowed_by(self, l7: L7Rules | None) -> z3.BoolRef:
+        """Which requests one port entry lets through; no L7 means every request (R9.3)."""
+        if l7 is None:
+            return z3.BoolVal(True)
+        if l7.kind != "http":
+            return self.opaque(l7)
+        return z3.Or([z3.And(self._field(self.method, h.method, l7), self._field(self.path, h.path, l7),
+                             self._field(self.host, h.host, l7),
+                             *[self.opaque(("header", x)) for x in h.headers]) for h in l7.http])
+
+
+class SymbolicFlow:
+    """src → dst on (protocol, port); ``local`` says a pod and a node are on the same node."""
+
+    def __init__(self, space: "Space", tag: str = ""):
+        self.space = space
+        self.src = space.term(f"src{tag}")
+        self.dst = space.term(f"dst{tag}")
+        self.protocol = z3.Int(f"proto{tag}")
+        self.port = z3.BitVec(f"port{tag}", 16)
+        self.local = space.local(self.src, self.dst, tag)
+        self.same = space.same(self.src, self.dst)
+
+    def wellformed(self) -> list:
+        return (self.src.wellformed() + self.dst.wellformed() + self.space.pair_constraints(self)
+                + [z3.Or([self.protocol == int(p) for p in FLOW_PROTOCOLS])])
+
+    def fix(self, flow: Flow) -> list:
+        """Constraints pinning this symbolic flow to a concrete one (for cross-checking the evaluator)."""
+        return (self.space.pin(self.src, flow.src) + self.space.pin(self.dst, flow.dst)
+                + [self.protocol == int(flow.protocol), self.port == flow.port]
+                + self.space.pin_local(self, flow))
+
+    def decode(self, model) -> Flow:
+        src, dst = self.space.decode_pair(self, model)
+        proto = Protocol(model.eval(self.protocol, model_completion=True).as_long())
+        return Flow(src, dst, proto, model.eval(self.port, model_completion=True).as_long())
+
+
+class Space:
+    """Common encoding of rules over whichever universe of endpoints a subclass provides."""
+
+    def sides(self, flow: SymbolicFlow, direction: Direction):
+        """(subject, peer) of a direction: egress is decided at the source, ingress at the destination."""
+        return (flow.src, flow.dst) if direction is Direction.EGRESS else (flow.dst, flow.src)
+
+    def selects(self, kind: SubjectKind, sel: Selector, subject) -> z3.BoolRef:
+        """evaluate.selects"""
+        want = Kind.POD if kind is SubjectKind.ENDPOINT else Kind.NODE
+        return z3.And(subject.is_kind(want), subject.match(sel, View.SUBJECT))
+
+    def peer_matches(self, peer: Peer, flow: SymbolicFlow, direction: Direction) -> z3.BoolRef:
+        """evaluate.peer_matches with peer_labels: a pod sees its own node as reserved:host."""
+        subject, other = self.sides(flow, direction)
+        if isinstance(peer, SelectorPeer):
+            host_view = z3.And(other.is_kind(Kind.NODE), subject.is_kind(Kind.POD), flow.local)
+            return z3.Or([z3.If(host_view, other.match(s, View.HOST), other.match(s, View.PEER))
+                          for s in peer.selectors])
+        if isinstance(peer, CIDRPeer):
+            inside = z3.And(other.in_network(peer.network),
+                            *[z3.Not(other.in_network(ex)) for ex in peer.excepts])
+            return z3.And(other.is_kind(Kind.EXTERNAL), inside)
+        assert isinstance(peer, FQDNPeer)
+        return z3.BoolVal(False)
+
+    def port_matches(self, pm: PortMatch, flow: SymbolicFlow) -> z3.BoolRef:
+        """evaluate.port_matches; named ports resolve at the destination."""
+        proto = z3.BoolVal(True) if pm.protocol is Protocol.ANY else flow.protocol == int(pm.protocol)
+        if pm.name is None:
+            return z3.And(proto, z3.ULE(pm.first, flow.port), z3.ULE(flow.port, pm.last))
+        return z3.And(proto, flow.dst.named_port(pm.name, flow.protocol, flow.port))
+
+    def rule_matches(self, rule: Rule, flow: SymbolicFlow, request: Request | None = None,
+                     ports: tuple[PortMatch, ...] | None = None) -> z3.BoolRef:
+        """The rule selects the subject, matches the peer and a port (and the request, if given).
+
+        ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry).
+        """
+        subject, _ = self.sides(flow, rule.direction)
+        ports = [z3.And(self.port_matches(pm, flow), request.allowed_by(pm.l7) if request else True)
+                 for pm in (rule.ports if ports is None else ports)]
+        return z3.And(self.selects(rule.subject_kind, rule.subject, subject),
+                      z3.Or([self.peer_matches(p, flow, rule.direction) for p in rule.peers]),
+                      z3.Or(ports))
+
+    def default_deny(self, dds, direction: Direction, subject) -> z3.BoolRef:
+        return z3.Or([self.selects(d.subject_kind, d.subject, subject) for d in dds if d.direction is direction])
+
+    def enforced(self, direction: Direction, flow: SymbolicFlow) -> z3.BoolRef:
+        """Evaluator.direction's early exits: only pods and nodes enforce; the local node reaches its pods."""
+        subject, other = self.sides(flow, direction)
+        enforcing = z3.Or(subject.is_kind(Kind.POD), subject.is_kind(Kind.NODE))
+        if direction is Direction.INGRESS:
+            localhost = z3.And(subject.is_kind(Kind.POD), other.is_kind(Kind.NODE), flow.local)
+            return z3.And(enforcing, z3.Not(localhost))
+        return enforcing
+
+    def direction_allows(self, policy: PolicySet, direction: Direction, flow: SymbolicFlow,
+                         request: Request | None = None) -> z3.BoolRef:
+        """Evaluator.direction: deny wins; not default-deny allows; else some allow rule must match."""
+        subject, _ = self.sides(flow, direction)
+        rules = policy.rules_for(direction)
+        deny = z3.Or([self.rule_matches(r, flow) for r in rules if r.action is Action.DENY])
+        allow = z3.Or([self.rule_matches(r, flow, request) for r in rules if r.action is Action.ALLOW])
+        dd = self.default_deny(policy.default_deny, direction, subject)
+        return z3.Or(z3.Not(self.enforced(direction, flow)), z3.And(z3.Not(deny), z3.Or(z3.Not(dd), allow)))
+
+    def allows(self, policy: PolicySet, flow: SymbolicFlow, request: Request | None = None) -> z3.BoolRef:
+        """Evaluator.evaluate: a flow to itself passes; otherwise both ends must allow."""
+        return z3.Or(flow.same, z3.And(self.direction_allows(policy, Direction.EGRESS, flow, request),
+                                       self.direction_allows(policy, Direction.INGRESS, flow, request)))
+
+
+def _external_or_reserved(term: Term, model, reserved) -> Endpoint | None:
+    kind_external = z3.is_true(model.eval(term.is_kind(Kind.EXTERNAL), model_completion=True))
+    if kind_external:
+        return external(term.decode_ip(model))
+    if z3.is_true(model.eval(term.is_kind(Kind.RESERVED), model_completion=True)):
+        name = RESERVED_PEERS[model.eval(reserved, model_completion=True).as_long()]
+        return Endpoint(EndpointKind.EXTERNAL, f"reserved:{name}", "", (),
+                        Identity(0, frozenset({reserved_label(name)})))
+    return None
+
+
+class SymbolicSpace(Space):
+    """Every possible endpoint; witnesses are invented pods and nodes."""
+
+    def __init__(self, domain: Domain, port_names=()):
+        self.domain = domain
+        self.port_names = tuple(sorted(set(port_names)))
+
+    @classmethod
+    def for_rules(cls, rules, dds=(), cluster: str = "default", selectors=()) -> "SymbolicSpace":
+        names = {pm.name for r in rules for pm in r.ports if pm.name}
+        return cls(Domain.of(selectors_of(rules, dds) + list(selectors), cluster), names)
+
+    def term(self, name: str) -> SymbolicTerm:
+        return SymbolicTerm(name, self.domain, self.port_names)
+
+    def local(self, src, dst, tag: str) -> z3.BoolRef:
+        return z3.Bool(f"local{tag}")
+
+    def same(self, src, dst) -> z3.BoolRef:
+        return z3.BoolVal(False)  # invented endpoints get distinct names
+
+    def pair_constraints(self, flow: SymbolicFlow) -> list:
+        """Two pods in one namespace share its namespace labels."""
+        a, b = flow.src, flow.dst
+        out = []
+        ns_keys = [k for k in self.domain.values if k.startswith(NAMESPACE_LABELS_PREFIX)]
+        fresh = self.domain.fresh(NAMESPACE_KEY)
+        same_ns = z3.And(a.is_kind(Kind.POD), b.is_kind(Kind.POD), a.labels[NAMESPACE_KEY] == b.labels[NAMESPACE_KEY],
+                         a.labels[NAMESPACE_KEY] != fresh)
+        for key in ns_keys:
+            out.append(z3.Implies(same_ns, a.labels[key] == b.labels[key]))
+        return out
+
+    def pin(self, term: SymbolicTerm, ep: Endpoint) -> list:
+        kind = {EndpointKind.POD: Kind.POD, EndpointKind.NODE: Kind.NODE}.get(ep.kind)
+        if kind is None:
+            reserved = [lab.key for lab in ep.identity.labels if lab.key in RESERVED_PEERS]
+            if reserved:
+                return [term.is_kind(Kind.RESERVED), term.reserved == RESERVED_PEERS.index(reserved[0])]
+            ip = ep.ips[0]
+            bits = term.ip4 if ip.version == 4 else term.ip6
+            return [term.is_kind(Kind.EXTERNAL), term.v4 == (ip.version == 4), bits == int(ip)]
+        out = [term.is_kind(kind)]
+        labels = {lab.key: lab.value for lab in ep.identity.labels if lab.source != RESERVED}
+        for key, var in term.labels.items():
+            if key not in labels:
+                out.append(var == 0)
+            else:
+                idx = self.domain.index(key, labels[key])
+                out.append(var == (idx if idx is not None else self.domain.fresh(key)))
+        for name, (present, num, proto) in term.ports.items():
+            nps = [p for p in ep.ports if p.name == name]
+            out.append(present == bool(nps))
+            if nps:
+                out += [num == nps[0].port, proto == int(nps[0].protocol)]
+        return out
+
+    def pin_local(self, flow: SymbolicFlow, concrete: Flow) -> list:
+        s, d = concrete.src, concrete.dst
+        pod, node = (s, d) if s.kind is EndpointKind.POD else (d, s)
+        same_node = pod.kind is EndpointKind.POD and node.kind is EndpointKind.NODE and pod.node == node.name
+        return [flow.local == same_node]
+
+    def _labels(self, term: SymbolicTerm, model, names: dict) -> dict:
+        out = {}
+        for key, var in term.labels.items():
+            idx = model.eval(var, model_completion=True).as_long()
+            if idx == 0:
+                continue
+            if idx <= len(self.domain.values[key]):
+                out[key] = self.domain.values[key][idx - 1]
+            else:
+                out[key] = names.setdefault((key, term.name), f"pc-{term.name}-{len(names)}")
+        return out
+
+    def decode_pair(self, flow: SymbolicFlow, model) -> tuple[Endpoint, Endpoint]:
+        local = z3.is_true(model.eval(flow.local, model_completion=True))
+        node_name = {t.name: f"node-{t.name}" for t in (flow.src, flow.dst)}
+        nodes = [t for t in (flow.src, flow.dst) if z3.is_true(model.eval(t.is_kind(Kind.NODE), model_completion=True))]
+        names: dict = {}
+        out = []
+        for term in (flow.src, flow.dst):
+            ep = _external_or_reserved(term, model, term.reserved)
+            if ep is None:
+                ep = self._decode_labelled(term, model, names, nodes, local, node_name)
+            out.append(ep)
+        return out[0], out[1]
+
+    def _decode_labelled(self, term: SymbolicTerm, model, names, nodes, local, node_name) -> Endpoint:
+        labels = self._labels(term, model, names)
+        if z3.is_true(model.eval(term.is_kind(Kind.NODE), model_completion=True)):
+            lbls = frozenset(Label("node", k, v) for k, v in labels.items()) | {reserved_label("remote-node")}
+            return Endpoint(EndpointKind.NODE, node_name[term.name], "", (), Identity(0, lbls))
+        ns = labels[NAMESPACE_KEY]
+        if _NS_NAME_KEY in labels:
+            labels[_NS_NAME_KEY] = ns
+        ports = tuple(NamedPort(n, model.eval(num, model_completion=True).as_long(),
+                                Protocol(model.eval(proto, model_completion=True).as_long()))
+                      for n, (present, num, proto) in term.ports.items()
+                      if z3.is_true(model.eval(present, model_completion=True)))
+        node = node_name[nodes[0].name] if nodes and local else "node-elsewhere"
+        sa = labels.get(SERVICE_ACCOUNT_KEY, "default")
+        labels.setdefault(SERVICE_ACCOUNT_KEY, sa)
+        lbls = frozenset(Label("k8s", k, v) for k, v in labels.items())
+        return Endpoint(EndpointKind.POD, f"pod-{term.name}", ns, (), Identity(0, lbls), ports, node, sa)
+
+
+class InventorySpace(Space):
+    """Exactly the inventory's endpoints, plus world addresses and reserved identities."""
+
+    def __init__(self, inventory: Inventory):
+        self.inventory = inventory
+        self.endpoints = tuple(inventory.endpoints)
+
+    def term(self, name: str) -> InventoryTerm:
+        return InventoryTerm(name, self)
+
+    def local(self, src: InventoryTerm, dst: InventoryTerm, tag: str) -> z3.BoolRef:
+        index = {ep.name: i for i, ep in enumerate(self.endpoints) if ep.kind is EndpointKind.NODE}
+        pairs = [(i, index[ep.node]) for i, ep in enumerate(self.endpoints)
+                 if ep.kind is EndpointKind.POD and ep.node in index]
+        return z3.Or([z3.Or(z3.And(src.choice == p, dst.choice == n), z3.And(src.choice == n, dst.choice == p))
+                      for p, n in pairs])
+
+    def same(self, src: InventoryTerm, dst: InventoryTerm) -> z3.BoolRef:
+        """Endpoint equality: the same inventory entry, reserved identity or world address."""
+        ext = z3.And(src.is_kind(Kind.EXTERNAL), dst.is_kind(Kind.EXTERNAL), src.v4 == dst.v4,
+                     z3.If(src.v4, src.ip4 == dst.ip4, src.ip6 == dst.ip6))
+        rsv = z3.And(src.is_kind(Kind.RESERVED), dst.is_kind(Kind.RESERVED), src.reserved == dst.reserved)
+        return z3.Or(z3.And(src.choice == dst.choice, src.choice < len(self.endpoints)), ext, rsv)
+
+    def pair_constraints(self, flow: SymbolicFlow) -> list:
+        return []
+
+    def pin(self, term: InventoryTerm, ep: Endpoint) -> list:
+        if ep in self.endpoints:
+            return [term.choice == self.endpoints.index(ep)]
+        reserved = [lab.key for lab in ep.identity.labels if lab.key in RESERVED_PEERS]
+        if reserved:
+            return [term.is_kind(Kind.RESERVED), term.reserved == RESERVED_PEERS.index(reserved[0])]
+        ip = ep.ips[0]
+        return [term.is_kind(Kind.EXTERNAL), term.v4 == (ip.version == 4),
+                (term.ip4 if ip.version == 4 else term.ip6) == int(ip)]
+
+    def pin_local(self, flow: SymbolicFlow, concrete: Flow) -> list:
+        return []
+
+    def decode_pair(self, flow: SymbolicFlow, model) -> tuple[Endpoint, Endpoint]:
+        out = []
+        for term in (flow.src, flow.dst):
+            ep = _external_or_reserved(term, model, term.reserved)
+            out.append(ep or self.endpoints[model.eval(term.choice, model_completion=True).as_long()])
+        return out[0], out[1]
+
+
+def space_for(policy_rules, dds, cluster: str, inventory: Inventory | None = None, selectors=()) -> Space:
+    """The universe a query ranges over: the inventory's, or every endpoint the rules could name."""
+    if inventory is not None:
+        return InventorySpace(inventory)
+    return SymbolicSpace.for_rules(policy_rules, dds, cluster, selectors)
+
+
+def new_flow(space: Space, solver: z3.Solver, tag: str = "") -> SymbolicFlow:
+    flow = SymbolicFlow(space, tag)
+    solver.add(*flow.wellformed())
+    return flow
+
