@@ -36,6 +36,7 @@ EXTERNALS = ("203.0.113.7", "10.1.2.3")
 
 @dataclass(frozen=True)
 class Run:
+    flavour: str
     size: int
     policies: int
     tool: str
@@ -43,6 +44,7 @@ class Run:
     seconds: float
     peak_mb: float
     status: str  # ok, exit N, timeout, skipped (timed out at a smaller size)
+    load: float = 0.0  # 1-minute load average when the run started: the machine is shared (noise)
 
     @property
     def shown(self) -> str:
@@ -199,15 +201,17 @@ def bench_size(size: int, policies: int, out: Path, nca: list[str], limits: dict
             continue
         limit = limits.get(task, limits["default"])
         if (tool, task) in timed_out:
-            run = Run(size, policies, tool, task, limit, 0.0, "skipped")
+            run = Run(flavour, size, policies, tool, task, limit, 0.0, "skipped", os.getloadavg()[0])
         else:
             # The matrix is timed without the disk: its output (gigabytes at 5000 pods) goes to /dev/null.
             output = Path(os.devnull) if task == "matrix" else d / name
+            load = os.getloadavg()[0]
             seconds, peak, status = measure(cmd, limit, output, (d / name).with_suffix(".err"), env)
-            run = Run(size, policies, tool, task, round(seconds, 3), round(peak, 1), status)
+            run = Run(flavour, size, policies, tool, task, round(seconds, 3), round(peak, 1), status, load)
         if run.status in ("timeout", "skipped"):
             timed_out.add((tool, task))
-        print(f"{size:>6} pods {policies:>6} pol  {tool:8} {task:18} {run.shown:>10} s {run.peak_mb:9.1f} MiB",
+        print(f"{size:>6} pods {policies:>6} pol  {tool:8} {task:18} {run.shown:>10} s {run.peak_mb:9.1f} MiB"
+              f"  load {run.load:.1f}",
               file=sys.stderr, flush=True)
         runs.append(run)
     agreement: dict = {}
@@ -223,29 +227,46 @@ def bench_size(size: int, policies: int, out: Path, nca: list[str], limits: dict
     return runs, agreement
 
 
+FAMILY = {"matrix": 0, "connectivity": 0, "check": 1, "check --inventory": 1, "sanity": 1,
+          "diff": 2, "diff --inventory": 2, "semantic_diff": 2}
+
+
 def plot(runs: list[Run], path: Path) -> None:
+    """Time and peak memory against pods, log-log; comparable tasks share a colour, NCA dashed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for (tool, task) in dict.fromkeys((r.tool, r.task) for r in runs):
-        pts = [(r.size, r.seconds, r.status in ("timeout", "skipped")) for r in runs if (r.tool, r.task) == (tool, task)]
-        style = "-o" if tool == "policyc" else "--s"
-        line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=f"{tool} {task}")
-        timeouts = [p for p in pts if p[2]]
-        if timeouts:
-            ax.plot([p[0] for p in timeouts], [p[1] for p in timeouts], "^", color=line.get_color(),
-                    markersize=10)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("pods (policies = pods)")
-    ax.set_ylabel("wall time, s (▲ = killed at the time limit)")
-    ax.set_title("Verification scale: policyc vs network-config-analyzer 2.1.0")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    shades = (("#1f77b4", "#0b3d91", "#6baed6", "#08306b"), ("#2ca02c", "#145a14", "#74c476", "#00441b"),
+              ("#d62728", "#7f0f0f", "#fc9272", "#67000d"))
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(13, 5.5))
+    series = dict.fromkeys((r.flavour, r.tool, r.task) for r in runs)
+    for n, (flavour, tool, task) in enumerate(series):
+        pts = [r for r in runs if (r.flavour, r.tool, r.task) == (flavour, tool, task)]
+        style = {"nca": "--s", "policyc": "-o"}[tool] if flavour == "k8s" else ":^"
+        family = shades[FAMILY[task]]
+        colour = family[sum(1 for _, _, k in list(series)[:n] if FAMILY[k] == FAMILY[task]) % len(family)]
+        label = f"{tool} {task}" + ("" if flavour == "k8s" else f" ({flavour})")
+        ax_t.plot([r.size for r in pts], [r.seconds for r in pts], style, color=colour, label=label)
+        limited = [r for r in pts if r.status in ("timeout", "skipped")]
+        ax_t.plot([r.size for r in limited], [r.seconds for r in limited], "x", color=colour, markersize=12)
+        measured = [r for r in pts if r.status == "ok"]
+        ax_m.plot([r.size for r in measured], [r.peak_mb for r in measured], style, color=colour, label=label)
+    for ax, ylabel in ((ax_t, "wall time, s  (x: stopped at the time limit)"), (ax_m, "peak RSS, MiB")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(sorted({r.size for r in runs}))
+        ax.set_xlabel("pods (policies = pods)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.legend(fontsize=7)
+    fig.suptitle("Verification scale: policyc vs network-config-analyzer 2.1.0 (same machine, same run)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,8 +280,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="cilium: CNP/CCNP inputs, policyc only (NCA reads Kubernetes NetworkPolicy only)")
     parser.add_argument("--tasks", help="comma-separated 'tool task' subset, e.g. 'policyc matrix,nca connectivity'")
     parser.add_argument("--json", type=Path, help="write the runs and the agreement here")
-    parser.add_argument("--plot", type=Path, help="write a PNG of time against pods here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of time and memory against pods here")
+    parser.add_argument("--replot", type=Path, nargs="+", metavar="JSON",
+                        help="run nothing: plot the runs of these --json files into --plot")
     args = parser.parse_args(argv)
+    if args.replot:
+        runs = [Run(**{"flavour": "k8s", **r}) for f in args.replot for r in json.loads(f.read_text())["runs"]]
+        plot(runs, args.plot)
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     limits = {"default": args.limit, "sanity": args.sanity_limit}
     tasks = set(t.strip() for t in args.tasks.split(",")) if args.tasks else None
