@@ -269,6 +269,50 @@ def plot(runs: list[Run], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+RATIOS = (("matrix", "connectivity"), ("diff --inventory", "semantic_diff"), ("diff", "semantic_diff"),
+          ("check --inventory", "sanity"), ("check", "sanity"))
+
+
+def markdown(runs: list[Run], agreements: list[dict]) -> str:
+    """The tables of docs/benchmarks.md: time and peak memory per size, NCA / policyc ratios, agreement."""
+    def cell(r: Run | None) -> str:
+        if r is None:
+            return "–"
+        if r.status == "skipped":
+            return f"> {r.seconds:.0f} s (not run)"
+        return f"{r.shown} s / {r.peak_mb:.0f} MiB" + (f" (load {r.load:.1f})" if r.load else "")
+
+    out = []
+    for flavour in dict.fromkeys(r.flavour for r in runs):
+        mine = [r for r in runs if r.flavour == flavour]
+        cols = list(dict.fromkeys((r.tool, r.task) for r in mine))
+        by = {(r.size, r.tool, r.task): r for r in mine}
+        sizes = list(dict.fromkeys(r.size for r in mine))
+        out += [f"**{flavour}** inputs: wall time / peak RSS (1-minute load average at start)", "",
+                "| pods / policies | " + " | ".join(f"{t} {k}" for t, k in cols) + " |",
+                "|---|" + "---|" * len(cols)]
+        out += [f"| {n} / {by[(n,) + cols[0]].policies} | " + " | ".join(cell(by.get((n, t, k))) for t, k in cols)
+                + " |" for n in sizes]
+        out.append("")
+        if flavour == "k8s":
+            out += ["NCA time / policyc time (> : NCA stopped at its limit, so at least this):", "",
+                    "| pods | " + " | ".join(f"{b} / {a}" for a, b in RATIOS) + " |", "|---|" + "---|" * len(RATIOS)]
+            for n in sizes:
+                cells = []
+                for a, b in RATIOS:
+                    pa, nb = by.get((n, "policyc", a)), by.get((n, "nca", b))
+                    if not pa or not nb or pa.status != "ok":
+                        cells.append("–")
+                    else:
+                        cells.append(("> " if nb.status != "ok" else "") + f"{nb.seconds / pa.seconds:.0f}×")
+                out.append(f"| {n} | " + " | ".join(cells) + " |")
+            out.append("")
+    for a in agreements:
+        out.append(f"- {a['size']} pods: {a['compared']} verdicts compared, {len(a['disagreements'])} disagreements")
+        out += [f"  - {d}" for d in a["disagreements"][:20]]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100,500,1000,5000", help="pod counts (policies = pods)")
@@ -281,12 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", help="comma-separated 'tool task' subset, e.g. 'policyc matrix,nca connectivity'")
     parser.add_argument("--json", type=Path, help="write the runs and the agreement here")
     parser.add_argument("--plot", type=Path, help="write a PNG of time and memory against pods here")
-    parser.add_argument("--replot", type=Path, nargs="+", metavar="JSON",
-                        help="run nothing: plot the runs of these --json files into --plot")
+    parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
+                        help="run nothing: print the markdown tables of these --json files (and --plot them)")
     args = parser.parse_args(argv)
-    if args.replot:
-        runs = [Run(**{"flavour": "k8s", **r}) for f in args.replot for r in json.loads(f.read_text())["runs"]]
-        plot(runs, args.plot)
+    if args.report:
+        data = [json.loads(f.read_text()) for f in args.report]
+        runs = [Run(**r) for d in data for r in d["runs"]]
+        print(markdown(runs, [a for d in data for a in d["agreement"]]))
+        if args.plot:
+            plot(runs, args.plot)
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     limits = {"default": args.limit, "sanity": args.sanity_limit}
