@@ -7,10 +7,10 @@ import json
 import sys
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
-from ..compiler.evaluate import matching_ports, peer_matches, subject_labels
+from ..compiler.evaluate import LabelIndex, matching_ports, peer_matches, subject_labels
 from ..compiler.inventory import external
-from ..compiler.ir import (ANY_SOURCE, Action, Direction, Endpoint, EndpointKind, Op, PolicySet, Protocol,
-                           Rule, Selector, SelectorPeer, SubjectKind)
+from ..compiler.ir import (Action, Direction, Endpoint, EndpointKind, PolicySet, Protocol, Rule, Selector,
+                           SelectorPeer, SubjectKind)
 from .common import (add_inventory_arg, add_policy_args, load_inventory_arg,
                      load_policy_args, parse_port)
 
@@ -70,11 +70,7 @@ class ClassVerdicts:
             raise ValueError("ClassVerdicts covers pods and addresses only")
         self.reps = reps
         self.every = frozenset(range(len(reps)))
-        self._index: dict[tuple[str, str, str], set[int]] = {}
-        for c, ep in enumerate(reps):
-            for lab in ep.identity.labels:
-                self._index.setdefault((lab.source, lab.key, lab.value), set()).add(c)
-                self._index.setdefault((ANY_SOURCE, lab.key, lab.value), set()).add(c)
+        self._index = LabelIndex([ep.identity.labels for ep in reps])
         self._selector_cache: dict[Selector, frozenset[int]] = {}
         self._rule_cache: dict[int, frozenset[int]] = {}
         # (class, direction) -> (allow rules, deny rules, default-deny?), as Evaluator.subject selection
@@ -97,13 +93,7 @@ class ClassVerdicts:
     def _selector_classes(self, sel: Selector) -> frozenset[int]:
         hit = self._selector_cache.get(sel)
         if hit is None:
-            candidates: set[int] | frozenset[int] = self.every
-            for req in sel.requirements:  # an In requirement needs one of its labels: narrow by the index
-                if req.op is Op.IN:
-                    candidates = set().union(*(self._index.get((req.source, req.key, v), ())
-                                               for v in req.values)) & candidates
-            hit = frozenset(c for c in candidates if sel.matches(self.reps[c].identity.labels))
-            self._selector_cache[sel] = hit
+            hit = self._selector_cache[sel] = frozenset(self._index.matching(sel))
         return hit
 
     def _peer_classes(self, rule: Rule) -> frozenset[int]:

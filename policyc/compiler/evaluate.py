@@ -13,9 +13,9 @@ import enum
 from dataclasses import dataclass
 
 from .entities import reserved_label
-from .ir import (NAMESPACE_KEY, Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
-                 EndpointKind, FQDNPeer, L7Rules, Peer, PolicySet, PortMatch,
-                 Protocol, Rule, SelectorPeer, SubjectKind)
+from .ir import (ANY_SOURCE, NAMESPACE_KEY, Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
+                 EndpointKind, FQDNPeer, L7Rules, Op, Peer, PolicySet, PortMatch,
+                 Protocol, Rule, Selector, SelectorPeer, SubjectKind)
 
 
 class Reason(str, enum.Enum):
@@ -130,6 +130,32 @@ def _candidates(items, buckets: dict, labels: frozenset) -> list:
     """Items that may select a subject with ``labels``: those of its namespace and those of none, in order."""
     namespaces = {lab.value for lab in labels if lab.key == NAMESPACE_KEY}
     return [items[i] for i in sorted(buckets.get(None, []) + [i for ns in namespaces for i in buckets.get(ns, [])])]
+
+
+class LabelIndex:
+    """Which of many label sets a selector matches, without testing every set.
+
+    An ``In`` requirement holds only for sets carrying one of its labels, so the index narrows to
+    those and only they are matched in full (``Selector.matches`` stays the judge).
+    """
+
+    def __init__(self, label_sets: list[frozenset]):
+        self.label_sets = label_sets
+        self._by_label: dict[tuple[str, str, str], set[int]] = {}
+        for i, labels in enumerate(label_sets):
+            for lab in labels:
+                self._by_label.setdefault((lab.source, lab.key, lab.value), set()).add(i)
+                self._by_label.setdefault((ANY_SOURCE, lab.key, lab.value), set()).add(i)
+
+    def matching(self, sel: Selector) -> list[int]:
+        """Positions of the label sets ``sel`` matches, ascending."""
+        candidates: set[int] | None = None
+        for req in sel.requirements:
+            if req.op is Op.IN:
+                hit = set().union(*(self._by_label.get((req.source, req.key, v), ()) for v in req.values))
+                candidates = hit if candidates is None else candidates & hit
+        pool = range(len(self.label_sets)) if candidates is None else sorted(candidates)
+        return [i for i in pool if sel.matches(self.label_sets[i])]
 
 
 class Evaluator:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import z3
 
 from ..entities import RESERVED, reserved_label, world_labels
-from ..evaluate import Flow, subject_labels
+from ..evaluate import Flow, LabelIndex, subject_labels
 from ..inventory import Inventory, external
 from ..ir import (ANY_SOURCE, CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY,
                   Action, CIDRPeer, DefaultDeny, Direction, Endpoint, EndpointKind, FQDNPeer, Identity,
@@ -206,7 +206,7 @@ class SymbolicTerm(Term):
         return z3.And(present, num == port, proto == protocol)
 
 
-def _runs(values) -> list[tuple[int, int]]:
+def runs(values) -> tuple[tuple[int, int], ...]:
     """Sorted distinct integers as runs of consecutive ones: (first, last) each."""
     out: list[list[int]] = []
     for v in sorted(set(values)):
@@ -214,18 +214,18 @@ def _runs(values) -> list[tuple[int, int]]:
             out[-1][1] = v
         else:
             out.append([v, v])
-    return [(a, b) for a, b in out]
+    return tuple((a, b) for a, b in out)
 
 
-def one_of(var, values, le=None) -> z3.BoolRef:
-    """``var`` is one of ``values``, as one test per run of consecutive values.
+def one_of(var, spans, le=None) -> z3.BoolRef:
+    """``var`` lies in one of ``spans`` (from ``runs``): one test per run of consecutive values.
 
     Endpoints are sorted by kind and namespace, so the indices a kind or a selector picks (and pod
     addresses) come in a few runs: the same set as one equality per value, in far fewer terms.
     ``le`` is the order for bit-vectors (``z3.ULE``).
     """
     le = le or (lambda a, b: a <= b)
-    return z3.Or([var == a if a == b else z3.And(le(a, var), le(var, b)) for a, b in _runs(values)])
+    return z3.Or([var == a if a == b else z3.And(le(a, var), le(var, b)) for a, b in spans])
 
 
 class InventoryTerm(Term):
@@ -251,13 +251,16 @@ class InventoryTerm(Term):
         if kind is Kind.RESERVED:
             return self.choice == self.external_slot + 1
         want = EndpointKind.POD if kind is Kind.POD else EndpointKind.NODE
-        return one_of(self.choice, [i for i, ep in enumerate(self.space.endpoints) if ep.kind is want])
+        eps = self.space.endpoints
+        return one_of(self.choice, self.space.memo(("kind", want), lambda: runs(
+            i for i, ep in enumerate(eps) if ep.kind is want)))
 
     def wellformed(self) -> list:
-        taken4 = [int(ip) for ep in self.space.endpoints for ip in ep.ips if ip.version == 4]
-        taken6 = [int(ip) for ep in self.space.endpoints for ip in ep.ips if ip.version == 6]
-        not_taken = z3.If(self.v4, z3.Not(one_of(self.ip4, taken4, z3.ULE)),
-                          z3.Not(one_of(self.ip6, taken6, z3.ULE)))
+        def taken(version: int):
+            return self.space.memo(("taken", version), lambda: runs(
+                int(ip) for ep in self.space.endpoints for ip in ep.ips if ip.version == version))
+        not_taken = z3.If(self.v4, z3.Not(one_of(self.ip4, taken(4), z3.ULE)),
+                          z3.Not(one_of(self.ip6, taken(6), z3.ULE)))
         return [z3.And(self.choice >= 0, self.choice <= self.external_slot + 1),
                 z3.And(self.reserved >= 0, self.reserved < len(RESERVED_PEERS)),
                 z3.Implies(self.is_kind(Kind.EXTERNAL), not_taken)]
@@ -267,7 +270,10 @@ class InventoryTerm(Term):
         if view is View.HOST:
             return z3.BoolVal(sel.matches(frozenset({reserved_label("host")})))
 
-        chosen = self.space.picks(sel, view)
+        eps = self.space.endpoints
+        index = self.space.memo(("index", view), lambda: LabelIndex(
+            [subject_labels(ep) if view is View.SUBJECT else ep.identity.labels for ep in eps]))
+        chosen = self.space.memo(("picks", sel, view), lambda: runs(index.matching(sel)))
         hits = [one_of(self.choice, chosen)] if chosen else []
         if view is View.PEER:
             v4, v6 = sel.matches(world_labels(4)), sel.matches(world_labels(6))
@@ -281,13 +287,15 @@ class InventoryTerm(Term):
 
     def named_port(self, name: str, protocol, port) -> z3.BoolRef:
         """The chosen endpoint has port ``name`` = (port, protocol); endpoints grouped by that pair."""
-        holders: dict[tuple[int, int], list[int]] = {}
-        for i, ep in enumerate(self.space.endpoints):
-            for np in ep.ports:
-                if np.name == name:
-                    holders.setdefault((np.port, int(np.protocol)), []).append(i)
-        return z3.Or([z3.And(one_of(self.choice, idx), port == num, protocol == proto)
-                      for (num, proto), idx in holders.items()])
+        def holders():
+            out: dict[tuple[int, int], list[int]] = {}
+            for i, ep in enumerate(self.space.endpoints):
+                for np in ep.ports:
+                    if np.name == name:
+                        out.setdefault((np.port, int(np.protocol)), []).append(i)
+            return [(pair, runs(idx)) for pair, idx in out.items()]
+        return z3.Or([z3.And(one_of(self.choice, spans), port == num, protocol == proto)
+                      for (num, proto), spans in self.space.memo(("port", name), holders)])
 
 
 class Request:
@@ -549,15 +557,13 @@ class InventorySpace(Space):
     def __init__(self, inventory: Inventory):
         self.inventory = inventory
         self.endpoints = tuple(inventory.endpoints)
-        self._picks: dict[tuple[Selector, View], list[int]] = {}
+        self._memo: dict[tuple, object] = {}
 
-    def picks(self, sel: Selector, view: View) -> list[int]:
-        """Indices of the endpoints ``sel`` matches as subjects or as peers, computed once per space."""
-        hit = self._picks.get((sel, view))
+    def memo(self, key: tuple, compute):
+        """Computed once per space: the endpoints a kind, a selector or a port name picks, taken addresses."""
+        hit = self._memo.get(key)
         if hit is None:
-            def labels(ep: Endpoint) -> frozenset:
-                return subject_labels(ep) if view is View.SUBJECT else ep.identity.labels
-            hit = self._picks[(sel, view)] = [i for i, ep in enumerate(self.endpoints) if sel.matches(labels(ep))]
+            hit = self._memo[key] = compute()
         return hit
 
     def term(self, name: str) -> InventoryTerm:
