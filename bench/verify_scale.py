@@ -294,7 +294,7 @@ def markdown(runs: list[Run], agreements: list[dict]) -> str:
         out += [f"| {n} / {by[(n,) + cols[0]].policies} | " + " | ".join(cell(by.get((n, t, k))) for t, k in cols)
                 + " |" for n in sizes]
         out.append("")
-        if flavour == "k8s":
+        if any(r.tool == "nca" for r in mine):
             out += ["NCA time / policyc time (> : NCA stopped at its limit, so at least this):", "",
                     "| pods | " + " | ".join(f"{b} / {a}" for a, b in RATIOS) + " |", "|---|" + "---|" * len(RATIOS)]
             for n in sizes:
@@ -328,12 +328,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
                         help="run nothing: print the markdown tables of these --json files (and --plot them)")
     args = parser.parse_args(argv)
-    if args.report:
-        data = [json.loads(f.read_text()) for f in args.report]
-        runs = [Run(**r) for d in data for r in d["runs"]]
-        print(markdown(runs, [a for d in data for a in d["agreement"]]))
+    if args.report:  # tables file by file; the plot takes a later file's run over an earlier one's
+        latest: dict[tuple, Run] = {}
+        for f in args.report:
+            data = json.loads(f.read_text())
+            runs = [Run(**r) for r in data["runs"]]
+            print(f"`{f.name}`\n\n" + markdown(runs, data["agreement"]) + "\n")
+            latest.update({(r.flavour, r.size, r.tool, r.task): r for r in runs})
         if args.plot:
-            plot(runs, args.plot)
+            plot(list(latest.values()), args.plot)
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     limits = {"default": args.limit, "sanity": args.sanity_limit}
