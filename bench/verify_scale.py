@@ -263,8 +263,8 @@ def plot(runs: list[Run], path: Path) -> None:
         ax.set_xlabel("pods (policies = pods)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    ax_t.legend(fontsize=7)
-    fig.suptitle("Verification scale: policyc vs network-config-analyzer 2.1.0 (same machine, same run)")
+    ax_m.legend(fontsize=7, loc="upper left")
+    fig.suptitle("Verification scale: policyc vs network-config-analyzer 2.1.0 (same machine)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
