@@ -6,10 +6,15 @@ wait4()'s rusage of that very child.  Afterwards the connectivity of the two too
 pair on the ports the policies use (plus two addresses outside the cluster), and every disagreement is
 listed.
 
-    python3 bench/verify_scale.py --sizes 100,500,1000,5000 --limit 600 --out /tmp/verify-scale \\
-        [--nca nca] [--sanity-limit 300] [--json docs/bench-verify.json] [--plot docs/bench-verify.png]
+    python3 bench/verify_scale.py --nca /tmp/ncaenv/bin/nca --sizes 100,500,1000,5000 --limit 600 \\
+        --out /tmp/verify-scale --json results.json            # both tools, k8s inputs
+    python3 bench/verify_scale.py --flavour cilium --json cilium.json   # policyc alone, Cilium inputs
+    python3 bench/verify_scale.py --report results.json cilium.json --plot docs/bench-verify.png
 
-Needs ``pip install network-config-analyzer==2.1.0`` (its ``nca`` command) and, for the plot, matplotlib.
+Install NCA in its own venv (``python3 -m venv /tmp/ncaenv && /tmp/ncaenv/bin/pip install
+network-config-analyzer==2.1.0``) and pass its ``nca`` by path: putting that venv first on PATH would
+also make ``python3`` the venv's, which lacks policyc's dependencies.  The plot needs matplotlib
+(``pip install -e '.[bench]'``).  docs/benchmarks.md has the commands and results of the last runs.
 """
 from __future__ import annotations
 
