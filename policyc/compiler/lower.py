@@ -133,6 +133,14 @@ def wants_ipv6(policy: PolicySet, inventory: Inventory) -> bool:
             or any(n.version == 6 for n in used_prefixes(policy)))
 
 
+def pods_by_identity(inventory: Inventory) -> dict[int, list[Endpoint]]:
+    """Pods grouped by identity number, built once: per-identity scans of every pod are quadratic."""
+    out: dict[int, list[Endpoint]] = {}
+    for ep in inventory.pods:
+        out.setdefault(ep.identity.id, []).append(ep)
+    return out
+
+
 def _union_ports(eps: Iterable[Endpoint]) -> tuple[NamedPort, ...]:
     return tuple(sorted({np for ep in eps for np in ep.ports}, key=lambda n: (n.name, n.protocol, n.port)))
 
@@ -140,10 +148,10 @@ def _union_ports(eps: Iterable[Endpoint]) -> tuple[NamedPort, ...]:
 def peer_identities(policy: PolicySet, inventory: Inventory, ipv6: bool) -> tuple[PeerIdentity, ...]:
     """Every identity the datapath can see as a peer, with what the evaluator would see for it."""
     out: dict[int, PeerIdentity] = {}
+    pods = pods_by_identity(inventory)
     for ident in inventory.identities:
         if ident.id >= FIRST_CLUSTER_ID:  # pods; nodes share remote-node below
-            eps = [ep for ep in inventory.pods if ep.identity.id == ident.id]
-            out[ident.id] = PeerIdentity(ident.id, ident.labels, None, _union_ports(eps))
+            out[ident.id] = PeerIdentity(ident.id, ident.labels, None, _union_ports(pods.get(ident.id, ())))
     nodes = inventory.nodes
     node_lbls = nodes[0].identity.labels if nodes else frozenset({reserved_label("remote-node")})
     out[REMOTE_NODE_ID] = PeerIdentity(REMOTE_NODE_ID, node_lbls)
@@ -318,10 +326,11 @@ def subject_entries(policy: PolicySet, evaluator: Evaluator, policy_id: int, sub
     if direction is Direction.EGRESS and any(pm.name for _, r in wild for pm in r.ports):
         specific, wild = numbered, []  # egress named ports depend on each peer's ports: expand per peer
     out = peer_entries(policy_id, ANY_PEER, direction, items_for(wild, subject.ports), port_lpm)
-    for peer in identities:
-        dst_ports = subject.ports if direction is Direction.INGRESS else peer.ports
+    for peer in identities if specific else ():
         matching = [(n, r) for n, r in specific if rule_matches_peer(r, peer)]
-        out += peer_entries(policy_id, peer.id, direction, items_for(matching, dst_ports), port_lpm)
+        if matching:  # no rule, no entry: skipping the merge keeps big inventories linear per subject
+            dst_ports = subject.ports if direction is Direction.INGRESS else peer.ports
+            out += peer_entries(policy_id, peer.id, direction, items_for(matching, dst_ports), port_lpm)
     return out
 
 
@@ -378,8 +387,9 @@ def named_port_warnings(policy: PolicySet, inventory: Inventory) -> list[str]:
     """Egress named ports resolve per peer identity: pods sharing one must agree on the numbers."""
     names = {pm.name for r in policy.rules if r.direction is Direction.EGRESS for pm in r.ports if pm.name}
     out = []
-    for ident in inventory.identities:
-        eps = [ep for ep in inventory.pods if ep.identity.id == ident.id]
+    pods = pods_by_identity(inventory) if names else {}
+    for ident in inventory.identities if names else ():
+        eps = pods.get(ident.id, [])
         for name in sorted(names):
             seen = {tuple(sorted((np.port, np.protocol) for np in ep.ports if np.name == name)) for ep in eps}
             if len(seen) > 1:
