@@ -18,7 +18,8 @@ from policyc.compiler.ir import (Action, CIDRPeer, Direction, L3_ONLY, L7Rules, 
                                  Selector, SelectorPeer, SubjectKind)
 from policyc.compiler.codegen import render
 from policyc.compiler.layouts import layouts
-from policyc.compiler.lower import ANY_PEER, lower, prefix_blocks
+from policyc.compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, fallback_levels, lower,
+                                   prefix_blocks)
 from policyc.compiler.mapdata import build_maps, decode_maps_bin, encode_maps_bin
 
 IN, EG = Direction.INGRESS, Direction.EGRESS
@@ -137,6 +138,16 @@ def test_specialization_follows_the_policy():
     v6 = lower(policy_set([]), standard_inventory(v6=True))
     assert v6.features.ipv6
     assert {e.identity for e in v6.ipcache if e.source == "world"} == {9, 10}
+
+
+@settings(max_examples=60, deadline=None)
+@given(policy_sets())
+def test_datapath_tries_every_level_an_entry_sits_at(policy):
+    """The exact-mode look-up skips levels no rule produces: no entry may sit at a skipped level."""
+    dp = lower(policy, standard_inventory(node=True))
+    levels = set(fallback_levels(policy.rules))
+    for e in () if dp.features.port_ranges else dp.policy:  # LPM mode has no levels
+        assert (LEVEL_ANY if e.protocol is None else LEVEL_PORT if e.port_bits == 16 else LEVEL_PROTO) in levels
 
 
 @settings(max_examples=60, deadline=None)

@@ -378,6 +378,25 @@ def lower(policy: PolicySet, inventory: Inventory) -> Datapath:
     )
 
 
+def fallback_levels(rules: Iterable[Rule]) -> tuple[int, ...]:
+    """Exact-mode levels some rule can produce entries at, in look-up order; the datapath tries only these.
+
+    Read from the rules, not the entries, so it holds for any identity the rules
+    may later be evaluated for: single and named ports give LEVEL_PORT, a
+    protocol's whole port range LEVEL_PROTO, an L3-only match LEVEL_ANY.
+    """
+    used = set()
+    for r in rules:
+        for pm in r.ports:
+            if pm.name is not None or pm.first == pm.last:  # a named port resolves to single ports
+                used.add(LEVEL_PORT)
+            elif pm.protocol is Protocol.ANY:
+                used.add(LEVEL_ANY)
+            else:
+                used.add(LEVEL_PROTO)
+    return tuple(sorted(used))
+
+
 def _needs_port_lpm(policy: PolicySet) -> bool:
     return any(pm.name is None and pm.protocol is not Protocol.ANY and pm.first != pm.last
                and (pm.first, pm.last) != (0, 65535) for r in policy.rules for pm in r.ports)
