@@ -20,7 +20,7 @@ from ..compiler.artifact import MANIFEST
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.layouts import layouts
 from ..compiler.lower import HOST_ID
-from ..compiler.mapdata import addr_bytes, prefix_len
+from ..compiler.mapdata import ipcache_key
 from . import bpffs
 from .artifact import open_artifact, read_manifest
 from .attach import HOOKS, Attachment, attach_tc, attach_xdp, detach, ifindex
@@ -143,9 +143,7 @@ def set_host_identity(ipcache: Map, features: dict, ips: list[str]) -> None:
         ip = ipaddress.ip_address(text)
         if ip.version == 6 and addr_len == 4:
             continue  # an IPv4-only artifact drops IPv6 anyway
-        net = ipaddress.ip_network(ip)
-        ipcache.update(lay["ipcache_key"].pack(prefixlen=prefix_len(net, addr_len), addr=addr_bytes(ip, addr_len)),
-                       lay["ipcache_value"].pack(identity=HOST_ID))
+        ipcache.update(ipcache_key(lay, ipaddress.ip_network(ip), addr_len), lay["ipcache_value"].pack(identity=HOST_ID))
 
 
 def build(artifact: Path, pins: Path, node_ips: list[str], undo: Undo) -> BPFObject:
