@@ -235,12 +235,22 @@ def link_detach(link_fd: int, what: str = "link detach") -> None:
     _check(lib().bpf_link_detach(link_fd), what)
 
 
-def link_ids(link_fd: int) -> tuple[int, int]:
-    """(link id, program id) of a link: the head of struct bpf_link_info is type, id, prog_id."""
+def _info_head(fd: int) -> list[int]:
+    """The first words of bpf_{prog,link}_info: both start with type, id (a link then has prog_id)."""
     info = (ctypes.c_uint32 * 16)()
     size = ctypes.c_uint32(ctypes.sizeof(info))
-    _check(lib().bpf_obj_get_info_by_fd(link_fd, info, ctypes.byref(size)), "link info")
-    return info[1], info[2]
+    _check(lib().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)), "object info")
+    return list(info[:3])
+
+
+def link_ids(link_fd: int) -> tuple[int, int]:
+    """(link id, id of the program it runs)."""
+    _, link_id, prog_id = _info_head(link_fd)
+    return link_id, prog_id
+
+
+def prog_id(prog_fd: int) -> int:
+    return _info_head(prog_fd)[1]
 
 
 def link_alive(link_id: int) -> bool:
