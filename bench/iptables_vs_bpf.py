@@ -152,6 +152,8 @@ def server(cmd: str):
             if f":{PORT} " in sh(in_ns("srv", f"ss -Htln sport = :{PORT}"), check=False).stdout:
                 break
             time.sleep(0.05)
+        else:
+            raise SystemExit(f"{cmd}: not listening on port {PORT}")
         yield
     finally:
         proc.terminate()
@@ -159,7 +161,7 @@ def server(cmd: str):
 
 
 def latency(seconds: int) -> dict:
-    with server(f"sockperf server --tcp -i {clusters.SERVER_IP} -p {PORT}"):
+    with server(f"sockperf server --tcp --uc-reuseaddr -i {clusters.SERVER_IP} -p {PORT}"):
         res = sh(in_ns("cli", f"sockperf ping-pong --tcp -i {clusters.SERVER_IP} -p {PORT} -t {seconds}"))
     out = res.stdout + res.stderr
     if "percentile 50.000" not in out:
@@ -218,11 +220,7 @@ def probe_denied_port() -> str:
 
 
 def measure(seconds: int) -> dict:
-    # This order matters: iperf3 leaves server-side TIME_WAIT sockets on port 80 that sockperf (no SO_REUSEADDR)
-    # cannot bind over; the connection loop (SO_REUSEADDR, closes by RST) runs in between.
-    lat = latency(seconds)
-    gbit = round(throughput(seconds), 2)
-    return {**lat, "conn_per_s": round(connection_rate(seconds)), "gbit_s": gbit}
+    return {**latency(seconds), "conn_per_s": round(connection_rate(seconds)), "gbit_s": round(throughput(seconds), 2)}
 
 
 def run(n: int, seconds: int, rounds: int) -> list[dict]:
