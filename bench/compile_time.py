@@ -35,7 +35,7 @@ from policyc.compiler.mapdata import build_maps, encode_maps_bin  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 NETNS, NAME = "pcb-ld", "pcb-ld"
-SIZES = {"ipcache": 65536, "endpoints": 16384, "policy": 1 << 20}
+SIZES = {"ipcache": 65536, "ipcache_hosts": 65536, "endpoints": 16384, "policy": 1 << 20}
 
 
 def policyc(*args: str, netns: str | None = None) -> tuple[str, float]:

@@ -123,7 +123,7 @@ def remove_iptables() -> None:
 def compile_bpf(n: int, work: Path) -> tuple[Path, int]:
     inv, pol = clusters.write(work, n)
     out = work / "artifact"
-    sizes = [f"--map-size=endpoints={max(4096, 2 * n)}", f"--map-size=ipcache={max(16384, 2 * n)}"]
+    sizes = [f"--map-size=endpoints={max(4096, 2 * n)}", f"--map-size=ipcache_hosts={max(16384, 2 * n)}"]
     subprocess.run([sys.executable, "-m", "policyc.cli", "compile", str(pol), "--inventory", str(inv), "-o", str(out),
                     *sizes], check=True, capture_output=True, env=ENV)
     entries = json.loads((out / "manifest.json").read_text())["maps"]
@@ -134,9 +134,11 @@ def load_bpf(artifact: Path, n: int) -> float:
     """`policyc load` in the node netns, the client's and the server's host-side veths; seconds taken."""
     client = f"c{(n // 2) // 1000}/client-{n // 2}"
     start = time.perf_counter()
-    subprocess.run(shlex.split(in_ns("node", f"{sys.executable} -m policyc.cli load {artifact} --name {LOAD_NAME} "
-                                     f"--attach {client}=pcbc1 --attach srv/server=pcbs1")),
-                   check=True, capture_output=True, env=ENV)
+    res = subprocess.run(shlex.split(in_ns("node", f"{sys.executable} -m policyc.cli load {artifact} "
+                                           f"--name {LOAD_NAME} --attach {client}=pcbc1 --attach srv/server=pcbs1")),
+                         capture_output=True, text=True, env=ENV)
+    if res.returncode:
+        raise SystemExit(f"policyc load: {res.stderr.strip()}")
     return time.perf_counter() - start
 
 

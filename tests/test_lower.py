@@ -181,7 +181,8 @@ def test_maps_bin_round_trip_and_capacity_error():
     specs, _ = build_maps(lower(pol, inv), {})
     decoded = decode_maps_bin(encode_maps_bin(specs))
     assert decoded["endpoints"] == list(next(s for s in specs if s.name == "endpoints").entries)
-    assert len(decoded["ipcache"]) == len(inv.endpoints) + 1  # and world
+    assert len(decoded["ipcache_hosts"]) == len(inv.endpoints)  # pod and node addresses: the hash
+    assert len(decoded["ipcache"]) == 1  # world: the trie
     with pytest.raises(PolicycError, match="--map-size policy="):
         build_maps(lower(pol, inv), {"policy": 1})
 
