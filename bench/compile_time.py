@@ -8,7 +8,10 @@ is `policyc endpoint relabel` of one pod, to an identity that exists and to a
 new one: the command's own wall time and its in-process split (total, and
 the map updates alone).  Run as root:
 
-    PYTHONPATH=. python3 bench/compile_time.py [--pods 100,1000] [--policies 10,100,1000] [--json FILE]
+    PYTHONPATH=. python3 bench/compile_time.py [--grid 100:0,100:1000,300:0,1000:0,1000:1000] [--json FILE]
+
+A grid item is PODS:POLICIES; 0 policies means the generator's base set
+(default-deny, DNS and one policy per app: 60 at 100 pods, 600 at 1000).
 """
 from __future__ import annotations
 
@@ -84,7 +87,7 @@ def relabels(artifact: Path) -> dict:
             for label, extra in (("known", ["--label", "app=api-1", "--label", "tier=backend"]),
                                  ("new", ["--label", "app=web-0", "--label", "tier=frontend",
                                           "--label", "version=v2"])):
-                text, wall = policyc("endpoint", "relabel", NAME, "ns-0000/web-1-0", *extra, "--format", "json")
+                text, wall = policyc("endpoint", "relabel", NAME, "ns-0000/web-0-1", *extra, "--format", "json")
                 res = json.loads(text)
                 out[f"relabel_{label}"] = {"wall_s": round(wall, 3), "total_ms": round(res["seconds_total"] * 1e3, 2),
                                            "maps_ms": round(res["seconds_maps"] * 1e3, 3),
@@ -99,8 +102,10 @@ def relabels(artifact: Path) -> dict:
 def measure(pods: int, policies: int, flavour: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="pcb-ct-") as tmp:
         cluster = Path(tmp) / "cluster"
-        gen_cluster.generate(cluster, pods, policies, flavour)
-        row = {"pods": pods, "policies": policies, "flavour": flavour, **phases(cluster, Path(tmp) / "phases")}
+        gen_cluster.generate(cluster, pods, policies or None, flavour)
+        count = sum(text.count("\nkind: ") + text.startswith("kind: ")
+                    for text in (f.read_text() for f in (cluster / "policies").iterdir()))
+        row = {"pods": pods, "policies": count, "flavour": flavour, **phases(cluster, Path(tmp) / "phases")}
         sizes = [f"--map-size={k}={v}" for k, v in SIZES.items()]
         _, row["cli_compile_s"] = policyc("compile", str(cluster / "policies"), "--inventory",
                                           str(cluster / "inventory.yaml"), "-o", str(Path(tmp) / "art"), *sizes)
@@ -126,13 +131,12 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pods", default="100,1000")
-    ap.add_argument("--policies", default="10,100,1000")
+    ap.add_argument("--grid", default="100:0,100:1000,300:0,1000:0,1000:1000")
     ap.add_argument("--flavours", default="k8s,cilium")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    rows = [measure(p, n, f) for f in args.flavours.split(",") for p in map(int, args.pods.split(","))
-            for n in map(int, args.policies.split(","))]
+    grid = [tuple(map(int, item.split(":"))) for item in args.grid.split(",")]
+    rows = [measure(p, n, f) for f in args.flavours.split(",") for p, n in grid]
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

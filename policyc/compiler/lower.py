@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .entities import FIRST_CIDR_ID, FIRST_CLUSTER_ID, RESERVED_IDS, reserved_label, world_labels
-from .evaluate import Evaluator, selects, subject_labels
+from .evaluate import Evaluator, subject_labels
 from .inventory import Inventory
 from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, IPNetwork,
                  NamedPort, PolicySet, PortMatch, Protocol, Rule, SelectorPeer,
@@ -317,8 +317,9 @@ def policy_classes(inventory: Inventory) -> list[tuple[int, Endpoint, tuple[Endp
 
 def subject_entries(policy: PolicySet, evaluator: Evaluator, policy_id: int, subject: Endpoint,
                     direction: Direction, identities: tuple[PeerIdentity, ...], port_lpm: bool) -> list[PolicyEntry]:
-    numbered = [(n + 1, r) for n, r in enumerate(policy.rules)
-                if r.direction is direction and not r.is_empty and selects(r.subject_kind, r.subject, subject)]
+    allows, denies, _ = evaluator.subject_rules(subject, direction)  # the evaluator's selection, cached per labels
+    chosen = {id(r) for r in allows + denies}
+    numbered = [(n + 1, r) for n, r in enumerate(policy.rules) if id(r) in chosen and not r.is_empty]
     if not evaluator.is_default_deny(subject, direction):
         numbered = [(n, r) for n, r in numbered if r.action is Action.DENY]  # allows cannot change anything
     wild = [(n, r) for n, r in numbered if is_any_peer(r)]
