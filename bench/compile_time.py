@@ -16,6 +16,7 @@ A grid item is PODS:POLICIES; 0 policies means the generator's base set
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -32,6 +33,7 @@ from policyc.compiler.artifact import OBJECT, SOURCE  # noqa: E402
 from policyc.compiler.codegen import build_object, render  # noqa: E402
 from policyc.compiler.frontend import load_policies  # noqa: E402
 from policyc.compiler.inventory import load_inventory  # noqa: E402
+from policyc.compiler.ir import label_values  # noqa: E402
 from policyc.compiler.lower import lower  # noqa: E402
 from policyc.compiler.mapdata import build_maps, encode_maps_bin  # noqa: E402
 
@@ -53,7 +55,9 @@ def policyc(*args: str, netns: str | None = None) -> tuple[str, float]:
 
 
 def phases(cluster: Path, out: Path) -> dict:
-    """The compile path step by step, as compile_artifact runs it."""
+    """The compile path step by step, as compile_artifact runs it, from a clean cache and heap."""
+    label_values.cache_clear()
+    gc.collect()
     t = [time.perf_counter()]
     policy, _ = load_policies([cluster / "policies"])
     inv = load_inventory([cluster / "inventory.yaml"])
