@@ -124,18 +124,35 @@ class Evaluator:
     def __init__(self, policy: PolicySet):
         self.policy = policy
         self._subject_cache: dict[tuple, tuple] = {}
+        # Rules and default-deny entries share few distinct subject selectors (one per policy):
+        # each is matched once per label set, not once per rule and direction.
+        groups: dict[tuple, int] = {}
+        self._rule_group = [groups.setdefault((r.subject_kind, r.subject), len(groups)) for r in policy.rules]
+        self._dd_group = [groups.setdefault((d.subject_kind, d.subject), len(groups)) for d in policy.default_deny]
+        self._groups = tuple(groups)
+        self._selected_cache: dict[tuple, tuple[bool, ...]] = {}
+
+    def _selected(self, subject: Endpoint) -> tuple[bool, ...]:
+        """Per distinct (subject kind, selector): does it select ``subject``?"""
+        key = (subject.kind, subject_labels(subject))
+        hit = self._selected_cache.get(key)
+        if hit is None:
+            hit = tuple(selects(kind, selector, subject) for kind, selector in self._groups)
+            self._selected_cache[key] = hit
+        return hit
 
     def subject_rules(self, subject: Endpoint, direction: Direction):
         """(allow rules, deny rules, default-deny entries) selecting ``subject`` in ``direction``, cached per labels."""
         key = (subject.kind, subject_labels(subject), direction)
         hit = self._subject_cache.get(key)
         if hit is None:
-            rules = [r for r in self.policy.rules
-                     if r.direction is direction and selects(r.subject_kind, r.subject, subject)]
+            selected = self._selected(subject)
+            rules = [r for r, g in zip(self.policy.rules, self._rule_group)
+                     if r.direction is direction and selected[g]]
             hit = (tuple(r for r in rules if r.action is Action.ALLOW),
                    tuple(r for r in rules if r.action is Action.DENY),
-                   tuple(d for d in self.policy.default_deny
-                         if d.direction is direction and selects(d.subject_kind, d.subject, subject)))
+                   tuple(d for d, g in zip(self.policy.default_deny, self._dd_group)
+                         if d.direction is direction and selected[g]))
             self._subject_cache[key] = hit
         return hit
 

@@ -189,13 +189,36 @@ def cidr_peer_matches(peer: CIDRPeer, region: IPNetwork) -> bool:
     return covers(peer.network) and not any(covers(ex) for ex in peer.excepts)
 
 
-def rule_matches_peer(rule: Rule, peer: PeerIdentity) -> bool:
-    for p in rule.peers:
-        if isinstance(p, SelectorPeer) and any(s.matches(peer.labels) for s in p.selectors):
-            return True
-        if isinstance(p, CIDRPeer) and peer.region is not None and cidr_peer_matches(p, peer.region):
-            return True
+def peer_matches(p, peer: PeerIdentity) -> bool:
+    if isinstance(p, SelectorPeer):
+        return any(s.matches(peer.labels) for s in p.selectors)
+    if isinstance(p, CIDRPeer):
+        return peer.region is not None and cidr_peer_matches(p, peer.region)
     return False  # FQDN peers match nothing statically (R10.2c)
+
+
+class PeerMatcher:
+    """Does any of a rule's peers match an identity? Memoized per (distinct peer, identity) for one policy set.
+
+    Policies repeat the same peers (DNS, a neighbour app, the internet) across
+    rules and every policy class asks about every identity; one lower() shares
+    one matcher, so each distinct peer meets each identity once.
+    """
+
+    def __init__(self, policy: PolicySet):
+        index: dict = {}
+        self._peers = {id(r): tuple(index.setdefault(p, len(index)) for p in r.peers) for r in policy.rules}
+        self._distinct = tuple(index)
+        self._memo: dict[tuple[int, int], bool] = {}
+
+    def matches(self, rule: Rule, peer: PeerIdentity) -> bool:
+        for i in self._peers[id(rule)]:
+            hit = self._memo.get((i, peer.id))
+            if hit is None:
+                hit = self._memo[(i, peer.id)] = peer_matches(self._distinct[i], peer)
+            if hit:
+                return True
+        return False
 
 
 def is_any_peer(rule: Rule) -> bool:
@@ -316,7 +339,8 @@ def policy_classes(inventory: Inventory) -> list[tuple[int, Endpoint, tuple[Endp
 
 
 def subject_entries(policy: PolicySet, evaluator: Evaluator, policy_id: int, subject: Endpoint,
-                    direction: Direction, identities: tuple[PeerIdentity, ...], port_lpm: bool) -> list[PolicyEntry]:
+                    direction: Direction, identities: tuple[PeerIdentity, ...], port_lpm: bool,
+                    matcher: PeerMatcher | None = None) -> list[PolicyEntry]:
     allows, denies, _ = evaluator.subject_rules(subject, direction)  # the evaluator's selection, cached per labels
     chosen = {id(r) for r in allows + denies}
     numbered = [(n + 1, r) for n, r in enumerate(policy.rules) if id(r) in chosen and not r.is_empty]
@@ -327,8 +351,9 @@ def subject_entries(policy: PolicySet, evaluator: Evaluator, policy_id: int, sub
     if direction is Direction.EGRESS and any(pm.name for _, r in wild for pm in r.ports):
         specific, wild = numbered, []  # egress named ports depend on each peer's ports: expand per peer
     out = peer_entries(policy_id, ANY_PEER, direction, items_for(wild, subject.ports), port_lpm)
+    matcher = matcher or PeerMatcher(policy)
     for peer in identities if specific else ():
-        matching = [(n, r) for n, r in specific if rule_matches_peer(r, peer)]
+        matching = [(n, r) for n, r in specific if matcher.matches(r, peer)]
         if matching:  # no rule, no entry: skipping the merge keeps big inventories linear per subject
             dst_ports = subject.ports if direction is Direction.INGRESS else peer.ports
             out += peer_entries(policy_id, peer.id, direction, items_for(matching, dst_ports), port_lpm)
@@ -357,11 +382,12 @@ def lower(policy: PolicySet, inventory: Inventory) -> Datapath:
     identities = peer_identities(policy, inventory, ipv6)
     port_lpm = _needs_port_lpm(policy)
     evaluator = Evaluator(policy)
+    matcher = PeerMatcher(policy)
     endpoints, entries = [], []
     for policy_id, rep, members in policy_classes(inventory):
         dd = tuple(d for d in Direction if evaluator.is_default_deny(rep, d))
         for direction in (Direction.INGRESS, Direction.EGRESS):
-            entries += subject_entries(policy, evaluator, policy_id, rep, direction, identities, port_lpm)
+            entries += subject_entries(policy, evaluator, policy_id, rep, direction, identities, port_lpm, matcher)
         endpoints += [EndpointEntry(ip, 0, ep.identity.id, policy_id, dd, ep.display)
                       for ep in members for ip in ep.ips]
     ids = {name: n + 1 for n, name in enumerate(ep.display for ep in inventory.pods)}
