@@ -341,6 +341,8 @@ def policy_classes(inventory: Inventory) -> list[tuple[int, Endpoint, tuple[Endp
 def subject_entries(policy: PolicySet, evaluator: Evaluator, policy_id: int, subject: Endpoint,
                     direction: Direction, identities: tuple[PeerIdentity, ...], port_lpm: bool,
                     matcher: PeerMatcher | None = None) -> list[PolicyEntry]:
+    """One policy class's entries in one direction; ``matcher`` is shared by the calls of one lowering
+    (a single call, as a run-time relabel makes per class, matches peers directly)."""
     allows, denies, _ = evaluator.subject_rules(subject, direction)  # the evaluator's selection, cached per labels
     chosen = {id(r) for r in allows + denies}
     numbered = [(n + 1, r) for n, r in enumerate(policy.rules) if id(r) in chosen and not r.is_empty]
@@ -351,9 +353,9 @@ def subject_entries(policy: PolicySet, evaluator: Evaluator, policy_id: int, sub
     if direction is Direction.EGRESS and any(pm.name for _, r in wild for pm in r.ports):
         specific, wild = numbered, []  # egress named ports depend on each peer's ports: expand per peer
     out = peer_entries(policy_id, ANY_PEER, direction, items_for(wild, subject.ports), port_lpm)
-    matcher = matcher or PeerMatcher(policy)
     for peer in identities if specific else ():
-        matching = [(n, r) for n, r in specific if matcher.matches(r, peer)]
+        matching = [(n, r) for n, r in specific
+                    if (matcher.matches(r, peer) if matcher else any(peer_matches(p, peer) for p in r.peers))]
         if matching:  # no rule, no entry: skipping the merge keeps big inventories linear per subject
             dst_ports = subject.ports if direction is Direction.INGRESS else peer.ports
             out += peer_entries(policy_id, peer.id, direction, items_for(matching, dst_ports), port_lpm)
