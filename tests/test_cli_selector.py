@@ -67,7 +67,9 @@ def test_semantics_of_negations():
     ("app in ()", 9, "unexpected ')'"),
     ("app in (a,)", 11, "unexpected ')'"),
     ("app in a", 8, "unexpected 'a'"),
-    ("app in (a,b", 11, "unexpected end"),
+    ("app in (a,b", 12, "unexpected end"),
+    ("app=web,", 9, "unexpected end"),
+    ("", 1, "unexpected end"),
 ])
 def test_errors_name_the_column(text, column, what):
     with pytest.raises(PolicycError) as info:
@@ -121,4 +123,4 @@ def test_query_selector_syntax_error_is_bad_input(capsys):
     code, _, err = query(capsys, "shop/frontend", "app in (redis", "6379/TCP")
     assert code == 2
     (diag,) = json.loads(err)["diagnostics"]
-    assert diag["message"].startswith("--to: invalid label selector 'app in (redis' at column 13 (unexpected end)")
+    assert diag["message"].startswith("--to: invalid label selector 'app in (redis' at column 14 (unexpected end)")

@@ -68,10 +68,11 @@ def parse_cli_selector(text: str, option: str = "selector") -> Selector:
     try:
         return _ToSelector().transform(_parser().parse(text))
     except LarkError as exc:
-        column = getattr(exc, "column", 0)
+        what = _unexpected(exc)
+        column = len(text) + 1 if what == "unexpected end" else getattr(exc, "column", 0)
         where = f" at column {column}" if column and column > 0 else ""
         raise PolicycError(Diagnostic.simple(
-            f"{option}: invalid label selector {text!r}{where} ({_unexpected(exc)}): expected requirements "
+            f"{option}: invalid label selector {text!r}{where} ({what}): expected requirements "
             "such as 'app=web,tier in (a,b),!legacy' (namespace=NS names the namespace)")) from None
 
 
