@@ -156,6 +156,8 @@ def _location(r: _Reader, path: tuple) -> Location:
 
 def _selector(r: _Reader, value, path: tuple) -> Selector:
     text = r.text(value, path, "selector")
+    if text.strip() == "*":
+        return Selector()  # every pod: the command-line grammar has no empty selector
     try:
         return parse_cli_selector(text, "selector")
     except PolicycError as exc:
