@@ -135,3 +135,26 @@ def test_conformance_case_over_real_traffic(model, case, tmp_path, empty):
         observed = model.probe(list(expected))
     bad = mismatches(expected, observed)
     assert not bad, f"{case.name}: {len(bad)} of {len(expected)} flows differ:\n" + "\n".join(bad[:40])
+
+
+# -- the DaemonSet's veth discovery (examples/deploy/policyc-node.sh) on the model --------------
+
+NODE_SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "deploy" / "policyc-node.sh"
+
+
+@pytest.mark.parametrize("discovery", ["route", "netns"])
+def test_node_script_finds_every_pod_veth(model, discovery, tmp_path):
+    """Run in the node namespace, the script maps each pod's address to its host-side veth,
+    by the /32 route and by the peer index of the pod's eth0."""
+    netns_dir = tmp_path / "netns"
+    netns_dir.mkdir()
+    for pod in model.pods:  # only our namespaces: the script enters every one it is given
+        (netns_dir / pod.netns).symlink_to(f"/var/run/netns/{pod.netns}")
+    lines = "".join(f"{pod.display} {pod.ips[0]}\n" for pod in model.pods) + "x/ghost 10.99.0.1\n"
+    proc = subprocess.run(
+        ["nsenter", f"--net=/var/run/netns/{model.node}", "env", f"POLICYC_DISCOVERY={discovery}",
+         f"POLICYC_NETNS_DIRS={netns_dir}", "sh", str(NODE_SCRIPT), "attachments"],
+        input=lines, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [pod.attach for pod in model.pods]
+    assert "x/ghost" in proc.stderr
