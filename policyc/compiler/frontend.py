@@ -574,7 +574,7 @@ def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str 
             dd.append(DefaultDeny(subject, subject_kind, direction,
                                   _origin(r, path + (present[0],), kind, namespace, name)))
         elif flag and not present:
-            r.warn(section_path, f"enableDefaultDeny.{direction.value} without a {direction.value} section "
+            r.warn(section_path, f"enableDefaultDeny.{direction.value} without an {direction.value} section "
                                  "does nothing (R3.4)")
     for section, direction, action in _SECTIONS:
         for i, item in enumerate(r.sequence(obj, section, path)):
