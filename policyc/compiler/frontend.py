@@ -566,7 +566,6 @@ def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str 
     rules: list[Rule] = []
     dd: list[DefaultDeny] = []
     for direction in Direction:
-        section_path = path + (direction.value,)
         present = [s for s, d, _ in _SECTIONS if d is direction and r.sequence(obj, s, path)]
         flag = flags.get(direction.value)
         wants = r.boolean(flag, path + ("enableDefaultDeny", direction.value)) if flag is not None else bool(present)
@@ -574,8 +573,8 @@ def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str 
             dd.append(DefaultDeny(subject, subject_kind, direction,
                                   _origin(r, path + (present[0],), kind, namespace, name)))
         elif flag and not present:
-            r.warn(section_path, f"enableDefaultDeny.{direction.value} without an {direction.value} section "
-                                 "does nothing (R3.4)")
+            r.warn(path + ("enableDefaultDeny", direction.value),
+                   f"enableDefaultDeny.{direction.value} without an {direction.value} section does nothing (R3.4)")
     for section, direction, action in _SECTIONS:
         for i, item in enumerate(r.sequence(obj, section, path)):
             where = path + (section, i)
