@@ -124,3 +124,11 @@ def test_query_selector_syntax_error_is_bad_input(capsys):
     assert code == 2
     (diag,) = json.loads(err)["diagnostics"]
     assert diag["message"].startswith("--to: invalid label selector 'app in (redis' at column 14 (unexpected end)")
+
+
+def test_unknown_endpoint_suggests_a_close_name(capsys):
+    code, _, err = query(capsys, "shop/cartt", "data/redis")
+    assert code == 2
+    (diag,) = json.loads(err)["diagnostics"]
+    assert diag["message"] == ("unknown endpoint 'shop/cartt': expected namespace/pod, a node name or an IP address; "
+                               "did you mean 'shop/cart'?")
