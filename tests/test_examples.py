@@ -173,3 +173,23 @@ def test_compiled_example_agrees_with_evaluator_in_kernel(tmp_path, capsys):
                              "--validate")
     assert code == 0, err
     assert " 0 mismatch(es)" in out
+
+
+def test_make_demo_commands_run(capsys, monkeypatch):
+    """The `policyc` lines of the Makefile's demo target, as a new user runs them."""
+    import shlex
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    commands = [shlex.split(line.strip())[1:] for line in recipe.splitlines() if line.strip().startswith("policyc ")]
+    assert [c[0] for c in commands] == ["validate", "matrix"]
+    monkeypatch.chdir(ROOT)
+    outputs = []
+    for argv in commands:
+        assert main(argv) == 0, argv
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0].strip() == "valid: 16 policies, 27 rules"
+    tables = {block.split()[0]: block.splitlines()[1:] for block in outputs[1].strip().split("\n\n")}
+    assert set(tables) == {"443/TCP", "8080/TCP", "5432/TCP"}
+    header, *rows = tables["443/TCP"]
+    row = dict(zip(header.split(), next(r for r in rows if r.startswith(WORLD)).split()[1:]))
+    assert row["ops/ingress"] == "." and row["shop/frontend"] == "X"
