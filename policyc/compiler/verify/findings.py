@@ -9,6 +9,8 @@ import enum
 import hashlib
 import json
 import os
+from pathlib import Path
+from urllib.parse import quote
 from dataclasses import dataclass
 
 from .. import explain
@@ -233,9 +235,12 @@ def render_json(findings: list[Finding]) -> str:
 
 
 def _uri(path: str) -> str:
-    """SARIF wants URIs; relative ones resolve against the checkout root in code-review tools."""
+    """SARIF wants URI references: relative ones resolve against the checkout root in code-review tools,
+    files outside the working directory become file:// URIs; both percent-encoded."""
     rel = os.path.relpath(path) if os.path.isabs(path) else path
-    return (path if rel.startswith("..") else rel).replace(os.sep, "/")
+    if rel.startswith(".."):
+        return Path(path).resolve().as_uri()
+    return quote(rel.replace(os.sep, "/"))
 
 
 def _physical(loc: Location) -> dict:
