@@ -33,10 +33,10 @@ _RULE = _obj({"id": {"type": "string"}, "name": {"type": "string"}, "shortDescri
               "fullDescription": _TEXT, "help": _TEXT, "helpUri": {"type": "string"},
               "defaultConfiguration": _obj({"level": LEVEL})}, ["id"])
 _RESULT = _obj({"ruleId": {"type": "string"}, "ruleIndex": {"type": "integer", "minimum": -1}, "level": LEVEL,
-                "message": _MESSAGE, "locations": {"type": "array", "items": _LOCATION},
+                "message": _MESSAGE, "locations": {"type": "array", "items": _LOCATION, "minItems": 1},
                 "relatedLocations": {"type": "array", "items": _LOCATION},
                 "partialFingerprints": {"type": "object", "additionalProperties": {"type": "string"}},
-                "properties": {"type": "object"}}, ["message"])
+                "properties": {"type": "object"}}, ["message", "locations"])  # GitHub needs a location
 _DRIVER = _obj({"name": {"type": "string"}, "version": {"type": "string"}, "informationUri": {"type": "string"},
                 "rules": {"type": "array", "items": _RULE}}, ["name"])
 SUBSET = _obj({"$schema": {"type": "string"}, "version": {"enum": ["2.1.0"]},
@@ -58,7 +58,10 @@ def _logs(capsys, tmp_path) -> list[dict]:
     return [_sarif(["check", str(DATA / "check" / "planted.yaml"), "--format", "sarif", "--fail-on", "never"], capsys),
             _sarif(["check", str(spaced / "planted.yaml"), "--format", "sarif", "--fail-on", "never"], capsys),
             _sarif(["diff", str(DATA / "diff" / "old.yaml"), str(DATA / "diff" / "new.yaml"), "--format", "sarif"],
-                   capsys)]
+                   capsys),
+            # namespace legacy has pods but no policy: PC008/PC009 belong to no rule
+            _sarif(["check", str(DATA / "checks" / "PC003" / "pass.yaml"), "--inventory",
+                    str(DATA / "verify" / "inventory.yaml"), "--format", "sarif", "--fail-on", "never"], capsys)]
 
 
 def test_sarif_matches_the_schema_subset(capsys, tmp_path):
@@ -73,8 +76,17 @@ def test_sarif_matches_the_schema_subset(capsys, tmp_path):
             assert len(ids) == len(set(ids))
 
 
+def test_findings_without_a_rule_point_at_the_inventory(capsys, tmp_path):
+    *_, inventory = _logs(capsys, tmp_path)
+    results = inventory["runs"][0]["results"]
+    assert {r["ruleId"] for r in results} == {"PC008", "PC009"}
+    for r in results:
+        loc = r["locations"][0]["physicalLocation"]
+        assert loc["artifactLocation"]["uri"].endswith("data/verify/inventory.yaml") and loc["region"]["startLine"] == 1
+
+
 def test_uris_are_uri_references(capsys, tmp_path):
-    _, spaced, _ = _logs(capsys, tmp_path)
+    _, spaced, _, _ = _logs(capsys, tmp_path)
     uri = spaced["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
     assert uri.startswith("file:///") and "with%20space/planted.yaml" in uri
 
