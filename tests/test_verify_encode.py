@@ -42,8 +42,10 @@ def test_z3_verdict_equals_evaluator(policy, inventory, data):
     peers = inventory.endpoints + EXTERNALS + RESERVED
     src = data.draw(st.sampled_from(peers))
     dst = data.draw(st.sampled_from([p for p in peers if p != src]))
-    flow = Flow(src, dst, data.draw(st.sampled_from(FLOW_PROTOCOLS)),
-                data.draw(st.sampled_from((0, 53, 63, 80, 443, 8080, 8090, 9000, 65535))))
+    proto = data.draw(st.sampled_from(FLOW_PROTOCOLS))
+    icmp = proto in (Protocol.ICMP, Protocol.ICMPV6)  # the port slot holds the type, 0-255
+    flow = Flow(src, dst, proto, data.draw(st.sampled_from((0, 8, 53, 63, 80, 128, 255) if icmp else
+                                                           (0, 53, 63, 80, 443, 8080, 8090, 9000, 65535))))
     v = Evaluator(policy).evaluate(flow)
     want = (v.allowed, v.egress.allowed, v.ingress.allowed)
     for space in _spaces(policy, inventory):
