@@ -138,6 +138,7 @@ def test_bad_spec_is_exit_2_with_positions(capsys):
     ("invariants: [{mustDeny: {from: {pod: nons}, to: b}}]", "not namespace/name"),
     ("invariants: [{mustDeny: {from: a, to: b, ports: [90-80]}}]", "invalid port range"),
     ("invariants: [{defaultDeny: {namespaces: []}}]", "at least one namespace"),
+    ("invariants: [{mustDeny: {from: namespace=a,app=b, to: c}}]", "quote selectors that contain commas"),
 ])
 def test_spec_errors(text, message):
     with pytest.raises(PolicycError) as exc:
