@@ -265,7 +265,7 @@ def _default_deny(r: _Reader, name: str, loc: Location, body, path: tuple) -> De
         r.fail(path + ("namespaces",), "needs at least one namespace")
     namespaces = tuple(r.text(n, path + ("namespaces", i), "namespace") for i, n in enumerate(names))
     direction = obj.get("direction", "both")
-    if direction not in _DIRECTIONS:
+    if not isinstance(direction, str) or direction not in _DIRECTIONS:
         r.fail(path + ("direction",), f"direction {direction!r}: expected both, ingress or egress")
     return DefaultDenyIn(name, loc, namespaces, _DIRECTIONS[direction])
 
