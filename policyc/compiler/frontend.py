@@ -382,7 +382,8 @@ def parse_port_rules(r: _Reader, items: list, path: tuple, direction: Direction,
         l7 = None
         if obj.get("rules") is not None:
             l7 = parse_l7(r, obj["rules"], where + ("rules",), direction,
-                          {p for protos, *_ in parsed for p in protos}, [n for *_, n in parsed])
+                          {p for protos, *_ in parsed for p in protos},
+                          [n for *_, name, n in parsed if name is None])  # a named port is not port 0
             if l7 and l7.kind == "dns" and any(first != last for _, first, last, name, _ in parsed if not name):
                 r.fail(where + ("ports",), "DNS rules cannot use a port range (R1.21)")
         for protos, first, last, name, _ in parsed:
@@ -683,6 +684,8 @@ def parse_object(r: _Reader, obj, base: tuple, cluster: str):
     kind, api = obj.get("kind"), obj.get("apiVersion")
     if kind is None or api is None:
         r.fail(base, f"not a Kubernetes object: missing {'kind' if kind is None else 'apiVersion'}")
+    for key, value in (("apiVersion", api), ("kind", kind)):
+        r.text(value, base + (key,), key)
     if kind not in API_VERSIONS:
         if isinstance(api, str) and api.split("/")[0] in ("cilium.io", "networking.k8s.io") and \
                 kind not in ("CiliumCIDRGroup", "CiliumEndpoint", "CiliumNode", "CiliumIdentity", "Ingress",
@@ -701,18 +704,23 @@ def parse_object(r: _Reader, obj, base: tuple, cluster: str):
                 "; description belongs in the rule (spec.description)" if key == "description" else "")
             r.warn(base + (key,), f"unknown top-level field {key!r} is dropped by the API server{hint}",
                    "unknown-field")
-    meta = r.mapping(obj.get("metadata"), base + ("metadata",), tuple(obj.get("metadata") or {}))
+    meta = obj.get("metadata") or {}
+    meta = r.mapping(meta, base + ("metadata",), tuple(meta) if isinstance(meta, dict) else ())
     name = meta.get("name")
-    if not name or not isinstance(name, str):
+    if not name:
         r.fail(base + ("metadata",), "missing metadata.name")
+    r.text(name, base + ("metadata", "name"), "metadata.name")
     namespace = meta.get("namespace")
+    if namespace is not None:
+        r.text(namespace, base + ("metadata", "namespace"), "metadata.namespace")
     if kind == CCNP:
         if namespace:
             r.warn(base + ("metadata", "namespace"), "a clusterwide policy has no namespace: ignored (R1.2)")
         namespace = None
     else:
         namespace = str(namespace or "default")
-    annotations = meta.get("annotations") or {}
+    annotations = r.mapping(meta.get("annotations"), base + ("metadata", "annotations"),
+                            tuple(meta.get("annotations") or ()))
     ignore = tuple(x.strip() for x in str(annotations.get(IGNORE_ANNOTATION, "")).split(",") if x.strip())
     origin = _origin(r, base, kind, namespace, name)
     if kind == KNP:
@@ -751,7 +759,9 @@ def build_policy_set(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Fr
                 continue
             if got is None:
                 line, _ = doc.position(base)
-                skipped.append(f"{doc.file}:{line}: {obj.get('kind')} {(obj.get('metadata') or {}).get('name', '')}")
+                meta = obj.get("metadata")
+                name = meta.get("name", "") if isinstance(meta, dict) else ""
+                skipped.append(f"{doc.file}:{line}: {obj.get('kind')} {name}")
                 continue
             got_rules, got_dd, policy = got
             key = (policy.kind, policy.namespace, policy.name)
