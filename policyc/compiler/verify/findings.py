@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .. import explain
 from ..evaluate import Flow
-from ..ir import CLUSTER_KEY, NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, Direction, Endpoint, Origin
+from ..ir import CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Direction, Endpoint, Origin
 
 DOCS_URL = "https://github.com/policyc/policyc/blob/main/docs/checks.md"
 
@@ -152,7 +152,7 @@ class Finding:
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-_IMPLICIT = (CLUSTER_KEY, NAMESPACE_KEY)
+_IMPLICIT = (CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX + "kubernetes.io/metadata.name")
 
 
 def endpoint_text(ep: Endpoint) -> str:
@@ -173,8 +173,9 @@ def witness_text(w: Witness) -> str:
     if w.http:
         method, path, host = w.http
         text += f" HTTP {method or '*'} {path or '/'}" + (f" host {host}" if host else "")
-    if w.direction is not None and w.allowed is not None:
-        text += f" ({w.direction.value} {'allowed' if w.allowed else 'denied'})"
+    if w.allowed is not None:
+        where = f"{w.direction.value} " if w.direction is not None else ""
+        text += f" ({where}{'allowed' if w.allowed else 'denied'})"
     return text
 
 
