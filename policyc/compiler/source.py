@@ -177,6 +177,12 @@ def parse_text(text: str, file: str) -> list[Document]:
     try:
         for event in yaml.parse(text, Loader=_Loader):
             composer.feed(event)
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids: its position is an offset
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - text.rfind("\n", 0, exc.position)
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise PolicycError(Diagnostic(Severity.ERROR, f"malformed {_language(file)}: character U+{code:04X} "
+                                      f"is not allowed ({exc.reason})", file, line, col)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
