@@ -186,13 +186,15 @@ CASES = [
           - ports:
             - protocol: TCP
         """), 13, 9, "spec.ingress[0].toPorts[0].ports[0].port", "port is required (R1.16)"),
-    ("end-port-below-port", cnp("""\
+    ("knp-end-port-below-port", KNP + "  podSelector: {}\n  ingress:\n  - ports:\n    - {port: 8080, endPort: 80}\n",
+     10, 20, "spec.ingress[0].ports[0].endPort", "endPort 80 is less than port 8080"),
+    ("port-bad-octal", cnp("""\
         ingress:
         - toPorts:
           - ports:
-            - port: "8080"
-              endPort: 80
-        """), 14, 9, "spec.ingress[0].toPorts[0].ports[0].endPort", "endPort 80 is less than port 8080"),
+            - port: "080"
+        """), 13, 9, "spec.ingress[0].toPorts[0].ports[0].port",
+     "port '080' is not a valid octal number (Cilium reads a leading 0 as octal)"),
     ("unknown-protocol", cnp("""\
         egress:
         - toPorts:

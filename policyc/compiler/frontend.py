@@ -269,7 +269,7 @@ def parse_port_number(r: _Reader, value, path: tuple, allow_names: bool) -> tupl
     else:
         r.fail(path, f"port must be a number or a port name, not {_kind(value)}")
     if re.fullmatch(r"-?[0-9]+", text):
-        number = int(text)
+        number = _go_port(r, text, path)
         if not 0 <= number <= 65535:
             r.fail(path, f"port {number} is out of range 0-65535")
         return number, None
@@ -279,7 +279,20 @@ def parse_port_number(r: _Reader, value, path: tuple, allow_names: bool) -> tupl
                  "(letters, digits and single hyphens, at most 15 characters)")
 
 
-def port_range(r: _Reader, obj: dict, path: tuple, number: int) -> tuple[int, int]:
+def _go_port(r: _Reader, text: str, path: tuple) -> int:
+    """Cilium parses port strings with Go's ParseUint(s, 0, 16): a leading 0 means octal ("010" is 8)."""
+    if len(text) < 2 or not text.startswith("0"):
+        return int(text)
+    if not re.fullmatch(r"0[0-7]+", text):
+        r.fail(path, f"port {text!r} is not a valid octal number (Cilium reads a leading 0 as octal)")
+    number = int(text, 8)
+    if number != int(text):
+        r.warn(path, f"port {text!r} is octal to Cilium: port {number}, not {int(text)}", "octal-port")
+    return number
+
+
+def port_range(r: _Reader, obj: dict, path: tuple, number: int, knp: bool = False) -> tuple[int, int]:
+    """[port, endPort]; an endPort below port is the single port in Cilium, an error in Kubernetes (R8.3)."""
     if number == 0:
         return 0, 65535  # R5.7, R8.7: port 0 means every port
     end = obj.get("endPort")
@@ -290,7 +303,10 @@ def port_range(r: _Reader, obj: dict, path: tuple, number: int) -> tuple[int, in
     if not 0 <= end <= 65535:
         r.fail(path + ("endPort",), f"endPort {end} is out of range 0-65535")
     if end and end < number:
-        r.fail(path + ("endPort",), f"endPort {end} is less than port {number}")
+        if knp:  # the API server's NetworkPolicy validation rejects it
+            r.fail(path + ("endPort",), f"endPort {end} is less than port {number}")
+        r.warn(path + ("endPort",), f"endPort {end} is less than port {number}: Cilium accepts this and "
+                                    f"matches the single port {number} (R8.3)", "endport-below-port")
     return number, max(end, number)
 
 
@@ -615,7 +631,7 @@ def parse_knp_ports(r: _Reader, items: list, path: tuple) -> tuple[PortMatch, ..
             r.fail(where + ("endPort",), "endPort cannot be used with a named port")
         if not name and number == 0:
             r.fail(where + ("port",), "port must be between 1 and 65535")
-        first, last = (0, 0) if name else port_range(r, obj, where, number)
+        first, last = (0, 0) if name else port_range(r, obj, where, number, knp=True)
         out.append(PortMatch(proto, first, last, name))
     return tuple(dict.fromkeys(out))
 
