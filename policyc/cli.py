@@ -9,7 +9,7 @@ import sys
 from . import __version__
 from .compiler.diagnostics import PolicycError, render
 
-COMMANDS = ("validate", "query", "matrix", "check", "diff", "compile")
+COMMANDS = ("validate", "query", "matrix", "check", "diff", "compile", "load", "unload", "status", "observe", "endpoint")
 
 
 def build_parser() -> argparse.ArgumentParser:
