@@ -69,6 +69,27 @@ def test_load_status_observe_unload(art3, capsys):
         assert main(["unload", name]) == 0  # idempotent
 
 
+def test_attach_file_and_replace_with_a_new_attachment_set(art3, tmp_path, capsys):
+    with veths("pcr7", "pcr8") as (if0, if1), loaded_name("pcrtest-af") as name:
+        listing = tmp_path / "attach.txt"
+        listing.write_text(f"# pods on this node\nx/a={if0}   # the web pod\n\n")
+        assert main(["load", str(art3), "--name", name, "--attach-file", str(listing)]) == 0
+        assert {a.iface for a in read_state(name).attachments} == {if0}
+        kept = pinned_link_ids(name)
+        # a replace naming x/a's interface and a new one: x/a's links stay (swapped), x/b's are added
+        assert main(["load", str(art3), "--name", name, "--attach", f"x/b={if1}", "--attach", f"x/a={if0}"]) == 0
+        assert {(a.endpoint, a.iface, a.hook) for a in read_state(name).attachments} == {
+            ("x/a", if0, "ingress"), ("x/a", if0, "egress"), ("x/b", if1, "ingress"), ("x/b", if1, "egress")}
+        assert set(kept) <= set(pinned_link_ids(name))
+        # and one without x/a: its links are detached after the swap
+        assert main(["load", str(art3), "--name", name, "--attach", f"x/b={if1}"]) == 0
+        assert {a.iface for a in read_state(name).attachments} == {if1}
+        assert not any(link_alive(i) for i in kept)
+        listing.write_text("x/a\n")
+        assert main(["load", str(art3), "--name", name, "--attach-file", str(listing)]) == 2
+        assert f"{listing}:1: 'x/a': expected NS/POD=IFACE" in capsys.readouterr().err
+
+
 def test_observe_names_the_deciding_rule(art3, capsys):
     with loaded_name("pcrtest-obs") as name:
         assert main(["load", str(art3), "--name", name]) == 0
