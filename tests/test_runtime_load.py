@@ -112,6 +112,10 @@ def test_failed_attach_rolls_back(art3, capsys):
             assert not pins(name).exists() and read_state(name) is None
             # the TC hooks are free again: a new load attaches there without complaint
             assert main(["load", str(art3), "--name", name, "--attach", f"x/a={if0}"]) == 0
+            # auto mode falls back to generic XDP where the driver has none (added by a replace)
+            capsys.readouterr()
+            assert main(["load", str(art3), "--name", name, "--attach", f"x/a={if0}", "--xdp", "pcr2d"]) == 0
+            assert "xdp_node  on pcr2d xdp     [generic]" in capsys.readouterr().out
         finally:
             subprocess.run(["ip", "link", "del", "pcr2d"], capture_output=True)
 
