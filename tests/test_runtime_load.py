@@ -202,3 +202,26 @@ def test_without_privileges_is_a_clear_error(art3):
                           env=env, capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert "need root (CAP_BPF" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bpffs_is_mounted_when_missing(art3, tmp_path):
+    """POLICYC_BPFFS points the runtime at an empty directory: load mounts bpffs there, unload cleans it."""
+    root = tmp_path / "bpffs"
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "POLICYC_BPFFS": str(root),
+           "POLICYC_STATE_DIR": str(tmp_path / "state")}
+    cli = [sys.executable, "-m", "policyc.cli"]
+    try:
+        done = subprocess.run([*cli, "load", str(art3), "--name", "pcrtest-fs"], env=env, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr
+        assert any(line.split()[1:3] == [str(root), "bpf"] for line in open("/proc/self/mounts"))
+        assert (root / "policyc" / "pcrtest-fs" / "maps" / "policy").exists()
+        assert (tmp_path / "state" / "pcrtest-fs.json").exists()
+        assert subprocess.run([*cli, "unload", "pcrtest-fs"], env=env).returncode == 0
+        assert not (root / "policyc" / "pcrtest-fs").exists()
+    finally:
+        subprocess.run([*cli, "unload", "pcrtest-fs"], env=env, capture_output=True)
+        subprocess.run(["umount", str(root)], capture_output=True)
+    bad = subprocess.run([*cli, "load", str(art3), "--name", "pcrtest-fs"], capture_output=True, text=True,
+                         env={**env, "POLICYC_BPFFS": "/proc/pcr-no-bpffs"})
+    assert bad.returncode == 2 and "/proc/pcr-no-bpffs" in bad.stderr and "Traceback" not in bad.stderr
