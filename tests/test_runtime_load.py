@@ -95,9 +95,10 @@ def test_observe_names_the_deciding_rule(art3, capsys):
         assert main(["load", str(art3), "--name", name]) == 0
         passes(name, "to_pod", XB, XA, sport=41000)
         capsys.readouterr()
-        assert main(["observe", name]) == 0
+        assert main(["observe", name, "--timeout", "0.2"]) == 0  # pending flows, then 0.2 s of following
         line = capsys.readouterr().out.strip()
-        assert "x/b:41000 (ID:257) -> x/a:80 (ID:256) TCP ALLOW (ingress, x/p NetworkPolicy/x/p/spec.ingress[0])" in line
+        assert ("x/b:41000 (ID:257) -> x/a:80 (ID:256) TCP ALLOW "
+                "(ingress, x/p NetworkPolicy/x/p/spec.ingress[0])") in line
 
 
 def test_failed_attach_rolls_back(art3, capsys):

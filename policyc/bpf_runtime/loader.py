@@ -159,7 +159,8 @@ def set_host_identity(ipcache: Map, features: dict, ips: list[str]) -> None:
         ip = ipaddress.ip_address(text)
         if ip.version == 6 and addr_len == 4:
             continue  # an IPv4-only artifact drops IPv6 anyway
-        ipcache.update(ipcache_key(lay, ipaddress.ip_network(ip), addr_len), lay["ipcache_value"].pack(identity=HOST_ID))
+        ipcache.update(ipcache_key(lay, ipaddress.ip_network(ip), addr_len),
+                       lay["ipcache_value"].pack(identity=HOST_ID))
 
 
 def build(artifact: Path, pins: Path, node_ips: list[str], undo: Undo) -> BPFObject:
