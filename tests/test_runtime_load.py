@@ -226,3 +226,15 @@ def test_bpffs_is_mounted_when_missing(art3, tmp_path):
     bad = subprocess.run([*cli, "load", str(art3), "--name", "pcrtest-fs"], capture_output=True, text=True,
                          env={**env, "POLICYC_BPFFS": "/proc/pcr-no-bpffs"})
     assert bad.returncode == 2 and "/proc/pcr-no-bpffs" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_status_without_the_artifact_directory_is_a_clear_error(art3, tmp_path, capsys):
+    gone = tmp_path / "gone"
+    shutil.copytree(art3, gone)
+    with loaded_name("pcrtest-gone") as name:
+        assert main(["load", str(gone), "--name", name]) == 0
+        shutil.rmtree(gone)
+        assert main(["status", name]) == 2
+        err = capsys.readouterr().err
+        assert "must stay in place" in err and "Traceback" not in err
+        assert main(["unload", name]) == 0 and not pins(name).exists()

@@ -186,7 +186,8 @@ def load(req: Request) -> LoadResult:
     """Load ``req.artifact`` as ``req.name``; over a loaded name this is an atomic replace (replace.py)."""
     start = time.monotonic()
     require_root()
-    artifact = Path(req.artifact).resolve()
+    # absolute, symlinks kept: a ConfigMap mount swaps the target behind ..data, the path stays valid
+    artifact = Path(os.path.abspath(req.artifact))
     read_manifest(artifact)
     check_request(req, artifact_endpoints(artifact))
     bpffs.ensure_bpffs()
@@ -276,4 +277,11 @@ def default_name() -> str:
 
 
 def manifest_of(state: State) -> dict:
-    return json.loads((Path(state.artifact) / MANIFEST).read_text())
+    """The loaded artifact's manifest; a clear error when its directory went away (unload still works)."""
+    path = Path(state.artifact) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise _error(f"{state.name}: cannot read {path} ({exc.strerror if isinstance(exc, OSError) else exc}); "
+                     "the artifact directory it was loaded from must stay in place "
+                     f"(`policyc unload {state.name}` works without it)") from None
