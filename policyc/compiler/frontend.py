@@ -227,8 +227,10 @@ def parse_cidr(r: _Reader, value, path: tuple, bare_ip_ok: bool):
 
 def parse_cidr_rule(r: _Reader, value, path: tuple, cidr_key: str = "cidr") -> CIDRPeer:
     """A CIDRRule (R1.25, R1.26) or a KNP ipBlock (R12.5)."""
-    obj = r.mapping(value, path, (cidr_key, "except", "cidrGroupRef", "cidrGroupSelector"))
+    obj = r.mapping(value, path, (cidr_key, "except"))
     if cidr_key not in obj:
+        if any(key in UNSUPPORTED for key in obj):
+            raise _Invalid  # a CIDR group instead of a cidr: already reported as unsupported
         r.fail(path, f"missing field {cidr_key!r}")
     net = parse_cidr(r, obj[cidr_key], path + (cidr_key,), bare_ip_ok=False)
     excepts = []
@@ -328,6 +330,8 @@ def parse_l7(r: _Reader, value, path: tuple, direction: Direction, protocols: se
     """L7 rules of a PortRule (R1.12, R1.19–R1.22, R9.x)."""
     obj = r.mapping(value, path, ("http", "dns", "kafka", "l7proto", "l7"))
     families = [k for k in ("http", "dns", "kafka", "l7") if obj.get(k)]
+    if obj.get("l7") and not obj.get("l7proto"):
+        r.fail(path + ("l7",), "'l7' needs 'l7proto' (R1.22)")
     if "l7proto" in obj and "l7" not in families:
         families.append("l7")
     if not families:
@@ -382,6 +386,9 @@ def parse_port_rules(r: _Reader, items: list, path: tuple, direction: Direction,
             r.fail(where + ("ports",), f"at most {MAX_PORTS} ports per port rule, found {len(ports)}")
         if not ports:
             r.warn(where, "a port rule without ports allows nothing (R5.6)", "empty-port-rule")
+        for j, name in enumerate(r.sequence(obj, "serverNames", where)):
+            if not r.text(name, where + ("serverNames", j), "server name"):
+                r.fail(where + ("serverNames", j), "an empty server name is not allowed (R1.23)")
         for key in ("terminatingTLS", "originatingTLS", "serverNames", "listener"):
             if obj.get(key):
                 r.warn(where + (key,), f"{key} is not modelled: verdicts cover L3/L4 only", "unsupported-field")
@@ -400,8 +407,12 @@ def parse_port_rules(r: _Reader, items: list, path: tuple, direction: Direction,
             l7 = parse_l7(r, obj["rules"], where + ("rules",), direction,
                           {p for protos, *_ in parsed for p in protos},
                           [n for *_, name, n in parsed if name is None])  # a named port is not port 0
+            if l7 and l7.kind == "dns" and not parsed:
+                r.fail(where + ("rules", "dns"), "DNS rules need a port in the same port rule (R1.21)")
             if l7 and l7.kind == "dns" and any(first != last for _, first, last, name, _ in parsed if not name):
                 r.fail(where + ("ports",), "DNS rules cannot use a port range (R1.21)")
+            if l7 and obj.get("serverNames") and not obj.get("terminatingTLS"):
+                r.fail(where + ("serverNames",), "serverNames with L7 rules need terminatingTLS (R1.23)")
         for protos, first, last, name, _ in parsed:
             out.extend(PortMatch(p, first, last, name, l7) for p in protos)
     return tuple(dict.fromkeys(out))
