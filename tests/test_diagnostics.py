@@ -755,3 +755,28 @@ def test_fuzz_policy_kinds_with_random_specs(kind, spec):
     obj = {"apiVersion": api, "kind": kind, "metadata": {"name": "n", "namespace": "x"},
            ("items" if kind == "List" else "spec"): spec}
     _assert_clean(*_validate_text(yaml.safe_dump(obj)))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzz_mutated_inventories(data):
+    """Inventories with anything replaced or deleted: matrix answers 0 or 2 (naming the file), never 3."""
+    import tempfile
+    inv = yaml.safe_load(INVENTORY)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from([p for p in _paths(inv) if p]))
+        parent = inv
+        for key in path[:-1]:
+            parent = parent[key]
+        if data.draw(st.booleans()):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = data.draw(_values)
+    with tempfile.TemporaryDirectory() as tmp:
+        policy, inventory = Path(tmp) / "p.yaml", Path(tmp) / "inv.yaml"
+        policy.write_text(CNP + "  ingress: [{fromEndpoints: [{matchLabels: {app: b}}]}]\n")
+        inventory.write_text(yaml.safe_dump(inv))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            rc = main(["matrix", str(policy), "--inventory", str(inventory), "--format", "csv"])
+    _assert_clean(rc, out.getvalue(), str(inventory))

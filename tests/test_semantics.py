@@ -1020,3 +1020,11 @@ def test_r12_11_policy_types_divergence():
     ev = evaluator(doc)
     assert allowed(ev, "x/b", "x/a") and not allowed(ev, "y/c", "x/a")
     assert verdict(ev, "x/a", "y/c").egress.action is Action.DENY
+
+
+def test_r9_3c_local_host_bypasses_l7_filters():
+    """R9.3c/R3.9: host traffic to its local pods is allowed outright, so L7 rules do not filter it."""
+    ev = evaluator(cnp("endpointSelector: {matchLabels: {app: a}}\ningress: [{toPorts: [{ports: [{port: '80', "
+                       "protocol: TCP}], rules: {http: [{method: GET}]}}]}]"))
+    assert verdict(ev, "n1", "x/a").l7 == () and verdict(ev, "n1", "x/a").allowed
+    assert [r.kind for r in verdict(ev, "n2", "x/a").l7] == ["http"]
