@@ -21,7 +21,7 @@ from policyc.compiler.ir import Direction, Protocol, SubjectKind
 from policyc.compiler.source import load_documents
 from policyc.compiler.verify.findings import Location
 from policyc.compiler.verify.invariants import Outcome, prove
-from policyc.compiler.verify.spec import (WORLD, Addresses, DefaultDenyIn, Isolation, MustAllow, MustDeny, Pods,
+from policyc.compiler.verify.spec import (KINDS, WORLD, Addresses, DefaultDenyIn, Isolation, MustAllow, MustDeny, Pods,
                                           PortRange, Spec, WorldOnly, load_spec, parse_spec)
 from policyc.compiler.source import parse_text
 
@@ -138,6 +138,10 @@ def test_bad_spec_is_exit_2_with_positions(capsys):
     ("invariants: [{mustDeny: {from: {pod: nons}, to: b}}]", "not namespace/name"),
     ("invariants: [{mustDeny: {from: a, to: b, ports: [90-80]}}]", "invalid port range"),
     ("invariants: [{defaultDeny: {namespaces: []}}]", "at least one namespace"),
+    ("invariants: [{defaultDeny: {namespaces: [a], direction: [ingress]}}]", "expected both, ingress or egress"),
+    ("invariants: [{mustDeny: {from: {pods: [a]}, to: b}}]", "must be a string"),
+    ("invariants: [{mustDeny: {from: a, to: b, ports: 80}}]", "must be a list"),
+    ("invariants: [{mustDeny: {from: namespace=a,app=b, to: c}}]", "quote selectors that contain commas"),
 ])
 def test_spec_errors(text, message):
     with pytest.raises(PolicycError) as exc:
@@ -214,3 +218,21 @@ def test_generated_invariants(policy, inventory, inv):
         assert exact.holds or "nothing to allow" in exact.message, (symbolic, exact)
     if exact.holds:
         assert _promise_kept(policy, inv, inventory), exact
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-3, 70000) | st.sampled_from(
+    ["", "*", "app=a", "a,b", "80/TCP", "1-2/UDP", "x/y", "shop/a", "10.0.0.0/8", "world", "both", "ingress"]),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.sampled_from(
+        ["name", "from", "to", "ports", "between", "namespaces", "direction", "pods", "pod", "cidr", "entity",
+         "app=b"] + list(KINDS)), kids, max_size=3), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(invariants=_json)
+def test_any_spec_is_parsed_or_refused_with_positions(invariants):
+    """Whatever the YAML holds, the parser returns a spec or raises PolicycError (exit 2), never crashes."""
+    text = json.dumps({"invariants": invariants})
+    try:
+        parse_spec(parse_text(text, "s.json"), "s.json")
+    except PolicycError as exc:
+        assert exc.diagnostics and all(d.file == "s.json" for d in exc.diagnostics)

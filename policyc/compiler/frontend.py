@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from .diagnostics import Diagnostic, PolicycError, Severity, format_path
 from .entities import ENTITY_NAMES, RESERVED, entity_selectors
-from .ir import (ANY_SOURCE, DEFAULT_CLUSTER, L3_ONLY, NAMESPACE_KEY,
-                 NAMESPACE_LABELS_PREFIX, Action, CIDRPeer, DefaultDeny,
+from .ir import (ANY_SOURCE, CLUSTER_KEY, DEFAULT_CLUSTER, L3_ONLY, NAMESPACE_KEY,
+                 NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Action, CIDRPeer, DefaultDeny,
                  Direction, DNSRule, FQDNPeer, HTTPRule, L7Rules, Op, Origin,
                  Peer, Policy, PolicySet, PortMatch, Protocol, Requirement,
                  Rule, Selector, SelectorPeer, SubjectKind)
@@ -139,6 +139,20 @@ def split_key(key: str, default_source: str) -> tuple[str, str]:
     return default_source, key
 
 
+def check_dotted_source(r: _Reader, key: str, where: tuple) -> None:
+    """Warn about ``k8s.io.kubernetes.pod.namespace``: Cilium splits a source off only at ':'.
+
+    Written with a dot, the key is read as a plain key of any source, which no identity carries,
+    so the requirement silently selects nothing (In) or everything (NotIn, DoesNotExist).
+    """
+    source, dot, rest = key.partition(".")
+    derived = (NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, CLUSTER_KEY)
+    if ":" not in key and dot and source in ("k8s", "any") and (
+            rest in derived or rest.startswith(NAMESPACE_LABELS_PREFIX)):
+        r.warn(where, f"no identity carries the label key {key!r}: a source prefix is separated by ':', "
+                      f"not '.'; did you mean {source + ':' + rest!r}?")
+
+
 def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOURCE,
                    key_map=lambda k: k) -> Selector:
     """A Kubernetes LabelSelector; ``key_map`` rewrites keys (KNP namespace selectors, R12.3)."""
@@ -149,6 +163,7 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
         r.fail(path + ("matchLabels",), f"must be a mapping of label keys to values, not {_kind(labels)}")
     for key, val in labels.items():
         where = path + ("matchLabels", key)
+        check_dotted_source(r, str(key), where)
         if val is None:
             val = ""
         if not isinstance(val, str):
@@ -159,6 +174,7 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
         where = path + ("matchExpressions", i)
         expr = r.mapping(expr, where, ("key", "operator", "values"))
         key = r.text(expr.get("key"), where + ("key",), "key")
+        check_dotted_source(r, key, where + ("key",))
         op_text = expr.get("operator")
         op = _OPS.get(op_text) if isinstance(op_text, str) else None
         if op is None:
@@ -365,8 +381,9 @@ def parse_l7(r: _Reader, value, path: tuple, direction: Direction, protocols: se
             rules.append(DNSRule(peer.match_name, peer.match_pattern))
         return L7Rules("dns", dns=tuple(rules))
     if family == "kafka":
-        r.warn(path + ("kafka",), "Kafka L7 rules were removed in Cilium 1.19 (V2); modelled as an opaque "
-                                  "L7 filter on an allowed port", "unsupported-field")
+        # Deprecated in 1.18, removed from main for 1.20 (cilium PRs 40967, 43557, 44610).
+        r.warn(path + ("kafka",), "Kafka L7 rules are deprecated and removed in Cilium 1.20 (V2); modelled as an "
+                                  "opaque L7 filter on an allowed port", "unsupported-field")
     opaque = tuple(json.dumps(x, sort_keys=True) for x in (obj.get(family) or [obj.get("l7proto")]))
     return L7Rules("kafka" if family == "kafka" else "generic", opaque=opaque)
 
@@ -577,7 +594,6 @@ def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str 
     rules: list[Rule] = []
     dd: list[DefaultDeny] = []
     for direction in Direction:
-        section_path = path + (direction.value,)
         present = [s for s, d, _ in _SECTIONS if d is direction and r.sequence(obj, s, path)]
         flag = flags.get(direction.value)
         wants = r.boolean(flag, path + ("enableDefaultDeny", direction.value)) if flag is not None else bool(present)
@@ -585,8 +601,8 @@ def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str 
             dd.append(DefaultDeny(subject, subject_kind, direction,
                                   _origin(r, path + (present[0],), kind, namespace, name)))
         elif flag and not present:
-            r.warn(section_path, f"enableDefaultDeny.{direction.value} without a {direction.value} section "
-                                 "does nothing (R3.4)")
+            r.warn(path + ("enableDefaultDeny", direction.value),
+                   f"enableDefaultDeny.{direction.value} without an {direction.value} section does nothing (R3.4)")
     for section, direction, action in _SECTIONS:
         for i, item in enumerate(r.sequence(obj, section, path)):
             where = path + (section, i)

@@ -6,6 +6,7 @@ from 256 up, in a deterministic order so artifacts are reproducible.
 """
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,13 @@ class Inventory:
         try:
             ip = ipaddress.ip_address(ref)
         except ValueError:
-            known = ", ".join(e.display for e in self.endpoints[:8])
+            names = [e.display for e in self.endpoints]
+            close = difflib.get_close_matches(ref, names, n=1, cutoff=0.6)
+            known = ", ".join(names[:8])
             raise PolicycError(Diagnostic.simple(
                 f"unknown endpoint {ref!r}: expected namespace/pod, a node name or an IP address"
-                + (f" (known: {known}, ...)" if known else ""))) from None
+                + (f"; did you mean {close[0]!r}?" if close else f" (known: {known}, ...)" if known else ""))
+            ) from None
         for ep in self.endpoints:
             if ip in ep.ips:
                 return ep

@@ -9,6 +9,8 @@ import enum
 import hashlib
 import json
 import os
+from pathlib import Path
+from urllib.parse import quote
 from dataclasses import dataclass
 
 from .. import explain
@@ -233,9 +235,12 @@ def render_json(findings: list[Finding]) -> str:
 
 
 def _uri(path: str) -> str:
-    """SARIF wants URIs; relative ones resolve against the checkout root in code-review tools."""
+    """SARIF wants URI references: relative ones resolve against the checkout root in code-review tools,
+    files outside the working directory become file:// URIs; both percent-encoded."""
     rel = os.path.relpath(path) if os.path.isabs(path) else path
-    return (path if rel.startswith("..") else rel).replace(os.sep, "/")
+    if rel.startswith(".."):
+        return Path(path).resolve().as_uri()
+    return quote(rel.replace(os.sep, "/"))
 
 
 def _physical(loc: Location) -> dict:
@@ -243,7 +248,10 @@ def _physical(loc: Location) -> dict:
             "region": {"startLine": max(loc.line, 1), "startColumn": max(loc.column, 1)}}
 
 
-def render_sarif(findings: list[Finding], version: str) -> str:
+def render_sarif(findings: list[Finding], version: str, fallback: str = "") -> str:
+    """SARIF 2.1.0; a finding about no rule in particular (a namespace without any policy, say) is placed
+    at line 1 of ``fallback`` (the inventory or first policy file): GitHub code scanning refuses results
+    without a location."""
     ids = sorted(CATALOGUE)
     rules = [{"id": c.id, "name": c.name, "shortDescription": {"text": c.summary},
               "fullDescription": {"text": c.help}, "help": {"text": c.help, "markdown": c.help},
@@ -254,8 +262,9 @@ def render_sarif(findings: list[Finding], version: str) -> str:
         message = f.message + (f"; {witness_text(f.witness)}" if f.witness else "")
         res = {"ruleId": f.check, "ruleIndex": ids.index(f.check), "level": f.level.value,
                "message": {"text": message}, "partialFingerprints": {"policyc/v1": f.fingerprint}}
-        if f.location:
-            res["locations"] = [{"physicalLocation": _physical(f.location)}]
+        where = f.location or (Location(fallback, 1, 1) if fallback else None)
+        if where:
+            res["locations"] = [{"physicalLocation": _physical(where)}]
         if f.related:
             res["relatedLocations"] = [{"id": i, "physicalLocation": _physical(r), "message": {"text": r.message}}
                                        for i, r in enumerate(f.related)]

@@ -227,15 +227,24 @@ def _need(r: _Reader, obj: dict, key: str, path: tuple):
     return obj[key]
 
 
+def _mapping(r: _Reader, value, path: tuple, allowed: tuple[str, ...]) -> dict:
+    """r.mapping, but a key that looks like a selector means YAML split an unquoted one at its commas."""
+    split = tuple(k for k in value if isinstance(k, str) and "=" in k) if isinstance(value, dict) else ()
+    for key in split:
+        r.error(path + (key,), f"{key!r} looks like part of a selector: inside {{...}}, quote selectors that "
+                               "contain commas (from: 'namespace=a,app=b')")
+    return r.mapping(value, path, allowed + split)
+
+
 def _flow(r: _Reader, cls, name: str, loc: Location, body, path: tuple):
-    obj = r.mapping(body, path, ("from", "to", "ports"))
+    obj = _mapping(r, body, path, ("from", "to", "ports"))
     src = parse_peer(r, _need(r, obj, "from", path), path + ("from",))
     dst = parse_peer(r, _need(r, obj, "to", path), path + ("to",))
     return cls(name, loc, src, dst, _ports(r, obj, path, required=False))
 
 
 def _isolation(r: _Reader, name: str, loc: Location, body, path: tuple) -> Isolation:
-    obj = r.mapping(body, path, ("between",))
+    obj = _mapping(r, body, path, ("between",))
     pair = _need(r, obj, "between", path)
     if not isinstance(pair, list) or len(pair) != 2:
         r.fail(path + ("between",), f"must be a list of two peers, not {_kind(pair)}"
@@ -256,14 +265,14 @@ def _default_deny(r: _Reader, name: str, loc: Location, body, path: tuple) -> De
         r.fail(path + ("namespaces",), "needs at least one namespace")
     namespaces = tuple(r.text(n, path + ("namespaces", i), "namespace") for i, n in enumerate(names))
     direction = obj.get("direction", "both")
-    if direction not in _DIRECTIONS:
+    if not isinstance(direction, str) or direction not in _DIRECTIONS:
         r.fail(path + ("direction",), f"direction {direction!r}: expected both, ingress or egress")
     return DefaultDenyIn(name, loc, namespaces, _DIRECTIONS[direction])
 
 
 def _world_only(r: _Reader, name: str, loc: Location, body, path: tuple) -> WorldOnly:
-    obj = r.mapping(body, path, ("to", "ports"))
-    dst = parse_peer(r, obj["to"], path + ("to",)) if "to" in obj else Pods(Selector(), "")
+    obj = _mapping(r, body, path, ("to", "ports"))
+    dst = parse_peer(r, obj["to"], path + ("to",)) if "to" in obj else Pods(Selector(), "*")
     if isinstance(dst, Addresses):
         r.fail(path + ("to",), "worldOnly protects pods: `to` must be a selector or a pod")
     return WorldOnly(name, loc, dst, _ports(r, obj, path, required=True))
