@@ -878,7 +878,7 @@ def test_r9_6_kafka_is_reported():
     """R9.6/V2: Kafka rules (removed upstream) are warned about and kept as an opaque L7 filter."""
     doc = cnp("endpointSelector: {matchLabels: {app: a}}\ningress: [{toPorts: [{ports: [{port: '9092', "
               "protocol: TCP}], rules: {kafka: [{topic: t}]}}]}]")
-    assert any("Kafka L7 rules were removed" in w for w in warnings(doc))
+    assert any("Kafka L7 rules are deprecated and removed" in w for w in warnings(doc))
     assert verdict(doc, "x/b", "x/a", 9092).l7[0].kind == "kafka"
 
 
