@@ -348,6 +348,15 @@ def test_empty_file(tmp_path, capsys):
         assert rc == 2 and f"{path}: error: empty file: no YAML or JSON document in it" in out, out
 
 
+def test_empty_file_in_a_directory_is_a_warning(tmp_path, capsys):
+    """kubectl skips an empty file found in a directory; only one named on the command line is an error."""
+    write(tmp_path, CNP + "  ingress: [{}]\n", "pol/a.yaml")
+    empty = write(tmp_path, "# placeholder\n", "pol/b.yaml")
+    rc, out = run_cli(capsys, "validate", str(tmp_path / "pol"))
+    assert rc == 0 and f"{empty}: warning: empty file: no YAML or JSON document in it" in out, out
+    assert "valid: 1 policies" in out
+
+
 def test_stray_document_separators_are_not_objects(tmp_path, capsys):
     """`---` before, between and after objects (common in kubectl output) is no empty object."""
     doc = CNP + "  ingress: [{}]\n"
