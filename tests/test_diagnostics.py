@@ -180,6 +180,13 @@ CASES = [
           - ports:
             - port: [80]
         """), 13, 9, "spec.ingress[0].toPorts[0].ports[0].port", "port must be a number or a port name, not a list"),
+    ("port-float", cnp("""\
+        ingress:
+        - toPorts:
+          - ports:
+            - port: 80.5
+        """), 13, 9, "spec.ingress[0].toPorts[0].ports[0].port",
+     "port must be a number or a port name, not a fractional number"),
     ("port-missing", cnp("""\
         ingress:
         - toPorts:
@@ -593,6 +600,8 @@ def test_cli_argument_errors(capsys, policy_and_inventory, argv, message):
      "container port needs a containerPort 1-65535 and protocol TCP, UDP or SCTP"),
     (("name: x, labels: {team: a}", "labels: {team: a}"), 6, 3, "items[0].metadata", "namespace without metadata.name"),
     (("items:\n", "items: 3\n"), 3, 1, "items", "must be a list, not int"),
+    (("name: b, namespace: x", "name: a, namespace: x"), 17, 14, "items[2].metadata.name",
+     "pod x/a is defined twice (first at "),
 ])
 def test_inventory_errors(tmp_path, capsys, policy_and_inventory, edit, line, col, field, message):
     policy, _ = policy_and_inventory

@@ -122,7 +122,7 @@ class _Reader:
 
 def _kind(value) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+            int: "a number", float: "a fractional number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 # ---------------------------------------------------------------- selectors
