@@ -138,6 +138,13 @@ CASES = [
         """), 15, 9, "spec.egress[0].toEndpoints[0].matchExpressions[0].values", "operator Exists takes no values"),
     ("label-value-number", CNP.replace("app: a", "version: 2") + "  ingress: [{}]\n", 9, 7,
      "spec.endpointSelector.matchLabels.version", "label value must be a string, not a number"),
+    ("label-value-space", cnp("""\
+        ingress:
+        - fromEndpoints:
+          - matchExpressions:
+            - {key: app, operator: NotIn, values: [ok, "not ok"]}
+        """), 13, 50, "spec.ingress[0].fromEndpoints[0].matchExpressions[0].values[1]",
+     "'not ok' is not a valid label value"),
     ("invalid-cidr", cnp("""\
         egress:
         - toCIDR: [10.0.0.300/8]

@@ -1028,3 +1028,11 @@ def test_r9_3c_local_host_bypasses_l7_filters():
                        "protocol: TCP}], rules: {http: [{method: GET}]}}]}]"))
     assert verdict(ev, "n1", "x/a").l7 == () and verdict(ev, "n1", "x/a").allowed
     assert [r.kind for r in verdict(ev, "n2", "x/a").l7] == ["http"]
+
+
+def test_r1_6_selector_values_are_label_values():
+    """R1.6: selector values must be valid Kubernetes label values (the agent builds k8s requirements from them)."""
+    assert_error(cnp("endpointSelector: {matchLabels: {app: 'a b'}}\ningress: [{}]"), "'a b' is not a valid label value")
+    assert_error(cnp("endpointSelector: {}\ningress: [{fromEndpoints: [{matchExpressions: "
+                     f"[{{key: app, operator: In, values: [{'x' * 64}]}}]}}]}}]"), "is not a valid label value")
+    assert messages(cnp("endpointSelector: {matchLabels: {'reserved:host': '', app: a-b.c_d}}\ningress: [{}]")) == []

@@ -27,6 +27,7 @@ API_VERSIONS = {CNP: ("cilium.io/v2",), CCNP: ("cilium.io/v2",), KNP: ("networki
 IGNORE_ANNOTATION = "policyc.io/ignore"
 MAX_PORTS = 40  # R1.5 PortRule.ports and R1.27 ICMP fields
 
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _IANA_NAME = re.compile(r"^(?=.*[a-z])(?!.*--)[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 _DNS_NAME = re.compile(r"^[a-z0-9_.-]+\.?$")
 _DNS_PATTERN = re.compile(r"^[a-z0-9_.*-]+\.?$")
@@ -168,6 +169,7 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
             val = ""
         if not isinstance(val, str):
             r.fail(where, f"label value must be a string, not {_kind(val)} (quote it: \"{val}\")")
+        label_value(r, val, where)
         source, k = split_key(key_map(key), default_source)
         reqs.append(Requirement(source, k, Op.IN, (val,)))
     for i, expr in enumerate(r.sequence(obj, "matchExpressions", path)):
@@ -186,7 +188,7 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
                                            f"or DoesNotExist{hint}")
         values = r.sequence(expr, "values", where)
         for j, v in enumerate(values):
-            r.text(v, where + ("values", j))
+            label_value(r, r.text(v, where + ("values", j)), where + ("values", j))
         if op in (Op.IN, Op.NOT_IN) and not values:
             r.fail(where + ("values",), f"operator {op.value} needs at least one value")
         if op in (Op.EXISTS, Op.DOES_NOT_EXIST) and values:
@@ -194,6 +196,13 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
         source, k = split_key(key_map(key), default_source)
         reqs.append(Requirement(source, k, op, tuple(sorted(set(values)))))
     return Selector(tuple(sorted(set(reqs))))
+
+
+def label_value(r: _Reader, value: str, path: tuple) -> None:
+    """R1.6: selector values are Kubernetes label values (at most 63 characters, alphanumerics and -_. inside)."""
+    if len(value) > 63 or not _LABEL_VALUE.match(value):
+        r.error(path, f"{value!r} is not a valid label value: at most 63 characters, letters, digits, '-', '_' "
+                      "and '.', starting and ending with a letter or digit")
 
 
 def _ns_req(namespace: str) -> Requirement:
