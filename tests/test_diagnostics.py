@@ -187,6 +187,13 @@ CASES = [
           - ports:
             - port: [80]
         """), 13, 9, "spec.ingress[0].toPorts[0].ports[0].port", "port must be a number or a port name, not a list"),
+    ("port-unquoted", cnp("""\
+        ingress:
+        - toPorts:
+          - ports:
+            - port: 80
+        """), 13, 9, "spec.ingress[0].toPorts[0].ports[0].port",
+     'port 80 is a number: quote it ("80"), the API server rejects a number here'),
     ("port-float", cnp("""\
         ingress:
         - toPorts:

@@ -1036,3 +1036,10 @@ def test_r1_6_selector_values_are_label_values():
     assert_error(cnp("endpointSelector: {}\ningress: [{fromEndpoints: [{matchExpressions: "
                      f"[{{key: app, operator: In, values: [{'x' * 64}]}}]}}]}}]"), "is not a valid label value")
     assert messages(cnp("endpointSelector: {matchLabels: {'reserved:host': '', app: a-b.c_d}}\ningress: [{}]")) == []
+
+
+def test_r1_17_cnp_ports_are_strings():
+    """R1.17: the CRD types PortProtocol.port as a string; the API server rejects an unquoted number
+    (grafana/loki#19251, minio/minio#19232), so policyc does too. KNP ports are the other way round."""
+    assert_error(cnp("endpointSelector: {}\ningress: [{toPorts: [{ports: [{port: 80}]}]}]"), "port 80 is a number: quote it")
+    assert_error(knp("podSelector: {}\ningress: [{ports: [{port: '80'}]}]"), "port '80' is a string")

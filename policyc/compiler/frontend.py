@@ -424,6 +424,9 @@ def parse_port_rules(r: _Reader, items: list, path: tuple, direction: Direction,
             port = r.mapping(port, pwhere, ("port", "endPort", "protocol"))
             if port.get("port") in (None, ""):
                 r.fail(pwhere + ("port",), "port is required (R1.16)")
+            if isinstance(port["port"], int) and not isinstance(port["port"], bool):  # the CRD types it string
+                r.fail(pwhere + ("port",), f"port {port['port']} is a number: quote it (\"{port['port']}\"), the "
+                                           "API server rejects a number here")
             number, name = parse_port_number(r, port["port"], pwhere + ("port",), allow_names=True)
             protos = parse_protocol(r, port.get("protocol"), pwhere + ("protocol",), knp=False)
             first, last = (0, 0) if name else port_range(r, port, pwhere, number)
