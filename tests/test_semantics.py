@@ -507,6 +507,14 @@ def test_r3_4_any_selecting_rule_asking_for_default_deny_wins():
     assert allowed(ev, "y/c", "x/b")  # x/b is selected only by the opt-out rule
 
 
+def test_r3_4c_l7_without_default_deny_is_flagged():
+    """R3.4c: L7 rules are not reconciled with enableDefaultDeny false (cilium PR 38675): a warning says so."""
+    doc = cnp("endpointSelector: {matchLabels: {app: a}}\nenableDefaultDeny: {ingress: false}\n"
+              "ingress: [{toPorts: [{ports: [{port: '80', protocol: TCP}], rules: {http: [{method: GET}]}}]}]")
+    assert any("(R3.4c)" in w for w in warnings(doc))
+    assert not any("(R3.4c)" in w for w in warnings(doc.replace("{ingress: false}", "{ingress: true}")))
+
+
 def test_r3_5_not_default_deny_still_denies():
     """R3.5: without default-deny everything is allowed except what deny rules match."""
     ev = evaluator(cnp("endpointSelector: {matchLabels: {app: a}}\nenableDefaultDeny: {ingress: false}\n"
@@ -857,8 +865,8 @@ def test_r9_3_rule_without_l7_widens_to_allow_all():
 
 
 def test_r9_4_l3_only_peer_gets_every_request():
-    """R9.4: wildcard-peer HTTP rule on 80 plus an L3-only allow for X: X may send any request, others only
-    the HTTP-allowed ones."""
+    """R9.4/R9.3b: wildcard-peer HTTP rule on 80 plus an L3-only allow for X: per identity, X may send any
+    request (its no-L7 entry), others only the HTTP-allowed ones."""
     ev = evaluator(cnp("endpointSelector: {matchLabels: {app: a}}\ningress:\n"
                        "- toPorts: [{ports: [{port: '80', protocol: TCP}], rules: {http: [{method: GET}]}}]\n"
                        "- fromEndpoints: [{matchLabels: {app: b}}]"))

@@ -624,6 +624,13 @@ def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str 
         if subject_kind is SubjectKind.NODE and any(pm.l7 for pm in rule.ports):
             if rule.direction is Direction.INGRESS or any(pm.l7.kind != "dns" for pm in rule.ports if pm.l7):
                 r.fail(path, "host policies (nodeSelector) support no L7 rules except DNS on egress (R9.8)")
+    for direction in Direction:
+        if flags.get(direction.value) is False and any(pm.l7 for rule in rules if rule.direction is direction
+                                                       for pm in rule.ports):
+            r.warn(path + ("enableDefaultDeny", direction.value),
+                   f"L7 rules with enableDefaultDeny.{direction.value}: false: Cilium still sends those ports to the "
+                   "proxy and filters requests there, although the endpoint is otherwise default-allow; policyc "
+                   "reports such flows as allowed without L7 filtering (R3.4c)", "l7-without-default-deny")
     return rules, dd
 
 
