@@ -11,10 +11,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SHARED
+from conftest import ROOT, SHARED
+from kernelreq import require_kernel
 from policyc.cli import main
 
 CASES = sorted(p for p in (SHARED / "conformance").glob("*") if (p / "expected.yaml").is_file())
+# Our own cases, same format, for semantics traps the shared set does not probe; they list only
+# the probes that matter and use the e2e inventory of the shared case 001 unless they bring one.
+LOCAL = ROOT / "tests" / "data" / "conformance"
+LOCAL_CASES = sorted(p for p in LOCAL.glob("*") if (p / "expected.yaml").is_file())
+E2E_INVENTORY = SHARED / "conformance" / "001-no-policies" / "inventory.yaml"
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -29,11 +35,16 @@ def _externals(probes: list[dict]) -> list[str]:
     return sorted(p for p in peers if "/" not in p)
 
 
+def _inventory(case: Path) -> Path:
+    own = case / "inventory.yaml"
+    return own if own.is_file() else E2E_INVENTORY
+
+
 def _matrix_args(case: Path, probes: list[dict]) -> list[str]:
     ports = sorted({f"{p['port']}/{p['protocol']}" for p in probes})
     policies = case / "policies"
-    args = ["matrix", str(policies if policies.is_dir() else case / "inventory.yaml"),
-            "--inventory", str(case / "inventory.yaml"), "--ports", ",".join(ports), "--format", "json"]
+    args = ["matrix", str(policies if policies.is_dir() else _inventory(case)),
+            "--inventory", str(_inventory(case)), "--ports", ",".join(ports), "--format", "json"]
     externals = _externals(probes)
     if externals:
         args += ["--external", ",".join(externals)]
@@ -42,9 +53,10 @@ def _matrix_args(case: Path, probes: list[dict]) -> list[str]:
 
 def test_cases_found():
     assert len(CASES) >= 25, "the shared conformance folder should hold at least the 25 known cases"
+    assert len(LOCAL_CASES) >= 9
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", CASES + LOCAL_CASES, ids=[c.name for c in CASES + LOCAL_CASES])
 def test_conformance_case(case: Path, capsys):
     expected = yaml.safe_load((case / "expected.yaml").read_text())
     probes = expected["probes"]
@@ -105,3 +117,14 @@ def test_matrix_text_is_e2e_truth_table(capsys):
         assert table["x/a"]["x/a"] == "-"
         assert table["y/a"]["y/b"] == "."
         assert {c for r in table.values() for c in r.values()} <= {".", "X", "-"}
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("case", LOCAL_CASES, ids=[c.name for c in LOCAL_CASES])
+def test_local_case_in_kernel(case: Path, tmp_path, capsys):
+    """Our trap cases also hold in the compiled datapath: `compile --validate` replays them in the kernel."""
+    require_kernel()
+    code, out, err = run_cli(capsys, "compile", str(case / "policies"), "--inventory", str(_inventory(case)),
+                             "-o", str(tmp_path / "art"), "--validate")
+    assert code == 0, err
+    assert " 0 mismatch(es)" in out

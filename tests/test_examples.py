@@ -27,7 +27,7 @@ INTENDED = [
     (WORLD, "data/postgres", "5432/TCP", "deny"),
     ("ops/ingress", "shop/frontend", "8080/TCP", "allow"),
     ("ops/ingress", "shop/cart", "8080/TCP", "deny"),
-    # the frontend calls the shop APIs by the named port `http`, and a CDN on 443
+    # the frontend calls the shop APIs by the named port `api`, and a CDN on 443
     ("shop/frontend", "shop/cart", "8080/TCP", "allow"),
     ("shop/frontend", "shop/catalog", "8080/TCP", "allow"),
     ("shop/frontend", "shop/checkout", "8080/TCP", "allow"),
@@ -193,3 +193,24 @@ def test_make_demo_commands_run(capsys, monkeypatch):
     header, *rows = tables["443/TCP"]
     row = dict(zip(header.split(), next(r for r in rows if r.startswith(WORLD)).split()[1:]))
     assert row["ops/ingress"] == "." and row["shop/frontend"] == "X"
+
+
+def test_egress_named_ports_mean_one_number_cluster_wide():
+    """Cilium < 1.20 resolves egress port names over every pod and drops the rule on a clash
+    (cilium issue 30003): the example only uses names that are unambiguous in its inventory."""
+    import yaml
+    numbers: dict[str, set] = {}
+    for item in yaml.safe_load((SHOP / "inventory.yaml").read_text())["items"]:
+        for container in item.get("spec", {}).get("containers", []) if item["kind"] == "Pod" else []:
+            for port in container.get("ports", []):
+                numbers.setdefault(port["name"], set()).add(port["containerPort"])
+    used = set()
+    for path in (SHOP / "policies").rglob("*.yaml"):
+        doc = yaml.safe_load(path.read_text())
+        for rule in [doc.get("spec")] + (doc.get("specs") or []):
+            for egress in (rule or {}).get("egress", []):
+                used |= {p["port"] for pr in egress.get("toPorts", []) for p in pr.get("ports", [])
+                         if not str(p["port"]).isdigit()}
+    assert used == {"api"}
+    assert all(len(numbers[name]) == 1 for name in used), {n: numbers[n] for n in used}
+    assert len(numbers["http"]) > 1  # the name the README warns about
