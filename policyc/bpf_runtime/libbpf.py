@@ -31,8 +31,9 @@ BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 class BPFError(Exception):
     """A libbpf or kernel failure, with the verifier log tail when the kernel rejected a program."""
 
-    def __init__(self, message: str, log: str = ""):
+    def __init__(self, message: str, log: str = "", errno: int = 0):
         self.log = log
+        self.errno = errno
         super().__init__(message + (f"\nverifier log (tail):\n{log}" if log else ""))
 
 
@@ -151,7 +152,7 @@ def _check(ret: int, what: str) -> int:
     """libbpf 1.x returns -errno (and sets errno); turn negatives into BPFError."""
     if ret < 0:
         err = ctypes.get_errno() or -ret
-        raise BPFError(f"{what}: {os.strerror(err)} (errno {err})")
+        raise BPFError(f"{what}: {os.strerror(err)} (errno {err})", errno=err)
     return ret
 
 
@@ -235,12 +236,22 @@ def link_detach(link_fd: int, what: str = "link detach") -> None:
     _check(lib().bpf_link_detach(link_fd), what)
 
 
-def link_ids(link_fd: int) -> tuple[int, int]:
-    """(link id, program id) of a link: the head of struct bpf_link_info is type, id, prog_id."""
+def _info_head(fd: int) -> list[int]:
+    """The first words of bpf_{prog,link}_info: both start with type, id (a link then has prog_id)."""
     info = (ctypes.c_uint32 * 16)()
     size = ctypes.c_uint32(ctypes.sizeof(info))
-    _check(lib().bpf_obj_get_info_by_fd(link_fd, info, ctypes.byref(size)), "link info")
-    return info[1], info[2]
+    _check(lib().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)), "object info")
+    return list(info[:3])
+
+
+def link_ids(link_fd: int) -> tuple[int, int]:
+    """(link id, id of the program it runs)."""
+    _, link_id, prog_id = _info_head(link_fd)
+    return link_id, prog_id
+
+
+def prog_id(prog_fd: int) -> int:
+    return _info_head(prog_fd)[1]
 
 
 def link_alive(link_id: int) -> bool:

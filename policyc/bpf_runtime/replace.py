@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
@@ -40,7 +41,9 @@ def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResul
     keep_attachments = not req.attach and not req.xdp
     wanted = ({(a.iface, a.hook) for a in old.attachments} if keep_attachments
               else {(i, h) for _, i in req.attach for h in ("ingress", "egress")} | ({(req.xdp, "xdp")} if req.xdp else set()))
-    staying = [a for a in old.attachments if (a.iface, a.hook) in wanted]
+    owner = dict((iface, endpoint) for endpoint, iface in req.attach)
+    staying = [dc_replace(a, endpoint=owner.get(a.iface, a.endpoint))
+               for a in old.attachments if (a.iface, a.hook) in wanted]
     leaving = [a for a in old.attachments if (a.iface, a.hook) not in wanted]
     nxt = pins / "next"
     bpffs.remove_tree(nxt)  # left over from a replace that crashed before step 5
@@ -51,7 +54,8 @@ def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResul
         old_ct = Map.open_pinned(str(pins / "maps" / "conntrack"))
         undo.add(old_ct.close)
         old_features = manifest_of(old)["features"]
-        kept, dropped = migrate(old_ct, old_features, obj)
+        seen: set[bytes] = set()
+        kept, dropped = migrate(old_ct, old_features, obj, seen)
         reset_side_effects(obj)
         for a in staying:
             previous = open_program(pins, a.program)
@@ -59,7 +63,7 @@ def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResul
             update(Path(a.pin), obj.program(a.program))
             undo.add(update, Path(a.pin), previous)
         added = attach_all(obj, req, pins / "links", undo, frozenset((a.iface, a.hook) for a in staying))
-        more, lost = migrate(old_ct, old_features, obj)  # connections opened between steps 2 and 3
+        more, lost = migrate(old_ct, old_features, obj, seen)  # connections opened between steps 2 and 3
     except BaseException:
         undo.run()
         raise
