@@ -19,6 +19,7 @@ import yaml
 from conftest import SHARED
 from kernelreq import require_kernel
 from netmodel import PIN_ROOT, NetModel, leftovers, policyc_argv, policyc_env, run
+from policyc.compiler.evaluate import Reason
 from policyc.compiler.inventory import load_inventory
 
 pytestmark = pytest.mark.kernel
@@ -242,4 +243,119 @@ def test_atomic_replace_under_traffic(model, tmp_path, empty):
               f"unfiltered {len(unfiltered)} {unfiltered[:10]}; loads took "
               f"{[round(e - s, 2) for s, e, _ in timeline]} s")
     assert counted["deny"] > 100 and counted["allow"] > 1000, report
+    print(report)
     assert not lost and not unfiltered, report
+
+
+# -- relabel under traffic ------------------------------------------------------------------------
+
+RELABEL_CASE = SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"  # x/a admits only x/b on 80/TCP
+RELABEL = {"x/b": {"pod": "c"}, "x/c": {"pod": "b"}}  # swap the labels of x/b and x/c
+
+
+def relabelled_inventory(source: Path, changes: dict[str, dict], out: Path) -> Path:
+    """``source`` with the labels of some pods replaced: the inventory `matrix` must agree with."""
+    doc = yaml.safe_load(source.read_text())
+    for item in doc["items"]:
+        meta = item["metadata"]
+        ref = f"{meta.get('namespace')}/{meta['name']}"
+        if item["kind"] == "Pod" and ref in changes:
+            meta["labels"] = dict(changes[ref])
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def test_relabel_under_traffic(model, tmp_path, empty):
+    """`policyc endpoint relabel` swaps the labels of x/b and x/c while a TCP connection x/b -> x/a:80
+    is open: new connections get the verdicts `matrix` gives for the relabelled inventory at once,
+    and the established connection goes on (conntrack is untouched)."""
+    inventory = RELABEL_CASE / "inventory.yaml"
+    paths = policy_paths(RELABEL_CASE, empty)
+    before = matrix(paths, inventory)
+    after = matrix(paths, relabelled_inventory(inventory, RELABEL, tmp_path / "relabelled.yaml"))
+    changed = sorted(f for f in before if before[f] != after[f])
+    assert ("x/b", "x/a", 80, "TCP") in changed and ("x/c", "x/a", 80, "TCP") in changed
+
+    artifact = compile_case(paths, inventory, tmp_path / "artifact")
+    name = f"{PREFIX}-relabel"
+    with loaded(model, artifact, name):
+        assert not mismatches(before, model.probe(list(before)))
+        held = model.spawn(model.by_name["x/b"].netns, ["hold", str(model.by_name["x/a"].ips[0]), "80"])
+        assert held.stdout.readline().strip() == "connected"
+        held.stdin.write("ping\n")
+        held.stdin.flush()
+        assert held.stdout.readline().strip() == "x/a"
+
+        for pod, labels in RELABEL.items():
+            proc = model.policyc("endpoint", "relabel", name, pod,
+                                 *[arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")])
+            assert proc.returncode == 0, f"relabel {pod} failed:\n{proc.stderr}"
+        observed = model.probe(list(after))
+        held.stdin.write("ping\n")
+        held.stdin.flush()
+        still = held.stdout.readline().strip()
+        held.stdin.close()
+        held.wait(timeout=10)
+        model.procs.remove(held)
+
+    bad = mismatches(after, observed)
+    assert not bad, f"after relabel {len(bad)} flows differ from matrix:\n" + "\n".join(bad)
+    assert still == "x/a", f"the connection established before the relabel broke: {still!r}"
+
+
+# -- observe --------------------------------------------------------------------------------------
+
+OBSERVE_CASES = [SHARED / "conformance" / "019-cnp-deny-wins",              # denied by an ingressDeny rule
+                 SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"]  # denied by default deny
+
+
+def query_why(paths: list[str], inventory: Path, flow) -> dict:
+    """The evaluator's deciding direction of a denied flow: ``{"direction", "rules", "default_deny_from"}``."""
+    src, dst, port, proto = flow
+    out = json.loads(policyc("query", *paths, "--inventory", str(inventory), "--from", src, "--to", dst,
+                             "--port", f"{port}/{proto}", "--format", "json").stdout)["queries"][0]
+    for direction in ("egress", "ingress"):
+        if out[direction]["verdict"] == "deny":
+            return {"direction": direction, **out[direction]}
+    raise AssertionError(f"{flow} is not denied")
+
+
+@pytest.mark.parametrize("case", OBSERVE_CASES, ids=[c.name for c in OBSERVE_CASES])
+def test_observe_reports_denied_flows_with_the_deciding_rule(model, case, tmp_path, empty):
+    inventory = case / "inventory.yaml"
+    paths = policy_paths(case, empty)
+    expected = matrix(paths, inventory)
+    denied = [f for f, v in expected.items() if v == "deny"][:12]
+    assert denied
+    artifact = compile_case(paths, inventory, tmp_path / "artifact")
+    name = f"{PREFIX}-observe"
+    with loaded(model, artifact, name):
+        observer = subprocess.Popen(
+            ["nsenter", f"--net=/var/run/netns/{model.node}",
+             *policyc_argv("observe", name, "--follow", "--timeout", "5", "--verdict", "deny", "--format", "json")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=policyc_env())
+        try:
+            time.sleep(1.0)  # the observer opens the ring buffer before the traffic starts
+            probed = model.probe(denied)
+            out, err = observer.communicate(timeout=30)
+        finally:
+            if observer.poll() is None:
+                observer.kill()
+                observer.wait()
+    assert all(v[0] == "deny" for v in probed.values()), probed
+    assert observer.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert events, f"observe printed no events:\n{err}"
+    seen = {(e["source"], e["destination"], e["dport"], e["protocol"]): e for e in events}
+    for flow in denied:
+        assert flow in seen, f"{flow} missing from observe ({len(events)} events, e.g. {events[:2]})"
+        event = seen[flow]
+        why = query_why(paths, inventory, flow)
+        # events name reasons by the Reason member (DENIED -> "denied"), query by its value ("denied-by-rule")
+        reason = Reason[event["reason"].upper().replace("-", "_")].value
+        assert (event["verdict"], event["direction"], reason) == ("deny", why["direction"], why["reason"]), (event, why)
+        if why["rules"]:  # the deciding rule, by its origin
+            assert (event["rule"], event["policy"]) == (why["rules"][0]["id"], why["rules"][0]["namespace"] + "/"
+                                                        + why["rules"][0]["name"]), (event, why)
+        else:
+            assert event["rule_id"] == 0 and why["reason"] == "default-deny", (event, why)
