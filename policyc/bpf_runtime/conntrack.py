@@ -43,16 +43,21 @@ def first_packet(fields: dict) -> bytes | None:
         return None
 
 
-def migrate(old: Map, old_features: dict, new: BPFObject) -> tuple[int, int]:
-    """Replay every old entry missing from the new map through the new programs; (kept, dropped)."""
+def migrate(old: Map, old_features: dict, new: BPFObject, seen: set[bytes]) -> tuple[int, int]:
+    """Replay every old entry not yet in ``seen`` through the new programs; (kept, dropped).
+
+    ``seen`` collects the keys replayed, so a second pass (after the swap) only
+    handles the connections the old programs opened in between.
+    """
     key_layout = layouts(16 if old_features.get("ipv6") else 4, bool(old_features.get("port_ranges")))["ct_key"]
     new_ct = new.map("conntrack")
     progs = {d: new.program(name) for d, name in _HOOK.items()}
     kept = dropped = 0
     new_size = new_ct.key_size
     for key in old.keys():
-        if new_size == len(key) and new_ct.lookup(key) is not None:
+        if key in seen or (new_size == len(key) and new_ct.lookup(key) is not None):
             continue
+        seen.add(key)
         fields = key_layout.unpack(key)
         data = first_packet(fields)
         prog = progs.get(fields["dir"])

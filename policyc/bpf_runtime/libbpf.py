@@ -121,6 +121,7 @@ def _load_library() -> ctypes.CDLL:
         "bpf_link_create": (i, [i, i, ctypes.c_int, ctypes.POINTER(_LinkCreateOpts)]),
         "bpf_link_update": (i, [i, i, p]),
         "bpf_link_detach": (i, [i]),
+        "bpf_link_get_fd_by_id": (i, [u32]),
         "bpf_tc_hook_create": (i, [ctypes.POINTER(_TCHook)]),
         "bpf_tc_attach": (i, [ctypes.POINTER(_TCHook), ctypes.POINTER(_TCOpts)]),
         "bpf_tc_detach": (i, [ctypes.POINTER(_TCHook), ctypes.POINTER(_TCOpts)]),
@@ -232,6 +233,33 @@ def link_update(link_fd: int, prog_fd: int, what: str = "link update") -> None:
 def link_detach(link_fd: int, what: str = "link detach") -> None:
     """Detach a link from its hook even while pins or other fds still hold it."""
     _check(lib().bpf_link_detach(link_fd), what)
+
+
+def _info_head(fd: int) -> list[int]:
+    """The first words of bpf_{prog,link}_info: both start with type, id (a link then has prog_id)."""
+    info = (ctypes.c_uint32 * 16)()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(lib().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)), "object info")
+    return list(info[:3])
+
+
+def link_ids(link_fd: int) -> tuple[int, int]:
+    """(link id, id of the program it runs)."""
+    _, link_id, prog_id = _info_head(link_fd)
+    return link_id, prog_id
+
+
+def prog_id(prog_fd: int) -> int:
+    return _info_head(prog_fd)[1]
+
+
+def link_alive(link_id: int) -> bool:
+    """Whether a link with this id still exists in the kernel."""
+    fd = lib().bpf_link_get_fd_by_id(link_id)
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
 
 
 def _tc_args(ifindex: int, point: int, handle: int, priority: int, prog_fd: int = 0, flags: int = 0):

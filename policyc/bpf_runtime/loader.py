@@ -73,9 +73,25 @@ class Undo:
                 pass
 
 
+CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF = 12, 21, 39
+
+
+def effective_caps() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return -1 if os.geteuid() == 0 else 0
+
+
 def require_root() -> None:
-    if os.geteuid() != 0:
-        raise _error("loading BPF programs needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run as root")
+    """BPF maps, programs and links need CAP_BPF (or CAP_SYS_ADMIN); hooks need CAP_NET_ADMIN."""
+    caps = effective_caps()
+    has = lambda cap: bool(caps >> cap & 1)  # noqa: E731
+    if not (has(CAP_NET_ADMIN) and (has(CAP_BPF) or has(CAP_SYS_ADMIN))):
+        raise _error("the runtime commands need root (CAP_BPF or CAP_SYS_ADMIN, and CAP_NET_ADMIN): run as root")
 
 
 def artifact_endpoints(artifact: Path) -> list[dict]:

@@ -51,7 +51,8 @@ def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResul
         old_ct = Map.open_pinned(str(pins / "maps" / "conntrack"))
         undo.add(old_ct.close)
         old_features = manifest_of(old)["features"]
-        kept, dropped = migrate(old_ct, old_features, obj)
+        seen: set[bytes] = set()
+        kept, dropped = migrate(old_ct, old_features, obj, seen)
         reset_side_effects(obj)
         for a in staying:
             previous = open_program(pins, a.program)
@@ -59,7 +60,7 @@ def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResul
             update(Path(a.pin), obj.program(a.program))
             undo.add(update, Path(a.pin), previous)
         added = attach_all(obj, req, pins / "links", undo, frozenset((a.iface, a.hook) for a in staying))
-        more, lost = migrate(old_ct, old_features, obj)  # connections opened between steps 2 and 3
+        more, lost = migrate(old_ct, old_features, obj, seen)  # connections opened between steps 2 and 3
     except BaseException:
         undo.run()
         raise
