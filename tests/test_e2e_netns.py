@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,9 +17,9 @@ import yaml
 
 from conftest import SHARED
 from kernelreq import require_kernel
-from netmodel import PIN_ROOT, NetModel, leftovers, policyc_argv, policyc_env, run
+from netmodel import PIN_ROOT, STATE_DIR, NetModel, leftovers, policyc_argv, policyc_env, run
 from policyc.compiler.evaluate import Reason
-from policyc.compiler.inventory import load_inventory
+from policyc.compiler.inventory import Inventory, load_inventory
 
 pytestmark = pytest.mark.kernel
 
@@ -61,10 +60,10 @@ def pins(name: str) -> Path:
 
 
 @contextmanager
-def loaded(model: NetModel, artifact: Path, name: str):
+def loaded(model: NetModel, artifact: Path, name: str, *extra: str):
     """`policyc load` in the node namespace on every pod's host-side veth; always `policyc unload`."""
     try:
-        load = model.policyc("load", str(artifact), "--name", name, *model.attach_args())
+        load = model.policyc("load", str(artifact), "--name", name, *model.attach_args(), *extra)
         assert load.returncode == 0, f"policyc load failed ({load.returncode}):\n{load.stderr}"
         yield
     finally:
@@ -77,10 +76,6 @@ def mismatches(expected: dict, observed: dict) -> list[str]:
     return [f"{src} -> {dst} {port}/{proto}: matrix {verdict}, kernel {observed[(src, dst, port, proto)]}"
             for (src, dst, port, proto), verdict in sorted(expected.items())
             if observed[(src, dst, port, proto)][0] != verdict]
-
-
-def verdicts(model: NetModel, flows) -> dict:
-    return {flow: result for flow, result in model.probe(list(flows)).items()}
 
 
 # -- fixtures -------------------------------------------------------------------------------------
@@ -121,10 +116,34 @@ def test_prober_sees_drops(model):
     assert [r[0] for r in results.values()] == ["deny", "allow", "allow"]
 
 
+def test_teardown_after_a_failure_removes_everything(tmp_path, empty):
+    """A test that fails with an artifact loaded still leaves no namespace, process, pin or state file."""
+    require_kernel()
+    inventory = load_inventory([INVENTORY])
+    small = Inventory(endpoints=inventory.pods[:2], namespaces=inventory.namespaces)
+    artifact = compile_case(policy_paths(CASES[1], empty), INVENTORY, tmp_path / "artifact")
+    prefix, name = f"{PREFIX}t", f"{PREFIX}t-crash"
+    with pytest.raises(RuntimeError, match="planned"):
+        with NetModel(small, tmp_path / "work", prefix=prefix) as m:
+            load = m.policyc("load", str(artifact), "--name", name, *m.attach_args())
+            assert load.returncode == 0, load.stderr
+            assert pins(name).is_dir()
+            processes = list(m.servers.values())
+            raise RuntimeError("planned failure")
+    assert leftovers(prefix) == ([], [])
+    assert all(p.poll() is not None for p in processes)
+    assert not (STATE_DIR / f"{name}.json").exists()
+
+
 # -- conformance cases over real connections ------------------------------------------------------
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_conformance_case_over_real_traffic(model, case, tmp_path, empty):
+CLSACT_CASES = [SHARED / "conformance" / "019-cnp-deny-wins", SHARED / "conformance" / "012-knp-port-range"]
+
+
+@pytest.mark.parametrize("case,tc_mode", [(c, "tcx") for c in CASES] + [(c, "clsact") for c in CLSACT_CASES],
+                         ids=[c.name for c in CASES] + [f"{c.name}-clsact" for c in CLSACT_CASES])
+def test_conformance_case_over_real_traffic(model, case, tc_mode, tmp_path, empty):
+    """tcx links by default; a few cases also through clsact filters, the path for kernels before 6.6."""
     inventory = case / "inventory.yaml"
     pods = load_inventory([inventory]).pods
     assert [(p.display, p.ips) for p in pods] == [(p.display, p.ips) for p in model.pods], \
@@ -132,7 +151,7 @@ def test_conformance_case_over_real_traffic(model, case, tmp_path, empty):
     paths = policy_paths(case, empty)
     expected = matrix(paths, inventory)
     artifact = compile_case(paths, inventory, tmp_path / "artifact")
-    with loaded(model, artifact, f"{PREFIX}-e2e"):
+    with loaded(model, artifact, f"{PREFIX}-e2e", "--tc-mode", tc_mode):
         observed = model.probe(list(expected))
     bad = mismatches(expected, observed)
     assert not bad, f"{case.name}: {len(bad)} of {len(expected)} flows differ:\n" + "\n".join(bad[:40])
