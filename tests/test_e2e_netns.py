@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bccreq import require_bcc
 from conftest import SHARED
 from kernelreq import require_kernel
 from netmodel import PIN_ROOT, STATE_DIR, NetModel, leftovers, policyc_argv, policyc_env, run
@@ -138,12 +139,20 @@ def test_teardown_after_a_failure_removes_everything(tmp_path, empty):
 # -- conformance cases over real connections ------------------------------------------------------
 
 CLSACT_CASES = [SHARED / "conformance" / "019-cnp-deny-wins", SHARED / "conformance" / "012-knp-port-range"]
+BCC_CASES = [SHARED / "conformance" / "019-cnp-deny-wins", SHARED / "conformance" / "011-knp-named-port"]
+VARIANTS = ([(c, "tcx", "libbpf") for c in CASES] + [(c, "clsact", "libbpf") for c in CLSACT_CASES]
+            + [(c, "tcx", "bcc") for c in BCC_CASES])
 
 
-@pytest.mark.parametrize("case,tc_mode", [(c, "tcx") for c in CASES] + [(c, "clsact") for c in CLSACT_CASES],
-                         ids=[c.name for c in CASES] + [f"{c.name}-clsact" for c in CLSACT_CASES])
-def test_conformance_case_over_real_traffic(model, case, tc_mode, tmp_path, empty):
-    """tcx links by default; a few cases also through clsact filters, the path for kernels before 6.6."""
+@pytest.mark.parametrize("case,tc_mode,compiler", VARIANTS,
+                         ids=[c.name + ("" if t == "tcx" else f"-{t}") + ("" if k == "libbpf" else f"-{k}")
+                              for c, t, k in VARIANTS])
+def test_conformance_case_over_real_traffic(model, case, tc_mode, compiler, tmp_path, empty, monkeypatch,
+                                            tmp_path_factory):
+    """tcx links by default; a few cases also through clsact filters (kernels before 6.6) and through
+    programs bcc compiled on the node (`load --compiler bcc`)."""
+    if compiler == "bcc":
+        require_bcc(tmp_path_factory.getbasetemp(), monkeypatch)
     inventory = case / "inventory.yaml"
     pods = load_inventory([inventory]).pods
     assert [(p.display, p.ips) for p in pods] == [(p.display, p.ips) for p in model.pods], \
@@ -151,7 +160,7 @@ def test_conformance_case_over_real_traffic(model, case, tc_mode, tmp_path, empt
     paths = policy_paths(case, empty)
     expected = matrix(paths, inventory)
     artifact = compile_case(paths, inventory, tmp_path / "artifact")
-    with loaded(model, artifact, f"{PREFIX}-e2e", "--tc-mode", tc_mode):
+    with loaded(model, artifact, f"{PREFIX}-e2e", "--tc-mode", tc_mode, "--compiler", compiler):
         observed = model.probe(list(expected))
     bad = mismatches(expected, observed)
     assert not bad, f"{case.name}: {len(bad)} of {len(expected)} flows differ:\n" + "\n".join(bad[:40])
