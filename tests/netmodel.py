@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 AGENT = Path(__file__).resolve().parent / "netagent.py"
 NETNS_DIR = Path("/var/run/netns")
 PIN_ROOT = Path("/sys/fs/bpf/policyc")
+STATE_DIR = Path("/run/policyc")  # the loader's state files, <name>.json
 GATEWAY4 = "169.254.1.1"
 GATEWAY6 = "fe80::1"
 DENY_TIMEOUT = 0.4
@@ -100,11 +101,14 @@ def remove_netns(name: str) -> None:
 
 
 def cleanup(prefix: str) -> None:
+    """Unload what is still pinned (pins are the loader's source of truth), then delete namespaces."""
     netns, pins = leftovers(prefix)
+    for path in pins:
+        subprocess.run(policyc_argv("unload", path.name), capture_output=True, env=policyc_env(), timeout=60)
+        shutil.rmtree(path, ignore_errors=True)
+        Path(STATE_DIR, f"{path.name}.json").unlink(missing_ok=True)
     for name in netns:
         remove_netns(name)
-    for path in pins:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 class NetModel:

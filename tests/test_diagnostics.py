@@ -138,6 +138,13 @@ CASES = [
         """), 15, 9, "spec.egress[0].toEndpoints[0].matchExpressions[0].values", "operator Exists takes no values"),
     ("label-value-number", CNP.replace("app: a", "version: 2") + "  ingress: [{}]\n", 9, 7,
      "spec.endpointSelector.matchLabels.version", "label value must be a string, not a number"),
+    ("label-value-space", cnp("""\
+        ingress:
+        - fromEndpoints:
+          - matchExpressions:
+            - {key: app, operator: NotIn, values: [ok, "not ok"]}
+        """), 13, 50, "spec.ingress[0].fromEndpoints[0].matchExpressions[0].values[1]",
+     "'not ok' is not a valid label value"),
     ("invalid-cidr", cnp("""\
         egress:
         - toCIDR: [10.0.0.300/8]
@@ -180,6 +187,20 @@ CASES = [
           - ports:
             - port: [80]
         """), 13, 9, "spec.ingress[0].toPorts[0].ports[0].port", "port must be a number or a port name, not a list"),
+    ("port-unquoted", cnp("""\
+        ingress:
+        - toPorts:
+          - ports:
+            - port: 80
+        """), 13, 9, "spec.ingress[0].toPorts[0].ports[0].port",
+     'port 80 is a number: quote it ("80"), the API server rejects a number here'),
+    ("port-float", cnp("""\
+        ingress:
+        - toPorts:
+          - ports:
+            - port: 80.5
+        """), 13, 9, "spec.ingress[0].toPorts[0].ports[0].port",
+     "port must be a number or a port name, not a fractional number"),
     ("port-missing", cnp("""\
         ingress:
         - toPorts:
@@ -346,6 +367,15 @@ def test_empty_file(tmp_path, capsys):
         path = write(tmp_path, text, name)
         rc, out = run_cli(capsys, "validate", str(path))
         assert rc == 2 and f"{path}: error: empty file: no YAML or JSON document in it" in out, out
+
+
+def test_empty_file_in_a_directory_is_a_warning(tmp_path, capsys):
+    """kubectl skips an empty file found in a directory; only one named on the command line is an error."""
+    write(tmp_path, CNP + "  ingress: [{}]\n", "pol/a.yaml")
+    empty = write(tmp_path, "# placeholder\n", "pol/b.yaml")
+    rc, out = run_cli(capsys, "validate", str(tmp_path / "pol"))
+    assert rc == 0 and f"{empty}: warning: empty file: no YAML or JSON document in it" in out, out
+    assert "valid: 1 policies" in out
 
 
 def test_stray_document_separators_are_not_objects(tmp_path, capsys):
@@ -584,6 +614,8 @@ def test_cli_argument_errors(capsys, policy_and_inventory, argv, message):
      "container port needs a containerPort 1-65535 and protocol TCP, UDP or SCTP"),
     (("name: x, labels: {team: a}", "labels: {team: a}"), 6, 3, "items[0].metadata", "namespace without metadata.name"),
     (("items:\n", "items: 3\n"), 3, 1, "items", "must be a list, not int"),
+    (("name: b, namespace: x", "name: a, namespace: x"), 17, 14, "items[2].metadata.name",
+     "pod x/a is defined twice (first at "),
 ])
 def test_inventory_errors(tmp_path, capsys, policy_and_inventory, edit, line, col, field, message):
     policy, _ = policy_and_inventory
@@ -755,3 +787,28 @@ def test_fuzz_policy_kinds_with_random_specs(kind, spec):
     obj = {"apiVersion": api, "kind": kind, "metadata": {"name": "n", "namespace": "x"},
            ("items" if kind == "List" else "spec"): spec}
     _assert_clean(*_validate_text(yaml.safe_dump(obj)))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzz_mutated_inventories(data):
+    """Inventories with anything replaced or deleted: matrix answers 0 or 2 (naming the file), never 3."""
+    import tempfile
+    inv = yaml.safe_load(INVENTORY)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from([p for p in _paths(inv) if p]))
+        parent = inv
+        for key in path[:-1]:
+            parent = parent[key]
+        if data.draw(st.booleans()):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = data.draw(_values)
+    with tempfile.TemporaryDirectory() as tmp:
+        policy, inventory = Path(tmp) / "p.yaml", Path(tmp) / "inv.yaml"
+        policy.write_text(CNP + "  ingress: [{fromEndpoints: [{matchLabels: {app: b}}]}]\n")
+        inventory.write_text(yaml.safe_dump(inv))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            rc = main(["matrix", str(policy), "--inventory", str(inventory), "--format", "csv"])
+    _assert_clean(rc, out.getvalue(), str(inventory))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bccreq import require_bcc
 from conftest import SHARED
 from kernelreq import require_kernel
-from netmodel import PIN_ROOT, NetModel, leftovers, policyc_argv, policyc_env, run
-from policyc.compiler.inventory import load_inventory
+from netmodel import PIN_ROOT, STATE_DIR, NetModel, leftovers, policyc_argv, policyc_env, run
+from policyc.compiler.evaluate import Reason
+from policyc.compiler.inventory import Inventory, load_inventory
 
 pytestmark = pytest.mark.kernel
 
@@ -60,10 +61,10 @@ def pins(name: str) -> Path:
 
 
 @contextmanager
-def loaded(model: NetModel, artifact: Path, name: str):
+def loaded(model: NetModel, artifact: Path, name: str, *extra: str):
     """`policyc load` in the node namespace on every pod's host-side veth; always `policyc unload`."""
     try:
-        load = model.policyc("load", str(artifact), "--name", name, *model.attach_args())
+        load = model.policyc("load", str(artifact), "--name", name, *model.attach_args(), *extra)
         assert load.returncode == 0, f"policyc load failed ({load.returncode}):\n{load.stderr}"
         yield
     finally:
@@ -76,10 +77,6 @@ def mismatches(expected: dict, observed: dict) -> list[str]:
     return [f"{src} -> {dst} {port}/{proto}: matrix {verdict}, kernel {observed[(src, dst, port, proto)]}"
             for (src, dst, port, proto), verdict in sorted(expected.items())
             if observed[(src, dst, port, proto)][0] != verdict]
-
-
-def verdicts(model: NetModel, flows) -> dict:
-    return {flow: result for flow, result in model.probe(list(flows)).items()}
 
 
 # -- fixtures -------------------------------------------------------------------------------------
@@ -120,10 +117,42 @@ def test_prober_sees_drops(model):
     assert [r[0] for r in results.values()] == ["deny", "allow", "allow"]
 
 
+def test_teardown_after_a_failure_removes_everything(tmp_path, empty):
+    """A test that fails with an artifact loaded still leaves no namespace, process, pin or state file."""
+    require_kernel()
+    inventory = load_inventory([INVENTORY])
+    small = Inventory(endpoints=inventory.pods[:2], namespaces=inventory.namespaces)
+    artifact = compile_case(policy_paths(CASES[1], empty), INVENTORY, tmp_path / "artifact")
+    prefix, name = f"{PREFIX}t", f"{PREFIX}t-crash"
+    with pytest.raises(RuntimeError, match="planned"):
+        with NetModel(small, tmp_path / "work", prefix=prefix) as m:
+            load = m.policyc("load", str(artifact), "--name", name, *m.attach_args())
+            assert load.returncode == 0, load.stderr
+            assert pins(name).is_dir()
+            processes = list(m.servers.values())
+            raise RuntimeError("planned failure")
+    assert leftovers(prefix) == ([], [])
+    assert all(p.poll() is not None for p in processes)
+    assert not (STATE_DIR / f"{name}.json").exists()
+
+
 # -- conformance cases over real connections ------------------------------------------------------
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_conformance_case_over_real_traffic(model, case, tmp_path, empty):
+CLSACT_CASES = [SHARED / "conformance" / "019-cnp-deny-wins", SHARED / "conformance" / "012-knp-port-range"]
+BCC_CASES = [SHARED / "conformance" / "019-cnp-deny-wins", SHARED / "conformance" / "011-knp-named-port"]
+VARIANTS = ([(c, "tcx", "libbpf") for c in CASES] + [(c, "clsact", "libbpf") for c in CLSACT_CASES]
+            + [(c, "tcx", "bcc") for c in BCC_CASES])
+
+
+@pytest.mark.parametrize("case,tc_mode,compiler", VARIANTS,
+                         ids=[c.name + ("" if t == "tcx" else f"-{t}") + ("" if k == "libbpf" else f"-{k}")
+                              for c, t, k in VARIANTS])
+def test_conformance_case_over_real_traffic(model, case, tc_mode, compiler, tmp_path, empty, monkeypatch,
+                                            tmp_path_factory):
+    """tcx links by default; a few cases also through clsact filters (kernels before 6.6) and through
+    programs bcc compiled on the node (`load --compiler bcc`)."""
+    if compiler == "bcc":
+        require_bcc(tmp_path_factory.getbasetemp(), monkeypatch)
     inventory = case / "inventory.yaml"
     pods = load_inventory([inventory]).pods
     assert [(p.display, p.ips) for p in pods] == [(p.display, p.ips) for p in model.pods], \
@@ -131,7 +160,7 @@ def test_conformance_case_over_real_traffic(model, case, tmp_path, empty):
     paths = policy_paths(case, empty)
     expected = matrix(paths, inventory)
     artifact = compile_case(paths, inventory, tmp_path / "artifact")
-    with loaded(model, artifact, f"{PREFIX}-e2e"):
+    with loaded(model, artifact, f"{PREFIX}-e2e", "--tc-mode", tc_mode, "--compiler", compiler):
         observed = model.probe(list(expected))
     bad = mismatches(expected, observed)
     assert not bad, f"{case.name}: {len(bad)} of {len(expected)} flows differ:\n" + "\n".join(bad[:40])
@@ -242,4 +271,119 @@ def test_atomic_replace_under_traffic(model, tmp_path, empty):
               f"unfiltered {len(unfiltered)} {unfiltered[:10]}; loads took "
               f"{[round(e - s, 2) for s, e, _ in timeline]} s")
     assert counted["deny"] > 100 and counted["allow"] > 1000, report
+    print(report)
     assert not lost and not unfiltered, report
+
+
+# -- relabel under traffic ------------------------------------------------------------------------
+
+RELABEL_CASE = SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"  # x/a admits only x/b on 80/TCP
+RELABEL = {"x/b": {"pod": "c"}, "x/c": {"pod": "b"}}  # swap the labels of x/b and x/c
+
+
+def relabelled_inventory(source: Path, changes: dict[str, dict], out: Path) -> Path:
+    """``source`` with the labels of some pods replaced: the inventory `matrix` must agree with."""
+    doc = yaml.safe_load(source.read_text())
+    for item in doc["items"]:
+        meta = item["metadata"]
+        ref = f"{meta.get('namespace')}/{meta['name']}"
+        if item["kind"] == "Pod" and ref in changes:
+            meta["labels"] = dict(changes[ref])
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def test_relabel_under_traffic(model, tmp_path, empty):
+    """`policyc endpoint relabel` swaps the labels of x/b and x/c while a TCP connection x/b -> x/a:80
+    is open: new connections get the verdicts `matrix` gives for the relabelled inventory at once,
+    and the established connection goes on (conntrack is untouched)."""
+    inventory = RELABEL_CASE / "inventory.yaml"
+    paths = policy_paths(RELABEL_CASE, empty)
+    before = matrix(paths, inventory)
+    after = matrix(paths, relabelled_inventory(inventory, RELABEL, tmp_path / "relabelled.yaml"))
+    changed = sorted(f for f in before if before[f] != after[f])
+    assert ("x/b", "x/a", 80, "TCP") in changed and ("x/c", "x/a", 80, "TCP") in changed
+
+    artifact = compile_case(paths, inventory, tmp_path / "artifact")
+    name = f"{PREFIX}-relabel"
+    with loaded(model, artifact, name):
+        assert not mismatches(before, model.probe(list(before)))
+        held = model.spawn(model.by_name["x/b"].netns, ["hold", str(model.by_name["x/a"].ips[0]), "80"])
+        assert held.stdout.readline().strip() == "connected"
+        held.stdin.write("ping\n")
+        held.stdin.flush()
+        assert held.stdout.readline().strip() == "x/a"
+
+        for pod, labels in RELABEL.items():
+            proc = model.policyc("endpoint", "relabel", name, pod,
+                                 *[arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")])
+            assert proc.returncode == 0, f"relabel {pod} failed:\n{proc.stderr}"
+        observed = model.probe(list(after))
+        held.stdin.write("ping\n")
+        held.stdin.flush()
+        still = held.stdout.readline().strip()
+        held.stdin.close()
+        held.wait(timeout=10)
+        model.procs.remove(held)
+
+    bad = mismatches(after, observed)
+    assert not bad, f"after relabel {len(bad)} flows differ from matrix:\n" + "\n".join(bad)
+    assert still == "x/a", f"the connection established before the relabel broke: {still!r}"
+
+
+# -- observe --------------------------------------------------------------------------------------
+
+OBSERVE_CASES = [SHARED / "conformance" / "019-cnp-deny-wins",              # denied by an ingressDeny rule
+                 SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"]  # denied by default deny
+
+
+def query_why(paths: list[str], inventory: Path, flow) -> dict:
+    """The evaluator's deciding direction of a denied flow: ``{"direction", "rules", "default_deny_from"}``."""
+    src, dst, port, proto = flow
+    out = json.loads(policyc("query", *paths, "--inventory", str(inventory), "--from", src, "--to", dst,
+                             "--port", f"{port}/{proto}", "--format", "json").stdout)["queries"][0]
+    for direction in ("egress", "ingress"):
+        if out[direction]["verdict"] == "deny":
+            return {"direction": direction, **out[direction]}
+    raise AssertionError(f"{flow} is not denied")
+
+
+@pytest.mark.parametrize("case", OBSERVE_CASES, ids=[c.name for c in OBSERVE_CASES])
+def test_observe_reports_denied_flows_with_the_deciding_rule(model, case, tmp_path, empty):
+    inventory = case / "inventory.yaml"
+    paths = policy_paths(case, empty)
+    expected = matrix(paths, inventory)
+    denied = [f for f, v in expected.items() if v == "deny"][:12]
+    assert denied
+    artifact = compile_case(paths, inventory, tmp_path / "artifact")
+    name = f"{PREFIX}-observe"
+    with loaded(model, artifact, name):
+        observer = subprocess.Popen(
+            ["nsenter", f"--net=/var/run/netns/{model.node}",
+             *policyc_argv("observe", name, "--follow", "--timeout", "5", "--verdict", "deny", "--format", "json")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=policyc_env())
+        try:
+            time.sleep(1.0)  # the observer opens the ring buffer before the traffic starts
+            probed = model.probe(denied)
+            out, err = observer.communicate(timeout=30)
+        finally:
+            if observer.poll() is None:
+                observer.kill()
+                observer.wait()
+    assert all(v[0] == "deny" for v in probed.values()), probed
+    assert observer.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert events, f"observe printed no events:\n{err}"
+    seen = {(e["source"], e["destination"], e["dport"], e["protocol"]): e for e in events}
+    for flow in denied:
+        assert flow in seen, f"{flow} missing from observe ({len(events)} events, e.g. {events[:2]})"
+        event = seen[flow]
+        why = query_why(paths, inventory, flow)
+        # events name reasons by the Reason member (DENIED -> "denied"), query by its value ("denied-by-rule")
+        reason = Reason[event["reason"].upper().replace("-", "_")].value
+        assert (event["verdict"], event["direction"], reason) == ("deny", why["direction"], why["reason"]), (event, why)
+        if why["rules"]:  # the deciding rule, by its origin
+            assert (event["rule"], event["policy"]) == (why["rules"][0]["id"], why["rules"][0]["namespace"] + "/"
+                                                        + why["rules"][0]["name"]), (event, why)
+        else:
+            assert event["rule_id"] == 0 and why["reason"] == "default-deny", (event, why)

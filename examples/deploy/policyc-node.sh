@@ -9,7 +9,7 @@ set -eu
 
 ARTIFACT=${POLICYC_ARTIFACT:-/etc/policyc/artifact}
 NAME=${POLICYC_NAME:-cluster}
-STATE=${POLICYC_STATE:-/run/policyc}
+STATE=${POLICYC_STATE:-/run/policyc/node}   # beside the loader's <name>.json state files
 INTERVAL=${POLICYC_INTERVAL:-10}
 NETNS_DIRS=${POLICYC_NETNS_DIRS:-/run/netns /var/run/netns}
 DISCOVERY=${POLICYC_DISCOVERY:-route netns}   # which ways to find a pod's veth, in order
@@ -82,6 +82,7 @@ run() {
             mv "$STATE/attach.new" "$STATE/attach.txt"
             # Loading over a loaded NAME swaps programs and maps atomically.
             if policyc load "$ARTIFACT" --name "$NAME" --attach-file "$STATE/attach.txt" \
+                    --tc-mode "${POLICYC_TC_MODE:-tcx}" ${POLICYC_NODE_IP:+--node-ip "$POLICYC_NODE_IP"} \
                     ${POLICYC_XDP:+--xdp "$POLICYC_XDP"}; then
                 loaded="$want"
                 policyc status "$NAME"

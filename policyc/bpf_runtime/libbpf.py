@@ -313,15 +313,22 @@ class Map:
     def open_pinned(cls, path: str) -> "Map":
         """A pinned map, sizes and type read from the kernel; close() it when done."""
         fd = get_pinned(path)
-        info = _MapInfo()
-        size = ctypes.c_uint32(ctypes.sizeof(info))
         try:
-            _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), f"info of {path}")
+            m = cls.from_fd("", fd, what=path)
         except BPFError:
             os.close(fd)
             raise
-        return cls(info.name.decode(), fd, info.key_size, info.value_size, info.max_entries,
-                   info.type in _PERCPU_TYPES, owned=True)
+        m.owned = True
+        return m
+
+    @classmethod
+    def from_fd(cls, name: str, fd: int, what: str = "") -> "Map":
+        """A map by an fd someone else owns (bcc), sizes and type read from the kernel."""
+        info = _MapInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), f"info of {what or name}")
+        return cls(name or info.name.decode(), fd, info.key_size, info.value_size, info.max_entries,
+                   info.type in _PERCPU_TYPES)
 
     def close(self) -> None:
         if self.owned and self.fd >= 0:

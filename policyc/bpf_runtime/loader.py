@@ -45,6 +45,7 @@ class Request:
     xdp_mode: str = "auto"
     node_ips: tuple[str, ...] = ()
     tc_mode: str = "tcx"
+    compiler: str = "libbpf"  # libbpf: the artifact's policyc.bpf.o; bcc: its C compiled here (bcc_loader.py)
 
 
 @dataclass(frozen=True)
@@ -163,11 +164,19 @@ def set_host_identity(ipcache: Map, features: dict, ips: list[str]) -> None:
                        lay["ipcache_value"].pack(identity=HOST_ID))
 
 
-def build(artifact: Path, pins: Path, node_ips: list[str], undo: Undo) -> BPFObject:
+def open_object(artifact: Path, compiler: str) -> BPFObject:
+    """The artifact's programs loaded and maps filled: from its object file, or compiled here by bcc."""
+    if compiler == "bcc":
+        from .bcc_loader import compile_and_load
+        return compile_and_load(artifact)
+    return open_artifact(artifact)
+
+
+def build(artifact: Path, pins: Path, node_ips: list[str], undo: Undo, compiler: str = "libbpf") -> BPFObject:
     """Load the object, fill its maps, set host addresses and pin maps and programs under ``pins``."""
     manifest = read_manifest(artifact)
     try:
-        obj = open_artifact(artifact)
+        obj = open_object(artifact, compiler)
     except BPFError as exc:
         raise _error(f"{artifact}: {exc}") from None
     undo.add(obj.close)
@@ -198,7 +207,7 @@ def load(req: Request) -> LoadResult:
     undo = Undo()
     try:
         node_ips = node_addresses(artifact, req.node_ips)
-        obj = build(artifact, pins, node_ips, undo)
+        obj = build(artifact, pins, node_ips, undo, req.compiler)
         (pins / "links").mkdir()
         attachments = attach_all(obj, req, pins / "links", undo)
         os.symlink(str(artifact), pins / "artifact")

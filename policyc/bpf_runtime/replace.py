@@ -51,7 +51,7 @@ def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResul
     undo = Undo()
     try:
         node_ips = node_addresses(artifact, req.node_ips or tuple(old.node_ips))
-        obj = build(artifact, nxt, node_ips, undo)
+        obj = build(artifact, nxt, node_ips, undo, req.compiler)
         old_ct = Map.open_pinned(str(pins / "maps" / "conntrack"))
         undo.add(old_ct.close)
         old_features = manifest_of(old)["features"]

@@ -16,9 +16,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    docs, unreadable = read_documents(args.paths)
+    docs, problems = read_documents(args.paths)
     result = build_policy_set(docs, args.cluster_name)
-    result.diagnostics[:0] = unreadable  # files that did not parse, then what the parsed ones say
+    result.diagnostics[:0] = problems  # files that did not parse or were empty, then the parsed ones
     errors = [d for d in result.diagnostics if d.severity is Severity.ERROR]
     policy = result.policy
     if args.format == "json":

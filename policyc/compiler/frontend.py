@@ -27,6 +27,7 @@ API_VERSIONS = {CNP: ("cilium.io/v2",), CCNP: ("cilium.io/v2",), KNP: ("networki
 IGNORE_ANNOTATION = "policyc.io/ignore"
 MAX_PORTS = 40  # R1.5 PortRule.ports and R1.27 ICMP fields
 
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _IANA_NAME = re.compile(r"^(?=.*[a-z])(?!.*--)[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 _DNS_NAME = re.compile(r"^[a-z0-9_.-]+\.?$")
 _DNS_PATTERN = re.compile(r"^[a-z0-9_.*-]+\.?$")
@@ -122,7 +123,7 @@ class _Reader:
 
 def _kind(value) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+            int: "a number", float: "a fractional number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 # ---------------------------------------------------------------- selectors
@@ -168,6 +169,7 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
             val = ""
         if not isinstance(val, str):
             r.fail(where, f"label value must be a string, not {_kind(val)} (quote it: \"{val}\")")
+        label_value(r, val, where)
         source, k = split_key(key_map(key), default_source)
         reqs.append(Requirement(source, k, Op.IN, (val,)))
     for i, expr in enumerate(r.sequence(obj, "matchExpressions", path)):
@@ -186,7 +188,7 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
                                            f"or DoesNotExist{hint}")
         values = r.sequence(expr, "values", where)
         for j, v in enumerate(values):
-            r.text(v, where + ("values", j))
+            label_value(r, r.text(v, where + ("values", j)), where + ("values", j))
         if op in (Op.IN, Op.NOT_IN) and not values:
             r.fail(where + ("values",), f"operator {op.value} needs at least one value")
         if op in (Op.EXISTS, Op.DOES_NOT_EXIST) and values:
@@ -194,6 +196,13 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
         source, k = split_key(key_map(key), default_source)
         reqs.append(Requirement(source, k, op, tuple(sorted(set(values)))))
     return Selector(tuple(sorted(set(reqs))))
+
+
+def label_value(r: _Reader, value: str, path: tuple) -> None:
+    """R1.6: selector values are Kubernetes label values (at most 63 characters, alphanumerics and -_. inside)."""
+    if len(value) > 63 or not _LABEL_VALUE.match(value):
+        r.error(path, f"{value!r} is not a valid label value: at most 63 characters, letters, digits, '-', '_' "
+                      "and '.', starting and ending with a letter or digit")
 
 
 def _ns_req(namespace: str) -> Requirement:
@@ -243,8 +252,10 @@ def parse_cidr(r: _Reader, value, path: tuple, bare_ip_ok: bool):
 
 def parse_cidr_rule(r: _Reader, value, path: tuple, cidr_key: str = "cidr") -> CIDRPeer:
     """A CIDRRule (R1.25, R1.26) or a KNP ipBlock (R12.5)."""
-    obj = r.mapping(value, path, (cidr_key, "except", "cidrGroupRef", "cidrGroupSelector"))
+    obj = r.mapping(value, path, (cidr_key, "except"))
     if cidr_key not in obj:
+        if any(key in UNSUPPORTED for key in obj):
+            raise _Invalid  # a CIDR group instead of a cidr: already reported as unsupported
         r.fail(path, f"missing field {cidr_key!r}")
     net = parse_cidr(r, obj[cidr_key], path + (cidr_key,), bare_ip_ok=False)
     excepts = []
@@ -344,6 +355,8 @@ def parse_l7(r: _Reader, value, path: tuple, direction: Direction, protocols: se
     """L7 rules of a PortRule (R1.12, R1.19–R1.22, R9.x)."""
     obj = r.mapping(value, path, ("http", "dns", "kafka", "l7proto", "l7"))
     families = [k for k in ("http", "dns", "kafka", "l7") if obj.get(k)]
+    if obj.get("l7") and not obj.get("l7proto"):
+        r.fail(path + ("l7",), "'l7' needs 'l7proto' (R1.22)")
     if "l7proto" in obj and "l7" not in families:
         families.append("l7")
     if not families:
@@ -399,6 +412,9 @@ def parse_port_rules(r: _Reader, items: list, path: tuple, direction: Direction,
             r.fail(where + ("ports",), f"at most {MAX_PORTS} ports per port rule, found {len(ports)}")
         if not ports:
             r.warn(where, "a port rule without ports allows nothing (R5.6)", "empty-port-rule")
+        for j, name in enumerate(r.sequence(obj, "serverNames", where)):
+            if not r.text(name, where + ("serverNames", j), "server name"):
+                r.fail(where + ("serverNames", j), "an empty server name is not allowed (R1.23)")
         for key in ("terminatingTLS", "originatingTLS", "serverNames", "listener"):
             if obj.get(key):
                 r.warn(where + (key,), f"{key} is not modelled: verdicts cover L3/L4 only", "unsupported-field")
@@ -408,6 +424,9 @@ def parse_port_rules(r: _Reader, items: list, path: tuple, direction: Direction,
             port = r.mapping(port, pwhere, ("port", "endPort", "protocol"))
             if port.get("port") in (None, ""):
                 r.fail(pwhere + ("port",), "port is required (R1.16)")
+            if isinstance(port["port"], int) and not isinstance(port["port"], bool):  # the CRD types it string
+                r.fail(pwhere + ("port",), f"port {port['port']} is a number: quote it (\"{port['port']}\"), the "
+                                           "API server rejects a number here")
             number, name = parse_port_number(r, port["port"], pwhere + ("port",), allow_names=True)
             protos = parse_protocol(r, port.get("protocol"), pwhere + ("protocol",), knp=False)
             first, last = (0, 0) if name else port_range(r, port, pwhere, number)
@@ -417,8 +436,12 @@ def parse_port_rules(r: _Reader, items: list, path: tuple, direction: Direction,
             l7 = parse_l7(r, obj["rules"], where + ("rules",), direction,
                           {p for protos, *_ in parsed for p in protos},
                           [n for *_, name, n in parsed if name is None])  # a named port is not port 0
+            if l7 and l7.kind == "dns" and not parsed:
+                r.fail(where + ("rules", "dns"), "DNS rules need a port in the same port rule (R1.21)")
             if l7 and l7.kind == "dns" and any(first != last for _, first, last, name, _ in parsed if not name):
                 r.fail(where + ("ports",), "DNS rules cannot use a port range (R1.21)")
+            if l7 and obj.get("serverNames") and not obj.get("terminatingTLS"):
+                r.fail(where + ("serverNames",), "serverNames with L7 rules need terminatingTLS (R1.23)")
         for protos, first, last, name, _ in parsed:
             out.extend(PortMatch(p, first, last, name, l7) for p in protos)
     return tuple(dict.fromkeys(out))
@@ -601,6 +624,13 @@ def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str 
         if subject_kind is SubjectKind.NODE and any(pm.l7 for pm in rule.ports):
             if rule.direction is Direction.INGRESS or any(pm.l7.kind != "dns" for pm in rule.ports if pm.l7):
                 r.fail(path, "host policies (nodeSelector) support no L7 rules except DNS on egress (R9.8)")
+    for direction in Direction:
+        if flags.get(direction.value) is False and any(pm.l7 for rule in rules if rule.direction is direction
+                                                       for pm in rule.ports):
+            r.warn(path + ("enableDefaultDeny", direction.value),
+                   f"L7 rules with enableDefaultDeny.{direction.value}: false: Cilium still sends those ports to the "
+                   "proxy and filters requests there, although the endpoint is otherwise default-allow; policyc "
+                   "reports such flows as allowed without L7 filtering (R3.4c)", "l7-without-default-deny")
     return rules, dd
 
 

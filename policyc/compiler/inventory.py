@@ -162,6 +162,15 @@ def _name(doc: Document, meta: dict, path: tuple, what: str) -> str:
     return name
 
 
+def _once(seen: dict, doc: Document, path: tuple, what: str) -> None:
+    """Two objects with one name would make every answer about that name ambiguous."""
+    if what in seen:
+        first = seen[what]
+        raise PolicycError(doc.diag(path + ("metadata", "name"), f"{what} is defined twice (first at {first})"))
+    line, col = doc.position(path)
+    seen[what] = f"{doc.file}:{line}:{col}"
+
+
 def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inventory:
     namespaces: dict[str, dict] = {}
     pods, nodes = [], []
@@ -177,12 +186,14 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
 
     # Cilium numbers identities as it meets them; we sort label sets for reproducible numbers.
     raw_pods = []
+    seen: dict[str, str] = {}
     for doc, path, obj, meta in pods:
         name = _name(doc, meta, path, "pod")
         ns = meta.get("namespace")
         if not ns or not isinstance(ns, str):  # its namespace decides every verdict: never guess it
             raise PolicycError(doc.diag(path + ("metadata",), f"pod {name!r} without metadata.namespace "
                                         "(`kubectl get pods -A -o yaml` prints it)"))
+        _once(seen, doc, path, f"pod {ns}/{name}")
         spec = _get(doc, obj, path, "spec", dict)
         sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         labels = pod_labels(_labels(doc, meta, path + ("metadata",)), ns,
@@ -196,6 +207,7 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
 
     for doc, path, obj, meta in nodes:
         name = _name(doc, meta, path, "node")
+        _once(seen, doc, path, f"node {name}")
         status = _get(doc, obj, path, "status", dict)
         addrs = []
         for ai, addr in enumerate(_get(doc, status, path + ("status",), "addresses", list)):

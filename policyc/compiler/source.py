@@ -233,23 +233,30 @@ def expand_paths(paths) -> list[Path]:
 
 
 def read_documents(paths) -> tuple[list[Document], list[Diagnostic]]:
-    """Every readable file's documents, and the errors of the others (so one bad file hides nothing)."""
+    """Every readable file's documents, and what is wrong with the others (so one bad file hides nothing).
+
+    An empty file named on the command line is an error; one found in a directory is only a
+    warning, as kubectl skips it there too.
+    """
     docs: list[Document] = []
-    errors: list[Diagnostic] = []
+    problems: list[Diagnostic] = []
+    named = {Path(p) for p in paths if not Path(p).is_dir()}
     for path in expand_paths(paths):
         try:
             found = parse_text(read_text(path), str(path))
         except PolicycError as exc:
-            errors.extend(exc.diagnostics)
+            problems.extend(exc.diagnostics)
             continue
         if not found:
-            errors.append(Diagnostic(Severity.ERROR, "empty file: no YAML or JSON document in it", str(path)))
+            severity = Severity.ERROR if path in named else Severity.WARNING
+            problems.append(Diagnostic(severity, "empty file: no YAML or JSON document in it", str(path)))
         docs.extend(found)
-    return docs, errors
+    return docs, problems
 
 
 def load_documents(paths) -> list[Document]:
-    docs, errors = read_documents(paths)
+    docs, problems = read_documents(paths)
+    errors = [d for d in problems if d.severity is Severity.ERROR]
     if errors:
         raise PolicycError(*errors)
     return docs
