@@ -105,6 +105,18 @@ def _labels(src: Sources, ns: str, labels: dict, service_account: str) -> frozen
     return pod_labels(labels, ns, ns_labels, service_account, src.inventory.cluster)
 
 
+def numbers_used(state: State, src: Sources) -> dict[str, set[int]]:
+    """Every identity, policy id and endpoint id the artifact or any recorded change ever used.
+
+    New numbers start above all of them: a number that fell out of use may still have entries in
+    the policy map, and a new label set must not inherit them.
+    """
+    rows = artifact_json(state, "endpoints.json") + [r for r in state.runtime if r["op"] != "remove"]
+    used = {key: {r[key] for r in rows} for key in ("identity", "policy_id", "endpoint_id")}
+    used["identity"] |= {i.id for i in src.inventory.identities}
+    return used
+
+
 @dataclass(frozen=True)
 class Change:
     """What one endpoint command did, and how long the map updates took."""
@@ -175,7 +187,8 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     others = [p for n, p in pods.items() if n != endpoint]
     known = {p.endpoint.identity.labels: p.endpoint.identity.id for p in others}
     known.update({i.labels: i.id for i in src.inventory.identities if i.labels not in known})
-    all_ids = [i.id for i in src.inventory.identities] + [p.endpoint.identity.id for p in pods.values()]
+    used = numbers_used(state, src)
+    all_ids = sorted(used["identity"])
     new_identity = full not in {p.endpoint.identity.labels for p in others}
     identity = known.get(full, max(all_ids + [255]) + 1)
     if prior is not None and prior.endpoint.identity.labels == full:
@@ -200,11 +213,11 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     if key in classes:
         policy_id = classes[key][0]
     else:  # a new subject class: its own entries against every identity
-        policy_id = max([p.policy_id for p in pods.values()] + [0]) + 1
+        policy_id = max(used["policy_id"] | {0}) + 1
         for d in Direction:
             entries += subject_entries(src.policy, evaluator, policy_id, ep, d, identities, port_lpm)
     _features_needed(entries, features)
-    endpoint_id = prior.endpoint_id if prior else max([p.endpoint_id for p in pods.values()] + [0]) + 1
+    endpoint_id = prior.endpoint_id if prior else max(used["endpoint_id"] | {0}) + 1
     default_deny = tuple(d for d in Direction if evaluator.is_default_deny(ep, d))
     addr_len = 16 if features.get("ipv6") else 4
     t0 = time.perf_counter()
