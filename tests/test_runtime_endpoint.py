@@ -95,6 +95,8 @@ def test_add_and_remove_an_endpoint(art, capsys):
         assert added["identity"] == 256  # the label set of x/a
         assert passes(name, "to_pod", XB, xd) and not passes(name, "to_pod", XC, xd)
         assert passes(name, "from_pod", xd, XB)
+        assert main(["endpoint", "add", name, "x/e", "--ip", XC, "--label", "pod=e"]) == 2
+        assert "belongs to x/c" in capsys.readouterr().err
         _endpoint(capsys, "remove", name, "x/d")
         assert not passes(name, "from_pod", xd, XB, sport=40020)
         assert main(["endpoint", "remove", name, "x/d"]) == 2

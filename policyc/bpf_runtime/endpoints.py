@@ -178,6 +178,9 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
         raise _error(f"endpoint add {endpoint}: give its address with --ip")
     if any(ip.version == 6 for ip in addrs) and not features.get("ipv6"):
         raise _error(f"{endpoint}: the artifact was compiled IPv4-only; an IPv6 address needs a recompile")
+    clash = sorted(n for n, p in pods.items() if n != endpoint and set(p.endpoint.ips) & set(addrs))
+    if clash:
+        raise _error(f"{endpoint}: address {', '.join(map(str, addrs))} belongs to {clash[0]} (remove it first)")
     sa = service_account or (prior.endpoint.service_account if prior else "default")
     if labels is None:  # relabel without --label: only the addresses change
         derived = (NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, CLUSTER_KEY)
