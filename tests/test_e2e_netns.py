@@ -391,7 +391,8 @@ def test_observe_reports_denied_flows_with_the_deciding_rule(model, case, tmp_pa
 
 # -- dual stack -----------------------------------------------------------------------------------
 
-DUAL_STACK_CASES = [SHARED / "conformance" / "019-cnp-deny-wins", SHARED / "conformance" / "023-cnp-egress-to-namespace-z"]
+DUAL_STACK_CASES = [SHARED / "conformance" / "019-cnp-deny-wins",
+                    SHARED / "conformance" / "023-cnp-egress-to-namespace-z"]
 
 
 def dual_stack_inventory(source: Path, out: Path) -> Path:
