@@ -111,3 +111,16 @@ def test_feature_compiled_out_is_refused(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "compiled without (deny)" in err and "Traceback" not in err
         assert passes(name, "to_pod", XA, XC)  # nothing changed
+
+
+def test_artifact_without_sources_is_a_clear_error(art, tmp_path, capsys):
+    import shutil
+    bare = tmp_path / "bare"
+    shutil.copytree(art, bare)
+    (bare / "sources.json").unlink()
+    with loaded_name("pcrtest-ep5") as name:
+        assert main(["load", str(bare), "--name", name]) == 0
+        assert main(["endpoint", "relabel", name, "x/c", "--label", "pod=b"]) == 2
+        err = capsys.readouterr().err
+        assert "sources.json" in err and "Traceback" not in err
+        assert main(["endpoint", "remove", name, "x/c"]) == 2  # every change needs the sources

@@ -31,8 +31,9 @@ BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 class BPFError(Exception):
     """A libbpf or kernel failure, with the verifier log tail when the kernel rejected a program."""
 
-    def __init__(self, message: str, log: str = ""):
+    def __init__(self, message: str, log: str = "", errno: int = 0):
         self.log = log
+        self.errno = errno
         super().__init__(message + (f"\nverifier log (tail):\n{log}" if log else ""))
 
 
@@ -151,7 +152,7 @@ def _check(ret: int, what: str) -> int:
     """libbpf 1.x returns -errno (and sets errno); turn negatives into BPFError."""
     if ret < 0:
         err = ctypes.get_errno() or -ret
-        raise BPFError(f"{what}: {os.strerror(err)} (errno {err})")
+        raise BPFError(f"{what}: {os.strerror(err)} (errno {err})", errno=err)
     return ret
 
 

@@ -160,7 +160,8 @@ def set_host_identity(ipcache: Map, features: dict, ips: list[str]) -> None:
         ip = ipaddress.ip_address(text)
         if ip.version == 6 and addr_len == 4:
             continue  # an IPv4-only artifact drops IPv6 anyway
-        ipcache.update(ipcache_key(lay, ipaddress.ip_network(ip), addr_len), lay["ipcache_value"].pack(identity=HOST_ID))
+        ipcache.update(ipcache_key(lay, ipaddress.ip_network(ip), addr_len),
+                       lay["ipcache_value"].pack(identity=HOST_ID))
 
 
 def open_object(artifact: Path, compiler: str) -> BPFObject:
@@ -194,7 +195,8 @@ def load(req: Request) -> LoadResult:
     """Load ``req.artifact`` as ``req.name``; over a loaded name this is an atomic replace (replace.py)."""
     start = time.monotonic()
     require_root()
-    artifact = Path(req.artifact).resolve()
+    # absolute, symlinks kept: a ConfigMap mount swaps the target behind ..data, the path stays valid
+    artifact = Path(os.path.abspath(req.artifact))
     read_manifest(artifact)
     check_request(req, artifact_endpoints(artifact))
     bpffs.ensure_bpffs()
@@ -284,4 +286,11 @@ def default_name() -> str:
 
 
 def manifest_of(state: State) -> dict:
-    return json.loads((Path(state.artifact) / MANIFEST).read_text())
+    """The loaded artifact's manifest; a clear error when its directory went away (unload still works)."""
+    path = Path(state.artifact) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise _error(f"{state.name}: cannot read {path} ({exc.strerror if isinstance(exc, OSError) else exc}); "
+                     "the artifact directory it was loaded from must stay in place "
+                     f"(`policyc unload {state.name}` works without it)") from None

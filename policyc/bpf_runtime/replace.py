@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
@@ -38,9 +39,12 @@ def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResul
         raise _error(f"{req.name} is attached with --tc-mode {old.tc_mode}; replace with the same mode "
                      "or unload first")
     keep_attachments = not req.attach and not req.xdp
-    wanted = ({(a.iface, a.hook) for a in old.attachments} if keep_attachments
-              else {(i, h) for _, i in req.attach for h in ("ingress", "egress")} | ({(req.xdp, "xdp")} if req.xdp else set()))
-    staying = [a for a in old.attachments if (a.iface, a.hook) in wanted]
+    requested = {(i, h) for _, i in req.attach for h in ("ingress", "egress")}
+    requested |= {(req.xdp, "xdp")} if req.xdp else set()
+    wanted = {(a.iface, a.hook) for a in old.attachments} if keep_attachments else requested
+    owner = dict((iface, endpoint) for endpoint, iface in req.attach)
+    staying = [dc_replace(a, endpoint=owner.get(a.iface, a.endpoint))
+               for a in old.attachments if (a.iface, a.hook) in wanted]
     leaving = [a for a in old.attachments if (a.iface, a.hook) not in wanted]
     nxt = pins / "next"
     bpffs.remove_tree(nxt)  # left over from a replace that crashed before step 5

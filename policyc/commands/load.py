@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def run(args) -> int:
 
     attach = parse_attach(args.attach, "--attach") + (attach_file_lines(args.attach_file) if args.attach_file else [])
     artifact = Path(args.artifact)
-    name = args.name or re.sub(r"[^A-Za-z0-9_-]", "-", artifact.resolve().name)  # bpffs refuses dots
+    name = args.name or re.sub(r"[^A-Za-z0-9_-]", "-", Path(os.path.abspath(artifact)).name)  # bpffs refuses dots
     req = Request(artifact, name, tuple(attach), args.xdp, args.xdp_mode, tuple(args.node_ip), args.tc_mode,
                   args.compiler)
     with bpf_errors():
