@@ -160,8 +160,16 @@ def test_conformance_case_over_real_traffic(model, case, tc_mode, compiler, tmp_
     paths = policy_paths(case, empty)
     expected = matrix(paths, inventory)
     artifact = compile_case(paths, inventory, tmp_path / "artifact")
-    with loaded(model, artifact, f"{PREFIX}-e2e", "--tc-mode", tc_mode, "--compiler", compiler):
+    name = f"{PREFIX}-e2e"
+    with loaded(model, artifact, name, "--tc-mode", tc_mode, "--compiler", compiler):
         observed = model.probe(list(expected))
+        status = model.policyc("status", name, "--format", "json")
+    assert status.returncode == 0, status.stderr
+    status = json.loads(status.stdout)
+    hooks = {(a["iface"], a["hook"], a["mode"], a["present"]) for a in status["attachments"]}
+    assert hooks == {(p.host_if, hook, tc_mode, True) for p in model.pods for hook in ("ingress", "egress")}
+    # every probed flow met at least one hook as a new flow, and each such verdict is counted by rule
+    assert sum(r["packets"] for r in status["rules"]) >= len(expected), status["rules"]
     bad = mismatches(expected, observed)
     assert not bad, f"{case.name}: {len(bad)} of {len(expected)} flows differ:\n" + "\n".join(bad[:40])
 
