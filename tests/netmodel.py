@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,13 +266,3 @@ class NetModel:
             if len(parts) == 3:
                 out.append((parts[0], parts[1], int(parts[2])))
         return out
-
-
-def wait_for(predicate, timeout: float = 5.0, step: float = 0.05) -> bool:
-    """Poll until ``predicate()`` holds or ``timeout`` passes; True when it held."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())

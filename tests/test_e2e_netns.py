@@ -160,8 +160,16 @@ def test_conformance_case_over_real_traffic(model, case, tc_mode, compiler, tmp_
     paths = policy_paths(case, empty)
     expected = matrix(paths, inventory)
     artifact = compile_case(paths, inventory, tmp_path / "artifact")
-    with loaded(model, artifact, f"{PREFIX}-e2e", "--tc-mode", tc_mode, "--compiler", compiler):
+    name = f"{PREFIX}-e2e"
+    with loaded(model, artifact, name, "--tc-mode", tc_mode, "--compiler", compiler):
         observed = model.probe(list(expected))
+        status = model.policyc("status", name, "--format", "json")
+    assert status.returncode == 0, status.stderr
+    status = json.loads(status.stdout)
+    hooks = {(a["iface"], a["hook"], a["mode"], a["present"]) for a in status["attachments"]}
+    assert hooks == {(p.host_if, hook, tc_mode, True) for p in model.pods for hook in ("ingress", "egress")}
+    # every probed flow met at least one hook as a new flow, and each such verdict is counted by rule
+    assert sum(r["packets"] for r in status["rules"]) >= len(expected), status["rules"]
     bad = mismatches(expected, observed)
     assert not bad, f"{case.name}: {len(bad)} of {len(expected)} flows differ:\n" + "\n".join(bad[:40])
 
@@ -387,3 +395,40 @@ def test_observe_reports_denied_flows_with_the_deciding_rule(model, case, tmp_pa
                                                         + why["rules"][0]["name"]), (event, why)
         else:
             assert event["rule_id"] == 0 and why["reason"] == "default-deny", (event, why)
+
+
+# -- dual stack -----------------------------------------------------------------------------------
+
+DUAL_STACK_CASES = [SHARED / "conformance" / "019-cnp-deny-wins",
+                    SHARED / "conformance" / "023-cnp-egress-to-namespace-z"]
+
+
+def dual_stack_inventory(source: Path, out: Path) -> Path:
+    """``source`` with an IPv6 address fd00::<ns>:<pod> beside each pod's 10.244.<ns>.<pod>."""
+    doc = yaml.safe_load(source.read_text())
+    for item in doc["items"]:
+        if item["kind"] == "Pod":
+            v4 = item["status"]["podIP"]
+            _, _, ns, pod = v4.split(".")
+            item["status"]["podIPs"] = [{"ip": v4}, {"ip": f"fd00::{ns}:{pod}"}]
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+@pytest.mark.parametrize("case", DUAL_STACK_CASES, ids=[c.name for c in DUAL_STACK_CASES])
+def test_dual_stack_over_real_traffic(case, tmp_path, empty):
+    """Pods with an IPv4 and an IPv6 address: every flow is probed over both families, which must
+    agree with each other and with `matrix` (the artifact is compiled with its ipv6 feature)."""
+    require_kernel()
+    inventory = dual_stack_inventory(case / "inventory.yaml", tmp_path / "inventory.yaml")
+    paths = policy_paths(case, empty)
+    expected = matrix(paths, inventory)
+    artifact = compile_case(paths, inventory, tmp_path / "artifact")
+    assert json.loads((artifact / "manifest.json").read_text())["features"]["ipv6"]
+    with NetModel(load_inventory([inventory]), tmp_path / "work", prefix=f"{PREFIX}6") as m:
+        assert m.ipv6
+        with loaded(m, artifact, f"{PREFIX}6-e2e"):
+            observed = m.probe(list(expected))
+    assert leftovers(f"{PREFIX}6") == ([], [])
+    bad = mismatches(expected, observed)
+    assert not bad, f"{case.name} dual stack: {len(bad)} of {len(expected)} flows differ:\n" + "\n".join(bad[:40])
