@@ -30,6 +30,7 @@ from ..compiler.layouts import layouts
 from ..compiler.lower import ANY_PEER, EndpointEntry, PolicyEntry, peer_identities, subject_entries
 from ..compiler.mapdata import addr_bytes, endpoint_value, ipcache_key, policy_key, policy_value
 from ..compiler.source import parse_text
+from .attach import detach, ifindex
 from .libbpf import Map
 from .state import State, write_state
 from .status import artifact_json
@@ -141,9 +142,37 @@ def _features_needed(entries: list[PolicyEntry], features: dict) -> None:
                      f"({', '.join(missing)}): recompile with the new pod in the inventory")
 
 
+def _forget(maps: dict, lay: dict, addrs, addr_len: int) -> None:
+    """Delete the endpoint and ipcache entries of ``addrs``: each falls back to its CIDR/world identity."""
+    for ip in addrs:
+        maps["endpoints"].delete(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)))
+        maps["ipcache"].delete(ipcache_key(lay, ipaddress.ip_network(ip), addr_len))
+
+
+def _check_attach(state: State, iface: str) -> None:
+    """Before any map update: the interface exists and no hook of this or another policyc name holds it."""
+    from .loader import check_owners
+
+    ifindex(iface)
+    check_owners(state.name, [iface])
+    mine = next((a for a in state.attachments if a.iface == iface and a.hook != "xdp"), None)
+    if mine is not None:
+        raise _error(f"--attach {iface}: {state.name} has its hooks there already (for {mine.endpoint}); "
+                     f"one interface carries one pod (`policyc endpoint remove {state.name} {mine.endpoint}` first)")
+
+
 def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] | None = None,
-           labels: dict | None = None, service_account: str | None = None) -> Change:
-    """Apply add / remove / relabel of ``endpoint`` to the pinned maps and record it in the state."""
+           labels: dict | None = None, service_account: str | None = None, attach: str | None = None,
+           save: bool = True) -> Change:
+    """Apply add / remove / relabel of ``endpoint`` to the pinned maps and record it in the state.
+
+    ``attach`` (add only) puts from_pod/to_pod on the new pod's host-side veth after its entries are
+    written, so its policy is in force from the first packet the hooks see; remove detaches every hook
+    of the pod first.  ``save=False`` leaves writing the state file to the caller (replace.py applies
+    changes to the maps of an object that is not in place yet).
+    """
+    from .loader import attach_endpoint
+
     start = time.perf_counter()
     src = load_sources(state)
     pods = current(state, src)
@@ -152,23 +181,60 @@ def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] 
         raise _error(f"endpoint {endpoint} exists already: use `endpoint relabel` (or remove it first)")
     if op in ("remove", "relabel") and prior is None:
         raise _error(f"unknown endpoint {endpoint!r} in {state.name}")
+    if attach is not None:
+        _check_attach(state, attach)
     addr_len = 16 if features.get("ipv6") else 4
     lay = layouts(addr_len, bool(features.get("port_ranges")))
     maps = {n: Map.open_pinned(str(Path(state.pin_dir) / "maps" / n)) for n in ("ipcache", "endpoints", "policy")}
     try:
         if op == "remove":
+            for a in [a for a in state.attachments if a.endpoint == endpoint]:
+                detach(Path(a.pin))  # the pod leaves: its hooks first, then its identity
+            state.attachments = [a for a in state.attachments if a.endpoint != endpoint]
             t0 = time.perf_counter()
-            for ip in prior.endpoint.ips:
-                maps["endpoints"].delete(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)))
-                maps["ipcache"].delete(ipcache_key(lay, ipaddress.ip_network(ip), addr_len))
+            _forget(maps, lay, prior.endpoint.ips, addr_len)
             t1 = time.perf_counter()
             state.runtime.append({"op": op, "endpoint": endpoint})
-            write_state(state)
-            return Change(op, endpoint, prior.endpoint.identity.id, False, prior.policy_id, 0, t1 - start, t1 - t0)
-        return _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps, start)
+            result = Change(op, endpoint, prior.endpoint.identity.id, False, prior.policy_id, 0, t1 - start, t1 - t0)
+        else:
+            result = _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps,
+                          start)
+            if attach is not None:
+                try:
+                    state.attachments += attach_endpoint(state, endpoint, attach)
+                except BaseException:
+                    _forget(maps, lay, [ipaddress.ip_address(i) for i in state.runtime.pop()["ips"]], addr_len)
+                    raise
     finally:
         for m in maps.values():
             m.close()
+    if save:
+        write_state(state)
+    return result
+
+
+def carry_over(old: State, new: State, features: dict) -> list[str]:
+    """Re-apply ``old``'s runtime endpoint changes onto ``new``'s maps, through :func:`change`.
+
+    Only pods the new artifact does not know: for those it knows, the artifact wins.  Each pod's last
+    recorded change is applied as an ``add`` (its full addresses, labels and service account), so a
+    pod added, relabelled and removed at run time leaves nothing; new numbers are chosen in the new
+    artifact's space.  Returns the pods carried over (their records end up in ``new.runtime``).
+    """
+    known = {e["name"] for e in artifact_json(new, "endpoints.json")}
+    last = {rec["endpoint"]: rec for rec in old.runtime}
+    out = []
+    for endpoint, rec in last.items():
+        if endpoint in known or rec["op"] == "remove":
+            continue
+        try:
+            change(new, features, "add", endpoint, rec["ips"], rec["labels"], rec["service_account"], save=False)
+        except PolicycError as exc:
+            raise _error(f"{endpoint} (added or changed at run time) cannot be carried over to {new.artifact}: "
+                         + "; ".join(d.message for d in exc.diagnostics)
+                         + f" (run `policyc endpoint remove {old.name} {endpoint}` or recompile with the pod)") from None
+        out.append(endpoint)
+    return out
 
 
 def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps, start) -> Change:
@@ -227,9 +293,7 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     for e in entries:  # policy first: the identity is in force the moment the endpoint points at it
         maps["policy"].update(policy_key(lay["policy_key"], e, port_lpm), policy_value(lay, e))
     if prior is not None:
-        for ip in set(prior.endpoint.ips) - set(addrs):
-            maps["endpoints"].delete(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)))
-            maps["ipcache"].delete(ipcache_key(lay, ipaddress.ip_network(ip), addr_len))
+        _forget(maps, lay, set(prior.endpoint.ips) - set(addrs), addr_len)
     for ip in addrs:
         entry = EndpointEntry(ip, endpoint_id, identity, policy_id, default_deny, endpoint)
         maps["endpoints"].update(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)), endpoint_value(lay, entry))
@@ -239,7 +303,6 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     state.runtime.append({"op": op, "endpoint": endpoint, "ips": [str(i) for i in addrs], "labels": labels,
                           "service_account": sa, "identity": identity, "policy_id": policy_id,
                           "endpoint_id": endpoint_id})
-    write_state(state)
     return Change(op, endpoint, identity, new_identity and identity not in all_ids, policy_id, len(entries),
                   t1 - start, t1 - t0)
 
