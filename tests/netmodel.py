@@ -148,31 +148,66 @@ class NetModel:
         cleanup(self.prefix)
 
     def _build(self) -> None:
-        for name in [self.node, *(p.netns for p in self.pods)]:
-            run(["ip", "netns", "add", name])
+        run(["ip", "netns", "add", self.node])
         self.sysctl(self.node, "net.ipv4.ip_forward", "1")
         if self.ipv6:
             self.sysctl(self.node, "net.ipv6.conf.all.forwarding", "1")
         node_cmds = ["link set lo up"]
         for pod in self.pods:
-            run(["ip", "-n", self.node, "link", "add", pod.host_if, "address", pod.host_mac, "type", "veth",
-                 "peer", "name", "eth0", "address", pod.pod_mac, "netns", pod.netns])
-            node_cmds += [f"link set {pod.host_if} up", f"addr add {GATEWAY4}/32 dev {pod.host_if}"]
-            if self.ipv6:
-                node_cmds.append(f"addr add {GATEWAY6}/64 dev {pod.host_if} nodad")
-            for ip in pod.ips:
-                node_cmds += [f"route add {ip}/{ip.max_prefixlen} dev {pod.host_if}",
-                              f"neigh replace {ip} lladdr {pod.pod_mac} dev {pod.host_if} nud permanent"]
-            run(["ip", "-n", pod.netns, "-batch", "-"], input="\n".join(self._pod_cmds(pod)) + "\n")
+            node_cmds += self._plug(pod)
         run(["ip", "-n", self.node, "-batch", "-"], input="\n".join(node_cmds) + "\n")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for pod in self.pods:
+        self._serve(self.pods)
+
+    def _plug(self, pod: Pod) -> list[str]:
+        """The pod's netns, its veth and its side configured; returns the node side's `ip` commands."""
+        run(["ip", "netns", "add", pod.netns])
+        run(["ip", "-n", self.node, "link", "add", pod.host_if, "address", pod.host_mac, "type", "veth",
+             "peer", "name", "eth0", "address", pod.pod_mac, "netns", pod.netns])
+        node_cmds = [f"link set {pod.host_if} up", f"addr add {GATEWAY4}/32 dev {pod.host_if}"]
+        if self.ipv6:
+            node_cmds.append(f"addr add {GATEWAY6}/64 dev {pod.host_if} nodad")
+        for ip in pod.ips:
+            node_cmds += [f"route add {ip}/{ip.max_prefixlen} dev {pod.host_if}",
+                          f"neigh replace {ip} lladdr {pod.pod_mac} dev {pod.host_if} nud permanent"]
+        run(["ip", "-n", pod.netns, "-batch", "-"], input="\n".join(self._pod_cmds(pod)) + "\n")
+        return node_cmds
+
+    def _serve(self, pods: list[Pod]) -> None:
+        for pod in pods:
             self.servers[pod.display] = self.spawn(
                 pod.netns, ["serve", pod.display, *map(str, self.ports), "--seqlog", str(self.seqlog(pod))])
-        for name, proc in self.servers.items():
-            line = proc.stdout.readline().strip()
+        for pod in pods:
+            line = self.servers[pod.display].stdout.readline().strip()
             if line != "ready":
-                raise RuntimeError(f"server of {name} did not start: {line!r} {proc.stderr.read()}")
+                raise RuntimeError(f"server of {pod.display} did not start: {line!r} "
+                                   f"{self.servers[pod.display].stderr.read()}")
+
+    def add_pod(self, display: str, ips: tuple) -> Pod:
+        """A pod that arrives while the model runs (a pod scheduled between two compiles)."""
+        ns, name = display.split("/")
+        index = max(p.index for p in self.pods) + 1
+        pod = Pod(display, f"{self.prefix}-{ns}-{name}", f"{self.prefix}h{index}", tuple(ips), index)
+        try:
+            run(["ip", "-n", self.node, "-batch", "-"], input="\n".join(self._plug(pod)) + "\n")
+            self._serve([pod])
+        except BaseException:
+            remove_netns(pod.netns)
+            raise
+        self.pods.append(pod)
+        self.by_name[display] = pod
+        return pod
+
+    def remove_pod(self, display: str) -> None:
+        """The pod leaves: its server stops, its netns goes and with it both ends of its veth."""
+        pod = self.by_name.pop(display)
+        self.pods.remove(pod)
+        server = self.servers.pop(display, None)
+        if server is not None:
+            server.kill()
+            server.wait()
+            self.procs.remove(server)
+        remove_netns(pod.netns)
 
     def _pod_cmds(self, pod: Pod) -> list[str]:
         cmds = ["link set lo up", "link set eth0 up"]

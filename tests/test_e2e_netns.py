@@ -6,6 +6,8 @@ connections and UDP exchanges, compared with `policyc matrix` for the same input
 """
 from __future__ import annotations
 
+import copy
+import ipaddress
 import json
 import subprocess
 import time
@@ -430,3 +432,76 @@ def test_dual_stack_over_real_traffic(case, tmp_path, empty):
     assert leftovers(f"{PREFIX}6") == ([], [])
     bad = mismatches(expected, observed)
     assert not bad, f"{case.name} dual stack: {len(bad)} of {len(expected)} flows differ:\n" + "\n".join(bad[:40])
+
+
+# -- a pod added between two compiles --------------------------------------------------------------
+
+ADD_CASES = (SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp",  # pod=a admits only x/b on 80/TCP
+             SHARED / "conformance" / "007-knp-deny-egress-x-a")         # pod=a sends nothing
+ADDED = ("x/d", "10.244.1.9", {"pod": "a"})  # x/a's labels: both policies select the new pod
+
+
+def inventory_with_pod(source: Path, display: str, ip: str, labels: dict, out: Path) -> Path:
+    """``source`` plus one pod: a copy of the first pod of its namespace, renamed, readdressed, relabelled."""
+    doc = yaml.safe_load(source.read_text())
+    ns, name = display.split("/")
+    pod = copy.deepcopy(next(i for i in doc["items"] if i["kind"] == "Pod" and i["metadata"]["namespace"] == ns))
+    pod["metadata"].update(name=name, labels=dict(labels))
+    pod["status"].update(podIP=ip, podIPs=[{"ip": ip}])
+    doc["items"].append(pod)
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def test_pod_added_at_run_time_is_enforced_and_survives_a_replace(tmp_path, empty):
+    """A pod the artifacts were compiled without gets a netns and veth while an artifact is loaded;
+    `endpoint add --attach` puts it under policy: real traffic matches `matrix` on an inventory that
+    has the pod, before and after an atomic replace with another artifact that does not know it
+    either (its identity is re-applied, its hooks swapped with the others); `endpoint remove` takes
+    its hooks off and leaves no pin or state behind."""
+    require_kernel()
+    display, ip, labels = ADDED
+    prefix, name = "pcq", "pcq-addpod"
+    inventory = ADD_CASES[0] / "inventory.yaml"
+    grown = inventory_with_pod(inventory, display, ip, labels, tmp_path / "grown.yaml")
+    arts, mats = [], []
+    for n, case in enumerate(ADD_CASES):
+        paths = policy_paths(case, empty)
+        arts.append(compile_case(paths, inventory, tmp_path / f"artifact{n}"))  # without the pod
+        mats.append(matrix(paths, grown))                                      # the truth with it
+    state_file = STATE_DIR / f"{name}.json"
+    with NetModel(load_inventory([inventory]), tmp_path / "work", prefix=prefix) as m:
+        compiled_attach = m.attach_args()
+        with loaded(m, arts[0], name):
+            pod = m.add_pod(display, (ipaddress.ip_address(ip),))
+            add = m.policyc("endpoint", "add", name, display, "--ip", ip, "--attach", pod.host_if, "--format", "json",
+                            *[arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")])
+            assert add.returncode == 0, add.stderr
+            assert {(a["iface"], a["hook"]) for a in json.loads(add.stdout)["attachments"]} == \
+                {(pod.host_if, "ingress"), (pod.host_if, "egress")}
+            before = m.probe(list(mats[0]))
+
+            swap = m.policyc("load", str(arts[1]), "--name", name, *compiled_attach)  # the 9 compiled pods only
+            assert swap.returncode == 0, swap.stderr
+            after = m.probe(list(mats[1]))
+            status = json.loads(m.policyc("status", name, "--format", "json").stdout)
+            hooks = {(a["iface"], a["hook"], a["endpoint"], a["present"]) for a in status["attachments"]}
+            assert {(pod.host_if, h, display, True) for h in ("ingress", "egress")} <= hooks
+            assert [(r["op"], r["endpoint"]) for r in json.loads(state_file.read_text())["runtime"]] == \
+                [("add", display)]
+
+            remove = m.policyc("endpoint", "remove", name, display)
+            assert remove.returncode == 0, remove.stderr
+            assert not any(pod.host_if in p.name for p in (pins(name) / "links").iterdir())
+            state = json.loads(state_file.read_text())
+            assert not [a for a in state["attachments"] if a["endpoint"] == display]
+            assert state["runtime"][-1] == {"op": "remove", "endpoint": display}
+            unhooked = m.probe([(display, "y/a", 80, "TCP")])  # pod=a sends nothing, but no hook checks it now
+            m.remove_pod(display)
+    assert leftovers(prefix) == ([], []) and not state_file.exists()
+    # 003 denies flows *to* the pod (its to_pod decides), 007 flows *from* it (its from_pod)
+    for label, end, expected, observed in (("before the replace", 1, mats[0], before), ("after it", 0, mats[1], after)):
+        assert any(flow[end] == display and v == "deny" for flow, v in expected.items()), label
+        bad = mismatches(expected, observed)
+        assert not bad, f"{label}: {len(bad)} of {len(expected)} flows differ:\n" + "\n".join(bad[:40])
+    assert mats[1][(display, "y/a", 80, "TCP")] == "deny" and unhooked[(display, "y/a", 80, "TCP")][0] == "allow"
