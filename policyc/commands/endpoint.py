@@ -54,6 +54,7 @@ def run(args) -> int:
     require_root()
     with bpf_errors():
         state = loaded_state(args.name)
+        hooked = [a for a in state.attachments if a.endpoint == args.endpoint]
         result = change(state, manifest_of(state)["features"], args.op, args.endpoint, ips, labels,
                         getattr(args, "service_account", None), getattr(args, "attach", None))
     hooks = [a for a in state.attachments if a.endpoint == args.endpoint]  # none left after a remove
@@ -66,4 +67,6 @@ def run(args) -> int:
               f"{result.seconds_maps * 1000:.2f} ms (total {result.seconds_total * 1000:.1f} ms)")
         for a in hooks:
             print(f"  {a.program:<9} on {a.iface} {a.hook:<7} [{a.mode}]")
+        if args.op == "remove" and hooked:
+            print(f"  detached from {', '.join(sorted({a.iface for a in hooked}))}")
     return 0
