@@ -812,3 +812,17 @@ def test_fuzz_mutated_inventories(data):
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             rc = main(["matrix", str(policy), "--inventory", str(inventory), "--format", "csv"])
     _assert_clean(rc, out.getvalue(), str(inventory))
+
+
+def test_error_flood_stops_after_the_cap(tmp_path, capsys):
+    """A List of thousands of wrong items reports the first MAX_ERRORS and says it stopped, not a million lines."""
+    from policyc.compiler.frontend import MAX_ERRORS
+
+    items = "".join(f"- {n}\n" for n in range(MAX_ERRORS * 5))
+    path = write(tmp_path, f"apiVersion: v1\nkind: List\nitems:\n{items}")
+    code, out = run_cli(capsys, "validate", str(path))
+    assert code == 2
+    lines = [line for line in out.splitlines() if ": error:" in line]
+    assert len(lines) == MAX_ERRORS + 1
+    assert lines[0].startswith(f"{path}:4:3: error: items[0]")
+    assert lines[-1] == f"{path}:{MAX_ERRORS + 4}:3: error: items[{MAX_ERRORS}]: stopping after {MAX_ERRORS} errors; fix these and run again"

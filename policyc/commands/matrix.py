@@ -7,9 +7,10 @@ import json
 import sys
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
-from ..compiler.evaluate import Evaluator, Flow, subject_labels
+from ..compiler.evaluate import matching_ports, peer_matches, subject_labels
 from ..compiler.inventory import external
-from ..compiler.ir import Endpoint, PolicySet, Protocol
+from ..compiler.ir import (ANY_SOURCE, Action, Direction, Endpoint, EndpointKind, Op, PolicySet, Protocol,
+                           Rule, Selector, SelectorPeer, SubjectKind)
 from .common import (add_inventory_arg, add_policy_args, load_inventory_arg,
                      load_policy_args, parse_port)
 
@@ -36,9 +37,125 @@ def _externals(text: str) -> list[Endpoint]:
 
 
 def _class_key(ep: Endpoint) -> tuple:
-    """Endpoints with equal keys get equal verdicts: compute once per class, not per pod."""
-    return (ep.kind, subject_labels(ep), ep.identity.labels, ep.ports, ep.node,
-            ep.ips if ep.kind.value == "external" else ())
+    """Endpoints with equal keys get equal verdicts: compute once per class, not per pod.
+
+    The matrix holds pods and addresses, never nodes, so a pod's node changes no verdict
+    (only a node peer on the pod's own node would: R3.9).
+    """
+    return (ep.kind, subject_labels(ep), ep.identity.labels, ep.ports,
+            ep.ips if ep.kind is EndpointKind.EXTERNAL else ())
+
+
+def classify(endpoints: list[Endpoint]) -> tuple[list[int], list[Endpoint]]:
+    """The class number of every endpoint, and one representative endpoint per class."""
+    numbers: dict[tuple, int] = {}
+    cls = [numbers.setdefault(_class_key(ep), len(numbers)) for ep in endpoints]
+    reps: list[Endpoint] = [None] * len(numbers)  # type: ignore[list-item]
+    for ep, c in zip(endpoints, cls):
+        reps[c] = reps[c] or ep
+    return cls, reps
+
+
+class ClassVerdicts:
+    """Which classes may reach which, per port: the evaluator's decision (R4.4) as set algebra.
+
+    Per subject class and direction, the peers a direction allows are all classes (not enforced) or
+    the union of its matching allow rules' peer classes, less those of its matching deny rules.  A
+    selector's classes are computed once, found through a label index, for subjects and peers alike.
+    Pair by pair this equals ``Evaluator.evaluate`` on endpoints without nodes (tests/test_matrix.py).
+    """
+
+    def __init__(self, policy: PolicySet, reps: list[Endpoint]):
+        if any(ep.kind is EndpointKind.NODE for ep in reps):
+            raise ValueError("ClassVerdicts covers pods and addresses only")
+        self.reps = reps
+        self.every = frozenset(range(len(reps)))
+        self._index: dict[tuple[str, str, str], set[int]] = {}
+        for c, ep in enumerate(reps):
+            for lab in ep.identity.labels:
+                self._index.setdefault((lab.source, lab.key, lab.value), set()).add(c)
+                self._index.setdefault((ANY_SOURCE, lab.key, lab.value), set()).add(c)
+        self._selector_cache: dict[Selector, frozenset[int]] = {}
+        self._rule_cache: dict[int, frozenset[int]] = {}
+        # (class, direction) -> (allow rules, deny rules, default-deny?), as Evaluator.subject selection
+        self._subject: dict[tuple[int, Direction], tuple[list[Rule], list[Rule], bool]] = {
+            (c, d): ([], [], False) for c in range(len(reps)) for d in Direction}
+        for rule in policy.rules:
+            for c in self._subjects(rule.subject_kind, rule.subject):
+                self._subject[(c, rule.direction)][rule.action is Action.DENY].append(rule)
+        for dd in policy.default_deny:
+            for c in self._subjects(dd.subject_kind, dd.subject):
+                allows, denies, _ = self._subject[(c, dd.direction)]
+                self._subject[(c, dd.direction)] = (allows, denies, True)
+
+    def _subjects(self, kind: SubjectKind, sel: Selector) -> list[int]:
+        """Classes an endpointSelector selects (pods only: ``selects``); node selectors select none here."""
+        if kind is not SubjectKind.ENDPOINT:
+            return []
+        return [c for c in self._selector_classes(sel) if self.reps[c].kind is EndpointKind.POD]
+
+    def _selector_classes(self, sel: Selector) -> frozenset[int]:
+        hit = self._selector_cache.get(sel)
+        if hit is None:
+            candidates: set[int] | frozenset[int] = self.every
+            for req in sel.requirements:  # an In requirement needs one of its labels: narrow by the index
+                if req.op is Op.IN:
+                    candidates = set().union(*(self._index.get((req.source, req.key, v), ())
+                                               for v in req.values)) & candidates
+            hit = frozenset(c for c in candidates if sel.matches(self.reps[c].identity.labels))
+            self._selector_cache[sel] = hit
+        return hit
+
+    def _peer_classes(self, rule: Rule) -> frozenset[int]:
+        """Classes matching any peer of ``rule`` (peer_matches, for non-node peers)."""
+        hit = self._rule_cache.get(id(rule))
+        if hit is None:
+            out: set[int] = set()
+            for peer in rule.peers:
+                if isinstance(peer, SelectorPeer):
+                    for sel in peer.selectors:
+                        out |= self._selector_classes(sel)
+                else:
+                    out |= {c for c, ep in enumerate(self.reps) if peer_matches(peer, ep, ep.identity.labels)}
+            hit = self._rule_cache[id(rule)] = frozenset(out)
+        return hit
+
+    def _rule_peers(self, rule: Rule, direction: Direction, subject: Endpoint, protocol: Protocol,
+                    port: int) -> set[int] | frozenset[int]:
+        """Peer classes ``rule`` matches on this port; named ports resolve at the destination (R8.4)."""
+        if direction is Direction.INGRESS or all(pm.name is None for pm in rule.ports):
+            dst = subject  # ingress: the subject is the destination; numbered ports ignore it
+            return self._peer_classes(rule) if matching_ports(rule, protocol, port, dst) else frozenset()
+        return {c for c in self._peer_classes(rule) if matching_ports(rule, protocol, port, self.reps[c])}
+
+    def _allowed_peers(self, c: int, direction: Direction, protocol: Protocol, port: int) -> frozenset[int]:
+        subject = self.reps[c]
+        if subject.kind is EndpointKind.EXTERNAL:
+            return self.every  # nothing enforces outside the cluster
+        allows, denies, dd = self._subject[(c, direction)]
+        denied = set().union(*(self._rule_peers(r, direction, subject, protocol, port) for r in denies))
+        if not dd:
+            return self.every - denied
+        allowed = set().union(*(self._rule_peers(r, direction, subject, protocol, port) for r in allows))
+        return frozenset(allowed - denied)
+
+    def table(self, protocol: Protocol, port: int) -> list[frozenset[int]]:
+        """For every source class, the destination classes it may reach (egress and ingress allow)."""
+        n = len(self.reps)
+        egress = [self._allowed_peers(c, Direction.EGRESS, protocol, port) for c in range(n)]
+        admits: list[set[int]] = [set() for _ in range(n)]  # source class -> destinations admitting it
+        for dst in range(n):
+            for src in self._allowed_peers(dst, Direction.INGRESS, protocol, port):
+                admits[src].add(dst)
+        return [egress[c] & admits[c] for c in range(n)]
+
+
+def tables(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]]):
+    """Per port ``(port, protocol, cls, allowed)``: endpoint i reaches j iff ``cls[j] in allowed[cls[i]]``."""
+    cls, reps = classify(endpoints)
+    verdicts = ClassVerdicts(policy, reps)
+    for port, protocol in ports:
+        yield port, protocol, cls, verdicts.table(protocol, port)
 
 
 def compute(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]]):
@@ -46,28 +163,31 @@ def compute(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int,
 
     Yields dicts one at a time so that large matrices stream instead of filling memory.
     """
-    evaluator = Evaluator(policy)
-    cache: dict[tuple, str] = {}
-    keys = [_class_key(ep) for ep in endpoints]
-    for port, protocol in ports:
+    for port, protocol, cls, allowed in tables(policy, endpoints, ports):
         for i, src in enumerate(endpoints):
+            reach = allowed[cls[i]]
             for j, dst in enumerate(endpoints):
-                if i == j:
-                    continue
-                key = (keys[i], keys[j], port, protocol)
-                verdict = cache.get(key)
-                if verdict is None:
-                    verdict = evaluator.evaluate(Flow(src, dst, protocol, port)).action.value
-                    cache[key] = verdict
-                yield {"from": src.display, "to": dst.display, "port": port,
-                       "protocol": protocol.label, "verdict": verdict}
+                if i != j:
+                    yield {"from": src.display, "to": dst.display, "port": port, "protocol": protocol.label,
+                           "verdict": "allow" if cls[j] in reach else "deny"}
 
 
-def write_json(flows, out) -> None:
-    """``{"flows": [...]}``, written row by row."""
+def write_json(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]], out) -> None:
+    """``{"flows": [...]}``, one row per line as ``json.dumps`` of ``compute``'s dicts, a source at a time."""
+    names = [json.dumps(ep.display) for ep in endpoints]
+    heads = ['{"from": ' + name + ', "to": ' for name in names]
     out.write('{"flows": [')
-    for n, flow in enumerate(flows):
-        out.write((",\n" if n else "\n") + json.dumps(flow))
+    first = True
+    for port, protocol, cls, allowed in tables(policy, endpoints, ports):
+        tail = f', "port": {port}, "protocol": {json.dumps(protocol.label)}, "verdict": '
+        cells = [name + tail for name in names]
+        for i, head in enumerate(heads):
+            reach = allowed[cls[i]]
+            rows = [head + cells[j] + ('"allow"}' if c in reach else '"deny"}')
+                    for j, c in enumerate(cls) if j != i]
+            if rows:
+                out.write(("\n" if first else ",\n") + ",\n".join(rows))
+                first = False
     out.write("\n]}\n")
 
 
@@ -92,10 +212,11 @@ def run(args) -> int:
     inventory = load_inventory_arg(args)
     ports = [parse_port(p) for p in args.ports.split(",") if p.strip()]
     endpoints = list(inventory.pods) + _externals(args.external)
-    flows = compute(policy, endpoints, ports)
     if args.format == "json":
-        write_json(flows, sys.stdout)
-    elif args.format == "csv":
+        write_json(policy, endpoints, ports, sys.stdout)
+        return 0
+    flows = compute(policy, endpoints, ports)
+    if args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=["from", "to", "port", "protocol", "verdict"],
                                 lineterminator="\n")
         writer.writeheader()

@@ -802,6 +802,9 @@ def parse_object(r: _Reader, obj, base: tuple, cluster: str):
     return rules, dd, Policy(kind, namespace or "", name, origin, ignore)
 
 
+MAX_ERRORS = 200  # enough to fix a file; a megabyte of wrong items should not print a million lines
+
+
 def build_policy_set(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> FrontendResult:
     rules: list[Rule] = []
     dd: list[DefaultDeny] = []
@@ -809,33 +812,38 @@ def build_policy_set(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Fr
     diagnostics: list[Diagnostic] = []
     skipped: list[str] = []
     seen: dict[tuple, Origin] = {}
-    for doc in docs:
-        for base, obj in _objects(doc):
-            r = _Reader(doc)
-            try:
-                got = parse_object(r, obj, base, cluster)
-            except _Invalid:
-                got = None
-            diagnostics.extend(r.diagnostics)
-            if r.errors:
-                continue
-            if got is None:
-                line, _ = doc.position(base)
-                meta = obj.get("metadata")
-                name = meta.get("name", "") if isinstance(meta, dict) else ""
-                skipped.append(f"{doc.file}:{line}: {obj.get('kind')} {name}")
-                continue
-            got_rules, got_dd, policy = got
-            key = (policy.kind, policy.namespace, policy.name)
-            if key in seen:
-                diagnostics.append(doc.diag(base + ("metadata", "name"),
-                                            f"{policy.kind} {policy.namespace + '/' if policy.namespace else ''}"
-                                            f"{policy.name} is defined twice (first at {seen[key]}); both are "
-                                            "kept, as separate files would be", Severity.WARNING, "duplicate-name"))
-            seen.setdefault(key, policy.origin)
-            rules.extend(got_rules)
-            dd.extend(got_dd)
-            policies.append(policy)
+    error_count = 0
+    for doc, base, obj in ((d, b, o) for d in docs for b, o in _objects(d)):
+        if error_count >= MAX_ERRORS:
+            diagnostics.append(doc.diag(base, f"stopping after {MAX_ERRORS} errors; fix these and run again",
+                                        code="too-many-errors"))
+            break
+        r = _Reader(doc)
+        try:
+            got = parse_object(r, obj, base, cluster)
+        except _Invalid:
+            got = None
+        diagnostics.extend(r.diagnostics)
+        error_count += r.errors
+        if r.errors:
+            continue
+        if got is None:
+            line, _ = doc.position(base)
+            meta = obj.get("metadata")
+            name = meta.get("name", "") if isinstance(meta, dict) else ""
+            skipped.append(f"{doc.file}:{line}: {obj.get('kind')} {name}")
+            continue
+        got_rules, got_dd, policy = got
+        key = (policy.kind, policy.namespace, policy.name)
+        if key in seen:
+            diagnostics.append(doc.diag(base + ("metadata", "name"),
+                                        f"{policy.kind} {policy.namespace + '/' if policy.namespace else ''}"
+                                        f"{policy.name} is defined twice (first at {seen[key]}); both are "
+                                        "kept, as separate files would be", Severity.WARNING, "duplicate-name"))
+        seen.setdefault(key, policy.origin)
+        rules.extend(got_rules)
+        dd.extend(got_dd)
+        policies.append(policy)
     return FrontendResult(PolicySet(tuple(rules), tuple(dd), tuple(policies), cluster), diagnostics, skipped)
 
 

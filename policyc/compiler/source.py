@@ -62,6 +62,8 @@ def _mark(event) -> tuple[int, int]:
 def _scalar(event, file: str, path: tuple):
     """ints, floats, booleans and nulls as YAML 1.1 reads them; everything else stays text."""
     tag = event.tag
+    if tag is None and not event.implicit[0]:  # quoted: always text, no resolver needed
+        return event.value
     if tag is None or tag == "!":
         tag = _CONSTRUCT.resolve(yaml.ScalarNode, event.value, event.implicit)
     if tag not in _TYPED_TAGS:

@@ -13,7 +13,7 @@ import z3
 
 from .. import explain
 from ..entities import world_labels
-from ..evaluate import Evaluator, selects
+from ..evaluate import Evaluator, selects, subject_labels
 from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
@@ -35,9 +35,11 @@ class Context:
     def __post_init__(self) -> None:
         self.index = prefilter.Index([r for r in self.policy.rules])
         self.dd_index = prefilter.Index(self.policy.default_deny)
+        # One inventory space for every query: it remembers which endpoints each selector picks.
+        self._inventory_space = space_for((), (), self.policy.cluster, self.inventory) if self.inventory else None
 
     def space(self, rules, dds=(), selectors=()) -> Space:
-        return space_for(rules, dds, self.policy.cluster, self.inventory, selectors)
+        return self._inventory_space or space_for(rules, dds, self.policy.cluster, self.inventory, selectors)
 
     def neighbours(self, rule: Rule, action: Action) -> list[Rule]:
         return [r for r in self.index.near(rule.direction, rule.subject_kind, rule.subject) if r.action is action and r.id != rule.id
@@ -273,15 +275,17 @@ def check_inventory_selectors(ctx: Context) -> list[Finding]:
         return []
     from ..entities import RESERVED_IDS, reserved_label
     reserved = [frozenset({reserved_label(n)}) for n in RESERVED_IDS] + [world_labels(4), world_labels(6)]
-    identities = [ep.identity.labels for ep in inv.endpoints] + reserved
+    identities = list(dict.fromkeys([ep.identity.labels for ep in inv.endpoints] + reserved))
+    subjects = list({(ep.kind, subject_labels(ep)): ep for ep in inv.endpoints}.values())  # one per label set
+    seen: dict[tuple, bool] = {}
     out = []
     for rule in ctx.policy.rules:
         for role, sel in _rule_selectors(rule):
-            if role == "subject":
-                hit = any(selects(rule.subject_kind, sel, ep) for ep in inv.endpoints)
-            else:
-                hit = any(sel.matches(labels) for labels in identities)
-            if not hit:
+            key = (role == "subject", sel, rule.subject_kind)
+            if key not in seen:
+                seen[key] = any(selects(rule.subject_kind, sel, ep) for ep in subjects) if key[0] else \
+                    any(sel.matches(labels) for labels in identities)
+            if not seen[key]:
                 out.append(_finding("PC007", rule, f"the {role} selector {sel} matches no endpoint of the inventory",
                                     key=f"{role}:{sel}"))
     return out
