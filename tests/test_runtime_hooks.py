@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 
 import pytest
 import yaml
 
 from kernelreq import require_kernel
-from policyc.bpf_runtime.libbpf import link_alive
+from policyc.bpf_runtime.attach import TC_HANDLE, TC_PRIORITY
+from policyc.bpf_runtime.libbpf import BPF_TC_INGRESS, link_alive, tc_query
 from policyc.bpf_runtime.state import read_state
 from policyc.cli import main
 from runtimekit import CASE3, INVENTORY, XA, XB, XC, compile_to, loaded_name, passes, pinned_link_ids, pins, veths
@@ -37,6 +39,11 @@ def arts(tmp_path_factory):
     require_kernel()
     base = tmp_path_factory.mktemp("pcq")
     return compile_to(base / "a3", CASE3 / "policies"), compile_to(base / "open", OPEN)
+
+
+def tc_filter_prog(iface: str) -> int | None:
+    """The program id of policyc's clsact filter on ``iface``'s TC ingress, None when there is none."""
+    return tc_query(socket.if_nametoindex(iface), BPF_TC_INGRESS, TC_HANDLE, TC_PRIORITY)
 
 
 def _err(capsys, argv: list[str]) -> str:
@@ -76,11 +83,13 @@ def test_a_second_name_on_the_same_interface_is_refused(arts, capsys):
         assert {a.iface for a in read_state(second).attachments} == {if0, if1}
 
 
-def test_endpoint_add_attach_then_remove(arts, capsys):
-    """--attach hooks the new pod's veth (pinned, in the state); remove detaches it; failures change nothing."""
+@pytest.mark.parametrize("tc_mode", ["tcx", "clsact"])
+def test_endpoint_add_attach_then_remove(arts, capsys, tc_mode):
+    """--attach hooks the new pod's veth (pinned, in the state, in the load's TC mode); remove detaches it;
+    failures change nothing."""
     art, _ = arts
     with veths("pcq2", "pcq3") as (if2, if3), loaded_name("pcqtest-add") as name:
-        assert main(["load", str(art), "--name", name, "--attach", f"x/a={if3}"]) == 0
+        assert main(["load", str(art), "--name", name, "--attach", f"x/a={if3}", "--tc-mode", tc_mode]) == 0
         err = _err(capsys, ["endpoint", "add", name, "x/d", "--ip", XD, "--label", "pod=a", "--attach", "pcqnone"])
         assert "interface 'pcqnone' does not exist" in err
         err = _err(capsys, ["endpoint", "add", name, "x/d", "--ip", XD, "--label", "pod=a", "--attach", if3])
@@ -90,11 +99,13 @@ def test_endpoint_add_attach_then_remove(arts, capsys):
         assert main(["endpoint", "add", name, "x/d", "--ip", XD, "--label", "pod=a", "--attach", if2,
                      "--format", "json"]) == 0
         added = json.loads(capsys.readouterr().out)
-        assert added["identity"] == 256 and {a["hook"] for a in added["attachments"]} == {"ingress", "egress"}
+        assert added["identity"] == 256
+        assert {(a["hook"], a["mode"]) for a in added["attachments"]} == {("ingress", tc_mode), ("egress", tc_mode)}
         assert {p.name for p in (pins(name) / "links").iterdir()} >= {f"ingress-{if2}", f"egress-{if2}"}
         assert {(a.iface, a.endpoint) for a in read_state(name).attachments} == {(if3, "x/a"), (if2, "x/d")}
         assert passes(name, "to_pod", XB, XD) and not passes(name, "to_pod", XC, XD)
-        ids = pinned_link_ids(name)
+        ids = pinned_link_ids(name) if tc_mode == "tcx" else []  # clsact filters have no link ids
+        assert tc_mode == "tcx" or tc_filter_prog(if2) is not None
         assert main(["status", name, "--format", "json"]) == 0
         status = json.loads(capsys.readouterr().out)
         assert {(a["iface"], a["present"]) for a in status["attachments"]} == {(if2, True), (if3, True)}
@@ -102,7 +113,9 @@ def test_endpoint_add_attach_then_remove(arts, capsys):
         assert main(["endpoint", "remove", name, "x/d"]) == 0
         assert {p.name for p in (pins(name) / "links").iterdir()} == {f"ingress-{if3}", f"egress-{if3}"}
         assert [a.iface for a in read_state(name).attachments] == [if3, if3]
-        assert sum(link_alive(i) for i in ids) == 2  # x/a's two links; x/d's are gone
+        assert sum(link_alive(i) for i in ids) == (2 if tc_mode == "tcx" else 0)  # x/a's two; x/d's are gone
+        if tc_mode == "clsact":  # policyc's filter is off x/d's veth, x/a's is still on
+            assert tc_filter_prog(if2) is None and tc_filter_prog(if3) is not None
         assert not passes(name, "from_pod", XD, XB, sport=40030)
 
 
