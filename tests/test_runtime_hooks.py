@@ -119,11 +119,11 @@ def test_endpoint_add_attach_then_remove(arts, capsys, tc_mode):
         assert not passes(name, "from_pod", XD, XB, sport=40030)
 
 
-def _inventory_with_d(path, labels: dict):
-    """The case-3 inventory plus x/d at XD with ``labels``: an artifact that knows the pod."""
+def _inventory_with_d(path, labels: dict, pod_name: str = "d"):
+    """The case-3 inventory plus x/<pod_name> at XD with ``labels``: an artifact that knows the pod (or the address)."""
     doc = yaml.safe_load(INVENTORY.read_text())
     pod = copy.deepcopy(next(i for i in doc["items"] if i["kind"] == "Pod"))
-    pod["metadata"].update(name="d", labels=labels)
+    pod["metadata"].update(name=pod_name, labels=labels)
     pod["status"].update(podIP=XD, podIPs=[{"ip": XD}])
     doc["items"].append(pod)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -134,6 +134,7 @@ def test_runtime_pods_survive_a_replace_unless_the_artifact_knows_them(arts, tmp
     art, other = arts
     knows_d = compile_to(tmp_path / "knows-d", CASE3 / "policies", _inventory_with_d(tmp_path / "inv.yaml",
                                                                                    {"pod": "c"}))
+    takes_xd = compile_to(tmp_path / "takes-xd", OPEN, _inventory_with_d(tmp_path / "inv-f.yaml", {"pod": "f"}, "f"))
     with veths("pcq4", "pcq5") as (if4, if5), loaded_name("pcqtest-carry") as name:
         assert main(["load", str(art), "--name", name, "--attach", f"x/a={if5}"]) == 0
         assert main(["endpoint", "add", name, "x/d", "--ip", XD, "--label", "pod=a", "--attach", if4]) == 0
@@ -149,6 +150,11 @@ def test_runtime_pods_survive_a_replace_unless_the_artifact_knows_them(arts, tmp
         assert pinned_link_ids(name) == ids and all(link_alive(i) for i in ids)
         assert passes(name, "to_pod", XC, XD) and not passes(name, "to_pod", XB, XD)
         assert not passes(name, "from_pod", "10.244.1.10", XB)  # x/e unknown again
+        # a compiled pod x/f holds x/d's address: x/d cannot be carried over, the replace changes nothing
+        err = _err(capsys, ["load", str(takes_xd), "--name", name])
+        assert "x/d (added or changed at run time) cannot be carried over" in err and "belongs to x/f" in err
+        assert read_state(name) == state and not (pins(name) / "next").exists()
+        assert pinned_link_ids(name) == ids and passes(name, "to_pod", XC, XD, sport=40042)
         # an artifact that knows x/d (as pod=c) wins: the runtime record is dropped, its hooks stay
         assert main(["load", str(knows_d), "--name", name]) == 0
         state = read_state(name)
