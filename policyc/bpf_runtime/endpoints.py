@@ -28,7 +28,7 @@ from ..compiler.ir import (CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, 
                            Direction, Endpoint, EndpointKind, Identity, PolicySet)
 from ..compiler.layouts import layouts
 from ..compiler.lower import ANY_PEER, EndpointEntry, PolicyEntry, peer_identities, subject_entries
-from ..compiler.mapdata import addr_bytes, endpoint_value, ipcache_key, policy_key, policy_value
+from ..compiler.mapdata import addr_bytes, endpoint_value, ipcache_host_key, policy_key, policy_value
 from ..compiler.source import parse_text
 from .attach import detach, ifindex
 from .libbpf import Map
@@ -146,7 +146,7 @@ def _forget(maps: dict, lay: dict, addrs, addr_len: int) -> None:
     """Delete the endpoint and ipcache entries of ``addrs``: each falls back to its CIDR/world identity."""
     for ip in addrs:
         maps["endpoints"].delete(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)))
-        maps["ipcache"].delete(ipcache_key(lay, ipaddress.ip_network(ip), addr_len))
+        maps["ipcache_hosts"].delete(ipcache_host_key(lay, ip, addr_len))
 
 
 def _check_attach(state: State, iface: str) -> None:
@@ -185,7 +185,7 @@ def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] 
         _check_attach(state, attach)
     addr_len = 16 if features.get("ipv6") else 4
     lay = layouts(addr_len, bool(features.get("port_ranges")))
-    maps = {n: Map.open_pinned(str(Path(state.pin_dir) / "maps" / n)) for n in ("ipcache", "endpoints", "policy")}
+    maps = {n: Map.open_pinned(str(Path(state.pin_dir) / "maps" / n)) for n in ("ipcache_hosts", "endpoints", "policy")}
     try:
         if op == "remove":
             for a in [a for a in state.attachments if a.endpoint == endpoint]:
@@ -297,8 +297,7 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     for ip in addrs:
         entry = EndpointEntry(ip, endpoint_id, identity, policy_id, default_deny, endpoint)
         maps["endpoints"].update(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)), endpoint_value(lay, entry))
-        maps["ipcache"].update(ipcache_key(lay, ipaddress.ip_network(ip), addr_len),
-                               lay["ipcache_value"].pack(identity=identity))
+        maps["ipcache_hosts"].update(ipcache_host_key(lay, ip, addr_len), lay["ipcache_value"].pack(identity=identity))
     t1 = time.perf_counter()
     state.runtime.append({"op": op, "endpoint": endpoint, "ips": [str(i) for i in addrs], "labels": labels,
                           "service_account": sa, "identity": identity, "policy_id": policy_id,

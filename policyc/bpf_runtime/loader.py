@@ -20,7 +20,7 @@ from ..compiler.artifact import MANIFEST
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.layouts import layouts
 from ..compiler.lower import HOST_ID
-from ..compiler.mapdata import ipcache_key
+from ..compiler.mapdata import ipcache_host_key
 from . import bpffs
 from .artifact import open_artifact, read_manifest
 from .attach import HOOKS, Attachment, attach_tc, attach_xdp, detach, ifindex
@@ -173,14 +173,14 @@ def local_addresses() -> set[str]:
 def node_addresses(artifact: Path, explicit: tuple[str, ...]) -> list[str]:
     """The local node's addresses: those given, plus inventory node addresses configured here."""
     try:
-        ipcache = json.loads((artifact / "maps.json").read_text())["maps"]["ipcache"]
+        ipcache = json.loads((artifact / "maps.json").read_text())["maps"]["ipcache_hosts"]
     except (OSError, ValueError, KeyError):
         ipcache = []
     nodes = {e["prefix"].split("/")[0] for e in ipcache if str(e.get("source", "")).startswith("node ")}
     return sorted(set(explicit) | (nodes & local_addresses()), key=ipaddress.ip_address)
 
 
-def set_host_identity(ipcache: Map, features: dict, ips: list[str]) -> None:
+def set_host_identity(hosts: Map, features: dict, ips: list[str]) -> None:
     """Rewrite the local node's addresses to identity host (docs/artifact.md, Identities)."""
     addr_len = 16 if features.get("ipv6") else 4
     lay = layouts(addr_len, bool(features.get("port_ranges")))
@@ -188,8 +188,7 @@ def set_host_identity(ipcache: Map, features: dict, ips: list[str]) -> None:
         ip = ipaddress.ip_address(text)
         if ip.version == 6 and addr_len == 4:
             continue  # an IPv4-only artifact drops IPv6 anyway
-        ipcache.update(ipcache_key(lay, ipaddress.ip_network(ip), addr_len),
-                       lay["ipcache_value"].pack(identity=HOST_ID))
+        hosts.update(ipcache_host_key(lay, ip, addr_len), lay["ipcache_value"].pack(identity=HOST_ID))
 
 
 def open_object(artifact: Path, compiler: str) -> BPFObject:
@@ -208,7 +207,7 @@ def build(artifact: Path, pins: Path, node_ips: list[str], undo: Undo, compiler:
     except BPFError as exc:
         raise _error(f"{artifact}: {exc}") from None
     undo.add(obj.close)
-    set_host_identity(obj.map("ipcache"), manifest["features"], node_ips)
+    set_host_identity(obj.map("ipcache_hosts"), manifest["features"], node_ips)
     for sub in ("maps", "progs"):
         (pins / sub).mkdir(parents=True)
     undo.add(bpffs.remove_tree, pins)

@@ -97,7 +97,7 @@ def run(args) -> int:
         print("features: " + " ".join(f"{k}={'yes' if v else 'no'}" for k, v in report["features"].items()))
         for m in report["maps"]:
             if m["type"] != "ringbuf":
-                print(f"  {m['name']:<10} {m['type']:<13} {m['entries']:>7} / {m['max_entries']} entries")
+                print(f"  {m['name']:<13} {m['type']:<13} {m['entries']:>7} / {m['max_entries']} entries")
         for flow in report["l7_flows"]:
             print(f"  L7 proxy: {flow}")
         for warning in result.warnings:

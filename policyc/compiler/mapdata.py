@@ -18,7 +18,7 @@ from .lower import (ACTION_CODE, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, LEVEL_AN
 
 MAPS_BIN_MAGIC = b"PCMAPS\x00\x01"
 RINGBUF_BYTES = 256 * 1024
-DEFAULT_SIZES = {"ipcache": 16384, "endpoints": 4096, "policy": 65536, "conntrack": 65536}
+DEFAULT_SIZES = {"ipcache": 16384, "ipcache_hosts": 16384, "endpoints": 4096, "policy": 65536, "conntrack": 65536}
 POLICY_PREFIX_BITS = 96  # the whole LPM policy key: look-ups use every bit
 BLOWUP_ENTRIES = 1024  # warn when one rule decides more policy entries than this ...
 BLOWUP_SHARE = 0.1     # ... and than this share of the policy map
@@ -84,8 +84,21 @@ def endpoint_value(lay: dict[str, Layout], e: EndpointEntry) -> bytes:
 
 
 def ipcache_key(lay: dict[str, Layout], net, addr_len: int) -> bytes:
-    """The LPM key of one prefix (a host route for a single address)."""
+    """The LPM key of one prefix (the ``ipcache`` trie holds every prefix that is not a host route)."""
     return lay["ipcache_key"].pack(prefixlen=prefix_len(net, addr_len), addr=addr_bytes(net.network_address, addr_len))
+
+
+def ipcache_host_key(lay: dict[str, Layout], ip, addr_len: int) -> bytes:
+    """The ``ipcache_hosts`` key of one address: pod and node addresses live in this hash, not in the trie.
+
+    A host route is the longest match wherever one exists, so a hash hit is the
+    trie's answer, in one look-up instead of a walk as deep as the trie is full.
+    """
+    return lay["ipcache_host_key"].pack(addr=addr_bytes(ip, addr_len))
+
+
+def is_host_route(net) -> bool:
+    return net.prefixlen == net.max_prefixlen
 
 
 def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list[str]]:
@@ -95,7 +108,11 @@ def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list
     lay = layouts(addr_len, port_lpm)
     size = {**DEFAULT_SIZES, **sizes}
     ipcache = [(ipcache_key(lay, e.network, addr_len), lay["ipcache_value"].pack(identity=e.identity),
-                {"prefix": str(e.network), "identity": e.identity, "source": e.source}) for e in dp.ipcache]
+                {"prefix": str(e.network), "identity": e.identity, "source": e.source})
+               for e in dp.ipcache if not is_host_route(e.network)]
+    hosts = [(ipcache_host_key(lay, e.network.network_address, addr_len), lay["ipcache_value"].pack(identity=e.identity),
+              {"prefix": str(e.network), "identity": e.identity, "source": e.source})
+             for e in dp.ipcache if is_host_route(e.network)]
     endpoints = [(lay["endpoint_key"].pack(addr=addr_bytes(e.ip, addr_len)), endpoint_value(lay, e),
                   {"ip": str(e.ip), "endpoint": e.name, "endpoint_id": e.endpoint_id, "identity": e.identity,
                    "policy_id": e.policy_id, "default_deny": [d.value for d in e.default_deny]})
@@ -112,6 +129,7 @@ def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list
 
     specs = [
         spec("ipcache", "lpm_trie", "ipcache_key", "ipcache_value", ipcache, size["ipcache"], "BPF_F_NO_PREALLOC"),
+        spec("ipcache_hosts", "hash", "ipcache_host_key", "ipcache_value", hosts, size["ipcache_hosts"]),
         spec("endpoints", "hash", "endpoint_key", "endpoint_value", endpoints, size["endpoints"]),
         spec("policy", "lpm_trie" if port_lpm else "hash", "policy_key", "policy_value", policy, size["policy"],
              "BPF_F_NO_PREALLOC" if port_lpm else ""),
