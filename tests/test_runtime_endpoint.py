@@ -95,6 +95,8 @@ def test_add_and_remove_an_endpoint(art, capsys):
         assert added["identity"] == 256  # the label set of x/a
         assert passes(name, "to_pod", XB, xd) and not passes(name, "to_pod", XC, xd)
         assert passes(name, "from_pod", xd, XB)
+        assert main(["endpoint", "add", name, "x/e", "--ip", XC, "--label", "pod=e"]) == 2
+        assert "belongs to x/c" in capsys.readouterr().err
         _endpoint(capsys, "remove", name, "x/d")
         assert not passes(name, "from_pod", xd, XB, sport=40020)
         assert main(["endpoint", "remove", name, "x/d"]) == 2
@@ -111,3 +113,16 @@ def test_feature_compiled_out_is_refused(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "compiled without (deny)" in err and "Traceback" not in err
         assert passes(name, "to_pod", XA, XC)  # nothing changed
+
+
+def test_artifact_without_sources_is_a_clear_error(art, tmp_path, capsys):
+    import shutil
+    bare = tmp_path / "bare"
+    shutil.copytree(art, bare)
+    (bare / "sources.json").unlink()
+    with loaded_name("pcrtest-ep5") as name:
+        assert main(["load", str(bare), "--name", name]) == 0
+        assert main(["endpoint", "relabel", name, "x/c", "--label", "pod=b"]) == 2
+        err = capsys.readouterr().err
+        assert "sources.json" in err and "Traceback" not in err
+        assert main(["endpoint", "remove", name, "x/c"]) == 2  # every change needs the sources

@@ -69,14 +69,36 @@ def test_load_status_observe_unload(art3, capsys):
         assert main(["unload", name]) == 0  # idempotent
 
 
+def test_attach_file_and_replace_with_a_new_attachment_set(art3, tmp_path, capsys):
+    with veths("pcr7", "pcr8") as (if0, if1), loaded_name("pcrtest-af") as name:
+        listing = tmp_path / "attach.txt"
+        listing.write_text(f"# pods on this node\nx/a={if0}   # the web pod\n\n")
+        assert main(["load", str(art3), "--name", name, "--attach-file", str(listing)]) == 0
+        assert {a.iface for a in read_state(name).attachments} == {if0}
+        kept = pinned_link_ids(name)
+        # a replace naming x/a's interface and a new one: x/a's links stay (swapped), x/b's are added
+        assert main(["load", str(art3), "--name", name, "--attach", f"x/b={if1}", "--attach", f"x/a={if0}"]) == 0
+        assert {(a.endpoint, a.iface, a.hook) for a in read_state(name).attachments} == {
+            ("x/a", if0, "ingress"), ("x/a", if0, "egress"), ("x/b", if1, "ingress"), ("x/b", if1, "egress")}
+        assert set(kept) <= set(pinned_link_ids(name))
+        # and one without x/a: its links are detached after the swap
+        assert main(["load", str(art3), "--name", name, "--attach", f"x/b={if1}"]) == 0
+        assert {a.iface for a in read_state(name).attachments} == {if1}
+        assert not any(link_alive(i) for i in kept)
+        listing.write_text("x/a\n")
+        assert main(["load", str(art3), "--name", name, "--attach-file", str(listing)]) == 2
+        assert f"{listing}:1: 'x/a': expected NS/POD=IFACE" in capsys.readouterr().err
+
+
 def test_observe_names_the_deciding_rule(art3, capsys):
     with loaded_name("pcrtest-obs") as name:
         assert main(["load", str(art3), "--name", name]) == 0
         passes(name, "to_pod", XB, XA, sport=41000)
         capsys.readouterr()
-        assert main(["observe", name]) == 0
+        assert main(["observe", name, "--timeout", "0.2"]) == 0  # pending flows, then 0.2 s of following
         line = capsys.readouterr().out.strip()
-        assert "x/b:41000 (ID:257) -> x/a:80 (ID:256) TCP ALLOW (ingress, x/p NetworkPolicy/x/p/spec.ingress[0])" in line
+        assert ("x/b:41000 (ID:257) -> x/a:80 (ID:256) TCP ALLOW "
+                "(ingress, x/p NetworkPolicy/x/p/spec.ingress[0])") in line
 
 
 def test_failed_attach_rolls_back(art3, capsys):
@@ -91,6 +113,10 @@ def test_failed_attach_rolls_back(art3, capsys):
             assert not pins(name).exists() and read_state(name) is None
             # the TC hooks are free again: a new load attaches there without complaint
             assert main(["load", str(art3), "--name", name, "--attach", f"x/a={if0}"]) == 0
+            # auto mode falls back to generic XDP where the driver has none (added by a replace)
+            capsys.readouterr()
+            assert main(["load", str(art3), "--name", name, "--attach", f"x/a={if0}", "--xdp", "pcr2d"]) == 0
+            assert "xdp_node  on pcr2d xdp     [generic]" in capsys.readouterr().out
         finally:
             subprocess.run(["ip", "link", "del", "pcr2d"], capture_output=True)
 
@@ -177,3 +203,38 @@ def test_without_privileges_is_a_clear_error(art3):
                           env=env, capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert "need root (CAP_BPF" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bpffs_is_mounted_when_missing(art3, tmp_path):
+    """POLICYC_BPFFS points the runtime at an empty directory: load mounts bpffs there, unload cleans it."""
+    root = tmp_path / "bpffs"
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "POLICYC_BPFFS": str(root),
+           "POLICYC_STATE_DIR": str(tmp_path / "state")}
+    cli = [sys.executable, "-m", "policyc.cli"]
+    try:
+        done = subprocess.run([*cli, "load", str(art3), "--name", "pcrtest-fs"], env=env, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stderr
+        assert any(line.split()[1:3] == [str(root), "bpf"] for line in open("/proc/self/mounts"))
+        assert (root / "policyc" / "pcrtest-fs" / "maps" / "policy").exists()
+        assert (tmp_path / "state" / "pcrtest-fs.json").exists()
+        assert subprocess.run([*cli, "unload", "pcrtest-fs"], env=env).returncode == 0
+        assert not (root / "policyc" / "pcrtest-fs").exists()
+    finally:
+        subprocess.run([*cli, "unload", "pcrtest-fs"], env=env, capture_output=True)
+        subprocess.run(["umount", str(root)], capture_output=True)
+    bad = subprocess.run([*cli, "load", str(art3), "--name", "pcrtest-fs"], capture_output=True, text=True,
+                         env={**env, "POLICYC_BPFFS": "/proc/pcr-no-bpffs"})
+    assert bad.returncode == 2 and "/proc/pcr-no-bpffs" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_status_without_the_artifact_directory_is_a_clear_error(art3, tmp_path, capsys):
+    gone = tmp_path / "gone"
+    shutil.copytree(art3, gone)
+    with loaded_name("pcrtest-gone") as name:
+        assert main(["load", str(gone), "--name", name]) == 0
+        shutil.rmtree(gone)
+        assert main(["status", name]) == 2
+        err = capsys.readouterr().err
+        assert "must stay in place" in err and "Traceback" not in err
+        assert main(["unload", name]) == 0 and not pins(name).exists()

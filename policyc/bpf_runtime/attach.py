@@ -15,6 +15,7 @@ falls back to generic (skb) mode when the driver has no XDP support.
 """
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from dataclasses import asdict, dataclass
@@ -90,9 +91,9 @@ def attach_xdp(prog: L.Program, iface: str, mode: str, links: Path) -> Attachmen
         try:
             fd = L.link_create(prog.fd, index, L.BPF_XDP, flags[got], what=f"attach {prog.name} to {iface} XDP ({got})")
             break
-        except L.BPFError:
-            if n == len(tries) - 1:
-                raise
+        except L.BPFError as exc:
+            if n == len(tries) - 1 or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise  # only "the driver cannot" falls back to generic; busy or gone is an error
     try:
         L.pin_fd(fd, str(pin))
     finally:

@@ -31,8 +31,9 @@ BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 class BPFError(Exception):
     """A libbpf or kernel failure, with the verifier log tail when the kernel rejected a program."""
 
-    def __init__(self, message: str, log: str = ""):
+    def __init__(self, message: str, log: str = "", errno: int = 0):
         self.log = log
+        self.errno = errno
         super().__init__(message + (f"\nverifier log (tail):\n{log}" if log else ""))
 
 
@@ -151,7 +152,7 @@ def _check(ret: int, what: str) -> int:
     """libbpf 1.x returns -errno (and sets errno); turn negatives into BPFError."""
     if ret < 0:
         err = ctypes.get_errno() or -ret
-        raise BPFError(f"{what}: {os.strerror(err)} (errno {err})")
+        raise BPFError(f"{what}: {os.strerror(err)} (errno {err})", errno=err)
     return ret
 
 
@@ -312,15 +313,22 @@ class Map:
     def open_pinned(cls, path: str) -> "Map":
         """A pinned map, sizes and type read from the kernel; close() it when done."""
         fd = get_pinned(path)
-        info = _MapInfo()
-        size = ctypes.c_uint32(ctypes.sizeof(info))
         try:
-            _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), f"info of {path}")
+            m = cls.from_fd("", fd, what=path)
         except BPFError:
             os.close(fd)
             raise
-        return cls(info.name.decode(), fd, info.key_size, info.value_size, info.max_entries,
-                   info.type in _PERCPU_TYPES, owned=True)
+        m.owned = True
+        return m
+
+    @classmethod
+    def from_fd(cls, name: str, fd: int, what: str = "") -> "Map":
+        """A map by an fd someone else owns (bcc), sizes and type read from the kernel."""
+        info = _MapInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), f"info of {what or name}")
+        return cls(name or info.name.decode(), fd, info.key_size, info.value_size, info.max_entries,
+                   info.type in _PERCPU_TYPES)
 
     def close(self) -> None:
         if self.owned and self.fd >= 0:

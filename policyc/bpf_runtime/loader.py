@@ -45,6 +45,7 @@ class Request:
     xdp_mode: str = "auto"
     node_ips: tuple[str, ...] = ()
     tc_mode: str = "tcx"
+    compiler: str = "libbpf"  # libbpf: the artifact's policyc.bpf.o; bcc: its C compiled here (bcc_loader.py)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,34 @@ def check_request(req: Request, endpoints: list[dict]) -> None:
             raise _error(f"--node-ip {ip!r}: not an IP address") from None
 
 
+def hook_owners(name: str) -> dict[tuple[str, str], str]:
+    """``(iface, "tc" | "xdp")`` -> the *other* loaded name whose link pins hold that hook.
+
+    Read from the pins (the source of truth), ``next/`` included: a replace in progress owns its hooks.
+    """
+    owners: dict[tuple[str, str], str] = {}
+    for other in bpffs.loaded_names():
+        if other == name:
+            continue
+        for links in (bpffs.pin_dir(other) / "links", bpffs.pin_dir(other) / "next" / "links"):
+            for pin in sorted(links.iterdir()) if links.is_dir() else ():
+                hook, _, iface = pin.name.partition("-")  # link_pin(): <hook>-<iface with '.' as ':'>
+                owners.setdefault((iface.replace(":", "."), "xdp" if hook == "xdp" else "tc"), other)
+    return owners
+
+
+def check_owners(name: str, tc_ifaces: list[str], xdp: str | None = None) -> None:
+    """Refuse hooks another policyc name holds: its programs end the tcx chain (TC_ACT_OK), so a second
+    name behind them would never see a packet, and XDP takes one program per interface."""
+    owners = hook_owners(name)
+    for iface, kind in [(i, "tc") for i in tc_ifaces] + ([(xdp, "xdp")] if xdp else []):
+        other = owners.get((iface, kind))
+        if other:
+            raise _error(f"interface {iface!r} already carries the {kind.upper()} hooks of policyc {other!r}; "
+                         f"{name!r} behind them would never enforce anything (policyc's programs end the chain): "
+                         f"load over {other!r} (--name {other}) or run `policyc unload {other}` first")
+
+
 def local_addresses() -> set[str]:
     """Addresses configured in this network namespace (from /proc, no tools needed)."""
     out = set()
@@ -162,11 +191,19 @@ def set_host_identity(hosts: Map, features: dict, ips: list[str]) -> None:
         hosts.update(ipcache_host_key(lay, ip, addr_len), lay["ipcache_value"].pack(identity=HOST_ID))
 
 
-def build(artifact: Path, pins: Path, node_ips: list[str], undo: Undo) -> BPFObject:
+def open_object(artifact: Path, compiler: str) -> BPFObject:
+    """The artifact's programs loaded and maps filled: from its object file, or compiled here by bcc."""
+    if compiler == "bcc":
+        from .bcc_loader import compile_and_load
+        return compile_and_load(artifact)
+    return open_artifact(artifact)
+
+
+def build(artifact: Path, pins: Path, node_ips: list[str], undo: Undo, compiler: str = "libbpf") -> BPFObject:
     """Load the object, fill its maps, set host addresses and pin maps and programs under ``pins``."""
     manifest = read_manifest(artifact)
     try:
-        obj = open_artifact(artifact)
+        obj = open_object(artifact, compiler)
     except BPFError as exc:
         raise _error(f"{artifact}: {exc}") from None
     undo.add(obj.close)
@@ -185,18 +222,20 @@ def load(req: Request) -> LoadResult:
     """Load ``req.artifact`` as ``req.name``; over a loaded name this is an atomic replace (replace.py)."""
     start = time.monotonic()
     require_root()
-    artifact = Path(req.artifact).resolve()
+    # absolute, symlinks kept: a ConfigMap mount swaps the target behind ..data, the path stays valid
+    artifact = Path(os.path.abspath(req.artifact))
     read_manifest(artifact)
     check_request(req, artifact_endpoints(artifact))
     bpffs.ensure_bpffs()
     pins = bpffs.pin_dir(bpffs.check_name(req.name))
+    check_owners(req.name, [iface for _, iface in req.attach], req.xdp)
     if pins.exists():
         from .replace import replace
         return replace(req, artifact, pins, start)
     undo = Undo()
     try:
         node_ips = node_addresses(artifact, req.node_ips)
-        obj = build(artifact, pins, node_ips, undo)
+        obj = build(artifact, pins, node_ips, undo, req.compiler)
         (pins / "links").mkdir()
         attachments = attach_all(obj, req, pins / "links", undo)
         os.symlink(str(artifact), pins / "artifact")
@@ -226,6 +265,27 @@ def attach_all(obj: BPFObject, req: Request, links: Path, undo: Undo,
         a = attach_xdp(obj.program("xdp_node"), req.xdp, req.xdp_mode, links)
         undo.add(detach, Path(a.pin))
         out.append(a)
+    return out
+
+
+def attach_endpoint(state: State, endpoint: str, iface: str) -> list[Attachment]:
+    """from_pod / to_pod of a loaded name on a pod's host-side veth (``endpoint add --attach``), pinned
+    under ``links/`` like a load's, so status, replace and unload see them; all or nothing."""
+    pins = Path(state.pin_dir)
+    undo = Undo()
+    out = []
+    try:
+        for hook in ("ingress", "egress"):
+            prog = open_program(pins, HOOKS[hook][0])
+            try:
+                a = attach_tc(prog, iface, hook, endpoint, state.tc_mode, pins / "links")
+            finally:
+                prog.close()
+            undo.add(detach, Path(a.pin))
+            out.append(a)
+    except BaseException:
+        undo.run()
+        raise
     return out
 
 
@@ -275,4 +335,11 @@ def default_name() -> str:
 
 
 def manifest_of(state: State) -> dict:
-    return json.loads((Path(state.artifact) / MANIFEST).read_text())
+    """The loaded artifact's manifest; a clear error when its directory went away (unload still works)."""
+    path = Path(state.artifact) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise _error(f"{state.name}: cannot read {path} ({exc.strerror if isinstance(exc, OSError) else exc}); "
+                     "the artifact directory it was loaded from must stay in place "
+                     f"(`policyc unload {state.name}` works without it)") from None

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from . import bpffs
-from .attach import detach, update
+from .artifact import read_manifest
+from .attach import Attachment, detach, update
 from .conntrack import migrate, reset_side_effects
+from .endpoints import carry_over
 from .libbpf import Map
 from .loader import (LoadResult, Request, Undo, attach_all, build, manifest_of, node_addresses,
                      open_program)
@@ -37,17 +40,17 @@ def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResul
     if old.tc_mode != req.tc_mode:
         raise _error(f"{req.name} is attached with --tc-mode {old.tc_mode}; replace with the same mode "
                      "or unload first")
-    keep_attachments = not req.attach and not req.xdp
-    wanted = ({(a.iface, a.hook) for a in old.attachments} if keep_attachments
-              else {(i, h) for _, i in req.attach for h in ("ingress", "egress")} | ({(req.xdp, "xdp")} if req.xdp else set()))
-    staying = [a for a in old.attachments if (a.iface, a.hook) in wanted]
-    leaving = [a for a in old.attachments if (a.iface, a.hook) not in wanted]
     nxt = pins / "next"
     bpffs.remove_tree(nxt)  # left over from a replace that crashed before step 5
     undo = Undo()
     try:
         node_ips = node_addresses(artifact, req.node_ips or tuple(old.node_ips))
-        obj = build(artifact, nxt, node_ips, undo)
+        obj = build(artifact, nxt, node_ips, undo, req.compiler)
+        # runtime endpoint changes the new artifact does not override, in its maps before anything runs it
+        new = State(req.name, str(artifact), manifest_sha256(artifact), str(nxt), req.tc_mode, time.time(),
+                    [], node_ips)
+        carried = carry_over(old, new, read_manifest(artifact)["features"])
+        staying, leaving = _split(old, req, set(carried))
         old_ct = Map.open_pinned(str(pins / "maps" / "conntrack"))
         undo.add(old_ct.close)
         old_features = manifest_of(old)["features"]
@@ -67,12 +70,26 @@ def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResul
     for a in leaving:
         detach(Path(a.pin))
     _promote(pins, nxt, artifact)
-    state = State(req.name, str(artifact), manifest_sha256(artifact), str(pins), req.tc_mode, time.time(),
-                  staying + added, node_ips)
+    state = dc_replace(new, pin_dir=str(pins), attachments=staying + added)
     write_state(state)
     old_ct.close()
     obj.close()
     return LoadResult(state, True, time.monotonic() - start, kept + more, dropped + lost)
+
+
+def _split(old: State, req: Request, carried: set[str]) -> tuple[list[Attachment], list[Attachment]]:
+    """The old attachments that stay (their programs are swapped) and those to detach after the swap.
+
+    Without --attach/--xdp all stay; with them, those requested stay, plus the hooks of pods carried
+    over from run time (`endpoint add --attach`), which no --attach can name.
+    """
+    requested = {(i, h) for _, i in req.attach for h in ("ingress", "egress")}
+    requested |= {(req.xdp, "xdp")} if req.xdp else set()
+    keep_all = not req.attach and not req.xdp
+    owner = dict((iface, endpoint) for endpoint, iface in req.attach)
+    stays = lambda a: keep_all or (a.iface, a.hook) in requested or a.endpoint in carried  # noqa: E731
+    return ([dc_replace(a, endpoint=owner.get(a.iface, a.endpoint)) for a in old.attachments if stays(a)],
+            [a for a in old.attachments if not stays(a)])
 
 
 def _promote(pins: Path, nxt: Path, artifact: Path) -> None:

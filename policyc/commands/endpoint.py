@@ -20,6 +20,9 @@ def register(sub) -> None:
             p.add_argument("--ip", action="append", metavar="IP", help="the pod's address (repeatable)")
             p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a pod label (repeatable)")
             p.add_argument("--service-account", metavar="SA")
+        if op == "add":
+            p.add_argument("--attach", metavar="IFACE", help="the pod's host-side veth: put from_pod/to_pod on it "
+                           "(detached again by `endpoint remove`)")
         p.add_argument("--format", choices=("text", "json"), default="text")
         p.set_defaults(run=run)
 
@@ -51,13 +54,19 @@ def run(args) -> int:
     require_root()
     with bpf_errors():
         state = loaded_state(args.name)
+        hooked = [a for a in state.attachments if a.endpoint == args.endpoint]
         result = change(state, manifest_of(state)["features"], args.op, args.endpoint, ips, labels,
-                        getattr(args, "service_account", None))
+                        getattr(args, "service_account", None), getattr(args, "attach", None))
+    hooks = [a for a in state.attachments if a.endpoint == args.endpoint]  # none left after a remove
     if args.format == "json":
-        print(json.dumps(asdict(result), indent=2))
+        print(json.dumps({**asdict(result), "attachments": [a.as_dict() for a in hooks]}, indent=2))
     else:
         ident = f"identity {result.identity}" + (" (new)" if result.new_identity else "")
         print(f"{result.op} {result.endpoint}: {ident}, policy id {result.policy_id}, "
               f"{result.policy_entries} policy entries written; maps updated in "
               f"{result.seconds_maps * 1000:.2f} ms (total {result.seconds_total * 1000:.1f} ms)")
+        for a in hooks:
+            print(f"  {a.program:<9} on {a.iface} {a.hook:<7} [{a.mode}]")
+        if args.op == "remove" and hooked:
+            print(f"  detached from {', '.join(sorted({a.iface for a in hooked}))}")
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -25,6 +26,9 @@ def register(sub) -> None:
     parser.add_argument("--node-ip", action="append", default=[], metavar="IP",
                         help="an address of this node, seen as identity host (repeatable; inventory node "
                         "addresses configured here are added automatically)")
+    parser.add_argument("--compiler", choices=("libbpf", "bcc"), default="libbpf",
+                        help="libbpf: load the artifact's compiled object (default); bcc: compile its C here "
+                        "with bcc (needs python3-bpfcc and the running kernel's headers, docs/deploy.md)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.set_defaults(run=run)
 
@@ -57,8 +61,9 @@ def run(args) -> int:
 
     attach = parse_attach(args.attach, "--attach") + (attach_file_lines(args.attach_file) if args.attach_file else [])
     artifact = Path(args.artifact)
-    name = args.name or re.sub(r"[^A-Za-z0-9_-]", "-", artifact.resolve().name)  # bpffs refuses dots
-    req = Request(artifact, name, tuple(attach), args.xdp, args.xdp_mode, tuple(args.node_ip), args.tc_mode)
+    name = args.name or re.sub(r"[^A-Za-z0-9_-]", "-", Path(os.path.abspath(artifact)).name)  # bpffs refuses dots
+    req = Request(artifact, name, tuple(attach), args.xdp, args.xdp_mode, tuple(args.node_ip), args.tc_mode,
+                  args.compiler)
     with bpf_errors():
         result = load(req)
     state = result.state

@@ -31,7 +31,8 @@ def _text(s: dict) -> list[str]:
     for r in s["rules"]:
         where = f"  {r['file']}:{r['line']}" if r["file"] else ""
         verdict = f"{r['direction']} {r['action']}".strip()
-        out.append(f"    #{r['id']:<4} {r['packets']:>8} {r['bytes']:>10}  {verdict:<14} {r['policy']} {r['rule']}{where}")
+        out.append(f"    #{r['id']:<4} {r['packets']:>8} {r['bytes']:>10}  {verdict:<14} "
+                   f"{r['policy']} {r['rule']}{where}")
     return out
 
 

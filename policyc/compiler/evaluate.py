@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 
 from .entities import reserved_label
-from .ir import (Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
+from .ir import (NAMESPACE_KEY, Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
                  EndpointKind, FQDNPeer, L7Rules, Peer, PolicySet, PortMatch,
                  Protocol, Rule, SelectorPeer, SubjectKind)
 
@@ -118,41 +118,45 @@ def rule_matches(rule: Rule, peer: Endpoint, labels: frozenset, protocol: Protoc
         peer_matches(p, peer, labels) for p in rule.peers)
 
 
+def _by_namespace(items) -> dict[str | None, list[int]]:
+    """Positions of rules (or default-deny entries) by the one namespace their subject requires."""
+    out: dict[str | None, list[int]] = {}
+    for i, item in enumerate(items):
+        out.setdefault(item.subject.namespace, []).append(i)
+    return out
+
+
+def _candidates(items, buckets: dict, labels: frozenset) -> list:
+    """Items that may select a subject with ``labels``: those of its namespace and those of none, in order."""
+    namespaces = {lab.value for lab in labels if lab.key == NAMESPACE_KEY}
+    return [items[i] for i in sorted(buckets.get(None, []) + [i for ns in namespaces for i in buckets.get(ns, [])])]
+
+
 class Evaluator:
-    """Verdicts over one policy set, with the per-subject rule selection cached."""
+    """Verdicts over one policy set, with the per-subject rule selection cached.
+
+    Subjects are tested only against rules whose subject may be in their namespace (a pod carries its
+    namespace as a label), which keeps large policy sets cheap without changing any answer.
+    """
 
     def __init__(self, policy: PolicySet):
         self.policy = policy
         self._subject_cache: dict[tuple, tuple] = {}
-        # Rules and default-deny entries share few distinct subject selectors (one per policy):
-        # each is matched once per label set, not once per rule and direction.
-        groups: dict[tuple, int] = {}
-        self._rule_group = [groups.setdefault((r.subject_kind, r.subject), len(groups)) for r in policy.rules]
-        self._dd_group = [groups.setdefault((d.subject_kind, d.subject), len(groups)) for d in policy.default_deny]
-        self._groups = tuple(groups)
-        self._selected_cache: dict[tuple, tuple[bool, ...]] = {}
-
-    def _selected(self, subject: Endpoint) -> tuple[bool, ...]:
-        """Per distinct (subject kind, selector): does it select ``subject``?"""
-        key = (subject.kind, subject_labels(subject))
-        hit = self._selected_cache.get(key)
-        if hit is None:
-            hit = tuple(selects(kind, selector, subject) for kind, selector in self._groups)
-            self._selected_cache[key] = hit
-        return hit
+        self._rule_buckets = _by_namespace(policy.rules)
+        self._dd_buckets = _by_namespace(policy.default_deny)
 
     def subject_rules(self, subject: Endpoint, direction: Direction):
         """(allow rules, deny rules, default-deny entries) selecting ``subject`` in ``direction``, cached per labels."""
         key = (subject.kind, subject_labels(subject), direction)
         hit = self._subject_cache.get(key)
         if hit is None:
-            selected = self._selected(subject)
-            rules = [r for r, g in zip(self.policy.rules, self._rule_group)
-                     if r.direction is direction and selected[g]]
+            labels = key[1]
+            rules = [r for r in _candidates(self.policy.rules, self._rule_buckets, labels)
+                     if r.direction is direction and selects(r.subject_kind, r.subject, subject)]
             hit = (tuple(r for r in rules if r.action is Action.ALLOW),
                    tuple(r for r in rules if r.action is Action.DENY),
-                   tuple(d for d, g in zip(self.policy.default_deny, self._dd_group)
-                         if d.direction is direction and selected[g]))
+                   tuple(d for d in _candidates(self.policy.default_deny, self._dd_buckets, labels)
+                         if d.direction is direction and selects(d.subject_kind, d.subject, subject)))
             self._subject_cache[key] = hit
         return hit
 

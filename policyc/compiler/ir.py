@@ -148,6 +148,15 @@ class Selector:
     def is_wildcard(self) -> bool:
         return not self.requirements
 
+    @property
+    def namespace(self) -> str | None:
+        """The one namespace this selector requires, if it requires one (pods elsewhere never match)."""
+        for req in self.requirements:
+            if req.key == NAMESPACE_KEY and req.source in ("k8s", ANY_SOURCE) and req.op is Op.IN \
+                    and len(req.values) == 1:
+                return req.values[0]
+        return None
+
     def mentions(self, key: str, sources: tuple[str, ...] = ("k8s", ANY_SOURCE)) -> bool:
         return any(r.key == key and r.source in sources for r in self.requirements)
 

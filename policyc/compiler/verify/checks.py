@@ -13,12 +13,12 @@ import z3
 
 from .. import explain
 from ..entities import world_labels
-from ..evaluate import Evaluator, selects
+from ..evaluate import Evaluator, selects, subject_labels
 from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
 from . import prefilter, regex
-from .encode import Request, Space, SymbolicSpace, View, new_flow, space_for
+from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, space_for
 from .findings import Finding, Location, Witness, rule_location
 
 CCNP = "CiliumClusterwideNetworkPolicy"
@@ -35,9 +35,11 @@ class Context:
     def __post_init__(self) -> None:
         self.index = prefilter.Index([r for r in self.policy.rules])
         self.dd_index = prefilter.Index(self.policy.default_deny)
+        # One inventory space for every query: it remembers which endpoints each selector picks.
+        self._inventory_space = space_for((), (), self.policy.cluster, self.inventory) if self.inventory else None
 
     def space(self, rules, dds=(), selectors=()) -> Space:
-        return space_for(rules, dds, self.policy.cluster, self.inventory, selectors)
+        return self._inventory_space or space_for(rules, dds, self.policy.cluster, self.inventory, selectors)
 
     def neighbours(self, rule: Rule, action: Action) -> list[Rule]:
         return [r for r in self.index.near(rule.direction, rule.subject_kind, rule.subject) if r.action is action and r.id != rule.id
@@ -94,9 +96,10 @@ def check_duplicates(ctx: Context) -> list[Finding]:
         if key in first_rule:
             ctx.excluded.add(r.id)
             other = first_rule[key]
+            witness = _allowed_example(ctx, r, also=(other,)) if r.action is Action.ALLOW else None
             out.append(_finding("PC003", r, f"{r.direction.value} {r.action.value} rule repeats "
                                             f"{explain.rule_ref(other)}",
-                                (rule_location(other, "the earlier rule"),), key=other.origin.path))
+                                (rule_location(other, "the earlier rule"),), witness, key=other.origin.path))
         else:
             first_rule[key] = r
     return out
@@ -124,6 +127,25 @@ def _http(model, request: Request, rule: Rule):
 
 def _matching(model, matches: dict) -> tuple[str, ...]:
     return tuple(rid for rid, expr in matches.items() if z3.is_true(model.eval(expr, model_completion=True)))
+
+
+def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, also=()) -> Witness | None:
+    """A flow ``rule`` (an allow) matches and its direction lets through: no neighbouring deny matches it.
+
+    ``peer_kind`` restricts the peer (world for exposure checks); ``also`` are rules claimed to match too.
+    """
+    denies = ctx.neighbours(rule, Action.DENY)
+    space = ctx.space([rule, *denies])
+    solver = z3.Solver()
+    flow = new_flow(space, solver)
+    _, peer = space.sides(flow, rule.direction)
+    solver.add(space.rule_matches(rule, flow), space.enforced(rule.direction, flow),
+               *[z3.Not(space.rule_matches(d, flow)) for d in denies])
+    if peer_kind is not None:
+        solver.add(peer.is_kind(peer_kind))
+    if solver.check() != z3.sat:
+        return None
+    return Witness(flow.decode(solver.model()), rule.direction, True, (rule.id,) + tuple(r.id for r in also))
 
 
 # ------------------------------------------------------------------ shadowed and dead allows
@@ -253,15 +275,17 @@ def check_inventory_selectors(ctx: Context) -> list[Finding]:
         return []
     from ..entities import RESERVED_IDS, reserved_label
     reserved = [frozenset({reserved_label(n)}) for n in RESERVED_IDS] + [world_labels(4), world_labels(6)]
-    identities = [ep.identity.labels for ep in inv.endpoints] + reserved
+    identities = list(dict.fromkeys([ep.identity.labels for ep in inv.endpoints] + reserved))
+    subjects = list({(ep.kind, subject_labels(ep)): ep for ep in inv.endpoints}.values())  # one per label set
+    seen: dict[tuple, bool] = {}
     out = []
     for rule in ctx.policy.rules:
         for role, sel in _rule_selectors(rule):
-            if role == "subject":
-                hit = any(selects(rule.subject_kind, sel, ep) for ep in inv.endpoints)
-            else:
-                hit = any(sel.matches(labels) for labels in identities)
-            if not hit:
+            key = (role == "subject", sel, rule.subject_kind)
+            if key not in seen:
+                seen[key] = any(selects(rule.subject_kind, sel, ep) for ep in subjects) if key[0] else \
+                    any(sel.matches(labels) for labels in identities)
+            if not seen[key]:
                 out.append(_finding("PC007", rule, f"the {role} selector {sel} matches no endpoint of the inventory",
                                     key=f"{role}:{sel}"))
     return out
@@ -346,18 +370,21 @@ def check_exposure(ctx: Context) -> list[Finding]:
         if world:
             all_ports = any(pm.is_l3_only or (pm.name is None and (pm.first, pm.last) == (0, 65535))
                             for pm in rule.ports)
+            witness = _allowed_example(ctx, rule, Kind.EXTERNAL)
             if all_ports:
-                out.append(_finding("PC011", rule, f"every port and protocol is open to {', '.join(world)}"))
+                out.append(_finding("PC011", rule, f"every port and protocol is open to {', '.join(world)}",
+                                    witness=witness))
             else:
                 ports = ", ".join(str(pm) for pm in rule.ports)
-                out.append(_finding("PC010", rule, f"admits {', '.join(world)} on {ports}"))
+                out.append(_finding("PC010", rule, f"admits {', '.join(world)} on {ports}", witness=witness))
         if rule.origin.policy_kind == CCNP:
             for peer in rule.peers:
                 if isinstance(peer, SelectorPeer) and peer.kind == "endpoints" and any(
                         all(r.key == NAMESPACE_KEY and r.op is Op.EXISTS for r in s.requirements)
                         for s in peer.selectors):
                     out.append(_finding("PC012", rule, "fromEndpoints: [{}] in a clusterwide policy admits every "
-                                                       "pod of every namespace"))
+                                                       "pod of every namespace",
+                                        witness=_allowed_example(ctx, rule, Kind.POD)))
     return out
 
 
@@ -398,7 +425,8 @@ def check_l7(ctx: Context) -> list[Finding]:
             continue
         has_l7 = any(pm.l7 is not None for pm in rule.ports)
         if has_l7 and any(isinstance(p, SelectorPeer) and p.kind == "entity" for p in rule.peers):
-            out.append(_finding("PC015", rule, "entity peers combined with L7 rules"))
+            out.append(_finding("PC015", rule, "entity peers combined with L7 rules",
+                                witness=_allowed_example(ctx, rule)))
         for pm in rule.ports:
             for http in (pm.l7.http if pm.l7 else ()):
                 for what in ("method", "path", "host"):

@@ -206,6 +206,28 @@ class SymbolicTerm(Term):
         return z3.And(present, num == port, proto == protocol)
 
 
+def _runs(values) -> list[tuple[int, int]]:
+    """Sorted distinct integers as runs of consecutive ones: (first, last) each."""
+    out: list[list[int]] = []
+    for v in sorted(set(values)):
+        if out and v == out[-1][1] + 1:
+            out[-1][1] = v
+        else:
+            out.append([v, v])
+    return [(a, b) for a, b in out]
+
+
+def one_of(var, values, le=None) -> z3.BoolRef:
+    """``var`` is one of ``values``, as one test per run of consecutive values.
+
+    Endpoints are sorted by kind and namespace, so the indices a kind or a selector picks (and pod
+    addresses) come in a few runs: the same set as one equality per value, in far fewer terms.
+    ``le`` is the order for bit-vectors (``z3.ULE``).
+    """
+    le = le or (lambda a, b: a <= b)
+    return z3.Or([var == a if a == b else z3.And(le(a, var), le(var, b)) for a, b in _runs(values)])
+
+
 class InventoryTerm(Term):
     """One of the inventory's endpoints, an address none holds, or a reserved identity.
 
@@ -229,13 +251,13 @@ class InventoryTerm(Term):
         if kind is Kind.RESERVED:
             return self.choice == self.external_slot + 1
         want = EndpointKind.POD if kind is Kind.POD else EndpointKind.NODE
-        return z3.Or([self.choice == i for i, ep in enumerate(self.space.endpoints) if ep.kind is want])
+        return one_of(self.choice, [i for i, ep in enumerate(self.space.endpoints) if ep.kind is want])
 
     def wellformed(self) -> list:
         taken4 = [int(ip) for ep in self.space.endpoints for ip in ep.ips if ip.version == 4]
         taken6 = [int(ip) for ep in self.space.endpoints for ip in ep.ips if ip.version == 6]
-        not_taken = z3.If(self.v4, z3.And([self.ip4 != t for t in taken4]),
-                          z3.And([self.ip6 != t for t in taken6]))
+        not_taken = z3.If(self.v4, z3.Not(one_of(self.ip4, taken4, z3.ULE)),
+                          z3.Not(one_of(self.ip6, taken6, z3.ULE)))
         return [z3.And(self.choice >= 0, self.choice <= self.external_slot + 1),
                 z3.And(self.reserved >= 0, self.reserved < len(RESERVED_PEERS)),
                 z3.Implies(self.is_kind(Kind.EXTERNAL), not_taken)]
@@ -245,9 +267,8 @@ class InventoryTerm(Term):
         if view is View.HOST:
             return z3.BoolVal(sel.matches(frozenset({reserved_label("host")})))
 
-        def labels(ep: Endpoint) -> frozenset:
-            return subject_labels(ep) if view is View.SUBJECT else ep.identity.labels
-        hits = [self.choice == i for i, ep in enumerate(self.space.endpoints) if sel.matches(labels(ep))]
+        chosen = self.space.picks(sel, view)
+        hits = [one_of(self.choice, chosen)] if chosen else []
         if view is View.PEER:
             v4, v6 = sel.matches(world_labels(4)), sel.matches(world_labels(6))
             if v4 or v6:
@@ -259,8 +280,14 @@ class InventoryTerm(Term):
         return z3.Or(hits) if hits else z3.BoolVal(False)
 
     def named_port(self, name: str, protocol, port) -> z3.BoolRef:
-        return z3.Or([z3.And(self.choice == i, port == np.port, protocol == int(np.protocol))
-                      for i, ep in enumerate(self.space.endpoints) for np in ep.ports if np.name == name])
+        """The chosen endpoint has port ``name`` = (port, protocol); endpoints grouped by that pair."""
+        holders: dict[tuple[int, int], list[int]] = {}
+        for i, ep in enumerate(self.space.endpoints):
+            for np in ep.ports:
+                if np.name == name:
+                    holders.setdefault((np.port, int(np.protocol)), []).append(i)
+        return z3.Or([z3.And(one_of(self.choice, idx), port == num, protocol == proto)
+                      for (num, proto), idx in holders.items()])
 
 
 class Request:
@@ -309,8 +336,10 @@ class SymbolicFlow:
         self.same = space.same(self.src, self.dst)
 
     def wellformed(self) -> list:
+        icmp = z3.Or(self.protocol == int(Protocol.ICMP), self.protocol == int(Protocol.ICMPV6))
         return (self.src.wellformed() + self.dst.wellformed() + self.space.pair_constraints(self)
-                + [z3.Or([self.protocol == int(p) for p in FLOW_PROTOCOLS])])
+                + [z3.Or([self.protocol == int(p) for p in FLOW_PROTOCOLS]),
+                   z3.Implies(icmp, z3.ULE(self.port, 255))])  # for ICMP the port slot is the type (R8.6)
 
     def fix(self, flow: Flow) -> list:
         """Constraints pinning this symbolic flow to a concrete one (for cross-checking the evaluator)."""
@@ -522,6 +551,16 @@ class InventorySpace(Space):
     def __init__(self, inventory: Inventory):
         self.inventory = inventory
         self.endpoints = tuple(inventory.endpoints)
+        self._picks: dict[tuple[Selector, View], list[int]] = {}
+
+    def picks(self, sel: Selector, view: View) -> list[int]:
+        """Indices of the endpoints ``sel`` matches as subjects or as peers, computed once per space."""
+        hit = self._picks.get((sel, view))
+        if hit is None:
+            def labels(ep: Endpoint) -> frozenset:
+                return subject_labels(ep) if view is View.SUBJECT else ep.identity.labels
+            hit = self._picks[(sel, view)] = [i for i, ep in enumerate(self.endpoints) if sel.matches(labels(ep))]
+        return hit
 
     def term(self, name: str) -> InventoryTerm:
         return InventoryTerm(name, self)

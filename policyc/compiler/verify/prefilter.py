@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ..entities import world_labels
-from ..ir import (ANY_SOURCE, NAMESPACE_KEY, CIDRPeer, DefaultDeny, FQDNPeer, Op, Peer, PortMatch,
+from ..ir import (ANY_SOURCE, CIDRPeer, DefaultDeny, FQDNPeer, Op, Peer, PortMatch,
                   Protocol, Requirement, Rule, Selector, SelectorPeer)
 
 
@@ -69,11 +69,7 @@ def rules_overlap(a: Rule, b: Rule, a_ports=None, b_ports=None) -> bool:
 
 
 def namespace_of(sel: Selector) -> str | None:
-    for req in sel.requirements:
-        if req.key == NAMESPACE_KEY and req.source in ("k8s", ANY_SOURCE) and req.op is Op.IN \
-                and len(req.values) == 1:
-            return req.values[0]
-    return None
+    return sel.namespace
 
 
 class Index:
