@@ -214,3 +214,18 @@ def test_egress_named_ports_mean_one_number_cluster_wide():
     assert used == {"api"}
     assert all(len(numbers[name]) == 1 for name in used), {n: numbers[n] for n in used}
     assert len(numbers["http"]) > 1  # the name the README warns about
+
+
+def test_invariants_hold_for_the_inventory(capsys):
+    code, out, _ = run_cli(capsys, "verify", POLICIES, "--spec", str(SHOP / "invariants.yaml"),
+                           "--inventory", INVENTORY, "--format", "json")
+    assert code == 0
+    assert all(r["holds"] for r in json.loads(out)["invariants"]), out
+
+
+def test_without_inventory_checkout_may_sit_in_an_unlabelled_namespace(capsys):
+    """The spec's header comment: postgres admits checkout only from namespaces labelled team=storefront."""
+    code, out, _ = run_cli(capsys, "verify", POLICIES, "--spec", str(SHOP / "invariants.yaml"), "--format", "json")
+    assert code == 1
+    failed = {r["name"] for r in json.loads(out)["invariants"] if not r["holds"]}
+    assert failed == {"checkout-reaches-postgres"}
