@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="clang llvm libbpf-dev libelf-dev bpftool iproute2 iptables linux-libc-dev"
+# The bcc loader (policyc load --compiler bcc) and its tests: bcc and kernel headers. Where the
+# running kernel has no header package (a VM vendor's kernel), Debian's generic headers stand in
+# for the tests (tests/bccreq.py); a node needs its own kernel's headers.
+HEADERS="linux-headers-$(uname -r)"
+apt-cache show "$HEADERS" >/dev/null 2>&1 || HEADERS="linux-headers-cloud-$(dpkg --print-architecture)"
+APT_PACKAGES="$APT_PACKAGES python3-bpfcc $HEADERS"
 missing=""
 for pkg in $APT_PACKAGES; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"

@@ -33,7 +33,7 @@ def test_same_inputs_give_byte_identical_artifacts(tmp_path, capsys):
     assert _compile(tmp_path / "elsewhere" / "two") == 0
     one, two = _tree(tmp_path / "one"), _tree(tmp_path / "elsewhere" / "two")
     assert set(one) == {"manifest.json", "policyc.bpf.c", "policyc.bpf.o", "maps.json", "maps.bin",
-                        "endpoints.json", "rules.json"}
+                        "endpoints.json", "rules.json", "sources.json"}
     assert one == two
 
 
@@ -45,7 +45,8 @@ def test_manifest_describes_the_artifact(tmp_path, capsys):
     assert manifest["features"]["cidr"] and not manifest["features"]["ipv6"]
     assert {p["hook"] for p in manifest["programs"]} == {"tc-from-pod", "tc-to-pod", "xdp-node"}
     maps = {m["name"]: m for m in manifest["maps"]}
-    assert maps["ipcache"]["entries"] == 11 and maps["policy"]["entries"] == 1
+    assert maps["ipcache"]["entries"] == 2 and maps["policy"]["entries"] == 1  # the CIDR and world
+    assert maps["ipcache_hosts"]["entries"] == 9  # the pods
     assert report["maps"] == manifest["maps"]
     import hashlib
     for name, digest in manifest["files"].items():
@@ -57,9 +58,9 @@ def test_manifest_describes_the_artifact(tmp_path, capsys):
 
 
 def test_overflow_is_a_clear_error(tmp_path, capsys):
-    assert _compile(tmp_path, "--map-size", "ipcache=4") == 2
+    assert _compile(tmp_path, "--map-size", "ipcache_hosts=4") == 2
     err = capsys.readouterr().err
-    assert "map 'ipcache' needs 11 entries but holds 4" in err and "Traceback" not in err
+    assert "map 'ipcache_hosts' needs 9 entries but holds 4" in err and "Traceback" not in err
     assert not (tmp_path / "manifest.json").exists()
 
 

@@ -145,7 +145,7 @@ def test_events_and_counters_name_the_deciding_rule(tmp_path):
     assert len(denied) == 1 and packets == 1
     e = denied[0]
     assert (e.direction, e.reason, e.rule, e.src, e.dst, e.protocol, e.sport, e.dport) == \
-        ("ingress", "denied", deny_id, str(yb.ips[0]), str(ya.ips[0]), "TCP", 40001, 80)
+        ("ingress", "denied-by-rule", deny_id, str(yb.ips[0]), str(ya.ips[0]), "TCP", 40001, 80)
     assert (e.src_identity, e.dst_identity) == (yb.identity.id, ya.identity.id)
 
 

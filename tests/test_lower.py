@@ -18,7 +18,8 @@ from policyc.compiler.ir import (Action, CIDRPeer, Direction, L3_ONLY, L7Rules, 
                                  Selector, SelectorPeer, SubjectKind)
 from policyc.compiler.codegen import render
 from policyc.compiler.layouts import layouts
-from policyc.compiler.lower import ANY_PEER, lower, prefix_blocks
+from policyc.compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, fallback_levels, lower,
+                                   prefix_blocks)
 from policyc.compiler.mapdata import build_maps, decode_maps_bin, encode_maps_bin
 
 IN, EG = Direction.INGRESS, Direction.EGRESS
@@ -141,6 +142,16 @@ def test_specialization_follows_the_policy():
 
 @settings(max_examples=60, deadline=None)
 @given(policy_sets())
+def test_datapath_tries_every_level_an_entry_sits_at(policy):
+    """The exact-mode look-up skips levels no rule produces: no entry may sit at a skipped level."""
+    dp = lower(policy, standard_inventory(node=True))
+    levels = set(fallback_levels(policy.rules))
+    for e in () if dp.features.port_ranges else dp.policy:  # LPM mode has no levels
+        assert (LEVEL_ANY if e.protocol is None else LEVEL_PORT if e.port_bits == 16 else LEVEL_PROTO) in levels
+
+
+@settings(max_examples=60, deadline=None)
+@given(policy_sets())
 def test_table_model_agrees_with_evaluator(policy):
     """The tables, read the way the datapath reads them, give the evaluator's direction verdicts."""
     inv = standard_inventory(node=True)
@@ -170,7 +181,8 @@ def test_maps_bin_round_trip_and_capacity_error():
     specs, _ = build_maps(lower(pol, inv), {})
     decoded = decode_maps_bin(encode_maps_bin(specs))
     assert decoded["endpoints"] == list(next(s for s in specs if s.name == "endpoints").entries)
-    assert len(decoded["ipcache"]) == len(inv.endpoints) + 1  # and world
+    assert len(decoded["ipcache_hosts"]) == len(inv.endpoints)  # pod and node addresses: the hash
+    assert len(decoded["ipcache"]) == 1  # world: the trie
     with pytest.raises(PolicycError, match="--map-size policy="):
         build_maps(lower(pol, inv), {"policy": 1})
 

@@ -37,6 +37,14 @@ def test_one_port_change_is_exactly_that_change():
     assert "443/TCP" in render_markdown(changes)
 
 
+def test_cli_text_names_the_change_and_its_rule(capsys):
+    assert main(["diff", str(DATA / "old.yaml"), str(DATA / "new.yaml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{DATA / 'new.yaml'}:10:7: note: PC020 access-widened: newly allowed: ingress")
+    assert "ports 443/TCP (" in lines[0] and "443/TCP (ingress allowed)" in lines[1]
+    assert lines[-1].startswith("1 finding(s)")
+
+
 def test_cli_gates(capsys):
     old, new = str(DATA / "old.yaml"), str(DATA / "new.yaml")
     assert main(["diff", old, new]) == 0

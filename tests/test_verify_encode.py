@@ -14,20 +14,22 @@ from irgen import EXTERNALS, RESERVED, inventories, policy_sets
 from policyc.compiler.evaluate import Evaluator, Flow
 from policyc.compiler.frontend import build_policy_set
 from policyc.compiler.inventory import load_inventory
-from policyc.compiler.ir import Protocol
+from policyc.compiler.ir import Direction, Protocol
 from policyc.compiler.source import load_documents
-from policyc.compiler.verify.encode import InventorySpace, SymbolicSpace, new_flow
+from policyc.compiler.verify.encode import FLOW_PROTOCOLS, InventorySpace, SymbolicSpace, new_flow
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
 
-def _z3_verdict(space, policy, flow: Flow) -> bool:
+def _z3_verdict(space, policy, flow: Flow) -> tuple[bool, bool, bool]:
+    """(allowed, egress allows, ingress allows) as Z3 sees the concrete flow."""
     solver = z3.Solver()
     sym = new_flow(space, solver)
-    allowed = space.allows(policy, sym)
+    exprs = (space.allows(policy, sym), space.direction_allows(policy, Direction.EGRESS, sym),
+             space.direction_allows(policy, Direction.INGRESS, sym))
     solver.add(*sym.fix(flow))
     assert solver.check() == z3.sat, "the concrete flow must be expressible"
-    return z3.is_true(solver.model().eval(allowed, model_completion=True))
+    return tuple(z3.is_true(solver.model().eval(e, model_completion=True)) for e in exprs)
 
 
 def _spaces(policy, inventory):
@@ -40,23 +42,33 @@ def test_z3_verdict_equals_evaluator(policy, inventory, data):
     peers = inventory.endpoints + EXTERNALS + RESERVED
     src = data.draw(st.sampled_from(peers))
     dst = data.draw(st.sampled_from([p for p in peers if p != src]))
-    flow = Flow(src, dst, data.draw(st.sampled_from((Protocol.TCP, Protocol.UDP, Protocol.ICMP))),
-                data.draw(st.sampled_from((53, 80, 443, 8080, 9000))))
-    want = Evaluator(policy).evaluate(flow).allowed
+    proto = data.draw(st.sampled_from(FLOW_PROTOCOLS))
+    icmp = proto in (Protocol.ICMP, Protocol.ICMPV6)  # the port slot holds the type, 0-255
+    flow = Flow(src, dst, proto, data.draw(st.sampled_from((0, 8, 53, 63, 80, 128, 255) if icmp else
+                                                           (0, 53, 63, 80, 443, 8080, 8090, 9000, 65535))))
+    v = Evaluator(policy).evaluate(flow)
+    want = (v.allowed, v.egress.allowed, v.ingress.allowed)
     for space in _spaces(policy, inventory):
         assert _z3_verdict(space, policy, flow) == want, type(space).__name__
 
 
 @SETTINGS
-@given(policy=policy_sets(), inventory=inventories(), want=st.booleans())
-def test_models_decode_to_flows_with_the_same_verdict(policy, inventory, want):
+@given(policy=policy_sets(), inventory=inventories(), want=st.booleans(),
+       direction=st.sampled_from((None,) + tuple(Direction)))
+def test_models_decode_to_flows_with_the_same_verdict(policy, inventory, want, direction):
+    """Overall or one direction's verdict: whatever Z3 finds decodes to a flow the evaluator agrees on."""
     for space in _spaces(policy, inventory):
         solver = z3.Solver()
         sym = new_flow(space, solver)
-        solver.add(space.allows(policy, sym) == want)
+        expr = space.allows(policy, sym) if direction is None else space.direction_allows(policy, direction, sym)
+        solver.add(expr == want)
+        if direction is not None:  # a flow to itself never meets either direction's decision (R11.5)
+            solver.add(z3.Not(sym.same))
         if solver.check() == z3.sat:
             flow = sym.decode(solver.model())
-            assert Evaluator(policy).evaluate(flow).allowed == want, (type(space).__name__, flow)
+            v = Evaluator(policy).evaluate(flow)
+            got = v.allowed if direction is None else (v.egress if direction is Direction.EGRESS else v.ingress).allowed
+            assert got == want, (type(space).__name__, flow)
 
 
 def _cases(shared: Path):

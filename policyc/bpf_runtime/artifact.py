@@ -25,6 +25,15 @@ def read_manifest(directory: Path) -> dict:
     return manifest
 
 
+def fill_maps(obj, directory: Path) -> None:
+    """Write maps.bin's initial entries into the loaded maps of ``obj`` (libbpf's or the bcc loader's)."""
+    for name, rows in decode_maps_bin((Path(directory) / "maps.bin").read_bytes()).items():
+        if rows:
+            m = obj.map(name)
+            for key, value in rows:
+                m.update(key, value)
+
+
 def open_artifact(directory: Path) -> BPFObject:
     """Load the artifact's object and fill every map from maps.bin; the caller closes the object."""
     directory = Path(directory)
@@ -32,11 +41,7 @@ def open_artifact(directory: Path) -> BPFObject:
     obj = BPFObject.open(str(directory / OBJECT))
     try:
         obj.load()
-        for name, rows in decode_maps_bin((directory / "maps.bin").read_bytes()).items():
-            if rows:
-                m = obj.map(name)
-                for key, value in rows:
-                    m.update(key, value)
+        fill_maps(obj, directory)
     except BaseException:
         obj.close()
         raise

@@ -5,13 +5,15 @@ import ipaddress
 from dataclasses import dataclass
 
 from ..compiler.codegen import REASON_CODES
+from ..compiler.evaluate import Reason
 from ..compiler.ir import Protocol
 from ..compiler.layouts import EVENT
 from ..compiler.lower import ACTION_CODE, DIR_CODE, FLAG_PROXY
 
 _ACTIONS = {c: a.value for a, c in ACTION_CODE.items()}
 _DIRS = {c: d.value for d, c in DIR_CODE.items()}
-_REASONS = {c: name.lower().replace("_", "-") for name, c in REASON_CODES.items()}
+# the evaluator's words (`policyc query`, `matrix`): one vocabulary for users
+_REASONS = {c: Reason[name].value for name, c in REASON_CODES.items()}
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,7 @@ class Event:
     ts_ns: int
     verdict: str          # allow | deny
     direction: str        # ingress | egress (of endpoint_id)
-    reason: str
+    reason: str           # an evaluate.Reason value: denied-by-rule, default-deny, ...
     rule: int             # id in rules.json, 0 = none
     endpoint_id: int
     src_identity: int

@@ -91,10 +91,11 @@ def _check_reply(hooks: Hooks, probe: Probe, sip, dip, sport: int) -> list[Misma
     return [Mismatch(probe, r.hook, "deny", "allow", reply=True) for r in results if not r.passed]
 
 
-def run_probes(directory: Path, policy: PolicySet, probes: list[Probe]) -> list[Mismatch]:
-    """Load the artifact once, run every probe (unique source ports keep conntrack entries apart)."""
+def run_probes(directory: Path, policy: PolicySet, probes: list[Probe], opener=open_artifact) -> list[Mismatch]:
+    """Load the artifact once (``opener``: its object file, or bcc_loader.compile_and_load), run every
+    probe (unique source ports keep conntrack entries apart)."""
     evaluator = Evaluator(policy)
-    obj = open_artifact(directory)
+    obj = opener(directory)
     try:
         hooks = Hooks(obj)
         out = []

@@ -5,6 +5,7 @@ import json
 
 from .. import __version__
 from ..compiler.diagnostics import Diagnostic, PolicycError
+from ..compiler.source import expand_paths
 from ..compiler.verify.checks import run_checks, suppress
 from ..compiler.verify.findings import Level, render_json, render_sarif, render_text
 from .common import add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args
@@ -42,6 +43,12 @@ def fails(findings, fail_on: str) -> bool:
     return any(f.level.rank >= Level(fail_on).rank for f in findings)
 
 
+def sarif_fallback(inventory, paths) -> str:
+    """Where SARIF places findings that belong to no rule: the inventory they are about, else the first policy file."""
+    files = expand_paths(inventory or paths)
+    return str(files[0]) if files else ""
+
+
 def run(args) -> int:
     policy = load_policy_args(args)
     inventory = load_inventory_arg(args) if args.inventory else None
@@ -50,7 +57,7 @@ def run(args) -> int:
     if args.format == "json":
         print(render_json(findings))
     elif args.format == "sarif":
-        print(render_sarif(findings, __version__))
+        print(render_sarif(findings, __version__, sarif_fallback(args.inventory, args.paths)))
     else:
         print(render_text(findings))
     return 1 if fails(findings, args.fail_on) else 0

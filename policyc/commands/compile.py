@@ -82,7 +82,7 @@ def run(args) -> int:
     inventory = load_inventory_arg(args)
     out = Path(args.output)
     result = compile_artifact(policy, inventory, out, list(args.paths) + list(args.inventory),
-                              parse_sizes(args.map_size))
+                              parse_sizes(args.map_size), (list(args.paths), list(args.inventory)))
     report = {"output": str(out), "rules": len(policy.rules), "features": result.datapath.features.as_dict(),
               "maps": [s.manifest() for s in result.maps], "warnings": list(result.warnings),
               "l7_flows": l7_flows(result.datapath)}
@@ -97,7 +97,7 @@ def run(args) -> int:
         print("features: " + " ".join(f"{k}={'yes' if v else 'no'}" for k, v in report["features"].items()))
         for m in report["maps"]:
             if m["type"] != "ringbuf":
-                print(f"  {m['name']:<10} {m['type']:<13} {m['entries']:>7} / {m['max_entries']} entries")
+                print(f"  {m['name']:<13} {m['type']:<13} {m['entries']:>7} / {m['max_entries']} entries")
         for flow in report["l7_flows"]:
             print(f"  L7 proxy: {flow}")
         for warning in result.warnings:

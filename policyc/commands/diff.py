@@ -6,6 +6,7 @@ import argparse
 from .. import __version__
 from ..compiler.verify.diff import render_markdown, semantic_diff
 from ..compiler.verify.findings import render_json, render_sarif, render_text
+from .check import sarif_fallback
 from .common import load_inventory_arg, load_policy_args
 
 FORMATS = ("text", "json", "sarif", "markdown")
@@ -39,7 +40,7 @@ def run(args) -> int:
     elif args.format == "json":
         print(render_json(findings))
     elif args.format == "sarif":
-        print(render_sarif(findings, __version__))
+        print(render_sarif(findings, __version__, sarif_fallback(args.inventory, [args.new])))
     else:
         print(render_text(findings))
     widened = any(c.widened for c in changes)

@@ -19,7 +19,7 @@ from .entities import FIRST_CIDR_ID, RESERVED_IDS
 from .evaluate import Reason
 from .layouts import EVENT, addr_words
 from .lower import (ACTION_CODE, ANY_PEER, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, HOST_ID,
-                    LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Datapath)
+                    LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Datapath, fallback_levels)
 from .mapdata import POLICY_PREFIX_BITS, MapSpec
 
 PROXY_MARK = 0x0200          # Cilium's MARK_MAGIC_TO_PROXY
@@ -52,7 +52,7 @@ def render(dp: Datapath, specs: list[MapSpec], version: str, inputs: list[str]) 
         host_id=HOST_ID, world_ipv4_id=RESERVED_IDS["world-ipv4"], world_ipv6_id=RESERVED_IDS["world-ipv6"],
         first_cidr_id=FIRST_CIDR_ID, proxy_mark=PROXY_MARK, events_per_second=EVENTS_PER_SECOND,
         reasons=REASON_CODES, policy_prefix_bits=POLICY_PREFIX_BITS,
-        level={"port": LEVEL_PORT, "proto": LEVEL_PROTO, "any": LEVEL_ANY})
+        level={"port": LEVEL_PORT, "proto": LEVEL_PROTO, "any": LEVEL_ANY}, levels=fallback_levels(dp.rules))
 
 
 def _ctype(spec: MapSpec, lay) -> str | None:

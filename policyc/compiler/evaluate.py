@@ -171,7 +171,8 @@ class Evaluator:
         self._rule_buckets = _by_namespace(policy.rules)
         self._dd_buckets = _by_namespace(policy.default_deny)
 
-    def _subject_rules(self, subject: Endpoint, direction: Direction):
+    def subject_rules(self, subject: Endpoint, direction: Direction):
+        """(allow rules, deny rules, default-deny entries) selecting ``subject`` in ``direction``, cached per labels."""
         key = (subject.kind, subject_labels(subject), direction)
         hit = self._subject_cache.get(key)
         if hit is None:
@@ -186,7 +187,7 @@ class Evaluator:
         return hit
 
     def is_default_deny(self, subject: Endpoint, direction: Direction) -> bool:
-        return bool(self._subject_rules(subject, direction)[2])
+        return bool(self.subject_rules(subject, direction)[2])
 
     def direction(self, direction: Direction, subject: Endpoint, peer: Endpoint,
                   protocol: Protocol, port: int, dst: Endpoint) -> DirectionVerdict:
@@ -200,7 +201,7 @@ class Evaluator:
         if (direction is Direction.INGRESS and subject.kind is EndpointKind.POD
                 and peer.kind is EndpointKind.NODE and subject.node == peer.name):
             return verdict(Action.ALLOW, Reason.LOCALHOST)
-        allows, denies, dd = self._subject_rules(subject, direction)
+        allows, denies, dd = self.subject_rules(subject, direction)
         denied = [r for r in denies if rule_matches(r, peer, labels, protocol, port, dst)]
         if denied:
             return verdict(Action.DENY, Reason.DENIED, denied)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from .diagnostics import Diagnostic, PolicycError, Severity, format_path
 from .entities import ENTITY_NAMES, RESERVED, entity_selectors
-from .ir import (ANY_SOURCE, DEFAULT_CLUSTER, L3_ONLY, NAMESPACE_KEY,
-                 NAMESPACE_LABELS_PREFIX, Action, CIDRPeer, DefaultDeny,
+from .ir import (ANY_SOURCE, CLUSTER_KEY, DEFAULT_CLUSTER, L3_ONLY, NAMESPACE_KEY,
+                 NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Action, CIDRPeer, DefaultDeny,
                  Direction, DNSRule, FQDNPeer, HTTPRule, L7Rules, Op, Origin,
                  Peer, Policy, PolicySet, PortMatch, Protocol, Requirement,
                  Rule, Selector, SelectorPeer, SubjectKind)
@@ -27,6 +27,7 @@ API_VERSIONS = {CNP: ("cilium.io/v2",), CCNP: ("cilium.io/v2",), KNP: ("networki
 IGNORE_ANNOTATION = "policyc.io/ignore"
 MAX_PORTS = 40  # R1.5 PortRule.ports and R1.27 ICMP fields
 
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _IANA_NAME = re.compile(r"^(?=.*[a-z])(?!.*--)[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 _DNS_NAME = re.compile(r"^[a-z0-9_.-]+\.?$")
 _DNS_PATTERN = re.compile(r"^[a-z0-9_.*-]+\.?$")
@@ -122,7 +123,7 @@ class _Reader:
 
 def _kind(value) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+            int: "a number", float: "a fractional number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 # ---------------------------------------------------------------- selectors
@@ -139,6 +140,20 @@ def split_key(key: str, default_source: str) -> tuple[str, str]:
     return default_source, key
 
 
+def check_dotted_source(r: _Reader, key: str, where: tuple) -> None:
+    """Warn about ``k8s.io.kubernetes.pod.namespace``: Cilium splits a source off only at ':'.
+
+    Written with a dot, the key is read as a plain key of any source, which no identity carries,
+    so the requirement silently selects nothing (In) or everything (NotIn, DoesNotExist).
+    """
+    source, dot, rest = key.partition(".")
+    derived = (NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, CLUSTER_KEY)
+    if ":" not in key and dot and source in ("k8s", "any") and (
+            rest in derived or rest.startswith(NAMESPACE_LABELS_PREFIX)):
+        r.warn(where, f"no identity carries the label key {key!r}: a source prefix is separated by ':', "
+                      f"not '.'; did you mean {source + ':' + rest!r}?")
+
+
 def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOURCE,
                    key_map=lambda k: k) -> Selector:
     """A Kubernetes LabelSelector; ``key_map`` rewrites keys (KNP namespace selectors, R12.3)."""
@@ -149,16 +164,19 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
         r.fail(path + ("matchLabels",), f"must be a mapping of label keys to values, not {_kind(labels)}")
     for key, val in labels.items():
         where = path + ("matchLabels", key)
+        check_dotted_source(r, str(key), where)
         if val is None:
             val = ""
         if not isinstance(val, str):
             r.fail(where, f"label value must be a string, not {_kind(val)} (quote it: \"{val}\")")
+        label_value(r, val, where)
         source, k = split_key(key_map(key), default_source)
         reqs.append(Requirement(source, k, Op.IN, (val,)))
     for i, expr in enumerate(r.sequence(obj, "matchExpressions", path)):
         where = path + ("matchExpressions", i)
         expr = r.mapping(expr, where, ("key", "operator", "values"))
         key = r.text(expr.get("key"), where + ("key",), "key")
+        check_dotted_source(r, key, where + ("key",))
         op_text = expr.get("operator")
         op = _OPS.get(op_text) if isinstance(op_text, str) else None
         if op is None:
@@ -170,7 +188,7 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
                                            f"or DoesNotExist{hint}")
         values = r.sequence(expr, "values", where)
         for j, v in enumerate(values):
-            r.text(v, where + ("values", j))
+            label_value(r, r.text(v, where + ("values", j)), where + ("values", j))
         if op in (Op.IN, Op.NOT_IN) and not values:
             r.fail(where + ("values",), f"operator {op.value} needs at least one value")
         if op in (Op.EXISTS, Op.DOES_NOT_EXIST) and values:
@@ -178,6 +196,13 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
         source, k = split_key(key_map(key), default_source)
         reqs.append(Requirement(source, k, op, tuple(sorted(set(values)))))
     return Selector(tuple(sorted(set(reqs))))
+
+
+def label_value(r: _Reader, value: str, path: tuple) -> None:
+    """R1.6: selector values are Kubernetes label values (at most 63 characters, alphanumerics and -_. inside)."""
+    if len(value) > 63 or not _LABEL_VALUE.match(value):
+        r.error(path, f"{value!r} is not a valid label value: at most 63 characters, letters, digits, '-', '_' "
+                      "and '.', starting and ending with a letter or digit")
 
 
 def _ns_req(namespace: str) -> Requirement:
@@ -227,8 +252,10 @@ def parse_cidr(r: _Reader, value, path: tuple, bare_ip_ok: bool):
 
 def parse_cidr_rule(r: _Reader, value, path: tuple, cidr_key: str = "cidr") -> CIDRPeer:
     """A CIDRRule (R1.25, R1.26) or a KNP ipBlock (R12.5)."""
-    obj = r.mapping(value, path, (cidr_key, "except", "cidrGroupRef", "cidrGroupSelector"))
+    obj = r.mapping(value, path, (cidr_key, "except"))
     if cidr_key not in obj:
+        if any(key in UNSUPPORTED for key in obj):
+            raise _Invalid  # a CIDR group instead of a cidr: already reported as unsupported
         r.fail(path, f"missing field {cidr_key!r}")
     net = parse_cidr(r, obj[cidr_key], path + (cidr_key,), bare_ip_ok=False)
     excepts = []
@@ -269,7 +296,7 @@ def parse_port_number(r: _Reader, value, path: tuple, allow_names: bool) -> tupl
     else:
         r.fail(path, f"port must be a number or a port name, not {_kind(value)}")
     if re.fullmatch(r"-?[0-9]+", text):
-        number = int(text)
+        number = _go_port(r, text, path)
         if not 0 <= number <= 65535:
             r.fail(path, f"port {number} is out of range 0-65535")
         return number, None
@@ -279,7 +306,20 @@ def parse_port_number(r: _Reader, value, path: tuple, allow_names: bool) -> tupl
                  "(letters, digits and single hyphens, at most 15 characters)")
 
 
-def port_range(r: _Reader, obj: dict, path: tuple, number: int) -> tuple[int, int]:
+def _go_port(r: _Reader, text: str, path: tuple) -> int:
+    """Cilium parses port strings with Go's ParseUint(s, 0, 16): a leading 0 means octal ("010" is 8)."""
+    if len(text) < 2 or not text.startswith("0"):
+        return int(text)
+    if not re.fullmatch(r"0[0-7]+", text):
+        r.fail(path, f"port {text!r} is not a valid octal number (Cilium reads a leading 0 as octal)")
+    number = int(text, 8)
+    if number != int(text):
+        r.warn(path, f"port {text!r} is octal to Cilium: port {number}, not {int(text)}", "octal-port")
+    return number
+
+
+def port_range(r: _Reader, obj: dict, path: tuple, number: int, knp: bool = False) -> tuple[int, int]:
+    """[port, endPort]; an endPort below port is the single port in Cilium, an error in Kubernetes (R8.3)."""
     if number == 0:
         return 0, 65535  # R5.7, R8.7: port 0 means every port
     end = obj.get("endPort")
@@ -290,7 +330,10 @@ def port_range(r: _Reader, obj: dict, path: tuple, number: int) -> tuple[int, in
     if not 0 <= end <= 65535:
         r.fail(path + ("endPort",), f"endPort {end} is out of range 0-65535")
     if end and end < number:
-        r.fail(path + ("endPort",), f"endPort {end} is less than port {number}")
+        if knp:  # the API server's NetworkPolicy validation rejects it
+            r.fail(path + ("endPort",), f"endPort {end} is less than port {number}")
+        r.warn(path + ("endPort",), f"endPort {end} is less than port {number}: Cilium accepts this and "
+                                    f"matches the single port {number} (R8.3)", "endport-below-port")
     return number, max(end, number)
 
 
@@ -312,6 +355,8 @@ def parse_l7(r: _Reader, value, path: tuple, direction: Direction, protocols: se
     """L7 rules of a PortRule (R1.12, R1.19–R1.22, R9.x)."""
     obj = r.mapping(value, path, ("http", "dns", "kafka", "l7proto", "l7"))
     families = [k for k in ("http", "dns", "kafka", "l7") if obj.get(k)]
+    if obj.get("l7") and not obj.get("l7proto"):
+        r.fail(path + ("l7",), "'l7' needs 'l7proto' (R1.22)")
     if "l7proto" in obj and "l7" not in families:
         families.append("l7")
     if not families:
@@ -345,8 +390,9 @@ def parse_l7(r: _Reader, value, path: tuple, direction: Direction, protocols: se
             rules.append(DNSRule(peer.match_name, peer.match_pattern))
         return L7Rules("dns", dns=tuple(rules))
     if family == "kafka":
-        r.warn(path + ("kafka",), "Kafka L7 rules were removed in Cilium 1.19 (V2); modelled as an opaque "
-                                  "L7 filter on an allowed port", "unsupported-field")
+        # Deprecated in 1.18, removed from main for 1.20 (cilium PRs 40967, 43557, 44610).
+        r.warn(path + ("kafka",), "Kafka L7 rules are deprecated and removed in Cilium 1.20 (V2); modelled as an "
+                                  "opaque L7 filter on an allowed port", "unsupported-field")
     opaque = tuple(json.dumps(x, sort_keys=True) for x in (obj.get(family) or [obj.get("l7proto")]))
     return L7Rules("kafka" if family == "kafka" else "generic", opaque=opaque)
 
@@ -366,6 +412,9 @@ def parse_port_rules(r: _Reader, items: list, path: tuple, direction: Direction,
             r.fail(where + ("ports",), f"at most {MAX_PORTS} ports per port rule, found {len(ports)}")
         if not ports:
             r.warn(where, "a port rule without ports allows nothing (R5.6)", "empty-port-rule")
+        for j, name in enumerate(r.sequence(obj, "serverNames", where)):
+            if not r.text(name, where + ("serverNames", j), "server name"):
+                r.fail(where + ("serverNames", j), "an empty server name is not allowed (R1.23)")
         for key in ("terminatingTLS", "originatingTLS", "serverNames", "listener"):
             if obj.get(key):
                 r.warn(where + (key,), f"{key} is not modelled: verdicts cover L3/L4 only", "unsupported-field")
@@ -375,6 +424,9 @@ def parse_port_rules(r: _Reader, items: list, path: tuple, direction: Direction,
             port = r.mapping(port, pwhere, ("port", "endPort", "protocol"))
             if port.get("port") in (None, ""):
                 r.fail(pwhere + ("port",), "port is required (R1.16)")
+            if isinstance(port["port"], int) and not isinstance(port["port"], bool):  # the CRD types it string
+                r.fail(pwhere + ("port",), f"port {port['port']} is a number: quote it (\"{port['port']}\"), the "
+                                           "API server rejects a number here")
             number, name = parse_port_number(r, port["port"], pwhere + ("port",), allow_names=True)
             protos = parse_protocol(r, port.get("protocol"), pwhere + ("protocol",), knp=False)
             first, last = (0, 0) if name else port_range(r, port, pwhere, number)
@@ -382,9 +434,14 @@ def parse_port_rules(r: _Reader, items: list, path: tuple, direction: Direction,
         l7 = None
         if obj.get("rules") is not None:
             l7 = parse_l7(r, obj["rules"], where + ("rules",), direction,
-                          {p for protos, *_ in parsed for p in protos}, [n for *_, n in parsed])
+                          {p for protos, *_ in parsed for p in protos},
+                          [n for *_, name, n in parsed if name is None])  # a named port is not port 0
+            if l7 and l7.kind == "dns" and not parsed:
+                r.fail(where + ("rules", "dns"), "DNS rules need a port in the same port rule (R1.21)")
             if l7 and l7.kind == "dns" and any(first != last for _, first, last, name, _ in parsed if not name):
                 r.fail(where + ("ports",), "DNS rules cannot use a port range (R1.21)")
+            if l7 and obj.get("serverNames") and not obj.get("terminatingTLS"):
+                r.fail(where + ("serverNames",), "serverNames with L7 rules need terminatingTLS (R1.23)")
         for protos, first, last, name, _ in parsed:
             out.extend(PortMatch(p, first, last, name, l7) for p in protos)
     return tuple(dict.fromkeys(out))
@@ -549,7 +606,6 @@ def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str 
     rules: list[Rule] = []
     dd: list[DefaultDeny] = []
     for direction in Direction:
-        section_path = path + (direction.value,)
         present = [s for s, d, _ in _SECTIONS if d is direction and r.sequence(obj, s, path)]
         flag = flags.get(direction.value)
         wants = r.boolean(flag, path + ("enableDefaultDeny", direction.value)) if flag is not None else bool(present)
@@ -557,8 +613,8 @@ def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str 
             dd.append(DefaultDeny(subject, subject_kind, direction,
                                   _origin(r, path + (present[0],), kind, namespace, name)))
         elif flag and not present:
-            r.warn(section_path, f"enableDefaultDeny.{direction.value} without a {direction.value} section "
-                                 "does nothing (R3.4)")
+            r.warn(path + ("enableDefaultDeny", direction.value),
+                   f"enableDefaultDeny.{direction.value} without an {direction.value} section does nothing (R3.4)")
     for section, direction, action in _SECTIONS:
         for i, item in enumerate(r.sequence(obj, section, path)):
             where = path + (section, i)
@@ -568,6 +624,13 @@ def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str 
         if subject_kind is SubjectKind.NODE and any(pm.l7 for pm in rule.ports):
             if rule.direction is Direction.INGRESS or any(pm.l7.kind != "dns" for pm in rule.ports if pm.l7):
                 r.fail(path, "host policies (nodeSelector) support no L7 rules except DNS on egress (R9.8)")
+    for direction in Direction:
+        if flags.get(direction.value) is False and any(pm.l7 for rule in rules if rule.direction is direction
+                                                       for pm in rule.ports):
+            r.warn(path + ("enableDefaultDeny", direction.value),
+                   f"L7 rules with enableDefaultDeny.{direction.value}: false: Cilium still sends those ports to the "
+                   "proxy and filters requests there, although the endpoint is otherwise default-allow; policyc "
+                   "reports such flows as allowed without L7 filtering (R3.4c)", "l7-without-default-deny")
     return rules, dd
 
 
@@ -614,7 +677,7 @@ def parse_knp_ports(r: _Reader, items: list, path: tuple) -> tuple[PortMatch, ..
             r.fail(where + ("endPort",), "endPort cannot be used with a named port")
         if not name and number == 0:
             r.fail(where + ("port",), "port must be between 1 and 65535")
-        first, last = (0, 0) if name else port_range(r, obj, where, number)
+        first, last = (0, 0) if name else port_range(r, obj, where, number, knp=True)
         out.append(PortMatch(proto, first, last, name))
     return tuple(dict.fromkeys(out))
 
@@ -683,6 +746,8 @@ def parse_object(r: _Reader, obj, base: tuple, cluster: str):
     kind, api = obj.get("kind"), obj.get("apiVersion")
     if kind is None or api is None:
         r.fail(base, f"not a Kubernetes object: missing {'kind' if kind is None else 'apiVersion'}")
+    for key, value in (("apiVersion", api), ("kind", kind)):
+        r.text(value, base + (key,), key)
     if kind not in API_VERSIONS:
         if isinstance(api, str) and api.split("/")[0] in ("cilium.io", "networking.k8s.io") and \
                 kind not in ("CiliumCIDRGroup", "CiliumEndpoint", "CiliumNode", "CiliumIdentity", "Ingress",
@@ -701,18 +766,23 @@ def parse_object(r: _Reader, obj, base: tuple, cluster: str):
                 "; description belongs in the rule (spec.description)" if key == "description" else "")
             r.warn(base + (key,), f"unknown top-level field {key!r} is dropped by the API server{hint}",
                    "unknown-field")
-    meta = r.mapping(obj.get("metadata"), base + ("metadata",), tuple(obj.get("metadata") or {}))
+    meta = obj.get("metadata") or {}
+    meta = r.mapping(meta, base + ("metadata",), tuple(meta) if isinstance(meta, dict) else ())
     name = meta.get("name")
-    if not name or not isinstance(name, str):
+    if not name:
         r.fail(base + ("metadata",), "missing metadata.name")
+    r.text(name, base + ("metadata", "name"), "metadata.name")
     namespace = meta.get("namespace")
+    if namespace is not None:
+        r.text(namespace, base + ("metadata", "namespace"), "metadata.namespace")
     if kind == CCNP:
         if namespace:
             r.warn(base + ("metadata", "namespace"), "a clusterwide policy has no namespace: ignored (R1.2)")
         namespace = None
     else:
         namespace = str(namespace or "default")
-    annotations = meta.get("annotations") or {}
+    annotations = r.mapping(meta.get("annotations"), base + ("metadata", "annotations"),
+                            tuple(meta.get("annotations") or ()))
     ignore = tuple(x.strip() for x in str(annotations.get(IGNORE_ANNOTATION, "")).split(",") if x.strip())
     origin = _origin(r, base, kind, namespace, name)
     if kind == KNP:
@@ -732,6 +802,9 @@ def parse_object(r: _Reader, obj, base: tuple, cluster: str):
     return rules, dd, Policy(kind, namespace or "", name, origin, ignore)
 
 
+MAX_ERRORS = 200  # enough to fix a file; a megabyte of wrong items should not print a million lines
+
+
 def build_policy_set(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> FrontendResult:
     rules: list[Rule] = []
     dd: list[DefaultDeny] = []
@@ -739,31 +812,38 @@ def build_policy_set(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Fr
     diagnostics: list[Diagnostic] = []
     skipped: list[str] = []
     seen: dict[tuple, Origin] = {}
-    for doc in docs:
-        for base, obj in _objects(doc):
-            r = _Reader(doc)
-            try:
-                got = parse_object(r, obj, base, cluster)
-            except _Invalid:
-                got = None
-            diagnostics.extend(r.diagnostics)
-            if r.errors:
-                continue
-            if got is None:
-                line, _ = doc.position(base)
-                skipped.append(f"{doc.file}:{line}: {obj.get('kind')} {(obj.get('metadata') or {}).get('name', '')}")
-                continue
-            got_rules, got_dd, policy = got
-            key = (policy.kind, policy.namespace, policy.name)
-            if key in seen:
-                diagnostics.append(doc.diag(base + ("metadata", "name"),
-                                            f"{policy.kind} {policy.namespace + '/' if policy.namespace else ''}"
-                                            f"{policy.name} is defined twice (first at {seen[key]}); both are "
-                                            "kept, as separate files would be", Severity.WARNING, "duplicate-name"))
-            seen.setdefault(key, policy.origin)
-            rules.extend(got_rules)
-            dd.extend(got_dd)
-            policies.append(policy)
+    error_count = 0
+    for doc, base, obj in ((d, b, o) for d in docs for b, o in _objects(d)):
+        if error_count >= MAX_ERRORS:
+            diagnostics.append(doc.diag(base, f"stopping after {MAX_ERRORS} errors; fix these and run again",
+                                        code="too-many-errors"))
+            break
+        r = _Reader(doc)
+        try:
+            got = parse_object(r, obj, base, cluster)
+        except _Invalid:
+            got = None
+        diagnostics.extend(r.diagnostics)
+        error_count += r.errors
+        if r.errors:
+            continue
+        if got is None:
+            line, _ = doc.position(base)
+            meta = obj.get("metadata")
+            name = meta.get("name", "") if isinstance(meta, dict) else ""
+            skipped.append(f"{doc.file}:{line}: {obj.get('kind')} {name}")
+            continue
+        got_rules, got_dd, policy = got
+        key = (policy.kind, policy.namespace, policy.name)
+        if key in seen:
+            diagnostics.append(doc.diag(base + ("metadata", "name"),
+                                        f"{policy.kind} {policy.namespace + '/' if policy.namespace else ''}"
+                                        f"{policy.name} is defined twice (first at {seen[key]}); both are "
+                                        "kept, as separate files would be", Severity.WARNING, "duplicate-name"))
+        seen.setdefault(key, policy.origin)
+        rules.extend(got_rules)
+        dd.extend(got_dd)
+        policies.append(policy)
     return FrontendResult(PolicySet(tuple(rules), tuple(dd), tuple(policies), cluster), diagnostics, skipped)
 
 

@@ -16,6 +16,7 @@ Rule numbers (R…) refer to ../shared/reference/cilium-policy-semantics.md.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Union
@@ -90,8 +91,13 @@ class Label:
 LabelSet = frozenset  # frozenset[Label]
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def label_values(labels: frozenset, source: str, key: str) -> frozenset[str]:
-    """Values of ``key`` in ``labels``; source ``any`` matches every source (R2.2)."""
+    """Values of ``key`` in ``labels``; source ``any`` matches every source (R2.2).
+
+    Cached: lowering matches every selector against every identity, and a
+    frozenset keeps its hash, so a hit costs less than one scan of the labels.
+    """
     return frozenset(
         lab.value for lab in labels
         if lab.key == key and (source == ANY_SOURCE or lab.source == source)

@@ -103,6 +103,7 @@ def layouts(addr_len: int, port_lpm: bool) -> dict[str, Layout]:
     return {
         "ipcache_key": Layout("ipcache_key", (Field("prefixlen", "u32"), addr("addr"))),
         "ipcache_value": Layout("ipcache_value", (Field("identity", "u32"),)),
+        "ipcache_host_key": Layout("ipcache_host_key", (addr("addr"),)),
         "endpoint_key": Layout("endpoint_key", (addr("addr"),)),
         "endpoint_value": Layout("endpoint_value", (Field("endpoint_id", "u32"), Field("identity", "u32"),
                                                     Field("policy_id", "u32"), Field("flags", "u32"))),

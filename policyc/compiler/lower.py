@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .entities import FIRST_CIDR_ID, FIRST_CLUSTER_ID, RESERVED_IDS, reserved_label, world_labels
-from .evaluate import Evaluator, selects, subject_labels
+from .evaluate import Evaluator, subject_labels
 from .inventory import Inventory
 from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, IPNetwork,
                  NamedPort, PolicySet, PortMatch, Protocol, Rule, SelectorPeer,
@@ -133,6 +133,14 @@ def wants_ipv6(policy: PolicySet, inventory: Inventory) -> bool:
             or any(n.version == 6 for n in used_prefixes(policy)))
 
 
+def pods_by_identity(inventory: Inventory) -> dict[int, list[Endpoint]]:
+    """Pods grouped by identity number, built once: per-identity scans of every pod are quadratic."""
+    out: dict[int, list[Endpoint]] = {}
+    for ep in inventory.pods:
+        out.setdefault(ep.identity.id, []).append(ep)
+    return out
+
+
 def _union_ports(eps: Iterable[Endpoint]) -> tuple[NamedPort, ...]:
     return tuple(sorted({np for ep in eps for np in ep.ports}, key=lambda n: (n.name, n.protocol, n.port)))
 
@@ -140,10 +148,10 @@ def _union_ports(eps: Iterable[Endpoint]) -> tuple[NamedPort, ...]:
 def peer_identities(policy: PolicySet, inventory: Inventory, ipv6: bool) -> tuple[PeerIdentity, ...]:
     """Every identity the datapath can see as a peer, with what the evaluator would see for it."""
     out: dict[int, PeerIdentity] = {}
+    pods = pods_by_identity(inventory)
     for ident in inventory.identities:
         if ident.id >= FIRST_CLUSTER_ID:  # pods; nodes share remote-node below
-            eps = [ep for ep in inventory.pods if ep.identity.id == ident.id]
-            out[ident.id] = PeerIdentity(ident.id, ident.labels, None, _union_ports(eps))
+            out[ident.id] = PeerIdentity(ident.id, ident.labels, None, _union_ports(pods.get(ident.id, ())))
     nodes = inventory.nodes
     node_lbls = nodes[0].identity.labels if nodes else frozenset({reserved_label("remote-node")})
     out[REMOTE_NODE_ID] = PeerIdentity(REMOTE_NODE_ID, node_lbls)
@@ -181,13 +189,36 @@ def cidr_peer_matches(peer: CIDRPeer, region: IPNetwork) -> bool:
     return covers(peer.network) and not any(covers(ex) for ex in peer.excepts)
 
 
-def rule_matches_peer(rule: Rule, peer: PeerIdentity) -> bool:
-    for p in rule.peers:
-        if isinstance(p, SelectorPeer) and any(s.matches(peer.labels) for s in p.selectors):
-            return True
-        if isinstance(p, CIDRPeer) and peer.region is not None and cidr_peer_matches(p, peer.region):
-            return True
+def peer_matches(p, peer: PeerIdentity) -> bool:
+    if isinstance(p, SelectorPeer):
+        return any(s.matches(peer.labels) for s in p.selectors)
+    if isinstance(p, CIDRPeer):
+        return peer.region is not None and cidr_peer_matches(p, peer.region)
     return False  # FQDN peers match nothing statically (R10.2c)
+
+
+class PeerMatcher:
+    """Does any of a rule's peers match an identity? Memoized per (distinct peer, identity) for one policy set.
+
+    Policies repeat the same peers (DNS, a neighbour app, the internet) across
+    rules and every policy class asks about every identity; one lower() shares
+    one matcher, so each distinct peer meets each identity once.
+    """
+
+    def __init__(self, policy: PolicySet):
+        index: dict = {}
+        self._peers = {id(r): tuple(index.setdefault(p, len(index)) for p in r.peers) for r in policy.rules}
+        self._distinct = tuple(index)
+        self._memo: dict[tuple[int, int], bool] = {}
+
+    def matches(self, rule: Rule, peer: PeerIdentity) -> bool:
+        for i in self._peers[id(rule)]:
+            hit = self._memo.get((i, peer.id))
+            if hit is None:
+                hit = self._memo[(i, peer.id)] = peer_matches(self._distinct[i], peer)
+            if hit:
+                return True
+        return False
 
 
 def is_any_peer(rule: Rule) -> bool:
@@ -308,9 +339,13 @@ def policy_classes(inventory: Inventory) -> list[tuple[int, Endpoint, tuple[Endp
 
 
 def subject_entries(policy: PolicySet, evaluator: Evaluator, policy_id: int, subject: Endpoint,
-                    direction: Direction, identities: tuple[PeerIdentity, ...], port_lpm: bool) -> list[PolicyEntry]:
-    numbered = [(n + 1, r) for n, r in enumerate(policy.rules)
-                if r.direction is direction and not r.is_empty and selects(r.subject_kind, r.subject, subject)]
+                    direction: Direction, identities: tuple[PeerIdentity, ...], port_lpm: bool,
+                    matcher: PeerMatcher | None = None) -> list[PolicyEntry]:
+    """One policy class's entries in one direction; ``matcher`` is shared by the calls of one lowering
+    (a single call, as a run-time relabel makes per class, matches peers directly)."""
+    allows, denies, _ = evaluator.subject_rules(subject, direction)  # the evaluator's selection, cached per labels
+    chosen = {id(r) for r in allows + denies}
+    numbered = [(n + 1, r) for n, r in enumerate(policy.rules) if id(r) in chosen and not r.is_empty]
     if not evaluator.is_default_deny(subject, direction):
         numbered = [(n, r) for n, r in numbered if r.action is Action.DENY]  # allows cannot change anything
     wild = [(n, r) for n, r in numbered if is_any_peer(r)]
@@ -318,10 +353,12 @@ def subject_entries(policy: PolicySet, evaluator: Evaluator, policy_id: int, sub
     if direction is Direction.EGRESS and any(pm.name for _, r in wild for pm in r.ports):
         specific, wild = numbered, []  # egress named ports depend on each peer's ports: expand per peer
     out = peer_entries(policy_id, ANY_PEER, direction, items_for(wild, subject.ports), port_lpm)
-    for peer in identities:
-        dst_ports = subject.ports if direction is Direction.INGRESS else peer.ports
-        matching = [(n, r) for n, r in specific if rule_matches_peer(r, peer)]
-        out += peer_entries(policy_id, peer.id, direction, items_for(matching, dst_ports), port_lpm)
+    for peer in identities if specific else ():
+        matching = [(n, r) for n, r in specific
+                    if (matcher.matches(r, peer) if matcher else any(peer_matches(p, peer) for p in r.peers))]
+        if matching:  # no rule, no entry: skipping the merge keeps big inventories linear per subject
+            dst_ports = subject.ports if direction is Direction.INGRESS else peer.ports
+            out += peer_entries(policy_id, peer.id, direction, items_for(matching, dst_ports), port_lpm)
     return out
 
 
@@ -347,11 +384,12 @@ def lower(policy: PolicySet, inventory: Inventory) -> Datapath:
     identities = peer_identities(policy, inventory, ipv6)
     port_lpm = _needs_port_lpm(policy)
     evaluator = Evaluator(policy)
+    matcher = PeerMatcher(policy)
     endpoints, entries = [], []
     for policy_id, rep, members in policy_classes(inventory):
         dd = tuple(d for d in Direction if evaluator.is_default_deny(rep, d))
         for direction in (Direction.INGRESS, Direction.EGRESS):
-            entries += subject_entries(policy, evaluator, policy_id, rep, direction, identities, port_lpm)
+            entries += subject_entries(policy, evaluator, policy_id, rep, direction, identities, port_lpm, matcher)
         endpoints += [EndpointEntry(ip, 0, ep.identity.id, policy_id, dd, ep.display)
                       for ep in members for ip in ep.ips]
     ids = {name: n + 1 for n, name in enumerate(ep.display for ep in inventory.pods)}
@@ -369,6 +407,25 @@ def lower(policy: PolicySet, inventory: Inventory) -> Datapath:
     )
 
 
+def fallback_levels(rules: Iterable[Rule]) -> tuple[int, ...]:
+    """Exact-mode levels some rule can produce entries at, in look-up order; the datapath tries only these.
+
+    Read from the rules, not the entries, so it holds for any identity the rules
+    may later be evaluated for: single and named ports give LEVEL_PORT, a
+    protocol's whole port range LEVEL_PROTO, an L3-only match LEVEL_ANY.
+    """
+    used = set()
+    for r in rules:
+        for pm in r.ports:
+            if pm.name is not None or pm.first == pm.last:  # a named port resolves to single ports
+                used.add(LEVEL_PORT)
+            elif pm.protocol is Protocol.ANY:
+                used.add(LEVEL_ANY)
+            else:
+                used.add(LEVEL_PROTO)
+    return tuple(sorted(used))
+
+
 def _needs_port_lpm(policy: PolicySet) -> bool:
     return any(pm.name is None and pm.protocol is not Protocol.ANY and pm.first != pm.last
                and (pm.first, pm.last) != (0, 65535) for r in policy.rules for pm in r.ports)
@@ -378,8 +435,9 @@ def named_port_warnings(policy: PolicySet, inventory: Inventory) -> list[str]:
     """Egress named ports resolve per peer identity: pods sharing one must agree on the numbers."""
     names = {pm.name for r in policy.rules if r.direction is Direction.EGRESS for pm in r.ports if pm.name}
     out = []
-    for ident in inventory.identities:
-        eps = [ep for ep in inventory.pods if ep.identity.id == ident.id]
+    pods = pods_by_identity(inventory) if names else {}
+    for ident in inventory.identities if names else ():
+        eps = pods.get(ident.id, [])
         for name in sorted(names):
             seen = {tuple(sorted((np.port, np.protocol) for np in ep.ports if np.name == name)) for ep in eps}
             if len(seen) > 1:

@@ -18,7 +18,7 @@ from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
 from . import prefilter, regex
-from .encode import Request, Space, SymbolicSpace, View, new_flow, space_for
+from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, space_for
 from .findings import Finding, Location, Witness, rule_location
 
 CCNP = "CiliumClusterwideNetworkPolicy"
@@ -96,9 +96,10 @@ def check_duplicates(ctx: Context) -> list[Finding]:
         if key in first_rule:
             ctx.excluded.add(r.id)
             other = first_rule[key]
+            witness = _allowed_example(ctx, r, also=(other,)) if r.action is Action.ALLOW else None
             out.append(_finding("PC003", r, f"{r.direction.value} {r.action.value} rule repeats "
                                             f"{explain.rule_ref(other)}",
-                                (rule_location(other, "the earlier rule"),), key=other.origin.path))
+                                (rule_location(other, "the earlier rule"),), witness, key=other.origin.path))
         else:
             first_rule[key] = r
     return out
@@ -126,6 +127,25 @@ def _http(model, request: Request, rule: Rule):
 
 def _matching(model, matches: dict) -> tuple[str, ...]:
     return tuple(rid for rid, expr in matches.items() if z3.is_true(model.eval(expr, model_completion=True)))
+
+
+def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, also=()) -> Witness | None:
+    """A flow ``rule`` (an allow) matches and its direction lets through: no neighbouring deny matches it.
+
+    ``peer_kind`` restricts the peer (world for exposure checks); ``also`` are rules claimed to match too.
+    """
+    denies = ctx.neighbours(rule, Action.DENY)
+    space = ctx.space([rule, *denies])
+    solver = z3.Solver()
+    flow = new_flow(space, solver)
+    _, peer = space.sides(flow, rule.direction)
+    solver.add(space.rule_matches(rule, flow), space.enforced(rule.direction, flow),
+               *[z3.Not(space.rule_matches(d, flow)) for d in denies])
+    if peer_kind is not None:
+        solver.add(peer.is_kind(peer_kind))
+    if solver.check() != z3.sat:
+        return None
+    return Witness(flow.decode(solver.model()), rule.direction, True, (rule.id,) + tuple(r.id for r in also))
 
 
 # ------------------------------------------------------------------ shadowed and dead allows
@@ -350,18 +370,21 @@ def check_exposure(ctx: Context) -> list[Finding]:
         if world:
             all_ports = any(pm.is_l3_only or (pm.name is None and (pm.first, pm.last) == (0, 65535))
                             for pm in rule.ports)
+            witness = _allowed_example(ctx, rule, Kind.EXTERNAL)
             if all_ports:
-                out.append(_finding("PC011", rule, f"every port and protocol is open to {', '.join(world)}"))
+                out.append(_finding("PC011", rule, f"every port and protocol is open to {', '.join(world)}",
+                                    witness=witness))
             else:
                 ports = ", ".join(str(pm) for pm in rule.ports)
-                out.append(_finding("PC010", rule, f"admits {', '.join(world)} on {ports}"))
+                out.append(_finding("PC010", rule, f"admits {', '.join(world)} on {ports}", witness=witness))
         if rule.origin.policy_kind == CCNP:
             for peer in rule.peers:
                 if isinstance(peer, SelectorPeer) and peer.kind == "endpoints" and any(
                         all(r.key == NAMESPACE_KEY and r.op is Op.EXISTS for r in s.requirements)
                         for s in peer.selectors):
                     out.append(_finding("PC012", rule, "fromEndpoints: [{}] in a clusterwide policy admits every "
-                                                       "pod of every namespace"))
+                                                       "pod of every namespace",
+                                        witness=_allowed_example(ctx, rule, Kind.POD)))
     return out
 
 
@@ -402,7 +425,8 @@ def check_l7(ctx: Context) -> list[Finding]:
             continue
         has_l7 = any(pm.l7 is not None for pm in rule.ports)
         if has_l7 and any(isinstance(p, SelectorPeer) and p.kind == "entity" for p in rule.peers):
-            out.append(_finding("PC015", rule, "entity peers combined with L7 rules"))
+            out.append(_finding("PC015", rule, "entity peers combined with L7 rules",
+                                witness=_allowed_example(ctx, rule)))
         for pm in rule.ports:
             for http in (pm.l7.http if pm.l7 else ()):
                 for what in ("method", "path", "host"):

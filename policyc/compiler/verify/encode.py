@@ -344,8 +344,10 @@ class SymbolicFlow:
         self.same = space.same(self.src, self.dst)
 
     def wellformed(self) -> list:
+        icmp = z3.Or(self.protocol == int(Protocol.ICMP), self.protocol == int(Protocol.ICMPV6))
         return (self.src.wellformed() + self.dst.wellformed() + self.space.pair_constraints(self)
-                + [z3.Or([self.protocol == int(p) for p in FLOW_PROTOCOLS])])
+                + [z3.Or([self.protocol == int(p) for p in FLOW_PROTOCOLS]),
+                   z3.Implies(icmp, z3.ULE(self.port, 255))])  # for ICMP the port slot is the type (R8.6)
 
     def fix(self, flow: Flow) -> list:
         """Constraints pinning this symbolic flow to a concrete one (for cross-checking the evaluator)."""

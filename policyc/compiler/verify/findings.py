@@ -9,11 +9,13 @@ import enum
 import hashlib
 import json
 import os
+from pathlib import Path
+from urllib.parse import quote
 from dataclasses import dataclass
 
 from .. import explain
 from ..evaluate import Flow
-from ..ir import CLUSTER_KEY, NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, Direction, Endpoint, Origin
+from ..ir import CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Direction, Endpoint, Origin
 
 DOCS_URL = "https://github.com/policyc/policyc/blob/main/docs/checks.md"
 
@@ -152,7 +154,7 @@ class Finding:
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-_IMPLICIT = (CLUSTER_KEY, NAMESPACE_KEY)
+_IMPLICIT = (CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX + "kubernetes.io/metadata.name")
 
 
 def endpoint_text(ep: Endpoint) -> str:
@@ -173,8 +175,9 @@ def witness_text(w: Witness) -> str:
     if w.http:
         method, path, host = w.http
         text += f" HTTP {method or '*'} {path or '/'}" + (f" host {host}" if host else "")
-    if w.direction is not None and w.allowed is not None:
-        text += f" ({w.direction.value} {'allowed' if w.allowed else 'denied'})"
+    if w.allowed is not None:
+        where = f"{w.direction.value} " if w.direction is not None else ""
+        text += f" ({where}{'allowed' if w.allowed else 'denied'})"
     return text
 
 
@@ -232,9 +235,12 @@ def render_json(findings: list[Finding]) -> str:
 
 
 def _uri(path: str) -> str:
-    """SARIF wants URIs; relative ones resolve against the checkout root in code-review tools."""
+    """SARIF wants URI references: relative ones resolve against the checkout root in code-review tools,
+    files outside the working directory become file:// URIs; both percent-encoded."""
     rel = os.path.relpath(path) if os.path.isabs(path) else path
-    return (path if rel.startswith("..") else rel).replace(os.sep, "/")
+    if rel.startswith(".."):
+        return Path(path).resolve().as_uri()
+    return quote(rel.replace(os.sep, "/"))
 
 
 def _physical(loc: Location) -> dict:
@@ -242,7 +248,10 @@ def _physical(loc: Location) -> dict:
             "region": {"startLine": max(loc.line, 1), "startColumn": max(loc.column, 1)}}
 
 
-def render_sarif(findings: list[Finding], version: str) -> str:
+def render_sarif(findings: list[Finding], version: str, fallback: str = "") -> str:
+    """SARIF 2.1.0; a finding about no rule in particular (a namespace without any policy, say) is placed
+    at line 1 of ``fallback`` (the inventory or first policy file): GitHub code scanning refuses results
+    without a location."""
     ids = sorted(CATALOGUE)
     rules = [{"id": c.id, "name": c.name, "shortDescription": {"text": c.summary},
               "fullDescription": {"text": c.help}, "help": {"text": c.help, "markdown": c.help},
@@ -253,8 +262,9 @@ def render_sarif(findings: list[Finding], version: str) -> str:
         message = f.message + (f"; {witness_text(f.witness)}" if f.witness else "")
         res = {"ruleId": f.check, "ruleIndex": ids.index(f.check), "level": f.level.value,
                "message": {"text": message}, "partialFingerprints": {"policyc/v1": f.fingerprint}}
-        if f.location:
-            res["locations"] = [{"physicalLocation": _physical(f.location)}]
+        where = f.location or (Location(fallback, 1, 1) if fallback else None)
+        if where:
+            res["locations"] = [{"physicalLocation": _physical(where)}]
         if f.related:
             res["relatedLocations"] = [{"id": i, "physicalLocation": _physical(r), "message": {"text": r.message}}
                                        for i, r in enumerate(f.related)]

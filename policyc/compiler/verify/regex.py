@@ -8,12 +8,14 @@ opaque instead of proving something wrong about it.
 from __future__ import annotations
 
 import functools
+import re as pyre
 from importlib import resources
 
 import z3
 from lark import Lark, Token, Tree
 from lark.exceptions import LarkError
 
+_FLAGS = pyre.compile(r"\(\?[imsU-]+[:)]")
 MAX_REPEAT = 1000  # RE2's limit on {n,m}
 _STR = z3.ReSort(z3.StringSort())
 
@@ -164,6 +166,9 @@ class _Translator:
 @functools.lru_cache(maxsize=4096)
 def to_z3(pattern: str) -> z3.ReRef:
     """The language of ``pattern`` (matched against the whole value); raises UnsupportedRegex."""
+    flags = _FLAGS.search(pattern)
+    if flags:
+        raise UnsupportedRegex(f"flags {flags.group(0)!r} (case-insensitive and other modes) are not supported")
     try:
         tree = _parser().parse(pattern)
     except LarkError as exc:

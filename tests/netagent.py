@@ -1,0 +1,204 @@
+"""What runs inside one pod's network namespace: a server, a prober, a UDP sequence stream.
+
+tests/netmodel.py starts it with ``nsenter --net=/var/run/netns/NS python3 netagent.py MODE ...``.
+It imports nothing from policyc, so a pod holds nothing but sockets.
+
+serve NAME PORT... [--seqlog FILE]
+    TCP and UDP servers on every PORT; each answers with NAME. UDP datagrams ``seq STREAM N`` are
+    not answered but logged as ``SRC STREAM N`` lines to FILE, so a test counts what arrived.
+probe TIMEOUT
+    reads ``[[addr, port, "TCP"|"UDP"], ...]`` as JSON on stdin, runs them all at once and prints
+    ``[[verdict, answer], ...]``: verdict ``allow`` (an answer came back), ``deny`` (silence until
+    TIMEOUT, twice: a dropped packet is silence, a slow machine is not twice) or ``error``.
+stream ADDR PORT STREAM INTERVAL
+    sends ``seq STREAM N`` datagrams from one source port every INTERVAL seconds until stdin
+    closes, then prints ``{"sent": [[N, monotonic time just before sending], ...]}``.
+hold ADDR PORT
+    opens a TCP connection, prints ``connected`` (or ``failed``), then for each line on stdin
+    sends it and prints the echo of the server's answer, or ``timeout``.
+"""
+from __future__ import annotations
+
+import json
+import selectors
+import socket
+import sys
+import threading
+import time
+
+
+def _family(addr: str) -> int:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def _listen(kind: int, port: int) -> socket.socket:
+    """Dual-stack socket on ``::`` (IPv4 arrives v4-mapped), or IPv4 only where IPv6 is off."""
+    try:
+        sock = socket.socket(socket.AF_INET6, kind)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::", port))
+    except OSError:
+        sock = socket.socket(socket.AF_INET, kind)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(128)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.setblocking(False)
+    return sock
+
+
+def _plain(addr: str) -> str:
+    return addr[7:] if addr.startswith("::ffff:") else addr
+
+
+def serve(name: str, ports: list[int], seqlog: str | None) -> None:
+    answer = name.encode() + b"\n"
+    log = open(seqlog, "a", buffering=1) if seqlog else None
+    sel = selectors.DefaultSelector()
+    for port in ports:
+        sel.register(_listen(socket.SOCK_STREAM, port), selectors.EVENT_READ, "accept")
+        sel.register(_listen(socket.SOCK_DGRAM, port), selectors.EVENT_READ, "udp")
+    print("ready", flush=True)
+    while True:
+        for key, _ in sel.select():
+            sock = key.fileobj
+            if key.data == "accept":
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    continue
+                conn.setblocking(False)
+                conn.send(answer)
+                sel.register(conn, selectors.EVENT_READ, "conn")
+            elif key.data == "conn":
+                try:
+                    data = sock.recv(4096)
+                except OSError:
+                    data = b""
+                if data:
+                    sock.send(answer)  # one answer per request: held connections probe with it
+                else:
+                    sel.unregister(sock)
+                    sock.close()
+            else:
+                try:
+                    data, peer = sock.recvfrom(2048)
+                except OSError:
+                    continue
+                if data.startswith(b"seq "):
+                    if log:
+                        log.write(f"{_plain(peer[0])} {data[4:].decode().strip()}\n")
+                else:
+                    sock.sendto(answer, peer)
+
+
+def _tcp(addr: str, port: int, timeout: float) -> tuple[str, str]:
+    try:
+        with socket.create_connection((addr, port), timeout=timeout) as sock:
+            return "allow", sock.recv(256).decode().strip()
+    except socket.timeout:
+        return "deny", ""
+    except OSError as exc:
+        return "error", str(exc)
+
+
+def _udp(addr: str, port: int, timeout: float) -> tuple[str, str]:
+    with socket.socket(_family(addr), socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.sendto(b"probe", (addr, port))
+            data, _ = sock.recvfrom(256)
+            return "allow", data.decode().strip()
+        except socket.timeout:
+            return "deny", ""
+        except OSError as exc:
+            return "error", str(exc)
+
+
+def probe_one(addr: str, port: int, protocol: str, timeout: float) -> tuple[str, str]:
+    check = _tcp if protocol == "TCP" else _udp
+    result = check(addr, port, timeout)
+    if result[0] == "deny":
+        result = check(addr, port, timeout)
+    return result
+
+
+def probe(timeout: float) -> None:
+    todo = json.load(sys.stdin)
+    results: list = [None] * len(todo)
+
+    def work(i: int) -> None:
+        results[i] = list(probe_one(todo[i][0], int(todo[i][1]), todo[i][2], timeout))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(todo))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    json.dump(results, sys.stdout)
+
+
+def stream(addr: str, port: int, name: str, interval: float) -> None:
+    sock = socket.socket(_family(addr), socket.SOCK_DGRAM)
+    sock.connect((addr, port))
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    sent = []
+    n = 0
+    next_at = time.monotonic()
+    print("started", flush=True)
+    while not stop.is_set():
+        sent.append([n, time.monotonic()])  # taken before sending: the datagram left after this
+        try:
+            sock.send(f"seq {name} {n}".encode())
+        except OSError:
+            pass  # ICMP errors of earlier datagrams surface here; the sequence number still counts
+        n += 1
+        next_at += interval
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    json.dump({"sent": sent}, sys.stdout)
+
+
+def hold(addr: str, port: int) -> None:
+    try:
+        sock = socket.create_connection((addr, port), timeout=2)
+        sock.recv(256)
+    except OSError:
+        print("failed", flush=True)
+        return
+    print("connected", flush=True)
+    sock.settimeout(1.0)
+    for line in sys.stdin:
+        try:
+            sock.send(line.encode())
+            print(sock.recv(256).decode().strip() or "closed", flush=True)
+        except socket.timeout:
+            print("timeout", flush=True)
+        except OSError as exc:
+            print(f"error {exc}", flush=True)
+
+
+def main(argv: list[str]) -> None:
+    mode = argv[0]
+    if mode == "serve":
+        seqlog = None
+        if "--seqlog" in argv:
+            i = argv.index("--seqlog")
+            seqlog = argv[i + 1]
+            argv = argv[:i] + argv[i + 2:]
+        serve(argv[1], [int(p) for p in argv[2:]], seqlog)
+    elif mode == "probe":
+        probe(float(argv[1]))
+    elif mode == "stream":
+        stream(argv[1], int(argv[2]), argv[3], float(argv[4]))
+    elif mode == "hold":
+        hold(argv[1], int(argv[2]))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,507 @@
+"""End to end over real traffic: conformance cases loaded with `policyc load` on the 9-pod netns model.
+
+The topology (tests/netmodel.py) is built once per module; each case is compiled, loaded onto the
+host-side veths from inside the node namespace, probed pair by pair and port by port with real TCP
+connections and UDP exchanges, compared with `policyc matrix` for the same inputs, and unloaded.
+"""
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bccreq import require_bcc
+from conftest import SHARED
+from kernelreq import require_kernel
+from netmodel import PIN_ROOT, STATE_DIR, NetModel, leftovers, policyc_argv, policyc_env, run
+from policyc.compiler.inventory import Inventory, load_inventory
+
+pytestmark = pytest.mark.kernel
+
+PREFIX = "pce"
+CASES = sorted(p for p in (SHARED / "conformance").glob("*") if (p / "inventory.yaml").is_file())
+INVENTORY = CASES[0] / "inventory.yaml"
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+def policy_paths(case: Path, empty: Path) -> list[str]:
+    """A case's policies folder, or an empty folder for a case without one (no policy at all)."""
+    policies = case / "policies"
+    return [str(policies if policies.is_dir() else empty)]
+
+
+def policyc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``policyc ARGS`` from this checkout in the root namespace (compile, matrix: no kernel)."""
+    proc = subprocess.run(policyc_argv(*args), capture_output=True, text=True, env=policyc_env(), timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"policyc {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def compile_case(paths: list[str], inventory: Path, out: Path) -> Path:
+    policyc("compile", *paths, "--inventory", str(inventory), "-o", str(out))
+    return out
+
+
+def matrix(paths: list[str], inventory: Path) -> dict:
+    """``{(from, to, port, protocol): verdict}`` from `policyc matrix --format json` (pods only)."""
+    flows = json.loads(policyc("matrix", *paths, "--inventory", str(inventory), "--format", "json").stdout)["flows"]
+    return {(f["from"], f["to"], f["port"], f["protocol"]): f["verdict"] for f in flows}
+
+
+def pins(name: str) -> Path:
+    return PIN_ROOT / name
+
+
+@contextmanager
+def loaded(model: NetModel, artifact: Path, name: str, *extra: str):
+    """`policyc load` in the node namespace on every pod's host-side veth; always `policyc unload`."""
+    try:
+        load = model.policyc("load", str(artifact), "--name", name, *model.attach_args(), *extra)
+        assert load.returncode == 0, f"policyc load failed ({load.returncode}):\n{load.stderr}"
+        yield
+    finally:
+        unload = model.policyc("unload", name)
+        assert unload.returncode == 0, f"policyc unload failed ({unload.returncode}):\n{unload.stderr}"
+        assert not pins(name).exists(), f"{pins(name)} left after unload"
+
+
+def mismatches(expected: dict, observed: dict) -> list[str]:
+    return [f"{src} -> {dst} {port}/{proto}: matrix {verdict}, kernel {observed[(src, dst, port, proto)]}"
+            for (src, dst, port, proto), verdict in sorted(expected.items())
+            if observed[(src, dst, port, proto)][0] != verdict]
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    require_kernel()
+    inventory = load_inventory([INVENTORY])
+    with NetModel(inventory, tmp_path_factory.mktemp("netmodel"), prefix=PREFIX) as m:
+        yield m
+    assert leftovers(PREFIX) == ([], []), "namespaces or pins left after teardown"
+
+
+@pytest.fixture(scope="module")
+def empty(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("no-policies")
+
+
+# -- the harness itself ---------------------------------------------------------------------------
+
+def test_model_without_policy_allows_everything(model):
+    """Every pod answers on every port with its own name: routing and servers are right."""
+    results = model.probe(model.all_flows())
+    assert len(results) == 9 * 8 * 4
+    wrong = {flow: r for flow, r in results.items() if r[0] != "allow"}
+    assert not wrong, wrong
+
+
+def test_prober_sees_drops(model):
+    """A flow dropped in the node namespace (by iptables, not policyc) probes as deny: the harness can fail."""
+    node = ["nsenter", f"--net=/var/run/netns/{model.node}"]
+    rule = ["FORWARD", "-d", str(model.by_name["y/b"].ips[0]), "-p", "udp", "--dport", "81", "-j", "DROP"]
+    run(node + ["iptables", "-A", *rule])
+    try:
+        results = model.probe([("x/a", "y/b", 81, "UDP"), ("x/a", "y/b", 80, "UDP"), ("x/a", "y/b", 81, "TCP")])
+    finally:
+        run(node + ["iptables", "-D", *rule])
+    assert [r[0] for r in results.values()] == ["deny", "allow", "allow"]
+
+
+def test_teardown_after_a_failure_removes_everything(tmp_path, empty):
+    """A test that fails with an artifact loaded still leaves no namespace, process, pin or state file."""
+    require_kernel()
+    inventory = load_inventory([INVENTORY])
+    small = Inventory(endpoints=inventory.pods[:2], namespaces=inventory.namespaces)
+    artifact = compile_case(policy_paths(CASES[1], empty), INVENTORY, tmp_path / "artifact")
+    prefix, name = f"{PREFIX}t", f"{PREFIX}t-crash"
+    with pytest.raises(RuntimeError, match="planned"):
+        with NetModel(small, tmp_path / "work", prefix=prefix) as m:
+            load = m.policyc("load", str(artifact), "--name", name, *m.attach_args())
+            assert load.returncode == 0, load.stderr
+            assert pins(name).is_dir()
+            processes = list(m.servers.values())
+            raise RuntimeError("planned failure")
+    assert leftovers(prefix) == ([], [])
+    assert all(p.poll() is not None for p in processes)
+    assert not (STATE_DIR / f"{name}.json").exists()
+
+
+# -- conformance cases over real connections ------------------------------------------------------
+
+CLSACT_CASES = [SHARED / "conformance" / "019-cnp-deny-wins", SHARED / "conformance" / "012-knp-port-range"]
+BCC_CASES = [SHARED / "conformance" / "019-cnp-deny-wins", SHARED / "conformance" / "011-knp-named-port"]
+VARIANTS = ([(c, "tcx", "libbpf") for c in CASES] + [(c, "clsact", "libbpf") for c in CLSACT_CASES]
+            + [(c, "tcx", "bcc") for c in BCC_CASES])
+
+
+@pytest.mark.parametrize("case,tc_mode,compiler", VARIANTS,
+                         ids=[c.name + ("" if t == "tcx" else f"-{t}") + ("" if k == "libbpf" else f"-{k}")
+                              for c, t, k in VARIANTS])
+def test_conformance_case_over_real_traffic(model, case, tc_mode, compiler, tmp_path, empty, monkeypatch,
+                                            tmp_path_factory):
+    """tcx links by default; a few cases also through clsact filters (kernels before 6.6) and through
+    programs bcc compiled on the node (`load --compiler bcc`)."""
+    if compiler == "bcc":
+        require_bcc(tmp_path_factory.getbasetemp(), monkeypatch)
+    inventory = case / "inventory.yaml"
+    pods = load_inventory([inventory]).pods
+    assert [(p.display, p.ips) for p in pods] == [(p.display, p.ips) for p in model.pods], \
+        f"{case.name}: inventory differs from the model built from {INVENTORY}"
+    paths = policy_paths(case, empty)
+    expected = matrix(paths, inventory)
+    artifact = compile_case(paths, inventory, tmp_path / "artifact")
+    name = f"{PREFIX}-e2e"
+    with loaded(model, artifact, name, "--tc-mode", tc_mode, "--compiler", compiler):
+        observed = model.probe(list(expected))
+        status = model.policyc("status", name, "--format", "json")
+    assert status.returncode == 0, status.stderr
+    status = json.loads(status.stdout)
+    hooks = {(a["iface"], a["hook"], a["mode"], a["present"]) for a in status["attachments"]}
+    assert hooks == {(p.host_if, hook, tc_mode, True) for p in model.pods for hook in ("ingress", "egress")}
+    # every probed flow met at least one hook as a new flow, and each such verdict is counted by rule
+    assert sum(r["packets"] for r in status["rules"]) >= len(expected), status["rules"]
+    bad = mismatches(expected, observed)
+    assert not bad, f"{case.name}: {len(bad)} of {len(expected)} flows differ:\n" + "\n".join(bad[:40])
+
+
+# -- the DaemonSet's veth discovery (examples/deploy/policyc-node.sh) on the model --------------
+
+NODE_SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "deploy" / "policyc-node.sh"
+
+
+@pytest.mark.parametrize("discovery", ["route", "netns"])
+def test_node_script_finds_every_pod_veth(model, discovery, tmp_path):
+    """Run in the node namespace, the script maps each pod's address to its host-side veth,
+    by the /32 route and by the peer index of the pod's eth0."""
+    netns_dir = tmp_path / "netns"
+    netns_dir.mkdir()
+    for pod in model.pods:  # only our namespaces: the script enters every one it is given
+        (netns_dir / pod.netns).symlink_to(f"/var/run/netns/{pod.netns}")
+    lines = "".join(f"{pod.display} {pod.ips[0]}\n" for pod in model.pods) + "x/ghost 10.99.0.1\n"
+    proc = subprocess.run(
+        ["nsenter", f"--net=/var/run/netns/{model.node}", "env", f"POLICYC_DISCOVERY={discovery}",
+         f"POLICYC_NETNS_DIRS={netns_dir}", "sh", str(NODE_SCRIPT), "attachments"],
+        input=lines, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [pod.attach for pod in model.pods]
+    assert "x/ghost" in proc.stderr
+
+
+# -- atomic replace under continuous traffic ------------------------------------------------------
+
+SWAP_A = SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"  # x/a ingress: only x/b 80/TCP
+SWAP_B = SHARED / "conformance" / "007-knp-deny-egress-x-a"         # x/a egress: nothing
+# One UDP stream per kind of flow: allowed by both, only by A (egress of x/a), only by B (ingress of x/a).
+STREAMS = {"both": ("y/a", "z/b", 80, "UDP"), "aonly": ("x/a", "x/b", 80, "UDP"), "bonly": ("x/b", "x/a", 81, "UDP")}
+STREAM_INTERVAL = 0.001
+SWAPS = "BABABA"
+
+
+def in_force(timeline: list[tuple[float, float, str]], first: str, t: float) -> str | None:
+    """The artifact in force at time ``t``, or None while a load is in progress (any verdict may do)."""
+    current = first
+    for start, end, key in timeline:
+        if t < start:
+            return current
+        if t <= end:
+            return None
+        current = key
+    return current
+
+
+def test_atomic_replace_under_traffic(model, tmp_path, empty):
+    """Swap two artifacts back and forth under the same name while UDP streams with sequence
+    numbers run: no datagram of a flow both allow is lost, and between swaps every datagram gets
+    exactly the verdict of the artifact in force (none of a denied flow gets through)."""
+    inventory = SWAP_A / "inventory.yaml"
+    mats, arts = {}, {}
+    for key, case in (("A", SWAP_A), ("B", SWAP_B)):
+        paths = policy_paths(case, empty)
+        mats[key] = matrix(paths, inventory)
+        arts[key] = compile_case(paths, inventory, tmp_path / key)
+    assert [(mats["A"][f], mats["B"][f]) for f in STREAMS.values()] == \
+        [("allow", "allow"), ("allow", "deny"), ("deny", "allow")], "the cases no longer fit the streams"
+
+    name = f"{PREFIX}-swap"
+    timeline: list[tuple[float, float, str]] = []
+    with loaded(model, arts["A"], name):
+        senders = {}
+        for stream, (src, dst, port, _) in STREAMS.items():
+            proc = model.spawn(model.by_name[src].netns,
+                               ["stream", str(model.by_name[dst].ips[0]), str(port), stream, str(STREAM_INTERVAL)])
+            assert proc.stdout.readline().strip() == "started", proc.stderr.read()
+            senders[stream] = proc
+        time.sleep(0.3)
+        for key in SWAPS:
+            start = time.monotonic()
+            load = model.policyc("load", str(arts[key]), "--name", name, *model.attach_args())
+            end = time.monotonic()
+            assert load.returncode == 0, f"load over {name} failed:\n{load.stderr}"
+            timeline.append((start, end, key))
+            time.sleep(0.3)
+        sent = {}
+        for stream, proc in senders.items():
+            out, err = proc.communicate(input="", timeout=30)
+            sent[stream] = json.loads(out)["sent"]
+            model.procs.remove(proc)
+        time.sleep(0.3)  # the last datagrams reach the servers' logs
+
+    received: dict[str, set[int]] = {}
+    for stream, (src, dst, _, _) in STREAMS.items():
+        src_ips = {str(ip) for ip in model.by_name[src].ips}
+        received[stream] = {seq for ip, s, seq in model.received(model.by_name[dst]) if s == stream and ip in src_ips}
+
+    lost, unfiltered, counted = [], [], {"allow": 0, "deny": 0}
+    for stream, flow in STREAMS.items():
+        for seq, t in sent[stream]:
+            key = in_force(timeline, "A", t)
+            if key is None and stream != "both":
+                continue  # a flow whose verdict changes, sent during a load: either verdict is right
+            want = "allow" if stream == "both" else mats[key][flow]
+            counted[want] += 1
+            got = seq in received[stream]
+            if want == "allow" and not got:
+                lost.append((stream, seq, key))
+            elif want == "deny" and got:
+                unfiltered.append((stream, seq, key))
+    total = sum(len(s) for s in sent.values())
+    report = (f"{total} datagrams over {len(SWAPS)} swaps ({counted}); lost {len(lost)} {lost[:10]}, "
+              f"unfiltered {len(unfiltered)} {unfiltered[:10]}; loads took "
+              f"{[round(e - s, 2) for s, e, _ in timeline]} s")
+    assert counted["deny"] > 100 and counted["allow"] > 1000, report
+    print(report)
+    assert not lost and not unfiltered, report
+
+
+# -- relabel under traffic ------------------------------------------------------------------------
+
+RELABEL_CASE = SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"  # x/a admits only x/b on 80/TCP
+RELABEL = {"x/b": {"pod": "c"}, "x/c": {"pod": "b"}}  # swap the labels of x/b and x/c
+
+
+def relabelled_inventory(source: Path, changes: dict[str, dict], out: Path) -> Path:
+    """``source`` with the labels of some pods replaced: the inventory `matrix` must agree with."""
+    doc = yaml.safe_load(source.read_text())
+    for item in doc["items"]:
+        meta = item["metadata"]
+        ref = f"{meta.get('namespace')}/{meta['name']}"
+        if item["kind"] == "Pod" and ref in changes:
+            meta["labels"] = dict(changes[ref])
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def test_relabel_under_traffic(model, tmp_path, empty):
+    """`policyc endpoint relabel` swaps the labels of x/b and x/c while a TCP connection x/b -> x/a:80
+    is open: new connections get the verdicts `matrix` gives for the relabelled inventory at once,
+    and the established connection goes on (conntrack is untouched)."""
+    inventory = RELABEL_CASE / "inventory.yaml"
+    paths = policy_paths(RELABEL_CASE, empty)
+    before = matrix(paths, inventory)
+    after = matrix(paths, relabelled_inventory(inventory, RELABEL, tmp_path / "relabelled.yaml"))
+    changed = sorted(f for f in before if before[f] != after[f])
+    assert ("x/b", "x/a", 80, "TCP") in changed and ("x/c", "x/a", 80, "TCP") in changed
+
+    artifact = compile_case(paths, inventory, tmp_path / "artifact")
+    name = f"{PREFIX}-relabel"
+    with loaded(model, artifact, name):
+        assert not mismatches(before, model.probe(list(before)))
+        held = model.spawn(model.by_name["x/b"].netns, ["hold", str(model.by_name["x/a"].ips[0]), "80"])
+        assert held.stdout.readline().strip() == "connected"
+        held.stdin.write("ping\n")
+        held.stdin.flush()
+        assert held.stdout.readline().strip() == "x/a"
+
+        for pod, labels in RELABEL.items():
+            proc = model.policyc("endpoint", "relabel", name, pod,
+                                 *[arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")])
+            assert proc.returncode == 0, f"relabel {pod} failed:\n{proc.stderr}"
+        observed = model.probe(list(after))
+        held.stdin.write("ping\n")
+        held.stdin.flush()
+        still = held.stdout.readline().strip()
+        held.stdin.close()
+        held.wait(timeout=10)
+        model.procs.remove(held)
+
+    bad = mismatches(after, observed)
+    assert not bad, f"after relabel {len(bad)} flows differ from matrix:\n" + "\n".join(bad)
+    assert still == "x/a", f"the connection established before the relabel broke: {still!r}"
+
+
+# -- observe --------------------------------------------------------------------------------------
+
+OBSERVE_CASES = [SHARED / "conformance" / "019-cnp-deny-wins",              # denied by an ingressDeny rule
+                 SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"]  # denied by default deny
+
+
+def query_why(paths: list[str], inventory: Path, flow) -> dict:
+    """The evaluator's deciding direction of a denied flow: ``{"direction", "rules", "default_deny_from"}``."""
+    src, dst, port, proto = flow
+    out = json.loads(policyc("query", *paths, "--inventory", str(inventory), "--from", src, "--to", dst,
+                             "--port", f"{port}/{proto}", "--format", "json").stdout)["queries"][0]
+    for direction in ("egress", "ingress"):
+        if out[direction]["verdict"] == "deny":
+            return {"direction": direction, **out[direction]}
+    raise AssertionError(f"{flow} is not denied")
+
+
+@pytest.mark.parametrize("case", OBSERVE_CASES, ids=[c.name for c in OBSERVE_CASES])
+def test_observe_reports_denied_flows_with_the_deciding_rule(model, case, tmp_path, empty):
+    inventory = case / "inventory.yaml"
+    paths = policy_paths(case, empty)
+    expected = matrix(paths, inventory)
+    denied = [f for f, v in expected.items() if v == "deny"][:12]
+    assert denied
+    artifact = compile_case(paths, inventory, tmp_path / "artifact")
+    name = f"{PREFIX}-observe"
+    with loaded(model, artifact, name):
+        observer = subprocess.Popen(
+            ["nsenter", f"--net=/var/run/netns/{model.node}",
+             *policyc_argv("observe", name, "--follow", "--timeout", "5", "--verdict", "deny", "--format", "json")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=policyc_env())
+        try:
+            time.sleep(1.0)  # the observer opens the ring buffer before the traffic starts
+            probed = model.probe(denied)
+            out, err = observer.communicate(timeout=30)
+        finally:
+            if observer.poll() is None:
+                observer.kill()
+                observer.wait()
+    assert all(v[0] == "deny" for v in probed.values()), probed
+    assert observer.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert events, f"observe printed no events:\n{err}"
+    seen = {(e["source"], e["destination"], e["dport"], e["protocol"]): e for e in events}
+    for flow in denied:
+        assert flow in seen, f"{flow} missing from observe ({len(events)} events, e.g. {events[:2]})"
+        event = seen[flow]
+        why = query_why(paths, inventory, flow)
+        # observe and query speak one vocabulary (evaluate.Reason values): compare the strings as printed
+        assert (event["verdict"], event["direction"], event["reason"]) == ("deny", why["direction"], why["reason"]), (event, why)
+        if why["rules"]:  # the deciding rule, by its origin
+            assert (event["rule"], event["policy"]) == (why["rules"][0]["id"], why["rules"][0]["namespace"] + "/"
+                                                        + why["rules"][0]["name"]), (event, why)
+        else:
+            assert event["rule_id"] == 0 and why["reason"] == "default-deny", (event, why)
+
+
+# -- dual stack -----------------------------------------------------------------------------------
+
+DUAL_STACK_CASES = [SHARED / "conformance" / "019-cnp-deny-wins",
+                    SHARED / "conformance" / "023-cnp-egress-to-namespace-z"]
+
+
+def dual_stack_inventory(source: Path, out: Path) -> Path:
+    """``source`` with an IPv6 address fd00::<ns>:<pod> beside each pod's 10.244.<ns>.<pod>."""
+    doc = yaml.safe_load(source.read_text())
+    for item in doc["items"]:
+        if item["kind"] == "Pod":
+            v4 = item["status"]["podIP"]
+            _, _, ns, pod = v4.split(".")
+            item["status"]["podIPs"] = [{"ip": v4}, {"ip": f"fd00::{ns}:{pod}"}]
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+@pytest.mark.parametrize("case", DUAL_STACK_CASES, ids=[c.name for c in DUAL_STACK_CASES])
+def test_dual_stack_over_real_traffic(case, tmp_path, empty):
+    """Pods with an IPv4 and an IPv6 address: every flow is probed over both families, which must
+    agree with each other and with `matrix` (the artifact is compiled with its ipv6 feature)."""
+    require_kernel()
+    inventory = dual_stack_inventory(case / "inventory.yaml", tmp_path / "inventory.yaml")
+    paths = policy_paths(case, empty)
+    expected = matrix(paths, inventory)
+    artifact = compile_case(paths, inventory, tmp_path / "artifact")
+    assert json.loads((artifact / "manifest.json").read_text())["features"]["ipv6"]
+    with NetModel(load_inventory([inventory]), tmp_path / "work", prefix=f"{PREFIX}6") as m:
+        assert m.ipv6
+        with loaded(m, artifact, f"{PREFIX}6-e2e"):
+            observed = m.probe(list(expected))
+    assert leftovers(f"{PREFIX}6") == ([], [])
+    bad = mismatches(expected, observed)
+    assert not bad, f"{case.name} dual stack: {len(bad)} of {len(expected)} flows differ:\n" + "\n".join(bad[:40])
+
+
+# -- a pod added between two compiles --------------------------------------------------------------
+
+ADD_CASES = (SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp",  # pod=a admits only x/b on 80/TCP
+             SHARED / "conformance" / "007-knp-deny-egress-x-a")         # pod=a sends nothing
+ADDED = ("x/d", "10.244.1.9", {"pod": "a"})  # x/a's labels: both policies select the new pod
+
+
+def inventory_with_pod(source: Path, display: str, ip: str, labels: dict, out: Path) -> Path:
+    """``source`` plus one pod: a copy of the first pod of its namespace, renamed, readdressed, relabelled."""
+    doc = yaml.safe_load(source.read_text())
+    ns, name = display.split("/")
+    pod = copy.deepcopy(next(i for i in doc["items"] if i["kind"] == "Pod" and i["metadata"]["namespace"] == ns))
+    pod["metadata"].update(name=name, labels=dict(labels))
+    pod["status"].update(podIP=ip, podIPs=[{"ip": ip}])
+    doc["items"].append(pod)
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def test_pod_added_at_run_time_is_enforced_and_survives_a_replace(tmp_path, empty):
+    """A pod the artifacts were compiled without gets a netns and veth while an artifact is loaded;
+    `endpoint add --attach` puts it under policy: real traffic matches `matrix` on an inventory that
+    has the pod, before and after an atomic replace with another artifact that does not know it
+    either (its identity is re-applied, its hooks swapped with the others); `endpoint remove` takes
+    its hooks off and leaves no pin or state behind."""
+    require_kernel()
+    display, ip, labels = ADDED
+    prefix, name = "pcq", "pcq-addpod"
+    inventory = ADD_CASES[0] / "inventory.yaml"
+    grown = inventory_with_pod(inventory, display, ip, labels, tmp_path / "grown.yaml")
+    arts, mats = [], []
+    for n, case in enumerate(ADD_CASES):
+        paths = policy_paths(case, empty)
+        arts.append(compile_case(paths, inventory, tmp_path / f"artifact{n}"))  # without the pod
+        mats.append(matrix(paths, grown))                                      # the truth with it
+    state_file = STATE_DIR / f"{name}.json"
+    with NetModel(load_inventory([inventory]), tmp_path / "work", prefix=prefix) as m:
+        compiled_attach = m.attach_args()
+        with loaded(m, arts[0], name):
+            pod = m.add_pod(display, (ipaddress.ip_address(ip),))
+            add = m.policyc("endpoint", "add", name, display, "--ip", ip, "--attach", pod.host_if, "--format", "json",
+                            *[arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")])
+            assert add.returncode == 0, add.stderr
+            assert {(a["iface"], a["hook"]) for a in json.loads(add.stdout)["attachments"]} == \
+                {(pod.host_if, "ingress"), (pod.host_if, "egress")}
+            before = m.probe(list(mats[0]))
+
+            swap = m.policyc("load", str(arts[1]), "--name", name, *compiled_attach)  # the 9 compiled pods only
+            assert swap.returncode == 0, swap.stderr
+            after = m.probe(list(mats[1]))
+            status = json.loads(m.policyc("status", name, "--format", "json").stdout)
+            hooks = {(a["iface"], a["hook"], a["endpoint"], a["present"]) for a in status["attachments"]}
+            assert {(pod.host_if, h, display, True) for h in ("ingress", "egress")} <= hooks
+            assert [(r["op"], r["endpoint"]) for r in json.loads(state_file.read_text())["runtime"]] == \
+                [("add", display)]
+
+            remove = m.policyc("endpoint", "remove", name, display)
+            assert remove.returncode == 0, remove.stderr
+            assert not any(pod.host_if in p.name for p in (pins(name) / "links").iterdir())
+            state = json.loads(state_file.read_text())
+            assert not [a for a in state["attachments"] if a["endpoint"] == display]
+            assert state["runtime"][-1] == {"op": "remove", "endpoint": display}
+            unhooked = m.probe([(display, "y/a", 80, "TCP")])  # pod=a sends nothing, but no hook checks it now
+            m.remove_pod(display)
+    assert leftovers(prefix) == ([], []) and not state_file.exists()
+    # 003 denies flows *to* the pod (its to_pod decides), 007 flows *from* it (its from_pod)
+    for label, end, expected, observed in (("before the replace", 1, mats[0], before), ("after it", 0, mats[1], after)):
+        assert any(flow[end] == display and v == "deny" for flow, v in expected.items()), label
+        bad = mismatches(expected, observed)
+        assert not bad, f"{label}: {len(bad)} of {len(expected)} flows differ:\n" + "\n".join(bad[:40])
+    assert mats[1][(display, "y/a", 80, "TCP")] == "deny" and unhooked[(display, "y/a", 80, "TCP")][0] == "allow"

@@ -1,0 +1,128 @@
+"""policyc endpoint add/remove/relabel: map updates only, new identities in force at once, conntrack untouched."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kernelreq import require_kernel
+from policyc.cli import main
+from runtimekit import XA, XB, XC, compile_to, loaded_name, passes
+
+pytestmark = pytest.mark.kernel
+
+POLICIES = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {pod: b}}}]
+    ports: [{port: 80, protocol: TCP}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {role: web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {pod: b}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+"""
+
+DENY = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: locked, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {role: locked}}
+  ingressDeny:
+  - fromEndpoints: [{}]
+"""
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory):
+    require_kernel()
+    return compile_to(tmp_path_factory.mktemp("pcr") / "ep", POLICIES)
+
+
+def _endpoint(capsys, *args) -> dict:
+    capsys.readouterr()
+    assert main(["endpoint", *args, "--format", "json"]) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def test_relabel_moves_a_peer_into_and_out_of_policy(art, capsys):
+    with loaded_name("pcrtest-ep1") as name:
+        assert main(["load", str(art), "--name", name]) == 0
+        assert passes(name, "to_pod", XB, XA) and not passes(name, "to_pod", XC, XA)
+        # x/b leaves pod=b: a new identity no rule allows; its open connection (conntrack) keeps going
+        moved = _endpoint(capsys, "relabel", name, "x/b", "--label", "pod=zzz")
+        assert moved["new_identity"] and moved["identity"] > 264
+        assert passes(name, "to_pod", XB, XA, sport=40000)          # established before the relabel
+        assert not passes(name, "to_pod", XB, XA, sport=40001)      # a new connection: denied at once
+        # x/c takes pod=b: the identity x/b had (257) and its policy
+        took = _endpoint(capsys, "relabel", name, "x/c", "--label", "pod=b")
+        assert took["identity"] == 257 and not took["new_identity"]
+        assert passes(name, "to_pod", XC, XA, sport=40002)
+        capsys.readouterr()
+        assert main(["observe", name, "--format", "json"]) == 0
+        flows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert ("x/b", "deny", moved["identity"]) in {(f["source"], f["verdict"], f["src_identity"]) for f in flows}
+
+
+def test_relabel_into_a_label_set_no_pod_had(art, capsys):
+    """role=web is selected by a policy but carried by no pod at compile time: its entries are lowered now."""
+    with loaded_name("pcrtest-ep2") as name:
+        assert main(["load", str(art), "--name", name]) == 0
+        assert passes(name, "to_pod", XA, XC)  # x/c has no policy yet
+        result = _endpoint(capsys, "relabel", name, "x/c", "--label", "pod=c", "--label", "role=web")
+        assert result["new_identity"] and result["policy_entries"] >= 1
+        assert result["seconds_maps"] < 0.010
+        assert passes(name, "to_pod", XB, XC) and not passes(name, "to_pod", XA, XC, sport=40010)
+        assert not passes(name, "to_pod", XB, XC, dport=81)
+
+
+def test_add_and_remove_an_endpoint(art, capsys):
+    xd = "10.244.1.9"
+    with loaded_name("pcrtest-ep3") as name:
+        assert main(["load", str(art), "--name", name]) == 0
+        assert not passes(name, "from_pod", xd, XA)  # unknown source address: dropped
+        added = _endpoint(capsys, "add", name, "x/d", "--ip", xd, "--label", "pod=a")
+        assert added["identity"] == 256  # the label set of x/a
+        assert passes(name, "to_pod", XB, xd) and not passes(name, "to_pod", XC, xd)
+        assert passes(name, "from_pod", xd, XB)
+        assert main(["endpoint", "add", name, "x/e", "--ip", XC, "--label", "pod=e"]) == 2
+        assert "belongs to x/c" in capsys.readouterr().err
+        _endpoint(capsys, "remove", name, "x/d")
+        assert not passes(name, "from_pod", xd, XB, sport=40020)
+        assert main(["endpoint", "remove", name, "x/d"]) == 2
+        assert "unknown endpoint 'x/d'" in capsys.readouterr().err
+
+
+def test_feature_compiled_out_is_refused(tmp_path, capsys):
+    """A deny rule that selected no pod compiled the deny checks out: relabelling into it needs a recompile."""
+    require_kernel()
+    art = compile_to(tmp_path / "deny", POLICIES + "---\n" + DENY)
+    with loaded_name("pcrtest-ep4") as name:
+        assert main(["load", str(art), "--name", name]) == 0
+        assert main(["endpoint", "relabel", name, "x/c", "--label", "role=locked"]) == 2
+        err = capsys.readouterr().err
+        assert "compiled without (deny)" in err and "Traceback" not in err
+        assert passes(name, "to_pod", XA, XC)  # nothing changed
+
+
+def test_artifact_without_sources_is_a_clear_error(art, tmp_path, capsys):
+    import shutil
+    bare = tmp_path / "bare"
+    shutil.copytree(art, bare)
+    (bare / "sources.json").unlink()
+    with loaded_name("pcrtest-ep5") as name:
+        assert main(["load", str(bare), "--name", name]) == 0
+        assert main(["endpoint", "relabel", name, "x/c", "--label", "pod=b"]) == 2
+        err = capsys.readouterr().err
+        assert "sources.json" in err and "Traceback" not in err
+        assert main(["endpoint", "remove", name, "x/c"]) == 2  # every change needs the sources

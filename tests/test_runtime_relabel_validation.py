@@ -1,0 +1,88 @@
+"""Runtime relabels against the evaluator: after `endpoint relabel`, every pinned hook's verdict on every
+probe equals the concrete evaluator's on the relabelled inventory, for every conformance case.
+
+This holds the node-side lowering (endpoints.py over lower.subject_entries) to the same standard as
+`policyc compile --validate` holds the compiler.
+"""
+from __future__ import annotations
+
+import pytest
+
+from conftest import SHARED
+from kernelreq import require_kernel
+from policyc.bpf_runtime.endpoints import current, load_sources
+from policyc.bpf_runtime.libbpf import Program
+from policyc.bpf_runtime.loader import loaded_state, manifest_of
+from policyc.bpf_runtime.endpoints import change
+from policyc.bpf_runtime.testrun import Hooks
+from policyc.bpf_runtime.validate import check_probe, default_probes
+from policyc.compiler.evaluate import Evaluator
+from policyc.compiler.inventory import Inventory
+from policyc.compiler.diagnostics import PolicycError
+from policyc.compiler.lower import lower
+from policyc.cli import main
+from runtimekit import loaded_name, pins
+
+pytestmark = pytest.mark.kernel
+
+CASES = sorted(p for p in (SHARED / "conformance").glob("*") if (p / "inventory.yaml").is_file())
+# a new label set still selected by pod=b rules, an existing one (x/a's), then a new one nothing names:
+# the third must not inherit the first one's number (its entries are still in the policy map)
+RELABELS = ({"pod": "b", "pcr": "new"}, {"pod": "a"}, {"pod": "zz"})
+
+
+class PinnedObject:
+    """The pinned programs of a loaded name, shaped like a BPFObject for testrun.Hooks."""
+
+    def __init__(self, name: str):
+        self.opened = []
+        self.name = name
+
+    def program(self, prog: str) -> Program:
+        p = Program.open_pinned(str(pins(self.name) / "progs" / prog))
+        self.opened.append(p)
+        return p
+
+    def close(self) -> None:
+        for p in self.opened:
+            p.close()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_relabel_matches_the_evaluator(case, tmp_path, capsys):
+    require_kernel()
+    out = tmp_path / "art"
+    empty = tmp_path / "no-policies"
+    empty.mkdir()
+    policies = [str(case / "policies" if (case / "policies").is_dir() else empty)]
+    assert main(["compile", *policies, "--inventory", str(case / "inventory.yaml"), "-o", str(out)]) == 0
+    with loaded_name("pcrtest-val") as name:
+        assert main(["load", str(out), "--name", name]) == 0
+        obj = PinnedObject(name)
+        hooks = Hooks(obj)
+        try:
+            sport = 20000
+            for labels in RELABELS:
+                state = loaded_state(name)
+                src = load_sources(state)
+                if "x/b" not in {p.display for p in src.inventory.pods}:
+                    pytest.skip("the case has no pod x/b")
+                try:
+                    change(state, manifest_of(state)["features"], "relabel", "x/b", None, labels)
+                except PolicycError as exc:
+                    assert "compiled without" in str(exc)  # a feature the artifact lacks: refused, not wrong
+                    continue
+                state = loaded_state(name)
+                pods = current(state, src)
+                inventory = Inventory(tuple(p.endpoint for p in pods.values()) + src.inventory.nodes,
+                                      src.inventory.namespaces, src.inventory.cluster)
+                evaluator = Evaluator(src.policy)
+                probes = default_probes(src.policy, inventory, lower(src.policy, src.inventory))
+                mismatches = []
+                for probe in probes:
+                    if "x/b" in (probe.src.display, probe.dst.display):
+                        sport += 1
+                        mismatches += check_probe(hooks, evaluator, probe, sport)
+                assert not mismatches, f"after relabel to {labels}:\n" + "\n".join(map(str, mismatches[:10]))
+        finally:
+            obj.close()

@@ -1,0 +1,106 @@
+"""Atomic replace: same links, new programs and maps, conntrack carried over only where the new policy allows."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from kernelreq import require_kernel
+from policyc.bpf_runtime.libbpf import get_pinned, link_ids, prog_id
+from policyc.cli import main
+from runtimekit import XA, XB, XC, compile_to, loaded_name, passes, pins, veths
+
+pytestmark = pytest.mark.kernel
+
+BOTH = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchExpressions: [{key: pod, operator: In, values: [b, c]}]}}]
+    ports: [{port: 80, protocol: TCP}]
+"""
+
+# only x/b may connect, and x/a's egress is default deny: replies pass only through conntrack
+ONLY_B = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {pod: b}}}]
+    ports: [{port: 80, protocol: TCP}]
+"""
+
+
+def _ids(name: str) -> dict[str, tuple[int, int]]:
+    out = {}
+    for pin in (pins(name) / "links").iterdir():
+        fd = get_pinned(str(pin))
+        try:
+            out[pin.name] = link_ids(fd)
+        finally:
+            os.close(fd)
+    return out
+
+
+def _prog(name: str, program: str) -> int:
+    fd = get_pinned(str(pins(name) / "progs" / program))
+    try:
+        return prog_id(fd)
+    finally:
+        os.close(fd)
+
+
+def test_replace_swaps_programs_in_place_and_keeps_allowed_connections(tmp_path, capsys):
+    require_kernel()
+    old = compile_to(tmp_path / "both", BOTH)
+    new = compile_to(tmp_path / "onlyb", ONLY_B)
+    with veths("pcr5") as (if0,), loaded_name("pcrtest-rep") as name:
+        assert main(["load", str(old), "--name", name, "--attach", f"x/a={if0}"]) == 0
+        assert passes(name, "to_pod", XB, XA, sport=40000) and passes(name, "to_pod", XC, XA, sport=40001)
+        before = _ids(name)
+        capsys.readouterr()
+
+        assert main(["load", str(new), "--name", name, "--format", "json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["replaced"] and report["conntrack_kept"] == 1 and report["conntrack_dropped"] == 1
+        after = _ids(name)
+        # the same link objects, now running the new programs
+        assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in before.items()}
+        assert after[f"ingress-{if0}"][1] == _prog(name, "from_pod") != before[f"ingress-{if0}"][1]
+        assert after[f"egress-{if0}"][1] == _prog(name, "to_pod")
+        assert not (pins(name) / "next").exists() and os.readlink(pins(name) / "artifact") == str(new.resolve())
+
+        # counters and events of the replay were reset
+        assert main(["status", name, "--format", "json"]) == 0
+        assert all(r["packets"] == 0 for r in json.loads(capsys.readouterr().out)["rules"])
+        assert main(["observe", name]) == 0 and capsys.readouterr().out == ""
+
+        # x/b's connection survives: x/a's reply passes its now default-deny egress through conntrack
+        assert passes(name, "from_pod", XA, XB, sport=80, dport=40000)
+        # x/c's connection was not carried over: the new policy no longer allows it
+        assert not passes(name, "from_pod", XA, XC, sport=80, dport=40001)
+        assert not passes(name, "to_pod", XC, XA, sport=40001)
+        # and a new connection of x/a's own is refused by the new egress policy
+        assert not passes(name, "from_pod", XA, XB, sport=50000, dport=80)
+
+
+def test_replace_with_a_broken_artifact_leaves_the_old_one_running(tmp_path, capsys):
+    require_kernel()
+    good = compile_to(tmp_path / "good", BOTH)
+    bad = compile_to(tmp_path / "bad", ONLY_B)
+    (bad / "policyc.bpf.o").write_bytes(b"not an ELF object")
+    with veths("pcr6") as (if0,), loaded_name("pcrtest-rep2") as name:
+        assert main(["load", str(good), "--name", name, "--attach", f"x/a={if0}"]) == 0
+        before = _ids(name)
+        assert main(["load", str(bad), "--name", name]) == 2
+        assert "Traceback" not in capsys.readouterr().err
+        assert _ids(name) == before and not (pins(name) / "next").exists()
+        assert passes(name, "to_pod", XC, XA)  # still the old policy
