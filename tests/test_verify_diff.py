@@ -82,3 +82,63 @@ def test_diff_witnesses_replay_and_no_change_is_really_none(old, new, inventory,
                     flow = Flow(src, dst, Protocol.TCP, port)
                     for d in Direction:
                         assert _side(old, flow, d).allowed == _side(new, flow, d).allowed, (flow, d)
+
+
+def _overall(policy, flow) -> bool:
+    return Evaluator(policy).evaluate(flow).allowed
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(old=policy_sets(4), new=policy_sets(4), inventory=inventories())
+def test_connection_flag_matches_whole_connections(old, new, inventory):
+    """A change claims a connection change only with a witness whose overall verdict flips, and any flow
+    whose overall verdict flips is covered by such a change."""
+    new = PolicySet(tuple(replace(r, id=f"new-{r.id}") for r in new.rules), new.default_deny, new.policies)
+    changes = semantic_diff(old, new, inventory)
+    for c in changes:
+        if c.connection:
+            assert _overall(new, c.witness.flow) == c.widened != _overall(old, c.witness.flow), c
+    peers = inventory.endpoints + EXTERNALS
+    flows = [Flow(s, d, Protocol.TCP, p) for s in peers for d in peers if s != d for p in (53, 80, 443, 8080)]
+    for widened in (True, False):
+        flipped = [f for f in flows if _overall(new, f) == widened != _overall(old, f)]
+        assert bool(flipped) <= any(c.widened == widened and c.connection for c in changes), flipped[:1]
+
+
+HALF_OPEN = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: api, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: api}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: web}}]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}%s]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: api}}]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}%s]}]
+"""
+
+
+def test_one_side_opened_is_reported_but_does_not_fail_the_gate(tmp_path, capsys):
+    """Teams open ingress in one change and egress in the next: only the second creates new access."""
+    extra = ', {port: "8081", protocol: TCP}'
+    files = {name: tmp_path / f"{name}.yaml" for name in ("old", "ingress", "both")}
+    files["old"].write_text(HALF_OPEN % ("", ""))
+    files["ingress"].write_text(HALF_OPEN % (extra, ""))
+    files["both"].write_text(HALF_OPEN % (extra, extra))
+    assert main(["diff", str(files["old"]), str(files["ingress"]), "--no-new-access"]) == 0
+    out = capsys.readouterr().out
+    assert "newly allowed: ingress" in out and "8081/TCP" in out
+    assert "no connection changes: the egress side still denies these flows" in out
+    assert main(["diff", str(files["ingress"]), str(files["both"]), "--no-new-access"]) == 1
+    out = capsys.readouterr().out
+    assert "newly allowed: egress" in out and "no connection changes" not in out
+    assert main(["diff", str(files["old"]), str(files["both"]), "--no-new-access", "--format", "markdown"]) == 1
+    assert "no connection changes" not in capsys.readouterr().out

@@ -22,7 +22,8 @@ def register(sub) -> None:
     parser.add_argument("--cluster-name", default="default")
     parser.add_argument("--fail-on-change", action="store_true", help="exit 1 when any traffic changes verdict")
     parser.add_argument("--no-new-access", action="store_true",
-                        help="exit 1 when any traffic becomes newly allowed (a pre-merge gate)")
+                        help="exit 1 when a connection that was impossible becomes possible (a pre-merge gate); "
+                        "a side opened while the other still denies does not count")
     parser.set_defaults(run=run)
 
 
@@ -43,5 +44,5 @@ def run(args) -> int:
         print(render_sarif(findings, __version__, sarif_fallback(args.inventory, [args.new])))
     else:
         print(render_text(findings))
-    widened = any(c.widened for c in changes)
+    widened = any(c.widened and c.connection for c in changes)
     return 1 if (args.fail_on_change and changes) or (args.no_new_access and widened) else 0

@@ -39,11 +39,16 @@ class Change:
     cause: str
     location: Location | None
     witness: Witness
+    connection: bool  # some flow of the group also changes whether the connection is made (both sides)
 
     def finding(self) -> Finding:
         verb = "newly allowed" if self.widened else "newly denied"
         msg = (f"{verb}: {self.direction.value} of {self.subject}, peer {self.peer}, "
                f"ports {', '.join(self.ports) or '-'} ({self.cause})")
+        if not self.connection:
+            other = "ingress" if self.direction is Direction.EGRESS else "egress"
+            msg += (f"; no connection changes: the {other} side "
+                    + ("still denies these flows" if self.widened else "already denied them"))
         return Finding("PC020" if self.widened else "PC021", msg, self.location, "", (), self.witness,
                        key=f"{self.direction.value}|{self.subject}|{self.peer}|{','.join(self.ports)}")
 
@@ -168,11 +173,17 @@ def _direction_changes(old: PolicySet, new: PolicySet, direction: Direction,
     if parts is None:
         return []
     old_d, new_d = parts
-    space = space_for(old_d.rules + new_d.rules, old_d.default_deny + new_d.default_deny, new.cluster, inventory)
+    other = Direction.INGRESS if direction is Direction.EGRESS else Direction.EGRESS
+    space = space_for(old_d.rules + new_d.rules + old.rules_for(other) + new.rules_for(other),
+                      old_d.default_deny + new_d.default_deny + old.default_deny + new.default_deny,
+                      new.cluster, inventory)
     solver = z3.Solver()
     flow = new_flow(space, solver)
     solver.add(z3.Not(flow.same))
     a, b = _Side(space, old_d, direction, flow), _Side(space, new_d, direction, flow)
+    # A connection needs both sides: a widening counts when the new policy's other side lets the flow
+    # through, a narrowing when the old one did.
+    other_allows = {True: space.direction_allows(new, other, flow), False: space.direction_allows(old, other, flow)}
     ev_old, ev_new = Evaluator(old), Evaluator(new)
     out = []
     for widened in (True, False):
@@ -189,9 +200,13 @@ def _direction_changes(old: PolicySet, new: PolicySet, direction: Direction,
                 raise AssertionError(f"encoding and evaluator disagree on {concrete}")  # never loop forever
             subject, peer, cause, location = _describe(v_old, v_new, widened)
             ports = _ports(solver, flow, group, old_d.rules + new_d.rules)
+            connection = solver.check(group, other_allows[widened]) == z3.sat
+            if connection:  # the witness shows a connection that really changes
+                concrete = flow.decode(solver.model())
+                v_new = getattr(ev_new.evaluate(concrete), side)
             matching = tuple(r.id for r in v_new.rules)
             out.append(Change(widened, direction, subject, peer, ports, cause, location,
-                              Witness(concrete, direction, v_new.allowed, matching)))
+                              Witness(concrete, direction, v_new.allowed, matching), connection))
             solver.add(z3.Not(group))
         solver.pop()
     return out
@@ -216,8 +231,8 @@ def render_markdown(changes: list[Change]) -> str:
         for c in rows:
             f = c.witness.flow
             example = f"{f.src.display} → {f.dst.display} {f.port}/{f.protocol.label}"
-            cells = [c.direction.value, f"`{c.subject}`", f"`{c.peer}`", ", ".join(c.ports) or "-", c.cause,
-                     example]
+            cause = c.cause if c.connection else f"{c.cause}; the other side decides as before, no connection changes"
+            cells = [c.direction.value, f"`{c.subject}`", f"`{c.peer}`", ", ".join(c.ports) or "-", cause, example]
             lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
         lines.append("")
     return "\n".join(lines)
