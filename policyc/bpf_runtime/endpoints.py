@@ -276,7 +276,7 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
         peer = tuple(i for i in identities if i.id == identity)
         for pid, rep in classes.values():
             for d in Direction:
-                entries += [e for e in subject_entries(src.policy, evaluator, pid, rep, d, peer, port_lpm)
+                entries += [e for e in subject_entries(evaluator, pid, rep, d, peer, port_lpm)
                             if e.peer == identity]
     key = (subject_labels(ep), ep.ports)
     if key in classes:
@@ -284,7 +284,7 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     else:  # a new subject class: its own entries against every identity
         policy_id = max(used["policy_id"] | {0}) + 1
         for d in Direction:
-            entries += subject_entries(src.policy, evaluator, policy_id, ep, d, identities, port_lpm)
+            entries += subject_entries(evaluator, policy_id, ep, d, identities, port_lpm)
     _features_needed(entries, features)
     endpoint_id = prior.endpoint_id if prior else max(used["endpoint_id"] | {0}) + 1
     default_deny = tuple(d for d in Direction if evaluator.is_default_deny(ep, d))

@@ -168,6 +168,7 @@ class Evaluator:
     def __init__(self, policy: PolicySet):
         self.policy = policy
         self._subject_cache: dict[tuple, tuple] = {}
+        self.rule_number = {id(r): n + 1 for n, r in enumerate(policy.rules)}  # 1-based, as the datapath counts
         self._rule_buckets = _by_namespace(policy.rules)
         self._dd_buckets = _by_namespace(policy.default_deny)
 

@@ -338,14 +338,14 @@ def policy_classes(inventory: Inventory) -> list[tuple[int, Endpoint, tuple[Endp
     return [(n + 1, eps[0], tuple(eps)) for n, eps in enumerate(classes.values())]
 
 
-def subject_entries(policy: PolicySet, evaluator: Evaluator, policy_id: int, subject: Endpoint,
+def subject_entries(evaluator: Evaluator, policy_id: int, subject: Endpoint,
                     direction: Direction, identities: tuple[PeerIdentity, ...], port_lpm: bool,
                     matcher: PeerMatcher | None = None) -> list[PolicyEntry]:
     """One policy class's entries in one direction; ``matcher`` is shared by the calls of one lowering
     (a single call, as a run-time relabel makes per class, matches peers directly)."""
     allows, denies, _ = evaluator.subject_rules(subject, direction)  # the evaluator's selection, cached per labels
-    chosen = {id(r) for r in allows + denies}
-    numbered = [(n + 1, r) for n, r in enumerate(policy.rules) if id(r) in chosen and not r.is_empty]
+    numbered = sorted(((evaluator.rule_number[id(r)], r) for r in allows + denies if not r.is_empty),
+                      key=lambda item: item[0])
     if not evaluator.is_default_deny(subject, direction):
         numbered = [(n, r) for n, r in numbered if r.action is Action.DENY]  # allows cannot change anything
     wild = [(n, r) for n, r in numbered if is_any_peer(r)]
@@ -389,7 +389,7 @@ def lower(policy: PolicySet, inventory: Inventory) -> Datapath:
     for policy_id, rep, members in policy_classes(inventory):
         dd = tuple(d for d in Direction if evaluator.is_default_deny(rep, d))
         for direction in (Direction.INGRESS, Direction.EGRESS):
-            entries += subject_entries(policy, evaluator, policy_id, rep, direction, identities, port_lpm, matcher)
+            entries += subject_entries(evaluator, policy_id, rep, direction, identities, port_lpm, matcher)
         endpoints += [EndpointEntry(ip, 0, ep.identity.id, policy_id, dd, ep.display)
                       for ep in members for ip in ep.ips]
     ids = {name: n + 1 for n, name in enumerate(ep.display for ep in inventory.pods)}
