@@ -9,7 +9,7 @@ deps:
 
 demo: deps
 	policyc validate examples/shop/policies
-	policyc matrix examples/shop/policies --inventory examples/shop/inventory.yaml --ports 80/TCP,443/TCP,5432/TCP
+	policyc matrix examples/shop/policies --inventory examples/shop/inventory.yaml --ports 443/TCP,8080/TCP,5432/TCP --external 203.0.113.7
 
 test: deps
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests

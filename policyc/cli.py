@@ -9,7 +9,8 @@ import sys
 from . import __version__
 from .compiler.diagnostics import PolicycError, render
 
-COMMANDS = ("validate", "query", "matrix", "check", "diff", "verify", "compile")
+COMMANDS = ("validate", "query", "matrix", "check", "diff", "verify", "compile",
+            "load", "unload", "status", "observe", "endpoint")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ probe TIMEOUT
     TIMEOUT, twice: a dropped packet is silence, a slow machine is not twice) or ``error``.
 stream ADDR PORT STREAM INTERVAL
     sends ``seq STREAM N`` datagrams from one source port every INTERVAL seconds until stdin
-    closes, then prints ``{"sent": [[N, monotonic_send_time], ...]}``.
+    closes, then prints ``{"sent": [[N, monotonic time just before sending], ...]}``.
 hold ADDR PORT
     opens a TCP connection, prints ``connected`` (or ``failed``), then for each line on stdin
     sends it and prints the echo of the server's answer, or ``timeout``.
@@ -151,11 +151,11 @@ def stream(addr: str, port: int, name: str, interval: float) -> None:
     next_at = time.monotonic()
     print("started", flush=True)
     while not stop.is_set():
+        sent.append([n, time.monotonic()])  # taken before sending: the datagram left after this
         try:
             sock.send(f"seq {name} {n}".encode())
         except OSError:
             pass  # ICMP errors of earlier datagrams surface here; the sequence number still counts
-        sent.append([n, time.monotonic()])
         n += 1
         next_at += interval
         time.sleep(max(0.0, next_at - time.monotonic()))

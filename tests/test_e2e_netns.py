@@ -158,3 +158,88 @@ def test_node_script_finds_every_pod_veth(model, discovery, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [pod.attach for pod in model.pods]
     assert "x/ghost" in proc.stderr
+
+
+# -- atomic replace under continuous traffic ------------------------------------------------------
+
+SWAP_A = SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"  # x/a ingress: only x/b 80/TCP
+SWAP_B = SHARED / "conformance" / "007-knp-deny-egress-x-a"         # x/a egress: nothing
+# One UDP stream per kind of flow: allowed by both, only by A (egress of x/a), only by B (ingress of x/a).
+STREAMS = {"both": ("y/a", "z/b", 80, "UDP"), "aonly": ("x/a", "x/b", 80, "UDP"), "bonly": ("x/b", "x/a", 81, "UDP")}
+STREAM_INTERVAL = 0.001
+SWAPS = "BABABA"
+
+
+def in_force(timeline: list[tuple[float, float, str]], first: str, t: float) -> str | None:
+    """The artifact in force at time ``t``, or None while a load is in progress (any verdict may do)."""
+    current = first
+    for start, end, key in timeline:
+        if t < start:
+            return current
+        if t <= end:
+            return None
+        current = key
+    return current
+
+
+def test_atomic_replace_under_traffic(model, tmp_path, empty):
+    """Swap two artifacts back and forth under the same name while UDP streams with sequence
+    numbers run: no datagram of a flow both allow is lost, and between swaps every datagram gets
+    exactly the verdict of the artifact in force (none of a denied flow gets through)."""
+    inventory = SWAP_A / "inventory.yaml"
+    mats, arts = {}, {}
+    for key, case in (("A", SWAP_A), ("B", SWAP_B)):
+        paths = policy_paths(case, empty)
+        mats[key] = matrix(paths, inventory)
+        arts[key] = compile_case(paths, inventory, tmp_path / key)
+    assert [(mats["A"][f], mats["B"][f]) for f in STREAMS.values()] == \
+        [("allow", "allow"), ("allow", "deny"), ("deny", "allow")], "the cases no longer fit the streams"
+
+    name = f"{PREFIX}-swap"
+    timeline: list[tuple[float, float, str]] = []
+    with loaded(model, arts["A"], name):
+        senders = {}
+        for stream, (src, dst, port, _) in STREAMS.items():
+            proc = model.spawn(model.by_name[src].netns,
+                               ["stream", str(model.by_name[dst].ips[0]), str(port), stream, str(STREAM_INTERVAL)])
+            assert proc.stdout.readline().strip() == "started", proc.stderr.read()
+            senders[stream] = proc
+        time.sleep(0.3)
+        for key in SWAPS:
+            start = time.monotonic()
+            load = model.policyc("load", str(arts[key]), "--name", name, *model.attach_args())
+            end = time.monotonic()
+            assert load.returncode == 0, f"load over {name} failed:\n{load.stderr}"
+            timeline.append((start, end, key))
+            time.sleep(0.3)
+        sent = {}
+        for stream, proc in senders.items():
+            out, err = proc.communicate(input="", timeout=30)
+            sent[stream] = json.loads(out)["sent"]
+            model.procs.remove(proc)
+        time.sleep(0.3)  # the last datagrams reach the servers' logs
+
+    received: dict[str, set[int]] = {}
+    for stream, (src, dst, _, _) in STREAMS.items():
+        src_ips = {str(ip) for ip in model.by_name[src].ips}
+        received[stream] = {seq for ip, s, seq in model.received(model.by_name[dst]) if s == stream and ip in src_ips}
+
+    lost, unfiltered, counted = [], [], {"allow": 0, "deny": 0}
+    for stream, flow in STREAMS.items():
+        for seq, t in sent[stream]:
+            key = in_force(timeline, "A", t)
+            if key is None and stream != "both":
+                continue  # a flow whose verdict changes, sent during a load: either verdict is right
+            want = "allow" if stream == "both" else mats[key][flow]
+            counted[want] += 1
+            got = seq in received[stream]
+            if want == "allow" and not got:
+                lost.append((stream, seq, key))
+            elif want == "deny" and got:
+                unfiltered.append((stream, seq, key))
+    total = sum(len(s) for s in sent.values())
+    report = (f"{total} datagrams over {len(SWAPS)} swaps ({counted}); lost {len(lost)} {lost[:10]}, "
+              f"unfiltered {len(unfiltered)} {unfiltered[:10]}; loads took "
+              f"{[round(e - s, 2) for s, e, _ in timeline]} s")
+    assert counted["deny"] > 100 and counted["allow"] > 1000, report
+    assert not lost and not unfiltered, report

@@ -55,6 +55,27 @@ class _MapInfo(ctypes.Structure):
                 ("name", ctypes.c_char * 16)]
 
 
+class _LinkCreateOpts(ctypes.Structure):
+    """The head of struct bpf_link_create_opts: only ``flags`` is used (XDP mode); the rest stays zero."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("flags", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+class _TCHook(ctypes.Structure):
+    """struct bpf_tc_hook: where a clsact (legacy TC) program hangs."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("ifindex", ctypes.c_int), ("attach_point", ctypes.c_int),
+                ("parent", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+class _TCOpts(ctypes.Structure):
+    """struct bpf_tc_opts: one cls_bpf filter (handle, priority) running a program."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("prog_fd", ctypes.c_int), ("flags", ctypes.c_uint32),
+                ("prog_id", ctypes.c_uint32), ("handle", ctypes.c_uint32), ("priority", ctypes.c_uint32),
+                ("_pad", ctypes.c_uint32)]
+
+
 _SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
@@ -97,10 +118,21 @@ def _load_library() -> ctypes.CDLL:
         "ring_buffer__poll": (i, [p, i]),
         "ring_buffer__consume": (i, [p]),
         "ring_buffer__free": (None, [p]),
+        "bpf_link_create": (i, [i, i, ctypes.c_int, ctypes.POINTER(_LinkCreateOpts)]),
+        "bpf_link_update": (i, [i, i, p]),
+        "bpf_link_detach": (i, [i]),
+        "bpf_link_get_fd_by_id": (i, [u32]),
+        "bpf_tc_hook_create": (i, [ctypes.POINTER(_TCHook)]),
+        "bpf_tc_attach": (i, [ctypes.POINTER(_TCHook), ctypes.POINTER(_TCOpts)]),
+        "bpf_tc_detach": (i, [ctypes.POINTER(_TCHook), ctypes.POINTER(_TCOpts)]),
+        "bpf_tc_query": (i, [ctypes.POINTER(_TCHook), ctypes.POINTER(_TCOpts)]),
     }
     for fname, (res, args) in sigs.items():
         fn = getattr(lib, fname)
         fn.restype, fn.argtypes = res, args
+    if os.environ.get("POLICYC_DEBUG") != "1":
+        lib.libbpf_set_print.argtypes = [p]
+        lib.libbpf_set_print(None)  # errors reach the user as BPFError; libbpf's own chatter only when debugging
     return lib
 
 
@@ -141,6 +173,16 @@ def get_pinned(path: str) -> int:
 class Program:
     name: str
     fd: int
+    owned: bool = False  # opened from a pin: close() releases the fd
+
+    @classmethod
+    def open_pinned(cls, path: str) -> "Program":
+        return cls(os.path.basename(path), get_pinned(path), owned=True)
+
+    def close(self) -> None:
+        if self.owned and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def test_run(self, data: bytes, ctx: bytes | None = None, repeat: int = 1) -> "TestRun":
         """BPF_PROG_TEST_RUN: run the program on ``data`` (a frame from the Ethernet header on)."""
@@ -168,6 +210,80 @@ class TestRun:
     duration_ns: int  # average per repetition
     data: bytes
     ctx: bytes
+
+
+# Attach types (enum bpf_attach_type) and flags the loader uses; tcx needs kernel >= 6.6.
+BPF_XDP, BPF_TCX_INGRESS, BPF_TCX_EGRESS = 37, 46, 47
+XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
+BPF_TC_INGRESS, BPF_TC_EGRESS = 1, 2
+BPF_TC_F_REPLACE = 1
+
+
+def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0, what: str = "attach") -> int:
+    """A bpf_link of ``prog_fd`` on ``target`` (an ifindex); returns the link fd (pin it to keep it)."""
+    opts = _LinkCreateOpts(sz=ctypes.sizeof(_LinkCreateOpts), flags=flags)
+    return _check(lib().bpf_link_create(prog_fd, target, attach_type, ctypes.byref(opts)), what)
+
+
+def link_update(link_fd: int, prog_fd: int, what: str = "link update") -> None:
+    """Swap the program behind a link in one step: the hook never runs without a program."""
+    _check(lib().bpf_link_update(link_fd, prog_fd, None), what)
+
+
+def link_detach(link_fd: int, what: str = "link detach") -> None:
+    """Detach a link from its hook even while pins or other fds still hold it."""
+    _check(lib().bpf_link_detach(link_fd), what)
+
+
+def link_ids(link_fd: int) -> tuple[int, int]:
+    """(link id, program id) of a link: the head of struct bpf_link_info is type, id, prog_id."""
+    info = (ctypes.c_uint32 * 16)()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(lib().bpf_obj_get_info_by_fd(link_fd, info, ctypes.byref(size)), "link info")
+    return info[1], info[2]
+
+
+def link_alive(link_id: int) -> bool:
+    """Whether a link with this id still exists in the kernel."""
+    fd = lib().bpf_link_get_fd_by_id(link_id)
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+def _tc_args(ifindex: int, point: int, handle: int, priority: int, prog_fd: int = 0, flags: int = 0):
+    hook = _TCHook(sz=ctypes.sizeof(_TCHook), ifindex=ifindex, attach_point=point)
+    opts = _TCOpts(sz=ctypes.sizeof(_TCOpts), prog_fd=prog_fd, flags=flags, handle=handle, priority=priority)
+    return hook, opts
+
+
+def tc_attach(ifindex: int, point: int, prog_fd: int, handle: int, priority: int, replace: bool = False,
+              what: str = "tc attach") -> None:
+    """A cls_bpf filter (direct action) on the clsact qdisc, created when missing; ``replace`` swaps in place."""
+    hook, opts = _tc_args(ifindex, point, handle, priority, prog_fd, BPF_TC_F_REPLACE if replace else 0)
+    ret = lib().bpf_tc_hook_create(ctypes.byref(hook))
+    if ret < 0 and -ret != 17:  # EEXIST: the clsact qdisc is already there
+        _check(ret, f"{what} (clsact qdisc)")
+    _check(lib().bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts)), what)
+
+
+def tc_detach(ifindex: int, point: int, handle: int, priority: int, what: str = "tc detach") -> bool:
+    """Remove one cls_bpf filter; False when it was not there (already gone)."""
+    hook, opts = _tc_args(ifindex, point, handle, priority)
+    ret = lib().bpf_tc_detach(ctypes.byref(hook), ctypes.byref(opts))
+    if ret < 0 and -ret in (2, 19):  # ENOENT, ENODEV
+        return False
+    _check(ret, what)
+    return True
+
+
+def tc_query(ifindex: int, point: int, handle: int, priority: int) -> int | None:
+    """The id of the program in one cls_bpf filter, None when the filter does not exist."""
+    hook, opts = _tc_args(ifindex, point, handle, priority)
+    if lib().bpf_tc_query(ctypes.byref(hook), ctypes.byref(opts)) < 0:
+        return None
+    return opts.prog_id
 
 
 @dataclass

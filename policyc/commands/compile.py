@@ -82,7 +82,7 @@ def run(args) -> int:
     inventory = load_inventory_arg(args)
     out = Path(args.output)
     result = compile_artifact(policy, inventory, out, list(args.paths) + list(args.inventory),
-                              parse_sizes(args.map_size))
+                              parse_sizes(args.map_size), (list(args.paths), list(args.inventory)))
     report = {"output": str(out), "rules": len(policy.rules), "features": result.datapath.features.as_dict(),
               "maps": [s.manifest() for s in result.maps], "warnings": list(result.warnings),
               "l7_flows": l7_flows(result.datapath)}

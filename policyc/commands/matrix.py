@@ -74,7 +74,7 @@ def write_json(flows, out) -> None:
 def render_text(flows: list[dict], names: list[str], ports: list[tuple[int, Protocol]]) -> str:
     """One truth table per port, Kubernetes e2e style: `.` allowed, `X` denied (rows from, columns to)."""
     verdict = {(f["from"], f["to"], f["port"], f["protocol"]): f["verdict"] for f in flows}
-    width = max(len(n) for n in names)
+    width = max((len(n) for n in names), default=1)  # an inventory without pods is a 0×0 table
     out = []
     for port, protocol in ports:
         out.append(f"{port}/{protocol.label}  (. allowed, X denied; rows: from, columns: to)")

@@ -5,7 +5,7 @@ import json
 
 from ..compiler.diagnostics import Severity
 from ..compiler.frontend import build_policy_set
-from ..compiler.source import load_documents
+from ..compiler.source import read_documents
 from .common import add_policy_args
 
 
@@ -16,7 +16,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    result = build_policy_set(load_documents(args.paths), args.cluster_name)
+    docs, unreadable = read_documents(args.paths)
+    result = build_policy_set(docs, args.cluster_name)
+    result.diagnostics[:0] = unreadable  # files that did not parse, then what the parsed ones say
     errors = [d for d in result.diagnostics if d.severity is Severity.ERROR]
     policy = result.policy
     if args.format == "json":

@@ -17,10 +17,12 @@ from .inventory import Inventory
 from .ir import PolicySet
 from .lower import Datapath, lower
 from .mapdata import MapSpec, build_maps, encode_maps_bin
+from .source import expand_paths, read_text
 
 FORMAT = "policyc-artifact/1"
 SOURCE, OBJECT = "policyc.bpf.c", "policyc.bpf.o"
 MANIFEST = "manifest.json"
+SOURCES = "sources.json"
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,21 @@ def endpoints_json(dp: Datapath, inventory: Inventory) -> list[dict]:
             for ep in inventory.pods if ep.display in by_name]
 
 
+def sources_json(policy_paths: list[str], inventory_paths: list[str], cluster: str) -> dict:
+    """The texts the artifact was compiled from: `policyc endpoint` lowers new identities from them on the node."""
+    def texts(paths):
+        return [{"path": str(f), "text": read_text(f)} for f in expand_paths(paths)]
+    return {"format": FORMAT, "cluster": cluster, "policies": texts(policy_paths),
+            "inventory": texts(inventory_paths)}
+
+
 def compile_artifact(policy: PolicySet, inventory: Inventory, out: Path, inputs: list[str],
-                     sizes: dict[str, int] | None = None) -> CompileResult:
-    """Lower, generate, build and write the artifact directory ``out``."""
+                     sizes: dict[str, int] | None = None,
+                     sources: tuple[list[str], list[str]] | None = None) -> CompileResult:
+    """Lower, generate, build and write the artifact directory ``out``.
+
+    ``sources`` (policy paths, inventory paths) adds sources.json, which runtime relabels need.
+    """
     dp = lower(policy, inventory)
     specs, blowups = build_maps(dp, sizes or {})
     files = [Path(p) for p in inputs]
@@ -76,6 +90,8 @@ def compile_artifact(policy: PolicySet, inventory: Inventory, out: Path, inputs:
         "endpoints.json": _json(endpoints_json(dp, inventory)),
         "rules.json": _json(rules_json(dp)),
     }
+    if sources is not None:
+        payload[SOURCES] = _json(sources_json(*sources, policy.cluster))
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, data in payload.items():

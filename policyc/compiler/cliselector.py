@@ -5,7 +5,7 @@ from functools import lru_cache
 from importlib import resources
 
 from lark import Lark, Transformer
-from lark.exceptions import LarkError
+from lark.exceptions import LarkError, UnexpectedCharacters
 
 from .diagnostics import Diagnostic, PolicycError
 from .ir import ANY_SOURCE, NAMESPACE_KEY, Op, Requirement, Selector
@@ -36,7 +36,7 @@ class _ToSelector(Transformer):
         return str(items[0]) if items else ""
 
     def values(self, items):
-        return tuple(sorted(set(items)))
+        return tuple(sorted({str(v) for v in items}))
 
     def equals(self, items):
         (source, key), value = items
@@ -68,11 +68,22 @@ def parse_cli_selector(text: str, option: str = "selector") -> Selector:
     try:
         return _ToSelector().transform(_parser().parse(text))
     except LarkError as exc:
-        column = getattr(exc, "column", 0)
+        what = _unexpected(exc)
+        column = len(text) + 1 if what == "unexpected end" else getattr(exc, "column", 0)
         where = f" at column {column}" if column and column > 0 else ""
         raise PolicycError(Diagnostic.simple(
-            f"{option}: invalid label selector {text!r}{where}: expected requirements such as "
-            "'app=web,tier in (a,b),!legacy' (namespace=NS names the namespace)")) from None
+            f"{option}: invalid label selector {text!r}{where} ({what}): expected requirements "
+            "such as 'app=web,tier in (a,b),!legacy' (namespace=NS names the namespace)")) from None
+
+
+def _unexpected(exc: LarkError) -> str:
+    """What the parser stumbled on, in the user's terms."""
+    if isinstance(exc, UnexpectedCharacters):
+        return f"unexpected {exc.char!r}"
+    token = getattr(exc, "token", None)
+    if token is None or token.type == "$END":
+        return "unexpected end"
+    return f"unexpected {str(token)!r}"
 
 
 def looks_like_selector(text: str) -> bool:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from .diagnostics import Diagnostic, PolicycError, Severity, format_path
 from .entities import ENTITY_NAMES, RESERVED, entity_selectors
-from .ir import (ANY_SOURCE, DEFAULT_CLUSTER, L3_ONLY, NAMESPACE_KEY,
-                 NAMESPACE_LABELS_PREFIX, Action, CIDRPeer, DefaultDeny,
+from .ir import (ANY_SOURCE, CLUSTER_KEY, DEFAULT_CLUSTER, L3_ONLY, NAMESPACE_KEY,
+                 NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Action, CIDRPeer, DefaultDeny,
                  Direction, DNSRule, FQDNPeer, HTTPRule, L7Rules, Op, Origin,
                  Peer, Policy, PolicySet, PortMatch, Protocol, Requirement,
                  Rule, Selector, SelectorPeer, SubjectKind)
@@ -139,6 +139,20 @@ def split_key(key: str, default_source: str) -> tuple[str, str]:
     return default_source, key
 
 
+def check_dotted_source(r: _Reader, key: str, where: tuple) -> None:
+    """Warn about ``k8s.io.kubernetes.pod.namespace``: Cilium splits a source off only at ':'.
+
+    Written with a dot, the key is read as a plain key of any source, which no identity carries,
+    so the requirement silently selects nothing (In) or everything (NotIn, DoesNotExist).
+    """
+    source, dot, rest = key.partition(".")
+    derived = (NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, CLUSTER_KEY)
+    if ":" not in key and dot and source in ("k8s", "any") and (
+            rest in derived or rest.startswith(NAMESPACE_LABELS_PREFIX)):
+        r.warn(where, f"no identity carries the label key {key!r}: a source prefix is separated by ':', "
+                      f"not '.'; did you mean {source + ':' + rest!r}?")
+
+
 def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOURCE,
                    key_map=lambda k: k) -> Selector:
     """A Kubernetes LabelSelector; ``key_map`` rewrites keys (KNP namespace selectors, R12.3)."""
@@ -149,6 +163,7 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
         r.fail(path + ("matchLabels",), f"must be a mapping of label keys to values, not {_kind(labels)}")
     for key, val in labels.items():
         where = path + ("matchLabels", key)
+        check_dotted_source(r, str(key), where)
         if val is None:
             val = ""
         if not isinstance(val, str):
@@ -159,6 +174,7 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
         where = path + ("matchExpressions", i)
         expr = r.mapping(expr, where, ("key", "operator", "values"))
         key = r.text(expr.get("key"), where + ("key",), "key")
+        check_dotted_source(r, key, where + ("key",))
         op_text = expr.get("operator")
         op = _OPS.get(op_text) if isinstance(op_text, str) else None
         if op is None:
@@ -269,7 +285,7 @@ def parse_port_number(r: _Reader, value, path: tuple, allow_names: bool) -> tupl
     else:
         r.fail(path, f"port must be a number or a port name, not {_kind(value)}")
     if re.fullmatch(r"-?[0-9]+", text):
-        number = int(text)
+        number = _go_port(r, text, path)
         if not 0 <= number <= 65535:
             r.fail(path, f"port {number} is out of range 0-65535")
         return number, None
@@ -279,7 +295,20 @@ def parse_port_number(r: _Reader, value, path: tuple, allow_names: bool) -> tupl
                  "(letters, digits and single hyphens, at most 15 characters)")
 
 
-def port_range(r: _Reader, obj: dict, path: tuple, number: int) -> tuple[int, int]:
+def _go_port(r: _Reader, text: str, path: tuple) -> int:
+    """Cilium parses port strings with Go's ParseUint(s, 0, 16): a leading 0 means octal ("010" is 8)."""
+    if len(text) < 2 or not text.startswith("0"):
+        return int(text)
+    if not re.fullmatch(r"0[0-7]+", text):
+        r.fail(path, f"port {text!r} is not a valid octal number (Cilium reads a leading 0 as octal)")
+    number = int(text, 8)
+    if number != int(text):
+        r.warn(path, f"port {text!r} is octal to Cilium: port {number}, not {int(text)}", "octal-port")
+    return number
+
+
+def port_range(r: _Reader, obj: dict, path: tuple, number: int, knp: bool = False) -> tuple[int, int]:
+    """[port, endPort]; an endPort below port is the single port in Cilium, an error in Kubernetes (R8.3)."""
     if number == 0:
         return 0, 65535  # R5.7, R8.7: port 0 means every port
     end = obj.get("endPort")
@@ -290,7 +319,10 @@ def port_range(r: _Reader, obj: dict, path: tuple, number: int) -> tuple[int, in
     if not 0 <= end <= 65535:
         r.fail(path + ("endPort",), f"endPort {end} is out of range 0-65535")
     if end and end < number:
-        r.fail(path + ("endPort",), f"endPort {end} is less than port {number}")
+        if knp:  # the API server's NetworkPolicy validation rejects it
+            r.fail(path + ("endPort",), f"endPort {end} is less than port {number}")
+        r.warn(path + ("endPort",), f"endPort {end} is less than port {number}: Cilium accepts this and "
+                                    f"matches the single port {number} (R8.3)", "endport-below-port")
     return number, max(end, number)
 
 
@@ -345,8 +377,9 @@ def parse_l7(r: _Reader, value, path: tuple, direction: Direction, protocols: se
             rules.append(DNSRule(peer.match_name, peer.match_pattern))
         return L7Rules("dns", dns=tuple(rules))
     if family == "kafka":
-        r.warn(path + ("kafka",), "Kafka L7 rules were removed in Cilium 1.19 (V2); modelled as an opaque "
-                                  "L7 filter on an allowed port", "unsupported-field")
+        # Deprecated in 1.18, removed from main for 1.20 (cilium PRs 40967, 43557, 44610).
+        r.warn(path + ("kafka",), "Kafka L7 rules are deprecated and removed in Cilium 1.20 (V2); modelled as an "
+                                  "opaque L7 filter on an allowed port", "unsupported-field")
     opaque = tuple(json.dumps(x, sort_keys=True) for x in (obj.get(family) or [obj.get("l7proto")]))
     return L7Rules("kafka" if family == "kafka" else "generic", opaque=opaque)
 
@@ -382,7 +415,8 @@ def parse_port_rules(r: _Reader, items: list, path: tuple, direction: Direction,
         l7 = None
         if obj.get("rules") is not None:
             l7 = parse_l7(r, obj["rules"], where + ("rules",), direction,
-                          {p for protos, *_ in parsed for p in protos}, [n for *_, n in parsed])
+                          {p for protos, *_ in parsed for p in protos},
+                          [n for *_, name, n in parsed if name is None])  # a named port is not port 0
             if l7 and l7.kind == "dns" and any(first != last for _, first, last, name, _ in parsed if not name):
                 r.fail(where + ("ports",), "DNS rules cannot use a port range (R1.21)")
         for protos, first, last, name, _ in parsed:
@@ -549,7 +583,6 @@ def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str 
     rules: list[Rule] = []
     dd: list[DefaultDeny] = []
     for direction in Direction:
-        section_path = path + (direction.value,)
         present = [s for s, d, _ in _SECTIONS if d is direction and r.sequence(obj, s, path)]
         flag = flags.get(direction.value)
         wants = r.boolean(flag, path + ("enableDefaultDeny", direction.value)) if flag is not None else bool(present)
@@ -557,8 +590,8 @@ def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str 
             dd.append(DefaultDeny(subject, subject_kind, direction,
                                   _origin(r, path + (present[0],), kind, namespace, name)))
         elif flag and not present:
-            r.warn(section_path, f"enableDefaultDeny.{direction.value} without a {direction.value} section "
-                                 "does nothing (R3.4)")
+            r.warn(path + ("enableDefaultDeny", direction.value),
+                   f"enableDefaultDeny.{direction.value} without an {direction.value} section does nothing (R3.4)")
     for section, direction, action in _SECTIONS:
         for i, item in enumerate(r.sequence(obj, section, path)):
             where = path + (section, i)
@@ -614,7 +647,7 @@ def parse_knp_ports(r: _Reader, items: list, path: tuple) -> tuple[PortMatch, ..
             r.fail(where + ("endPort",), "endPort cannot be used with a named port")
         if not name and number == 0:
             r.fail(where + ("port",), "port must be between 1 and 65535")
-        first, last = (0, 0) if name else port_range(r, obj, where, number)
+        first, last = (0, 0) if name else port_range(r, obj, where, number, knp=True)
         out.append(PortMatch(proto, first, last, name))
     return tuple(dict.fromkeys(out))
 
@@ -683,6 +716,8 @@ def parse_object(r: _Reader, obj, base: tuple, cluster: str):
     kind, api = obj.get("kind"), obj.get("apiVersion")
     if kind is None or api is None:
         r.fail(base, f"not a Kubernetes object: missing {'kind' if kind is None else 'apiVersion'}")
+    for key, value in (("apiVersion", api), ("kind", kind)):
+        r.text(value, base + (key,), key)
     if kind not in API_VERSIONS:
         if isinstance(api, str) and api.split("/")[0] in ("cilium.io", "networking.k8s.io") and \
                 kind not in ("CiliumCIDRGroup", "CiliumEndpoint", "CiliumNode", "CiliumIdentity", "Ingress",
@@ -701,18 +736,23 @@ def parse_object(r: _Reader, obj, base: tuple, cluster: str):
                 "; description belongs in the rule (spec.description)" if key == "description" else "")
             r.warn(base + (key,), f"unknown top-level field {key!r} is dropped by the API server{hint}",
                    "unknown-field")
-    meta = r.mapping(obj.get("metadata"), base + ("metadata",), tuple(obj.get("metadata") or {}))
+    meta = obj.get("metadata") or {}
+    meta = r.mapping(meta, base + ("metadata",), tuple(meta) if isinstance(meta, dict) else ())
     name = meta.get("name")
-    if not name or not isinstance(name, str):
+    if not name:
         r.fail(base + ("metadata",), "missing metadata.name")
+    r.text(name, base + ("metadata", "name"), "metadata.name")
     namespace = meta.get("namespace")
+    if namespace is not None:
+        r.text(namespace, base + ("metadata", "namespace"), "metadata.namespace")
     if kind == CCNP:
         if namespace:
             r.warn(base + ("metadata", "namespace"), "a clusterwide policy has no namespace: ignored (R1.2)")
         namespace = None
     else:
         namespace = str(namespace or "default")
-    annotations = meta.get("annotations") or {}
+    annotations = r.mapping(meta.get("annotations"), base + ("metadata", "annotations"),
+                            tuple(meta.get("annotations") or ()))
     ignore = tuple(x.strip() for x in str(annotations.get(IGNORE_ANNOTATION, "")).split(",") if x.strip())
     origin = _origin(r, base, kind, namespace, name)
     if kind == KNP:
@@ -751,7 +791,9 @@ def build_policy_set(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Fr
                 continue
             if got is None:
                 line, _ = doc.position(base)
-                skipped.append(f"{doc.file}:{line}: {obj.get('kind')} {(obj.get('metadata') or {}).get('name', '')}")
+                meta = obj.get("metadata")
+                name = meta.get("name", "") if isinstance(meta, dict) else ""
+                skipped.append(f"{doc.file}:{line}: {obj.get('kind')} {name}")
                 continue
             got_rules, got_dd, policy = got
             key = (policy.kind, policy.namespace, policy.name)

@@ -6,6 +6,7 @@ from 256 up, in a deterministic order so artifacts are reproducible.
 """
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,13 @@ class Inventory:
         try:
             ip = ipaddress.ip_address(ref)
         except ValueError:
-            known = ", ".join(e.display for e in self.endpoints[:8])
+            names = [e.display for e in self.endpoints]
+            close = difflib.get_close_matches(ref, names, n=1, cutoff=0.6)
+            known = ", ".join(names[:8])
             raise PolicycError(Diagnostic.simple(
                 f"unknown endpoint {ref!r}: expected namespace/pod, a node name or an IP address"
-                + (f" (known: {known}, ...)" if known else ""))) from None
+                + (f"; did you mean {close[0]!r}?" if close else f" (known: {known}, ...)" if known else ""))
+            ) from None
         for ep in self.endpoints:
             if ip in ep.ips:
                 return ep
@@ -76,16 +80,40 @@ def node_labels(lbls: dict) -> frozenset:
     return frozenset({Label("node", k, str(v)) for k, v in lbls.items()} | {reserved_label("remote-node")})
 
 
+_TYPE_NAMES = {dict: "mapping", list: "list", str: "string"}
+
+
+def _get(doc: Document, obj: dict, path: tuple, key: str, kind: type):
+    """obj[key] checked to be a ``kind`` (dict, list or str); absent or null is the empty value."""
+    value = obj.get(key)
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise PolicycError(doc.diag(path + (key,), f"must be a {_TYPE_NAMES[kind]}, not {type(value).__name__}"))
+    return value
+
+
+def _labels(doc: Document, meta: dict, path: tuple) -> dict[str, str]:
+    labels = _get(doc, meta, path, "labels", dict)
+    for key, value in labels.items():
+        if isinstance(value, (dict, list)):
+            raise PolicycError(doc.diag(path + ("labels", key), "a label value must be a string"))
+    return {k: "" if v is None else str(v) for k, v in labels.items()}
+
+
 def _ips(doc: Document, path: tuple, status: dict) -> tuple[IPAddress, ...]:
-    raw = [status.get("podIP")] + [e.get("ip") for e in status.get("podIPs") or [] if isinstance(e, dict)]
+    where = path + ("status",)
+    raw = [(("podIP",), status.get("podIP"))] + [
+        (("podIPs", i, "ip"), e.get("ip") if isinstance(e, dict) else e)
+        for i, e in enumerate(_get(doc, status, where, "podIPs", list))]
     out: list[IPAddress] = []
-    for value in raw:
+    for field, value in raw:
         if not value:
             continue
         try:
-            ip = ipaddress.ip_address(str(value))
+            ip = ipaddress.ip_address(value if isinstance(value, str) else "")
         except ValueError:
-            raise PolicycError(doc.diag(path + ("status", "podIP"), f"invalid pod IP {value!r}")) from None
+            raise PolicycError(doc.diag(where + field, f"invalid pod IP {value!r}")) from None
         if ip not in out:
             out.append(ip)
     return tuple(out)
@@ -93,17 +121,23 @@ def _ips(doc: Document, path: tuple, status: dict) -> tuple[IPAddress, ...]:
 
 def _named_ports(doc: Document, path: tuple, spec: dict) -> tuple[NamedPort, ...]:
     ports = []
-    for ci, cont in enumerate(spec.get("containers") or []):
-        for pi, port in enumerate((cont or {}).get("ports") or []):
+    for ci, cont in enumerate(_get(doc, spec, path + ("spec",), "containers", list)):
+        cpath = path + ("spec", "containers", ci)
+        if not isinstance(cont, dict):
+            raise PolicycError(doc.diag(cpath, "a container must be a mapping"))
+        for pi, port in enumerate(_get(doc, cont, cpath, "ports", list)):
             if not isinstance(port, dict) or not port.get("name"):
                 continue
-            where = path + ("spec", "containers", ci, "ports", pi)
+            where = cpath + ("ports", pi)
+            number = port.get("containerPort")
             try:
                 proto = Protocol.parse(str(port.get("protocol") or "TCP"))
-                number = int(port["containerPort"])
-            except (KeyError, ValueError, TypeError):
-                raise PolicycError(doc.diag(where, "container port needs a numeric containerPort "
-                                                   "and protocol TCP, UDP or SCTP")) from None
+            except KeyError:
+                proto = None
+            if proto not in (Protocol.TCP, Protocol.UDP, Protocol.SCTP) or isinstance(number, bool) \
+                    or not isinstance(number, int) or not 1 <= number <= 65535:
+                raise PolicycError(doc.diag(where, "container port needs a containerPort 1-65535 "
+                                                   "and protocol TCP, UDP or SCTP"))
             ports.append(NamedPort(str(port["name"]).lower(), number, proto))
     return tuple(ports)
 
@@ -113,12 +147,19 @@ def _objects(docs: list[Document]):
     for doc in docs:
         if not isinstance(doc.value, dict):
             continue
-        if doc.value.get("kind") == "List" or str(doc.value.get("kind", "")).endswith("List"):
-            for i, item in enumerate(doc.value.get("items") or []):
+        if str(doc.value.get("kind", "")).endswith("List"):
+            for i, item in enumerate(_get(doc, doc.value, (), "items", list)):
                 if isinstance(item, dict):
                     yield doc, ("items", i), item
         else:
             yield doc, (), doc.value
+
+
+def _name(doc: Document, meta: dict, path: tuple, what: str) -> str:
+    name = meta.get("name")
+    if not name or not isinstance(name, str):
+        raise PolicycError(doc.diag(path + ("metadata",), f"{what} without metadata.name"))
+    return name
 
 
 def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inventory:
@@ -126,42 +167,47 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
     pods, nodes = [], []
     for doc, path, obj in _objects(docs):
         kind = obj.get("kind")
-        meta = obj.get("metadata") or {}
+        if kind not in ("Namespace", "Pod", "Node"):
+            continue
+        meta = _get(doc, obj, path, "metadata", dict)
         if kind == "Namespace":
-            namespaces[str(meta.get("name"))] = dict(meta.get("labels") or {})
-        elif kind == "Pod":
-            pods.append((doc, path, obj))
-        elif kind == "Node":
-            nodes.append((doc, path, obj))
+            namespaces[_name(doc, meta, path, "namespace")] = _labels(doc, meta, path + ("metadata",))
+        else:
+            (pods if kind == "Pod" else nodes).append((doc, path, obj, meta))
 
     # Cilium numbers identities as it meets them; we sort label sets for reproducible numbers.
     raw_pods = []
-    for doc, path, obj in pods:
-        meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
-        ns = str(meta.get("namespace") or "default")
-        if not meta.get("name"):
-            raise PolicycError(doc.diag(path + ("metadata",), "pod without metadata.name"))
-        sa = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
-        labels = pod_labels(meta.get("labels") or {}, ns,
-                            namespaces.get(ns, {"kubernetes.io/metadata.name": ns}), sa, cluster)
-        raw_pods.append((str(meta["name"]), ns, labels, _ips(doc, path, obj.get("status") or {}),
-                         _named_ports(doc, path, spec), spec.get("nodeName"), sa))
+    for doc, path, obj, meta in pods:
+        name = _name(doc, meta, path, "pod")
+        ns = meta.get("namespace")
+        if not ns or not isinstance(ns, str):  # its namespace decides every verdict: never guess it
+            raise PolicycError(doc.diag(path + ("metadata",), f"pod {name!r} without metadata.namespace "
+                                        "(`kubectl get pods -A -o yaml` prints it)"))
+        spec = _get(doc, obj, path, "spec", dict)
+        sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        labels = pod_labels(_labels(doc, meta, path + ("metadata",)), ns,
+                            namespaces.get(ns, {"kubernetes.io/metadata.name": ns}), str(sa), cluster)
+        node = spec.get("nodeName")
+        raw_pods.append((name, ns, labels, _ips(doc, path, _get(doc, obj, path, "status", dict)),
+                         _named_ports(doc, path, spec), str(node) if node else None, str(sa)))
     ids = {lbls: FIRST_CLUSTER_ID + i for i, lbls in enumerate(sorted({p[2] for p in raw_pods}, key=sorted))}
     endpoints = [Endpoint(EndpointKind.POD, name, ns, ips, Identity(ids[lbls], lbls), ports, node, sa)
                  for name, ns, lbls, ips, ports, node, sa in raw_pods]
 
-    for doc, path, obj in nodes:
-        meta = obj.get("metadata") or {}
+    for doc, path, obj, meta in nodes:
+        name = _name(doc, meta, path, "node")
+        status = _get(doc, obj, path, "status", dict)
         addrs = []
-        for ai, addr in enumerate((obj.get("status") or {}).get("addresses") or []):
+        for ai, addr in enumerate(_get(doc, status, path + ("status",), "addresses", list)):
             if isinstance(addr, dict) and addr.get("type") in ("InternalIP", "ExternalIP"):
                 try:
                     addrs.append(ipaddress.ip_address(str(addr.get("address"))))
                 except ValueError:
                     raise PolicycError(doc.diag(path + ("status", "addresses", ai, "address"),
                                                 f"invalid node address {addr.get('address')!r}")) from None
-        endpoints.append(Endpoint(EndpointKind.NODE, str(meta.get("name")), "", tuple(addrs),
-                                  Identity(RESERVED_IDS["remote-node"], node_labels(meta.get("labels") or {}))))
+        endpoints.append(Endpoint(EndpointKind.NODE, name, "", tuple(addrs),
+                                  Identity(RESERVED_IDS["remote-node"],
+                                           node_labels(_labels(doc, meta, path + ("metadata",))))))
     endpoints.sort(key=lambda e: (e.kind.value, e.namespace, e.name))
     return Inventory(tuple(endpoints), namespaces, cluster)
 

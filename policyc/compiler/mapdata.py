@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .diagnostics import Diagnostic, PolicycError
 from .layouts import Layout, layouts
 from .lower import (ACTION_CODE, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, LEVEL_ANY,
-                    LEVEL_PORT, LEVEL_PROTO, Datapath, PolicyEntry)
+                    LEVEL_PORT, LEVEL_PROTO, Datapath, EndpointEntry, PolicyEntry)
 
 MAPS_BIN_MAGIC = b"PCMAPS\x00\x01"
 RINGBUF_BYTES = 256 * 1024
@@ -73,25 +73,34 @@ def policy_key(lay: Layout, e: PolicyEntry, port_lpm: bool) -> bytes:
     return lay.pack(**fields)
 
 
+def policy_value(lay: dict[str, Layout], e: PolicyEntry) -> bytes:
+    return lay["policy_value"].pack(action=ACTION_CODE[e.verdict.action], rule=e.verdict.rule,
+                                    flags=FLAG_PROXY if e.verdict.proxy else 0)
+
+
+def endpoint_value(lay: dict[str, Layout], e: EndpointEntry) -> bytes:
+    return lay["endpoint_value"].pack(endpoint_id=e.endpoint_id, identity=e.identity, policy_id=e.policy_id,
+                                      flags=sum(EP_DEFAULT_DENY[d] for d in e.default_deny))
+
+
+def ipcache_key(lay: dict[str, Layout], net, addr_len: int) -> bytes:
+    """The LPM key of one prefix (a host route for a single address)."""
+    return lay["ipcache_key"].pack(prefixlen=prefix_len(net, addr_len), addr=addr_bytes(net.network_address, addr_len))
+
+
 def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list[str]]:
     """Every map with its initial entries; raises when a map would overflow, warns on blow-ups."""
     addr_len = 16 if dp.features.ipv6 else 4
     port_lpm = dp.features.port_ranges
     lay = layouts(addr_len, port_lpm)
     size = {**DEFAULT_SIZES, **sizes}
-    ipcache = [(lay["ipcache_key"].pack(prefixlen=prefix_len(e.network, addr_len),
-                                        addr=addr_bytes(e.network.network_address, addr_len)),
-                lay["ipcache_value"].pack(identity=e.identity),
+    ipcache = [(ipcache_key(lay, e.network, addr_len), lay["ipcache_value"].pack(identity=e.identity),
                 {"prefix": str(e.network), "identity": e.identity, "source": e.source}) for e in dp.ipcache]
-    endpoints = [(lay["endpoint_key"].pack(addr=addr_bytes(e.ip, addr_len)),
-                  lay["endpoint_value"].pack(endpoint_id=e.endpoint_id, identity=e.identity, policy_id=e.policy_id,
-                                             flags=sum(EP_DEFAULT_DENY[d] for d in e.default_deny)),
+    endpoints = [(lay["endpoint_key"].pack(addr=addr_bytes(e.ip, addr_len)), endpoint_value(lay, e),
                   {"ip": str(e.ip), "endpoint": e.name, "endpoint_id": e.endpoint_id, "identity": e.identity,
                    "policy_id": e.policy_id, "default_deny": [d.value for d in e.default_deny]})
                  for e in dp.endpoints]
-    policy = [(policy_key(lay["policy_key"], e, port_lpm),
-               lay["policy_value"].pack(action=ACTION_CODE[e.verdict.action], rule=e.verdict.rule,
-                                        flags=FLAG_PROXY if e.verdict.proxy else 0),
+    policy = [(policy_key(lay["policy_key"], e, port_lpm), policy_value(lay, e),
                {"policy_id": e.policy_id, "peer": e.peer, "direction": e.direction.value,
                 "protocol": "any" if e.protocol is None else e.protocol, "ports": port_text(e),
                 "action": e.verdict.action.value, "rule": e.verdict.rule, "proxy": e.verdict.proxy})

@@ -1,8 +1,9 @@
 """YAML and JSON with positions.
 
-Documents are composed (not constructed) with libyaml, so every value keeps
-its line and column; aliases are followed with a budget so that an alias bomb
-is refused in bounded time and memory instead of expanding.
+Documents are built from libyaml's parse events (not constructed), so every
+value keeps its line and column; nesting depth and alias expansion have
+budgets so that deep nesting or an alias bomb is refused in bounded time and
+memory instead of crashing or expanding.
 """
 from __future__ import annotations
 
@@ -49,71 +50,152 @@ class Document:
         return Diagnostic(severity, message, self.file, line, col, format_path(path), code)
 
 
-class _Budget:
-    def __init__(self) -> None:
-        self.seen: set[int] = set()
-        self.repeats = 0
-
-
 _CONSTRUCT = yaml.SafeLoader("")
+_TYPED_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("int", "float", "bool", "null")}
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _scalar(node: yaml.ScalarNode):
+def _mark(event) -> tuple[int, int]:
+    return event.start_mark.line + 1, event.start_mark.column + 1
+
+
+def _scalar(event, file: str, path: tuple):
     """ints, floats, booleans and nulls as YAML 1.1 reads them; everything else stays text."""
-    if node.tag.rsplit(":", 1)[-1] in ("int", "float", "bool", "null"):
-        return _CONSTRUCT.construct_object(node)
-    return node.value
+    tag = event.tag
+    if tag is None or tag == "!":
+        tag = _CONSTRUCT.resolve(yaml.ScalarNode, event.value, event.implicit)
+    if tag not in _TYPED_TAGS:
+        return event.value
+    try:
+        return _CONSTRUCT.yaml_constructors[tag](_CONSTRUCT, yaml.ScalarNode(tag, event.value))
+    except (ValueError, yaml.YAMLError):
+        raise _fail(file, event, path, f"{event.value!r} is not a valid {tag.rsplit(':', 1)[-1]}") from None
 
 
-def _convert(node, path: tuple, doc: Document, budget: _Budget, depth: int):
-    if depth > MAX_DEPTH:
-        raise PolicycError(doc.diag(path, f"document nests deeper than {MAX_DEPTH} levels"))
-    if id(node) in budget.seen:
-        budget.repeats += 1
-        if budget.repeats > MAX_ALIAS_EXPANSION:
-            raise PolicycError(doc.diag(path, "YAML aliases expand to too many values "
-                                              "(an alias bomb?): refused"))
-    budget.seen.add(id(node))
-    doc.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.ScalarNode):
-        return _scalar(node)
-    if isinstance(node, yaml.SequenceNode):
-        return [_convert(child, path + (i,), doc, budget, depth + 1) for i, child in enumerate(node.value)]
-    out: dict = {}
-    for knode, vnode in node.value:
-        if not isinstance(knode, yaml.ScalarNode):
-            raise PolicycError(doc.diag(path, "mapping keys must be plain strings"))
-        key = knode.value
-        if knode.tag.endswith(":merge"):
-            raise PolicycError(doc.diag(path, "YAML merge keys (<<) are not supported"))
-        if key in out:
-            doc.key_marks[path + (key,)] = (knode.start_mark.line + 1, knode.start_mark.column + 1)
-            raise PolicycError(doc.diag(path + (key,), f"duplicate key {key!r}"))
-        doc.key_marks[path + (key,)] = (knode.start_mark.line + 1, knode.start_mark.column + 1)
-        out[key] = _convert(vnode, path + (key,), doc, budget, depth + 1)
-    return out
+def _fail(file: str, event, path: tuple, message: str) -> PolicycError:
+    line, col = _mark(event)
+    return PolicycError(Diagnostic(Severity.ERROR, message, file, line, col, format_path(path)))
+
+
+@dataclass
+class _Frame:
+    """A mapping or sequence being filled; ``size`` counts its nodes, aliases expanded."""
+
+    path: tuple
+    value: dict | list
+    anchor: str | None
+    key: str | None = None  # a mapping's key still waiting for its value
+    size: int = 1
+
+
+class _Composer:
+    """Parse events → Documents, iteratively: no recursion, so any nesting fails cleanly.
+
+    Depth is checked as containers open, so a deeply nested file is refused after
+    MAX_DEPTH events instead of letting libyaml grind through all of it.  An alias
+    shares the anchored value instead of copying it, and the nodes it stands for are
+    counted against MAX_ALIAS_EXPANSION, so an alias bomb is refused in bounded memory.
+    """
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.docs: list[Document] = []
+        self.doc: Document | None = None
+        self.stack: list[_Frame] = []
+        self.anchors: dict[str, tuple[object, int]] = {}
+        self.expanded = 0
+        self.count = 0
+
+    def feed(self, event) -> None:
+        if isinstance(event, yaml.DocumentStartEvent):
+            self.doc = Document(self.file, self.count, None)
+            self.count += 1
+            self.anchors = {}
+        elif isinstance(event, yaml.DocumentEndEvent):
+            if self.doc.value is not None:  # empty documents (a stray ---) are no objects
+                self.docs.append(self.doc)
+        elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent, yaml.CollectionStartEvent)):
+            self._node(event)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            frame = self.stack.pop()
+            self._finish(frame.value, frame.size, frame.anchor)
+
+    def _node(self, event) -> None:
+        top = self.stack[-1] if self.stack else None
+        if isinstance(top and top.value, dict) and top.key is None:
+            self._key(top, event)
+            return
+        path = () if top is None else top.path + (
+            (len(top.value),) if isinstance(top.value, list) else (top.key,))
+        self.doc.marks[path] = _mark(event)
+        if isinstance(event, yaml.ScalarEvent):
+            self._finish(_scalar(event, self.file, path), 1, event.anchor)
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in self.anchors:
+                raise _fail(self.file, event, path, f"alias *{event.anchor} names no complete anchor before it")
+            value, size = self.anchors[event.anchor]
+            self.expanded += size
+            if self.expanded > MAX_ALIAS_EXPANSION:
+                raise _fail(self.file, event, path, "YAML aliases expand to too many values "
+                                                    "(an alias bomb?): refused")
+            self._finish(value, size, None)
+        else:
+            if len(self.stack) >= MAX_DEPTH:
+                raise _fail(self.file, event, path, f"document nests deeper than {MAX_DEPTH} levels")
+            empty = {} if isinstance(event, yaml.MappingStartEvent) else []
+            self.stack.append(_Frame(path, empty, event.anchor))
+
+    def _key(self, top: _Frame, event) -> None:
+        if not isinstance(event, yaml.ScalarEvent):
+            raise _fail(self.file, event, top.path, "mapping keys must be plain strings")
+        key = event.value
+        if event.tag is None and _CONSTRUCT.resolve(yaml.ScalarNode, key, event.implicit) == _MERGE_TAG:
+            raise _fail(self.file, event, top.path, "YAML merge keys (<<) are not supported")
+        self.doc.key_marks[top.path + (key,)] = _mark(event)
+        if key in top.value:
+            raise _fail(self.file, event, top.path + (key,), f"duplicate key {key!r}")
+        top.key = key
+
+    def _finish(self, value, size: int, anchor: str | None) -> None:
+        if anchor:
+            self.anchors[anchor] = (value, size)
+        if not self.stack:
+            self.doc.value = value
+            return
+        top = self.stack[-1]
+        top.size += size
+        if isinstance(top.value, list):
+            top.value.append(value)
+        else:
+            top.value[top.key] = value
+            top.key = None
 
 
 def parse_text(text: str, file: str) -> list[Document]:
     """All documents of one file; empty documents are skipped."""
-    docs: list[Document] = []
+    composer = _Composer(file)
     try:
-        for index, node in enumerate(yaml.compose_all(text, Loader=_Loader)):
-            if node is None:
-                continue
-            doc = Document(file, index, None)
-            doc.value = _convert(node, (), doc, _Budget(), 0)
-            docs.append(doc)
+        for event in yaml.parse(text, Loader=_Loader):
+            composer.feed(event)
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids: its position is an offset
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - text.rfind("\n", 0, exc.position)
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise PolicycError(Diagnostic(Severity.ERROR, f"malformed {_language(file)}: character U+{code:04X} "
+                                      f"is not allowed ({exc.reason})", file, line, col)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
-        raise PolicycError(Diagnostic(Severity.ERROR, f"malformed YAML: {problem}", file, line, col)) from None
+        raise PolicycError(Diagnostic(Severity.ERROR, f"malformed {_language(file)}: {problem}",
+                                      file, line, col)) from None
     except yaml.YAMLError as exc:
-        raise PolicycError(Diagnostic(Severity.ERROR, f"malformed YAML: {exc}", file, 1, 1)) from None
-    except RecursionError:
-        raise PolicycError(Diagnostic(Severity.ERROR, "document nests too deeply", file, 1, 1)) from None
-    return docs
+        raise PolicycError(Diagnostic(Severity.ERROR, f"malformed {_language(file)}: {exc}", file, 1, 1)) from None
+    return composer.docs
+
+
+def _language(file: str) -> str:
+    return "JSON" if file.lower().endswith(".json") else "YAML"
 
 
 def read_text(path: Path) -> str:
@@ -150,15 +232,24 @@ def expand_paths(paths) -> list[Path]:
     return out
 
 
-def load_documents(paths) -> list[Document]:
+def read_documents(paths) -> tuple[list[Document], list[Diagnostic]]:
+    """Every readable file's documents, and the errors of the others (so one bad file hides nothing)."""
     docs: list[Document] = []
     errors: list[Diagnostic] = []
     for path in expand_paths(paths):
         try:
-            docs.extend(parse_text(read_text(path), str(path)))
+            found = parse_text(read_text(path), str(path))
         except PolicycError as exc:
             errors.extend(exc.diagnostics)
+            continue
+        if not found:
+            errors.append(Diagnostic(Severity.ERROR, "empty file: no YAML or JSON document in it", str(path)))
+        docs.extend(found)
+    return docs, errors
+
+
+def load_documents(paths) -> list[Document]:
+    docs, errors = read_documents(paths)
     if errors:
         raise PolicycError(*errors)
     return docs
-

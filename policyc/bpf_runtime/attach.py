@@ -1,0 +1,139 @@
+"""Hooks: put a program on an interface, swap it atomically, take it off again.
+
+Two TC mechanisms (``--tc-mode``):
+
+* ``tcx`` (kernel >= 6.6, the default): a bpf_link per hook, pinned under
+  ``links/``; ``bpf_link_update`` swaps the program in one step, and a pinned
+  link survives the loader's exit and can be detached from its pin alone.
+* ``clsact`` (older kernels): a direct-action cls_bpf filter with policyc's
+  fixed handle and priority on the clsact qdisc; replaced in place with
+  ``BPF_TC_F_REPLACE``.  Filters cannot be pinned, so a symlink marker in
+  ``links/`` records ifindex, hook, handle and priority for unload.
+
+XDP always uses a pinned link; ``auto`` asks for native (driver) mode and
+falls back to generic (skb) mode when the driver has no XDP support.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..compiler.diagnostics import Diagnostic, PolicycError
+from . import libbpf as L
+
+# hook -> (program, tcx attach type, clsact attach point)
+HOOKS = {"ingress": ("from_pod", L.BPF_TCX_INGRESS, L.BPF_TC_INGRESS),
+         "egress": ("to_pod", L.BPF_TCX_EGRESS, L.BPF_TC_EGRESS),
+         "xdp": ("xdp_node", L.BPF_XDP, 0)}
+TC_HANDLE, TC_PRIORITY = 0x5043, 1  # "PC": policyc's cls_bpf filter on every clsact hook
+TC_MODES = ("tcx", "clsact")
+XDP_MODES = ("auto", "native", "generic")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One program on one hook of one interface, as recorded in the state file."""
+
+    iface: str
+    ifindex: int
+    hook: str        # ingress | egress (TC, host side of a pod's veth) | xdp (node interface)
+    program: str
+    mode: str        # tcx | clsact | native | generic
+    endpoint: str    # ns/pod for TC hooks, "" for XDP
+    pin: str         # link pin (tcx, XDP) or marker symlink (clsact)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def ifindex(iface: str) -> int:
+    """The interface's index in this network namespace; a clear error when it does not exist."""
+    try:
+        return socket.if_nametoindex(iface)
+    except OSError:
+        raise PolicycError(Diagnostic.simple(
+            f"interface {iface!r} does not exist in this network namespace")) from None
+
+
+def link_pin(links: Path, iface: str, hook: str) -> Path:
+    """``<hook>-<iface>``: bpffs refuses names with dots, interface names never hold ':' (dev_valid_name)."""
+    return links / f"{hook}-{iface.replace('.', ':')}"
+
+
+def attach_tc(prog: L.Program, iface: str, hook: str, endpoint: str, mode: str, links: Path) -> Attachment:
+    """from_pod / to_pod on one TC hook of ``iface``; the link (or marker) is pinned under ``links``."""
+    index = ifindex(iface)
+    pin = link_pin(links, iface, hook)
+    _, tcx_type, point = HOOKS[hook]
+    what = f"attach {prog.name} to {iface} TC {hook} ({mode})"
+    if mode == "tcx":
+        fd = L.link_create(prog.fd, index, tcx_type, what=what)
+        try:
+            L.pin_fd(fd, str(pin))
+        finally:
+            os.close(fd)
+    else:
+        L.tc_attach(index, point, prog.fd, TC_HANDLE, TC_PRIORITY, what=what)
+        os.symlink(f"clsact:{index}:{point}:{TC_HANDLE}:{TC_PRIORITY}", pin)
+    return Attachment(iface, index, hook, prog.name, mode, endpoint, str(pin))
+
+
+def attach_xdp(prog: L.Program, iface: str, mode: str, links: Path) -> Attachment:
+    """xdp_node on ``iface``: native, generic, or native with a generic fall-back (auto)."""
+    index = ifindex(iface)
+    pin = link_pin(links, iface, "xdp")
+    tries = {"auto": ("native", "generic"), "native": ("native",), "generic": ("generic",)}[mode]
+    flags = {"native": L.XDP_FLAGS_DRV_MODE, "generic": L.XDP_FLAGS_SKB_MODE}
+    for n, got in enumerate(tries):
+        try:
+            fd = L.link_create(prog.fd, index, L.BPF_XDP, flags[got], what=f"attach {prog.name} to {iface} XDP ({got})")
+            break
+        except L.BPFError:
+            if n == len(tries) - 1:
+                raise
+    try:
+        L.pin_fd(fd, str(pin))
+    finally:
+        os.close(fd)
+    return Attachment(iface, index, "xdp", prog.name, got, "", str(pin))
+
+
+def _marker(pin: Path) -> tuple[int, int, int, int] | None:
+    """(ifindex, attach point, handle, priority) of a clsact marker, None for a link pin."""
+    if not pin.is_symlink():
+        return None
+    kind, *numbers = os.readlink(pin).split(":")
+    return tuple(int(n) for n in numbers) if kind == "clsact" and len(numbers) == 4 else None
+
+
+def update(pin: Path, prog: L.Program) -> None:
+    """Swap the program behind one attachment atomically (link update, or tc replace for clsact)."""
+    marker = _marker(pin)
+    if marker is not None:
+        index, point, handle, prio = marker
+        L.tc_attach(index, point, prog.fd, handle, prio, replace=True, what=f"replace program on {pin.name}")
+        return
+    fd = L.get_pinned(str(pin))
+    try:
+        L.link_update(fd, prog.fd, what=f"swap program on {pin.name}")
+    finally:
+        os.close(fd)
+
+
+def detach(pin: Path) -> None:
+    """Take one attachment off its hook and remove its pin; already gone is fine (unload after a crash)."""
+    marker = _marker(pin)
+    if marker is not None:
+        index, point, handle, prio = marker
+        L.tc_detach(index, point, handle, prio, what=f"detach {pin.name}")
+    elif pin.exists():
+        fd = L.get_pinned(str(pin))
+        try:
+            L.link_detach(fd, what=f"detach {pin.name}")
+        except L.BPFError:
+            pass  # the interface went away: the link is already defunct, unpinning frees it
+        finally:
+            os.close(fd)
+    pin.unlink(missing_ok=True)

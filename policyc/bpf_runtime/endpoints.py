@@ -1,0 +1,229 @@
+"""Endpoints at run time: add, remove and relabel pods of a loaded artifact with map updates only.
+
+No clang, no reload: the artifact's sources.json gives back the policy set
+and inventory it was compiled from; the new identity's policy entries come
+from the same lowering the compiler uses (lower.subject_entries), packed with
+the same layouts (mapdata), and are written before the endpoint and ipcache
+entries point at the identity, so its policy is in force the moment it
+exists.  Conntrack is not touched: established connections keep flowing.
+
+Identities and policy ids are never renumbered: a label set seen before keeps
+its number, a new one takes the next free number, and every change is
+recorded in the state file so later changes (and observe) see it.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..compiler.artifact import SOURCES
+from ..compiler.diagnostics import Diagnostic, PolicycError, Severity
+from ..compiler.evaluate import Evaluator, subject_labels
+from ..compiler.frontend import build_policy_set
+from ..compiler.inventory import Inventory, build_inventory, pod_labels
+from ..compiler.ir import (CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Action,
+                           Direction, Endpoint, EndpointKind, Identity, PolicySet)
+from ..compiler.layouts import layouts
+from ..compiler.lower import ANY_PEER, EndpointEntry, PolicyEntry, peer_identities, subject_entries
+from ..compiler.mapdata import addr_bytes, endpoint_value, ipcache_key, policy_key, policy_value
+from ..compiler.source import parse_text
+from .libbpf import Map
+from .state import State, write_state
+from .status import artifact_json
+
+
+def _error(message: str) -> PolicycError:
+    return PolicycError(Diagnostic.simple(message))
+
+
+def current_pods(state: State) -> dict[str, tuple[list[str], int]]:
+    """ns/pod → (addresses, identity) after the runtime changes; cheap (no sources), for naming flows."""
+    pods = {e["name"]: (list(e["ips"]), e["identity"]) for e in artifact_json(state, "endpoints.json")}
+    for rec in state.runtime:
+        if rec["op"] == "remove":
+            pods.pop(rec["endpoint"], None)
+        else:
+            pods[rec["endpoint"]] = (list(rec["ips"]), rec["identity"])
+    return pods
+
+
+@dataclass(frozen=True)
+class Sources:
+    policy: PolicySet
+    inventory: Inventory
+
+
+def load_sources(state: State) -> Sources:
+    """The policy set and inventory the artifact was compiled from (sources.json)."""
+    path = Path(state.artifact) / SOURCES
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise _error(f"{path}: cannot read ({exc}); runtime endpoint changes need an artifact compiled "
+                     "by `policyc compile` (which writes sources.json)") from None
+    docs = lambda key: [d for f in data[key] for d in parse_text(f["text"], f["path"])]  # noqa: E731
+    result = build_policy_set(docs("policies"), data["cluster"])
+    errors = [d for d in result.diagnostics if d.severity is Severity.ERROR]
+    if errors:
+        raise PolicycError(*errors)
+    if len(result.policy.rules) != len(artifact_json(state, "rules.json")):
+        raise _error(f"{path}: its policies give {len(result.policy.rules)} rules, rules.json lists a different "
+                     "number; recompile the artifact with this policyc version")
+    return Sources(result.policy, build_inventory(docs("inventory"), data["cluster"]))
+
+
+@dataclass(frozen=True)
+class Pod:
+    endpoint: Endpoint
+    endpoint_id: int
+    policy_id: int
+
+
+def current(state: State, src: Sources) -> dict[str, Pod]:
+    """Every pod now: the artifact's, with the recorded runtime changes applied in order."""
+    base = {e.display: e for e in src.inventory.pods}
+    ids = {e["name"]: (e["endpoint_id"], e["policy_id"]) for e in artifact_json(state, "endpoints.json")}
+    pods = {name: Pod(ep, *ids[name]) for name, ep in base.items() if name in ids}
+    for rec in state.runtime:
+        if rec["op"] == "remove":
+            pods.pop(rec["endpoint"], None)
+            continue
+        ns, name = rec["endpoint"].split("/", 1)
+        prior = pods.get(rec["endpoint"])
+        ep = Endpoint(EndpointKind.POD, name, ns, tuple(ipaddress.ip_address(i) for i in rec["ips"]),
+                      Identity(rec["identity"], _labels(src, ns, rec["labels"], rec["service_account"])),
+                      prior.endpoint.ports if prior else (), None, rec["service_account"])
+        pods[rec["endpoint"]] = Pod(ep, rec["endpoint_id"], rec["policy_id"])
+    return pods
+
+
+def _labels(src: Sources, ns: str, labels: dict, service_account: str) -> frozenset:
+    ns_labels = src.inventory.namespaces.get(ns, {"kubernetes.io/metadata.name": ns})
+    return pod_labels(labels, ns, ns_labels, service_account, src.inventory.cluster)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one endpoint command did, and how long the map updates took."""
+
+    op: str
+    endpoint: str
+    identity: int
+    new_identity: bool
+    policy_id: int
+    policy_entries: int
+    seconds_total: float   # sources, lowering and map updates
+    seconds_maps: float    # only the map updates: the time the datapath is in transition
+
+
+def _features_needed(entries: list[PolicyEntry], features: dict) -> None:
+    """Refuse entries the compiled program cannot read (a feature switched off at compile time)."""
+    need = {"deny": any(e.verdict.action is Action.DENY for e in entries),
+            "any_peer": any(e.peer == ANY_PEER for e in entries), "l7": any(e.verdict.proxy for e in entries)}
+    missing = [k for k, v in need.items() if v and not features.get(k)]
+    if missing:
+        raise _error(f"the new identity needs datapath features the artifact was compiled without "
+                     f"({', '.join(missing)}): recompile with the new pod in the inventory")
+
+
+def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] | None = None,
+           labels: dict | None = None, service_account: str | None = None) -> Change:
+    """Apply add / remove / relabel of ``endpoint`` to the pinned maps and record it in the state."""
+    start = time.perf_counter()
+    src = load_sources(state)
+    pods = current(state, src)
+    prior = pods.get(endpoint)
+    if op == "add" and prior is not None:
+        raise _error(f"endpoint {endpoint} exists already: use `endpoint relabel` (or remove it first)")
+    if op in ("remove", "relabel") and prior is None:
+        raise _error(f"unknown endpoint {endpoint!r} in {state.name}")
+    addr_len = 16 if features.get("ipv6") else 4
+    lay = layouts(addr_len, bool(features.get("port_ranges")))
+    maps = {n: Map.open_pinned(str(Path(state.pin_dir) / "maps" / n)) for n in ("ipcache", "endpoints", "policy")}
+    try:
+        if op == "remove":
+            t0 = time.perf_counter()
+            for ip in prior.endpoint.ips:
+                maps["endpoints"].delete(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)))
+                maps["ipcache"].delete(ipcache_key(lay, ipaddress.ip_network(ip), addr_len))
+            t1 = time.perf_counter()
+            state.runtime.append({"op": op, "endpoint": endpoint})
+            write_state(state)
+            return Change(op, endpoint, prior.endpoint.identity.id, False, prior.policy_id, 0, t1 - start, t1 - t0)
+        return _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps, start)
+    finally:
+        for m in maps.values():
+            m.close()
+
+
+def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps, start) -> Change:
+    ns, name = endpoint.split("/", 1)
+    addrs = tuple(ipaddress.ip_address(i) for i in ips) if ips else (prior.endpoint.ips if prior else ())
+    if not addrs:
+        raise _error(f"endpoint add {endpoint}: give its address with --ip")
+    if any(ip.version == 6 for ip in addrs) and not features.get("ipv6"):
+        raise _error(f"{endpoint}: the artifact was compiled IPv4-only; an IPv6 address needs a recompile")
+    sa = service_account or (prior.endpoint.service_account if prior else "default")
+    if labels is None:  # relabel without --label: only the addresses change
+        derived = (NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, CLUSTER_KEY)
+        labels = {lab.key: lab.value for lab in prior.endpoint.identity.labels if lab.source == "k8s"
+                  and lab.key not in derived and not lab.key.startswith(NAMESPACE_LABELS_PREFIX)}
+    full = _labels(src, ns, labels, sa)
+    others = [p for n, p in pods.items() if n != endpoint]
+    known = {p.endpoint.identity.labels: p.endpoint.identity.id for p in others}
+    known.update({i.labels: i.id for i in src.inventory.identities if i.labels not in known})
+    all_ids = [i.id for i in src.inventory.identities] + [p.endpoint.identity.id for p in pods.values()]
+    new_identity = full not in {p.endpoint.identity.labels for p in others}
+    identity = known.get(full, max(all_ids + [255]) + 1)
+    if prior is not None and prior.endpoint.identity.labels == full:
+        identity = prior.endpoint.identity.id
+    ep = Endpoint(EndpointKind.POD, name, ns, addrs, Identity(identity, full),
+                  prior.endpoint.ports if prior else (), None, sa)
+    after = {**{n: p for n, p in pods.items() if n != endpoint}, endpoint: Pod(ep, 0, 0)}
+    inventory = Inventory(tuple(p.endpoint for p in after.values()) + src.inventory.nodes,
+                          src.inventory.namespaces, src.inventory.cluster)
+    port_lpm = bool(features.get("port_ranges"))
+    evaluator = Evaluator(src.policy)
+    identities = peer_identities(src.policy, inventory, bool(features.get("ipv6")))
+    classes = {(subject_labels(p.endpoint), p.endpoint.ports): (p.policy_id, p.endpoint) for p in others}
+    entries: list[PolicyEntry] = []
+    if new_identity:  # every subject's entries for the new peer
+        peer = tuple(i for i in identities if i.id == identity)
+        for pid, rep in classes.values():
+            for d in Direction:
+                entries += [e for e in subject_entries(src.policy, evaluator, pid, rep, d, peer, port_lpm)
+                            if e.peer == identity]
+    key = (subject_labels(ep), ep.ports)
+    if key in classes:
+        policy_id = classes[key][0]
+    else:  # a new subject class: its own entries against every identity
+        policy_id = max([p.policy_id for p in pods.values()] + [0]) + 1
+        for d in Direction:
+            entries += subject_entries(src.policy, evaluator, policy_id, ep, d, identities, port_lpm)
+    _features_needed(entries, features)
+    endpoint_id = prior.endpoint_id if prior else max([p.endpoint_id for p in pods.values()] + [0]) + 1
+    default_deny = tuple(d for d in Direction if evaluator.is_default_deny(ep, d))
+    addr_len = 16 if features.get("ipv6") else 4
+    t0 = time.perf_counter()
+    for e in entries:  # policy first: the identity is in force the moment the endpoint points at it
+        maps["policy"].update(policy_key(lay["policy_key"], e, port_lpm), policy_value(lay, e))
+    if prior is not None:
+        for ip in set(prior.endpoint.ips) - set(addrs):
+            maps["endpoints"].delete(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)))
+            maps["ipcache"].delete(ipcache_key(lay, ipaddress.ip_network(ip), addr_len))
+    for ip in addrs:
+        entry = EndpointEntry(ip, endpoint_id, identity, policy_id, default_deny, endpoint)
+        maps["endpoints"].update(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)), endpoint_value(lay, entry))
+        maps["ipcache"].update(ipcache_key(lay, ipaddress.ip_network(ip), addr_len),
+                               lay["ipcache_value"].pack(identity=identity))
+    t1 = time.perf_counter()
+    state.runtime.append({"op": op, "endpoint": endpoint, "ips": [str(i) for i in addrs], "labels": labels,
+                          "service_account": sa, "identity": identity, "policy_id": policy_id,
+                          "endpoint_id": endpoint_id})
+    write_state(state)
+    return Change(op, endpoint, identity, new_identity and identity not in all_ids, policy_id, len(entries),
+                  t1 - start, t1 - t0)
+

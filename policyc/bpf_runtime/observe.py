@@ -1,0 +1,104 @@
+"""Flow events from the pinned ring buffer, named like `hubble observe` prints them.
+
+The ring buffer has one consumer position: reading here consumes the events
+(as with Hubble's per-node ring).  Addresses are named by the artifact's
+endpoints plus the runtime endpoint changes, rules by rules.json.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..compiler.entities import RESERVED_IDS
+from .events import Event, decode_event
+from .libbpf import Map, RingBuffer
+from .state import State
+from .status import artifact_json
+
+_RESERVED = {n: name for name, n in RESERVED_IDS.items()}
+
+
+@dataclass(frozen=True)
+class Flow:
+    time: str
+    source: str
+    destination: str
+    protocol: str
+    sport: int
+    dport: int
+    verdict: str
+    direction: str
+    reason: str
+    rule_id: int
+    policy: str
+    rule: str
+    proxied: bool
+    src_identity: int
+    dst_identity: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def text(self) -> str:
+        """``TIME: SRC:PORT (ID:n) -> DST:PORT (ID:n) PROTO VERDICT (direction, policy rule)``."""
+        ports = self.protocol in ("TCP", "UDP", "SCTP")
+        src = f"{self.source}:{self.sport}" if ports else self.source
+        dst = f"{self.destination}:{self.dport}" if ports else self.destination
+        why = f"{self.policy} {self.rule}" if self.rule_id else self.reason
+        return (f"{self.time}: {src} (ID:{self.src_identity}) -> {dst} (ID:{self.dst_identity}) "
+                f"{self.protocol} {self.verdict.upper()}{' PROXIED' if self.proxied else ''} "
+                f"({self.direction}, {why})")
+
+
+class Namer:
+    """Addresses and identities to ns/pod names; rule ids to their origin."""
+
+    def __init__(self, state: State):
+        from .endpoints import current_pods
+
+        self.by_ip = {ip: name for name, (ips, _) in current_pods(state).items() for ip in ips}
+        self.rules = {r["id"]: r for r in artifact_json(state, "rules.json")}
+        # CLOCK_MONOTONIC (bpf_ktime_get_ns) → wall clock
+        self.offset = time.time() - time.monotonic()
+
+    def flow(self, e: Event) -> Flow:
+        r = self.rules.get(e.rule, {})
+        stamp = self.offset + e.ts_ns / 1e9
+        when = time.strftime("%b %d %H:%M:%S", time.gmtime(stamp)) + f".{int(stamp * 1000) % 1000:03d}"
+        return Flow(when, self._name(e.src, e.src_identity), self._name(e.dst, e.dst_identity), e.protocol,
+                    e.sport, e.dport, e.verdict, e.direction, e.reason, e.rule, r.get("policy", ""),
+                    r.get("rule", ""), e.proxied, e.src_identity, e.dst_identity)
+
+    def _name(self, addr: str, identity: int) -> str:
+        if addr in self.by_ip:
+            return self.by_ip[addr]
+        reserved = _RESERVED.get(identity)
+        return f"{addr} ({reserved})" if reserved else addr
+
+
+def observe(state: State, emit, follow: bool = False, timeout: float | None = None,
+            verdict: str | None = None) -> int:
+    """Call ``emit(Flow)`` for every event pending (and, with ``follow``, arriving until ``timeout``)."""
+    namer = Namer(state)
+    ring_map = Map.open_pinned(str(Path(state.pin_dir) / "maps" / "events"))
+    count = 0
+
+    def handle(raw: bytes) -> None:
+        nonlocal count
+        f = namer.flow(decode_event(raw))
+        if verdict is None or f.verdict == verdict:
+            count += 1
+            emit(f)
+
+    ring = RingBuffer(ring_map, handle)
+    try:
+        ring.consume()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while follow and (deadline is None or time.monotonic() < deadline):
+            left = 200 if deadline is None else max(1, min(200, int((deadline - time.monotonic()) * 1000)))
+            ring.poll(left)
+    finally:
+        ring.close()
+        ring_map.close()
+    return count

@@ -1,0 +1,89 @@
+"""Atomic replace: a new artifact takes over a loaded name with no unfiltered and no wrongly dropped window.
+
+Order (docs/runtime.md):
+1. build the new object completely (maps filled, host addresses set) and pin it under ``next/``;
+2. carry over the conntrack entries the new policy still allows (conntrack.py);
+3. swap the program of every attachment in one step each (bpf_link_update, or tc replace);
+4. carry over the entries the old programs created meanwhile, then
+5. move the new pins into place and drop the old ones.
+Until step 5 any failure puts the old programs back and removes ``next/``.
+Every hook always runs either the complete old or the complete new policy.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ..compiler.diagnostics import Diagnostic, PolicycError
+from . import bpffs
+from .attach import detach, update
+from .conntrack import migrate, reset_side_effects
+from .libbpf import Map
+from .loader import (LoadResult, Request, Undo, attach_all, build, manifest_of, node_addresses,
+                     open_program)
+from .state import State, manifest_sha256, read_state, write_state
+
+
+def _error(message: str) -> PolicycError:
+    return PolicycError(Diagnostic.simple(message))
+
+
+def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResult:
+    old = read_state(req.name)
+    if old is None:
+        raise _error(f"{pins} exists but its state file is missing (a crashed load?): "
+                     f"run `policyc unload {req.name}` first")
+    if old.tc_mode != req.tc_mode:
+        raise _error(f"{req.name} is attached with --tc-mode {old.tc_mode}; replace with the same mode "
+                     "or unload first")
+    keep_attachments = not req.attach and not req.xdp
+    wanted = ({(a.iface, a.hook) for a in old.attachments} if keep_attachments
+              else {(i, h) for _, i in req.attach for h in ("ingress", "egress")} | ({(req.xdp, "xdp")} if req.xdp else set()))
+    staying = [a for a in old.attachments if (a.iface, a.hook) in wanted]
+    leaving = [a for a in old.attachments if (a.iface, a.hook) not in wanted]
+    nxt = pins / "next"
+    bpffs.remove_tree(nxt)  # left over from a replace that crashed before step 5
+    undo = Undo()
+    try:
+        node_ips = node_addresses(artifact, req.node_ips or tuple(old.node_ips))
+        obj = build(artifact, nxt, node_ips, undo)
+        old_ct = Map.open_pinned(str(pins / "maps" / "conntrack"))
+        undo.add(old_ct.close)
+        old_features = manifest_of(old)["features"]
+        kept, dropped = migrate(old_ct, old_features, obj)
+        reset_side_effects(obj)
+        for a in staying:
+            previous = open_program(pins, a.program)
+            undo.add(previous.close)
+            update(Path(a.pin), obj.program(a.program))
+            undo.add(update, Path(a.pin), previous)
+        added = attach_all(obj, req, pins / "links", undo, frozenset((a.iface, a.hook) for a in staying))
+        more, lost = migrate(old_ct, old_features, obj)  # connections opened between steps 2 and 3
+    except BaseException:
+        undo.run()
+        raise
+    for a in leaving:
+        detach(Path(a.pin))
+    _promote(pins, nxt, artifact)
+    state = State(req.name, str(artifact), manifest_sha256(artifact), str(pins), req.tc_mode, time.time(),
+                  staying + added, node_ips)
+    write_state(state)
+    old_ct.close()
+    obj.close()
+    return LoadResult(state, True, time.monotonic() - start, kept + more, dropped + lost)
+
+
+def _promote(pins: Path, nxt: Path, artifact: Path) -> None:
+    """Move next/maps and next/progs into place and drop the old pins (the links already run the new programs)."""
+    retired = pins / "retired"
+    bpffs.remove_tree(retired)
+    retired.mkdir()
+    for sub in ("maps", "progs"):
+        os.rename(pins / sub, retired / sub)
+        os.rename(nxt / sub, pins / sub)
+    (pins / "artifact").unlink(missing_ok=True)
+    os.symlink(str(artifact), pins / "artifact")
+    bpffs.remove_tree(retired)
+    bpffs.remove_tree(nxt)
+

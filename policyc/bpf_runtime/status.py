@@ -1,0 +1,74 @@
+"""What is loaded where: attachments, map fill levels and per-rule counters read from the pins."""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from .libbpf import Map
+from .loader import manifest_of
+from .state import State
+
+_NO_ITERATION = {"ringbuf"}
+_ARRAYS = {"percpu_array", "array"}
+
+
+def artifact_json(state: State, name: str) -> list[dict]:
+    try:
+        return json.loads((Path(state.artifact) / name).read_text())
+    except (OSError, ValueError):
+        return []  # the artifact directory moved away: counters stay, origins are unknown
+
+
+def open_map(state: State, name: str) -> Map:
+    return Map.open_pinned(str(Path(state.pin_dir) / "maps" / name))
+
+
+def map_levels(state: State, manifest: dict) -> list[dict]:
+    """Entries / max entries of every map (arrays are always full; the ring buffer has no entries)."""
+    out = []
+    for spec in manifest["maps"]:
+        if spec["type"] in _NO_ITERATION:
+            continue
+        m = open_map(state, spec["name"])
+        try:
+            entries = m.max_entries if spec["type"] in _ARRAYS else len(m.keys())
+            out.append({"name": spec["name"], "type": spec["type"], "entries": entries,
+                        "max_entries": m.max_entries})
+        finally:
+            m.close()
+    return out
+
+
+def rule_counters(state: State) -> list[dict]:
+    """Packets and bytes per rule id (summed over CPUs) with the rule's origin; id 0 is "no rule"."""
+    rules = {r["id"]: r for r in artifact_json(state, "rules.json")}
+    m = open_map(state, "counters")
+    out = []
+    try:
+        for index in range(m.max_entries):
+            packets = nbytes = 0
+            for raw in m.percpu_values(struct.pack("<I", index)):
+                p, b = struct.unpack("<QQ", raw[:16])
+                packets, nbytes = packets + p, nbytes + b
+            r = rules.get(index, {})
+            out.append({"id": index, "rule": r.get("rule", "(no rule: default deny / not enforced)" if index == 0
+                                                   else "?"),
+                        "policy": r.get("policy", ""), "direction": r.get("direction", ""),
+                        "action": r.get("action", ""), "file": r.get("file", ""), "line": r.get("line", 0),
+                        "packets": packets, "bytes": nbytes})
+    finally:
+        m.close()
+    return out
+
+
+def collect(state: State) -> dict:
+    """Everything `policyc status` shows for one loaded artifact."""
+    manifest = manifest_of(state)
+    attachments = [{**a.as_dict(), "present": Path(a.pin).exists() or Path(a.pin).is_symlink()}
+                   for a in state.attachments]
+    return {"name": state.name, "artifact": state.artifact, "manifest_sha256": state.manifest_sha256,
+            "loaded_at": state.loaded_at, "tc_mode": state.tc_mode, "pin_dir": state.pin_dir,
+            "node_ips": state.node_ips, "features": manifest.get("features", {}), "attachments": attachments,
+            "maps": map_levels(state, manifest), "rules": rule_counters(state),
+            "runtime_changes": len(state.runtime)}

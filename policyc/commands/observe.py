@@ -1,0 +1,35 @@
+"""`policyc observe`: verdict events of a loaded artifact, printed like `hubble observe`."""
+from __future__ import annotations
+
+import json
+import sys
+
+from .runtime_common import bpf_errors
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("observe", help="print flow verdicts from the ring buffer (like hubble observe)")
+    parser.add_argument("name", nargs="?", metavar="NAME", help="loaded artifact (default: the only one)")
+    parser.add_argument("--follow", "-f", action="store_true", help="keep printing new flows (Ctrl-C stops)")
+    parser.add_argument("--timeout", type=float, metavar="S",
+                        help="read for S seconds, then exit (with or without --follow)")
+    parser.add_argument("--verdict", choices=("allow", "deny"), help="only flows with this verdict")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="json: one object per line")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..bpf_runtime.loader import default_name, loaded_state, require_root
+    from ..bpf_runtime.observe import observe
+
+    require_root()
+
+    def emit(flow) -> None:
+        print(json.dumps(flow.as_dict(), sort_keys=True) if args.format == "json" else flow.text(), flush=True)
+
+    with bpf_errors():
+        state = loaded_state(args.name or default_name())
+        count = observe(state, emit, args.follow or args.timeout is not None, args.timeout, args.verdict)
+    if args.format == "text" and not count and not args.follow:
+        print("no flows pending", file=sys.stderr)
+    return 0

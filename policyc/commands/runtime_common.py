@@ -1,0 +1,21 @@
+"""What the runtime commands share: kernel errors become clear diagnostics (exit 2), never tracebacks."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from ..compiler.diagnostics import Diagnostic, PolicycError
+
+
+@contextmanager
+def bpf_errors():
+    """Turn BPFError (errno text, verifier log tail) and OSError into a PolicycError."""
+    from ..bpf_runtime.libbpf import BPFError
+
+    try:
+        yield
+    except BPFError as exc:
+        raise PolicycError(Diagnostic.simple(str(exc))) from None
+    except PermissionError as exc:
+        raise PolicycError(Diagnostic.simple(f"permission denied: {exc.filename or exc} (run as root)")) from None
+    except OSError as exc:
+        raise PolicycError(Diagnostic.simple(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))) from None

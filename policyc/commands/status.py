@@ -1,0 +1,57 @@
+"""`policyc status`: what is loaded where, map fill levels, per-rule counters; Prometheus text with --metrics."""
+from __future__ import annotations
+
+import json
+import time
+
+from .runtime_common import bpf_errors
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("status", help="loaded artifacts, attachments, map fill levels, per-rule counters")
+    parser.add_argument("name", nargs="?", metavar="NAME", help="one loaded artifact (default: all)")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--metrics", action="store_true", help="print Prometheus text format instead")
+    parser.set_defaults(run=run)
+
+
+def _text(s: dict) -> list[str]:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s["loaded_at"]))
+    out = [f"{s['name']}: {s['artifact']} (manifest sha256 {s['manifest_sha256'][:12]}, loaded {when}, "
+           f"tc mode {s['tc_mode']}, {s['runtime_changes']} runtime endpoint change(s))"]
+    for a in s["attachments"]:
+        who = f" ({a['endpoint']})" if a["endpoint"] else ""
+        out.append(f"  {a['program']:<9} on {a['iface']} {a['hook']:<7} [{a['mode']}]{who}"
+                   + ("" if a["present"] else "  MISSING PIN"))
+    if s["node_ips"]:
+        out.append(f"  host identity: {', '.join(s['node_ips'])}")
+    out.append("  maps:")
+    out += [f"    {m['name']:<10} {m['entries']:>7} / {m['max_entries']}" for m in s["maps"]]
+    out.append("  rules (packets / bytes of new flows):")
+    for r in s["rules"]:
+        where = f"  {r['file']}:{r['line']}" if r["file"] else ""
+        verdict = f"{r['direction']} {r['action']}".strip()
+        out.append(f"    #{r['id']:<4} {r['packets']:>8} {r['bytes']:>10}  {verdict:<14} {r['policy']} {r['rule']}{where}")
+    return out
+
+
+def run(args) -> int:
+    from ..bpf_runtime import bpffs
+    from ..bpf_runtime.loader import loaded_state, require_root
+    from ..bpf_runtime.metrics import render
+    from ..bpf_runtime.status import collect
+
+    require_root()
+    with bpf_errors():
+        names = [args.name] if args.name else (bpffs.loaded_names() if bpffs.is_bpffs(bpffs.BPFFS) else [])
+        statuses = [collect(loaded_state(n)) for n in names]
+    if args.metrics:
+        print(render(statuses), end="")
+    elif args.format == "json":
+        print(json.dumps(statuses if not args.name else statuses[0], indent=2))
+    elif not statuses:
+        print("nothing is loaded")
+    else:
+        for s in statuses:
+            print("\n".join(_text(s)))
+    return 0

@@ -1,0 +1,20 @@
+"""`policyc unload`: detach and unpin a loaded artifact; works from the pins alone after a crash."""
+from __future__ import annotations
+
+from .runtime_common import bpf_errors
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("unload", help="detach and remove a loaded artifact (idempotent)")
+    parser.add_argument("name", metavar="NAME")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..bpf_runtime.loader import unload
+
+    with bpf_errors():
+        detached = unload(args.name)
+    print(f"unloaded {args.name}: {len(detached)} attachment(s) detached" if detached
+          else f"unloaded {args.name} (nothing was attached)")
+    return 0

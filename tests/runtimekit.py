@@ -1,0 +1,86 @@
+"""Shared pieces of the runtime tests: compile an artifact, veth pairs, pinned-program verdicts, cleanup.
+
+Every name starts with "pcr" (this suite's prefix) so parallel helpers never collide.
+"""
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import SHARED
+from policyc.bpf_runtime import bpffs
+from policyc.bpf_runtime.libbpf import Program, get_pinned, link_ids
+from policyc.bpf_runtime.testrun import SKB_CTX_BYTES, TC_ACT_OK, frame
+from policyc.cli import main
+from policyc.compiler.ir import Protocol
+
+CASE3 = SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"
+INVENTORY = CASE3 / "inventory.yaml"
+XA, XB, XC = "10.244.1.1", "10.244.1.2", "10.244.1.3"
+
+
+def compile_to(out: Path, policies: Path | str, inventory: Path = INVENTORY) -> Path:
+    """Compile ``policies`` (a path, or YAML text written next to ``out``) into ``out``."""
+    if isinstance(policies, str):
+        src = out.parent / f"{out.name}-policy.yaml"
+        src.write_text(policies)
+        policies = src
+    assert main(["compile", str(policies), "--inventory", str(inventory), "-o", str(out)]) == 0
+    return out
+
+
+def ip(*args: str, check: bool = True) -> None:
+    subprocess.run(["ip", *args], check=check, capture_output=True)
+
+
+@contextlib.contextmanager
+def veths(*names: str):
+    """veth pairs NAMEa <-> NAMEb, up, in this namespace; deleted whatever happens."""
+    try:
+        for n in names:
+            ip("link", "add", f"{n}a", "type", "veth", "peer", "name", f"{n}b")
+            ip("link", "set", f"{n}a", "up")
+            ip("link", "set", f"{n}b", "up")
+        yield [f"{n}a" for n in names]
+    finally:
+        for n in names:
+            ip("link", "del", f"{n}a", check=False)
+
+
+@contextlib.contextmanager
+def loaded_name(name: str):
+    """Yield ``name``; unload it (links, pins, state) at the end even when the test failed."""
+    try:
+        yield name
+    finally:
+        main(["unload", name])
+
+
+def pins(name: str) -> Path:
+    return bpffs.pin_dir(name)
+
+
+def passes(name: str, program: str, src: str, dst: str, dport: int = 80, sport: int = 40000,
+           protocol: Protocol = Protocol.TCP) -> bool:
+    """One packet through a pinned program with BPF_PROG_TEST_RUN (it shares the pinned maps)."""
+    prog = Program.open_pinned(str(pins(name) / "progs" / program))
+    try:
+        data = frame(ipaddress.ip_address(src), ipaddress.ip_address(dst), protocol, sport, dport)
+        return prog.test_run(data, ctx=bytes(SKB_CTX_BYTES)).retval == TC_ACT_OK
+    finally:
+        prog.close()
+
+
+def pinned_link_ids(name: str) -> list[int]:
+    """Kernel ids of the links pinned for ``name``: after unload none of them may exist."""
+    out = []
+    for pin in sorted((pins(name) / "links").iterdir()):
+        fd = get_pinned(str(pin))
+        try:
+            out.append(link_ids(fd)[0])
+        finally:
+            os.close(fd)
+    return out

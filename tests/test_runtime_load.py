@@ -1,0 +1,179 @@
+"""policyc load / unload / status / observe on veth pairs: pins, links, rollback, crash recovery, errors."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from kernelreq import require_kernel
+from policyc.bpf_runtime.libbpf import link_alive
+from policyc.bpf_runtime.state import read_state, state_path
+from policyc.cli import main
+from runtimekit import CASE3, XA, XB, XC, compile_to, loaded_name, passes, pinned_link_ids, pins, veths
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(scope="module")
+def art3(tmp_path_factory):
+    require_kernel()
+    return compile_to(tmp_path_factory.mktemp("pcr") / "a3", CASE3 / "policies")
+
+
+def test_load_status_observe_unload(art3, capsys):
+    with veths("pcr0", "pcr1") as (if0, if1), loaded_name("pcrtest-load") as name:
+        assert main(["load", str(art3), "--name", name, "--attach", f"x/a={if0}", "--attach", f"x/b={if1}",
+                     "--xdp", "pcr1b"]) == 0
+        out = capsys.readouterr().out
+        assert f"from_pod  on {if0} ingress [tcx] (x/a)" in out and "xdp_node  on pcr1b xdp     [native]" in out
+        assert sorted(p.name for p in (pins(name) / "links").iterdir()) == [
+            "egress-pcr0a", "egress-pcr1a", "ingress-pcr0a", "ingress-pcr1a", "xdp-pcr1b"]
+        assert {p.name for p in (pins(name) / "maps").iterdir()} >= {"ipcache", "policy", "conntrack", "events"}
+        ids = pinned_link_ids(name)
+        assert len(ids) == 5 and all(link_alive(i) for i in ids)
+        state = read_state(name)
+        assert state.artifact == str(art3.resolve()) and len(state.attachments) == 5
+
+        # the pinned programs enforce the artifact: b -> a:80 allowed, c -> a:80 denied (default deny)
+        assert passes(name, "to_pod", XB, XA) and not passes(name, "to_pod", XC, XA)
+
+        assert main(["status", name, "--format", "json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        levels = {m["name"]: (m["entries"], m["max_entries"]) for m in status["maps"]}
+        assert levels["endpoints"] == (9, 4096) and levels["policy"][0] == 1
+        assert levels["conntrack"][0] == 1  # the allowed flow
+        rules = {r["id"]: r for r in status["rules"]}
+        assert rules[1]["packets"] == 1 and rules[1]["policy"] == "x/p" and rules[0]["packets"] == 1
+        assert all(a["present"] for a in status["attachments"])
+
+        assert main(["status", "--metrics"]) == 0
+        metrics = capsys.readouterr().out
+        assert ('policyc_rule_packets_total{name="pcrtest-load",rule_id="1",rule="NetworkPolicy/x/p/spec.ingress[0]",'
+                'policy="x/p",direction="ingress",verdict="allow"} 1') in metrics
+
+        assert main(["observe", name, "--verdict", "deny", "--format", "json"]) == 0
+        flows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(f["source"], f["destination"], f["dport"], f["verdict"], f["reason"]) for f in flows] == [
+            ("x/c", "x/a", 80, "deny", "default-deny")]
+        assert main(["observe", name]) == 0  # consumed: nothing pending any more
+        assert capsys.readouterr().out == ""
+
+        assert main(["unload", name]) == 0
+        assert "5 attachment(s) detached" in capsys.readouterr().out
+        assert not pins(name).exists() and not state_path(name).exists()
+        assert not any(link_alive(i) for i in ids)
+        assert main(["unload", name]) == 0  # idempotent
+
+
+def test_observe_names_the_deciding_rule(art3, capsys):
+    with loaded_name("pcrtest-obs") as name:
+        assert main(["load", str(art3), "--name", name]) == 0
+        passes(name, "to_pod", XB, XA, sport=41000)
+        capsys.readouterr()
+        assert main(["observe", name]) == 0
+        line = capsys.readouterr().out.strip()
+        assert "x/b:41000 (ID:257) -> x/a:80 (ID:256) TCP ALLOW (ingress, x/p NetworkPolicy/x/p/spec.ingress[0])" in line
+
+
+def test_failed_attach_rolls_back(art3, capsys):
+    """XDP native on a bridge (no driver XDP) fails after the TC links are attached: everything is undone."""
+    with veths("pcr2") as (if0,), loaded_name("pcrtest-rb") as name:
+        subprocess.run(["ip", "link", "add", "pcr2d", "type", "bridge"], check=True)
+        try:
+            assert main(["load", str(art3), "--name", name, "--attach", f"x/a={if0}", "--xdp", "pcr2d",
+                         "--xdp-mode", "native"]) == 2
+            err = capsys.readouterr().err
+            assert "attach xdp_node to pcr2d XDP (native)" in err and "Traceback" not in err
+            assert not pins(name).exists() and read_state(name) is None
+            # the TC hooks are free again: a new load attaches there without complaint
+            assert main(["load", str(art3), "--name", name, "--attach", f"x/a={if0}"]) == 0
+        finally:
+            subprocess.run(["ip", "link", "del", "pcr2d"], capture_output=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--attach", "x/a=pcrnope0"], "interface 'pcrnope0' does not exist"),
+    (["--attach", "x/zz=lo"], "'x/zz' is not an endpoint of the artifact"),
+    (["--attach", "x/a"], "expected NS/POD=IFACE"),
+    (["--node-ip", "10.0.0.300"], "not an IP address"),
+])
+def test_bad_requests_are_clear_errors(art3, capsys, args, message):
+    with loaded_name("pcrtest-bad") as name:
+        assert main(["load", str(art3), "--name", name, *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert not pins(name).exists()
+
+
+def test_verifier_rejection_shows_the_log_tail(art3, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(art3, broken)
+    (broken / "bad.c").write_text(  # from_pod reads far outside its context: the verifier must refuse it
+        '#define SEC(n) __attribute__((section(n), used))\n'
+        'SEC("tc") int from_pod(void *ctx) { return *(int *)((char *)ctx + 100000); }\n'
+        'SEC("tc") int to_pod(void *ctx) { return 0; }\n'
+        'SEC("xdp") int xdp_node(void *ctx) { return 2; }\n'
+        'char LICENSE[] SEC("license") = "GPL";\n')
+    subprocess.run(["clang", "-O2", "-target", "bpf", "-c", str(broken / "bad.c"), "-o",
+                    str(broken / "policyc.bpf.o")], check=True)
+    with loaded_name("pcrtest-ver") as name:
+        assert main(["load", str(broken), "--name", name]) == 2
+        err = capsys.readouterr().err
+        assert "kernel rejected" in err and "verifier log (tail)" in err and "[from_pod]" in err
+        assert "off=100000 disallowed" in err and "Traceback" not in err
+        assert not pins(name).exists()
+
+
+CRASH = """
+import os, sys
+from policyc.bpf_runtime import loader
+def die(state):
+    os._exit(9)   # the process dies after attaching and pinning, before the state file is written
+loader.write_state = die
+from policyc.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_unload_after_a_crash_works_from_the_pins(art3, capsys):
+    with veths("pcr3") as (if0,), loaded_name("pcrtest-crash") as name:
+        env = {**os.environ, "PYTHONPATH": os.getcwd()}
+        done = subprocess.run([sys.executable, "-c", CRASH, "load", str(art3), "--name", name,
+                               "--attach", f"x/a={if0}"], env=env, capture_output=True, text=True)
+        assert done.returncode == 9
+        ids = pinned_link_ids(name)
+        assert len(ids) == 2 and all(link_alive(i) for i in ids) and read_state(name) is None
+        assert main(["status", name]) == 2
+        assert "state file is missing" in capsys.readouterr().err
+        assert main(["unload", name]) == 0
+        assert "2 attachment(s) detached" in capsys.readouterr().out
+        assert not pins(name).exists() and not any(link_alive(i) for i in ids)
+
+
+def test_clsact_mode_loads_replaces_and_unloads(art3, capsys):
+    from policyc.bpf_runtime.libbpf import BPF_TC_EGRESS, tc_query
+    from policyc.bpf_runtime.attach import TC_HANDLE, TC_PRIORITY
+    with veths("pcr4") as (if0,), loaded_name("pcrtest-cls") as name:
+        index = int(open(f"/sys/class/net/{if0}/ifindex").read())
+        assert main(["load", str(art3), "--name", name, "--attach", f"x/a={if0}", "--tc-mode", "clsact"]) == 0
+        first = tc_query(index, BPF_TC_EGRESS, TC_HANDLE, TC_PRIORITY)
+        assert first is not None
+        assert main(["load", str(art3), "--name", name, "--tc-mode", "clsact"]) == 0
+        second = tc_query(index, BPF_TC_EGRESS, TC_HANDLE, TC_PRIORITY)
+        assert second is not None and second != first
+        assert main(["unload", name]) == 0
+        assert tc_query(index, BPF_TC_EGRESS, TC_HANDLE, TC_PRIORITY) is None
+
+
+def test_without_privileges_is_a_clear_error(art3):
+    """Root without capabilities (setpriv drops them all) cannot load: a clear message, exit 2."""
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    done = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m",
+                           "policyc.cli", "load", str(art3), "--name", "pcrtest-nr"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "need root (CAP_BPF" in done.stderr and "Traceback" not in done.stderr
