@@ -107,13 +107,13 @@ def _ips(doc: Document, path: tuple, status: dict) -> tuple[IPAddress, ...]:
         (("podIPs", i, "ip"), e.get("ip") if isinstance(e, dict) else e)
         for i, e in enumerate(_get(doc, status, where, "podIPs", list))]
     out: list[IPAddress] = []
-    for field, value in raw:
+    for sub, value in raw:
         if not value:
             continue
         try:
             ip = ipaddress.ip_address(value if isinstance(value, str) else "")
         except ValueError:
-            raise PolicycError(doc.diag(where + field, f"invalid pod IP {value!r}")) from None
+            raise PolicycError(doc.diag(where + sub, f"invalid pod IP {value!r}")) from None
         if ip not in out:
             out.append(ip)
     return tuple(out)

@@ -27,7 +27,7 @@ from ..entities import RESERVED, reserved_label, world_labels
 from ..evaluate import Flow, LabelIndex, subject_labels
 from ..inventory import Inventory, external
 from ..ir import (ANY_SOURCE, CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY,
-                  Action, CIDRPeer, DefaultDeny, Direction, Endpoint, EndpointKind, FQDNPeer, Identity,
+                  Action, CIDRPeer, Direction, Endpoint, EndpointKind, FQDNPeer, Identity,
                   L7Rules, Label, NamedPort, Op, Peer, PolicySet, PortMatch, Protocol, Requirement, Rule,
                   Selector, SelectorPeer, SubjectKind)
 from . import regex
