@@ -62,12 +62,12 @@ UNSUPPORTED = {
 }
 
 
-class _Invalid(Exception):
+class Invalid(Exception):
     """Raised inside one object once an error is recorded, to abandon it (R1.1)."""
 
 
 @dataclass
-class _Reader:
+class FieldReader:
     """Field access with positions: every complaint names file, line, column and field path."""
 
     doc: Document
@@ -83,14 +83,14 @@ class _Reader:
 
     def fail(self, path: tuple, message: str):
         self.error(path, message)
-        raise _Invalid
+        raise Invalid
 
     def mapping(self, value, path: tuple, allowed: tuple[str, ...]) -> dict:
         """A mapping whose keys are all known (unknown ones are errors with a suggestion)."""
         if value is None:
             return {}
         if not isinstance(value, dict):
-            self.fail(path, f"must be a mapping, not {_kind(value)}")
+            self.fail(path, f"must be a mapping, not {kind_of(value)}")
         for key in value:
             if key in allowed:
                 continue
@@ -107,12 +107,12 @@ class _Reader:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.fail(path + (key,), f"must be a list, not {_kind(value)}")
+            self.fail(path + (key,), f"must be a list, not {kind_of(value)}")
         return value
 
     def text(self, value, path: tuple, what: str = "value") -> str:
         if not isinstance(value, str):
-            self.fail(path, f"{what} must be a string, not {_kind(value)}")
+            self.fail(path, f"{what} must be a string, not {kind_of(value)}")
         return value
 
     def boolean(self, value, path: tuple) -> bool:
@@ -121,7 +121,7 @@ class _Reader:
         return value
 
 
-def _kind(value) -> str:
+def kind_of(value) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
             int: "a number", float: "a fractional number", type(None): "null"}.get(type(value), type(value).__name__)
 
@@ -140,7 +140,7 @@ def split_key(key: str, default_source: str) -> tuple[str, str]:
     return default_source, key
 
 
-def check_dotted_source(r: _Reader, key: str, where: tuple) -> None:
+def check_dotted_source(r: FieldReader, key: str, where: tuple) -> None:
     """Warn about ``k8s.io.kubernetes.pod.namespace``: Cilium splits a source off only at ':'.
 
     Written with a dot, the key is read as a plain key of any source, which no identity carries,
@@ -154,21 +154,21 @@ def check_dotted_source(r: _Reader, key: str, where: tuple) -> None:
                       f"not '.'; did you mean {source + ':' + rest!r}?")
 
 
-def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOURCE,
+def parse_selector(r: FieldReader, value, path: tuple, default_source: str = ANY_SOURCE,
                    key_map=lambda k: k) -> Selector:
     """A Kubernetes LabelSelector; ``key_map`` rewrites keys (KNP namespace selectors, R12.3)."""
     obj = r.mapping(value, path, ("matchLabels", "matchExpressions"))
     reqs: list[Requirement] = []
     labels = obj.get("matchLabels") or {}
     if not isinstance(labels, dict):
-        r.fail(path + ("matchLabels",), f"must be a mapping of label keys to values, not {_kind(labels)}")
+        r.fail(path + ("matchLabels",), f"must be a mapping of label keys to values, not {kind_of(labels)}")
     for key, val in labels.items():
         where = path + ("matchLabels", key)
         check_dotted_source(r, str(key), where)
         if val is None:
             val = ""
         if not isinstance(val, str):
-            r.fail(where, f"label value must be a string, not {_kind(val)} (quote it: \"{val}\")")
+            r.fail(where, f"label value must be a string, not {kind_of(val)} (quote it: \"{val}\")")
         label_value(r, val, where)
         source, k = split_key(key_map(key), default_source)
         reqs.append(Requirement(source, k, Op.IN, (val,)))
@@ -198,7 +198,7 @@ def parse_selector(r: _Reader, value, path: tuple, default_source: str = ANY_SOU
     return Selector(tuple(sorted(set(reqs))))
 
 
-def label_value(r: _Reader, value: str, path: tuple) -> None:
+def label_value(r: FieldReader, value: str, path: tuple) -> None:
     """R1.6: selector values are Kubernetes label values (at most 63 characters, alphanumerics and -_. inside)."""
     if len(value) > 63 or not _LABEL_VALUE.match(value):
         r.error(path, f"{value!r} is not a valid label value: at most 63 characters, letters, digits, '-', '_' "
@@ -222,7 +222,7 @@ def scope_peer(sel: Selector, namespace: str | None, subject: Selector) -> Selec
     return sel.with_requirements(Requirement("k8s", NAMESPACE_KEY, Op.EXISTS))
 
 
-def scope_subject(r: _Reader, sel: Selector, namespace: str, path: tuple) -> Selector:
+def scope_subject(r: FieldReader, sel: Selector, namespace: str, path: tuple) -> Selector:
     """R2.5: a CNP selects only its own namespace; a different namespace written in matchLabels is overwritten."""
     kept = []
     for req in sel.requirements:
@@ -237,7 +237,7 @@ def scope_subject(r: _Reader, sel: Selector, namespace: str, path: tuple) -> Sel
 
 # ---------------------------------------------------------------- peers
 
-def parse_cidr(r: _Reader, value, path: tuple, bare_ip_ok: bool):
+def parse_cidr(r: FieldReader, value, path: tuple, bare_ip_ok: bool):
     text = r.text(value, path, "CIDR")
     try:
         if "/" not in text:
@@ -250,12 +250,12 @@ def parse_cidr(r: _Reader, value, path: tuple, bare_ip_ok: bool):
         r.fail(path, f"invalid CIDR {text!r}")
 
 
-def parse_cidr_rule(r: _Reader, value, path: tuple, cidr_key: str = "cidr") -> CIDRPeer:
+def parse_cidr_rule(r: FieldReader, value, path: tuple, cidr_key: str = "cidr") -> CIDRPeer:
     """A CIDRRule (R1.25, R1.26) or a KNP ipBlock (R12.5)."""
     obj = r.mapping(value, path, (cidr_key, "except"))
     if cidr_key not in obj:
         if any(key in UNSUPPORTED for key in obj):
-            raise _Invalid  # a CIDR group instead of a cidr: already reported as unsupported
+            raise Invalid  # a CIDR group instead of a cidr: already reported as unsupported
         r.fail(path, f"missing field {cidr_key!r}")
     net = parse_cidr(r, obj[cidr_key], path + (cidr_key,), bare_ip_ok=False)
     excepts = []
@@ -270,7 +270,7 @@ def parse_cidr_rule(r: _Reader, value, path: tuple, cidr_key: str = "cidr") -> C
     return CIDRPeer(net, tuple(sorted(set(excepts), key=lambda n: (n.network_address, n.prefixlen))))
 
 
-def parse_fqdn(r: _Reader, value, path: tuple) -> FQDNPeer:
+def parse_fqdn(r: FieldReader, value, path: tuple) -> FQDNPeer:
     obj = r.mapping(value, path, ("matchName", "matchPattern"))
     if ("matchName" in obj) == ("matchPattern" in obj):
         r.fail(path, "needs exactly one of matchName or matchPattern")
@@ -285,16 +285,16 @@ def parse_fqdn(r: _Reader, value, path: tuple) -> FQDNPeer:
 
 # ---------------------------------------------------------------- ports
 
-def parse_port_number(r: _Reader, value, path: tuple, allow_names: bool) -> tuple[int, str | None]:
+def parse_port_number(r: FieldReader, value, path: tuple, allow_names: bool) -> tuple[int, str | None]:
     """(number, None) or (0, name) for a named port (R1.17); YAML may give ints or strings."""
     if isinstance(value, bool) or value is None:
-        r.fail(path, f"port must be a number or a port name, not {_kind(value)}")
+        r.fail(path, f"port must be a number or a port name, not {kind_of(value)}")
     if isinstance(value, int):
         text = str(value)
     elif isinstance(value, str):
         text = value.strip()
     else:
-        r.fail(path, f"port must be a number or a port name, not {_kind(value)}")
+        r.fail(path, f"port must be a number or a port name, not {kind_of(value)}")
     if re.fullmatch(r"-?[0-9]+", text):
         number = _go_port(r, text, path)
         if not 0 <= number <= 65535:
@@ -306,7 +306,7 @@ def parse_port_number(r: _Reader, value, path: tuple, allow_names: bool) -> tupl
                  "(letters, digits and single hyphens, at most 15 characters)")
 
 
-def _go_port(r: _Reader, text: str, path: tuple) -> int:
+def _go_port(r: FieldReader, text: str, path: tuple) -> int:
     """Cilium parses port strings with Go's ParseUint(s, 0, 16): a leading 0 means octal ("010" is 8)."""
     if len(text) < 2 or not text.startswith("0"):
         return int(text)
@@ -318,7 +318,7 @@ def _go_port(r: _Reader, text: str, path: tuple) -> int:
     return number
 
 
-def port_range(r: _Reader, obj: dict, path: tuple, number: int, knp: bool = False) -> tuple[int, int]:
+def port_range(r: FieldReader, obj: dict, path: tuple, number: int, knp: bool = False) -> tuple[int, int]:
     """[port, endPort]; an endPort below port is the single port in Cilium, an error in Kubernetes (R8.3)."""
     if number == 0:
         return 0, 65535  # R5.7, R8.7: port 0 means every port
@@ -326,7 +326,7 @@ def port_range(r: _Reader, obj: dict, path: tuple, number: int, knp: bool = Fals
     if end is None:
         return number, number
     if isinstance(end, bool) or not isinstance(end, int):
-        r.fail(path + ("endPort",), f"endPort must be a number, not {_kind(end)}")
+        r.fail(path + ("endPort",), f"endPort must be a number, not {kind_of(end)}")
     if not 0 <= end <= 65535:
         r.fail(path + ("endPort",), f"endPort {end} is out of range 0-65535")
     if end and end < number:
@@ -337,7 +337,7 @@ def port_range(r: _Reader, obj: dict, path: tuple, number: int, knp: bool = Fals
     return number, max(end, number)
 
 
-def parse_protocol(r: _Reader, value, path: tuple, knp: bool) -> tuple[Protocol, ...]:
+def parse_protocol(r: FieldReader, value, path: tuple, knp: bool) -> tuple[Protocol, ...]:
     """CNP: TCP/UDP/SCTP/ANY case-insensitively, ANY = TCP+UDP+SCTP (R1.18, R8.2); KNP: TCP/UDP/SCTP, default TCP."""
     if value is None or value == "":
         return (Protocol.TCP,) if knp else (Protocol.TCP, Protocol.UDP, Protocol.SCTP)
@@ -351,7 +351,7 @@ def parse_protocol(r: _Reader, value, path: tuple, knp: bool) -> tuple[Protocol,
     return (Protocol[upper],)
 
 
-def parse_l7(r: _Reader, value, path: tuple, direction: Direction, protocols: set, numbers: list) -> L7Rules | None:
+def parse_l7(r: FieldReader, value, path: tuple, direction: Direction, protocols: set, numbers: list) -> L7Rules | None:
     """L7 rules of a PortRule (R1.12, R1.19–R1.22, R9.x)."""
     obj = r.mapping(value, path, ("http", "dns", "kafka", "l7proto", "l7"))
     families = [k for k in ("http", "dns", "kafka", "l7") if obj.get(k)]
@@ -397,7 +397,7 @@ def parse_l7(r: _Reader, value, path: tuple, direction: Direction, protocols: se
     return L7Rules("kafka" if family == "kafka" else "generic", opaque=opaque)
 
 
-def parse_port_rules(r: _Reader, items: list, path: tuple, direction: Direction, deny: bool) -> tuple[PortMatch, ...]:
+def parse_port_rules(r: FieldReader, items: list, path: tuple, direction: Direction, deny: bool) -> tuple[PortMatch, ...]:
     """toPorts of a CNP rule (R1.16–R1.23, R5.6, R8.2)."""
     allowed = ("ports",) if deny else ("ports", "rules", "terminatingTLS", "originatingTLS",
                                         "serverNames", "listener")
@@ -447,7 +447,7 @@ def parse_port_rules(r: _Reader, items: list, path: tuple, direction: Direction,
     return tuple(dict.fromkeys(out))
 
 
-def parse_icmps(r: _Reader, items: list, path: tuple) -> tuple[PortMatch, ...]:
+def parse_icmps(r: FieldReader, items: list, path: tuple) -> tuple[PortMatch, ...]:
     out = []
     for i, item in enumerate(items):
         where = path + (i,)
@@ -498,7 +498,7 @@ _PEER_FIELDS = {
 }
 
 
-def parse_peers(r: _Reader, obj: dict, path: tuple, scope: _Scope, direction: Direction) -> tuple[Peer, ...]:
+def parse_peers(r: FieldReader, obj: dict, path: tuple, scope: _Scope, direction: Direction) -> tuple[Peer, ...]:
     kinds = [k for k in _PEER_FIELDS[direction] if obj.get(k)]
     if len(kinds) > 1:  # R1.7, R1.13
         r.fail(path, f"combining {kinds[0]} and {kinds[1]} in one rule is not supported by Cilium; "
@@ -530,7 +530,7 @@ def parse_peers(r: _Reader, obj: dict, path: tuple, scope: _Scope, direction: Di
     return tuple(dict.fromkeys(peers))
 
 
-def parse_rule(r: _Reader, item, path: tuple, scope: _Scope, direction: Direction, action: Action,
+def parse_rule(r: FieldReader, item, path: tuple, scope: _Scope, direction: Direction, action: Action,
                origin: Origin) -> Rule:
     deny = action is Action.DENY
     fields = _PEER_FIELDS[direction] + ("toPorts", "icmps")
@@ -574,12 +574,12 @@ _SECTIONS = (("ingress", Direction.INGRESS, Action.ALLOW), ("ingressDeny", Direc
              ("egress", Direction.EGRESS, Action.ALLOW), ("egressDeny", Direction.EGRESS, Action.DENY))
 
 
-def _origin(r: _Reader, path: tuple, kind: str, namespace: str | None, name: str) -> Origin:
+def _origin(r: FieldReader, path: tuple, kind: str, namespace: str | None, name: str) -> Origin:
     line, col = r.doc.position(path)
     return Origin(r.doc.file, line, col, format_path(path), kind, namespace or "", name)
 
 
-def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str | None, name: str,
+def parse_cilium_rule(r: FieldReader, value, path: tuple, kind: str, namespace: str | None, name: str,
                       cluster: str) -> tuple[list[Rule], list[DefaultDeny]]:
     """One CNP/CCNP rule (``spec`` or an element of ``specs``)."""
     obj = r.mapping(value, path, ("endpointSelector", "nodeSelector", "ingress", "ingressDeny", "egress",
@@ -636,7 +636,7 @@ def parse_cilium_rule(r: _Reader, value, path: tuple, kind: str, namespace: str 
 
 # ---------------------------------------------------------------- Kubernetes NetworkPolicy
 
-def parse_knp_peer(r: _Reader, value, path: tuple, namespace: str) -> Peer:
+def parse_knp_peer(r: FieldReader, value, path: tuple, namespace: str) -> Peer:
     """R12.3–R12.5."""
     obj = r.mapping(value, path, ("podSelector", "namespaceSelector", "ipBlock"))
     if "ipBlock" in obj:
@@ -657,7 +657,7 @@ def parse_knp_peer(r: _Reader, value, path: tuple, namespace: str) -> Peer:
     return SelectorPeer((sel,), "endpoints")
 
 
-def parse_knp_ports(r: _Reader, items: list, path: tuple) -> tuple[PortMatch, ...]:
+def parse_knp_ports(r: FieldReader, items: list, path: tuple) -> tuple[PortMatch, ...]:
     """R12.8: TCP by default; port absent = every port of the protocol."""
     out = []
     for i, item in enumerate(items):
@@ -682,7 +682,7 @@ def parse_knp_ports(r: _Reader, items: list, path: tuple) -> tuple[PortMatch, ..
     return tuple(dict.fromkeys(out))
 
 
-def parse_knp(r: _Reader, spec, path: tuple, namespace: str, name: str) -> tuple[list[Rule], list[DefaultDeny]]:
+def parse_knp(r: FieldReader, spec, path: tuple, namespace: str, name: str) -> tuple[list[Rule], list[DefaultDeny]]:
     spec = r.mapping(spec, path, ("podSelector", "policyTypes", "ingress", "egress"))
     if "podSelector" not in spec:
         r.fail(path, "missing field 'podSelector' (use {} to select every pod of the namespace)")
@@ -739,10 +739,10 @@ def _objects(doc: Document):
         yield (), value
 
 
-def parse_object(r: _Reader, obj, base: tuple, cluster: str):
+def parse_object(r: FieldReader, obj, base: tuple, cluster: str):
     """One top-level object → (rules, default-deny entries, Policy) or None when it is not a policy."""
     if not isinstance(obj, dict):
-        r.fail(base, f"a document must be a mapping (a Kubernetes object), not {_kind(obj)}")
+        r.fail(base, f"a document must be a mapping (a Kubernetes object), not {kind_of(obj)}")
     kind, api = obj.get("kind"), obj.get("apiVersion")
     if kind is None or api is None:
         r.fail(base, f"not a Kubernetes object: missing {'kind' if kind is None else 'apiVersion'}")
@@ -818,10 +818,10 @@ def build_policy_set(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Fr
             diagnostics.append(doc.diag(base, f"stopping after {MAX_ERRORS} errors; fix these and run again",
                                         code="too-many-errors"))
             break
-        r = _Reader(doc)
+        r = FieldReader(doc)
         try:
             got = parse_object(r, obj, base, cluster)
-        except _Invalid:
+        except Invalid:
             got = None
         diagnostics.extend(r.diagnostics)
         error_count += r.errors

@@ -15,7 +15,7 @@ from typing import Union
 
 from ..cliselector import parse_cli_selector
 from ..diagnostics import Diagnostic, PolicycError, Severity, format_path
-from ..frontend import _Invalid, _kind, _Reader, parse_cidr
+from ..frontend import FieldReader, Invalid, kind_of, parse_cidr
 from ..ir import NAMESPACE_KEY, Direction, IPNetwork, Op, Protocol, Requirement, Selector
 from ..source import Document, load_documents
 from .findings import Location
@@ -149,12 +149,12 @@ class Spec:
 
 # ---------------------------------------------------------------- parsing
 
-def _location(r: _Reader, path: tuple) -> Location:
+def _location(r: FieldReader, path: tuple) -> Location:
     line, column = r.doc.position(path)
     return Location(r.doc.file, line, column, format_path(path))
 
 
-def _selector(r: _Reader, value, path: tuple) -> Selector:
+def _selector(r: FieldReader, value, path: tuple) -> Selector:
     text = r.text(value, path, "selector")
     if text.strip() == "*":
         return Selector()  # every pod: the command-line grammar has no empty selector
@@ -164,7 +164,7 @@ def _selector(r: _Reader, value, path: tuple) -> Selector:
         r.fail(path, exc.diagnostics[0].message.removeprefix("selector: "))
 
 
-def parse_peer(r: _Reader, value, path: tuple) -> Peer:
+def parse_peer(r: FieldReader, value, path: tuple) -> Peer:
     """A selector string, or a mapping with one of pods, pod, cidr, entity."""
     if isinstance(value, str):
         return Pods(_selector(r, value, path), value)
@@ -189,7 +189,7 @@ def parse_peer(r: _Reader, value, path: tuple) -> Peer:
     return Addresses(WORLD[name], f"entity:{name}")
 
 
-def parse_port(r: _Reader, value, path: tuple) -> tuple[PortRange, ...]:
+def parse_port(r: FieldReader, value, path: tuple) -> tuple[PortRange, ...]:
     """``443``, ``443/TCP``, ``8000-8100/UDP``, ``*/TCP``, ``8/ICMP`` (type), ``53/ANY`` (TCP, UDP and SCTP)."""
     text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else None
     match = _PORT.match(text or "")
@@ -212,7 +212,7 @@ def parse_port(r: _Reader, value, path: tuple) -> tuple[PortRange, ...]:
     return tuple(PortRange(p, first, last) for p in protocols)
 
 
-def _ports(r: _Reader, obj: dict, path: tuple, required: bool) -> tuple[PortRange, ...]:
+def _ports(r: FieldReader, obj: dict, path: tuple, required: bool) -> tuple[PortRange, ...]:
     if required and "ports" not in obj:
         r.fail(path, "missing field 'ports'")
     items = r.sequence(obj, "ports", path)
@@ -221,13 +221,13 @@ def _ports(r: _Reader, obj: dict, path: tuple, required: bool) -> tuple[PortRang
     return tuple(p for i, item in enumerate(items) for p in parse_port(r, item, path + ("ports", i)))
 
 
-def _need(r: _Reader, obj: dict, key: str, path: tuple):
+def _need(r: FieldReader, obj: dict, key: str, path: tuple):
     if key not in obj:
         r.fail(path, f"missing field {key!r}")
     return obj[key]
 
 
-def _mapping(r: _Reader, value, path: tuple, allowed: tuple[str, ...]) -> dict:
+def _mapping(r: FieldReader, value, path: tuple, allowed: tuple[str, ...]) -> dict:
     """r.mapping, but a key that looks like a selector means YAML split an unquoted one at its commas."""
     split = tuple(k for k in value if isinstance(k, str) and "=" in k) if isinstance(value, dict) else ()
     for key in split:
@@ -236,18 +236,18 @@ def _mapping(r: _Reader, value, path: tuple, allowed: tuple[str, ...]) -> dict:
     return r.mapping(value, path, allowed + split)
 
 
-def _flow(r: _Reader, cls, name: str, loc: Location, body, path: tuple):
+def _flow(r: FieldReader, cls, name: str, loc: Location, body, path: tuple):
     obj = _mapping(r, body, path, ("from", "to", "ports"))
     src = parse_peer(r, _need(r, obj, "from", path), path + ("from",))
     dst = parse_peer(r, _need(r, obj, "to", path), path + ("to",))
     return cls(name, loc, src, dst, _ports(r, obj, path, required=False))
 
 
-def _isolation(r: _Reader, name: str, loc: Location, body, path: tuple) -> Isolation:
+def _isolation(r: FieldReader, name: str, loc: Location, body, path: tuple) -> Isolation:
     obj = _mapping(r, body, path, ("between",))
     pair = _need(r, obj, "between", path)
     if not isinstance(pair, list) or len(pair) != 2:
-        r.fail(path + ("between",), f"must be a list of two peers, not {_kind(pair)}"
+        r.fail(path + ("between",), f"must be a list of two peers, not {kind_of(pair)}"
                + (f" of {len(pair)}" if isinstance(pair, list) else ""))
     a, b = (parse_peer(r, v, path + ("between", i)) for i, v in enumerate(pair))
     return Isolation(name, loc, a, b)
@@ -257,7 +257,7 @@ _DIRECTIONS = {"both": (Direction.INGRESS, Direction.EGRESS), "ingress": (Direct
                "egress": (Direction.EGRESS,)}
 
 
-def _default_deny(r: _Reader, name: str, loc: Location, body, path: tuple) -> DefaultDenyIn:
+def _default_deny(r: FieldReader, name: str, loc: Location, body, path: tuple) -> DefaultDenyIn:
     obj = r.mapping(body, path, ("namespaces", "direction"))
     _need(r, obj, "namespaces", path)
     names = r.sequence(obj, "namespaces", path)
@@ -270,7 +270,7 @@ def _default_deny(r: _Reader, name: str, loc: Location, body, path: tuple) -> De
     return DefaultDenyIn(name, loc, namespaces, _DIRECTIONS[direction])
 
 
-def _world_only(r: _Reader, name: str, loc: Location, body, path: tuple) -> WorldOnly:
+def _world_only(r: FieldReader, name: str, loc: Location, body, path: tuple) -> WorldOnly:
     obj = _mapping(r, body, path, ("to", "ports"))
     dst = parse_peer(r, obj["to"], path + ("to",)) if "to" in obj else Pods(Selector(), "*")
     if isinstance(dst, Addresses):
@@ -283,7 +283,7 @@ _PARSERS = {"mustAllow": lambda r, n, loc, body, path: _flow(r, MustAllow, n, lo
             "isolation": _isolation, "defaultDeny": _default_deny, "worldOnly": _world_only}
 
 
-def parse_invariant(r: _Reader, value, path: tuple) -> Invariant:
+def parse_invariant(r: FieldReader, value, path: tuple) -> Invariant:
     obj = r.mapping(value, path, ("name",) + KINDS)
     kinds = [k for k in KINDS if k in obj]
     if len(kinds) != 1:
@@ -293,7 +293,7 @@ def parse_invariant(r: _Reader, value, path: tuple) -> Invariant:
     return _PARSERS[kind](r, name, _location(r, path), obj[kind], path + (kind,))
 
 
-def _document(r: _Reader) -> list[Invariant]:
+def _document(r: FieldReader) -> list[Invariant]:
     top = r.mapping(r.doc.value, (), ("apiVersion", "kind", "invariants"))
     for key, want in (("apiVersion", API_VERSION), ("kind", KIND)):
         if key in top and top[key] != want:
@@ -304,7 +304,7 @@ def _document(r: _Reader) -> list[Invariant]:
     for i, item in enumerate(r.sequence(top, "invariants", ())):
         try:
             out.append(parse_invariant(r, item, ("invariants", i)))
-        except _Invalid:
+        except Invalid:
             pass  # recorded; go on so that one run reports every bad invariant
     return out
 
@@ -313,10 +313,10 @@ def parse_spec(docs: list[Document], name: str = "") -> Spec:
     """Every invariant of every document; any error raises PolicycError with all of them."""
     invariants, diagnostics = [], []
     for doc in docs:
-        r = _Reader(doc)
+        r = FieldReader(doc)
         try:
             invariants += _document(r)
-        except _Invalid:
+        except Invalid:
             pass
         diagnostics += r.diagnostics
     seen: dict[str, Location] = {}
