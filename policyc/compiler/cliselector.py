@@ -86,6 +86,26 @@ def _unexpected(exc: LarkError) -> str:
     return f"unexpected {str(token)!r}"
 
 
+def requirement_text(req: Requirement) -> str:
+    """One requirement as ``parse_cli_selector`` reads it: no ``any:`` prefix, the namespace as ``namespace``."""
+    if req.key == NAMESPACE_KEY and req.source in ("k8s", ANY_SOURCE):
+        key = NAMESPACE_ALIASES[0]
+    else:
+        key = req.key if req.source == ANY_SOURCE else f"{req.source}:{req.key}"
+    if req.op is Op.EXISTS:
+        return key
+    if req.op is Op.DOES_NOT_EXIST:
+        return f"!{key}"
+    if len(req.values) == 1:
+        return f"{key}{'=' if req.op is Op.IN else '!='}{req.values[0]}"
+    return f"{key} {'in' if req.op is Op.IN else 'notin'} ({','.join(req.values)})"
+
+
+def selector_text(sel: Selector) -> str:
+    """A selector the way the command line (and a spec file) writes it; ``*`` selects everything."""
+    return ",".join(requirement_text(r) for r in sel.requirements) or "*"
+
+
 def looks_like_selector(text: str) -> bool:
     """An endpoint reference is a selector when it uses selector syntax rather than ns/pod or an address."""
     return any(tok in text for tok in ("=", "!", "(", ",")) or " in " in text or " notin " in text

@@ -18,7 +18,7 @@ from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
 from . import prefilter, regex
-from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, space_for
+from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, new_request, space_for
 from .findings import Finding, Location, Witness, rule_location
 
 CCNP = "CiliumClusterwideNetworkPolicy"
@@ -157,7 +157,7 @@ def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
         return None
     space = ctx.space([rule] + denies + allows)
     solver = z3.Solver()
-    flow, request = new_flow(space, solver), Request()
+    flow, request = new_flow(space, solver), new_request(solver)
     own = space.rule_matches(rule, flow, request)
     solver.add(own)
     if solver.check() != z3.sat:

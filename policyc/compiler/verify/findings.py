@@ -230,8 +230,8 @@ def render_text(findings: list[Finding]) -> str:
     return "\n".join(lines)
 
 
-def render_json(findings: list[Finding]) -> str:
-    return json.dumps({"findings": [finding_json(f) for f in findings]}, indent=2)
+def render_json(findings: list[Finding], extra: dict | None = None) -> str:
+    return json.dumps({"findings": [finding_json(f) for f in findings], **(extra or {})}, indent=2)
 
 
 def _uri(path: str) -> str:
@@ -248,10 +248,12 @@ def _physical(loc: Location) -> dict:
             "region": {"startLine": max(loc.line, 1), "startColumn": max(loc.column, 1)}}
 
 
-def render_sarif(findings: list[Finding], version: str, fallback: str = "") -> str:
+def render_sarif(findings: list[Finding], version: str, fallback: str = "",
+                 notifications: tuple[tuple[Level, str], ...] = ()) -> str:
     """SARIF 2.1.0; a finding about no rule in particular (a namespace without any policy, say) is placed
     at line 1 of ``fallback`` (the inventory or first policy file): GitHub code scanning refuses results
-    without a location."""
+    without a location.  ``notifications`` (a gate's verdict, a search cut short) go to the run's
+    invocation, where SARIF keeps what the tool says about its own run."""
     ids = sorted(CATALOGUE)
     rules = [{"id": c.id, "name": c.name, "shortDescription": {"text": c.summary},
               "fullDescription": {"text": c.help}, "help": {"text": c.help, "markdown": c.help},
@@ -271,10 +273,12 @@ def render_sarif(findings: list[Finding], version: str, fallback: str = "") -> s
         if f.witness:
             res["properties"] = {"witness": witness_json(f.witness)}
         results.append(res)
-    log = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
-           "runs": [{"tool": {"driver": {"name": "policyc", "version": version, "informationUri": DOCS_URL,
-                                         "rules": rules}},
-                     "results": results}]}
+    run = {"tool": {"driver": {"name": "policyc", "version": version, "informationUri": DOCS_URL, "rules": rules}},
+           "results": results}
+    if notifications:
+        run["invocations"] = [{"executionSuccessful": True, "toolExecutionNotifications": [
+            {"level": level.value, "message": {"text": text}} for level, text in notifications]}]
+    log = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0", "runs": [run]}
     return json.dumps(log, indent=2)
 
 
