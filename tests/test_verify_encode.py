@@ -111,6 +111,8 @@ def test_conformance_probes_agree(shared):
     ("^/exact$", ["/exact"], ["/exact/"]),
     ("[^/]+\\.html?", ["a.htm", "index.html"], ["a/b.html"]),
     ("a{2,3}", ["aa", "aaa"], ["a", "aaaa"]),
+    ("[-a-z0-9_]+", ["api", "a-b", "-"], ["A", "a.b"]),  # a leading '-' is literal: the rest are still ranges
+    ("[a-c-]+", ["abc-", "-"], ["d"]),
 ])
 def test_regex_translation_matches_python(pattern, yes, no):
     import re

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .entities import reserved_label
 from .ir import (ANY_SOURCE, NAMESPACE_KEY, Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
@@ -66,6 +66,12 @@ class Request:
 
     def decides(self, key: str) -> bool | None:
         return dict(self.assumed).get(key)
+
+    def keep(self, kinds) -> "Request":
+        """Only the parts filters of these kinds (http, dns) read: what a witness shows."""
+        http = "http" in kinds
+        return replace(self, method=self.method if http else "", path=self.path if http else "",
+                       host=self.host if http else "", dns=self.dns if "dns" in kinds else "")
 
 
 def opaque_key(kind: str, value) -> str:
@@ -339,6 +345,11 @@ class Evaluator:
                 return verdict(Action.DENY, Reason.REQUEST_DENIED, allowed, l7=l7)
             allowed = admitting
         return verdict(Action.ALLOW, Reason.ALLOWED, allowed, l7=l7)
+
+    def l7_kinds(self, flow: Flow) -> set[str]:
+        """The kinds of L7 filter the connection meets on either side (R9.1)."""
+        v = self.evaluate(replace(flow, request=None))
+        return {x.kind for x in v.egress.l7 + v.ingress.l7}
 
     def evaluate(self, flow: Flow) -> Verdict:
         src, dst = flow.src, flow.dst

@@ -20,7 +20,7 @@ else; every cap that stops a search is reported (``Truncation``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import z3
 
@@ -31,7 +31,7 @@ from ..inventory import Inventory
 from ..ir import Action, Direction, FQDNPeer, PolicySet, Protocol, Rule, SelectorPeer
 from . import prefilter
 from .encode import FLOW_PROTOCOLS, Request, Space, SymbolicFlow, new_flow, new_request, space_for
-from .findings import Finding, Location, Witness, rule_location
+from .findings import Finding, Location, Witness, request_text, rule_location
 
 
 @dataclass(frozen=True)
@@ -347,6 +347,13 @@ class _Search:
     def _verdicts(self, concrete):
         return getattr(self.ev_old.evaluate(concrete), self.side), getattr(self.ev_new.evaluate(concrete), self.side)
 
+    def _shown(self, concrete):
+        """The witness with only the request parts an L7 filter on its way reads, before or after."""
+        if concrete.request is None:
+            return concrete
+        kinds = self.ev_old.l7_kinds(concrete) | self.ev_new.l7_kinds(concrete)
+        return replace(concrete, request=concrete.request.keep(kinds))
+
     def groups(self, widened: bool, connection: bool, connected, found: list) -> bool:
         """Find, describe and block groups until none is left; True when the cap stopped the search."""
         solver, gate = self.solver, widened and connection
@@ -380,7 +387,8 @@ class _Search:
                 solver.check()
                 concrete = self.flow.decode(self.flow.typical_model(solver, self.request), self.request)
                 solver.pop()
-                v_old, v_new = self._verdicts(concrete)
+            concrete = self._shown(concrete)
+            v_old, v_new = self._verdicts(concrete)
             self.changes.append(Change(widened, self.direction, subject, peer, ports, cause, location,
                                        Witness(concrete, self.direction, v_new.allowed,
                                                tuple(r.id for r in v_new.rules)),
@@ -407,18 +415,11 @@ def connection_text(c: Change) -> str:
     """One new (or lost) connection: who reaches whom on what, and the rules that made the difference."""
     f = c.witness.flow
     what = f"{f.src.display} -> {f.dst.display} {f.port}/{f.protocol.label}"
-    if f.request is not None and c.after is not None and c.after.l7:
-        what += " " + request_text(f.request, c.after.l7)
+    if f.request is not None:
+        what += request_text(f.request)
     if c.before is not None and c.before.reason is Reason.AUTH_REQUIRED:
         what += " (without mutual authentication)"
     return f"{what}: {c.cause}"
-
-
-def request_text(req, l7) -> str:
-    kinds = {x.kind for x in l7}
-    if "dns" in kinds:
-        return f"DNS query {req.dns or '.'}"
-    return f"HTTP {req.method or '*'} {req.path or '/'}" + (f" host {req.host}" if req.host else "")
 
 
 def gate_lines(result: DiffResult) -> list[str]:

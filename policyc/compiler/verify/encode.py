@@ -102,7 +102,8 @@ class Domain:
         return len(self.values[key]) + 1
 
 
-_DNS_NAME = z3.Plus(z3.Union(z3.Range("a", "z"), z3.Range("0", "9"), z3.Re("-"), z3.Re("_"), z3.Re(".")))
+_DNS_CHARS = z3.Union(z3.Range("a", "z"), z3.Range("0", "9"), z3.Re("-"), z3.Re("_"), z3.Re("."))
+_DNS_NAME = z3.Plus(_DNS_CHARS)
 _LABEL = z3.Plus(z3.Range("a", "z"))
 _TYPICAL_NAME = z3.Concat(_LABEL, z3.Plus(z3.Concat(z3.Re("."), _LABEL)))
 
@@ -337,15 +338,18 @@ class Request:
         self.name = name
         self.unsupported: list[str] = []
         self._opaque: dict[str, z3.BoolRef] = {}
+        self._kinds: set[str] = set()  # http, dns: which fields some filter reads (the others decode empty)
 
     def wellformed(self) -> list:
-        """A request HTTP could carry: a method token (RFC 9110 tchar) and a path; a DNS name of DNS characters."""
+        """An HTTP request has a method token (RFC 9110 tchar) and a path, a DNS query a name of DNS
+        characters; empty fields stand for a flow that carries no such request."""
         tchar = z3.Union(z3.Range("A", "Z"), z3.Range("a", "z"), z3.Range("0", "9"),
                          *[z3.Re(c) for c in "!#$%&'*+-.^_`|~"])
-        return [z3.InRe(self.method, z3.Plus(tchar)), z3.Length(self.path) > 0, z3.InRe(self.dns, _DNS_NAME)]
+        return [z3.InRe(self.method, z3.Star(tchar)), (z3.Length(self.method) == 0) == (z3.Length(self.path) == 0),
+                z3.InRe(self.dns, z3.Star(_DNS_CHARS))]
 
     def typical(self) -> list:
-        """What a witness preferably shows: an upper-case method, a path from the root, a dotted name."""
+        """What a witness preferably shows: a common method, a path from the root, a dotted name."""
         methods = z3.Union(*[z3.Re(m) for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")])
         return [z3.InRe(self.method, methods), z3.PrefixOf(z3.StringVal("/"), self.path),
                 z3.InRe(self.dns, _TYPICAL_NAME)]
@@ -367,10 +371,12 @@ class Request:
 
     def http_rule(self, h) -> z3.BoolRef:
         """evaluate._http_admits: every given field matches, every header is present."""
+        self._kinds.add("http")
         return z3.And(self._field(self.method, h.method), self._field(self.path, h.path),
                       self._field(self.host, h.host), *[self.opaque("header", x) for x in h.headers])
 
     def dns_rule(self, d) -> z3.BoolRef:
+        self._kinds.add("dns")
         return self._field(self.dns, fqdn_regex(d.match_name, d.match_pattern))
 
     def allowed_by(self, l7: L7Rules | None) -> z3.BoolRef:
@@ -384,8 +390,10 @@ class Request:
         return self.opaque("l7", l7)
 
     def decode(self, model) -> ConcreteRequest:
-        text = lambda v: model.eval(v, model_completion=True).as_string()  # noqa: E731
-        return ConcreteRequest(text(self.method), text(self.path), text(self.host), text(self.dns),
+        def text(var, kind: str) -> str:
+            return model.eval(var, model_completion=True).as_string() if kind in self._kinds else ""
+        return ConcreteRequest(text(self.method, "http"), text(self.path, "http"), text(self.host, "http"),
+                               text(self.dns, "dns"),
                                tuple((k, z3.is_true(model.eval(v, model_completion=True)))
                                      for k, v in sorted(self._opaque.items())))
 
@@ -421,14 +429,18 @@ class SymbolicFlow:
                 + self.space.pin_local(self, flow))
 
     def typical_model(self, solver: z3.Solver, request: Request | None = None):
-        """The solver's model, re-solved where possible so that names and requests look like real ones."""
-        model = solver.model()
-        wishes = (request.typical() if request is not None else []) + (
+        """A model of the solver's assertions that looks like real traffic: each wish, most wanted first
+        (a handshake that succeeds, an ordinary request, ordinary names), is kept if it can be."""
+        wishes = ([self.authenticated] if self.space.unknowns else []) + (
+            request.typical() if request is not None else []) + (
             [z3.Implies(t.is_kind(Kind.EXTERNAL), z3.InRe(t.dns, _TYPICAL_NAME)) for t in (self.src, self.dst)]
             if self.space.unknowns else [])
-        if wishes and solver.check(*wishes) == z3.sat:
-            model = solver.model()
-        return model
+        kept: list = []
+        for wish in wishes:
+            if solver.check(*kept, wish) == z3.sat:
+                kept.append(wish)
+        solver.check(*kept)
+        return solver.model()
 
     def decode(self, model, request: Request | None = None) -> Flow:
         src, dst = self.space.decode_pair(self, model)
