@@ -160,7 +160,7 @@ def fqdn_regex(match_name: str | None, match_pattern: str | None) -> str:
         return "".join(c if c.isalnum() else "\\" + c for c in match_name)
     pattern = match_pattern or ""
     if pattern == "*":
-        return ".*"
+        return "[-a-z0-9_.]+"
     head = ""
     if pattern.startswith("**."):
         head, pattern = f"({_DNS_CHAR}+\\.)+", pattern[3:]

@@ -24,7 +24,7 @@ from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Protocol, Requirement, Rule, Selector, SelectorPeer, SubjectKind)
 from . import exposure, prefilter, regex
-from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, new_request, space_for
+from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, space_for
 from .findings import Finding, Location, Witness, rule_location
 
 CCNP = "CiliumClusterwideNetworkPolicy"
@@ -136,12 +136,17 @@ def _deletable(ctx: Context, rule: Rule) -> bool:
     space = ctx.space(near.rules, near.default_deny, unknowns=True)
     solver = z3.Solver()
     flow = new_flow(space, solver)
-    request = new_request(solver) if any(pm.l7 for r in near.rules for pm in r.ports) else None
+    request = Request() if any(pm.l7 for r in near.rules for pm in r.ports) else None
     subject, _ = space.sides(flow, rule.direction)
     solver.add(z3.Not(flow.same), space.selects(rule.subject_kind, rule.subject, subject),
                space.direction_allows(near, rule.direction, flow, request)
                != space.direction_allows(after, rule.direction, flow, request))
     return solver.check() == z3.unsat
+
+def _decided(space: Space, flow, direction: Direction) -> z3.BoolRef:
+    """Policy decides the flow in ``direction``: not a flow to itself (R11.5), nor one nothing enforces."""
+    return z3.And(z3.Not(flow.same), space.enforced(direction, flow))
+
 
 def _minimal_core(solver: z3.Solver, lits: list) -> list:
     """Deletion-based minimisation of an unsat core: each literal left is needed."""
@@ -168,7 +173,7 @@ def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, al
     solver = z3.Solver()
     flow = new_flow(space, solver)
     _, peer = space.sides(flow, rule.direction)
-    solver.add(space.rule_matches(rule, flow), space.enforced(rule.direction, flow),
+    solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction),
                *[z3.Not(space.rule_matches(d, flow)) for d in denies])
     if peer_kind is not None:
         solver.add(peer.is_kind(peer_kind))
@@ -184,16 +189,17 @@ def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
     allows = [r for r in ctx.neighbours(rule, Action.ALLOW) if r.id not in ctx.redundant]
     space = ctx.space([rule] + denies + allows)
     solver = z3.Solver()
-    flow, request = new_flow(space, solver), new_request(solver)
+    flow, request = new_flow(space, solver), Request()
     own = space.rule_matches(rule, flow, request)
     solver.add(own)
     if solver.check() != z3.sat:
         return None  # matches nothing at all: other checks say why
     never = Witness(ctx.decode(flow, solver.model(), request), rule.direction, True, (rule.id,))
-    solver.add(space.enforced(rule.direction, flow))
+    solver.add(_decided(space, flow, rule.direction))
     if solver.check() == z3.unsat:
-        return _finding("PC001", rule, "everything this rule allows is always allowed: the local node may always "
-                                       "reach its pods (allow-localhost, R3.9)", (), never, key="allow-localhost")
+        return _finding("PC001", rule, "everything this rule allows is always allowed: a pod's traffic to itself "
+                                       "(R11.5), the local node's to its pods (allow-localhost, R3.9)", (), never,
+                        key="always-allowed")
     matches, lits = {}, {}
     for i, other in enumerate(denies + allows):
         expr = space.rule_matches(other, flow, request if other.action is Action.ALLOW else None)
@@ -247,7 +253,7 @@ def _shadowed_deny(ctx: Context, rule: Rule) -> Finding | None:
     space = ctx.space([rule] + denies)
     solver = z3.Solver()
     flow = new_flow(space, solver)
-    solver.add(space.rule_matches(rule, flow), space.enforced(rule.direction, flow))
+    solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction))
     if solver.check() != z3.sat:
         return None  # never decides anything: PC005 says so
     matches = {r.id: space.rule_matches(r, flow) for r in denies}
@@ -291,7 +297,7 @@ def check_ineffective_denies(ctx: Context) -> list[Finding]:
         subject, _ = space.sides(flow, rule.direction)
         would_allow = z3.Or(z3.Not(space.default_deny(dds, rule.direction, subject)),
                             *[space.rule_matches(a, flow) for a in allows])
-        solver.add(space.rule_matches(rule, flow), space.enforced(rule.direction, flow), would_allow)
+        solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction), would_allow)
         if solver.check() == z3.unsat and _deletable(ctx, rule):
             out.append(_finding("PC005", rule, "nothing this deny rule matches would be allowed without it"))
     return out
@@ -466,7 +472,7 @@ def _l7_ineffective(ctx: Context, rule: Rule) -> Finding | None:
     subject, _ = space.sides(flow, rule.direction)
     wildcards = {r.id: space.rule_matches(r, flow, ports=ps) for r, ps in plain}
     solver.add(space.rule_matches(rule, flow, ports=l7_ports), z3.Or(list(wildcards.values())),
-               space.default_deny(dds, rule.direction, subject), space.enforced(rule.direction, flow),
+               space.default_deny(dds, rule.direction, subject), _decided(space, flow, rule.direction),
                *[z3.Not(space.rule_matches(d, flow)) for d in denies])
     if solver.check() != z3.sat:
         return None
@@ -526,11 +532,11 @@ def _l7_example(ctx: Context, rule: Rule, l7, index: int) -> Witness | None:
     denies = ctx.neighbours(rule, Action.DENY)
     space = ctx.space([rule, *denies])
     solver = z3.Solver()
-    flow, request = new_flow(space, solver), new_request(solver)
+    flow, request = new_flow(space, solver), Request()
     entry = (l7.http if l7.kind == "http" else l7.dns)[index]
     solver.add(space.rule_matches(rule, flow, ports=tuple(pm for pm in rule.ports if pm.l7 == l7)),
                request.http_rule(entry) if l7.kind == "http" else request.dns_rule(entry),
-               space.enforced(rule.direction, flow), *[z3.Not(space.rule_matches(d, flow)) for d in denies])
+               _decided(space, flow, rule.direction), *[z3.Not(space.rule_matches(d, flow)) for d in denies])
     if solver.check() != z3.sat:
         return None
     return Witness(ctx.decode(flow, flow.typical_model(solver, request), request), rule.direction, True, (rule.id,))

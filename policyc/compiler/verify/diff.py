@@ -30,7 +30,7 @@ from ..evaluate import DirectionVerdict, Evaluator, Reason
 from ..inventory import Inventory
 from ..ir import Action, Direction, FQDNPeer, PolicySet, Protocol, Rule, SelectorPeer
 from . import prefilter
-from .encode import FLOW_PROTOCOLS, Request, Space, SymbolicFlow, new_flow, new_request, space_for
+from .encode import FLOW_PROTOCOLS, Request, Space, SymbolicFlow, new_flow, space_for
 from .findings import Finding, Location, Witness, request_text, rule_location
 
 
@@ -309,7 +309,7 @@ def _direction_changes(old: PolicySet, new: PolicySet, direction: Direction, inv
                       new.cluster, inventory, unknowns=True)
     solver = z3.Solver()
     flow = new_flow(space, solver)
-    request = new_request(solver) if _has_l7(involved) else None
+    request = Request() if _has_l7(involved) else None
     solver.add(z3.Not(flow.same))
     a, b = _Side(space, old_d, direction, flow, request), _Side(space, new_d, direction, flow, request)
     # A connection needs both sides: a widening counts when the new policy's other side lets the flow

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from dataclasses import dataclass, replace
 
 import z3
@@ -102,8 +103,7 @@ class Domain:
         return len(self.values[key]) + 1
 
 
-_DNS_CHARS = z3.Union(z3.Range("a", "z"), z3.Range("0", "9"), z3.Re("-"), z3.Re("_"), z3.Re("."))
-_DNS_NAME = z3.Plus(_DNS_CHARS)
+_NAME_CHARS = re.compile(r"[-a-z0-9_.]+")
 _LABEL = z3.Plus(z3.Range("a", "z"))
 _TYPICAL_NAME = z3.Concat(_LABEL, z3.Plus(z3.Concat(z3.Re("."), _LABEL)))
 
@@ -111,8 +111,8 @@ _TYPICAL_NAME = z3.Concat(_LABEL, z3.Plus(z3.Concat(z3.Re("."), _LABEL)))
 class Term:
     """One symbolic flow endpoint: kind, labels as selectors see them, address, named ports.
 
-    ``dns`` is the name an external address was learned under; only spaces
-    with ``unknowns`` constrain and read it.
+    ``dns`` is the name an external address was learned under ("" for none);
+    only spaces with ``unknowns`` constrain and read it.
     """
 
     def __init__(self, name: str):
@@ -121,6 +121,7 @@ class Term:
         self.ip4 = z3.BitVec(f"{name}.ip4", 32)
         self.ip6 = z3.BitVec(f"{name}.ip6", 128)
         self.dns = z3.String(f"{name}.dns")
+        self.reads_dns = False  # some encoded toFQDNs peer reads ``dns`` (Space.peer_matches)
 
     def speaks(self, version: int) -> z3.BoolRef:
         """The endpoint may send or receive IP ``version`` packets (an external address has one family)."""
@@ -261,12 +262,22 @@ class InventoryTerm(Term):
         self.space = space
         self.choice = z3.Int(f"{name}.choice")
         self.reserved = z3.Int(f"{name}.reserved")
+        self._formulas: dict = {}  # is_kind and match, built once per term: every rule asks again
 
     @property
     def external_slot(self) -> int:
         return len(self.space.endpoints)
 
+    def _once(self, key, build) -> z3.BoolRef:
+        hit = self._formulas.get(key)
+        if hit is None:
+            hit = self._formulas[key] = build()
+        return hit
+
     def is_kind(self, kind: Kind) -> z3.BoolRef:
+        return self._once(kind, lambda: self._is_kind(kind))
+
+    def _is_kind(self, kind: Kind) -> z3.BoolRef:
         if kind is Kind.EXTERNAL:
             return self.choice == self.external_slot
         if kind is Kind.RESERVED:
@@ -288,6 +299,9 @@ class InventoryTerm(Term):
 
     def match(self, sel: Selector, view: View) -> z3.BoolRef:
         """Selector.matches, decided in Python per endpoint; only the world family is symbolic."""
+        return self._once((sel, view), lambda: self._match(sel, view))
+
+    def _match(self, sel: Selector, view: View) -> z3.BoolRef:
         if view is View.HOST:
             return z3.BoolVal(sel.matches(frozenset({reserved_label("host")})))
 
@@ -340,19 +354,13 @@ class Request:
         self._opaque: dict[str, z3.BoolRef] = {}
         self._kinds: set[str] = set()  # http, dns: which fields some filter reads (the others decode empty)
 
-    def wellformed(self) -> list:
-        """An HTTP request has a method token (RFC 9110 tchar) and a path, a DNS query a name of DNS
-        characters; empty fields stand for a flow that carries no such request."""
-        tchar = z3.Union(z3.Range("A", "Z"), z3.Range("a", "z"), z3.Range("0", "9"),
-                         *[z3.Re(c) for c in "!#$%&'*+-.^_`|~"])
-        return [z3.InRe(self.method, z3.Star(tchar)), (z3.Length(self.method) == 0) == (z3.Length(self.path) == 0),
-                z3.InRe(self.dns, z3.Star(_DNS_CHARS))]
-
     def typical(self) -> list:
-        """What a witness preferably shows: a common method, a path from the root, a dotted name."""
+        """What a witness preferably shows, for the fields some filter reads: a common method, a path from
+        the root, a dotted name.  (Any string is a possible request: the gate must not miss odd ones.)"""
         methods = z3.Union(*[z3.Re(m) for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")])
-        return [z3.InRe(self.method, methods), z3.PrefixOf(z3.StringVal("/"), self.path),
-                z3.InRe(self.dns, _TYPICAL_NAME)]
+        http = [z3.InRe(self.method, methods), z3.PrefixOf(z3.StringVal("/"), self.path)]
+        return (http if "http" in self._kinds else []) + (
+            [z3.InRe(self.dns, _TYPICAL_NAME)] if "dns" in self._kinds else [])
 
     def opaque(self, kind: str, value) -> z3.BoolRef:
         key = opaque_key(kind, value)
@@ -410,17 +418,17 @@ class SymbolicFlow:
         self.local = space.local(self.src, self.dst, tag)
         self.same = space.same(self.src, self.dst)
         self.authenticated = z3.Bool(f"auth{tag}") if space.unknowns else z3.BoolVal(True)
+        self.memo: dict = {}  # rule formulas over this flow (Space.rule_matches)
+        self.reads_auth = False  # some encoded rule wants mutual authentication (Space.authenticated)
 
     def wellformed(self) -> list:
         icmp = z3.Or(self.protocol == int(Protocol.ICMP), self.protocol == int(Protocol.ICMPV6))
         family = [z3.Implies(self.protocol == int(p), z3.And(self.src.speaks(p.family), self.dst.speaks(p.family)))
                   for p in FLOW_PROTOCOLS if p.family]  # evaluate.possible
-        names = [z3.Implies(t.is_kind(Kind.EXTERNAL), z3.InRe(t.dns, _DNS_NAME))
-                 for t in (self.src, self.dst)] if self.space.unknowns else []
         return (self.src.wellformed() + self.dst.wellformed() + self.space.pair_constraints(self)
                 + [z3.Or([self.protocol == int(p) for p in FLOW_PROTOCOLS]),
                    z3.Implies(icmp, z3.ULE(self.port, 255))]  # for ICMP the port slot is the type (R8.6)
-                + family + names)
+                + family)
 
     def fix(self, flow: Flow) -> list:
         """Constraints pinning this symbolic flow to a concrete one (for cross-checking the evaluator)."""
@@ -430,11 +438,12 @@ class SymbolicFlow:
 
     def typical_model(self, solver: z3.Solver, request: Request | None = None):
         """A model of the solver's assertions that looks like real traffic: each wish, most wanted first
-        (a handshake that succeeds, an ordinary request, ordinary names), is kept if it can be."""
-        wishes = ([self.authenticated] if self.space.unknowns else []) + (
-            request.typical() if request is not None else []) + (
-            [z3.Implies(t.is_kind(Kind.EXTERNAL), z3.InRe(t.dns, _TYPICAL_NAME)) for t in (self.src, self.dst)]
-            if self.space.unknowns else [])
+        (a handshake that succeeds, an ordinary request, ordinary names), is kept if it can be; only what
+        some encoded rule reads is wished for, so string theory stays out of queries that need none."""
+        wishes = ([self.authenticated] if self.reads_auth else []) + (
+            request.typical() if request is not None else []) + [
+            z3.Implies(t.is_kind(Kind.EXTERNAL), z3.InRe(t.dns, _TYPICAL_NAME)) for t in (self.src, self.dst)
+            if t.reads_dns]
         kept: list = []
         for wish in wishes:
             if solver.check(*kept, wish) == z3.sat:
@@ -453,10 +462,13 @@ class SymbolicFlow:
 
 
 def _named(term: Term, ep: Endpoint, model) -> Endpoint:
-    """An external address with the DNS name the model gave it (toFQDNs peers match by name)."""
-    if ep.kind is not EndpointKind.EXTERNAL or not ep.ips:
+    """An external address with the DNS name the model gave it, if any (toFQDNs peers match by name).
+
+    A value no toFQDNs pattern can match (empty, or with characters names never have) is no name."""
+    name = model.eval(term.dns, model_completion=True).as_string() if term.reads_dns else ""
+    if ep.kind is not EndpointKind.EXTERNAL or not ep.ips or not _NAME_CHARS.fullmatch(name):
         return ep
-    return replace(ep, dns_names=(model.eval(term.dns, model_completion=True).as_string(),))
+    return replace(ep, dns_names=(name,))
 
 
 class Space:
@@ -487,7 +499,8 @@ class Space:
         assert isinstance(peer, FQDNPeer)  # evaluate.peer_matches: by the name an address was learned under
         if not self.unknowns:
             return z3.BoolVal(False)
-        return z3.And(other.is_kind(Kind.EXTERNAL),
+        other.reads_dns = True
+        return z3.And(other.is_kind(Kind.EXTERNAL), z3.Length(other.dns) > 0,  # "": no name was learned
                       z3.InRe(other.dns, regex.to_z3(fqdn_regex(peer.match_name, peer.match_pattern))))
 
     def port_matches(self, pm: PortMatch, flow: SymbolicFlow) -> z3.BoolRef:
@@ -503,12 +516,18 @@ class Space:
 
         ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry).
         """
-        subject, _ = self.sides(flow, rule.direction)
-        ports = [z3.And(self.port_matches(pm, flow), request.allowed_by(pm.l7) if request else True)
-                 for pm in (rule.ports if ports is None else ports)]
-        return z3.And(self.selects(rule.subject_kind, rule.subject, subject),
-                      z3.Or([self.peer_matches(p, flow, rule.direction) for p in rule.peers]),
-                      z3.Or(ports))
+        key = (rule, ports, id(request) if request is not None else None)
+        if key not in flow.memo:  # the same rule meets the same flow in both policy sets and both sides
+            where = flow.memo.get(rule)
+            if where is None:
+                subject, _ = self.sides(flow, rule.direction)
+                where = flow.memo[rule] = z3.And(self.selects(rule.subject_kind, rule.subject, subject),
+                                                 z3.Or([self.peer_matches(p, flow, rule.direction)
+                                                        for p in rule.peers]))
+            matching = [z3.And(self.port_matches(pm, flow), request.allowed_by(pm.l7) if request else True)
+                        for pm in (rule.ports if ports is None else ports)]
+            flow.memo[key] = z3.And(where, z3.Or(matching))
+        return flow.memo[key]
 
     def default_deny(self, dds, direction: Direction, subject) -> z3.BoolRef:
         return z3.Or([self.selects(d.subject_kind, d.subject, subject) for d in dds if d.direction is direction])
@@ -527,6 +546,7 @@ class Space:
         wanting = [r for r in allows if r.auth]
         if not wanting:
             return z3.BoolVal(True)
+        flow.reads_auth = True
         return z3.Or(flow.authenticated, z3.Not(z3.Or([self.rule_matches(r, flow) for r in wanting])))
 
     def direction_allows(self, policy: PolicySet, direction: Direction, flow: SymbolicFlow,
@@ -743,9 +763,3 @@ def new_flow(space: Space, solver: z3.Solver, tag: str = "") -> SymbolicFlow:
     flow = SymbolicFlow(space, tag)
     solver.add(*flow.wellformed())
     return flow
-
-
-def new_request(solver: z3.Solver) -> Request:
-    request = Request()
-    solver.add(*request.wellformed())
-    return request

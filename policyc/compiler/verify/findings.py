@@ -43,8 +43,8 @@ class Check:
 CATALOGUE: dict[str, Check] = {c.id: c for c in (
     Check("PC001", "shadowed-allow", Level.WARNING, "Allow rule is shadowed by other rules",
           "Everything this rule allows is already allowed by the listed rules of the same subject and "
-          "direction (or denied by listed deny rules), or is always allowed (the local node reaching its "
-          "pods). Deleting it changes no verdict: remove it, or narrow the covering rules if the overlap is "
+          "direction (or denied by listed deny rules), or is always allowed (a pod reaching itself, the local "
+          "node reaching its pods). Deleting it changes no verdict: remove it, or narrow the covering rules if the overlap is "
           "unintended."),
     Check("PC002", "dead-allow", Level.WARNING, "Allow rule is overridden by deny rules",
           "Every flow this rule allows is dropped by the listed deny rules (deny always wins, R4.2). "
