@@ -229,18 +229,22 @@ def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
                     witness, key=",".join(sorted(f"{c.origin.policy}:{c.origin.path}" for c in cover)))
 
 
-def check_redundant_allows(ctx: Context) -> list[Finding]:
+def _removable(ctx: Context, rules, find) -> list[Finding]:
+    """``find``'s findings, later rules first so that of two rules covering each other the later one is
+    reported; a reported rule leaves later covering sets, and only a deletable one is reported."""
     out = []
-    for rule in reversed(ctx.policy.rules):
-        if rule.action is not Action.ALLOW or rule.id in ctx.excluded or _matches_nothing(rule):
-            continue
-        if rule.id in ctx.bypassed or any(isinstance(p, FQDNPeer) for p in rule.peers):
-            continue
-        finding = _redundancy(ctx, rule)
+    for rule in reversed(rules):
+        finding = find(ctx, rule)
         if finding and _deletable(ctx, rule):
             ctx.redundant.add(rule.id)
             out.append(finding)
     return out[::-1]
+
+
+def check_redundant_allows(ctx: Context) -> list[Finding]:
+    return _removable(ctx, [r for r in ctx.policy.rules if r.action is Action.ALLOW and r.id not in ctx.excluded
+                            and not _matches_nothing(r) and r.id not in ctx.bypassed
+                            and not any(isinstance(p, FQDNPeer) for p in r.peers)], _redundancy)
 
 
 # ------------------------------------------------------------------ denies without effect
@@ -273,15 +277,8 @@ def _shadowed_deny(ctx: Context, rule: Rule) -> Finding | None:
 
 
 def check_shadowed_denies(ctx: Context) -> list[Finding]:
-    out = []
-    for rule in reversed(ctx.policy.rules):
-        if rule.action is not Action.DENY or rule.id in ctx.excluded or rule.is_empty:
-            continue
-        finding = _shadowed_deny(ctx, rule)
-        if finding and _deletable(ctx, rule):
-            ctx.redundant.add(rule.id)
-            out.append(finding)
-    return out[::-1]
+    return _removable(ctx, [r for r in ctx.policy.rules if r.action is Action.DENY and r.id not in ctx.excluded
+                            and not r.is_empty], _shadowed_deny)
 
 
 def check_ineffective_denies(ctx: Context) -> list[Finding]:

@@ -458,7 +458,7 @@ class SymbolicFlow:
         proto = Protocol(model.eval(self.protocol, model_completion=True).as_long())
         return Flow(src, dst, proto, model.eval(self.port, model_completion=True).as_long(),
                     request.decode(model) if request is not None else None,
-                    z3.is_true(model.eval(self.authenticated, model_completion=True)))
+                    not self.reads_auth or z3.is_true(model.eval(self.authenticated, model_completion=True)))
 
 
 def _named(term: Term, ep: Endpoint, model) -> Endpoint:
