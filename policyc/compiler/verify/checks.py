@@ -18,7 +18,7 @@ import z3
 
 from .. import explain
 from ..cliselector import selector_text
-from ..entities import world_labels
+from ..entities import RESERVED_IDS, reserved_label, world_labels
 from ..evaluate import Evaluator, selects, subject_labels
 from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
@@ -184,9 +184,18 @@ def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, al
 
 # ------------------------------------------------------------------ shadowed and dead allows
 
+def _sees_local_node(rule: Rule) -> bool:
+    """An ingress rule whose peers may be the local node: the traffic it matches may never meet policy (R3.9)."""
+    host = frozenset({reserved_label("host")})
+    return rule.direction is Direction.INGRESS and any(
+        isinstance(p, SelectorPeer) and any(s.matches(host) for s in p.selectors) for p in rule.peers)
+
+
 def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
     denies = ctx.neighbours(rule, Action.DENY)
     allows = [r for r in ctx.neighbours(rule, Action.ALLOW) if r.id not in ctx.redundant]
+    if not denies and not allows and not _sees_local_node(rule):
+        return None  # nothing covers it, and policy decides some of its flows
     space = ctx.space([rule] + denies + allows)
     solver = z3.Solver()
     flow, request = new_flow(space, solver), Request()
@@ -346,7 +355,6 @@ def check_inventory_selectors(ctx: Context) -> list[Finding]:
     inv = ctx.inventory
     if inv is None:
         return []
-    from ..entities import RESERVED_IDS, reserved_label
     reserved = [frozenset({reserved_label(n)}) for n in RESERVED_IDS] + [world_labels(4), world_labels(6)]
     identities = list(dict.fromkeys([ep.identity.labels for ep in inv.endpoints] + reserved))
     subjects = list({(ep.kind, subject_labels(ep)): ep for ep in inv.endpoints}.values())  # one per label set
@@ -516,7 +524,7 @@ def _l7_entries(ctx: Context, rule: Rule) -> list[Finding]:
     out = []
     for l7 in dict.fromkeys(pm.l7 for pm in rule.ports if pm.l7 and pm.l7.kind in ("http", "dns")):
         entries = l7.http if l7.kind == "http" else l7.dns
-        for i, cover in _covered_entries(l7):
+        for i, cover in _covered_entries(l7) if len(entries) > 1 else ():
             names = ", ".join(f"{l7.kind}[{j}] ({_entry_text(entries[j])})" for j in cover)
             out.append(_finding("PC019", rule, f"{l7.kind}[{i}] ({_entry_text(entries[i])}) admits no request "
                                                f"that {names} does not", witness=_l7_example(ctx, rule, l7, i),
