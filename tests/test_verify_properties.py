@@ -26,7 +26,7 @@ from policyc.compiler.verify.diff import semantic_diff
 from test_verify_checks import replay
 
 COMMON = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
-settings.register_profile("ci", max_examples=int(os.environ.get("POLICYC_PROPERTY_EXAMPLES", "1000")),
+settings.register_profile("ci", max_examples=int(os.environ.get("POLICYC_PROPERTY_EXAMPLES", "800")),
                           derandomize=True, **COMMON)
 settings.register_profile("nightly", max_examples=int(os.environ.get("POLICYC_PROPERTY_EXAMPLES", "5000")),
                           **COMMON)
