@@ -122,6 +122,6 @@ def test_local_case_in_kernel(case: Path, tmp_path, capsys):
     empty = tmp_path / "none"
     empty.mkdir()
     code, out, err = run_cli(capsys, "compile", *policy_paths(case, empty), "--inventory",
-                             str(inventory(case)), "-o", str(tmp_path / "art"), "--validate")
+                             str(inventory(case)), "--output-dir", str(tmp_path / "art"), "--validate")
     assert code == 0, err
     assert " 0 mismatch(es)" in out

@@ -159,7 +159,7 @@ def test_check_reports_only_the_documented_findings(capsys):
 
 
 def test_compiles(tmp_path, capsys):
-    code, out, err = run_cli(capsys, "compile", POLICIES, "--inventory", INVENTORY, "-o", str(tmp_path / "art"))
+    code, out, err = run_cli(capsys, "compile", POLICIES, "--inventory", INVENTORY, "--output-dir", str(tmp_path / "art"))
     assert code == 0, err
     assert "compiled 27 rules" in out
     assert "L7 proxy: shop/catalog ingress from shop/frontend 8080/TCP" in out
@@ -169,7 +169,7 @@ def test_compiles(tmp_path, capsys):
 @pytest.mark.kernel
 def test_compiled_example_agrees_with_evaluator_in_kernel(tmp_path, capsys):
     require_kernel()
-    code, out, err = run_cli(capsys, "compile", POLICIES, "--inventory", INVENTORY, "-o", str(tmp_path / "art"),
+    code, out, err = run_cli(capsys, "compile", POLICIES, "--inventory", INVENTORY, "--output-dir", str(tmp_path / "art"),
                              "--validate")
     assert code == 0, err
     assert " 0 mismatch(es)" in out

@@ -10,15 +10,22 @@ from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.inventory import external
 from ..compiler.ir import Endpoint, PolicySet, Protocol
 from ..compiler.reachability import tables
-from .common import (add_inventory_arg, add_policy_args, load_inventory_arg,
+from .common import (add_inventory_arg, add_policy_args, subcommand, load_inventory_arg,
                      load_policy_args, parse_port)
 
 DEFAULT_PORTS = "80/TCP,81/TCP,80/UDP,81/UDP"
 
 
+EXAMPLES = """
+policyc matrix examples/shop/policies --inventory examples/shop/inventory.yaml
+policyc matrix P --inventory INV --ports 443/TCP,8000-8080/TCP --external 203.0.113.7,node-1 -o csv
+policyc matrix P --inventory INV --from namespace=shop --to shop/cart
+"""
+
+
 def register(sub) -> None:
-    parser = sub.add_parser("matrix", help="verdict for every ordered pair of endpoints, per port")
-    add_policy_args(parser, formats=("text", "json", "csv"))
+    parser = subcommand(sub, "matrix", "verdict for every ordered pair of endpoints, per port", EXAMPLES)
+    add_policy_args(parser, formats=("text", "json", "yaml", "csv", "markdown"))
     add_inventory_arg(parser, required=True)
     parser.add_argument("--ports", default=DEFAULT_PORTS, help=f"comma-separated PORT/PROTOCOL (default {DEFAULT_PORTS})")
     parser.add_argument("--external", default="", help="comma-separated addresses outside the cluster to include")
