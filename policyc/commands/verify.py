@@ -1,11 +1,15 @@
 """`policyc verify PATH... --spec SPEC`: invariants written next to the policies, proved for every flow."""
 from __future__ import annotations
 
+import sys
+
 import xml.etree.ElementTree as ET
 
 from ..compiler.verify.findings import witness_json, witness_text
 from ..compiler.verify.invariants import Outcome, prove
-from ..compiler.verify.spec import load_spec
+from ..compiler.diagnostics import Diagnostic, Severity
+from ..compiler.evaluate import subject_labels
+from ..compiler.verify.spec import Pods, load_spec
 from .common import (add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, structured,
                      subcommand)
 from .terminal import say
@@ -32,6 +36,20 @@ def _text(o: Outcome) -> str:
         lines.append(f"  {witness_text(o.witness)}")
     lines += [f"  {line}" for line in o.explanation.splitlines()]
     return "\n".join(lines)
+
+
+def vacuous(spec, inventory) -> list[Diagnostic]:
+    """Warnings for selectors that match no pod of the inventory: their invariants hold for these pods
+    only because there are none (a typo would pass as a proof)."""
+    out = []
+    for inv in spec.invariants:
+        for peer in (getattr(inv, a) for a in ("src", "dst", "a", "b") if hasattr(inv, a)):
+            if isinstance(peer, Pods) and not any(peer.selector.matches(subject_labels(ep)) for ep in inventory.pods):
+                loc = inv.location
+                out.append(Diagnostic(Severity.WARNING, f"{peer} matches no pod of the inventory: {inv.kind} "
+                                      f"{inv.name!r} holds for the inventory without checking anything",
+                                      loc.file, loc.line, loc.column, loc.field, "vacuous-invariant"))
+    return out
 
 
 def render_text(outcomes: list[Outcome]) -> str:
@@ -74,6 +92,9 @@ def run(args) -> int:
     spec = load_spec(args.spec)
     policy = load_policy_args(args)
     inventory = load_inventory_arg(args) if args.inventory else None
+    if inventory is not None and not args.quiet:
+        for diag in vacuous(spec, inventory):
+            print(diag, file=sys.stderr)
     outcomes = prove(policy, spec, inventory)
     if args.format in ("json", "yaml"):
         print(structured(outcomes_data(outcomes), args.format))
