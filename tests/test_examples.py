@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+import matrixtext
 from cases import ROOT
 from kernelreq import require_kernel
 from policyc.cli import main
@@ -188,11 +189,9 @@ def test_make_demo_commands_run(capsys, monkeypatch):
         assert main(argv) == 0, argv
         outputs.append(capsys.readouterr().out)
     assert outputs[0].strip() == "valid: 16 policies, 27 rules"
-    tables = {block.split()[0]: block.splitlines()[1:] for block in outputs[1].strip().split("\n\n")}
+    tables = matrixtext.parse(outputs[1])
     assert set(tables) == {"443/TCP", "8080/TCP", "5432/TCP"}
-    header, *rows = tables["443/TCP"]
-    row = dict(zip(header.split(), next(r for r in rows if r.startswith(WORLD)).split()[1:]))
-    assert row["ops/ingress"] == "." and row["shop/frontend"] == "X"
+    assert tables["443/TCP"][(WORLD, "ops/ingress")] == "." and tables["443/TCP"][(WORLD, "shop/frontend")] == "X"
 
 
 def test_egress_named_ports_mean_one_number_cluster_wide():
