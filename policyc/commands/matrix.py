@@ -93,7 +93,11 @@ def extra_endpoints(inventory: Inventory, values: list[str] | None) -> list[Endp
         try:
             net = ipaddress.ip_network(item, strict=False)
         except ValueError:
-            out.append(inventory.find(item))  # a node name, ns/pod, or an address (of a node: the node)
+            try:
+                out.append(inventory.find(item))  # a node name, ns/pod, or an address (of a node: the node)
+            except PolicycError as exc:
+                raise PolicycError(Diagnostic.simple(f"--external: {exc.diagnostics[0].message}; or a CIDR",
+                                                     code="invalid-argument")) from None
             continue
         out.append(inventory.find(str(net.network_address)) if net.num_addresses == 1 else _cidr_endpoint(net))
     return out

@@ -41,7 +41,8 @@ def run(args) -> int:
     if args.format in ("json", "yaml"):
         print(structured({"queries": [verdict_json(v) for v in verdicts]}, args.format))
     else:
-        say("\n\n".join(verdict_text(v) for v in verdicts))
+        near = [{d.direction: evaluator.near_misses(d, v.flow) for d in (v.egress, v.ingress)} for v in verdicts]
+        say("\n\n".join(verdict_text(v, n) for v, n in zip(verdicts, near)))
     if args.expect and any(v.action.value != args.expect for v in verdicts):
         return 1
     return 0

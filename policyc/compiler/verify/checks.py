@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import z3
 
 from .. import explain
+from ..cliselector import format_selector
 from ..entities import world_labels
 from ..evaluate import Evaluator, selects, subject_labels
 from ..inventory import Inventory
@@ -265,7 +266,8 @@ def check_contradictory(ctx: Context) -> list[Finding]:
             if key not in cache:
                 cache[key] = _satisfiable(sel, role, rule.subject_kind, ctx.policy.cluster)
             if not cache[key]:
-                out.append(_finding("PC006", rule, f"the {role} selector {sel} can never match", key=str(sel)))
+                out.append(_finding("PC006", rule, f"the {role} selector {format_selector(sel)} can never match",
+                                    key=str(sel)))
     return out
 
 
@@ -286,7 +288,8 @@ def check_inventory_selectors(ctx: Context) -> list[Finding]:
                 seen[key] = any(selects(rule.subject_kind, sel, ep) for ep in subjects) if key[0] else \
                     any(sel.matches(labels) for labels in identities)
             if not seen[key]:
-                out.append(_finding("PC007", rule, f"the {role} selector {sel} matches no endpoint of the inventory",
+                out.append(_finding("PC007", rule, f"the {role} selector {format_selector(sel)} matches no endpoint "
+                                    "of the inventory",
                                     key=f"{role}:{sel}"))
     return out
 
