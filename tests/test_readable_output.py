@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cases import E2E_INVENTORY, own
+from cases import E2E_INVENTORY, ROOT, own
 from policyc.cli import main
 from policyc.compiler.cliselector import format_selector, parse_cli_selector
 from policyc.compiler.ir import NAMESPACE_KEY, Label, Op, Requirement, Selector
@@ -57,3 +57,19 @@ def test_deny_names_the_rule_that_nearly_matched_and_lines_wrap(capsys):
     main(["query", str(case / "policies"), "--inventory", str(E2E_INVENTORY), "--from", "y/b", "--to", "x/a",
           "--port", "80/TCP"])
     assert "allows this port, but from/to namespace=x,pod=b" in " ".join(capsys.readouterr().out.split())
+
+
+def test_witnesses_are_plain_examples(capsys):
+    """Addresses from the documentation ranges rather than `::`; witness pods without labels the
+    finding does not need (the shop's DNS rules made pods labelled k8s-app=kube-dns appear)."""
+    import json
+    shop = ROOT / "examples" / "shop" / "policies"
+    assert main(["check", str(shop), "--fail-on", "never", "-o", "json"]) == 0
+    witnesses = [f["witness"] for f in json.loads(capsys.readouterr().out)["findings"] if f.get("witness")]
+    assert witnesses
+    ends = [w[side] for w in witnesses for side in ("from", "to") if w.get(side)]
+    addresses = [ip for e in ends if e["kind"] == "external" for ip in e["ips"]]
+    assert addresses and all(ip in ("203.0.113.7", "198.51.100.9") for ip in addresses), addresses
+    for e in ends:
+        if e["kind"] == "pod":
+            assert not any(lab.startswith("k8s:k8s-app=") for lab in e["labels"]), e

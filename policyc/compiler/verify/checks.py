@@ -146,7 +146,8 @@ def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, al
         solver.add(peer.is_kind(peer_kind))
     if solver.check() != z3.sat:
         return None
-    return Witness(flow.decode(solver.model()), rule.direction, True, (rule.id,) + tuple(r.id for r in also))
+    return Witness(flow.decode(flow.minimal_model(solver)), rule.direction, True,
+                   (rule.id,) + tuple(r.id for r in also))
 
 
 # ------------------------------------------------------------------ shadowed and dead allows
@@ -339,7 +340,7 @@ def _missing_dd_symbolic(ctx: Context) -> list[Finding]:
             if solver.check() != z3.sat:
                 continue
             pol = _first_policy(ctx, ns)
-            witness = Witness(flow.decode(solver.model()), direction, True)
+            witness = Witness(flow.decode(flow.minimal_model(solver)), direction, True)
             out.append(Finding(_DD_CHECK[direction], f"some pods of namespace {ns} are not default-deny in "
                                                      f"{direction.value} (no policy with an {direction.value} "
                                                      "section selects them)",
@@ -462,7 +463,7 @@ def check_fqdn(ctx: Context) -> list[Finding]:
         solver.add(space.selects(rule.subject_kind, rule.subject, subject),
                    *[z3.Not(space.selects(r.subject_kind, r.subject, subject)) for r in dns])
         if solver.check() == z3.sat:
-            src = flow.decode(solver.model()).src
+            src = flow.decode(flow.minimal_model(solver)).src
             out.append(_finding("PC014", rule, "toFQDNs never matches: no egress rule with DNS L7 rules selects "
                                                "this subject, so no lookup is seen", witness=Witness(endpoint=src)))
     return out

@@ -203,7 +203,7 @@ def _direction_changes(old: PolicySet, new: PolicySet, direction: Direction,
             ports = _ports(solver, flow, group, old_d.rules + new_d.rules)
             connection = solver.check(group, other_allows[widened]) == z3.sat
             if connection:  # the witness shows a connection that really changes
-                concrete = flow.decode(solver.model())
+                concrete = flow.decode(flow.minimal_model(solver, group, other_allows[widened]))
                 v_new = getattr(ev_new.evaluate(concrete), side)
             matching = tuple(r.id for r in v_new.rules)
             out.append(Change(widened, direction, subject, peer, ports, cause, location,
