@@ -21,6 +21,15 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def validate_one(capsys, tmp_path, text: str) -> tuple[int, dict]:
+    """`validate -o json` of one file that must give exactly one diagnostic."""
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    code, out, _ = run(capsys, "validate", str(p), "-o", "json")
+    (diag,) = json.loads(out)["diagnostics"]
+    return code, diag
+
+
 # -- item 2: silent wrong answers with exit 0 -----------------------------------------------------------
 
 def test_spec_peer_written_ns_slash_pod_is_that_pod(capsys, tmp_path):
@@ -77,11 +86,9 @@ def test_check_sarif_of_an_invalid_policy_is_a_sarif_log_with_the_error(capsys, 
 # -- item 7: the CRD's protocol enum; codes on every JSON diagnostic -------------------------------------
 
 def test_lower_case_protocol_is_an_error(capsys, tmp_path):
-    p = tmp_path / "p.yaml"
-    p.write_text("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: x}\n"
-                 "spec:\n  endpointSelector: {}\n  ingress:\n  - toPorts: [{ports: [{port: '80', protocol: tcp}]}]\n")
-    code, out, _ = run(capsys, "validate", str(p), "-o", "json")
-    (diag,) = json.loads(out)["diagnostics"]
+    code, diag = validate_one(capsys, tmp_path, "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\n"
+                              "metadata: {name: p, namespace: x}\nspec:\n  endpointSelector: {}\n  ingress:\n"
+                              "  - toPorts: [{ports: [{port: '80', protocol: tcp}]}]\n")
     assert code == 2 and diag["code"] == "invalid-protocol" and "write 'TCP'" in diag["message"]
 
 
@@ -114,18 +121,13 @@ def test_non_policy_cilium_kinds_are_skipped(capsys, tmp_path):
 
 def test_extended_ip_protocol_is_reported_as_such(capsys, tmp_path):
     """`protocol: VRRP` with no port is valid Cilium (enable-extended-ip-protocols), not "port is required"."""
-    p = tmp_path / "vrrp.yaml"
-    p.write_text("apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: vrrp}\n"
-                 "spec:\n  nodeSelector: {}\n  ingress:\n  - toPorts: [{ports: [{protocol: VRRP}]}]\n")
-    code, out, _ = run(capsys, "validate", str(p), "-o", "json")
-    (diag,) = json.loads(out)["diagnostics"]
+    code, diag = validate_one(capsys, tmp_path, "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\n"
+                              "metadata: {name: vrrp}\nspec:\n  nodeSelector: {}\n  ingress:\n"
+                              "  - toPorts: [{ports: [{protocol: VRRP}]}]\n")
     assert code == 2 and diag["code"] == "unsupported-protocol" and "port is required" not in diag["message"]
 
 
 def test_ccnp_without_any_section_is_rejected(capsys, tmp_path):
-    p = tmp_path / "ccnp.yaml"
-    p.write_text("apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: c}\n"
-                 "spec:\n  endpointSelector: {matchLabels: {app: x}}\n")
-    code, out, _ = run(capsys, "validate", str(p), "-o", "json")
-    (diag,) = json.loads(out)["diagnostics"]
+    code, diag = validate_one(capsys, tmp_path, "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\n"
+                              "metadata: {name: c}\nspec:\n  endpointSelector: {matchLabels: {app: x}}\n")
     assert code == 2 and diag["code"] == "empty-rule" and diag["severity"] == "error"
