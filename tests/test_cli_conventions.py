@@ -147,6 +147,14 @@ def test_baseline_errors_speak_plainly(capsys, tmp_path):
     assert code == 2 and "fingerprints" in err and "KeyError" not in err
 
 
+def test_check_speaks_markdown(capsys):
+    code, out, _ = run(capsys, "check", str(own("L08-cidr-except") / "policies"), "-o", "markdown",
+                       "--fail-on", "never")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("### policyc check: ") and lines[2].startswith("| severity |")
+    assert len(lines) > 4 and all(line.startswith("|") and line.endswith("|") for line in lines[2:])
+
+
 def test_diff_takes_verbose_and_quiet(capsys):
     code, _, err = run(capsys, "diff", POLICY, POLICY, "-v", "-q")
     assert code == 0, err

@@ -7,7 +7,7 @@ from .. import __version__
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.source import expand_paths
 from ..compiler.verify.checks import run_checks, suppress
-from ..compiler.verify.findings import Level, finding_json, render_sarif, render_text
+from ..compiler.verify.findings import Level, finding_json, render_sarif, render_text, witness_text
 from .common import (add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, structured,
                      subcommand)
 from .terminal import say
@@ -23,7 +23,7 @@ policyc check policies/ -o json > baseline.json && policyc check policies/ --bas
 
 def register(sub) -> None:
     parser = subcommand(sub, "check", "find shadowed, dead, duplicate and over-broad rules (Z3)", EXAMPLES)
-    add_policy_args(parser, ("text", "json", "yaml", "sarif"))
+    add_policy_args(parser, ("text", "json", "yaml", "sarif", "markdown"))
     add_inventory_arg(parser, required=False)
     parser.add_argument("--fail-on", choices=FAIL_ON, default="error",
                         help="exit 1 when a finding of this severity or worse remains (default: error)")
@@ -62,6 +62,18 @@ def sarif_fallback(inventory, paths) -> str:
     return str(files[0]) if files else ""
 
 
+def render_markdown(findings) -> str:
+    """A table for a pull-request comment: one row per finding, its witness in the last column."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    rows = [f"| {f.level.value} | {f.check} {f.info.name} | {cell(str(f.location or ''))} | {cell(f.message)} | "
+            f"{cell(witness_text(f.witness)) if f.witness else ''} |" for f in findings]
+    head = f"### policyc check: {len(findings)} finding(s)\n\n| severity | check | where | message | example |\n" \
+           "|---|---|---|---|---|"
+    return "\n".join([head] + rows)
+
+
 def run(args) -> int:
     policy = load_policy_args(args, require=True)
     inventory = load_inventory_arg(args) if args.inventory else None
@@ -71,6 +83,8 @@ def run(args) -> int:
         print(structured({"findings": [finding_json(f) for f in findings]}, args.format))
     elif args.format == "sarif":
         print(render_sarif(findings, __version__, sarif_fallback(args.inventory, args.paths)))
+    elif args.format == "markdown":
+        print(render_markdown(findings))
     else:
         say(render_text(findings))
     return 1 if fails(findings, args.fail_on) else 0
