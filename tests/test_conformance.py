@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cases import inventory, own, own_cases, params
+import matrixtext
+from cases import inventory, own, own_cases, params, policy_paths
 from kernelreq import require_kernel
 from policyc.cli import main
 
@@ -31,15 +32,9 @@ def _externals(probes: list[dict]) -> list[str]:
     return sorted(p for p in peers if "/" not in p)
 
 
-def policy_path(case: Path) -> Path:
-    """The case's policies; a case with none (git keeps no empty directory) reads its inventory, which holds none."""
-    policies = case / "policies"
-    return policies if policies.is_dir() else inventory(case)
-
-
-def _matrix_args(case: Path, probes: list[dict]) -> list[str]:
+def _matrix_args(case: Path, probes: list[dict], empty: Path) -> list[str]:
     ports = sorted({f"{p['port']}/{p['protocol']}" for p in probes})
-    args = ["matrix", str(policy_path(case)),
+    args = ["matrix", *policy_paths(case, empty),
             "--inventory", str(inventory(case)), "--ports", ",".join(ports), "--format", "json"]
     externals = _externals(probes)
     if externals:
@@ -58,11 +53,11 @@ def test_shared_cases_found():
 
 
 @pytest.mark.parametrize("case", params(OWN_CASES))
-def test_conformance_case(case: Path, capsys):
+def test_conformance_case(case: Path, capsys, tmp_path):
     expected = yaml.safe_load((case / "expected.yaml").read_text())
     probes = expected["probes"]
     assert probes, f"{case.name}: no probes"
-    code, out, err = run_cli(capsys, *_matrix_args(case, probes))
+    code, out, err = run_cli(capsys, *_matrix_args(case, probes, tmp_path))
     assert code == 0, err
     got = {(f["from"], f["to"], f["port"], f["protocol"]): f["verdict"] for f in json.loads(out)["flows"]}
     wrong = []
@@ -106,18 +101,17 @@ def test_matrix_text_is_e2e_truth_table(capsys):
     code, out, _ = run_cli(capsys, "matrix", str(CASE_003 / "policies"), "--inventory",
                            str(inventory(CASE_003)), "--ports", "80/TCP,81/TCP")
     assert code == 0
-    blocks = [b for b in out.strip().split("\n\n") if b.strip()]
-    assert [b.splitlines()[0].split()[0] for b in blocks] == ["80/TCP", "81/TCP"]
-    for block, xa_from_xb in zip(blocks, (".", "X")):
-        header, *rows = block.splitlines()[1:]
-        names = header.split()
-        assert names == [f"{ns}/{p}" for ns in "xyz" for p in "abc"]
-        table = {row.split()[0]: dict(zip(names, row.split()[1:])) for row in rows}
-        assert table["x/b"]["x/a"] == xa_from_xb
-        assert table["x/c"]["x/a"] == "X"
-        assert table["x/a"]["x/a"] == "-"
-        assert table["y/a"]["y/b"] == "."
-        assert {c for r in table.values() for c in r.values()} <= {".", "X", "-"}
+    tables = matrixtext.parse(out)
+    assert list(tables) == ["80/TCP", "81/TCP"]
+    pods = [f"{ns}/{p}" for ns in "xyz" for p in "abc"]
+    for port, xa_from_xb in zip(tables, (".", "X")):
+        table = tables[port]
+        assert {pair for pair in table} == {(s, d) for s in pods for d in pods}
+        assert table[("x/b", "x/a")] == xa_from_xb
+        assert table[("x/c", "x/a")] == "X"
+        assert table[("x/a", "x/a")] == "-"
+        assert table[("y/a", "y/b")] == "."
+        assert set(table.values()) <= {".", "X", "-"}
 
 
 @pytest.mark.kernel
@@ -125,7 +119,9 @@ def test_matrix_text_is_e2e_truth_table(capsys):
 def test_local_case_in_kernel(case: Path, tmp_path, capsys):
     """Our trap cases also hold in the compiled datapath: `compile --validate` replays them in the kernel."""
     require_kernel()
-    code, out, err = run_cli(capsys, "compile", str(policy_path(case)), "--inventory", str(inventory(case)),
-                             "-o", str(tmp_path / "art"), "--validate")
+    empty = tmp_path / "none"
+    empty.mkdir()
+    code, out, err = run_cli(capsys, "compile", *policy_paths(case, empty), "--inventory",
+                             str(inventory(case)), "--output-dir", str(tmp_path / "art"), "--validate")
     assert code == 0, err
     assert " 0 mismatch(es)" in out

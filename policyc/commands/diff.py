@@ -4,13 +4,21 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from ..compiler.verify.diff import Limits, connection_text, gate_lines, render_markdown, semantic_diff
-from ..compiler.verify.findings import Level, render_json, render_sarif, render_text, witness_json
 from ..compiler import explain
+from ..compiler.ir import DEFAULT_CLUSTER
+from ..compiler.verify.diff import Limits, connection_text, gate_lines, render_markdown, semantic_diff
+from ..compiler.verify.findings import Level, finding_json, render_sarif, render_text, witness_json
 from .check import sarif_fallback
-from .common import load_inventory_arg, load_policy_args
+from .common import (add_format_arg, add_inventory_arg, add_verbosity_args, load_inventory_arg, load_policy_args,
+                     structured, subcommand)
+from .terminal import say
 
-FORMATS = ("text", "json", "sarif", "markdown")
+FORMATS = ("text", "json", "yaml", "sarif", "markdown")
+EXAMPLES = """
+policyc diff old-policies/ new-policies/ --inventory examples/shop/inventory.yaml
+policyc diff old/ new/ --no-new-access -o markdown > comment.md   # a pre-merge gate
+git show main:policies/shop.yaml | policyc diff - policies/shop.yaml
+"""
 
 
 def _positive(text: str) -> int:
@@ -24,13 +32,13 @@ def _positive(text: str) -> int:
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("diff", help="semantic difference between two policy sets (Z3)")
-    parser.add_argument("old", metavar="OLD", help="policy file or directory before the change")
-    parser.add_argument("new", metavar="NEW", help="policy file or directory after the change")
-    parser.add_argument("--inventory", action="append", metavar="INV",
-                        help="exact for these endpoints instead of every possible pod (repeatable)")
-    parser.add_argument("--format", choices=FORMATS, default="text")
-    parser.add_argument("--cluster-name", default="default")
+    parser = subcommand(sub, "diff", "semantic difference between two policy sets (Z3)", EXAMPLES)
+    parser.add_argument("old", metavar="OLD", help="policy file or directory before the change (- : standard input)")
+    parser.add_argument("new", metavar="NEW", help="policy file or directory after the change (- : standard input)")
+    add_inventory_arg(parser, required=False)
+    add_format_arg(parser, FORMATS)
+    parser.add_argument("--cluster-name", default=DEFAULT_CLUSTER, help="the local cluster's name (entity cluster)")
+    add_verbosity_args(parser)
     parser.add_argument("--fail-on-change", action="store_true", help="exit 1 when any traffic changes verdict")
     parser.add_argument("--no-new-access", action="store_true",
                         help="exit 1 when a connection that was impossible becomes possible (a pre-merge gate), "
@@ -44,10 +52,6 @@ def register(sub) -> None:
                         help=f"list a group's ports only when its rules cut the port range into at most N "
                         f"intervals (default {Limits.max_port_intervals})")
     parser.set_defaults(run=run)
-
-
-def _load(args, path: str):
-    return load_policy_args(argparse.Namespace(**{**vars(args), "paths": [path]}))
 
 
 def _gate_json(result, gate: bool) -> dict:
@@ -67,7 +71,7 @@ def _gate_json(result, gate: bool) -> dict:
 
 
 def run(args) -> int:
-    old, new = _load(args, args.old), _load(args, args.new)
+    old, new = load_policy_args(args, [args.old]), load_policy_args(args, [args.new])
     inventory = load_inventory_arg(args) if args.inventory else None
     result = semantic_diff(old, new, inventory, Limits(args.max_groups, args.max_port_intervals))
     findings = [c.finding() for c in result.changes]
@@ -75,8 +79,8 @@ def run(args) -> int:
     failed = bool(result.new_connections) or not result.gate_complete
     if args.format == "markdown":
         print(render_markdown(result, gate))
-    elif args.format == "json":
-        print(render_json(findings, _gate_json(result, gate)))
+    elif args.format in ("json", "yaml"):
+        print(structured({"findings": [finding_json(f) for f in findings], **_gate_json(result, gate)}, args.format))
     elif args.format == "sarif":
         notes = tuple((Level.WARNING, f"incomplete: {t}") for t in result.truncations)
         if gate:
@@ -84,5 +88,5 @@ def run(args) -> int:
         print(render_sarif(findings, __version__, sarif_fallback(args.inventory, [args.new]), notes))
     else:
         lines = [render_text(findings)] + [f"incomplete: {t}" for t in result.truncations]
-        print("\n".join(lines + (gate_lines(result) if gate else [])))
+        say("\n".join(lines + (gate_lines(result) if gate else [])))
     return 1 if (args.fail_on_change and (result.changes or result.truncations)) or (gate and failed) else 0

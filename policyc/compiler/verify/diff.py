@@ -25,10 +25,10 @@ from dataclasses import dataclass, replace
 import z3
 
 from .. import explain
-from ..cliselector import selector_text
+from ..cliselector import format_peer, format_selector
 from ..evaluate import DirectionVerdict, Evaluator, Reason
 from ..inventory import Inventory
-from ..ir import Action, Direction, FQDNPeer, PolicySet, Protocol, Rule, SelectorPeer
+from ..ir import Action, Direction, PolicySet, Protocol, Rule
 from . import prefilter
 from .encode import FLOW_PROTOCOLS, Request, Space, SymbolicFlow, new_flow, space_for
 from .findings import Finding, Location, Witness, request_text, rule_location
@@ -181,27 +181,20 @@ _NOW = {Reason.ALLOWED: "allowed by ", Reason.DENIED: "denied by ", Reason.AUTH_
         Reason.REQUEST_DENIED: "the request is refused by the L7 filter of "}
 
 
-def peer_text(peer) -> str:
-    """A peer with its selectors in command-line form."""
-    if isinstance(peer, SelectorPeer) and peer.kind != "entity":
-        return " | ".join(f"{peer.kind}({selector_text(s)})" for s in peer.selectors)
-    return str(peer)
-
-
 def _describe(v_old: DirectionVerdict, v_new: DirectionVerdict, widened: bool) -> tuple[str, str, str, Location | None]:
     """subject, peer and cause of a group, from the rules that make the difference."""
     rules, now = _deciding(v_old, v_new, widened)
     if rules:
         what = (_NOW if now else _WAS).get((v_new if now else v_old).reason, "")
         rule = rules[0]
-        peers = " | ".join(peer_text(p) for p in rule.peers)
-        return (selector_text(rule.subject), peers, what + "; ".join(explain.rule_ref(r) for r in rules),
+        peers = " | ".join(format_peer(p) for p in rule.peers)
+        return (format_selector(rule.subject), peers, what + "; ".join(explain.rule_ref(r) for r in rules),
                 rule_location(rule))
     side = v_new if v_new.default_deny else v_old
     dd = side.default_deny[0] if side.default_deny else None
     cause = {Reason.NOT_ENFORCED: "no policy puts it in default-deny any more",
              Reason.DEFAULT_DENY: "default-deny now applies"}.get(v_new.reason, v_new.reason.value)
-    subject = selector_text(dd.subject) if dd else v_new.subject.display
+    subject = format_selector(dd.subject) if dd else v_new.subject.display
     return subject, "any", cause, Location.of(dd.origin) if dd else None
 
 
@@ -368,7 +361,7 @@ class _Search:
                 self.cut.append(Truncation(self.direction, widened, f"stopped after {self.limits.max_groups} "
                                            "groups (--max-groups); more flows change", gate))
                 return True
-            model = self.flow.typical_model(solver, self.request)
+            model = self.flow.minimal_model(solver, request=self.request)
             concrete = self.flow.decode(model, self.request)
             v_old, v_new = self._verdicts(concrete)
             group = z3.And(self.a.reason(v_old), self.b.reason(v_new))
@@ -382,11 +375,8 @@ class _Search:
                                            False))
             changes = connection or solver.check(group, connected) == z3.sat
             if changes and not connection:  # the witness shows a connection that really changes
-                solver.push()
-                solver.add(group, connected)
-                solver.check()
-                concrete = self.flow.decode(self.flow.typical_model(solver, self.request), self.request)
-                solver.pop()
+                concrete = self.flow.decode(self.flow.minimal_model(solver, group, connected, request=self.request),
+                                            self.request)
             concrete = self._shown(concrete)
             v_old, v_new = self._verdicts(concrete)
             self.changes.append(Change(widened, self.direction, subject, peer, ports, cause, location,
