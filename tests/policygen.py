@@ -247,8 +247,6 @@ def _widen(draw, rule: dict) -> dict:
                 options.append(lambda e=entry: e.pop("except"))
     if options:
         draw(st.sampled_from(options))()
-    if "toFQDNs" in rule and "toPorts" not in rule:
-        pass  # toFQDNs alone is an L3 rule to the names
     return rule
 
 

@@ -22,7 +22,7 @@ from ..entities import RESERVED_IDS, reserved_label, world_labels
 from ..evaluate import Evaluator, selects, subject_labels
 from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
-                  Protocol, Requirement, Rule, Selector, SelectorPeer, SubjectKind)
+                  Requirement, Rule, Selector, SelectorPeer, SubjectKind)
 from . import exposure, prefilter, regex
 from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, space_for
 from .findings import Finding, Location, Witness, rule_location
