@@ -18,7 +18,12 @@ from .lower import (ACTION_CODE, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, LEVEL_AN
 
 MAPS_BIN_MAGIC = b"PCMAPS\x00\x01"
 RINGBUF_BYTES = 256 * 1024
-DEFAULT_SIZES = {"ipcache": 16384, "ipcache_hosts": 16384, "endpoints": 4096, "policy": 65536, "conntrack": 65536}
+DEFAULT_SIZES = {"ipcache": 16384, "ipcache_hosts": 16384, "endpoints": 4096, "policy": 65536, "conntrack": 65536,
+                 "fragments": 8192}
+# Slots of the `stats` map (STAT_* in the C): what no rule counter sees, for `status` and metrics.
+STATS = ("events_lost", "events_ratelimited_allow", "events_ratelimited_drop", "nd_passed", "icmp_related",
+         "frag_map_full")
+DROP_SLOTS = 64  # the `drops` map: packets and bytes per drop reason code (codegen.REASON_CODES)
 POLICY_PREFIX_BITS = 96  # the whole LPM policy key: look-ups use every bit
 BLOWUP_ENTRIES = 1024  # warn when one rule decides more policy entries than this ...
 BLOWUP_SHARE = 0.1     # ... and than this share of the policy map
@@ -136,6 +141,9 @@ def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list
         spec("conntrack", "lru_hash", "ct_key", "ct_value", [], size["conntrack"]),
         MapSpec("counters", "percpu_array", lay["index_key"], lay["counter"], len(dp.rules) + 1),
         MapSpec("ratelimit", "percpu_array", lay["index_key"], lay["ratelimit"], 1),
+        spec("fragments", "lru_hash", "frag_key", "frag_value", [], size["fragments"]),
+        MapSpec("stats", "percpu_array", lay["index_key"], lay["counter"], len(STATS)),
+        MapSpec("drops", "percpu_array", lay["index_key"], lay["counter"], DROP_SLOTS),
         MapSpec("events", "ringbuf", None, None, RINGBUF_BYTES),
     ]
     check_capacity(specs, sizes)
