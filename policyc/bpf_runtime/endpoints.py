@@ -141,8 +141,11 @@ class Change:
 def _features_needed(entries: list[PolicyEntry], features: dict) -> None:
     """Refuse entries the compiled program cannot read (a feature switched off at compile time)."""
     need = {"deny": any(e.verdict.action is Action.DENY for e in entries),
-            "any_peer": any(e.peer == ANY_PEER for e in entries), "l7": any(e.verdict.proxy for e in entries)}
+            "any_peer": any(e.peer == ANY_PEER for e in entries), "l7": any(e.verdict.l7 for e in entries)}
     missing = [k for k, v in need.items() if v and not features.get(k)]
+    if missing == ["l7"]:
+        raise _error("L7 rules select the pod, and policyc has no L7 proxy: recompile with `--l7 l4-only` "
+                     "to enforce them as L4 only")
     if missing:
         raise _error(f"the new identity needs datapath features the artifact was compiled without "
                      f"({', '.join(missing)}): recompile with the new pod in the inventory")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..compiler.codegen import REASON_WORDS
 from ..compiler.ir import Protocol
 from ..compiler.layouts import EVENT
-from ..compiler.lower import ACTION_CODE, DIR_CODE, FLAG_PROXY
+from ..compiler.lower import ACTION_CODE, DIR_CODE, FLAG_L7
 
 _ACTIONS = {c: a.value for a, c in ACTION_CODE.items()}
 _DIRS = {c: d.value for d, c in DIR_CODE.items()}
@@ -28,7 +28,7 @@ class Event:
     protocol: str
     sport: int
     dport: int
-    proxied: bool
+    l7_as_l4: bool        # the allow carries L7 rules, enforced as L4 only (no proxy sees the flow)
 
 
 def _addr(raw: bytes, family: int) -> str:
@@ -46,4 +46,4 @@ def decode_event(raw: bytes) -> Event:
     return Event(f["ts"], _ACTIONS.get(f["verdict"], "?"), _DIRS.get(f["dir"], "?"), REASON_WORDS.get(f["reason"], "?"),
                  f["rule"], f["endpoint_id"], f["src_identity"], f["dst_identity"],
                  _addr(f["saddr"], f["family"]), _addr(f["daddr"], f["family"]), proto,
-                 f["sport"], f["dport"], bool(f["flags"] & FLAG_PROXY))
+                 f["sport"], f["dport"], bool(f["flags"] & FLAG_L7))

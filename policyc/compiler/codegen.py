@@ -2,8 +2,7 @@
 
 Specialization happens here: the templates see the Features of the lowered
 datapath and leave out whatever the policy set does not use (IPv6 parsing,
-port-range look-ups, the deny path, the any-peer look-up, ICMP types, the L7
-proxy mark).  Constants (identities, codes, rates) are baked in.
+port-range look-ups, the deny path, the any-peer look-up, ICMP types).  Constants (identities, codes, rates) are baked in.
 """
 from __future__ import annotations
 
@@ -19,11 +18,10 @@ from .diagnostics import Diagnostic, PolicycError
 from .entities import FIRST_CIDR_ID, RESERVED_IDS
 from .evaluate import Reason
 from .layouts import EVENT, addr_words
-from .lower import (ACTION_CODE, ANY_PEER, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, HOST_ID,
+from .lower import (ACTION_CODE, ANY_PEER, DIR_CODE, EP_DEFAULT_DENY, FLAG_L7, HOST_ID,
                     LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Datapath, fallback_levels)
 from .mapdata import DROP_SLOTS, POLICY_PREFIX_BITS, STATS, MapSpec
 
-PROXY_MARK = 0x0200          # Cilium's MARK_MAGIC_TO_PROXY
 EVENTS_PER_SECOND = 1000     # allow events, per CPU
 DROP_EVENTS_PER_SECOND = 1000  # drop events, per CPU: a budget of their own, so allowed churn cannot hide drops
 
@@ -66,9 +64,9 @@ def render(dp: Datapath, specs: list[MapSpec], version: str, inputs: list[str]) 
               for s in specs],
         addr_words=addr_words(16 if dp.features.ipv6 else 4),
         dir={d.value: c for d, c in DIR_CODE.items()}, action={a.value: c for a, c in ACTION_CODE.items()},
-        ep_dd={d.value: c for d, c in EP_DEFAULT_DENY.items()}, flag_proxy=FLAG_PROXY, any_peer=ANY_PEER,
+        ep_dd={d.value: c for d, c in EP_DEFAULT_DENY.items()}, flag_l7=FLAG_L7, any_peer=ANY_PEER,
         host_id=HOST_ID, world_ipv4_id=RESERVED_IDS["world-ipv4"], world_ipv6_id=RESERVED_IDS["world-ipv6"],
-        first_cidr_id=FIRST_CIDR_ID, proxy_mark=PROXY_MARK, events_per_second=EVENTS_PER_SECOND,
+        first_cidr_id=FIRST_CIDR_ID, events_per_second=EVENTS_PER_SECOND,
         drop_events_per_second=DROP_EVENTS_PER_SECOND, stats=STATS,
         reasons=REASON_CODES, policy_prefix_bits=POLICY_PREFIX_BITS,
         level={"port": LEVEL_PORT, "proto": LEVEL_PROTO, "any": LEVEL_ANY}, levels=fallback_levels(dp.rules))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .diagnostics import Diagnostic, PolicycError
 from .layouts import Layout, layouts
-from .lower import (ACTION_CODE, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, LEVEL_ANY,
+from .lower import (ACTION_CODE, DIR_CODE, EP_DEFAULT_DENY, FLAG_L7, LEVEL_ANY,
                     LEVEL_PORT, LEVEL_PROTO, Datapath, EndpointEntry, PolicyEntry)
 
 MAPS_BIN_MAGIC = b"PCMAPS\x00\x01"
@@ -80,7 +80,7 @@ def policy_key(lay: Layout, e: PolicyEntry, port_lpm: bool) -> bytes:
 
 def policy_value(lay: dict[str, Layout], e: PolicyEntry) -> bytes:
     return lay["policy_value"].pack(action=ACTION_CODE[e.verdict.action], rule=e.verdict.rule,
-                                    flags=FLAG_PROXY if e.verdict.proxy else 0)
+                                    flags=FLAG_L7 if e.verdict.l7 else 0)
 
 
 def endpoint_value(lay: dict[str, Layout], e: EndpointEntry) -> bytes:
@@ -125,7 +125,7 @@ def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list
     policy = [(policy_key(lay["policy_key"], e, port_lpm), policy_value(lay, e),
                {"policy_id": e.policy_id, "peer": e.peer, "direction": e.direction.value,
                 "protocol": "any" if e.protocol is None else e.protocol, "ports": port_text(e),
-                "action": e.verdict.action.value, "rule": e.verdict.rule, "proxy": e.verdict.proxy})
+                "action": e.verdict.action.value, "rule": e.verdict.rule, "l7": e.verdict.l7})
               for e in dp.policy]
 
     def spec(name, kind, key, value, rows, max_entries, flags=""):
