@@ -102,6 +102,7 @@ def collect(state: State) -> dict:
     return {"name": state.name, "artifact": state.artifact, "manifest_sha256": state.manifest_sha256,
             "loaded_at": state.loaded_at, "tc_mode": state.tc_mode, "pin_dir": state.pin_dir,
             "node_ips": state.node_ips, "features": manifest.get("features", {}), "attachments": attachments,
+            "l7": manifest.get("l7", "refuse"),
             "maps": map_levels(state, manifest), "rules": rule_counters(state),
             "datapath": datapath_counters(state, manifest),
             "runtime_changes": len(state.runtime)}

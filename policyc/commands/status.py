@@ -23,6 +23,8 @@ def _text(s: dict) -> list[str]:
         who = f" ({a['endpoint']})" if a["endpoint"] else ""
         out.append(f"  {a['program']:<9} on {a['iface']} {a['hook']:<7} [{a['mode']}]{who}"
                    + ("" if a["present"] else "  MISSING PIN"))
+    if s["l7"] == "l4-only":
+        out.append("  L7 rules enforced as L4 only (compiled with --l7 l4-only: no proxy filters requests)")
     if s["node_ips"]:
         out.append(f"  host identity: {', '.join(s['node_ips'])}")
     out.append("  maps:")
