@@ -6,11 +6,12 @@ import shutil
 
 import pytest
 
-from conftest import SHARED
+from cases import inventory, own
 from policyc.cli import main
 from policyc.compiler.artifact import FORMAT
 
-CASE = SHARED / "conformance" / "025-cnp-to-cidr-egress-world"
+CASE = own("L29-cnp-egress-to-cidr-only")
+INVENTORY = inventory(CASE)
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +21,7 @@ def _needs_clang():
 
 
 def _compile(out, *extra) -> int:
-    return main(["compile", str(CASE / "policies"), "--inventory", str(CASE / "inventory.yaml"),
+    return main(["compile", str(CASE / "policies"), "--inventory", str(INVENTORY),
                  "-o", str(out), *extra])
 
 
@@ -82,7 +83,7 @@ def test_l7_rules_are_refused_unless_enforced_as_l4_only(tmp_path, capsys):
     """No proxy sees any packet: by default compile refuses, naming the rule where it was written;
     --l7 l4-only compiles them as L4 allows and says so, and nothing claims a proxy."""
     (tmp_path / "p.yaml").write_text(L7_POLICY)
-    args = ["compile", str(tmp_path / "p.yaml"), "--inventory", str(CASE / "inventory.yaml"), "-o", str(tmp_path / "out")]
+    args = ["compile", str(tmp_path / "p.yaml"), "--inventory", str(INVENTORY), "-o", str(tmp_path / "out")]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert (f"{tmp_path / 'p.yaml'}:7:5: error: spec.ingress[0]: CiliumNetworkPolicy x/web: its http L7 rules need a "
