@@ -34,7 +34,7 @@ FRONT6, CART6 = "fd00:10:0:1::a", "fd00:10:0:2::b"
 
 
 def frame(pkt) -> bytes:
-    return bytes(Ether() / pkt)
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / pkt)
 
 
 BIG_DNS = fragment(IP(src=FRONT4, dst=DNS4, id=77) / UDP(sport=33337, dport=53) / (b"x" * 3000), 1200)
@@ -63,7 +63,8 @@ SETUP = {  # frames run once first, so the timed frame meets an established conn
 
 def compile_with(tree: Path, out: Path, extra: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "policyc.cli", "compile", str(POLICIES), "--inventory", str(INVENTORY),
-                    "-o", str(out), *extra], check=True, capture_output=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(tree)})
+                    "-o", str(out), *extra], check=True, capture_output=True, cwd=tree,
+                   env={**os.environ, "PYTHONPATH": str(tree)})
 
 
 def export(ref: str, into: Path) -> None:

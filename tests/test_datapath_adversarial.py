@@ -282,7 +282,7 @@ def test_allowed_churn_does_not_hide_drops_and_losses_are_counted(dp):
     try:
         dp.drained()
         limited = dp.stat("events_ratelimited_allow")
-        syn = bytearray(bytes(Ether() / IPv6(src=W6, dst=XA6) / TCP(dport=8080, flags="S")))
+        syn = bytearray(bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src=W6, dst=XA6) / TCP(dport=8080, flags="S")))
         for n in range(2500):  # raw frames, so 2500 new flows take well under a second
             struct.pack_into("!H", syn, 14 + 40, 10000 + n)
             assert dp.passes_frame("to_pod", bytes(syn))
