@@ -40,6 +40,7 @@ WORLD = SelectorPeer(entity_selectors("world", "default"), "entity", "world")
 XA4, XB4, YB4, W4, R4 = "10.244.1.1", "10.244.1.2", "10.244.2.2", "198.51.100.7", "203.0.113.1"
 XA6, XB6, YB6, W6, R6 = "fd00::1:1", "fd00::1:2", "fd00::2:2", "2001:db8::7", "2001:db8:ffff::1"
 NODE_LL, POD_LL = "fe80::1", "fe80::b"
+MACS = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
 RING_BYTES = 4096  # small, so the loss test fills it with a few dozen events
 
 
@@ -54,7 +55,7 @@ class Datapath:
         self.lay = layouts(16, False)
 
     def passes(self, hook: str, pkt) -> bool:
-        return self.passes_frame(hook, bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / pkt))
+        return self.passes_frame(hook, bytes(Ether(**MACS) / pkt))
 
     def passes_frame(self, hook: str, data: bytes) -> bool:
         if hook == "xdp_node":
@@ -282,7 +283,7 @@ def test_allowed_churn_does_not_hide_drops_and_losses_are_counted(dp):
     try:
         dp.drained()
         limited = dp.stat("events_ratelimited_allow")
-        syn = bytearray(bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src=W6, dst=XA6) / TCP(dport=8080, flags="S")))
+        syn = bytearray(bytes(Ether(**MACS) / IPv6(src=W6, dst=XA6) / TCP(dport=8080, flags="S")))
         for n in range(2500):  # raw frames, so 2500 new flows take well under a second
             struct.pack_into("!H", syn, 14 + 40, 10000 + n)
             assert dp.passes_frame("to_pod", bytes(syn))
