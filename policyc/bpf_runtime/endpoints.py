@@ -178,8 +178,8 @@ def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] 
     ``attach`` (add only) puts from_pod/to_pod on the new pod's host-side veth after its entries are
     written, so its policy is in force from the first packet the hooks see; remove detaches every hook
     of the pod first.  ``ports`` (add) are the pod's named ports, which named-port rules resolve
-    against; a relabel keeps the pod's ports.  ``save=False`` leaves writing the state file to the caller (replace.py applies
-    changes to the maps of an object that is not in place yet).
+    against; a relabel keeps the pod's ports.  ``save=False`` leaves writing the state file to the
+    caller (replace.py applies changes to the maps of an object that is not in place yet).
     """
     from .loader import attach_endpoint
 

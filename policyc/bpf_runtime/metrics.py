@@ -28,8 +28,9 @@ def _datapath_lines(statuses: list[dict]) -> list[str]:
         for what in ("nd_passed", "icmp_related", "frag_map_full"):
             value = s["datapath"]["stats"].get(what, 0)
             lines.append("policyc_datapath_packets_total" + _labels(name=s["name"], counter=what) + f" {value}")
-    for metric, field, help_text in (("policyc_drop_packets_total", "packets", "Packets dropped for a datapath reason."),
-                                     ("policyc_drop_bytes_total", "bytes", "Bytes dropped for a datapath reason.")):
+    for metric, field, help_text in (
+            ("policyc_drop_packets_total", "packets", "Packets dropped for a datapath reason."),
+            ("policyc_drop_bytes_total", "bytes", "Bytes dropped for a datapath reason.")):
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
         for s in statuses:
             lines += [metric + _labels(name=s["name"], reason=d["reason"]) + f" {d[field]}"

@@ -1,8 +1,8 @@
 """Translation validation: the kernel's verdicts on crafted packets against the concrete evaluator's.
 
 For every probe the packet runs through each hook it would meet, and each
-hook's verdict must equal the evaluator's verdict for that direction; the reply of every allowed probe must pass every hook
-on its way back.  Nodes are never probed as local subjects: the host firewall is not
+hook's verdict must equal the evaluator's verdict for that direction; the
+reply of every allowed probe must pass every hook on its way back.  Nodes are never probed as local subjects: the host firewall is not
 compiled, and which node is "host" is decided at load time; remote nodes are probed as peers.
 """
 from __future__ import annotations

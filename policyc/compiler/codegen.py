@@ -2,7 +2,8 @@
 
 Specialization happens here: the templates see the Features of the lowered
 datapath and leave out whatever the policy set does not use (IPv6 parsing,
-port-range look-ups, the deny path, the any-peer look-up, ICMP types).  Constants (identities, codes, rates) are baked in.
+port-range look-ups, the deny path, the any-peer look-up, ICMP types).
+Constants (identities, codes, rates) are baked in.
 """
 from __future__ import annotations
 
