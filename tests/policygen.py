@@ -262,7 +262,8 @@ def parse(docs: list) -> PolicySet:
 
 
 def without_rule(docs: list, origin) -> list:
-    """The documents with the rule at ``origin`` deleted from its YAML (an emptied section goes too)."""
+    """The documents with the rule at ``origin`` deleted from its YAML: an emptied section goes too, and
+    a Cilium policy left without any section goes as a whole (Cilium rejects it, R1.5)."""
     new = copy.deepcopy(docs)
     doc = new[int(origin.file[3:-5])]
     parts = origin.path.replace("]", "").replace("[", ".").split(".")
@@ -273,6 +274,8 @@ def without_rule(docs: list, origin) -> list:
     del container[section][index]
     if not container[section]:
         del container[section]
+    if doc["kind"] != "NetworkPolicy" and not any(s in doc["spec"] for s, _, _ in SECTIONS):
+        new.remove(doc)
     return new
 
 
