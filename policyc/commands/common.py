@@ -11,9 +11,12 @@ from ..compiler.ir import DEFAULT_CLUSTER, PolicySet, Protocol
 from ..compiler.source import load_documents
 
 
-def add_policy_args(parser: argparse.ArgumentParser, formats: tuple[str, ...] = ("text", "json")) -> None:
+def add_policy_args(parser: argparse.ArgumentParser, formats: tuple[str, ...] = ("text", "json"),
+                    short_format: bool = False) -> None:
+    """``short_format``: ``-o`` spells ``--format`` too (kubectl's habit; not where ``-o`` is an output)."""
     parser.add_argument("paths", nargs="+", metavar="PATH", help="policy files or directories (.yaml, .yml, .json)")
-    parser.add_argument("--format", choices=formats, default=formats[0])
+    parser.add_argument(*(("-o", "--format") if short_format else ("--format",)), choices=formats,
+                        default=formats[0], help=f"output format (default {formats[0]})")
     parser.add_argument("--cluster-name", default=DEFAULT_CLUSTER, help="the local cluster's name (entity cluster)")
     parser.add_argument("-v", "--verbose", action="store_true", help="also list objects that are not policies")
 

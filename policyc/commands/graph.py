@@ -1,0 +1,69 @@
+"""`policyc graph`: the connectivity graph as DOT, GraphML or JSON, or drawn as SVG or PNG by Graphviz."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..compiler.diagnostics import Diagnostic, PolicycError
+from ..compiler.graphexport import RENDERED, export_graph, render, to_dot, to_graphml, to_json
+from .graphcli import ENDPOINT_HELP, add_graph_args, load_graph, places, ports_arg
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "graph", help="the connectivity graph: DOT, GraphML, JSON, or a picture (SVG, PNG) with Graphviz",
+        description="One node per endpoint class (pods no policy tells apart), node and outside address range; "
+                    "an edge where both sides allow a connection, labelled with its ports (dashed: L7-filtered). "
+                    "Namespaces are clusters.")
+    add_graph_args(parser, ("dot", "graphml", "json") + RENDERED, chains=False)
+    parser.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+    parser.add_argument("--pods", action="store_true", help="one node per pod instead of per class")
+    parser.add_argument("--namespace", action="append", default=[], metavar="NS",
+                        help="only the pods of NS and what they connect to directly (repeatable)")
+    parser.add_argument("--no-nodes", action="store_true", help="leave the cluster's nodes out")
+    parser.add_argument("--highlight", nargs=2, metavar=("SRC", "DST"),
+                        help=f"draw the shortest chain from SRC to DST in red ({ENDPOINT_HELP})")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    if args.format in RENDERED and not args.out and sys.stdout.isatty():
+        raise PolicycError(Diagnostic.simple(f"-o {args.format} writes binary data: give --out FILE or redirect"))
+    refs = [(args.highlight[0], "--highlight SRC"), (args.highlight[1], "--highlight DST")] if args.highlight else []
+    conn, targets = load_graph(args, refs, nodes=not args.no_nodes)
+    ports = ports_arg(args)
+    chain = ()
+    if targets:
+        found = conn.chains(places(conn, targets[0], "--highlight SRC"), places(conn, targets[1], "--highlight DST"),
+                            ports=ports, pinned=conn.pinned(*targets))
+        if found:
+            chain = found[0]
+        else:
+            print(f"note: no chain from {args.highlight[0]} to {args.highlight[1]} to highlight", file=sys.stderr)
+    g = export_graph(conn, ports, args.pods, frozenset(args.namespace), chain)
+    if args.format == "json":
+        data: str | bytes = json.dumps(to_json(g), indent=2) + "\n"
+    elif args.format == "graphml":
+        data = to_graphml(g)
+    else:
+        data = to_dot(g)
+        if args.format in RENDERED:
+            try:
+                data = render(data, args.format)
+            except RuntimeError as exc:
+                raise PolicycError(Diagnostic.simple(str(exc))) from None
+    _write(data, args.out)
+    return 0
+
+
+def _write(data: str | bytes, path: str | None) -> None:
+    raw = data.encode() if isinstance(data, str) else data
+    if path is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(raw)
+        return
+    try:
+        with open(path, "wb") as fh:
+            fh.write(raw)
+    except OSError as exc:
+        raise PolicycError(Diagnostic.simple(f"--out {path}: {exc.strerror}")) from None
