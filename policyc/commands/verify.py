@@ -14,7 +14,8 @@ def register(sub) -> None:
     parser = sub.add_parser("verify", help="prove the invariants of a spec file for every flow (Z3)")
     add_policy_args(parser, ("text", "json", "junit"))
     parser.add_argument("--spec", required=True, metavar="SPEC",
-                        help="invariants: mustAllow, mustDeny, isolation, defaultDeny, worldOnly (docs/spec.md)")
+                        help="invariants: mustAllow, mustDeny, isolation, defaultDeny, worldOnly, noPath, "
+                             "maxBlastRadius (docs/spec.md)")
     add_inventory_arg(parser, required=False)
     parser.set_defaults(run=run)
 
@@ -39,7 +40,8 @@ def render_json(outcomes: list[Outcome]) -> str:
         loc = o.invariant.location
         return {"name": o.invariant.name, "kind": o.invariant.kind, "holds": o.holds, "message": o.message,
                 "location": {"file": loc.file, "line": loc.line, "column": loc.column, "field": loc.field},
-                "witness": witness_json(o.witness) if o.witness else None, "explanation": o.explanation or None}
+                "witness": witness_json(o.witness) if o.witness else None, "explanation": o.explanation or None,
+                **({"reach": o.reach} if o.reach is not None else {})}
     failed = sum(not o.holds for o in outcomes)
     return json.dumps({"invariants": [one(o) for o in outcomes], "passed": len(outcomes) - failed,
                        "failed": failed}, indent=2)
