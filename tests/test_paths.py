@@ -29,7 +29,9 @@ from policyc.compiler.ir import EndpointKind, Protocol, Selector
 from policyc.compiler.portset import PROTOCOLS, PortSet, parse_ports
 from policyc.compiler.verify.findings import Location
 from policyc.compiler.verify.multihop import MultiHop, reach_counts
-from policyc.compiler.verify.spec import WORLD, Addresses, MaxBlastRadius, NoPath, Pods, PortRange
+from policyc.compiler.diagnostics import PolicycError
+from policyc.compiler.source import parse_text
+from policyc.compiler.verify.spec import WORLD, Addresses, MaxBlastRadius, NoPath, Pods, PortRange, parse_spec
 
 DATA = Path(__file__).parent / "data" / "paths"
 POLICIES, INVENTORY = str(DATA / "policies.yaml"), str(DATA / "inventory.yaml")
@@ -255,6 +257,27 @@ def test_bad_multi_hop_invariants_point_at_the_field(capsys, tmp_path, body, mes
     assert code == 2 and message in err and f"{spec}:2:" in err
 
 
+_body = st.dictionaries(st.sampled_from(["from", "to", "pods", "maxHops", "ports", "trustNodes", "between"]),
+                        st.none() | st.booleans() | st.integers(-2, 70000) | st.sampled_from(
+                            ["app=a", "*", "80/TCP", "x/y", "world", "10.0.0.0/8"])
+                        | st.lists(st.sampled_from(["80/TCP", "1-2/UDP", 3, None]), max_size=2)
+                        | st.dictionaries(st.sampled_from(["entity", "cidr", "pod", "pods"]),
+                                          st.sampled_from(["world", "10.0.0.0/8", "db/postgres-0", "app=a", 7]),
+                                          max_size=2), max_size=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(["noPath", "maxBlastRadius"]), body=_body | st.none() | st.integers())
+def test_any_multi_hop_invariant_is_parsed_or_refused_with_positions(kind, body):
+    try:
+        spec = parse_spec(parse_text(json.dumps({"invariants": [{kind: body}]}), "s.json"), "s.json")
+    except PolicycError as exc:
+        assert exc.diagnostics and all(d.file == "s.json" for d in exc.diagnostics)
+    else:
+        inv = spec.invariants[0]
+        assert inv.kind == kind and (inv.max_hops is None or inv.max_hops >= 1)
+
+
 def test_multi_hop_invariants_need_the_inventory(capsys, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
@@ -410,3 +433,38 @@ def test_the_cut_of_outside_addresses_follows_the_policy_cidrs():
     assert names == ["203.0.113.0/24 except 203.0.113.128/25", "203.0.113.128/25",
                      "world-ipv4 except 203.0.113.0/24", "world-ipv6"]
     assert conn.places[conn.place_in(ipaddress.ip_address("203.0.113.200"))].name == "203.0.113.128/25"
+
+
+# ---------------------------------------------------------------- the bundled example (its README says so)
+
+SHOP = Path(__file__).resolve().parents[1] / "examples" / "shop"
+SHOP_INPUTS = (str(SHOP / "policies"), "--inventory", str(SHOP / "inventory.yaml"))
+
+
+def test_the_shop_chains_its_readme_shows(capsys):
+    code, out, _ = run(capsys, "paths", "world", "data/postgres", *SHOP_INPUTS, "--trust-nodes", "-o", "json")
+    chain = json.loads(out)["chains"][0]
+    assert code == 1 and [p["name"] for p in chain["places"]][1:] == [
+        "ops/ingress", "shop/frontend", "shop/catalog", "data/postgres"]
+    assert chain["hops"][2]["l7_filtered"] == ["8080/TCP"]
+    _, out, _ = run(capsys, "paths", "world", "data/postgres", *SHOP_INPUTS, "-o", "json")
+    assert [h["to"] for h in json.loads(out)["chains"][0]["hops"]] == ["node-2", "data/postgres"]
+    _, out, _ = run(capsys, "blast-radius", "shop/frontend", *SHOP_INPUTS, "--trust-nodes", "-o", "json")
+    data = json.loads(out)
+    assert data["pods"] == 8 and [h["pods"] for h in data["by_hops"]] == [4, 4]
+
+
+def test_the_shop_paths_spec_holds(capsys):
+    code, out, _ = run(capsys, "verify", *SHOP_INPUTS, "--spec", str(SHOP / "paths.yaml"), "--format", "json")
+    assert code == 0 and len(json.loads(out)["invariants"]) == 3
+
+
+def test_the_shop_picture_shows_the_shortest_chain_in_red():
+    """graph.svg is `policyc graph ... --no-nodes --highlight world data/postgres`: its red edges are the chain."""
+    ns = "{http://www.w3.org/2000/svg}"
+    red = set()
+    for g in ET.parse(SHOP / "graph.svg").getroot().iter(f"{ns}g"):
+        if g.get("class") == "edge" and any(p.get("stroke") == "#d93025" for p in g.iter(f"{ns}path")):
+            red.add(g.find(f"{ns}title").text)
+    assert red == {"world-ipv4 except 169.254.169.254/32, 198.51.100.0/24->ops/ingress",
+                   "ops/ingress->shop/frontend", "shop/frontend->shop/catalog", "shop/catalog->data/postgres"}

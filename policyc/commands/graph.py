@@ -8,6 +8,8 @@ from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.graphexport import RENDERED, export_graph, render, to_dot, to_graphml, to_json
 from .graphcli import ENDPOINT_HELP, add_graph_args, load_graph, places, ports_arg
 
+BIG_PICTURE = 300  # nodes; Graphviz's layout grows much faster than the graph
+
 
 def register(sub) -> None:
     parser = sub.add_parser(
@@ -41,6 +43,9 @@ def run(args) -> int:
         else:
             print(f"note: no chain from {args.highlight[0]} to {args.highlight[1]} to highlight", file=sys.stderr)
     g = export_graph(conn, ports, args.pods, frozenset(args.namespace), chain)
+    if args.format in RENDERED and g.number_of_nodes() > BIG_PICTURE:
+        print(f"note: drawing {g.number_of_nodes()} nodes and {g.number_of_edges()} edges can take Graphviz "
+              "minutes; --namespace or --ports narrow the picture", file=sys.stderr)
     if args.format == "json":
         data: str | bytes = json.dumps(to_json(g), indent=2) + "\n"
     elif args.format == "graphml":

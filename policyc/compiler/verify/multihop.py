@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from ..chains import blast_json, blast_text, chain_json, chain_text
+from ..chains import blast_json, blast_text, chain_json, chain_text, plural
 from ..connectivity import Connectivity, Kind, Target, build
 from ..evaluate import subject_labels
 from ..inventory import Inventory
@@ -83,9 +83,9 @@ class MultiHop:
         found = self.conn.reach({worst}, inv.max_hops, ports, avoid)
         data = {"from": pod, **blast_json(self.conn, found, frozenset({pod}))}
         if counts[worst] <= inv.pods:
-            return True, (f"no pod of {inv.src} reaches more than {inv.pods} pods{_limits(inv)} (the most: {pod}, "
-                          f"{counts[worst]})"), "", None
-        return (False, f"{pod} reaches {counts[worst]} pods{_limits(inv)}, more than {inv.pods}",
+            return True, (f"no pod of {inv.src} reaches more than {plural(inv.pods, 'pod')}{_limits(inv)} (the most: "
+                          f"{pod}, {counts[worst]})"), "", None
+        return (False, f"{pod} reaches {plural(counts[worst], 'pod')}{_limits(inv)}, more than {inv.pods}",
                 "\n".join(blast_text(self.conn, data)), data)
 
 
