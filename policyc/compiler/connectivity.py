@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
 import networkx as nx
@@ -219,20 +219,33 @@ def _class_hops(verdicts: ClassVerdicts, places: list[Place]) -> Iterator[Hop]:
                     yield hop
 
 
-def _node_hops(verdicts: ClassVerdicts, nodes: list[Place], others: list[Place]) -> Iterator[Hop]:
-    """Hops to and from nodes, pair by pair (a node looks different from the pods it runs: R3.9)."""
-    def cls(p: Place) -> int | None:
-        return None if p.kind is Kind.NODE else p.id
-
+def _node_hops(verdicts: ClassVerdicts, nodes: list[Place], others: list[Place], classes: list[int]) -> Iterator[Hop]:
+    """Hops to and from nodes, pair by pair (a node looks different from the pods it runs: R3.9);
+    ``classes``: the verdicts' class of each place of ``others``, by place id."""
     def hop(u: Place, v: Place) -> Hop | None:
-        e = verdicts.endpoint_side(Direction.EGRESS, u.rep, v.rep, cls(u))
-        return _join(u, v, e, verdicts.endpoint_side(Direction.INGRESS, v.rep, u.rep, cls(v))) if e.ports else None
+        cu, cv = (None if p.kind is Kind.NODE else classes[p.id] for p in (u, v))
+        e = verdicts.endpoint_side(Direction.EGRESS, u.rep, v.rep, cu)
+        return _join(u, v, e, verdicts.endpoint_side(Direction.INGRESS, v.rep, u.rep, cv)) if e.ports else None
 
     for node in nodes:
         for other in others + [m for m in nodes if m is not node]:
             for h in (hop(node, other), hop(other, node) if other.kind is not Kind.NODE else None):
                 if h is not None:
                     yield h
+
+
+def _by_node(places: list[Place]) -> list[list[Place]]:
+    """Each class parted by the node its pods run on (numbered anew, in order); others stay whole."""
+    out: list[list[Place]] = []
+    at = 0
+    for place in places:
+        groups: dict[str | None, list[Endpoint]] = {}
+        for ep in place.members:
+            groups.setdefault(ep.node if place.kind is Kind.PODS else None, []).append(ep)
+        out.append([Place(at + i, place.kind, _class_name(m) if place.kind is Kind.PODS else place.name, tuple(m))
+                    for i, m in enumerate(groups.values())])
+        at += len(groups)
+    return out
 
 
 class Connectivity:
@@ -378,7 +391,7 @@ def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: 
     reserved = set(reserved_named(policy)) | {n for t in targets for n in t.reserved}
     pods = list(inventory.pods)
     node_eps = list(inventory.nodes) if nodes else []
-    cls, reps = classify(pods, by_node=bool(node_eps))
+    cls, reps = classify(pods)
     members: list[list[Endpoint]] = [[] for _ in reps]
     for ep, c in zip(pods, cls):
         members[c].append(ep)
@@ -390,8 +403,15 @@ def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: 
                for i, n in enumerate(n for n in RESERVED_PLACES if n in reserved)]
     verdicts = ClassVerdicts(policy, [p.rep for p in places])
     hops: list[Hop] = list(_class_hops(verdicts, places))
-    node_places = [Place(len(places) + i, Kind.NODE, ep.name, (ep,)) for i, ep in enumerate(node_eps)]
-    hops += _node_hops(verdicts, node_places, places)
+    node_places: list[Place] = []
+    if node_eps:  # a node is host to its own pods (R3.9): classes part by node, and take their class's hops
+        parts = _by_node(places)
+        hops = [replace(h, src=u.id, dst=w.id) for h in hops for u in parts[h.src] for w in parts[h.dst]
+                if u is not w or len(u.members) > 1]
+        places = [p for part in parts for p in part]
+        classes = [c for c, part in enumerate(parts) for _ in part]
+        node_places = [Place(len(places) + i, Kind.NODE, ep.name, (ep,)) for i, ep in enumerate(node_eps)]
+        hops += _node_hops(verdicts, node_places, places, classes)
     notes = []
     named = {p.name for r in policy.rules for p in r.peers if isinstance(p, SelectorPeer) and p.kind == "entity"}
     if not node_eps and named & {"host", "remote-node"}:

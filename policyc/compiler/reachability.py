@@ -53,13 +53,10 @@ def _class_key(ep: Endpoint) -> tuple:
             ep.ips if ep.kind is EndpointKind.EXTERNAL else ())
 
 
-def classify(endpoints: list[Endpoint], by_node: bool = False) -> tuple[list[int], list[Endpoint]]:
-    """The class number of every endpoint, and one representative endpoint per class.
-
-    ``by_node`` also parts pods by the node they run on, for questions that involve nodes.
-    """
+def classify(endpoints: list[Endpoint]) -> tuple[list[int], list[Endpoint]]:
+    """The class number of every endpoint, and one representative endpoint per class."""
     numbers: dict[tuple, int] = {}
-    cls = [numbers.setdefault(_class_key(ep) + ((ep.node,) if by_node else ()), len(numbers)) for ep in endpoints]
+    cls = [numbers.setdefault(_class_key(ep), len(numbers)) for ep in endpoints]
     reps: list[Endpoint] = [None] * len(numbers)  # type: ignore[list-item]
     for ep, c in zip(endpoints, cls):
         reps[c] = reps[c] or ep
