@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import json
 import sys
@@ -78,6 +79,7 @@ def load_graph(args, refs: list[tuple[str, str]], nodes: bool = True) -> tuple[C
     """Policies, inventory and the graph, built with the networks the references name; notes to stderr."""
     policy = load_policy_args(args)
     inventory = load_inventory_arg(args)
+    gc.freeze()  # the inputs live until exit: the collector need not rescan them while the graph is built
     targets = [parse_target(inventory, text, option) for text, option in refs]
     conn = build(policy, inventory, nodes=nodes, targets=targets)
     for note in conn.notes:
