@@ -80,6 +80,7 @@ class ClassVerdicts:
         self._ports_cache: dict[tuple, PortSet] = {}
         self._side_cache: dict[tuple, Side] = {}
         self._names_cache: dict[tuple, bool] = {}
+        self._pair_cache: dict[tuple, Side] = {}
         self.every = frozenset(range(len(reps)))
         self._outside = [c for c, ep in enumerate(reps) if ep.kind is EndpointKind.EXTERNAL]
         self._index = LabelIndex([ep.identity.labels for ep in reps])
@@ -206,11 +207,17 @@ class ClassVerdicts:
                 and peer.kind is EndpointKind.NODE and subject.node == peer.name):
             return LOCALHOST
         labels = peer_labels(peer, subject)
-        allows, denies, dd = self._subject[(c, direction)] if c is not None else \
-            self.evaluator.subject_rules(subject, direction)
         dst = peer if direction is Direction.EGRESS else subject
-        return self.decide([r for r in allows if self._names(r, peer, labels)],
-                           [r for r in denies if self._names(r, peer, labels)], bool(dd), dst)
+        key = (subject.name if c is None else c, direction, labels, peer.ips if peer.kind is EndpointKind.EXTERNAL
+               else (), dst.ports)  # all a side depends on: the pods of a class are alike on every node
+        hit = self._pair_cache.get(key)
+        if hit is None:
+            allows, denies, dd = self._subject[(c, direction)] if c is not None else \
+                self.evaluator.subject_rules(subject, direction)
+            hit = self._pair_cache[key] = self.decide([r for r in allows if self._names(r, peer, labels)],
+                                                      [r for r in denies if self._names(r, peer, labels)], bool(dd),
+                                                      dst)
+        return hit
 
     def _names(self, rule: Rule, peer: Endpoint, labels: frozenset) -> bool:
         """Whether a peer of ``rule`` matches ``peer`` seen with ``labels``, remembered per label set."""
