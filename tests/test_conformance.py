@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cases import inventory, own, own_cases, params
+from cases import inventory, own, own_cases, params, policy_paths
 from kernelreq import require_kernel
 from policyc.cli import main
 
@@ -31,10 +31,9 @@ def _externals(probes: list[dict]) -> list[str]:
     return sorted(p for p in peers if "/" not in p)
 
 
-def _matrix_args(case: Path, probes: list[dict]) -> list[str]:
+def _matrix_args(case: Path, probes: list[dict], empty: Path) -> list[str]:
     ports = sorted({f"{p['port']}/{p['protocol']}" for p in probes})
-    policies = case / "policies"
-    args = ["matrix", str(policies if policies.is_dir() else inventory(case)),
+    args = ["matrix", *policy_paths(case, empty),
             "--inventory", str(inventory(case)), "--ports", ",".join(ports), "--format", "json"]
     externals = _externals(probes)
     if externals:
@@ -53,11 +52,11 @@ def test_shared_cases_found():
 
 
 @pytest.mark.parametrize("case", params(OWN_CASES))
-def test_conformance_case(case: Path, capsys):
+def test_conformance_case(case: Path, capsys, tmp_path):
     expected = yaml.safe_load((case / "expected.yaml").read_text())
     probes = expected["probes"]
     assert probes, f"{case.name}: no probes"
-    code, out, err = run_cli(capsys, *_matrix_args(case, probes))
+    code, out, err = run_cli(capsys, *_matrix_args(case, probes, tmp_path))
     assert code == 0, err
     got = {(f["from"], f["to"], f["port"], f["protocol"]): f["verdict"] for f in json.loads(out)["flows"]}
     wrong = []
@@ -120,7 +119,9 @@ def test_matrix_text_is_e2e_truth_table(capsys):
 def test_local_case_in_kernel(case: Path, tmp_path, capsys):
     """Our trap cases also hold in the compiled datapath: `compile --validate` replays them in the kernel."""
     require_kernel()
-    code, out, err = run_cli(capsys, "compile", str(case / "policies"), "--inventory", str(inventory(case)),
-                             "-o", str(tmp_path / "art"), "--validate")
+    empty = tmp_path / "none"
+    empty.mkdir()
+    code, out, err = run_cli(capsys, "compile", *policy_paths(case, empty), "--inventory",
+                             str(inventory(case)), "-o", str(tmp_path / "art"), "--validate")
     assert code == 0, err
     assert " 0 mismatch(es)" in out
