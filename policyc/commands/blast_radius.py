@@ -2,14 +2,21 @@
 from __future__ import annotations
 
 from ..compiler.chains import blast_json, blast_text
-from .graphcli import ENDPOINT_HELP, add_graph_args, avoid, dump, load_graph, places, ports_arg
+from .common import structured, subcommand
+from .graphcli import ENDPOINT_HELP, add_graph_args, avoid, load_graph, places, ports_arg
+from .terminal import say
+
+EXAMPLES = """
+policyc blast-radius shop/frontend examples/shop/policies --inventory examples/shop/inventory.yaml
+policyc blast-radius namespace=shop P --inventory INV --max-hops 2 --trust-nodes -o yaml
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser(
-        "blast-radius", help="what chains of allowed connections from SRC reach, by namespace and by hops",
-        description="Every endpoint reachable from SRC by a chain of 1..N allowed connections (SRC taken as "
-                    "compromised, all of it when it names several pods), with the hop that first reaches it.")
+    parser = subcommand(
+        sub, "blast-radius", "what chains of allowed connections from SRC reach, by namespace and by hops", EXAMPLES,
+        "Every endpoint reachable from SRC by a chain of 1..N allowed connections (SRC taken as compromised, all "
+        "of it when it names several pods), with the hop that first reaches it (docs/paths.md).")
     parser.add_argument("src", metavar="SRC", help=f"the compromised endpoints: {ENDPOINT_HELP}")
     add_graph_args(parser, ("text", "json", "yaml"))
     parser.set_defaults(run=run)
@@ -23,7 +30,7 @@ def run(args) -> int:
     if args.format == "text":
         sources = len(src.endpoints)
         head = f"blast radius of {args.src}" + (f" ({sources} pods)" if sources > 1 else "")
-        print("\n".join([head + ":"] + blast_text(conn, data)))
+        say("\n".join([head + ":"] + blast_text(conn, data)))
     else:
-        print(dump(data, args.format))
+        print(structured(data, args.format))
     return 0

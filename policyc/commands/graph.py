@@ -1,23 +1,30 @@
 """`policyc graph`: the connectivity graph as DOT, GraphML or JSON, or drawn as SVG or PNG by Graphviz."""
 from __future__ import annotations
 
-import json
 import sys
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
-from ..compiler.graphexport import RENDERED, export_graph, render, to_dot, to_graphml, to_json
+from ..compiler.graphexport import RENDERED, export_graph, render, to_dot, to_graphml, to_json, to_text
+from .common import structured, subcommand
 from .graphcli import ENDPOINT_HELP, add_graph_args, load_graph, places, ports_arg
 
 BIG_PICTURE = 300  # nodes; Graphviz's layout grows much faster than the graph
+EXAMPLES = """
+policyc graph examples/shop/policies --inventory examples/shop/inventory.yaml \\
+    -o svg --no-nodes --highlight world data/postgres --out shop.svg
+policyc graph P --inventory INV -o graphml --out cluster.graphml          # for Gephi, yEd, networkx
+policyc graph P --inventory INV --namespace shop --ports 443/TCP,8080/TCP  # the edges, as text
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser(
-        "graph", help="the connectivity graph: DOT, GraphML, JSON, or a picture (SVG, PNG) with Graphviz",
-        description="One node per endpoint class (pods no policy tells apart), node and outside address range; "
-                    "an edge where both sides allow a connection, labelled with its ports (dashed: L7-filtered). "
-                    "Namespaces are clusters.")
-    add_graph_args(parser, ("dot", "graphml", "json") + RENDERED, chains=False)
+    parser = subcommand(
+        sub, "graph", "the connectivity graph: text, JSON, YAML, DOT, GraphML, or a picture (SVG, PNG) by Graphviz",
+        EXAMPLES,
+        "One node per endpoint class (pods no policy tells apart), node and outside address range; an edge "
+        "where both sides allow a connection, labelled with its ports (dashed: L7-filtered). Namespaces are "
+        "clusters in DOT and pictures (docs/paths.md).")
+    add_graph_args(parser, ("text", "json", "yaml", "dot", "graphml") + RENDERED, chains=False)
     parser.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     parser.add_argument("--pods", action="store_true", help="one node per pod instead of per class")
     parser.add_argument("--namespace", action="append", default=[], metavar="NS",
@@ -46,8 +53,10 @@ def run(args) -> int:
     if args.format in RENDERED and g.number_of_nodes() > BIG_PICTURE:
         print(f"note: drawing {g.number_of_nodes()} nodes and {g.number_of_edges()} edges can take Graphviz "
               "minutes; --namespace or --ports narrow the picture", file=sys.stderr)
-    if args.format == "json":
-        data: str | bytes = json.dumps(to_json(g), indent=2) + "\n"
+    if args.format in ("json", "yaml"):
+        data: str | bytes = structured(to_json(g), args.format) + "\n"
+    elif args.format == "text":
+        data = to_text(g)
     elif args.format == "graphml":
         data = to_graphml(g)
     else:

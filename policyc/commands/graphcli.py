@@ -4,10 +4,7 @@ from __future__ import annotations
 import argparse
 import gc
 import ipaddress
-import json
 import sys
-
-import yaml
 
 from ..compiler.connectivity import RESERVED_PLACES, Connectivity, Target, build
 from ..compiler.diagnostics import Diagnostic, PolicycError
@@ -15,6 +12,7 @@ from ..compiler.ir import EndpointKind
 from ..compiler.portset import PortSet, parse_ports
 from ..compiler.verify.spec import WORLD
 from .common import add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, resolve_endpoints
+from .terminal import step
 
 ENDPOINT_HELP = ("namespace/pod, a node, a label selector (app=web,namespace=shop), an IP address, a CIDR "
                  "(outside the cluster), world, world-ipv4, world-ipv6, or a reserved identity (kube-apiserver)")
@@ -32,7 +30,7 @@ def _hops(text: str) -> int:
 
 def add_graph_args(parser: argparse.ArgumentParser, formats: tuple[str, ...], chains: bool = True) -> None:
     """Policies, inventory and ``--ports``; ``chains``: also ``--max-hops`` and ``--trust-nodes``."""
-    add_policy_args(parser, formats, short_format=True)
+    add_policy_args(parser, formats)
     add_inventory_arg(parser, required=True)
     parser.add_argument("--ports", metavar="PORTS",
                         help="only connections on these ports, the services an attacker may use: "
@@ -81,8 +79,9 @@ def load_graph(args, refs: list[tuple[str, str]], nodes: bool = True) -> tuple[C
     inventory = load_inventory_arg(args)
     gc.freeze()  # the inputs live until exit: the collector need not rescan them while the graph is built
     targets = [parse_target(inventory, text, option) for text, option in refs]
+    step(f"building the connectivity graph of {len(inventory.pods)} pods", args.quiet)
     conn = build(policy, inventory, nodes=nodes, targets=targets)
-    for note in conn.notes:
+    for note in conn.notes if not args.quiet else ():
         print(f"note: {note}", file=sys.stderr)
     return conn, targets
 
@@ -96,10 +95,3 @@ def places(conn: Connectivity, target: Target, option: str) -> set[int]:
 
 def avoid(conn: Connectivity, args) -> frozenset[int]:
     return frozenset(conn.nodes()) if getattr(args, "trust_nodes", False) else frozenset()
-
-
-def dump(data: dict, fmt: str) -> str:
-    """JSON or YAML of the same document."""
-    if fmt == "yaml":
-        return yaml.safe_dump(data, sort_keys=False, width=120)
-    return json.dumps(data, indent=2)

@@ -6,15 +6,23 @@ from __future__ import annotations
 
 from ..compiler.chains import chain_json, chain_text
 from ..compiler.diagnostics import Diagnostic, PolicycError
-from .graphcli import ENDPOINT_HELP, add_graph_args, avoid, dump, load_graph, places, ports_arg
+from .common import structured, subcommand
+from .graphcli import ENDPOINT_HELP, add_graph_args, avoid, load_graph, places, ports_arg
+from .terminal import say
+
+EXAMPLES = """
+policyc paths world data/postgres examples/shop/policies --inventory examples/shop/inventory.yaml -k 3
+policyc paths world namespace=data P --inventory INV --trust-nodes --ports 80/TCP,443/TCP,8080/TCP
+policyc paths shop/frontend 10.0.0.0/8 P --inventory INV --max-hops 3 -o json   # exit 1: a chain exists
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser(
-        "paths", help="shortest chains of allowed connections from SRC to DST (exit 1 when one exists)",
-        description="Chains of connections the policies allow, hop after hop (each hop: egress of its source and "
-                    "ingress of its destination), shortest first. Exit status: 0 no chain, 1 a chain exists, "
-                    "2 bad input.")
+    parser = subcommand(
+        sub, "paths", "shortest chains of allowed connections from SRC to DST (exit 1 when one exists)", EXAMPLES,
+        "Chains of connections the policies allow, hop after hop (each hop: egress of its source and ingress of "
+        "its destination), shortest first; outside addresses start and end chains but never relay them "
+        "(docs/paths.md). Exit status 0: no chain; 1: a chain exists.")
     parser.add_argument("src", metavar="SRC", help=f"where chains start: {ENDPOINT_HELP}")
     parser.add_argument("dst", metavar="DST", help="where chains end, same forms as SRC")
     add_graph_args(parser, ("text", "json", "yaml"))
@@ -34,9 +42,9 @@ def run(args) -> int:
                          avoid(conn, args), conn.pinned(src, dst))
     ends = (frozenset(ep.display for ep in src.endpoints), frozenset(ep.display for ep in dst.endpoints))
     if args.format == "text":
-        print(_text(conn, args, chains, ends))
+        say(_text(conn, args, chains, ends))
     else:
-        print(dump({"from": args.src, "to": args.dst, "max_hops": args.max_hops,
+        print(structured({"from": args.src, "to": args.dst, "max_hops": args.max_hops,
                     "ports": ports.texts() if ports else None, "trust_nodes": args.trust_nodes,
                     "found": bool(chains), "chains": [chain_json(conn, c, *ends) for c in chains]}, args.format))
     return 1 if chains else 0

@@ -63,6 +63,14 @@ def to_json(g: nx.DiGraph) -> dict:
     return nx.node_link_data(g, edges="edges")
 
 
+def to_text(g: nx.DiGraph) -> str:
+    """One line per edge, source by source: ``a -> b  ports`` (for people and grep)."""
+    lines = [f"{u} -> {v}  {label(a['ports'])}" + (f" (L7-filtered: {', '.join(a['l7_filtered'])})"
+                                                   if a["l7_filtered"] else "")
+             for u, v, a in sorted(g.edges(data=True), key=lambda e: (e[0], e[1]))]
+    return "\n".join(lines + [f"{g.number_of_nodes()} places, {g.number_of_edges()} connections"]) + "\n"
+
+
 def to_graphml(g: nx.DiGraph) -> str:
     """GraphML holds scalars only: lists become comma-separated text."""
     flat = nx.DiGraph()
