@@ -21,6 +21,10 @@ _REASONS = {
 }
 
 
+def reason_text(reason: Reason) -> str:
+    return _REASONS[reason]
+
+
 def rule_ref(rule: Rule) -> str:
     o = rule.origin
     return f"{o.policy_kind} {o.policy} {o.path} ({o})"
