@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass
 
 from ..diagnostics import Diagnostic, PolicycError, Severity
-from ..ir import DEFAULT_CLUSTER, DefaultDeny, Origin, Policy, PolicySet, Rule
+from ..ir import DEFAULT_CLUSTER, DefaultDeny, Policy, PolicySet, Rule
 from ..source import Document, load_documents
 from .kinds import KINDS, POLICY_GROUPS, policy_kinds
 from .meta import Meta
@@ -93,13 +93,24 @@ def parse_object(r: FieldReader, obj, base: tuple, cluster: str):
     return rules, dd, Policy(kind, namespace or "", name, where, ignore)
 
 
+def _defined_twice(doc: Document, base: tuple, policy: Policy, first: str) -> Diagnostic:
+    """Two objects with one kind/namespace/name are one object to the API server: the last one
+    applied replaces the other, so which rules the cluster has depends on apply order. Modelling
+    both (or either) would answer for a cluster that may not exist: refuse the input."""
+    name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
+    return doc.diag(base + ("metadata", "name"),
+                    f"{policy.kind} {name} is defined twice (first at {first}): Kubernetes keeps one object "
+                    "per kind, namespace and name, and which one depends on apply order; rename one or "
+                    "remove it (R1.3b)", code="duplicate-name")
+
+
 def build_policy_set(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> FrontendResult:
     rules: list[Rule] = []
     dd: list[DefaultDeny] = []
     policies: list[Policy] = []
     diagnostics: list[Diagnostic] = []
     skipped: list[str] = []
-    seen: dict[tuple, Origin] = {}
+    seen: dict[tuple, str] = {}  # kind/namespace/name → file:line:column of its metadata.name
     error_count = 0
     for doc, base, obj in ((d, b, o) for d in docs for b, o in _objects(d)):
         if error_count >= MAX_ERRORS:
@@ -123,12 +134,12 @@ def build_policy_set(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Fr
             continue
         got_rules, got_dd, policy = got
         key = (policy.kind, policy.namespace, policy.name)
+        where = doc.diag(base + ("metadata", "name"), "")
         if key in seen:
-            diagnostics.append(doc.diag(base + ("metadata", "name"),
-                                        f"{policy.kind} {policy.namespace + '/' if policy.namespace else ''}"
-                                        f"{policy.name} is defined twice (first at {seen[key]}); both are "
-                                        "kept, as separate files would be", Severity.WARNING, "duplicate-name"))
-        seen.setdefault(key, policy.origin)
+            diagnostics.append(_defined_twice(doc, base, policy, seen[key]))
+            error_count += 1
+            continue
+        seen[key] = f"{where.file}:{where.line}:{where.column}"
         rules.extend(got_rules)
         dd.extend(got_dd)
         policies.append(policy)
