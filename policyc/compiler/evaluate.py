@@ -204,7 +204,7 @@ def _field_admits(pattern: str | None, value: str, request: Request) -> bool:
 def _http_admits(rule: HTTPRule, request: Request) -> bool:
     return (_field_admits(rule.method, request.method, request) and _field_admits(rule.path, request.path, request)
             and _field_admits(rule.host, request.host, request)
-            and all(request.decides(opaque_key("header", h)) for h in rule.headers))
+            and all(request.decides(opaque_key("header", h)) for h in rule.header_parts))
 
 
 def l7_admits(l7: L7Rules | None, request: Request) -> bool:
@@ -216,6 +216,12 @@ def l7_admits(l7: L7Rules | None, request: Request) -> bool:
     if l7.kind == "dns":
         return any(_full_match(fqdn_regex(d.match_name, d.match_pattern), request.dns) for d in l7.dns)
     return bool(request.decides(opaque_key("l7", l7)))
+
+
+def port_admits(pm: PortMatch, request: Request) -> bool:
+    """Whether one port entry lets ``request`` through: its L7 filter and every TLS condition, an
+    opaque part the request decides (without a request, concrete answers ignore TLS: L3/L4 only)."""
+    return l7_admits(pm.l7, request) and all(request.decides(opaque_key("tls", t)) for t in pm.tls)
 
 
 def port_matches(pm: PortMatch, protocol: Protocol, port: int, dst: Endpoint) -> bool:
@@ -340,7 +346,7 @@ class Evaluator:
             return verdict(Action.DENY, Reason.AUTH_REQUIRED, wants_auth, l7=l7)
         if request is not None:
             admitting = [r for r in allowed
-                         if any(l7_admits(pm.l7, request) for pm in matching_ports(r, protocol, port, dst))]
+                         if any(port_admits(pm, request) for pm in matching_ports(r, protocol, port, dst))]
             if not admitting:
                 return verdict(Action.DENY, Reason.REQUEST_DENIED, allowed, l7=l7)
             allowed = admitting

@@ -136,7 +136,7 @@ def _deletable(ctx: Context, rule: Rule) -> bool:
     space = ctx.space(near.rules, near.default_deny, unknowns=True)
     solver = z3.Solver()
     flow = new_flow(space, solver)
-    request = Request() if any(pm.l7 for r in near.rules for pm in r.ports) else None
+    request = Request() if any(pm.filtered for r in near.rules for pm in r.ports) else None
     subject, _ = space.sides(flow, rule.direction)
     solver.add(z3.Not(flow.same), space.selects(rule.subject_kind, rule.subject, subject),
                space.direction_allows(near, rule.direction, flow, request)
@@ -495,8 +495,9 @@ def _l7_ineffective(ctx: Context, rule: Rule) -> Finding | None:
 
 def _entry_text(entry) -> str:
     """An HTTP entry or DNS pattern as its YAML fields."""
-    yaml_name = {"match_name": "matchName", "match_pattern": "matchPattern"}
-    fields = ", ".join(f"{yaml_name.get(k, k)}: {v}" for k, v in vars(entry).items() if v not in (None, ()))
+    yaml_name = {"match_name": "matchName", "match_pattern": "matchPattern", "header_matches": "headerMatches"}
+    fields = ", ".join(f"{yaml_name.get(k, k)}: {'[' + ', '.join(v) + ']' if isinstance(v, tuple) else v}"
+                       for k, v in vars(entry).items() if v not in (None, ()))
     return f"{{{fields}}}"
 
 

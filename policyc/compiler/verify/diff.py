@@ -287,7 +287,7 @@ def _ports(solver: z3.Solver, space: Space, flow: SymbolicFlow, group: z3.BoolRe
 # ---- the search
 
 def _has_l7(rules) -> bool:
-    return any(pm.l7 is not None for r in rules for pm in r.ports)
+    return any(pm.filtered for r in rules for pm in r.ports)
 
 
 def _direction_changes(old: PolicySet, new: PolicySet, direction: Direction, inventory: Inventory | None,

@@ -388,7 +388,7 @@ class Request:
         """evaluate._http_admits: every given field matches, every header is present."""
         self._kinds.add("http")
         return z3.And(self._field(self.method, h.method), self._field(self.path, h.path),
-                      self._field(self.host, h.host), *[self.opaque("header", x) for x in h.headers])
+                      self._field(self.host, h.host), *[self.opaque("header", x) for x in h.header_parts])
 
     def dns_rule(self, d) -> z3.BoolRef:
         self._kinds.add("dns")
@@ -403,6 +403,10 @@ class Request:
         if l7.kind == "dns":
             return z3.Or([self.dns_rule(d) for d in l7.dns])
         return self.opaque("l7", l7)
+
+    def admitted_by(self, pm: PortMatch) -> z3.BoolRef:
+        """evaluate.port_admits: the entry's L7 filter and each of its TLS conditions."""
+        return z3.And(self.allowed_by(pm.l7), *[self.opaque("tls", t) for t in pm.tls])
 
     def decode(self, model) -> ConcreteRequest:
         def text(var, kind: str) -> str:
@@ -559,7 +563,7 @@ class Space:
                 where = flow.memo[rule] = z3.And(self.selects(rule.subject_kind, rule.subject, subject),
                                                  z3.Or([self.peer_matches(p, flow, rule.direction)
                                                         for p in rule.peers]))
-            matching = [z3.And(self.port_matches(pm, flow), request.allowed_by(pm.l7) if request else True)
+            matching = [z3.And(self.port_matches(pm, flow), request.admitted_by(pm) if request else True)
                         for pm in (rule.ports if ports is None else ports)]
             flow.memo[key] = z3.And(where, z3.Or(matching))
         return flow.memo[key]

@@ -176,6 +176,9 @@ def endpoint_text(ep: Endpoint) -> str:
         f" named {', '.join(ep.dns_names)}" if ep.dns_names else "")
 
 
+UNREAD_PARTS = ("header:", "tls:", "l7:")
+
+
 def request_text(r) -> str:
     """The L7 part of a witness: an HTTP request, a DNS query, or nothing."""
     text = ""
@@ -183,6 +186,9 @@ def request_text(r) -> str:
         text += f" HTTP {r.method} {r.path}" + (f" host {r.host}" if r.host else "")
     if r.dns:
         text += f" DNS query {r.dns}"
+    unread = [f"{k} {'met' if v else 'not met'}" for k, v in r.assumed if k.startswith(UNREAD_PARTS)]
+    if unread:  # conditions policyc cannot read (query cannot replay them): the witness names its assumption
+        text += f" (assuming {'; '.join(unread)})"
     return text
 
 

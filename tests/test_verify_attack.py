@@ -1,0 +1,60 @@
+"""The adversarial review of issue 12's gate (attack findings on diff, check, verify), one test per
+finding; each failed before its fix."""
+from __future__ import annotations
+
+import pytest
+
+from policyc.compiler.verify.checks import run_checks
+from test_verify_gate import API, FROM_WEB, _cnp, _http, _policy, _run, _write, inventory  # noqa: F401
+
+WEB = {"matchLabels": {"app": "web"}}
+TOKEN = {"name": "X-Token", "value": "s3cret"}
+
+
+def _tls(**fields) -> dict:
+    return {"toEntities": ["world"], "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}], **fields}]}
+
+
+# ---------------------------------------------------------------- findings 2, 7, 8: headerMatches, TLS
+
+@pytest.mark.parametrize("old_rule, new_rule, section", [
+    (_http({"method": "GET", "headerMatches": [TOKEN]}), _http({"method": "GET"}), "ingress"),
+    (_http({"method": "GET", "headerMatches": [TOKEN]}),
+     _http({"method": "GET", "headerMatches": [{**TOKEN, "value": "other"}]}), "ingress"),
+    (_tls(serverNames=["api.example.com"]), _tls(), "egress"),
+    (_tls(listener={"envoyConfig": {"kind": "CiliumEnvoyConfig", "name": "x"}, "name": "l"}), _tls(), "egress"),
+    (_tls(originatingTLS={"secret": {"name": "ca"}}), _tls(), "egress"),
+])
+def test_removing_what_policyc_cannot_read_is_not_no_change(tmp_path, capsys, inventory, old_rule, new_rule,
+                                                            section):
+    """headerMatches, serverNames, TLS and listener were dropped from the IR: old and new compared equal
+    and the gate passed. Each is now an opaque condition: its removal may admit requests it refused."""
+    subject = API if section == "ingress" else WEB
+    old = _write(tmp_path / "old.yaml", _cnp("x", subject, **{section: [old_rule]}))
+    new = _write(tmp_path / "new.yaml", _cnp("x", subject, **{section: [new_rule]}))
+    for extra in ([], ["--inventory", inventory]):
+        code, out = _run(capsys, "diff", old, new, "--no-new-access", *extra)
+        assert code == 1 and "new connection:" in out and "not met)" in out, out
+    assert _run(capsys, "diff", old, old, "--no-new-access")[0] == 0
+
+
+@pytest.mark.parametrize("first, second", [
+    (_http({"method": "GET", "headerMatches": [TOKEN]}), _http({"method": "GET"})),
+    (_tls(serverNames=["api.example.com"]), _tls()),
+])
+def test_rules_that_differ_in_unread_fields_are_no_duplicates(tmp_path, first, second):
+    """PC003 called them duplicates ("remove one"): deleting the one without the condition refuses requests."""
+    section = "ingress" if "fromEndpoints" in first else "egress"
+    path = _write(tmp_path / "p.yaml", _cnp("x", API if section == "ingress" else WEB, **{section: [first, second]}))
+    codes = {f.check for f in run_checks(_policy(path))}
+    assert "PC003" not in codes, codes
+
+
+def test_an_entry_without_header_matches_is_not_shadowed_by_one_with_them(tmp_path):
+    """PC019 said http[1] (GET /a) admits nothing http[0] (GET /a with a header match) does not: deleting
+    it refuses every GET /a without the header. The entry with the condition is the covered one."""
+    path = _write(tmp_path / "p.yaml", _cnp("x", API, ingress=[
+        _http({"method": "GET", "path": "/a", "headerMatches": [TOKEN]}, {"method": "GET", "path": "/a"})]))
+    (finding,) = [f for f in run_checks(_policy(path)) if f.check == "PC019"]
+    assert finding.message.startswith("http[0] ({method: GET, path: /a, headerMatches: [")
+    assert finding.key == "http[0]"
