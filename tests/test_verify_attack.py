@@ -58,3 +58,34 @@ def test_an_entry_without_header_matches_is_not_shadowed_by_one_with_them(tmp_pa
     (finding,) = [f for f in run_checks(_policy(path)) if f.check == "PC019"]
     assert finding.message.startswith("http[0] ({method: GET, path: /a, headerMatches: [")
     assert finding.key == "http[0]"
+
+
+# ---------------------------------------------------------------- findings 3 and 5: toFQDNs
+
+DNS = {"toEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": "kube-system", "k8s-app": "kube-dns"}}],
+       "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}], "rules": {"dns": [{"matchPattern": "*"}]}}]}
+DNS_PLAIN = {**DNS, "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}]}]}
+ANY_NAME = {"toFQDNs": [{"matchPattern": "*"}], "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]}
+
+
+def test_verify_never_proves_a_deny_a_fqdn_allow_can_break(tmp_path, capsys):
+    """mustDeny web → world passed (FQDN peers matched nothing in verify's model) although web reaches
+    every address a DNS answer names. Without a DNS rule toFQDNs stays dormant and the deny holds."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("invariants:\n- name: no-world\n  mustDeny: {from: 'namespace=shop,app=web', to: {entity: world}}\n")
+    live = _write(tmp_path / "live.yaml", _cnp("x", WEB, egress=[DNS, ANY_NAME]))
+    code, out = _run(capsys, "verify", live, "--spec", str(spec))
+    assert code == 1 and "FAIL mustDeny 'no-world'" in out and "443/TCP" in out, out
+    dormant = _write(tmp_path / "dormant.yaml", _cnp("x", WEB, egress=[DNS_PLAIN, ANY_NAME]))
+    code, out = _run(capsys, "verify", dormant, "--spec", str(spec))
+    assert code == 0 and "PASS mustDeny 'no-world'" in out, out
+
+
+def test_a_dns_rule_that_wakes_a_dormant_fqdn_allow_is_new_access(tmp_path, capsys, inventory):
+    """The gate assumed lookups proxied on both sides, so the DNS rule that makes toFQDNs match passed."""
+    old = _write(tmp_path / "old.yaml", _cnp("x", WEB, egress=[DNS_PLAIN, ANY_NAME]))
+    new = _write(tmp_path / "new.yaml", _cnp("x", WEB, egress=[DNS, ANY_NAME]))
+    for extra in ([], ["--inventory", inventory]):
+        code, out = _run(capsys, "diff", old, new, "--no-new-access", *extra)
+        assert code == 1 and "443/TCP: allowed by CiliumNetworkPolicy shop/x spec.egress[1]" in out, out
+    assert _run(capsys, "diff", new, new, "--no-new-access")[0] == 0

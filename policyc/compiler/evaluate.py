@@ -184,13 +184,20 @@ def fqdn_matches(peer: FQDNPeer, name: str) -> bool:
     return _full_match(fqdn_regex(peer.match_name, peer.match_pattern), name)
 
 
-def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset) -> bool:
+def sees_lookups(rule: Rule) -> bool:
+    """A rule whose DNS L7 filter sends its subject's lookups through the proxy: only then does
+    Cilium learn addresses for toFQDNs peers (R10.1, PC014)."""
+    return rule.action is Action.ALLOW and any(pm.l7 is not None and pm.l7.kind == "dns" for pm in rule.ports)
+
+
+def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset, names: bool = True) -> bool:
+    """``names``: whether the subject's lookups are proxied, so that toFQDNs peers can match at all."""
     if isinstance(peer, SelectorPeer):
         return any(sel.matches(labels) for sel in peer.selectors)
     if isinstance(peer, CIDRPeer):  # R7.1: CIDRs only ever select addresses outside the cluster
         return ep.kind is EndpointKind.EXTERNAL and any(peer.contains(ip) for ip in ep.ips)
     assert isinstance(peer, FQDNPeer)  # R10.3: outside the cluster, through a name it was learned under
-    return ep.kind is EndpointKind.EXTERNAL and any(fqdn_matches(peer, n) for n in ep.dns_names)
+    return names and ep.kind is EndpointKind.EXTERNAL and any(fqdn_matches(peer, n) for n in ep.dns_names)
 
 
 def _field_admits(pattern: str | None, value: str, request: Request) -> bool:
@@ -237,9 +244,9 @@ def matching_ports(rule: Rule, protocol: Protocol, port: int, dst: Endpoint) -> 
 
 
 def rule_matches(rule: Rule, peer: Endpoint, labels: frozenset, protocol: Protocol, port: int,
-                 dst: Endpoint) -> bool:
+                 dst: Endpoint, names: bool = True) -> bool:
     return bool(matching_ports(rule, protocol, port, dst)) and any(
-        peer_matches(p, peer, labels) for p in rule.peers)
+        peer_matches(p, peer, labels, names) for p in rule.peers)
 
 
 def _by_namespace(items) -> dict[str | None, list[int]]:
@@ -337,7 +344,8 @@ class Evaluator:
             return verdict(Action.DENY, Reason.DENIED, denied)
         if not dd:
             return verdict(Action.ALLOW, Reason.NOT_ENFORCED)
-        allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst)]
+        names = any(sees_lookups(r) for r in allows)
+        allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst, names)]
         if not allowed:
             return verdict(Action.DENY, Reason.DEFAULT_DENY, dd=dd)
         l7 = _l7_filters(allowed, protocol, port, dst)
@@ -364,9 +372,10 @@ class Evaluator:
             return []
         peer = flow.dst if v.direction is Direction.EGRESS else flow.src
         labels = peer_labels(peer, v.subject)
-        out = []
-        for rule in self.subject_rules(v.subject, v.direction)[0]:
-            peer_ok = any(peer_matches(p, peer, labels) for p in rule.peers)
+        out, allows = [], self.subject_rules(v.subject, v.direction)[0]
+        names = any(sees_lookups(r) for r in allows)
+        for rule in allows:
+            peer_ok = any(peer_matches(p, peer, labels, names) for p in rule.peers)
             port_ok = bool(matching_ports(rule, flow.protocol, flow.port, flow.dst))
             if peer_ok != port_ok:
                 out.append((rule, "port" if peer_ok else "peer"))

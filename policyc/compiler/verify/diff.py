@@ -140,13 +140,15 @@ class _Side:
     def __init__(self, space: Space, policy: PolicySet, direction: Direction, flow: SymbolicFlow,
                  request: Request | None):
         subject, _ = space.sides(flow, direction)
-        self.match = {r: space.rule_matches(r, flow) for r in policy.rules}
         allows = [r for r in policy.rules if r.action is Action.ALLOW]
-        self.admit = {r: space.rule_matches(r, flow, request) if request else self.match[r] for r in allows}
+        names = space.sees_lookups(allows, flow, direction)  # per side: a new DNS rule can wake toFQDNs up
+        self.match = {r: space.rule_matches(r, flow, names=names) for r in policy.rules}
+        self.admit = {r: space.rule_matches(r, flow, request, names=names) if request else self.match[r]
+                      for r in allows}
         self.deny = z3.Or([e for r, e in self.match.items() if r.action is Action.DENY])
         self.allow = z3.Or([self.match[r] for r in allows])
         self.admitted = z3.Or(list(self.admit.values()))
-        self.auth = space.authenticated(allows, flow)
+        self.auth = space.authenticated(allows, flow, names)
         self.dd = space.default_deny(policy.default_deny, direction, subject)
         self.enforced = space.enforced(direction, flow)
         self.allowed = z3.Or(z3.Not(self.enforced),

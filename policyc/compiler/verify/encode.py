@@ -31,7 +31,8 @@ from dataclasses import dataclass, replace
 import z3
 
 from ..entities import RESERVED, reserved_label, world_labels
-from ..evaluate import Flow, LabelIndex, Request as ConcreteRequest, fqdn_regex, opaque_key, subject_labels
+from ..evaluate import (Flow, LabelIndex, Request as ConcreteRequest, fqdn_regex, opaque_key, sees_lookups,
+                        subject_labels)
 from ..inventory import Inventory, external
 from ..ir import (ANY_SOURCE, CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY,
                   Action, CIDRPeer, Direction, Endpoint, EndpointKind, FQDNPeer, Identity,
@@ -524,8 +525,10 @@ class Space:
         want = Kind.POD if kind is SubjectKind.ENDPOINT else Kind.NODE
         return z3.And(subject.is_kind(want), subject.match(sel, View.SUBJECT))
 
-    def peer_matches(self, peer: Peer, flow: SymbolicFlow, direction: Direction) -> z3.BoolRef:
-        """evaluate.peer_matches with peer_labels: a pod sees its own node as reserved:host."""
+    def peer_matches(self, peer: Peer, flow: SymbolicFlow, direction: Direction,
+                     names: z3.BoolRef | None = None) -> z3.BoolRef:
+        """evaluate.peer_matches with peer_labels: a pod sees its own node as reserved:host; ``names``
+        (Space.sees_lookups) whether the subject's lookups are proxied, None for "assume they are"."""
         subject, other = self.sides(flow, direction)
         if isinstance(peer, SelectorPeer):
             host_view = z3.And(other.is_kind(Kind.NODE), subject.is_kind(Kind.POD), flow.local)
@@ -540,7 +543,8 @@ class Space:
             return z3.BoolVal(False)
         other.reads_dns = True
         return z3.And(other.is_kind(Kind.EXTERNAL), z3.Length(other.dns) > 0,  # "": no name was learned
-                      z3.InRe(other.dns, regex.to_z3(fqdn_regex(peer.match_name, peer.match_pattern))))
+                      z3.InRe(other.dns, regex.to_z3(fqdn_regex(peer.match_name, peer.match_pattern))),
+                      z3.BoolVal(True) if names is None else names)
 
     def port_matches(self, pm: PortMatch, flow: SymbolicFlow) -> z3.BoolRef:
         """evaluate.port_matches; named ports resolve at the destination."""
@@ -550,19 +554,22 @@ class Space:
         return z3.And(proto, flow.dst.named_port(pm.name, flow.protocol, flow.port))
 
     def rule_matches(self, rule: Rule, flow: SymbolicFlow, request: Request | None = None,
-                     ports: tuple[PortMatch, ...] | None = None) -> z3.BoolRef:
+                     ports: tuple[PortMatch, ...] | None = None, names: z3.BoolRef | None = None) -> z3.BoolRef:
         """The rule selects the subject, matches the peer and a port (and the request, if given).
 
-        ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry).
+        ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry); ``names``
+        is the policy set's Space.sees_lookups (toFQDNs peers match only when lookups are proxied).
         """
-        key = (rule, ports, id(request) if request is not None else None)
+        if names is not None and not any(isinstance(p, FQDNPeer) for p in rule.peers):
+            names = None  # the same formula in every policy set
+        key = (rule, ports, id(request) if request is not None else None, names.get_id() if names is not None else None)
         if key not in flow.memo:  # the same rule meets the same flow in both policy sets and both sides
-            where = flow.memo.get(rule)
+            where = flow.memo.get((rule, key[3]))
             if where is None:
                 subject, _ = self.sides(flow, rule.direction)
-                where = flow.memo[rule] = z3.And(self.selects(rule.subject_kind, rule.subject, subject),
-                                                 z3.Or([self.peer_matches(p, flow, rule.direction)
-                                                        for p in rule.peers]))
+                where = flow.memo[(rule, key[3])] = z3.And(
+                    self.selects(rule.subject_kind, rule.subject, subject),
+                    z3.Or([self.peer_matches(p, flow, rule.direction, names) for p in rule.peers]))
             matching = [z3.And(self.port_matches(pm, flow), request.admitted_by(pm) if request else True)
                         for pm in (rule.ports if ports is None else ports)]
             flow.memo[key] = z3.And(where, z3.Or(matching))
@@ -580,13 +587,21 @@ class Space:
             return z3.And(enforcing, z3.Not(localhost))
         return enforcing
 
-    def authenticated(self, allows, flow: SymbolicFlow) -> z3.BoolRef:
+    def sees_lookups(self, allows, flow: SymbolicFlow, direction: Direction) -> z3.BoolRef | None:
+        """evaluate.sees_lookups over the subject: some allow rule with a DNS filter selects it. None
+        (no condition) where no toFQDNs peer can be affected: concrete spaces match none anyway."""
+        if not self.unknowns or not any(isinstance(p, FQDNPeer) for r in allows for p in r.peers):
+            return None
+        subject, _ = self.sides(flow, direction)
+        return z3.Or([self.selects(r.subject_kind, r.subject, subject) for r in allows if sees_lookups(r)])
+
+    def authenticated(self, allows, flow: SymbolicFlow, names: z3.BoolRef | None = None) -> z3.BoolRef:
         """Evaluator.direction: when a matching allow rule wants mutual authentication, the handshake must succeed."""
         wanting = [r for r in allows if r.auth]
         if not wanting:
             return z3.BoolVal(True)
         flow.reads_auth = True
-        return z3.Or(flow.authenticated, z3.Not(z3.Or([self.rule_matches(r, flow) for r in wanting])))
+        return z3.Or(flow.authenticated, z3.Not(z3.Or([self.rule_matches(r, flow, names=names) for r in wanting])))
 
     def direction_allows(self, policy: PolicySet, direction: Direction, flow: SymbolicFlow,
                          request: Request | None = None) -> z3.BoolRef:
@@ -596,7 +611,9 @@ class Space:
         rules = policy.rules_for(direction)
         allows = [r for r in rules if r.action is Action.ALLOW]
         deny = z3.Or([self.rule_matches(r, flow) for r in rules if r.action is Action.DENY])
-        allow = z3.And(z3.Or([self.rule_matches(r, flow, request) for r in allows]), self.authenticated(allows, flow))
+        names = self.sees_lookups(allows, flow, direction)
+        allow = z3.And(z3.Or([self.rule_matches(r, flow, request, names=names) for r in allows]),
+                       self.authenticated(allows, flow, names))
         dd = self.default_deny(policy.default_deny, direction, subject)
         return z3.Or(z3.Not(self.enforced(direction, flow)), z3.And(z3.Not(deny), z3.Or(z3.Not(dd), allow)))
 
