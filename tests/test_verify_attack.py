@@ -89,3 +89,18 @@ def test_a_dns_rule_that_wakes_a_dormant_fqdn_allow_is_new_access(tmp_path, caps
         code, out = _run(capsys, "diff", old, new, "--no-new-access", *extra)
         assert code == 1 and "443/TCP: allowed by CiliumNetworkPolicy shop/x spec.egress[1]" in out, out
     assert _run(capsys, "diff", new, new, "--no-new-access")[0] == 0
+
+
+# ---------------------------------------------------------------- finding 6: L7 without default deny
+
+@pytest.mark.parametrize("new_rule", [_http({}), {**FROM_WEB, "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}])
+def test_http_widening_without_default_deny_is_new_access(tmp_path, capsys, new_rule):
+    """With enableDefaultDeny ingress false Cilium's proxy still filters the redirected port (R3.4c):
+    widening the HTTP filter (or dropping it) admits requests it refused; the gate passed both."""
+    sections = {"enableDefaultDeny": {"ingress": False}}
+    old = _write(tmp_path / "old.yaml", _cnp("x", API, ingress=[_http({"method": "GET", "path": "/public/.*"})],
+                                              **sections))
+    new = _write(tmp_path / "new.yaml", _cnp("x", API, ingress=[new_rule], **sections))
+    code, out = _run(capsys, "diff", old, new, "--no-new-access")
+    assert code == 1 and "8080/TCP HTTP" in out and "GET /public/" not in out, out
+    assert _run(capsys, "diff", new, old, "--no-new-access")[0] == 0

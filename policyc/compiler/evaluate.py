@@ -342,10 +342,13 @@ class Evaluator:
         denied = [r for r in denies if rule_matches(r, peer, labels, protocol, port, dst)]
         if denied:
             return verdict(Action.DENY, Reason.DENIED, denied)
-        if not dd:
-            return verdict(Action.ALLOW, Reason.NOT_ENFORCED)
         names = any(sees_lookups(r) for r in allows)
         allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst, names)]
+        if not dd:  # R3.4c: the proxy still filters the requests of ports an allow rule redirects
+            if request is not None and allowed and not self._admitting(allowed, protocol, port, dst, request):
+                return verdict(Action.DENY, Reason.REQUEST_DENIED, allowed,
+                               l7=_l7_filters(allowed, protocol, port, dst))
+            return verdict(Action.ALLOW, Reason.NOT_ENFORCED)
         if not allowed:
             return verdict(Action.DENY, Reason.DEFAULT_DENY, dd=dd)
         l7 = _l7_filters(allowed, protocol, port, dst)
@@ -353,16 +356,21 @@ class Evaluator:
         if wants_auth and not authenticated:
             return verdict(Action.DENY, Reason.AUTH_REQUIRED, wants_auth, l7=l7)
         if request is not None:
-            admitting = [r for r in allowed
-                         if any(port_admits(pm, request) for pm in matching_ports(r, protocol, port, dst))]
+            admitting = self._admitting(allowed, protocol, port, dst, request)
             if not admitting:
                 return verdict(Action.DENY, Reason.REQUEST_DENIED, allowed, l7=l7)
             allowed = admitting
         return verdict(Action.ALLOW, Reason.ALLOWED, allowed, l7=l7)
 
+    @staticmethod
+    def _admitting(allowed, protocol: Protocol, port: int, dst: Endpoint, request: Request) -> list[Rule]:
+        """The matching allow rules whose port entry lets the request through (R9.3: the union)."""
+        return [r for r in allowed if any(port_admits(pm, request) for pm in matching_ports(r, protocol, port, dst))]
+
     def l7_kinds(self, flow: Flow) -> set[str]:
-        """The kinds of L7 filter the connection meets on either side (R9.1)."""
-        v = self.evaluate(replace(flow, request=None))
+        """The kinds of L7 filter the connection meets on either side (R9.1), or that refuse its request
+        where the direction is not default-deny (R3.4c)."""
+        v = self.evaluate(flow)
         return {x.kind for x in v.egress.l7 + v.ingress.l7}
 
     def near_misses(self, v: DirectionVerdict, flow: Flow) -> list[tuple[Rule, str]]:

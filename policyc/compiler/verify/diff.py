@@ -151,8 +151,11 @@ class _Side:
         self.auth = space.authenticated(allows, flow, names)
         self.dd = space.default_deny(policy.default_deny, direction, subject)
         self.enforced = space.enforced(direction, flow)
+        # R3.4c: without default deny the proxy still filters the requests of redirected ports
+        self.filtered = z3.And(self.allow, z3.Not(self.admitted))
         self.allowed = z3.Or(z3.Not(self.enforced),
-                             z3.And(z3.Not(self.deny), z3.Or(z3.Not(self.dd), z3.And(self.admitted, self.auth))))
+                             z3.And(z3.Not(self.deny), z3.If(self.dd, z3.And(self.admitted, self.auth),
+                                                             z3.Not(self.filtered))))
 
     def reason(self, v: DirectionVerdict) -> z3.BoolRef:
         """The set of flows decided for the same reason as ``v`` (by any of the same rules)."""
@@ -164,9 +167,10 @@ class _Side:
             Reason.DENIED: lambda: z3.And(self.enforced, by(self.match)),
             Reason.ALLOWED: lambda: z3.And(decided, self.dd, self.auth, by(self.admit)),
             Reason.AUTH_REQUIRED: lambda: z3.And(proxied, z3.Not(self.auth), by(self.match)),
-            Reason.REQUEST_DENIED: lambda: z3.And(proxied, self.auth, z3.Not(self.admitted), by(self.match)),
+            Reason.REQUEST_DENIED: lambda: z3.And(decided, self.filtered, z3.Or(z3.Not(self.dd), self.auth),
+                                                  by(self.match)),
             Reason.DEFAULT_DENY: lambda: z3.And(decided, self.dd, z3.Not(self.allow)),
-            Reason.NOT_ENFORCED: lambda: z3.And(decided, z3.Not(self.dd)),
+            Reason.NOT_ENFORCED: lambda: z3.And(decided, z3.Not(self.dd), z3.Not(self.filtered)),
         }.get(v.reason, lambda: z3.Not(self.enforced))()
 
 

@@ -612,10 +612,12 @@ class Space:
         allows = [r for r in rules if r.action is Action.ALLOW]
         deny = z3.Or([self.rule_matches(r, flow) for r in rules if r.action is Action.DENY])
         names = self.sees_lookups(allows, flow, direction)
-        allow = z3.And(z3.Or([self.rule_matches(r, flow, request, names=names) for r in allows]),
-                       self.authenticated(allows, flow, names))
+        matched = z3.Or([self.rule_matches(r, flow, names=names) for r in allows])
+        admitted = z3.Or([self.rule_matches(r, flow, request, names=names) for r in allows])
+        allow = z3.And(admitted, self.authenticated(allows, flow, names))
+        unfiltered = z3.Or(z3.Not(matched), admitted)  # R3.4c: without default deny the proxy still filters
         dd = self.default_deny(policy.default_deny, direction, subject)
-        return z3.Or(z3.Not(self.enforced(direction, flow)), z3.And(z3.Not(deny), z3.Or(z3.Not(dd), allow)))
+        return z3.Or(z3.Not(self.enforced(direction, flow)), z3.And(z3.Not(deny), z3.If(dd, allow, unfiltered)))
 
     def allows(self, policy: PolicySet, flow: SymbolicFlow, request: Request | None = None) -> z3.BoolRef:
         """Evaluator.evaluate: a flow to itself passes; otherwise both ends must allow."""
