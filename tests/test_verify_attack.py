@@ -104,3 +104,20 @@ def test_http_widening_without_default_deny_is_new_access(tmp_path, capsys, new_
     code, out = _run(capsys, "diff", old, new, "--no-new-access")
     assert code == 1 and "8080/TCP HTTP" in out and "GET /public/" not in out, out
     assert _run(capsys, "diff", new, old, "--no-new-access")[0] == 0
+
+
+# ---------------------------------------------------------------- finding 9: protocols beyond the five
+
+def test_an_l3_only_allow_opens_protocols_no_rule_names(tmp_path, capsys, inventory):
+    """ANY (TCP, UDP, SCTP) turned into an L3-only allow opens ICMP and also GRE, ESP, ...: flows had
+    five protocols only, so with every ICMP type allowed before (the attack's case) the gate passed."""
+    db = {"matchLabels": {"app": "db"}}
+    old = _write(tmp_path / "old.yaml", _cnp("x", db, ingress=[
+        {**FROM_WEB, "toPorts": [{"ports": [{"port": "0", "protocol": "ANY"}]}]}]))
+    new = _write(tmp_path / "new.yaml", _cnp("x", db, ingress=[FROM_WEB]))
+    for extra in ([], ["--inventory", inventory]):
+        code, out = _run(capsys, "diff", old, new, "--no-new-access", *extra)
+        assert code == 1 and "*/OTHER (allowed by CiliumNetworkPolicy shop/x spec.ingress[0]" in out, out
+    code, out = _run(capsys, "query", new, "--inventory", inventory, "--from", "shop/web", "--to", "shop/db",
+                     "--port", "0/OTHER")
+    assert code == 0 and "ALLOW" in out, out

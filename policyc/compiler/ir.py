@@ -50,7 +50,9 @@ class SubjectKind(str, enum.Enum):
 
 
 class Protocol(enum.IntEnum):
-    """IP protocol numbers; ANY stands for every IP protocol (L3-only rules)."""
+    """IP protocol numbers; ANY stands for every IP protocol (L3-only rules) in a rule. OTHER stands, in a
+    flow, for every IP protocol no rule can name (GRE, ESP, IPIP, OSPF, ...; 255 is IANA's reserved
+    number): only L3-only rules match it, so the verifier must see it or a change that opens GRE passes."""
 
     ANY = 0
     ICMP = 1
@@ -58,6 +60,7 @@ class Protocol(enum.IntEnum):
     UDP = 17
     ICMPV6 = 58
     SCTP = 132
+    OTHER = 255
 
     @property
     def label(self) -> str:

@@ -51,7 +51,7 @@ class Kind(enum.IntEnum):
 
 
 RESERVED_PEERS = ("health", "init", "unmanaged", "kube-apiserver", "ingress")
-FLOW_PROTOCOLS = (Protocol.ICMP, Protocol.TCP, Protocol.UDP, Protocol.ICMPV6, Protocol.SCTP)
+FLOW_PROTOCOLS = (Protocol.ICMP, Protocol.TCP, Protocol.UDP, Protocol.ICMPV6, Protocol.SCTP, Protocol.OTHER)
 _LABEL_SOURCE = {Kind.POD: "k8s", Kind.NODE: "node"}
 _POD_ONLY_KEYS = (NAMESPACE_KEY, CLUSTER_KEY, SERVICE_ACCOUNT_KEY)
 _NS_NAME_KEY = NAMESPACE_LABELS_PREFIX + "kubernetes.io/metadata.name"
@@ -439,7 +439,8 @@ class SymbolicFlow:
                   for p in FLOW_PROTOCOLS if p.family]  # evaluate.possible
         return (self.src.wellformed() + self.dst.wellformed() + self.space.pair_constraints(self)
                 + [z3.Or([self.protocol == int(p) for p in FLOW_PROTOCOLS]),
-                   z3.Implies(icmp, z3.ULE(self.port, 255))]  # for ICMP the port slot is the type (R8.6)
+                   z3.Implies(icmp, z3.ULE(self.port, 255)),  # for ICMP the port slot is the type (R8.6)
+                   z3.Implies(self.protocol == int(Protocol.OTHER), self.port == 0)]  # no ports: slot unused
                 + family)
 
     def fix(self, flow: Flow) -> list:
