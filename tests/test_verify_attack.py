@@ -121,3 +121,23 @@ def test_an_l3_only_allow_opens_protocols_no_rule_names(tmp_path, capsys, invent
     code, out = _run(capsys, "query", new, "--inventory", inventory, "--from", "shop/web", "--to", "shop/db",
                      "--port", "0/OTHER")
     assert code == 0 and "ALLOW" in out, out
+
+
+# ---------------------------------------------------------------- finding 10: authentication modes
+
+def test_test_always_fail_denies_and_changing_it_to_required_is_new_access(tmp_path, capsys, inventory):
+    """Cilium's handler for test-always-fail errors on every handshake (pkg/auth): the flow never
+    connected, so query said ALLOW wrongly and the switch to `required` passed the gate."""
+    db = {"matchLabels": {"app": "db"}}
+
+    def rule(mode: str) -> dict:
+        return {**FROM_WEB, "toPorts": [{"ports": [{"port": "5432", "protocol": "TCP"}]}],
+                "authentication": {"mode": mode}}
+    old = _write(tmp_path / "old.yaml", _cnp("x", db, ingress=[rule("test-always-fail")]))
+    new = _write(tmp_path / "new.yaml", _cnp("x", db, ingress=[rule("required")]))
+    code, out = _run(capsys, "query", old, "--inventory", inventory, "--from", "shop/web", "--to", "shop/db",
+                     "--port", "5432/TCP")
+    assert "DENY" in out and "ALLOW" not in out.splitlines()[0], out
+    code, out = _run(capsys, "diff", old, new, "--no-new-access")
+    assert code == 1 and "5432/TCP (without mutual authentication): allowed by CiliumNetworkPolicy shop/x" in out, out
+    assert _run(capsys, "diff", new, old, "--no-new-access")[0] == 0

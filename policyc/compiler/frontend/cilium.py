@@ -188,6 +188,9 @@ def parse_rule(r: FieldReader, item, path: tuple, scope: _Scope, direction: Dire
                                                       "required, test-always-fail")
         if auth == "disabled":
             auth = None
+        elif auth == "test-always-fail":
+            r.warn(path + ("authentication",), "test-always-fail fails every handshake: the flows this rule "
+                                               "alone allows are denied (auth-required)", "always-fail-auth")
         else:
             r.warn(path + ("authentication",), "mutual authentication is not modelled: verdicts assume it "
                                                "succeeds", "unsupported-field")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import z3
 
 from ..entities import RESERVED, reserved_label, world_labels
-from ..evaluate import (Flow, LabelIndex, Request as ConcreteRequest, fqdn_regex, opaque_key, sees_lookups,
+from ..evaluate import (ALWAYS_FAIL, Flow, LabelIndex, Request as ConcreteRequest, fqdn_regex, opaque_key, sees_lookups,
                         subject_labels)
 from ..inventory import Inventory, external
 from ..ir import (ANY_SOURCE, CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY,
@@ -602,7 +602,10 @@ class Space:
         if not wanting:
             return z3.BoolVal(True)
         flow.reads_auth = True
-        return z3.Or(flow.authenticated, z3.Not(z3.Or([self.rule_matches(r, flow, names=names) for r in wanting])))
+        failing = [r for r in wanting if r.auth == ALWAYS_FAIL]  # no handshake ever succeeds for these
+        return z3.And(z3.Or(flow.authenticated, z3.Not(z3.Or([self.rule_matches(r, flow, names=names)
+                                                             for r in wanting]))),
+                      *[z3.Not(self.rule_matches(r, flow, names=names)) for r in failing])
 
     def direction_allows(self, policy: PolicySet, direction: Direction, flow: SymbolicFlow,
                          request: Request | None = None) -> z3.BoolRef:
