@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from policyc.compiler.inventory import load_inventory
 from policyc.compiler.verify.checks import run_checks
 from test_verify_gate import API, FROM_WEB, _cnp, _http, _policy, _run, _write, inventory  # noqa: F401
 
@@ -141,3 +142,17 @@ def test_test_always_fail_denies_and_changing_it_to_required_is_new_access(tmp_p
     code, out = _run(capsys, "diff", old, new, "--no-new-access")
     assert code == 1 and "5432/TCP (without mutual authentication): allowed by CiliumNetworkPolicy shop/x" in out, out
     assert _run(capsys, "diff", new, old, "--no-new-access")[0] == 0
+
+
+# ---------------------------------------------------------------- finding 11: removal advice and new pods
+
+def test_removal_advice_holds_for_pods_created_later(tmp_path, inventory):
+    """With --inventory, PC018 called a namespace-wide deny removable because today's pods of the
+    namespace each have a per-app deny; deleting it opens the namespace to every pod created later."""
+    shop = "k8s:io.kubernetes.pod.namespace"
+    denies = [{"toEndpoints": [{"matchLabels": {shop: "shop", "app": app}}]} for app in ("web", "api", "db")]
+    wide = {"toEndpoints": [{"matchLabels": {shop: "shop"}}], "toPorts": [{"ports": [{"port": "0", "protocol": "ANY"}]}]}
+    path = _write(tmp_path / "p.yaml", _cnp("guard", {}, egressDeny=[denies[0], wide, *denies[1:]],
+                                            egress=[{"toEntities": ["all"]}]))
+    for universe in (None, load_inventory([inventory])):
+        assert not [f for f in run_checks(_policy(path), universe) if f.check == "PC018"]

@@ -128,12 +128,14 @@ def _deletable(ctx: Context, rule: Rule) -> bool:
     authentication outcome: the question every finding that recommends deleting it must settle first.
 
     Only subjects ``rule`` selects can change, so only their neighbouring rules and default-deny entries
-    enter; a default-deny entry only this rule implied goes with it (``PolicySet.without``).
+    enter; a default-deny entry only this rule implied goes with it (``PolicySet.without``). The
+    question is asked over every possible endpoint, even with an inventory: the rule also decides
+    for pods created after the deletion, which today's inventory does not hold.
     """
     near = PolicySet(tuple(ctx.index.near(rule.direction, rule.subject_kind, rule.subject)),
                      tuple(ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)), (), ctx.policy.cluster)
     after = near.without([rule.id])
-    space = ctx.space(near.rules, near.default_deny, unknowns=True)
+    space = space_for(near.rules, near.default_deny, ctx.policy.cluster, None, unknowns=True)
     solver = z3.Solver()
     flow = new_flow(space, solver)
     request = Request() if any(pm.filtered for r in near.rules for pm in r.ports) else None
