@@ -156,3 +156,15 @@ def test_removal_advice_holds_for_pods_created_later(tmp_path, inventory):
                                             egress=[{"toEntities": ["all"]}]))
     for universe in (None, load_inventory([inventory])):
         assert not [f for f in run_checks(_policy(path), universe) if f.check == "PC018"]
+
+
+# ---------------------------------------------------------------- finding 13: the DNS rule toFQDNs needs
+
+def test_a_dns_rule_toFQDNs_depends_on_is_not_ineffective(tmp_path):
+    """PC013 called the DNS rule bypassed by a plain 53/UDP allow; deleting it, as advised, stops the
+    proxy from seeing lookups and toFQDNs then matches nothing (R10.1)."""
+    named = {"toFQDNs": [{"matchName": "api.example.com"}], "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]}
+    path = _write(tmp_path / "p.yaml", _cnp("x", WEB, egress=[DNS_PLAIN, DNS, named]))
+    assert "PC013" not in {f.check for f in run_checks(_policy(path))}
+    alone = _write(tmp_path / "q.yaml", _cnp("x", WEB, egress=[DNS_PLAIN, DNS]))
+    assert "PC013" in {f.check for f in run_checks(_policy(alone))}  # nothing depends on it: still reported

@@ -19,7 +19,7 @@ import z3
 from .. import explain
 from ..cliselector import format_selector
 from ..entities import RESERVED_IDS, reserved_label, world_labels
-from ..evaluate import Evaluator, selects, subject_labels
+from ..evaluate import Evaluator, sees_lookups, selects, subject_labels
 from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
@@ -467,7 +467,17 @@ def check_exposure(ctx: Context) -> list[Finding]:
 
 # ------------------------------------------------------------------ L7
 
+def _feeds_fqdn(ctx: Context, rule: Rule) -> bool:
+    """A DNS rule whose subject may also be one of a toFQDNs rule's: bypassed or not, it is what sends the
+    lookups through the proxy, without which toFQDNs matches nothing (R9.3, R10.1): never "ineffective"."""
+    return sees_lookups(rule) and any(
+        isinstance(p, FQDNPeer) for r in ctx.index.near(rule.direction, rule.subject_kind, rule.subject)
+        if r.action is Action.ALLOW for p in r.peers)
+
+
 def _l7_ineffective(ctx: Context, rule: Rule) -> Finding | None:
+    if _feeds_fqdn(ctx, rule):
+        return None
     l7_ports = tuple(pm for pm in rule.ports if pm.l7 is not None)
     plain = [(r, tuple(pm for pm in r.ports if pm.l7 is None)) for r in [rule] + ctx.neighbours(rule, Action.ALLOW)]
     plain = [(r, ps) for r, ps in plain if ps and prefilter.rules_overlap(rule, r, l7_ports, ps)]
