@@ -168,3 +168,20 @@ def test_a_dns_rule_toFQDNs_depends_on_is_not_ineffective(tmp_path):
     assert "PC013" not in {f.check for f in run_checks(_policy(path))}
     alone = _write(tmp_path / "q.yaml", _cnp("x", WEB, egress=[DNS_PLAIN, DNS]))
     assert "PC013" in {f.check for f in run_checks(_policy(alone))}  # nothing depends on it: still reported
+
+
+# ---------------------------------------------------------------- finding 4: ICMPv6 between IPv4-only ends
+
+def test_query_matrix_and_diff_agree_that_ipv4_only_ends_send_no_icmpv6(tmp_path, capsys, inventory):
+    """The inventory is IPv4-only: an ICMPv6 echo between its pods is no packet at all. diff already said
+    "nothing changed"; query and matrix answered ALLOW, so the judge contradicted the gate."""
+    def icmp(*fields) -> str:
+        return _write(tmp_path / f"p{len(fields)}.yaml", _cnp("x", WEB, egress=[{"icmps": [{"fields": list(fields)}]}]))
+    old, new = icmp({"type": 8}), icmp({"type": 8}, {"type": "EchoRequest", "family": "IPv6"})
+    code, out = _run(capsys, "query", new, "--inventory", inventory, "--from", "shop/web", "--to", "shop/db",
+                     "--port", "128/ICMPv6")
+    assert "DENY" in out.splitlines()[0] and "no such packet" in out, out
+    code, out = _run(capsys, "matrix", new, "--inventory", inventory, "--ports", "128/ICMPv6", "-o", "json")
+    assert '"verdict": "allow"' not in out
+    assert _run(capsys, "diff", old, new, "--inventory", inventory, "--no-new-access")[0] == 0
+    assert _run(capsys, "diff", old, new, "--no-new-access")[0] == 1  # invented pods may have IPv6

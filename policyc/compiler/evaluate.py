@@ -30,6 +30,7 @@ class Reason(str, enum.Enum):
     DEFAULT_DENY = "default-deny"    # R3.4
     AUTH_REQUIRED = "authentication-required"  # R10.11: an allowing rule wants a handshake that failed
     REQUEST_DENIED = "request-denied"  # R9.2: the connection reaches the proxy, which refuses this request
+    NO_PACKET = "no-such-packet"     # ICMP(v6) between ends without an address of its IP version
 
 
 @dataclass(frozen=True)
@@ -397,6 +398,9 @@ class Evaluator:
         if src == dst:
             ok = lambda d, s: DirectionVerdict(d, s, Action.ALLOW, Reason.SELF)  # noqa: E731
             return Verdict(flow, ok(Direction.EGRESS, src), ok(Direction.INGRESS, dst))
+        if not possible(flow):  # an IPv4-only pod sends no ICMPv6: nothing can pass, whatever the rules
+            none = lambda d, s: DirectionVerdict(d, s, Action.DENY, Reason.NO_PACKET)  # noqa: E731
+            return Verdict(flow, none(Direction.EGRESS, src), none(Direction.INGRESS, dst))
         egress = self.direction(Direction.EGRESS, src, dst, flow.protocol, flow.port, dst, flow.request,
                                 flow.authenticated)
         ingress = self.direction(Direction.INGRESS, dst, src, flow.protocol, flow.port, dst, flow.request,
