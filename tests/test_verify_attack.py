@@ -185,3 +185,17 @@ def test_query_matrix_and_diff_agree_that_ipv4_only_ends_send_no_icmpv6(tmp_path
     assert '"verdict": "allow"' not in out
     assert _run(capsys, "diff", old, new, "--inventory", inventory, "--no-new-access")[0] == 0
     assert _run(capsys, "diff", old, new, "--no-new-access")[0] == 1  # invented pods may have IPv6
+
+
+# ---------------------------------------------------------------- finding 12: witnesses query can replay
+
+def test_query_takes_the_reserved_identities_witnesses_name(tmp_path, capsys, inventory):
+    """diff named `a/db -> reserved:init` as a new connection, and query refused the name (exit 2)."""
+    deny = _write(tmp_path / "deny.yaml", _cnp("x", WEB, egressDeny=[{"toEntities": ["init"]}],
+                                               egress=[{"toEntities": ["all"]}]))
+    code, out = _run(capsys, "query", deny, "--inventory", inventory, "--from", "shop/web", "--to", "reserved:init",
+                     "--port", "443/TCP")
+    assert code == 0 and out.startswith("shop/web -> reserved:init 443/TCP: DENY"), out
+    code, out = _run(capsys, "query", deny, "--inventory", inventory, "--from", "shop/web", "--to",
+                     "reserved:nope", "--port", "443/TCP")
+    assert code == 2

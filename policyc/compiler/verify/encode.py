@@ -33,7 +33,7 @@ import z3
 from ..entities import RESERVED, reserved_label, world_labels
 from ..evaluate import (ALWAYS_FAIL, Flow, LabelIndex, Request as ConcreteRequest, fqdn_regex, opaque_key, sees_lookups,
                         subject_labels)
-from ..inventory import Inventory, external
+from ..inventory import RESERVED_PEERS, Inventory, external, reserved_peer
 from ..ir import (ANY_SOURCE, CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY,
                   Action, CIDRPeer, Direction, Endpoint, EndpointKind, FQDNPeer, Identity,
                   L7Rules, Label, NamedPort, Op, Peer, PolicySet, PortMatch, Protocol, Requirement, Rule,
@@ -50,7 +50,6 @@ class Kind(enum.IntEnum):
     RESERVED = 3
 
 
-RESERVED_PEERS = ("health", "init", "unmanaged", "kube-apiserver", "ingress")
 FLOW_PROTOCOLS = (Protocol.ICMP, Protocol.TCP, Protocol.UDP, Protocol.ICMPV6, Protocol.SCTP, Protocol.OTHER)
 _LABEL_SOURCE = {Kind.POD: "k8s", Kind.NODE: "node"}
 _POD_ONLY_KEYS = (NAMESPACE_KEY, CLUSTER_KEY, SERVICE_ACCOUNT_KEY)
@@ -634,9 +633,7 @@ def _external_or_reserved(term: Term, model, reserved) -> Endpoint | None:
     if kind_external:
         return external(term.decode_ip(model))
     if z3.is_true(model.eval(term.is_kind(Kind.RESERVED), model_completion=True)):
-        name = RESERVED_PEERS[model.eval(reserved, model_completion=True).as_long()]
-        return Endpoint(EndpointKind.EXTERNAL, f"reserved:{name}", "", (),
-                        Identity(0, frozenset({reserved_label(name)})))
+        return reserved_peer(RESERVED_PEERS[model.eval(reserved, model_completion=True).as_long()])
     return None
 
 
