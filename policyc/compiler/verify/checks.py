@@ -176,6 +176,7 @@ def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, al
     flow = new_flow(space, solver)
     _, peer = space.sides(flow, rule.direction)
     solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction),
+               space.authenticated([rule], flow),  # test-always-fail: the rule never lets anything through
                *[z3.Not(space.rule_matches(d, flow)) for d in denies])
     if peer_kind is not None:
         solver.add(peer.is_kind(peer_kind))
