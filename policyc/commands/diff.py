@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from .. import __version__
+from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.ir import DEFAULT_CLUSTER
+from ..compiler.source import STDIN
 from ..compiler.verify.diff import render_markdown, semantic_diff
 from ..compiler.verify.findings import finding_json, render_sarif, render_text
 from .check import sarif_fallback
@@ -19,7 +21,8 @@ git show main:policies/shop.yaml | policyc diff - policies/shop.yaml
 
 
 def register(sub) -> None:
-    parser = subcommand(sub, "diff", "semantic difference between two policy sets (Z3)", EXAMPLES)
+    parser = subcommand(sub, "diff", "semantic difference between two policy sets (Z3)", EXAMPLES,
+                        answer_no="the change is one that --fail-on-change or --no-new-access refuses")
     parser.add_argument("old", metavar="OLD", help="policy file or directory before the change (- : standard input)")
     parser.add_argument("new", metavar="NEW", help="policy file or directory after the change (- : standard input)")
     add_inventory_arg(parser, required=False)
@@ -34,6 +37,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.old == args.new == STDIN:
+        raise PolicycError(Diagnostic.simple("OLD and NEW are both standard input, which is read once, so the "
+                                             "change would be compared with itself; give one of them as a file "
+                                             "(git show main:p.yaml | policyc diff - p.yaml)", code="invalid-argument"))
     old, new = load_policy_args(args, [args.old]), load_policy_args(args, [args.new])
     inventory = load_inventory_arg(args) if args.inventory else None
     changes = semantic_diff(old, new, inventory)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import z3
 
 from .. import explain
-from ..cliselector import format_selector
+from ..cliselector import format_peer, format_selector
 from ..entities import world_labels
 from ..evaluate import Evaluator, selects, subject_labels
 from ..inventory import Inventory
@@ -359,9 +359,9 @@ def _world_peers(rule: Rule) -> list[str]:
     out = []
     for peer in rule.peers:
         if isinstance(peer, SelectorPeer) and any(s.matches(world_labels(v)) for s in peer.selectors for v in (4, 6)):
-            out.append(str(peer))
+            out.append("every peer (the rule names none)" if peer.kind == "wildcard" else format_peer(peer))
         elif isinstance(peer, CIDRPeer) and peer.network.prefixlen == 0:
-            out.append(str(peer))
+            out.append(format_peer(peer))
     return out
 
 
@@ -379,8 +379,8 @@ def check_exposure(ctx: Context) -> list[Finding]:
                 out.append(_finding("PC011", rule, f"every port and protocol is open to {', '.join(world)}",
                                     witness=witness))
             else:
-                ports = ", ".join(str(pm) for pm in rule.ports)
-                out.append(_finding("PC010", rule, f"admits {', '.join(world)} on {ports}", witness=witness))
+                out.append(_finding("PC010", rule, f"admits {', '.join(world)} on {explain.ports_text(rule.ports)}",
+                                    witness=witness))
         if rule.origin.policy_kind == CCNP:
             for peer in rule.peers:
                 if isinstance(peer, SelectorPeer) and peer.kind == "endpoints" and any(
