@@ -171,3 +171,41 @@ def test_check_speaks_markdown(capsys):
 def test_diff_takes_verbose_and_quiet(capsys):
     code, _, err = run(capsys, "diff", POLICY, POLICY, "-v", "-q")
     assert code == 0, err
+
+
+def _minimal_argv(name: str, parser: argparse.ArgumentParser) -> list[str]:
+    """A command line the parser accepts: a value for every positional and required option."""
+    argv = name.split()
+    for action in parser._actions:
+        if action.option_strings and action.required:
+            argv += [action.option_strings[-1], action.choices[0] if action.choices else "1"]
+        elif not action.option_strings and not isinstance(action, argparse._SubParsersAction):
+            argv.append("x")
+    return argv
+
+
+@pytest.mark.parametrize("name", sorted(parsers()))
+def test_a_repeated_option_adds_up_or_is_refused(name):
+    """docs/cli.md: repeating an option never keeps only the last value. Every option that takes a value
+    either collects every one (append) or refuses a second (given twice, exit 2); none silently
+    overwrites (argparse's plain store)."""
+    from policyc.commands.common import StoreOnce, UsageError
+
+    parser = parsers()[name]
+    base = _minimal_argv(name, parser)
+    for action in parser._actions:
+        if not action.option_strings or action.nargs == 0 or isinstance(action, argparse._HelpAction):
+            continue
+        option = action.option_strings[-1]
+        first, second = (action.choices[0], action.choices[-1]) if action.choices else ("1", "2")
+        argv = [a for a in base]
+        if option in argv:  # a required option: give it twice in place of once
+            at = argv.index(option)
+            del argv[at:at + 2]
+        argv += [option, str(first), option, str(second)]
+        if isinstance(action, argparse._AppendAction):
+            assert getattr(build_parser().parse_args(argv), action.dest)[-2:] == [first, second], (name, option)
+        else:
+            assert isinstance(action, StoreOnce), (name, option, type(action).__name__)
+            with pytest.raises(UsageError, match="given twice"):
+                build_parser().parse_args(argv)

@@ -91,7 +91,8 @@ def output_dir(args) -> Path:
     """--output-dir, or the deprecated `-o DIR` (anything after -o that is not a format name)."""
     if args.format not in FORMATS:
         if args.format in FORMAT_NAMES:  # `-o sarif` meant a format compile does not have, not a directory
-            raise PolicycError(Diagnostic.simple(f"-o {args.format}: compile writes {', '.join(FORMATS)}; the "
+            asked, args.format = args.format, "text"  # so the error itself is not written as SARIF
+            raise PolicycError(Diagnostic.simple(f"-o {asked}: compile writes {', '.join(FORMATS)}; the "
                                                  "artifact goes to --output-dir DIR", code="invalid-argument"))
         if args.output_dir:
             raise PolicycError(Diagnostic.simple(f"-o {args.format!r}: not a format ({', '.join(FORMATS)})",

@@ -214,6 +214,8 @@ def parse_port(r: FieldReader, value, path: tuple) -> tuple[PortRange, ...]:
         first, last = int(first), int(end or first)
     if not 0 <= first <= last <= 65535:
         r.fail(path, f"invalid port range {span!r}: ports are 0-65535, first <= last")
+    if protocol in (Protocol.ICMP, Protocol.ICMPV6) and last > 255 and span != "*":
+        r.fail(path, f"invalid {protocol.label} type {span!r}: ICMP types are 0-255, as in a policy's icmps")
     protocols = _L4 if protocol is Protocol.ANY else (protocol,)
     return tuple(PortRange(p, first, last) for p in protocols)
 
