@@ -434,3 +434,32 @@ def test_messages_speak_the_command_line(capsys, tmp_path):
     (spec_dir / "cart.yaml").write_text((ROOT / "examples/shop/policies/shop/cart.yaml").read_text())
     code, out, _ = run(capsys, "validate", spec_dir, "-v")
     assert f"{spec_dir / 'spec.yaml'}:4: VerificationSpec: skipped (not a network policy)" in out
+
+
+def _as_argument(end: dict) -> str | None:
+    """A witness endpoint as query takes it without an inventory: its address, or its pod's labels."""
+    if end["kind"] == "external":
+        return end["ips"][0]
+    if end["kind"] != "pod":
+        return None
+    return ",".join(lab.removeprefix("k8s:") for lab in end["labels"] if "policy.cluster=" not in lab)
+
+
+@pytest.mark.parametrize("check_id", sorted(p.name for p in (ROOT / "tests/data/checks").iterdir()
+                                            if not (p / "inventory.yaml").exists()))
+def test_witnesses_without_an_inventory_replay_with_query(capsys, check_id):
+    """A finding's example names invented pods by their labels; query takes the same, with no inventory,
+    and gives the side the example is about the verdict the example claims."""
+    fail = ROOT / "tests/data/checks" / check_id / "fail.yaml"
+    _, out, _ = run(capsys, "check", fail, "-o", "json", "--fail-on", "never")
+    for finding in json.loads(out)["findings"]:
+        w = finding["witness"]
+        if not w or not w.get("direction"):
+            continue
+        src, dst = _as_argument(w["from"]), _as_argument(w["to"])
+        if src is None or dst is None:
+            continue
+        code, out, err = run(capsys, "query", fail, "--from", src, "--to", dst, "--port",
+                             f"{w['port']}/{w['protocol']}", "-o", "json")
+        assert code == 0, err
+        assert json.loads(out)["queries"][0][w["direction"]]["verdict"] == w["verdict"], (check_id, w)

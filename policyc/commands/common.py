@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import ipaddress
 import json
 import re
 import sys
@@ -12,8 +13,9 @@ import yaml
 
 from ..compiler.diagnostics import Diagnostic, PolicycError, Severity
 from ..compiler.frontend import build_policy_set
-from ..compiler.inventory import Inventory, load_inventory
-from ..compiler.ir import DEFAULT_CLUSTER, PolicySet, Protocol
+from ..compiler.inventory import Inventory, load_inventory, pod_labels
+from ..compiler.ir import (ANY_SOURCE, DEFAULT_CLUSTER, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY,
+                           Endpoint, EndpointKind, Identity, Op, PolicySet, Protocol)
 from ..compiler.source import STDIN, load_documents
 
 STRUCTURED = ("json", "yaml")
@@ -285,3 +287,32 @@ def _endpoint_list(inventory: Inventory, ref: str) -> list | None:
     if not any(known):
         return None
     return [ep if ep is not None else inventory.find(item) for ep, item in zip(known, items)]
+
+
+def labelled_endpoint(ref: str, option: str, cluster: str):
+    """An endpoint without an inventory: an address, or one pod given by exactly its labels
+    (``namespace=shop,app=web``), which is how check, diff and verify print the pods of their examples
+    when they had no inventory, so every example can be asked again with query. The source and the
+    destination are two pods (pod-src, pod-dst, as the examples call them) even with equal labels."""
+    from ..compiler.cliselector import format_selector, looks_like_selector, parse_cli_selector
+
+    try:
+        return Inventory().find(str(ipaddress.ip_address(ref)))
+    except ValueError:
+        pass
+    reqs = parse_cli_selector(ref, option).requirements if looks_like_selector(ref) or "=" in ref else ()
+    labels = {r.key: r.values[0] for r in reqs if r.op is Op.IN and len(r.values) == 1 and r.source in ("k8s", ANY_SOURCE)}
+    if not reqs or len(labels) != len(reqs) or NAMESPACE_KEY not in labels:
+        raise PolicycError(Diagnostic.simple(
+            f"{option} {ref!r}: without --inventory an endpoint is an address or one pod given by its labels, "
+            "key=value pairs with its namespace (namespace=shop,app=web)", code="invalid-argument"))
+    namespace = labels.pop(NAMESPACE_KEY)
+    ns_labels = {k.removeprefix(NAMESPACE_LABELS_PREFIX): v for k, v in labels.items()
+                 if k.startswith(NAMESPACE_LABELS_PREFIX)}
+    own = {k: v for k, v in labels.items() if not k.startswith(NAMESPACE_LABELS_PREFIX) and k != SERVICE_ACCOUNT_KEY}
+    account = labels.get(SERVICE_ACCOUNT_KEY, "default")
+    identity = pod_labels(own, namespace, {"kubernetes.io/metadata.name": namespace, **ns_labels}, account, cluster)
+    shown = format_selector(parse_cli_selector(",".join(f"{k}={v}" for k, v in sorted(labels.items())))) \
+        if labels else ""
+    name = ("pod-src" if option == "--from" else "pod-dst") + "{" + shown + "}"  # two pods, even with equal labels
+    return Endpoint(EndpointKind.POD, name, namespace, (), Identity(0, identity), service_account=account)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from ..compiler.evaluate import Evaluator, Flow
 from ..compiler.explain import verdict_json, verdict_text
-from .common import (add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, parse_port,
-                     resolve_endpoints, split_items, structured, subcommand, warn)
+from .common import (add_inventory_arg, add_policy_args, labelled_endpoint, load_inventory_arg, load_policy_args,
+                     parse_port, resolve_endpoints, split_items, structured, subcommand, warn)
 from .terminal import say
 
 EXAMPLES = """
@@ -12,6 +12,7 @@ policyc query examples/shop/policies --inventory examples/shop/inventory.yaml \\
     --from shop/frontend --to shop/cart --port 8080/TCP
 policyc query P --inventory INV --from 'app=web' --from shop/admin --to 203.0.113.7 --port 443/TCP -o json
 policyc query P --inventory INV --from shop/a --to shop/b --port 53/UDP --expect deny   # exit 1 if allowed
+policyc query P --from 'namespace=shop,app=web' --to 203.0.113.7 --port 443   # no inventory: a pod by its labels
 """
 
 
@@ -19,10 +20,11 @@ def register(sub) -> None:
     parser = subcommand(sub, "query", "verdict of one connection, with the rules that decided it", EXAMPLES,
                         answer_no="with --expect, an answer is not the expected verdict")
     add_policy_args(parser)
-    add_inventory_arg(parser, required=True)
+    add_inventory_arg(parser, required=False)
     parser.add_argument("--from", dest="src", action="append", required=True, metavar="ENDPOINT",
                         help="source: ns/pod, node name, IP address, or a label selector (app=web,namespace=x); "
-                        "repeated: the union")
+                        "repeated: the union. Without --inventory: an address, or one pod given by its labels "
+                        "(namespace=x,app=web), as check and verify print their examples")
     parser.add_argument("--to", dest="dst", action="append", required=True, metavar="ENDPOINT",
                         help="destination, same forms as --from; repeated: the union")
     parser.add_argument("--port", action="append", required=True, metavar="PORT",
@@ -45,10 +47,14 @@ def pairs(srcs: list, dsts: list) -> tuple[list, int]:
 
 def run(args) -> int:
     policy = load_policy_args(args)
-    inventory = load_inventory_arg(args)
     ports = [parse_port(item) for item in split_items(args.port, "--port")]
-    srcs = resolve_endpoints(inventory, args.src, "--from")
-    dsts = resolve_endpoints(inventory, args.dst, "--to")
+    if args.inventory:
+        inventory = load_inventory_arg(args)
+        srcs = resolve_endpoints(inventory, args.src, "--from")
+        dsts = resolve_endpoints(inventory, args.dst, "--to")
+    else:
+        srcs = [labelled_endpoint(ref, "--from", args.cluster_name) for ref in args.src]
+        dsts = [labelled_endpoint(ref, "--to", args.cluster_name) for ref in args.dst]
     asked, selves = pairs(srcs, dsts)
     if selves:
         warn(args, f"{selves} pair(s) of an endpoint with itself left out: a pod always reaches itself (R11.5)")
