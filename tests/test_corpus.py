@@ -31,7 +31,7 @@ TOP_LEVEL_DESCRIPTION = ("warning", "description", 3, 1,
 def assumed_default(name: str, line: int = 3) -> tuple:
     """Cilium's own examples leave the namespace to `kubectl apply -n`: policyc says which it assumes."""
     return ("warning", "metadata", line, 1, f"CiliumNetworkPolicy {name} has no metadata.namespace: policyc assumes "
-            "'default' (kubectl apply would use -n or its context's namespace); write it down")
+            "'default' (kubectl apply would use -n or its context's namespace); write it down (R1.3b)")
 
 
 # file name -> [(severity, field, line, column, message)], in output order.

@@ -301,7 +301,8 @@ def labelled_endpoint(ref: str, option: str, cluster: str):
     except ValueError:
         pass
     reqs = parse_cli_selector(ref, option).requirements if looks_like_selector(ref) or "=" in ref else ()
-    labels = {r.key: r.values[0] for r in reqs if r.op is Op.IN and len(r.values) == 1 and r.source in ("k8s", ANY_SOURCE)}
+    labels = {r.key: r.values[0] for r in reqs
+              if r.op is Op.IN and len(r.values) == 1 and r.source in ("k8s", ANY_SOURCE)}
     if not reqs or len(labels) != len(reqs) or NAMESPACE_KEY not in labels:
         raise PolicycError(Diagnostic.simple(
             f"{option} {ref!r}: without --inventory an endpoint is an address or one pod given by its labels, "

@@ -111,7 +111,7 @@ def parse_object(r: FieldReader, obj, base: tuple, cluster: str):
         namespace = None
     elif not namespace:
         r.warn(base + ("metadata",), f"{kind} {name} has no metadata.namespace: policyc assumes 'default' "
-                                     "(kubectl apply would use -n or its context's namespace); write it down",
+                                     "(kubectl apply would use -n or its context's namespace); write it down (R1.3b)",
                "default-namespace")
         namespace = "default"
     _check_names(r, base, name, namespace)
@@ -155,7 +155,7 @@ def build_policy_set(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Fr
             diagnostics.append(doc.diag(base + ("metadata", "name"),
                                         f"{policy.kind} {_ref(policy)} is defined twice: this one replaces the "
                                         f"one at {first.origin}, as a second `kubectl apply` would, and only "
-                                        "this one is evaluated", Severity.WARNING, "duplicate-name"))
+                                        "this one is evaluated (R1.3b)", Severity.WARNING, "duplicate-name"))
         kept[key] = got
     for got_rules, got_dd, policy in kept.values():
         rules.extend(got_rules)

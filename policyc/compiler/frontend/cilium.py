@@ -46,7 +46,7 @@ def parse_l7(r: FieldReader, value, path: tuple, direction: Direction, protocols
                 problem = go_regex_error(r.text(h[key], where + (key,))) if h.get(key) is not None else None
                 if problem:
                     r.error(where + (key,), f"{key} {h[key]!r} is not a valid regular expression ({problem}); "
-                                            "Cilium rejects the rule", "invalid-regex")
+                                            "Cilium rejects the rule (R1.19b)", "invalid-regex")
             rules.append(HTTPRule(*(r.text(h[k], where + (k,)) if h.get(k) is not None else None
                                     for k in ("method", "path", "host")),
                                   tuple(r.text(x, where + ("headers", j))

@@ -94,7 +94,7 @@ def label_key(r: FieldReader, key: str, path: tuple) -> None:
     if not _LABEL_NAME.match(name) or (slash and not _LABEL_PREFIX.match(prefix)):
         r.error(path, f"{key!r} is not a valid label key: [prefix/]name, the name at most 63 letters, digits, "
                       "'-', '_' and '.' starting and ending with a letter or digit, the prefix a lower-case DNS "
-                      "name; Cilium rejects the selector", "invalid-label-key")
+                      "name; Cilium rejects the selector (R1.6b)", "invalid-label-key")
 
 
 def label_value(r: FieldReader, value: str, path: tuple) -> None:

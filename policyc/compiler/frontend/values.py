@@ -50,9 +50,9 @@ def policy_cidr(r: FieldReader, value, path: tuple, bare_ip_ok: bool):
     the IPv4 traffic its author meant."""
     net = parse_cidr(r, value, path, bare_ip_ok)
     if unmapped(net) != net:
-        r.warn(path, f"{net} is an IPv4-mapped IPv6 prefix: it matches no IPv4 packet (traffic to "
+        r.warn(path, f"{value} is an IPv4-mapped IPv6 prefix: it matches no IPv4 packet (traffic to "
                      f"{unmapped(net)} carries IPv4 addresses, which Cilium keeps apart from IPv6); write "
-                     f"{unmapped(net)}", "ipv4-mapped-cidr")
+                     f"{unmapped(net)} (R1.24b)", "ipv4-mapped-cidr")
     return net
 
 
