@@ -15,6 +15,7 @@ import yaml
 from cases import ROOT
 from policyc.cli import main
 from policyc.compiler import source
+from policyc.compiler.frontend import load_policies
 
 P = str(ROOT / "examples" / "shop" / "policies")
 INV_PATH = ROOT / "examples" / "shop" / "inventory.yaml"
@@ -31,6 +32,14 @@ def run(capsys, *argv: str, stdin: bytes | None = None, monkeypatch=None) -> tup
     if stdin is not None:
         source._stdin_bytes.cache_clear()
     return code, out, err
+
+
+def validate_cnp(capsys, tmp_path, body: str, *options: str) -> tuple[int, str]:
+    """`validate` of one CiliumNetworkPolicy file holding ``body`` after its kind."""
+    p = tmp_path / "p.yaml"
+    p.write_text(CNP + body)
+    code, out, _ = run(capsys, "validate", p, *options)
+    return code, out
 
 
 def flows(capsys, *argv) -> dict:
@@ -62,6 +71,8 @@ def test_a_name_defined_twice_is_replaced_by_the_later_one(capsys, tmp_path):
     assert f"{tmp_path / 'b.yaml'}:3:12: warning" in out and f"replaces the one at {tmp_path / 'a.yaml'}:1:1" in out
     code, out, _ = run(capsys, "check", tmp_path, "--fail-on", "never", "-o", "json")
     assert "PC004" not in {f["id"] for f in json.loads(out)["findings"]}
+    policy, _ = load_policies([tmp_path, tmp_path / "a.yaml"])  # ids name rules in findings and baselines
+    assert len({r.id for r in policy.rules}) == len(policy.rules) == 1
     code, out, _ = run(capsys, "query", tmp_path, "--inventory", INV, "--from", "shop/payment-gw", "--to", "shop/cart",
                        "--port", "8080/TCP", "-o", "json")
     assert json.loads(out)["queries"][0]["verdict"] == "allow"  # a.yaml's default-deny of cart is gone
@@ -122,10 +133,8 @@ def test_a_mapped_address_is_the_ipv4_address_in_query_matrix_and_verify(capsys,
 
 
 def test_a_mapped_cidr_in_a_policy_is_warned_about(capsys, tmp_path):
-    p = tmp_path / "p.yaml"
-    p.write_text(CNP + "metadata: {name: m, namespace: shop}\nspec:\n  endpointSelector: {}\n  egressDeny:\n"
-                 "  - toCIDR: ['::ffff:169.254.169.254/128']\n")
-    code, out, _ = run(capsys, "validate", p)
+    code, out = validate_cnp(capsys, tmp_path, "metadata: {name: m, namespace: shop}\nspec:\n  endpointSelector: {}\n"
+                             "  egressDeny:\n  - toCIDR: ['::ffff:169.254.169.254/128']\n")
     assert code == 0 and "IPv4-mapped IPv6 prefix: it matches no IPv4 packet" in out
     assert "write 169.254.169.254/32" in out
 
@@ -230,18 +239,14 @@ def test_an_inventory_without_namespaces_or_nodes_says_so(capsys, tmp_path):
 
 
 def test_a_namespace_without_k8s_prefix_in_the_subject_is_warned_about(capsys, tmp_path):
-    p = tmp_path / "p.yaml"
-    p.write_text(CNP + "metadata: {name: o, namespace: shop}\nspec:\n  endpointSelector: {matchLabels: {app: cart, "
-                 "io.kubernetes.pod.namespace: data}}\n  ingress: [{}]\n")
-    code, out, _ = run(capsys, "validate", p)
+    code, out = validate_cnp(capsys, tmp_path, "metadata: {name: o, namespace: shop}\nspec:\n  endpointSelector: "
+                             "{matchLabels: {app: cart, io.kubernetes.pod.namespace: data}}\n  ingress: [{}]\n")
     assert code == 0 and "asks for namespace 'data' without the k8s: prefix" in out and "selects no pod" in out
 
 
 def test_a_policy_without_namespace_is_said_to_be_in_default(capsys, tmp_path):
-    p = tmp_path / "p.yaml"
-    p.write_text(CNP + "metadata: {name: web}\nspec:\n  endpointSelector: {matchLabels: {app: cart}}\n"
-                 "  ingress: [{}]\n")
-    code, out, _ = run(capsys, "validate", p)
+    code, out = validate_cnp(capsys, tmp_path, "metadata: {name: web}\nspec:\n  endpointSelector: "
+                             "{matchLabels: {app: cart}}\n  ingress: [{}]\n")
     assert code == 0 and "has no metadata.namespace: policyc assumes 'default'" in out
 
 
@@ -317,12 +322,10 @@ def test_a_spec_icmp_type_above_255_is_refused(capsys, tmp_path):
 
 
 def test_an_http_path_go_cannot_compile_is_an_error(capsys, tmp_path):
-    p = tmp_path / "p.yaml"
-    p.write_text(CNP + "metadata: {name: r, namespace: shop}\nspec:\n  endpointSelector: {}\n  ingress:\n  - toPorts:\n"
-                 "    - ports: [{port: '80', protocol: TCP}]\n"
-                 "      rules: {http: [{path: '/api/(v1'}, {path: '/a(?=b)'},"
-                 " {method: 'GET|POST', path: '/api/\\\\pL+/\\\\z'}]}\n")
-    code, out, _ = run(capsys, "validate", p, "-o", "json")
+    code, out = validate_cnp(capsys, tmp_path, "metadata: {name: r, namespace: shop}\nspec:\n  endpointSelector: {}\n"
+                             "  ingress:\n  - toPorts:\n    - ports: [{port: '80', protocol: TCP}]\n"
+                             "      rules: {http: [{path: '/api/(v1'}, {path: '/a(?=b)'},"
+                             " {method: 'GET|POST', path: '/api/\\\\pL+/\\\\z'}]}\n", "-o", "json")
     diags = json.loads(out)["diagnostics"]
     assert code == 2 and [(d["field"], d["code"]) for d in diags] == [
         ("spec.ingress[0].toPorts[0].rules.http[0].path", "invalid-regex"),
@@ -358,9 +361,7 @@ def test_standard_input_twice(capsys, monkeypatch):
      "'Shop' is not a valid namespace"),
 ])
 def test_values_the_api_server_refuses(capsys, tmp_path, text, field, message):
-    p = tmp_path / "p.yaml"
-    p.write_text(CNP + text)
-    code, out, _ = run(capsys, "validate", p, "-o", "json")
+    code, out = validate_cnp(capsys, tmp_path, text, "-o", "json")
     (diag,) = json.loads(out)["diagnostics"]
     assert code == 2 and diag["field"] == field and message in diag["message"]
 
