@@ -221,7 +221,7 @@ def test_an_endless_stream_is_refused_after_the_cap(capsys, monkeypatch, tmp_pat
     assert written and written[0] < 8 * cap  # the reader stopped early: the writer met a closed pipe
     code, _, err = run(capsys, "query", P, "--inventory", "-", "--from", "a/b", "--to", "c/d", "--port", "1",
                        stdin=b"#" * (cap + 1), monkeypatch=monkeypatch)
-    assert code == 2 and "<stdin>: error: the input goes on past the cap" in err
+    assert code == 2 and "<stdin>: error: input goes on past the cap" in err
 
 
 # -- M1-M4: inputs that say less than they seem to ------------------------------------------------------------------

@@ -223,10 +223,13 @@ def _language(file: str) -> str:
     return "JSON" if file.lower().endswith(".json") else "YAML"
 
 
-def _over_limit(name: str, what: str) -> PolicycError:
+def _over_limit(name: str, size: int | None) -> PolicycError:
+    """An input past MAX_FILE_BYTES: a regular file by its size, a stream once the cap is read."""
     cap = MAX_FILE_BYTES
     limit = f"{cap // (1 << 20)} MiB" if cap % (1 << 20) == 0 else f"{cap // 1024} KiB"
-    return PolicycError(Diagnostic(Severity.ERROR, f"{what}, over the {limit} limit for one input", name,
+    what = f"file is {size} bytes" if size is not None else \
+        "input goes on past the cap (a stream or a device?), refused after reading that much"
+    return PolicycError(Diagnostic(Severity.ERROR, f"{what}: over the {limit} limit for one input", name,
                                    code="input-too-large"))
 
 
@@ -249,14 +252,14 @@ def read_capped(path: Path | str) -> bytes:
             with open(path, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
                 if size > MAX_FILE_BYTES:
-                    raise _over_limit(name, f"file is {size} bytes")
+                    raise _over_limit(name, size)
                 data = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise PolicycError(Diagnostic(Severity.ERROR, f"cannot read: {exc.strerror}", name)) from None
     if b"\x00" in data:
         raise PolicycError(Diagnostic(Severity.ERROR, "binary file (contains NUL bytes), not YAML or JSON", name))
     if len(data) > MAX_FILE_BYTES:
-        raise _over_limit(name, "the input goes on past the cap (a stream or a device?)")
+        raise _over_limit(name, None)
     return data
 
 
