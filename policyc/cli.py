@@ -7,7 +7,8 @@ import os
 import sys
 
 from . import __version__
-from .commands.common import EXIT_STATUS, Parser, UsageError, sniff_format
+from .commands.common import EXIT_STATUS
+from .commands.parser import Parser, UsageError, sniff_format
 from .commands.terminal import colourise
 from .compiler.diagnostics import Diagnostic, PolicycError, render
 

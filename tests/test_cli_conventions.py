@@ -189,7 +189,7 @@ def test_a_repeated_option_adds_up_or_is_refused(name):
     """docs/cli.md: repeating an option never keeps only the last value. Every option that takes a value
     either collects every one (append) or refuses a second (given twice, exit 2); none silently
     overwrites (argparse's plain store)."""
-    from policyc.commands.common import StoreOnce, UsageError
+    from policyc.commands.parser import StoreOnce, UsageError
 
     parser = parsers()[name]
     base = _minimal_argv(name, parser)

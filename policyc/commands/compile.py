@@ -9,8 +9,9 @@ from ..compiler.entities import RESERVED_IDS
 from ..compiler.ir import DEFAULT_CLUSTER, Direction, Protocol
 from ..compiler.lower import ANY_PEER
 from ..compiler.mapdata import DEFAULT_SIZES, port_text
-from .common import (FORMAT_NAMES, FORMAT_OPTIONS, STRUCTURED, add_inventory_arg, add_verbosity_args,
-                     load_inventory_arg, load_policy_args, structured, subcommand, warn)
+from .common import (FORMAT_NAMES, STRUCTURED, add_inventory_arg, add_verbosity_args, load_inventory_arg,
+                     load_policy_args, structured, subcommand, warn)
+from .parser import FORMAT_OPTIONS
 from .terminal import progress, say, step
 
 FORMATS = ("text",) + STRUCTURED
