@@ -15,7 +15,7 @@ from cases import E2E_INVENTORY, ROOT, own
 from policyc.cli import build_parser, main
 from policyc.commands import terminal
 
-VOCABULARY = {"text", "json", "yaml", "sarif", "markdown", "junit", "csv"}
+VOCABULARY = {"text", "json", "yaml", "sarif", "markdown", "junit", "csv", "dot", "graphml", "svg", "png"}
 CASE = own("L12-knp-pod-peer-is-own-namespace")
 POLICY = str(CASE / "policies")
 INV = str(E2E_INVENTORY)
@@ -202,7 +202,8 @@ def test_a_repeated_option_adds_up_or_is_refused(name):
         if option in argv:  # a required option: give it twice in place of once
             at = argv.index(option)
             del argv[at:at + 2]
-        argv += [option, str(first), option, str(second)]
+        width = action.nargs if isinstance(action.nargs, int) else 1  # --highlight SRC DST takes two
+        argv += [option, *[str(first)] * width, option, *[str(second)] * width]
         if isinstance(action, argparse._AppendAction):
             assert getattr(build_parser().parse_args(argv), action.dest)[-2:] == [first, second], (name, option)
         else:
