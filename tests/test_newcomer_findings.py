@@ -308,10 +308,27 @@ def test_pre_commit_hooks_pass_in_a_typical_repository(capsys, tmp_path, monkeyp
      "N from 1 to 4294967295"),
     (["compile", P, "--inventory", INV, "--output-dir", "unused", "--map-size", "polcy=9"], "no map 'polcy'"),
     (["compile", P, "--inventory", INV, "-o", "sarif"], "-o sarif: compile writes text, json, yaml"),
+    (["paths", "world", "data/postgres", P, "--inventory", INV, "--ports", "300/ICMP"],
+     "ICMP and ICMPv6 types are 0-255"),
+    (["blast-radius", "world", P, "--inventory", INV, "--ports", ""], "--ports: no port given"),
 ])
 def test_values_out_of_range_are_refused(capsys, argv, message):
     code, _, err = run(capsys, *argv)
     assert code == 2 and message in err
+
+
+def test_paths_reads_ports_and_addresses_as_the_other_commands_do(capsys):
+    """The graph commands (merged after the attack) keep its fixes: --ports adds up like matrix's, and a
+    mapped IPv6 CIDR is its IPv4 range, as in query, matrix and verify."""
+    def chains(*argv):
+        code, out, err = run(capsys, "paths", *argv, P, "--inventory", INV, "-o", "json", "-q")
+        assert code in (0, 1), err
+        return json.loads(out)
+
+    got = chains("world", "data/postgres", "--ports", "5432/TCP", "--ports", "443/TCP")
+    assert got["ports"] == ["443/TCP", "5432/TCP"]
+    ipv4, mapped = chains("203.0.113.0/24", "data/postgres"), chains("::ffff:203.0.113.0/120", "data/postgres")
+    assert ipv4["found"] and mapped["chains"] == ipv4["chains"]
 
 
 def test_a_spec_icmp_type_above_255_is_refused(capsys, tmp_path):
