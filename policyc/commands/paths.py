@@ -23,7 +23,7 @@ def register(sub) -> None:
         sub, "paths", "shortest chains of allowed connections from SRC to DST (exit 1 when one exists)", EXAMPLES,
         "Chains of connections the policies allow, hop after hop (each hop: egress of its source and ingress of "
         "its destination), shortest first; outside addresses start and end chains but never relay them "
-        "(docs/paths.md). Exit status 0: no chain; 1: a chain exists.")
+        "(docs/paths.md).", answer_no="a chain exists (within --max-hops and --ports): the gate's \"no\"")
     parser.add_argument("src", metavar="SRC", help=f"where chains start: {ENDPOINT_HELP}")
     parser.add_argument("dst", metavar="DST", help="where chains end, same forms as SRC")
     add_graph_args(parser, ("text", "json", "yaml"))
