@@ -70,8 +70,7 @@ class Inventory:
             close = difflib.get_close_matches(ref, names, n=1, cutoff=0.6)
             known = ", ".join(names[:8])
             raise PolicycError(Diagnostic.simple(
-                f"unknown endpoint {ref!r}: expected namespace/pod, a node name, an IP address or "
-                f"reserved:NAME ({', '.join(RESERVED_PEERS)})"
+                f"unknown endpoint {ref!r}: expected namespace/pod, a node name or an IP address"
                 + (f"; did you mean {close[0]!r}?" if close else f" (known: {known}, ...)" if known else ""))
             ) from None
         for ep in self.endpoints:
