@@ -349,10 +349,12 @@ class Evaluator:
         names = any(sees_lookups(r) for r in allows)
         allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst, names)]
         if not dd:  # R3.4c: the proxy still filters the requests of ports an allow rule redirects
-            if request is not None and allowed and not self._admitting(allowed, protocol, port, dst, request):
-                return verdict(Action.DENY, Reason.REQUEST_DENIED, allowed,
-                               l7=_l7_filters(allowed, protocol, port, dst))
-            return verdict(Action.ALLOW, Reason.NOT_ENFORCED)
+            if request is None or not allowed:
+                return verdict(Action.ALLOW, Reason.NOT_ENFORCED)
+            l7 = _l7_filters(allowed, protocol, port, dst)
+            if not self._admitting(allowed, protocol, port, dst, request):
+                return verdict(Action.DENY, Reason.REQUEST_DENIED, allowed, l7=l7)
+            return verdict(Action.ALLOW, Reason.NOT_ENFORCED, l7=l7)
         if not allowed:
             return verdict(Action.DENY, Reason.DEFAULT_DENY, dd=dd)
         l7 = _l7_filters(allowed, protocol, port, dst)
