@@ -135,27 +135,43 @@ def _candidates(items, buckets: dict, labels: frozenset) -> list:
 class LabelIndex:
     """Which of many label sets a selector matches, without testing every set.
 
-    An ``In`` requirement holds only for sets carrying one of its labels, so the index narrows to
-    those and only they are matched in full (``Selector.matches`` stays the judge).
+    An ``In`` requirement holds only for sets carrying one of its labels, an ``Exists`` only for sets
+    carrying its key, so the index narrows to those and only they are matched in full
+    (``Selector.matches`` stays the judge).
     """
 
     def __init__(self, label_sets: list[frozenset]):
         self.label_sets = label_sets
-        self._by_label: dict[tuple[str, str, str], set[int]] = {}
+        positions: dict[frozenset, list[int]] = {}  # equal sets (100,000 CIDR identities share one) once
         for i, labels in enumerate(label_sets):
+            positions.setdefault(labels, []).append(i)
+        self._distinct = list(positions)
+        self._positions = list(positions.values())
+        self._by_label: dict[tuple[str, str, str], set[int]] = {}
+        self._by_key: dict[tuple[str, str], set[int]] = {}
+        for d, labels in enumerate(self._distinct):
             for lab in labels:
-                self._by_label.setdefault((lab.source, lab.key, lab.value), set()).add(i)
-                self._by_label.setdefault((ANY_SOURCE, lab.key, lab.value), set()).add(i)
+                for source in (lab.source, ANY_SOURCE):
+                    self._by_label.setdefault((source, lab.key, lab.value), set()).add(d)
+                    self._by_key.setdefault((source, lab.key), set()).add(d)
+
+    def _holders(self, req) -> set[int] | None:
+        """The sets ``req`` can hold for, or None when it may hold for sets without its key."""
+        if req.op is Op.IN:
+            return set().union(*(self._by_label.get((req.source, req.key, v), ()) for v in req.values))
+        if req.op is Op.EXISTS:
+            return self._by_key.get((req.source, req.key), set())
+        return None
 
     def matching(self, sel: Selector) -> list[int]:
         """Positions of the label sets ``sel`` matches, ascending."""
-        candidates: set[int] | None = None
-        for req in sel.requirements:
-            if req.op is Op.IN:
-                hit = set().union(*(self._by_label.get((req.source, req.key, v), ()) for v in req.values))
-                candidates = hit if candidates is None else candidates & hit
-        pool = range(len(self.label_sets)) if candidates is None else sorted(candidates)
-        return [i for i in pool if sel.matches(self.label_sets[i])]
+        narrowed = [h for h in map(self._holders, sel.requirements) if h is not None]
+        if not narrowed:
+            pool = range(len(self._distinct))
+        else:
+            smallest = min(narrowed, key=len)
+            pool = smallest.intersection(*(h for h in narrowed if h is not smallest))
+        return sorted(i for d in pool if sel.matches(self._distinct[d]) for i in self._positions[d])
 
 
 class Evaluator:
