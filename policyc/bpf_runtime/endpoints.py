@@ -27,7 +27,7 @@ from ..compiler.inventory import Inventory, build_inventory, pod_labels
 from ..compiler.ir import (CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Action,
                            Direction, Endpoint, EndpointKind, Identity, PolicySet)
 from ..compiler.layouts import layouts
-from ..compiler.lower import ANY_PEER, EndpointEntry, PolicyEntry, peer_identities, subject_entries
+from ..compiler.lower import ANY_PEER, EndpointEntry, PeerIndex, PolicyEntry, peer_identities, subject_entries
 from ..compiler.mapdata import addr_bytes, endpoint_value, ipcache_host_key, policy_key, policy_value
 from ..compiler.source import parse_text
 from .attach import detach, ifindex
@@ -273,7 +273,7 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     classes = {(subject_labels(p.endpoint), p.endpoint.ports): (p.policy_id, p.endpoint) for p in others}
     entries: list[PolicyEntry] = []
     if new_identity:  # every subject's entries for the new peer
-        peer = tuple(i for i in identities if i.id == identity)
+        peer = PeerIndex(tuple(i for i in identities if i.id == identity))
         for pid, rep in classes.values():
             for d in Direction:
                 entries += [e for e in subject_entries(evaluator, pid, rep, d, peer, port_lpm)
@@ -283,8 +283,9 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
         policy_id = classes[key][0]
     else:  # a new subject class: its own entries against every identity
         policy_id = max(used["policy_id"] | {0}) + 1
+        every = PeerIndex(identities)
         for d in Direction:
-            entries += subject_entries(evaluator, policy_id, ep, d, identities, port_lpm)
+            entries += subject_entries(evaluator, policy_id, ep, d, every, port_lpm)
     _features_needed(entries, features)
     endpoint_id = prior.endpoint_id if prior else max(used["endpoint_id"] | {0}) + 1
     default_deny = tuple(d for d in Direction if evaluator.is_default_deny(ep, d))
