@@ -20,7 +20,7 @@ from policyc.compiler.codegen import render
 from policyc.compiler.layouts import layouts
 from policyc.compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Item, PeerIndex, exact_blocks,
                                    fallback_levels, lower, lpm_blocks, merge, peer_identities, prefix_blocks)
-from policyc.compiler.mapdata import build_maps, decode_maps_bin, encode_maps_bin
+from policyc.compiler.mapdata import DEFAULT_SIZES, HEADROOM, build_maps, capacity, decode_maps_bin, encode_maps_bin
 
 IN, EG = Direction.INGRESS, Direction.EGRESS
 net = ipaddress.ip_network
@@ -279,3 +279,9 @@ def test_port_sweep_equals_merge_per_port(own, common):
             want = merge(covering + common) if covering else None
             assert _most_specific(blocks, port) == want, (blocks_of.__name__, port)
 
+
+def test_map_capacity_follows_the_input():
+    assert capacity("ipcache", 10, {}) == DEFAULT_SIZES["ipcache"]
+    big = capacity("ipcache", 100_000, {})
+    assert big >= 100_000 * HEADROOM and big & (big - 1) == 0
+    assert capacity("ipcache", 100_000, {"ipcache": 7}) == 7  # asked for: check_capacity judges it

@@ -8,6 +8,7 @@ descriptions the C structs are rendered from.
 from __future__ import annotations
 
 import ipaddress
+import math
 import struct
 from dataclasses import dataclass
 
@@ -18,7 +19,10 @@ from .lower import (ACTION_CODE, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, LEVEL_AN
 
 MAPS_BIN_MAGIC = b"PCMAPS\x00\x01"
 RINGBUF_BYTES = 256 * 1024
+# The smallest capacity of each sizable map; a map whose initial entries need more gets the next power
+# of two above entries × HEADROOM (run-time endpoint changes add entries without a recompile).
 DEFAULT_SIZES = {"ipcache": 16384, "ipcache_hosts": 16384, "endpoints": 4096, "policy": 65536, "conntrack": 65536}
+HEADROOM = 1.25
 POLICY_PREFIX_BITS = 96  # the whole LPM policy key: look-ups use every bit
 BLOWUP_ENTRIES = 1024  # warn when one rule decides more policy entries than this ...
 BLOWUP_SHARE = 0.1     # ... and than this share of the policy map
@@ -106,7 +110,6 @@ def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list
     addr_len = 16 if dp.features.ipv6 else 4
     port_lpm = dp.features.port_ranges
     lay = layouts(addr_len, port_lpm)
-    size = {**DEFAULT_SIZES, **sizes}
     ipcache = [(ipcache_key(lay, e.network, addr_len), lay["ipcache_value"].pack(identity=e.identity),
                 {"prefix": str(e.network), "identity": e.identity, "source": e.source})
                for e in dp.ipcache if not is_host_route(e.network)]
@@ -123,23 +126,31 @@ def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list
                 "action": e.verdict.action.value, "rule": e.verdict.rule, "proxy": e.verdict.proxy})
               for e in dp.policy]
 
-    def spec(name, kind, key, value, rows, max_entries, flags=""):
-        return MapSpec(name, kind, lay[key] if key else None, lay[value] if value else None, max_entries, flags,
+    def spec(name, kind, key, value, rows, flags=""):
+        return MapSpec(name, kind, lay[key] if key else None, lay[value] if value else None,
+                       capacity(name, len(rows), sizes), flags,
                        tuple((k, v) for k, v, _ in rows), tuple(r for _, _, r in rows))
 
     specs = [
-        spec("ipcache", "lpm_trie", "ipcache_key", "ipcache_value", ipcache, size["ipcache"], "BPF_F_NO_PREALLOC"),
-        spec("ipcache_hosts", "hash", "ipcache_host_key", "ipcache_value", hosts, size["ipcache_hosts"]),
-        spec("endpoints", "hash", "endpoint_key", "endpoint_value", endpoints, size["endpoints"]),
-        spec("policy", "lpm_trie" if port_lpm else "hash", "policy_key", "policy_value", policy, size["policy"],
+        spec("ipcache", "lpm_trie", "ipcache_key", "ipcache_value", ipcache, "BPF_F_NO_PREALLOC"),
+        spec("ipcache_hosts", "hash", "ipcache_host_key", "ipcache_value", hosts),
+        spec("endpoints", "hash", "endpoint_key", "endpoint_value", endpoints),
+        spec("policy", "lpm_trie" if port_lpm else "hash", "policy_key", "policy_value", policy,
              "BPF_F_NO_PREALLOC" if port_lpm else ""),
-        spec("conntrack", "lru_hash", "ct_key", "ct_value", [], size["conntrack"]),
+        spec("conntrack", "lru_hash", "ct_key", "ct_value", []),
         MapSpec("counters", "percpu_array", lay["index_key"], lay["counter"], len(dp.rules) + 1),
         MapSpec("ratelimit", "percpu_array", lay["index_key"], lay["ratelimit"], 1),
         MapSpec("events", "ringbuf", None, None, RINGBUF_BYTES),
     ]
     check_capacity(specs, sizes)
-    return specs, blowup_warnings(dp, size["policy"])
+    return specs, blowup_warnings(dp, next(s.max_entries for s in specs if s.name == "policy"))
+
+
+def capacity(name: str, entries: int, sizes: dict[str, int]) -> int:
+    """``--map-size`` when given (check_capacity refuses one too small), else room for the entries and more."""
+    if name in sizes:
+        return sizes[name]
+    return max(DEFAULT_SIZES[name], _next_pow2(math.ceil(entries * HEADROOM)))
 
 
 def check_capacity(specs: list[MapSpec], sizes: dict[str, int]) -> None:
