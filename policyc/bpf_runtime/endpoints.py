@@ -237,7 +237,22 @@ def carry_over(old: State, new: State, features: dict) -> list[str]:
     return out
 
 
-def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps, start) -> Change:
+@dataclass(frozen=True)
+class Plan:
+    """What setting one endpoint writes: decided without touching a map (bench/scale.py times this part)."""
+
+    endpoint: Endpoint
+    labels: dict
+    endpoint_id: int
+    policy_id: int
+    default_deny: tuple[Direction, ...]
+    entries: tuple[PolicyEntry, ...]
+    new_identity: bool   # no other pod has this label set, and it takes a number never used before
+
+
+def plan_set(state: State, features: dict, src: Sources, pods: dict[str, Pod], prior: Pod | None, endpoint: str,
+             ips: list[str] | None, labels: dict | None, service_account: str | None) -> Plan:
+    """The identity, numbers and policy entries of ``endpoint`` after an add or relabel."""
     ns, name = endpoint.split("/", 1)
     addrs = tuple(ipaddress.ip_address(i) for i in ips) if ips else (prior.endpoint.ips if prior else ())
     if not addrs:
@@ -289,20 +304,27 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     _features_needed(entries, features)
     endpoint_id = prior.endpoint_id if prior else max(used["endpoint_id"] | {0}) + 1
     default_deny = tuple(d for d in Direction if evaluator.is_default_deny(ep, d))
+    return Plan(ep, labels, endpoint_id, policy_id, default_deny, tuple(entries),
+                new_identity and identity not in all_ids)
+
+
+def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps, start) -> Change:
+    plan = plan_set(state, features, src, pods, prior, endpoint, ips, labels, service_account)
+    ep, port_lpm = plan.endpoint, bool(features.get("port_ranges"))
     addr_len = 16 if features.get("ipv6") else 4
     t0 = time.perf_counter()
-    for e in entries:  # policy first: the identity is in force the moment the endpoint points at it
+    for e in plan.entries:  # policy first: the identity is in force the moment the endpoint points at it
         maps["policy"].update(policy_key(lay["policy_key"], e, port_lpm), policy_value(lay, e))
     if prior is not None:
-        _forget(maps, lay, set(prior.endpoint.ips) - set(addrs), addr_len)
-    for ip in addrs:
-        entry = EndpointEntry(ip, endpoint_id, identity, policy_id, default_deny, endpoint)
+        _forget(maps, lay, set(prior.endpoint.ips) - set(ep.ips), addr_len)
+    for ip in ep.ips:
+        entry = EndpointEntry(ip, plan.endpoint_id, ep.identity.id, plan.policy_id, plan.default_deny, endpoint)
         maps["endpoints"].update(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)), endpoint_value(lay, entry))
-        maps["ipcache_hosts"].update(ipcache_host_key(lay, ip, addr_len), lay["ipcache_value"].pack(identity=identity))
+        maps["ipcache_hosts"].update(ipcache_host_key(lay, ip, addr_len),
+                                     lay["ipcache_value"].pack(identity=ep.identity.id))
     t1 = time.perf_counter()
-    state.runtime.append({"op": op, "endpoint": endpoint, "ips": [str(i) for i in addrs], "labels": labels,
-                          "service_account": sa, "identity": identity, "policy_id": policy_id,
-                          "endpoint_id": endpoint_id})
-    return Change(op, endpoint, identity, new_identity and identity not in all_ids, policy_id, len(entries),
+    state.runtime.append({"op": op, "endpoint": endpoint, "ips": [str(i) for i in ep.ips], "labels": plan.labels,
+                          "service_account": ep.service_account, "identity": ep.identity.id,
+                          "policy_id": plan.policy_id, "endpoint_id": plan.endpoint_id})
+    return Change(op, endpoint, ep.identity.id, plan.new_identity, plan.policy_id, len(plan.entries),
                   t1 - start, t1 - t0)
-
