@@ -19,7 +19,8 @@ from policyc.compiler.ir import (Action, CIDRPeer, Direction, L3_ONLY, L7Rules, 
 from policyc.compiler.codegen import render
 from policyc.compiler.layouts import layouts
 from policyc.compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Item, PeerIndex, exact_blocks,
-                                   fallback_levels, lower, lpm_blocks, merge, peer_identities, prefix_blocks)
+                                   fallback_levels, lower, lpm_blocks, merge, peer_identities)
+from policyc.compiler.prefixes import prefix_blocks
 from policyc.compiler.mapdata import DEFAULT_SIZES, HEADROOM, build_maps, capacity, decode_maps_bin, encode_maps_bin
 
 IN, EG = Direction.INGRESS, Direction.EGRESS

@@ -33,6 +33,7 @@ def test_queries_equal_the_pairwise_answers(items, query):
     assert Counter(index.within(query)) == Counter(v for n, v in same if n.subnet_of(query))
     assert Counter(index.containing(query)) == Counter(v for n, v in same if query.subnet_of(n))
     assert Counter(index.overlapping(query)) == Counter(v for n, v in same if n.overlaps(query))
+    assert index.bound(query) >= len(list(index.overlapping(query)))
     ip = query.network_address
     assert Counter(index.containing_address(ip)) == Counter(v for n, v in same if ip in n)
 

@@ -36,7 +36,7 @@ from .inventory import Inventory
 from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, IPNetwork,
                  NamedPort, PolicySet, PortMatch, Protocol, Rule, SelectorPeer,
                  SubjectKind)
-from .prefixes import PrefixIndex
+from .prefixes import PrefixIndex, prefix_blocks
 
 DIR_CODE = {Direction.INGRESS: 1, Direction.EGRESS: 2}
 ACTION_CODE = {Action.ALLOW: 1, Action.DENY: 2}
@@ -276,18 +276,6 @@ def merge(items: Iterable[Item]) -> Verdict | None:
     if not allows:
         return None
     return Verdict(Action.ALLOW, min(i.rule for i in allows), all(i.l7 for i in allows))
-
-
-def prefix_blocks(first: int, last: int, width: int = 16) -> list[tuple[int, int]]:
-    """The fewest aligned (start, fixed_bits) blocks covering [first, last]."""
-    out = []
-    while first <= last:
-        size = first & -first if first else 1 << width
-        while size > last - first + 1:
-            size >>= 1
-        out.append((first, width - size.bit_length() + 1))
-        first += size
-    return out
 
 
 class Covering:

@@ -5,11 +5,14 @@ contiguous run starting at N's first address (only prefixes that start where N s
 than N get in the way, at most one per length); the prefixes containing N are N's own address masked
 to each length in use.  So "which of these many prefixes are inside / around / overlapping N" costs a
 binary search plus the answer, where testing every pair (``ipaddress.subnet_of``) costs the whole set.
-Addresses are plain integers here: ``ipaddress`` objects are slow to compare.
+Addresses are plain integers here: ``ipaddress`` objects are slow to compare.  A port range is a set
+of prefixes of the 16-bit port space too (``prefix_blocks``): the policy map's keys, and the cells of
+the verifier's port index.
 """
 from __future__ import annotations
 
 import bisect
+import itertools
 from typing import Generic, Iterable, Iterator, TypeVar
 
 from .ir import IPAddress, IPNetwork
@@ -21,6 +24,18 @@ def span(net: IPNetwork) -> tuple[int, int]:
     """(first, last) address of ``net`` as integers."""
     first = int(net.network_address)
     return first, first | ((1 << (net.max_prefixlen - net.prefixlen)) - 1)
+
+
+def prefix_blocks(first: int, last: int, width: int = 16) -> list[tuple[int, int]]:
+    """The fewest aligned (start, fixed_bits) blocks covering [first, last]."""
+    out = []
+    while first <= last:
+        size = first & -first if first else 1 << width
+        while size > last - first + 1:
+            size >>= 1
+        out.append((first, width - size.bit_length() + 1))
+        first += size
+    return out
 
 
 class _Family(Generic[T]):
@@ -35,6 +50,7 @@ class _Family(Generic[T]):
         self.firsts = [r[0] for r in rows]
         self.lasts = [r[1] for r in rows]
         self.groups = [self.exact[(r[2], r[0])] for r in rows]
+        self.counts = list(itertools.accumulate(map(len, self.groups), initial=0))  # values before each row
         self.lengths = sorted({length for length, _ in self.exact})
 
     def within(self, first: int, last: int, strict: bool = False) -> Iterator[T]:
@@ -44,6 +60,13 @@ class _Family(Generic[T]):
             if self.lasts[i] <= last and not (strict and self.firsts[i] == first and self.lasts[i] == last):
                 yield from self.groups[i]
             i += 1
+
+    def bound(self, first: int, last: int, length: int) -> int:
+        """At least the number of values ``within`` and ``containing`` yield, in a few look-ups."""
+        inside = self.counts[bisect.bisect_right(self.firsts, last)] - self.counts[bisect.bisect_left(self.firsts, first)]
+        return inside + sum(
+            len(self.exact.get((n, first & (((1 << n) - 1) << (self.bits - n))), ())) for n in self.lengths
+            if n <= length)
 
     def containing(self, first: int, length: int) -> Iterator[T]:
         for n in self.lengths:
@@ -72,6 +95,10 @@ class PrefixIndex(Generic[T]):
 
     def containing_address(self, ip: IPAddress) -> Iterator[T]:
         return self._families[ip.version].containing(int(ip), ip.max_prefixlen)
+
+    def bound(self, net: IPNetwork) -> int:
+        """An upper bound on the size of ``overlapping(net)``, without enumerating it."""
+        return self._families[net.version].bound(*span(net), net.prefixlen)
 
     def overlapping(self, net: IPNetwork) -> Iterator[T]:
         """Values of the prefixes that share an address with ``net``: around it or inside it."""
