@@ -5,7 +5,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from irgen import peers, policy_sets, ports, selectors
-from policyc.compiler.ir import Action
 from policyc.compiler.verify import prefilter
 
 
@@ -43,13 +42,10 @@ def test_selector_index_keeps_every_selector_that_may_meet(query, sels):
 
 @settings(max_examples=100, deadline=None)
 @given(policy_sets(max_rules=8))
-def test_neighbours_and_near_equal_the_pairwise_scan(policy):
+def test_overlapping_and_near_equal_the_pairwise_scan(policy):
     index = prefilter.Index(policy.rules)
     for rule in policy.rules:
-        for action in Action:
-            want = [r for r in policy.rules if r.id != rule.id and r.action is action
-                    and prefilter.rules_overlap(rule, r)]
-            assert index.neighbours(rule, lambda r: r.action is action) == want
+        assert index.overlapping(rule) == [r for r in policy.rules if prefilter.rules_overlap(rule, r)]
         assert index.near(rule.direction, rule.subject_kind, rule.subject) == [
             r for r in policy.rules if r.direction is rule.direction and r.subject_kind is rule.subject_kind
             and not prefilter.selectors_disjoint(rule.subject, r.subject)]

@@ -42,7 +42,8 @@ class Context:
         return self._inventory_space or space_for(rules, dds, self.policy.cluster, self.inventory, selectors)
 
     def neighbours(self, rule: Rule, action: Action) -> list[Rule]:
-        return self.index.neighbours(rule, lambda r: r.action is action and r.id not in self.excluded)
+        return [r for r in self.index.overlapping(rule)
+                if r.action is action and r.id != rule.id and r.id not in self.excluded]
 
 
 def _policy_name(origin) -> str:

@@ -62,23 +62,33 @@ def _dd_key(d) -> tuple:
 
 
 def _relevant(old: PolicySet, new: PolicySet, direction: Direction) -> tuple[PolicySet, PolicySet] | None:
-    """The parts of both sets whose subjects a changed rule or default-deny could share; None if nothing changed."""
-    old_rules = {_rule_key(r) for r in old.rules_for(direction)}
-    new_rules = {_rule_key(r) for r in new.rules_for(direction)}
+    """The parts of both sets that can decide a flow whose verdict changed; None if nothing changed.
+
+    A verdict changes only where a changed rule matches the flow or a changed default-deny selects its
+    subject.  Every rule matching such a flow meets that changed rule (``rules_overlap``) or shares that
+    subject, so only those rules are encoded; an unchanged rule is kept on both sides or on neither,
+    so no other flow can seem to change.  The indexes find them without a scan per changed item.
+    """
+    old_rules = {_rule_key(r): r for r in old.rules_for(direction)}
+    new_rules = {_rule_key(r): r for r in new.rules_for(direction)}
     old_dd = {_dd_key(d) for d in old.default_deny if d.direction is direction}
     new_dd = {_dd_key(d) for d in new.default_deny if d.direction is direction}
-    changed = [(k[1], k[0]) for k in (old_rules ^ new_rules) | (old_dd ^ new_dd)]
-    if not changed:
+    changed = [r for k, r in old_rules.items() if k not in new_rules] + \
+              [r for k, r in new_rules.items() if k not in old_rules]
+    changed_dd = [(k[1], k[0]) for k in old_dd ^ new_dd]
+    if not changed and not changed_dd:
         return None
-
-    def near(item) -> bool:
-        return any(item.subject_kind is kind and not prefilter.selectors_disjoint(item.subject, sel)
-                   for kind, sel in changed)
+    subjects = [(r.subject_kind, r.subject) for r in changed] + changed_dd
 
     def part(ps: PolicySet) -> PolicySet:
-        return PolicySet(tuple(r for r in ps.rules_for(direction) if near(r)),
-                         tuple(d for d in ps.default_deny if d.direction is direction and near(d)), ps.policies,
-                         ps.cluster)
+        rules = ps.rules_for(direction)
+        dds = tuple(d for d in ps.default_deny if d.direction is direction)
+        rule_index, dd_index = prefilter.Index(rules), prefilter.Index(dds)
+        keep = {id(r) for c in changed for r in rule_index.overlapping(c)}
+        keep |= {id(r) for kind, sel in changed_dd for r in rule_index.near(direction, kind, sel)}
+        keep_dd = {id(d) for kind, sel in subjects for d in dd_index.near(direction, kind, sel)}
+        return PolicySet(tuple(r for r in rules if id(r) in keep), tuple(d for d in dds if id(d) in keep_dd),
+                         ps.policies, ps.cluster)
     return part(old), part(new)
 
 

@@ -256,7 +256,7 @@ def union(parts: Iterable[Candidates]) -> Candidates:
 class Index:
     """Rules (or default-deny entries) by what they can meet: subject, ports and peers, each indexed.
 
-    ``near`` narrows by subject; ``neighbours`` takes the smallest of the subject, port and peer
+    ``near`` narrows by subject; ``overlapping`` takes the smallest of the subject, port and peer
     candidate sets and compares only those with ``rules_overlap``, so a rule among thousands that share
     its subject (one policy of many rules, a pod behind thousands of CIDRs) costs its few real
     neighbours, not the whole policy set.
@@ -287,14 +287,9 @@ class Index:
         return [self.items[i] for i in sorted(set(produce()))
                 if not selectors_disjoint(subject, self.items[i].subject)]
 
-    def neighbours(self, rule: Rule, keep: Callable[[Rule], bool] = lambda r: True) -> list[Rule]:
-        """Rules other than ``rule`` that ``keep`` accepts and some flow may match together with it."""
+    def overlapping(self, rule: Rule) -> list[Rule]:
+        """The indexed rules some flow may match together with ``rule`` (``rules_overlap``), in order."""
         options = [self._subject_candidates(rule.direction, rule.subject_kind, rule.subject),
                    self._ports.candidates(rule.ports), self._peers.candidates(rule.peers)]
         _, produce = min((o for o in options if o[0] != EVERY), key=lambda o: o[0])
-        out = []
-        for i in sorted(set(produce())):
-            other = self.items[i]
-            if other.id != rule.id and keep(other) and rules_overlap(rule, other):
-                out.append(other)
-        return out
+        return [self.items[i] for i in sorted(set(produce())) if rules_overlap(rule, self.items[i])]
