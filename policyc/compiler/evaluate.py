@@ -10,6 +10,7 @@ The Z3 encoding and the datapath lowering are held against this module.
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from dataclasses import dataclass
 
 from .entities import reserved_label
@@ -118,18 +119,34 @@ def rule_matches(rule: Rule, peer: Endpoint, labels: frozenset, protocol: Protoc
         peer_matches(p, peer, labels) for p in rule.peers)
 
 
-def _by_namespace(items) -> dict[str | None, list[int]]:
-    """Positions of rules (or default-deny entries) by the one namespace their subject requires."""
-    out: dict[str | None, list[int]] = {}
-    for i, item in enumerate(items):
-        out.setdefault(item.subject.namespace, []).append(i)
-    return out
+class SubjectBuckets:
+    """Rules (or default-deny entries) by one ``In`` requirement of their subject, so that the items that
+    may select a label set are found from its labels instead of by testing every item.
 
+    Each item sits under the values of its requirement naming the rarest labels (a pod's namespace
+    rather than an app name repeated in every namespace); items without an ``In`` requirement are
+    candidates for every label set.  ``selects`` stays the judge.
+    """
 
-def _candidates(items, buckets: dict, labels: frozenset) -> list:
-    """Items that may select a subject with ``labels``: those of its namespace and those of none, in order."""
-    namespaces = {lab.value for lab in labels if lab.key == NAMESPACE_KEY}
-    return [items[i] for i in sorted(buckets.get(None, []) + [i for ns in namespaces for i in buckets.get(ns, [])])]
+    def __init__(self, items):
+        ins = [[r for r in item.subject.requirements if r.op is Op.IN] for item in items]
+        freq = Counter((r.key, v) for reqs in ins for r in reqs for v in set(r.values))
+        self._buckets: dict[tuple[str, str], list[int]] = {}
+        self._everywhere: list[int] = []
+        for i, reqs in enumerate(ins):
+            if not reqs:
+                self._everywhere.append(i)
+                continue
+            anchor = min(reqs, key=lambda r: sum(freq[(r.key, v)] for v in set(r.values)))
+            for v in set(anchor.values):
+                self._buckets.setdefault((anchor.key, v), []).append(i)
+
+    def candidates(self, labels: frozenset) -> list[int]:
+        """Positions of the items whose subject may select ``labels``, ascending."""
+        hits = set(self._everywhere)
+        for lab in labels:
+            hits.update(self._buckets.get((lab.key, lab.value), ()))
+        return sorted(hits)
 
 
 class LabelIndex:
@@ -177,29 +194,29 @@ class LabelIndex:
 class Evaluator:
     """Verdicts over one policy set, with the per-subject rule selection cached.
 
-    Subjects are tested only against rules whose subject may be in their namespace (a pod carries its
-    namespace as a label), which keeps large policy sets cheap without changing any answer.
+    Subjects are tested only against the rules ``SubjectBuckets`` finds from their labels, which keeps
+    large policy sets cheap without changing any answer.
     """
 
     def __init__(self, policy: PolicySet):
         self.policy = policy
         self._subject_cache: dict[tuple, tuple] = {}
         self.rule_number = {id(r): n + 1 for n, r in enumerate(policy.rules)}  # 1-based, as the datapath counts
-        self._rule_buckets = _by_namespace(policy.rules)
-        self._dd_buckets = _by_namespace(policy.default_deny)
+        self._rule_buckets = SubjectBuckets(policy.rules)
+        self._dd_buckets = SubjectBuckets(policy.default_deny)
 
     def subject_rules(self, subject: Endpoint, direction: Direction):
         """(allow rules, deny rules, default-deny entries) selecting ``subject`` in ``direction``, cached per labels."""
         key = (subject.kind, subject_labels(subject), direction)
         hit = self._subject_cache.get(key)
         if hit is None:
-            labels = key[1]
-            rules = [r for r in _candidates(self.policy.rules, self._rule_buckets, labels)
-                     if r.direction is direction and selects(r.subject_kind, r.subject, subject)]
+            def selecting(items, buckets):
+                return [x for x in map(items.__getitem__, buckets.candidates(key[1]))
+                        if x.direction is direction and selects(x.subject_kind, x.subject, subject)]
+            rules = selecting(self.policy.rules, self._rule_buckets)
             hit = (tuple(r for r in rules if r.action is Action.ALLOW),
                    tuple(r for r in rules if r.action is Action.DENY),
-                   tuple(d for d in _candidates(self.policy.default_deny, self._dd_buckets, labels)
-                         if d.direction is direction and selects(d.subject_kind, d.subject, subject)))
+                   tuple(selecting(self.policy.default_deny, self._dd_buckets)))
             self._subject_cache[key] = hit
         return hit
 
