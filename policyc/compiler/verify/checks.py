@@ -13,7 +13,7 @@ import z3
 
 from .. import explain
 from ..entities import world_labels
-from ..evaluate import Evaluator, selects, subject_labels
+from ..evaluate import Evaluator, LabelIndex, subject_labels
 from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
@@ -275,16 +275,17 @@ def check_inventory_selectors(ctx: Context) -> list[Finding]:
         return []
     from ..entities import RESERVED_IDS, reserved_label
     reserved = [frozenset({reserved_label(n)}) for n in RESERVED_IDS] + [world_labels(4), world_labels(6)]
-    identities = list(dict.fromkeys([ep.identity.labels for ep in inv.endpoints] + reserved))
-    subjects = list({(ep.kind, subject_labels(ep)): ep for ep in inv.endpoints}.values())  # one per label set
+    identities = LabelIndex(list(dict.fromkeys([ep.identity.labels for ep in inv.endpoints] + reserved)))
+    wanted = {SubjectKind.ENDPOINT: EndpointKind.POD, SubjectKind.NODE: EndpointKind.NODE}
+    subjects = {kind: LabelIndex(list({subject_labels(ep) for ep in inv.endpoints if ep.kind is ep_kind}))
+                for kind, ep_kind in wanted.items()}  # selects(), one index per subject kind
     seen: dict[tuple, bool] = {}
     out = []
     for rule in ctx.policy.rules:
         for role, sel in _rule_selectors(rule):
             key = (role == "subject", sel, rule.subject_kind)
             if key not in seen:
-                seen[key] = any(selects(rule.subject_kind, sel, ep) for ep in subjects) if key[0] else \
-                    any(sel.matches(labels) for labels in identities)
+                seen[key] = bool((subjects[rule.subject_kind] if key[0] else identities).matching(sel))
             if not seen[key]:
                 out.append(_finding("PC007", rule, f"the {role} selector {sel} matches no endpoint of the inventory",
                                     key=f"{role}:{sel}"))

@@ -246,6 +246,9 @@ class InventoryTerm(Term):
         return len(self.space.endpoints)
 
     def is_kind(self, kind: Kind) -> z3.BoolRef:
+        return self.space.memo(("is_kind", self.name, kind), lambda: self._is_kind(kind))
+
+    def _is_kind(self, kind: Kind) -> z3.BoolRef:
         if kind is Kind.EXTERNAL:
             return self.choice == self.external_slot
         if kind is Kind.RESERVED:
@@ -266,7 +269,14 @@ class InventoryTerm(Term):
                 z3.Implies(self.is_kind(Kind.EXTERNAL), not_taken)]
 
     def match(self, sel: Selector, view: View) -> z3.BoolRef:
-        """Selector.matches, decided in Python per endpoint; only the world family is symbolic."""
+        """Selector.matches, decided in Python per endpoint; only the world family is symbolic.
+
+        Built once per term, selector and view: a term lives as long as its space (``new_flow``), and a
+        selector matching pods of many namespaces is a disjunction as long as the inventory.
+        """
+        return self.space.memo(("match", self.name, sel, view), lambda: self._match(sel, view))
+
+    def _match(self, sel: Selector, view: View) -> z3.BoolRef:
         if view is View.HOST:
             return z3.BoolVal(sel.matches(frozenset({reserved_label("host")})))
 
@@ -364,6 +374,13 @@ class SymbolicFlow:
 class Space:
     """Common encoding of rules over whichever universe of endpoints a subclass provides."""
 
+    def memo(self, key: tuple, compute):
+        """Computed once per space: flows, the endpoints a kind, a selector or a port name picks, ..."""
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = compute()
+        return hit
+
     def sides(self, flow: SymbolicFlow, direction: Direction):
         """(subject, peer) of a direction: egress is decided at the source, ingress at the destination."""
         return (flow.src, flow.dst) if direction is Direction.EGRESS else (flow.dst, flow.src)
@@ -452,6 +469,7 @@ class SymbolicSpace(Space):
     def __init__(self, domain: Domain, port_names=()):
         self.domain = domain
         self.port_names = tuple(sorted(set(port_names)))
+        self._memo: dict[tuple, object] = {}
 
     @classmethod
     def for_rules(cls, rules, dds=(), cluster: str = "default", selectors=()) -> "SymbolicSpace":
@@ -561,22 +579,21 @@ class InventorySpace(Space):
         self.endpoints = tuple(inventory.endpoints)
         self._memo: dict[tuple, object] = {}
 
-    def memo(self, key: tuple, compute):
-        """Computed once per space: the endpoints a kind, a selector or a port name picks, taken addresses."""
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._memo[key] = compute()
-        return hit
-
     def term(self, name: str) -> InventoryTerm:
         return InventoryTerm(name, self)
 
     def local(self, src: InventoryTerm, dst: InventoryTerm, tag: str) -> z3.BoolRef:
-        index = {ep.name: i for i, ep in enumerate(self.endpoints) if ep.kind is EndpointKind.NODE}
-        pairs = [(i, index[ep.node]) for i, ep in enumerate(self.endpoints)
-                 if ep.kind is EndpointKind.POD and ep.node in index]
-        return z3.Or([z3.Or(z3.And(src.choice == p, dst.choice == n), z3.And(src.choice == n, dst.choice == p))
-                      for p, n in pairs])
+        """A pod and the node it runs on, either way round: per node, its pods as runs of indices."""
+        def pods_by_node():
+            index = {ep.name: i for i, ep in enumerate(self.endpoints) if ep.kind is EndpointKind.NODE}
+            out: dict[int, list[int]] = {}
+            for i, ep in enumerate(self.endpoints):
+                if ep.kind is EndpointKind.POD and ep.node in index:
+                    out.setdefault(index[ep.node], []).append(i)
+            return [(n, runs(pods)) for n, pods in out.items()]
+        return z3.Or([z3.Or(z3.And(one_of(src.choice, pods), dst.choice == n),
+                            z3.And(src.choice == n, one_of(dst.choice, pods)))
+                      for n, pods in self.memo(("local",), pods_by_node)])
 
     def same(self, src: InventoryTerm, dst: InventoryTerm) -> z3.BoolRef:
         """Endpoint equality: the same inventory entry, reserved identity or world address."""
@@ -617,7 +634,12 @@ def space_for(policy_rules, dds, cluster: str, inventory: Inventory | None = Non
 
 
 def new_flow(space: Space, solver: z3.Solver, tag: str = "") -> SymbolicFlow:
-    flow = SymbolicFlow(space, tag)
-    solver.add(*flow.wellformed())
+    """A symbolic flow over ``space``, well-formed in ``solver``.
+
+    Built once per space and tag: a check asks thousands of queries over one inventory space, and the
+    flow's variables and constraints are the same terms every time (only each solver is new).
+    """
+    flow = space.memo(("flow", tag), lambda: SymbolicFlow(space, tag))
+    solver.add(*space.memo(("wellformed", tag), flow.wellformed))
     return flow
 
