@@ -13,14 +13,14 @@ port interval of the rules involved.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import z3
 
 from .. import explain
 from ..evaluate import DirectionVerdict, Evaluator, Reason
 from ..inventory import Inventory
-from ..ir import Action, Direction, PolicySet, Protocol, Rule
+from ..ir import Action, Direction, PolicySet, Protocol, Rule, SelectorPeer, SubjectKind
 from . import prefilter
 from .encode import FLOW_PROTOCOLS, Space, SymbolicFlow, new_flow, space_for
 from .findings import Finding, Location, Witness, rule_location
@@ -61,35 +61,59 @@ def _dd_key(d) -> tuple:
     return (d.subject, d.subject_kind, d.direction)
 
 
-def _relevant(old: PolicySet, new: PolicySet, direction: Direction) -> tuple[PolicySet, PolicySet] | None:
-    """The parts of both sets that can decide a flow whose verdict changed; None if nothing changed.
+def _changed(old: PolicySet, new: PolicySet, direction: Direction) -> tuple[list[Rule], list[tuple]] | None:
+    """The rules in one set only, and the (subject kind, subject) of default-denies in one set only."""
+    old_rules = {_rule_key(r): r for r in old.rules_for(direction)}
+    new_rules = {_rule_key(r): r for r in new.rules_for(direction)}
+    old_dd = {_dd_key(d) for d in old.default_deny if d.direction is direction}
+    new_dd = {_dd_key(d) for d in new.default_deny if d.direction is direction}
+    rules = [r for k, r in old_rules.items() if k not in new_rules] + \
+            [r for k, r in new_rules.items() if k not in old_rules]
+    dds = [(k[1], k[0]) for k in old_dd ^ new_dd]
+    return (rules, dds) if rules or dds else None
+
+
+def _relevant(ps: PolicySet, direction: Direction, changed: list[Rule], changed_dd: list[tuple]) -> PolicySet:
+    """The part of ``ps`` that can decide a flow whose verdict changed in ``direction``.
 
     A verdict changes only where a changed rule matches the flow or a changed default-deny selects its
     subject.  Every rule matching such a flow meets that changed rule (``rules_overlap``) or shares that
     subject, so only those rules are encoded; an unchanged rule is kept on both sides or on neither,
     so no other flow can seem to change.  The indexes find them without a scan per changed item.
     """
-    old_rules = {_rule_key(r): r for r in old.rules_for(direction)}
-    new_rules = {_rule_key(r): r for r in new.rules_for(direction)}
-    old_dd = {_dd_key(d) for d in old.default_deny if d.direction is direction}
-    new_dd = {_dd_key(d) for d in new.default_deny if d.direction is direction}
-    changed = [r for k, r in old_rules.items() if k not in new_rules] + \
-              [r for k, r in new_rules.items() if k not in old_rules]
-    changed_dd = [(k[1], k[0]) for k in old_dd ^ new_dd]
-    if not changed and not changed_dd:
-        return None
+    rules = ps.rules_for(direction)
+    dds = tuple(d for d in ps.default_deny if d.direction is direction)
+    rule_index, dd_index = prefilter.Index(rules), prefilter.Index(dds)
+    keep = {id(r) for c in changed for r in rule_index.overlapping(c)}
+    keep |= {id(r) for kind, sel in changed_dd for r in rule_index.near(direction, kind, sel)}
     subjects = [(r.subject_kind, r.subject) for r in changed] + changed_dd
+    keep_dd = {id(d) for kind, sel in subjects for d in dd_index.near(direction, kind, sel)}
+    return PolicySet(tuple(r for r in rules if id(r) in keep), tuple(d for d in dds if id(d) in keep_dd),
+                     ps.policies, ps.cluster)
 
-    def part(ps: PolicySet) -> PolicySet:
-        rules = ps.rules_for(direction)
-        dds = tuple(d for d in ps.default_deny if d.direction is direction)
-        rule_index, dd_index = prefilter.Index(rules), prefilter.Index(dds)
-        keep = {id(r) for c in changed for r in rule_index.overlapping(c)}
-        keep |= {id(r) for kind, sel in changed_dd for r in rule_index.near(direction, kind, sel)}
-        keep_dd = {id(d) for kind, sel in subjects for d in dd_index.near(direction, kind, sel)}
-        return PolicySet(tuple(r for r in rules if id(r) in keep), tuple(d for d in dds if id(d) in keep_dd),
-                         ps.policies, ps.cluster)
-    return part(old), part(new)
+
+def _other_end(ps: PolicySet, other: Direction, changed: list[Rule], changed_dd: list[tuple]) -> PolicySet:
+    """The part of ``ps`` in the ``other`` direction that can decide a flow of a changed group.
+
+    The other end enforces at the changed rule's peer, against the rule's subject: pods have the same
+    labels as subjects and as peers, so an endpoint rule is kept when it meets the changed rule seen
+    from that end (subject: its peer selectors, peer: its subject, the same ports).  Peers outside the
+    cluster enforce nothing.  A node's labels differ between the two views, so host rules, and every
+    rule when a changed rule or default-deny selects the host, are kept whole.
+    """
+    rules = ps.rules_for(other)
+    dds = tuple(d for d in ps.default_deny if d.direction is other)
+    if any(c.subject_kind is not SubjectKind.ENDPOINT for c in changed) or changed_dd:
+        return PolicySet(rules, dds, ps.policies, ps.cluster)
+    mirrors = [replace(c, direction=other, subject=sel, peers=(SelectorPeer((c.subject,)),))
+               for c in changed for p in c.peers if isinstance(p, SelectorPeer) for sel in p.selectors]
+    rule_index, dd_index = prefilter.Index(rules), prefilter.Index(dds)
+    keep = {id(r) for m in mirrors for r in rule_index.overlapping(m)}
+    keep |= {id(r) for r in rules if r.subject_kind is not SubjectKind.ENDPOINT}
+    keep_dd = {id(d) for m in mirrors for d in dd_index.near(other, SubjectKind.ENDPOINT, m.subject)}
+    keep_dd |= {id(d) for d in dds if d.subject_kind is not SubjectKind.ENDPOINT}
+    return PolicySet(tuple(r for r in rules if id(r) in keep), tuple(d for d in dds if id(d) in keep_dd),
+                     ps.policies, ps.cluster)
 
 
 class _Side:
@@ -179,10 +203,10 @@ def _ports(solver: z3.Solver, flow: SymbolicFlow, group: z3.BoolRef, rules) -> t
 
 def _direction_changes(old: PolicySet, new: PolicySet, direction: Direction,
                        inventory: Inventory | None) -> list[Change]:
-    parts = _relevant(old, new, direction)
-    if parts is None:
+    changes = _changed(old, new, direction)
+    if changes is None:
         return []
-    old_d, new_d = parts
+    old_d, new_d = (_relevant(ps, direction, *changes) for ps in (old, new))
     other = Direction.INGRESS if direction is Direction.EGRESS else Direction.EGRESS
     space = space_for(old_d.rules + new_d.rules + old.rules_for(other) + new.rules_for(other),
                       old_d.default_deny + new_d.default_deny + old.default_deny + new.default_deny,
@@ -193,7 +217,8 @@ def _direction_changes(old: PolicySet, new: PolicySet, direction: Direction,
     a, b = _Side(space, old_d, direction, flow), _Side(space, new_d, direction, flow)
     # A connection needs both sides: a widening counts when the new policy's other side lets the flow
     # through, a narrowing when the old one did.
-    other_allows = {True: space.direction_allows(new, other, flow), False: space.direction_allows(old, other, flow)}
+    other_allows = {widened: space.direction_allows(_other_end(ps, other, *changes), other, flow)
+                    for widened, ps in ((True, new), (False, old))}
     ev_old, ev_new = Evaluator(old), Evaluator(new)
     out = []
     for widened in (True, False):
