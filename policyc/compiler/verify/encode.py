@@ -415,8 +415,20 @@ class Space:
                      ports: tuple[PortMatch, ...] | None = None) -> z3.BoolRef:
         """The rule selects the subject, matches the peer and a port (and the request, if given).
 
-        ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry).
+        ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry).  Without
+        L7 requests in play the formula depends only on the rule and the flow, which live as long as the
+        space: it is built once (a check asks about the same neighbours again and again).
         """
+        entries = rule.ports if ports is None else ports
+        if request is None or not any(pm.l7 for pm in entries):
+            key = ("rule", id(rule), flow.src.name, ports)
+            kept, expr = self.memo(key, lambda: (rule, self._rule_matches(rule, flow, None, ports)))
+            if kept is rule:  # the id is this rule's (the memo holds it, so the id is not reused)
+                return expr
+        return self._rule_matches(rule, flow, request, ports)
+
+    def _rule_matches(self, rule: Rule, flow: SymbolicFlow, request: Request | None,
+                      ports: tuple[PortMatch, ...] | None) -> z3.BoolRef:
         subject, _ = self.sides(flow, rule.direction)
         ports = [z3.And(self.port_matches(pm, flow), request.allowed_by(pm.l7) if request else True)
                  for pm in (rule.ports if ports is None else ports)]
