@@ -40,9 +40,8 @@ def _maps_json(specs: list[MapSpec]) -> bytes:
     """maps.json with one entry per line: as readable as indented JSON, and written by the C encoder
     (indented ``json.dumps`` runs in pure Python, seconds for maps of 100,000 entries)."""
     def rows(spec: MapSpec) -> str:
-        if not spec.readable:
-            return "[]"
-        return "[\n    " + ",\n    ".join(json.dumps(r, sort_keys=True) for r in spec.readable) + "\n  ]"
+        lines = [json.dumps(r, sort_keys=True) for r in spec.readable()]
+        return "[\n    " + ",\n    ".join(lines) + "\n  ]" if lines else "[]"
     body = ",\n".join(f"  {json.dumps(s.name)}: {rows(s)}" for s in sorted(specs, key=lambda s: s.name))
     return f'{{\n"format": {json.dumps(FORMAT)},\n"maps": {{\n{body}\n}}\n}}\n'.encode()
 

@@ -11,11 +11,12 @@ import ipaddress
 import math
 import struct
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 from .diagnostics import Diagnostic, PolicycError
 from .layouts import Layout, layouts
 from .lower import (ACTION_CODE, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, LEVEL_ANY,
-                    LEVEL_PORT, LEVEL_PROTO, Datapath, EndpointEntry, PolicyEntry)
+                    LEVEL_PORT, LEVEL_PROTO, Datapath, EndpointEntry, IPCacheEntry, PolicyEntry)
 
 MAPS_BIN_MAGIC = b"PCMAPS\x00\x01"
 RINGBUF_BYTES = 256 * 1024
@@ -37,7 +38,7 @@ class MapSpec:
     max_entries: int
     flags: str = ""
     entries: tuple[tuple[bytes, bytes], ...] = ()
-    readable: tuple[dict, ...] = ()
+    readable: Callable[[], Iterable[dict]] = lambda: ()  # the entries decoded, made when maps.json is written
 
     @property
     def c_type(self) -> str:
@@ -110,34 +111,35 @@ def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list
     addr_len = 16 if dp.features.ipv6 else 4
     port_lpm = dp.features.port_ranges
     lay = layouts(addr_len, port_lpm)
-    ipcache = [(ipcache_key(lay, e.network, addr_len), lay["ipcache_value"].pack(identity=e.identity),
-                {"prefix": str(e.network), "identity": e.identity, "source": e.source})
-               for e in dp.ipcache if not is_host_route(e.network)]
-    hosts = [(ipcache_host_key(lay, e.network.network_address, addr_len), lay["ipcache_value"].pack(identity=e.identity),
-              {"prefix": str(e.network), "identity": e.identity, "source": e.source})
-             for e in dp.ipcache if is_host_route(e.network)]
-    endpoints = [(lay["endpoint_key"].pack(addr=addr_bytes(e.ip, addr_len)), endpoint_value(lay, e),
-                  {"ip": str(e.ip), "endpoint": e.name, "endpoint_id": e.endpoint_id, "identity": e.identity,
-                   "policy_id": e.policy_id, "default_deny": [d.value for d in e.default_deny]})
-                 for e in dp.endpoints]
-    policy = [(policy_key(lay["policy_key"], e, port_lpm), policy_value(lay, e),
-               {"policy_id": e.policy_id, "peer": e.peer, "direction": e.direction.value,
-                "protocol": "any" if e.protocol is None else e.protocol, "ports": port_text(e),
-                "action": e.verdict.action.value, "rule": e.verdict.rule, "proxy": e.verdict.proxy})
-              for e in dp.policy]
 
-    def spec(name, kind, key, value, rows, flags=""):
-        return MapSpec(name, kind, lay[key] if key else None, lay[value] if value else None,
-                       capacity(name, len(rows), sizes), flags,
-                       tuple((k, v) for k, v, _ in rows), tuple(r for _, _, r in rows))
+    def spec(name, kind, key, value, items, pack, describe, flags=""):
+        return MapSpec(name, kind, lay[key], lay[value], capacity(name, len(items), sizes), flags,
+                       tuple(map(pack, items)), lambda: map(describe, items))
 
+    def prefix_row(e: IPCacheEntry) -> dict:
+        return {"prefix": str(e.network), "identity": e.identity, "source": e.source}
+
+    def identity(e: IPCacheEntry) -> bytes:
+        return lay["ipcache_value"].pack(identity=e.identity)
+
+    prefixes = [e for e in dp.ipcache if not is_host_route(e.network)]
+    hosts = [e for e in dp.ipcache if is_host_route(e.network)]
     specs = [
-        spec("ipcache", "lpm_trie", "ipcache_key", "ipcache_value", ipcache, "BPF_F_NO_PREALLOC"),
-        spec("ipcache_hosts", "hash", "ipcache_host_key", "ipcache_value", hosts),
-        spec("endpoints", "hash", "endpoint_key", "endpoint_value", endpoints),
-        spec("policy", "lpm_trie" if port_lpm else "hash", "policy_key", "policy_value", policy,
+        spec("ipcache", "lpm_trie", "ipcache_key", "ipcache_value", prefixes,
+             lambda e: (ipcache_key(lay, e.network, addr_len), identity(e)), prefix_row, "BPF_F_NO_PREALLOC"),
+        spec("ipcache_hosts", "hash", "ipcache_host_key", "ipcache_value", hosts,
+             lambda e: (ipcache_host_key(lay, e.network.network_address, addr_len), identity(e)), prefix_row),
+        spec("endpoints", "hash", "endpoint_key", "endpoint_value", dp.endpoints,
+             lambda e: (lay["endpoint_key"].pack(addr=addr_bytes(e.ip, addr_len)), endpoint_value(lay, e)),
+             lambda e: {"ip": str(e.ip), "endpoint": e.name, "endpoint_id": e.endpoint_id, "identity": e.identity,
+                        "policy_id": e.policy_id, "default_deny": [d.value for d in e.default_deny]}),
+        spec("policy", "lpm_trie" if port_lpm else "hash", "policy_key", "policy_value", dp.policy,
+             lambda e: (policy_key(lay["policy_key"], e, port_lpm), policy_value(lay, e)),
+             lambda e: {"policy_id": e.policy_id, "peer": e.peer, "direction": e.direction.value,
+                        "protocol": "any" if e.protocol is None else e.protocol, "ports": port_text(e),
+                        "action": e.verdict.action.value, "rule": e.verdict.rule, "proxy": e.verdict.proxy},
              "BPF_F_NO_PREALLOC" if port_lpm else ""),
-        spec("conntrack", "lru_hash", "ct_key", "ct_value", []),
+        spec("conntrack", "lru_hash", "ct_key", "ct_value", [], None, None),
         MapSpec("counters", "percpu_array", lay["index_key"], lay["counter"], len(dp.rules) + 1),
         MapSpec("ratelimit", "percpu_array", lay["index_key"], lay["ratelimit"], 1),
         MapSpec("events", "ringbuf", None, None, RINGBUF_BYTES),
