@@ -157,22 +157,22 @@ class SelectorIndex:
 
 
 class PortIndex:
-    """Which rules have a port entry that may meet a given one (``ports_overlap``).
+    """Which port lists (of rules) have an entry that may meet a given one (``ports_overlap``).
 
     L3-only and any-protocol named entries meet everything; a named entry meets its protocol; numbered
     ranges are cut into aligned port blocks (``prefix_blocks``), so the ranges around a port are at most
     17 look-ups, and those starting inside a range one binary search.
     """
 
-    def __init__(self, rules: list[Rule]):
-        self.size = len(rules)
+    def __init__(self, port_lists: list[Iterable[PortMatch]]):
+        self.size = len(port_lists)
         self._any: set[int] = set()
         self._named: dict[Protocol, set[int]] = {}
         self._all: dict[Protocol, set[int]] = {}
         self._cells: dict[tuple[Protocol, int, int], set[int]] = {}
         starts: dict[Protocol, list[tuple[int, int]]] = {}
-        for i, rule in enumerate(rules):
-            for pm in rule.ports:
+        for i, ports in enumerate(port_lists):
+            for pm in ports:
                 if pm.protocol is Protocol.ANY:
                     self._any.add(i)
                     continue
@@ -206,17 +206,18 @@ class PortIndex:
 
 
 class PeerIndex:
-    """Which rules have a peer that may meet a given one (``peers_overlap``): CIDRs through a prefix
-    index, selectors through a selector index, and the world seen by selectors on both sides."""
+    """Which peer lists (of rules) have a peer that may meet a given one (``peers_overlap``): CIDRs
+    through a prefix index, selectors through a selector index, and the world seen by selectors on
+    both sides."""
 
-    def __init__(self, rules: list[Rule]):
-        self._cidr = PrefixIndex((p.network, i) for i, r in enumerate(rules) for p in r.peers
+    def __init__(self, peer_lists: list[Iterable[Peer]]):
+        self._cidr = PrefixIndex((p.network, i) for i, peers in enumerate(peer_lists) for p in peers
                                  if isinstance(p, CIDRPeer))
         self._cidr_rules: dict[int, set[int]] = {4: set(), 6: set()}
         self._world: dict[int, set[int]] = {4: set(), 6: set()}
         owners = []
-        for i, rule in enumerate(rules):
-            for p in rule.peers:
+        for i, peers in enumerate(peer_lists):
+            for p in peers:
                 if isinstance(p, CIDRPeer):
                     self._cidr_rules[p.network.version].add(i)
                 elif isinstance(p, SelectorPeer):
@@ -253,13 +254,26 @@ def union(parts: Iterable[Candidates]) -> Candidates:
     return sum(b for b, _ in parts), lambda: itertools.chain.from_iterable(p() for _, p in parts)
 
 
+def own_ports(rule: Rule) -> int:
+    """What ``rule``'s own port entries add to the bound of the port index it is in."""
+    return PortIndex([rule.ports]).candidates(rule.ports)[0]
+
+
+def own_peers(rule: Rule) -> int:
+    """What ``rule``'s own CIDRs add to the bound of the peer index it is in (100 CIDRs of one rule meet
+    each other; its selectors count a few times at most, and each other index counts it too)."""
+    cidrs = [p for p in rule.peers if isinstance(p, CIDRPeer)]
+    return PeerIndex([cidrs]).candidates(cidrs)[0]
+
+
 class Index:
     """Rules (or default-deny entries) by what they can meet: subject, ports and peers, each indexed.
 
-    ``near`` narrows by subject; ``overlapping`` takes the smallest of the subject, port and peer
-    candidate sets and compares only those with ``rules_overlap``, so a rule among thousands that share
-    its subject (one policy of many rules, a pod behind thousands of CIDRs) costs its few real
-    neighbours, not the whole policy set.
+    ``near`` narrows by subject.  ``overlapping`` takes the smallest of four candidate sets -- by
+    subject, by port, by peer, and by peer among the rules with port entries that meet (rules grouped
+    by their port entries, a peer index per group: rules listing peers × ports are a grid that each
+    single index cuts only into lines) -- and compares only those with ``rules_overlap``.  Bounds
+    leave out the asking rule's own entries, which every index of it holds.
     """
 
     def __init__(self, items):
@@ -269,9 +283,17 @@ class Index:
             self._buckets.setdefault((item.direction, item.subject_kind), []).append(i)
         self._subjects = {k: SelectorIndex(self.items[i].subject for i in members)
                           for k, members in self._buckets.items()}
-        rules = all(isinstance(x, Rule) for x in self.items)
-        self._ports = PortIndex(self.items) if rules else None
-        self._peers = PeerIndex(self.items) if rules else None
+        self._position = {id(x): i for i, x in enumerate(self.items)}
+        if all(isinstance(x, Rule) for x in self.items):
+            self._ports = PortIndex([r.ports for r in self.items])
+            self._peers = PeerIndex([r.peers for r in self.items])
+            groups: dict[frozenset, list[int]] = {}
+            for i, r in enumerate(self.items):
+                groups.setdefault(frozenset(r.ports), []).append(i)
+            self._groups = list(groups.values())
+            self._group_of = {i: g for g, members in enumerate(self._groups) for i in members}
+            self._group_ports = PortIndex([self.items[g[0]].ports for g in self._groups])
+            self._group_peers: dict[int, PeerIndex] = {}  # made when a group is first asked about
 
     def _subject_candidates(self, direction, subject_kind, subject: Selector) -> Candidates:
         members = self._buckets.get((direction, subject_kind), [])
@@ -287,9 +309,43 @@ class Index:
         return [self.items[i] for i in sorted(set(produce()))
                 if not selectors_disjoint(subject, self.items[i].subject)]
 
+    def _group_peer_index(self, g: int) -> PeerIndex:
+        index = self._group_peers.get(g)
+        if index is None:
+            index = self._group_peers[g] = PeerIndex([self.items[i].peers for i in self._groups[g]])
+        return index
+
+    def _grid_candidates(self, rule: Rule, me: int | None, cap: int) -> Candidates:
+        """By peer, among the groups of rules whose port entries meet ``rule``'s (not past ``cap``)."""
+        group_bound, groups = self._group_ports.candidates(rule.ports)
+        if group_bound == EVERY or group_bound >= cap:
+            return EVERY, lambda: ()
+        parts, bound = [], 0
+        for g in set(groups()):
+            b, produce = self._group_peer_index(g).candidates(rule.peers)
+            if b == EVERY:
+                return EVERY, lambda: ()
+            bound += b - (own_peers(rule) if me is not None and self._group_of[me] == g else 0)
+            parts.append((g, produce))
+        return group_bound + bound, lambda: (self._groups[g][j] for g, produce in parts for j in produce())
+
     def overlapping(self, rule: Rule) -> list[Rule]:
         """The indexed rules some flow may match together with ``rule`` (``rules_overlap``), in order."""
-        options = [self._subject_candidates(rule.direction, rule.subject_kind, rule.subject),
-                   self._ports.candidates(rule.ports), self._peers.candidates(rule.peers)]
-        _, produce = min((o for o in options if o[0] != EVERY), key=lambda o: o[0])
-        return [self.items[i] for i in sorted(set(produce())) if rules_overlap(rule, self.items[i])]
+        me = self._position.get(id(rule))
+        me = me if me is not None and self.items[me] is rule else None
+        mine = int(me is not None)
+
+        def others(option: Candidates, own: Callable[[], int]) -> Candidates:
+            bound, produce = option
+            return (bound if bound == EVERY or not mine else bound - own()), produce
+
+        options = [others(self._subject_candidates(rule.direction, rule.subject_kind, rule.subject), lambda: 1),
+                   others(self._ports.candidates(rule.ports), lambda: own_ports(rule)),
+                   others(self._peers.candidates(rule.peers), lambda: own_peers(rule))]
+        options = [o for o in options if o[0] != EVERY]
+        grid = self._grid_candidates(rule, me, min(b for b, _ in options))
+        if grid[0] != EVERY:
+            options.append(grid)
+        _, produce = min(options, key=lambda o: o[0])
+        found = set(produce()) | ({me} if me is not None else set())
+        return [self.items[i] for i in sorted(found) if rules_overlap(rule, self.items[i])]
