@@ -71,6 +71,7 @@ class ClassVerdicts:
         self.reps = reps
         self.every = frozenset(range(len(reps)))
         self._index = LabelIndex([ep.identity.labels for ep in reps])
+        self._outside = [c for c, ep in enumerate(reps) if ep.kind is EndpointKind.EXTERNAL]
         self._selector_cache: dict[Selector, frozenset[int]] = {}
         self._rule_cache: dict[int, frozenset[int]] = {}
         # (class, direction) -> (allow rules, deny rules, default-deny?), as Evaluator.subject selection
@@ -105,8 +106,8 @@ class ClassVerdicts:
                 if isinstance(peer, SelectorPeer):
                     for sel in peer.selectors:
                         out |= self._selector_classes(sel)
-                else:
-                    out |= {c for c, ep in enumerate(self.reps) if peer_matches(peer, ep, ep.identity.labels)}
+                else:  # CIDRs match only addresses outside the cluster (R7.1), FQDNs nothing
+                    out |= {c for c in self._outside if peer_matches(peer, self.reps[c], self.reps[c].identity.labels)}
             hit = self._rule_cache[id(rule)] = frozenset(out)
         return hit
 
