@@ -7,6 +7,7 @@ covering sets, so equal rules report only the later one.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 import z3
@@ -17,6 +18,7 @@ from ..evaluate import Evaluator, LabelIndex, subject_labels
 from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
+from ..prefixes import PrefixIndex
 from . import prefilter, regex
 from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, space_for
 from .findings import Finding, Location, Witness, rule_location
@@ -469,13 +471,17 @@ def check_fqdn(ctx: Context) -> list[Finding]:
 def check_cidr_pods(ctx: Context) -> list[Finding]:
     if ctx.inventory is None:
         return []
-    held = [(ip, ep) for ep in ctx.inventory.endpoints if ep.kind is not EndpointKind.EXTERNAL for ip in ep.ips]
+    held = PrefixIndex((ipaddress.ip_network(ip), (ip, ep)) for ep in ctx.inventory.endpoints
+                       if ep.kind is not EndpointKind.EXTERNAL for ip in ep.ips)
+    order = {id(ep): n for n, ep in enumerate(ctx.inventory.endpoints)}
     out = []
     for rule in ctx.policy.rules:
         for peer in rule.peers:
             if not isinstance(peer, CIDRPeer) or peer.network.prefixlen == 0:
                 continue
-            inside = [(ip, ep) for ip, ep in held if peer.contains(ip)]
+            # the addresses inside the CIDR and outside its excepts, by prefix index, in inventory order
+            inside = sorted((x for x in held.within(peer.network) if peer.contains(x[0])),
+                            key=lambda x: (order[id(x[1])], x[1].ips.index(x[0])))
             if inside:
                 ip, ep = inside[0]
                 out.append(_finding("PC016", rule, f"{peer} covers {len(inside)} address(es) of pods or nodes "
