@@ -95,23 +95,24 @@ def exponent(points: list[tuple[int, float]], startup: float) -> float | None:
 
 
 def bench_dimension(dimension: str, sizes: list[int], out: Path, commands: list[str], limit: float,
-                    python: str) -> list[Run]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+                    python: str, tree: Path = REPO, tag: str = "") -> list[Run]:
+    """Every command at every size; ``tree`` is the policyc checkout that runs them (``tag`` names it)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     runs, stopped = [], set()
     for n in sizes:
-        d = out / f"{dimension}-{n}"
+        d = out / f"{dimension}{tag}-{n}"
         # A separate process: the children's peak RSS (wait4) starts from the forking parent's size.
         subprocess.run([python, str(Path(__file__).with_name("gen_dims.py")), dimension, str(n), str(d)],
-                       env=env, check=True)
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
         for command in commands:
             load = os.getloadavg()[0]
             if command in stopped or (command == "relabel" and "compile" in stopped):
-                run = Run(dimension, n, command, limit, 0.0, "skipped", load, 0.0)
+                run = Run(dimension + tag, n, command, limit, 0.0, "skipped", load, 0.0)
             else:
                 target = Path(os.devnull) if command == "matrix" else d / f"{command}.out"
                 seconds, peak, status, cpu = measure(argv(command, d, dimension, python), limit, target,
                                                      d / f"{command}.err", env)
-                run = Run(dimension, n, command, round(seconds, 3), round(peak, 1), status, round(load, 2),
+                run = Run(dimension + tag, n, command, round(seconds, 3), round(peak, 1), status, round(load, 2),
                           round(cpu, 3))
             if run.status in ("timeout", "skipped") or (command == "compile" and run.status != "ok"):
                 stopped.add(command)
@@ -197,6 +198,9 @@ def main(argv_: list[str] | None = None) -> int:
     parser.add_argument("--commands", default=",".join(COMMANDS))
     parser.add_argument("--limit", type=float, default=300, help="time limit per command run, seconds")
     parser.add_argument("--out", type=Path, default=Path("/tmp/policyc-scale"))
+    parser.add_argument("--tree", type=Path, default=REPO,
+                        help="the policyc checkout to measure (e.g. an older commit's worktree, for before/after)")
+    parser.add_argument("--tag", default="", help="appended to the dimension names of this run, e.g. ' (before)'")
     parser.add_argument("--json", type=Path, help="write (or, with --append, extend) the results here")
     parser.add_argument("--append", action="store_true", help="keep the runs already in --json")
     parser.add_argument("--plot", type=Path, help="write a PNG of every dimension here")
@@ -214,9 +218,10 @@ def main(argv_: list[str] | None = None) -> int:
             data["runs"] = json.loads(args.json.read_text())["runs"]
         for dim in args.dims.split(","):
             sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else SIZES.get(dim, DEFAULT_SIZES)
-            data["runs"] = [r for r in data["runs"] if r["dimension"] != dim or r["size"] not in sizes]
+            name = dim + args.tag
+            data["runs"] = [r for r in data["runs"] if r["dimension"] != name or r["size"] not in sizes]
             data["runs"] += [asdict(r) for r in bench_dimension(dim, sizes, args.out, args.commands.split(","),
-                                                                args.limit, sys.executable)]
+                                                                args.limit, sys.executable, args.tree, args.tag)]
             if args.json:  # after every dimension, so that a long run leaves partial results
                 args.json.write_text(json.dumps(data, indent=1) + "\n")
     print(markdown(data))
