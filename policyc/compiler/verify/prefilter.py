@@ -7,6 +7,7 @@ neighbours, never with the whole policy set, and never re-checked by removal.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 from typing import Callable, Iterable
 
@@ -46,6 +47,12 @@ def ports_overlap(a: PortMatch, b: PortMatch) -> bool:
 
 def _selector_sees_world(peer: SelectorPeer, version: int) -> bool:
     return any(s.matches(world_labels(version)) for s in peer.selectors)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _worlds(peer: SelectorPeer) -> tuple[int, ...]:
+    """The address families whose world a selector peer sees; indexes ask about every peer often."""
+    return tuple(v for v in (4, 6) if _selector_sees_world(peer, v))
 
 
 def peers_overlap(a: Peer, b: Peer) -> bool:
@@ -121,6 +128,7 @@ def rules_overlap(a: Rule, b: Rule, a_ports=None, b_ports=None) -> bool:
 # ---- indexes: the neighbours of one rule without comparing it with every other rule ----
 
 Candidates = tuple[int, Callable[[], Iterable[int]]]  # (upper bound on the answer, how to list it)
+GRID_FROM = 64  # below this many candidates, comparing them costs less than the per-group look-ups
 EVERY = -1  # a bound meaning "no narrowing": every item
 
 
@@ -221,9 +229,8 @@ class PeerIndex:
                 if isinstance(p, CIDRPeer):
                     self._cidr_rules[p.network.version].add(i)
                 elif isinstance(p, SelectorPeer):
-                    for v in (4, 6):
-                        if _selector_sees_world(p, v):
-                            self._world[v].add(i)
+                    for v in _worlds(p):
+                        self._world[v].add(i)
                     owners += [(s, i) for s in p.selectors]
         self._owners = [i for _, i in owners]
         self._selectors = SelectorIndex(s for s, _ in owners)
@@ -235,7 +242,7 @@ class PeerIndex:
                     lambda: itertools.chain(self._cidr.overlapping(peer.network), self._world[v]))
         if isinstance(peer, FQDNPeer):
             return 0, lambda: ()
-        world = [self._cidr_rules[v] for v in (4, 6) if _selector_sees_world(peer, v)]
+        world = [self._cidr_rules[v] for v in _worlds(peer)]
         parts = [(sum(map(len, world)), lambda: itertools.chain.from_iterable(world))]
         for sel in peer.selectors:
             bound, produce = self._selectors.candidates(sel)
@@ -263,7 +270,7 @@ def own_peers(rule: Rule) -> int:
     """What ``rule``'s own CIDRs add to the bound of the peer index it is in (100 CIDRs of one rule meet
     each other; its selectors count a few times at most, and each other index counts it too)."""
     cidrs = [p for p in rule.peers if isinstance(p, CIDRPeer)]
-    return PeerIndex([cidrs]).candidates(cidrs)[0]
+    return PeerIndex([cidrs]).candidates(cidrs)[0] if cidrs else 0
 
 
 class Index:
@@ -284,6 +291,7 @@ class Index:
         self._subjects = {k: SelectorIndex(self.items[i].subject for i in members)
                           for k, members in self._buckets.items()}
         self._position = {id(x): i for i, x in enumerate(self.items)}
+        self._overlapping: dict[int, tuple] = {}
         if all(isinstance(x, Rule) for x in self.items):
             self._ports = PortIndex([r.ports for r in self.items])
             self._peers = PeerIndex([r.peers for r in self.items])
@@ -318,7 +326,7 @@ class Index:
     def _grid_candidates(self, rule: Rule, me: int | None, cap: int) -> Candidates:
         """By peer, among the groups of rules whose port entries meet ``rule``'s (not past ``cap``)."""
         group_bound, groups = self._group_ports.candidates(rule.ports)
-        if group_bound == EVERY or group_bound >= cap:
+        if group_bound == EVERY or group_bound >= cap or cap <= GRID_FROM:
             return EVERY, lambda: ()
         parts, bound = [], 0
         for g in set(groups()):
@@ -330,7 +338,17 @@ class Index:
         return group_bound + bound, lambda: (self._groups[g][j] for g, produce in parts for j in produce())
 
     def overlapping(self, rule: Rule) -> list[Rule]:
-        """The indexed rules some flow may match together with ``rule`` (``rules_overlap``), in order."""
+        """The indexed rules some flow may match together with ``rule`` (``rules_overlap``), in order.
+
+        Kept per rule: checks ask for a rule's deny and its allow neighbours separately.
+        """
+        kept, found = self._overlapping.get(id(rule), (None, None))
+        if kept is not rule:
+            found = self._overlapping_now(rule)
+            self._overlapping[id(rule)] = (rule, found)
+        return found
+
+    def _overlapping_now(self, rule: Rule) -> list[Rule]:
         me = self._position.get(id(rule))
         me = me if me is not None and self.items[me] is rule else None
         mine = int(me is not None)
