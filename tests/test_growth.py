@@ -27,7 +27,7 @@ import pytest
 
 from policyc.bpf_runtime.endpoints import current, load_sources, plan_set
 from policyc.bpf_runtime.state import State
-from policyc.commands.matrix import tables
+from policyc.compiler.reachability import tables
 from policyc.compiler.artifact import SOURCES, endpoints_json, rules_json, sources_json
 from policyc.compiler.frontend import load_policies
 from policyc.compiler.inventory import load_inventory

@@ -47,13 +47,13 @@ def test_load_status_observe_unload(art3, capsys):
         assert levels["endpoints"] == (9, 4096) and levels["policy"][0] == 1
         assert levels["conntrack"][0] == 1  # the allowed flow
         rules = {r["id"]: r for r in status["rules"]}
-        assert rules[1]["packets"] == 1 and rules[1]["policy"] == "x/p" and rules[0]["packets"] == 1
+        assert rules[1]["packets"] == 1 and rules[1]["policy"] == "x/a-from-b" and rules[0]["packets"] == 1
         assert all(a["present"] for a in status["attachments"])
 
         assert main(["status", "--metrics"]) == 0
         metrics = capsys.readouterr().out
-        assert ('policyc_rule_packets_total{name="pcrtest-load",rule_id="1",rule="NetworkPolicy/x/p/spec.ingress[0]",'
-                'policy="x/p",direction="ingress",verdict="allow"} 1') in metrics
+        assert ('policyc_rule_packets_total{name="pcrtest-load",rule_id="1",rule="NetworkPolicy/x/a-from-b/spec.ingress[0]",'
+                'policy="x/a-from-b",direction="ingress",verdict="allow"} 1') in metrics
 
         assert main(["observe", name, "--verdict", "deny", "--format", "json"]) == 0
         flows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -67,6 +67,41 @@ def test_load_status_observe_unload(art3, capsys):
         assert not pins(name).exists() and not state_path(name).exists()
         assert not any(link_alive(i) for i in ids)
         assert main(["unload", name]) == 0  # idempotent
+
+
+def test_datapath_drops_and_event_accounting_in_status_metrics_and_observe(art3, capsys):
+    """A packet no rule decides (an IPv4 header shorter than 20 bytes) is dropped with its reason: counted
+    in `status` and the metrics, reported by `observe`; the event counters are there, at zero."""
+    from policyc.bpf_runtime.libbpf import Program
+    from policyc.bpf_runtime.testrun import SKB_CTX_BYTES, TC_ACT_SHOT, frame
+    from policyc.compiler.ir import Protocol
+    import ipaddress
+
+    with loaded_name("pcrtest-drops") as name:
+        assert main(["load", str(art3), "--name", name]) == 0
+        good = frame(ipaddress.ip_address(XB), ipaddress.ip_address(XA), Protocol.TCP, 40000, 80)
+        short = good[:14] + bytes([0x44]) + good[15:]  # IHL 4
+        prog = Program.open_pinned(str(pins(name) / "progs" / "to_pod"))
+        try:
+            assert prog.test_run(short, ctx=bytes(SKB_CTX_BYTES)).retval == TC_ACT_SHOT
+        finally:
+            prog.close()
+        capsys.readouterr()
+        assert main(["status", name, "--format", "json"]) == 0
+        datapath = json.loads(capsys.readouterr().out)["datapath"]
+        assert datapath["drops"] == [{"reason": "malformed-packet", "packets": 1, "bytes": len(short)}]
+        assert datapath["stats"]["events_lost"] == 0 and datapath["stats"]["events_ratelimited_drop"] == 0
+        assert main(["status", name]) == 0
+        assert "dropped (malformed-packet): 1 packets" in capsys.readouterr().out
+        assert main(["status", name, "--metrics"]) == 0
+        metrics = capsys.readouterr().out
+        assert f'policyc_drop_packets_total{{name="{name}",reason="malformed-packet"}} 1' in metrics
+        assert f'policyc_events_lost_total{{name="{name}"}} 0' in metrics
+        assert f'policyc_events_ratelimited_total{{name="{name}",verdict="drop"}} 0' in metrics
+        assert main(["observe", name, "--format", "json"]) == 0
+        flows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(f["verdict"], f["direction"], f["reason"], f["destination"]) for f in flows] == [
+            ("deny", "ingress", "malformed-packet", "x/a")]
 
 
 def test_attach_file_and_replace_with_a_new_attachment_set(art3, tmp_path, capsys):
@@ -98,7 +133,7 @@ def test_observe_names_the_deciding_rule(art3, capsys):
         assert main(["observe", name, "--timeout", "0.2"]) == 0  # pending flows, then 0.2 s of following
         line = capsys.readouterr().out.strip()
         assert ("x/b:41000 (ID:257) -> x/a:80 (ID:256) TCP ALLOW "
-                "(ingress, x/p NetworkPolicy/x/p/spec.ingress[0])") in line
+                "(ingress, x/a-from-b NetworkPolicy/x/a-from-b/spec.ingress[0])") in line
 
 
 def test_failed_attach_rolls_back(art3, capsys):

@@ -1,16 +1,23 @@
 """`policyc status`: what is loaded where, map fill levels, per-rule counters; Prometheus text with --metrics."""
 from __future__ import annotations
 
-import json
 import time
 
+from .common import add_format_arg, structured, subcommand
 from .runtime_common import bpf_errors
+
+EXAMPLES = """
+policyc status
+policyc status shop -o json
+policyc status shop --metrics          # Prometheus text format
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("status", help="loaded artifacts, attachments, map fill levels, per-rule counters")
+    parser = subcommand(sub, "status", "loaded artifacts, attachments, map fill levels, per-rule counters",
+                        EXAMPLES)
     parser.add_argument("name", nargs="?", metavar="NAME", help="one loaded artifact (default: all)")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_arg(parser)
     parser.add_argument("--metrics", action="store_true", help="print Prometheus text format instead")
     parser.set_defaults(run=run)
 
@@ -23,10 +30,20 @@ def _text(s: dict) -> list[str]:
         who = f" ({a['endpoint']})" if a["endpoint"] else ""
         out.append(f"  {a['program']:<9} on {a['iface']} {a['hook']:<7} [{a['mode']}]{who}"
                    + ("" if a["present"] else "  MISSING PIN"))
+    if s["l7"] == "l4-only":
+        out.append("  L7 rules enforced as L4 only (compiled with --l7 l4-only: no proxy filters requests)")
     if s["node_ips"]:
         out.append(f"  host identity: {', '.join(s['node_ips'])}")
     out.append("  maps:")
     out += [f"    {m['name']:<10} {m['entries']:>7} / {m['max_entries']}" for m in s["maps"]]
+    st = s["datapath"]["stats"]
+    if st:
+        out.append(f"  events: {st['events_lost']} lost (ring buffer full), {st['events_ratelimited_allow']} allow "
+                   f"and {st['events_ratelimited_drop']} drop over budget; passed as control traffic: "
+                   f"{st['nd_passed']} neighbour discovery, {st['icmp_related']} related ICMP errors; "
+                   f"{st['frag_map_full']} first fragments not recorded")
+    for d in s["datapath"]["drops"]:
+        out.append(f"  dropped ({d['reason']}): {d['packets']} packets, {d['bytes']} bytes")
     out.append("  rules (packets / bytes of new flows):")
     for r in s["rules"]:
         where = f"  {r['file']}:{r['line']}" if r["file"] else ""
@@ -48,8 +65,8 @@ def run(args) -> int:
         statuses = [collect(loaded_state(n)) for n in names]
     if args.metrics:
         print(render(statuses), end="")
-    elif args.format == "json":
-        print(json.dumps(statuses if not args.name else statuses[0], indent=2))
+    elif args.format != "text":
+        print(structured(statuses if not args.name else statuses[0], args.format))
     elif not statuses:
         print("nothing is loaded")
     else:
