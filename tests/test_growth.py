@@ -84,7 +84,7 @@ def commands(d: Path) -> dict:
         return sum(len(allowed) for _, _, _, allowed in tables(policy, list(inventory.pods), [(8080, Protocol.TCP)]))
 
     return {"compile": compile_, "check": lambda: len(run_checks(policy, inventory)),
-            "diff": lambda: len(semantic_diff(policy, changed, inventory)), "matrix": matrix, "relabel": relabel}
+            "diff": lambda: len(semantic_diff(policy, changed, inventory).changes), "matrix": matrix, "relabel": relabel}
 
 
 def _name(code) -> str:
