@@ -13,7 +13,9 @@ it now narrows more) grows from zero, and fails only past LIMIT * PER_ITEM / GRO
 
 Two outputs grow faster than their input by definition and are left out: the policy map of pods and
 policies grown together (each pod may admit a share of all identities: bench/scale.py's cluster-*
-compile), and the matrix's rows (one per pair: the class tables are judged instead).
+compile), and the matrix's rows (one per pair: the class tables are judged instead).  The connectivity
+graph (``paths``, ``graph``) is judged where its size follows the input, in GRAPHED dimensions: a
+place per prefix; grown with pods or policies its edges are pairs of classes.
 """
 from __future__ import annotations
 
@@ -27,13 +29,14 @@ import pytest
 
 from policyc.bpf_runtime.endpoints import current, load_sources, plan_set
 from policyc.bpf_runtime.state import State
-from policyc.compiler.reachability import tables
+from policyc.compiler import connectivity
 from policyc.compiler.artifact import SOURCES, endpoints_json, rules_json, sources_json
 from policyc.compiler.frontend import load_policies
 from policyc.compiler.inventory import load_inventory
 from policyc.compiler.ir import Protocol, label_values
 from policyc.compiler.lower import lower
 from policyc.compiler.mapdata import build_maps
+from policyc.compiler.reachability import tables
 from policyc.compiler.verify.checks import run_checks
 from policyc.compiler.verify.diff import semantic_diff
 
@@ -46,6 +49,7 @@ PER_ITEM = 8
 SIZES = {"cidr": 100, "pods": 60, "policies": 60, "rules": 50, "ports": 50, "portranges": 50, "namespaces": 20,
          "labels": 100, "entities": 40, "nodes": 20, "cluster-k8s": 64, "cluster-cilium": 64}
 OUTPUT_BOUND = {("cluster-k8s", "compile"), ("cluster-cilium", "compile")}
+GRAPHED = {"cidr"}
 
 
 def _json(path: Path, value) -> None:
@@ -53,7 +57,7 @@ def _json(path: Path, value) -> None:
     path.write_text(json.dumps(value))
 
 
-def commands(d: Path) -> dict:
+def commands(d: Path, graph: bool) -> dict:
     """Each command's work as a function of nothing: parse, then what the CLI command would do."""
     policy, _ = load_policies([d / "policies.yaml"])
     changed, _ = load_policies([d / "policies-changed.yaml"])
@@ -83,8 +87,11 @@ def commands(d: Path) -> dict:
     def matrix():
         return sum(len(allowed) for _, _, _, allowed in tables(policy, list(inventory.pods), [(8080, Protocol.TCP)]))
 
-    return {"compile": compile_, "check": lambda: len(run_checks(policy, inventory)),
-            "diff": lambda: len(semantic_diff(policy, changed, inventory).changes), "matrix": matrix, "relabel": relabel}
+    out = {"compile": compile_, "check": lambda: len(run_checks(policy, inventory)),
+           "diff": lambda: len(semantic_diff(policy, changed, inventory).changes), "matrix": matrix, "relabel": relabel}
+    if graph:
+        out["graph"] = lambda: connectivity.build(policy, inventory).graph.number_of_edges()
+    return out
 
 
 def _name(code) -> str:
@@ -100,7 +107,7 @@ def counts(dimension: str, n: int, tmp: Path) -> dict[str, Counter]:
     gen_dims.write(case, d)
     (d / "relabel").write_text(case.relabel)
     out = {}
-    for name, run in commands(d).items():
+    for name, run in commands(d, dimension in GRAPHED).items():
         label_values.cache_clear()  # counts must not depend on what ran before
         gc.collect()
         gc.disable()  # nor on when the collector frees earlier runs' objects

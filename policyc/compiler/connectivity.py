@@ -202,7 +202,9 @@ def _class_hops(verdicts: ClassVerdicts, places: list[Place]) -> Iterator[Hop]:
     ingress = [verdicts.sides(c, Direction.INGRESS) for c in range(n)]
     open_egress = frozenset(u for u in range(n) if egress[u].default is not None)
     open_in = {w for w in range(n) if ingress[w].default is not None}
-    naming: dict[int, set[int]] = {u: set(open_in) for u in open_egress}  # open source -> possible destinations
+    open_in_cluster = {w for w in open_in if not places[w].kind.outside}  # outside to outside: no policy decides
+    naming: dict[int, set[int]] = {u: set(open_in_cluster if places[u].kind.outside else open_in)
+                                   for u in open_egress}  # open source -> possible destinations
     for w in range(n):
         for rule in ingress[w].allows:
             for u in verdicts.peer_classes(rule) & open_egress:
