@@ -9,6 +9,8 @@ killed past the time limit; a command that hit its limit is not run at larger si
 * ``diff``: ``policyc diff P P2 --inventory I --format json`` (P2: one small change);
 * ``matrix``: ``policyc matrix P --inventory I --format json --ports PORT`` to /dev/null (one port: its
   output is one row per ordered pair of pods, quadratic in pods by definition);
+* ``graph``: ``policyc graph P --inventory I -o json`` (the connectivity graph ``paths`` and
+  ``blast-radius`` search: a place per endpoint class and per CIDR the policies name);
 * ``relabel``: the node-side relabel path without the kernel: read the artifact's sources.json, rebuild
   the pods, plan the relabel of one pod to a new label set (``endpoints.plan_set``), in a fresh process.
 
@@ -37,7 +39,7 @@ import gen_dims  # noqa: E402
 from verify_scale import measure  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("compile", "check", "diff", "matrix", "relabel")
+COMMANDS = ("compile", "check", "diff", "matrix", "graph", "relabel")
 SIZES = {"cidr": (100, 1000, 10000, 100000)}
 DEFAULT_SIZES = (100, 1000, 10000)
 MATRIX_PORT = {"cidr": "443/TCP", "rules": "1000/TCP", "ports": "1000/TCP", "portranges": "1001/TCP",
@@ -65,6 +67,7 @@ def argv(command: str, d: Path, dimension: str, python: str) -> list[str]:
         "diff": pc + ["diff", pol, str(d / "policies-changed.yaml"), "--inventory", inv, "--format", "json"],
         "matrix": pc + ["matrix", pol, "--inventory", inv, "--format", "json",
                         "--ports", MATRIX_PORT.get(dimension, "8080/TCP"), "--external", "20.0.0.77,203.0.113.7"],
+        "graph": pc + ["graph", pol, "--inventory", inv, "-o", "json", "--out", str(d / "graph.json")],
         "relabel": [python, str(Path(__file__).resolve()), "--relabel", str(d / "artifact"), (d / "relabel").read_text()],
     }[command]
 
@@ -97,7 +100,8 @@ def exponent(points: list[tuple[int, float]], startup: float) -> float | None:
 def bench_dimension(dimension: str, sizes: list[int], out: Path, commands: list[str], limit: float,
                     python: str, tree: Path = REPO, tag: str = "") -> list[Run]:
     """Every command at every size; ``tree`` is the policyc checkout that runs them (``tag`` names it)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    # PYTHONSAFEPATH: `python -m` would put the working directory ahead of PYTHONPATH (another tree)
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONSAFEPATH": "1"}
     runs, stopped = [], set()
     for n in sizes:
         d = out / f"{dimension}{tag}-{n}"
