@@ -206,11 +206,12 @@ def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
     solver.add(own)
     if solver.check() != z3.sat:
         return None  # matches nothing at all: other checks say why
-    never = Witness(ctx.decode(flow, solver.model(), request), rule.direction, True, (rule.id,))
+    never = solver.model()  # decoded only for a finding: a witness replays the flow over all the subject's rules
     solver.add(_decided(space, flow, rule.direction))
     if solver.check() == z3.unsat:
         return _finding("PC001", rule, "everything this rule allows is always allowed: a pod's traffic to itself "
-                                       "(R11.5), the local node's to its pods (allow-localhost, R3.9)", (), never,
+                                       "(R11.5), the local node's to its pods (allow-localhost, R3.9)", (),
+                        Witness(ctx.decode(flow, never, request), rule.direction, True, (rule.id,)),
                         key="always-allowed")
     matches, lits = {}, {}
     for i, other in enumerate(denies + allows):
