@@ -12,7 +12,7 @@ from conftest import SHARED
 from kernelreq import require_kernel
 from policyc.bpf_runtime.endpoints import current, load_sources
 from policyc.bpf_runtime.libbpf import Program
-from policyc.bpf_runtime.loader import loaded_state, manifest_of
+from policyc.bpf_runtime.loaded import loaded_state, manifest_of
 from policyc.bpf_runtime.endpoints import change
 from policyc.bpf_runtime.testrun import Hooks
 from policyc.bpf_runtime.validate import check_probe, default_probes

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..compiler.artifact import SOURCES
-from ..compiler.diagnostics import Diagnostic, PolicycError, Severity
+from ..compiler.diagnostics import PolicycError, Severity
 from ..compiler.evaluate import Evaluator, subject_labels
 from ..compiler.frontend import build_policy_set
 from ..compiler.inventory import Inventory, build_inventory, pod_labels
@@ -31,13 +31,11 @@ from ..compiler.lower import ANY_PEER, EndpointEntry, PolicyEntry, peer_identiti
 from ..compiler.mapdata import addr_bytes, endpoint_value, ipcache_host_key, policy_key, policy_value
 from ..compiler.source import parse_text
 from .attach import detach, ifindex
+from .errors import error
+from .hooks import attach_endpoint, check_owners
 from .libbpf import Map
+from .loaded import artifact_json
 from .state import State, write_state
-from .status import artifact_json
-
-
-def _error(message: str) -> PolicycError:
-    return PolicycError(Diagnostic.simple(message))
 
 
 def current_pods(state: State) -> dict[str, tuple[list[str], int]]:
@@ -63,7 +61,7 @@ def load_sources(state: State) -> Sources:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise _error(f"{path}: cannot read ({exc}); runtime endpoint changes need an artifact compiled "
+        raise error(f"{path}: cannot read ({exc}); runtime endpoint changes need an artifact compiled "
                      "by `policyc compile` (which writes sources.json)") from None
     docs = lambda key: [d for f in data[key] for d in parse_text(f["text"], f["path"])]  # noqa: E731
     result = build_policy_set(docs("policies"), data["cluster"])
@@ -71,7 +69,7 @@ def load_sources(state: State) -> Sources:
     if errors:
         raise PolicycError(*errors)
     if len(result.policy.rules) != len(artifact_json(state, "rules.json")):
-        raise _error(f"{path}: its policies give {len(result.policy.rules)} rules, rules.json lists a different "
+        raise error(f"{path}: its policies give {len(result.policy.rules)} rules, rules.json lists a different "
                      "number; recompile the artifact with this policyc version")
     return Sources(result.policy, build_inventory(docs("inventory"), data["cluster"]))
 
@@ -138,7 +136,7 @@ def _features_needed(entries: list[PolicyEntry], features: dict) -> None:
             "any_peer": any(e.peer == ANY_PEER for e in entries), "l7": any(e.verdict.proxy for e in entries)}
     missing = [k for k, v in need.items() if v and not features.get(k)]
     if missing:
-        raise _error(f"the new identity needs datapath features the artifact was compiled without "
+        raise error(f"the new identity needs datapath features the artifact was compiled without "
                      f"({', '.join(missing)}): recompile with the new pod in the inventory")
 
 
@@ -151,13 +149,11 @@ def _forget(maps: dict, lay: dict, addrs, addr_len: int) -> None:
 
 def _check_attach(state: State, iface: str) -> None:
     """Before any map update: the interface exists and no hook of this or another policyc name holds it."""
-    from .loader import check_owners
-
     ifindex(iface)
     check_owners(state.name, [iface])
     mine = next((a for a in state.attachments if a.iface == iface and a.hook != "xdp"), None)
     if mine is not None:
-        raise _error(f"--attach {iface}: {state.name} has its hooks there already (for {mine.endpoint}); "
+        raise error(f"--attach {iface}: {state.name} has its hooks there already (for {mine.endpoint}); "
                      f"one interface carries one pod (`policyc endpoint remove {state.name} {mine.endpoint}` first)")
 
 
@@ -171,16 +167,14 @@ def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] 
     of the pod first.  ``save=False`` leaves writing the state file to the caller (replace.py applies
     changes to the maps of an object that is not in place yet).
     """
-    from .loader import attach_endpoint
-
     start = time.perf_counter()
     src = load_sources(state)
     pods = current(state, src)
     prior = pods.get(endpoint)
     if op == "add" and prior is not None:
-        raise _error(f"endpoint {endpoint} exists already: use `endpoint relabel` (or remove it first)")
+        raise error(f"endpoint {endpoint} exists already: use `endpoint relabel` (or remove it first)")
     if op in ("remove", "relabel") and prior is None:
-        raise _error(f"unknown endpoint {endpoint!r} in {state.name}")
+        raise error(f"unknown endpoint {endpoint!r} in {state.name}")
     if attach is not None:
         _check_attach(state, attach)
     addr_len = 16 if features.get("ipv6") else 4
@@ -230,7 +224,7 @@ def carry_over(old: State, new: State, features: dict) -> list[str]:
         try:
             change(new, features, "add", endpoint, rec["ips"], rec["labels"], rec["service_account"], save=False)
         except PolicycError as exc:
-            raise _error(f"{endpoint} (added or changed at run time) cannot be carried over to {new.artifact}: "
+            raise error(f"{endpoint} (added or changed at run time) cannot be carried over to {new.artifact}: "
                          + "; ".join(d.message for d in exc.diagnostics)
                          + f" (run `policyc endpoint remove {old.name} {endpoint}` or recompile with the pod)") from None
         out.append(endpoint)
@@ -241,12 +235,12 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     ns, name = endpoint.split("/", 1)
     addrs = tuple(ipaddress.ip_address(i) for i in ips) if ips else (prior.endpoint.ips if prior else ())
     if not addrs:
-        raise _error(f"endpoint add {endpoint}: give its address with --ip")
+        raise error(f"endpoint add {endpoint}: give its address with --ip")
     if any(ip.version == 6 for ip in addrs) and not features.get("ipv6"):
-        raise _error(f"{endpoint}: the artifact was compiled IPv4-only; an IPv6 address needs a recompile")
+        raise error(f"{endpoint}: the artifact was compiled IPv4-only; an IPv6 address needs a recompile")
     clash = sorted(n for n, p in pods.items() if n != endpoint and set(p.endpoint.ips) & set(addrs))
     if clash:
-        raise _error(f"{endpoint}: address {', '.join(map(str, addrs))} belongs to {clash[0]} (remove it first)")
+        raise error(f"{endpoint}: address {', '.join(map(str, addrs))} belongs to {clash[0]} (remove it first)")
     sa = service_account or (prior.endpoint.service_account if prior else "default")
     if labels is None:  # relabel without --label: only the addresses change
         derived = (NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, CLUSTER_KEY)

@@ -14,7 +14,7 @@ from ..compiler.entities import RESERVED_IDS
 from .events import Event, decode_event
 from .libbpf import Map, RingBuffer
 from .state import State
-from .status import artifact_json
+from .loaded import artifact_json
 
 _RESERVED = {n: name for name, n in RESERVED_IDS.items()}
 

@@ -16,29 +16,28 @@ import time
 from dataclasses import replace as dc_replace
 from pathlib import Path
 
-from ..compiler.diagnostics import Diagnostic, PolicycError
 from . import bpffs
 from .artifact import read_manifest
 from .attach import Attachment, detach, update
 from .conntrack import migrate, reset_side_effects
 from .endpoints import carry_over
+from .errors import error
+from .hooks import attach_all
+from .hostaddrs import node_addresses
 from .libbpf import Map
-from .loader import (LoadResult, Request, Undo, attach_all, build, manifest_of, node_addresses,
-                     open_program)
+from .loaded import manifest_of, open_program
+from .objects import Undo, build
+from .request import LoadResult, Request
 from .state import State, manifest_sha256, read_state, write_state
-
-
-def _error(message: str) -> PolicycError:
-    return PolicycError(Diagnostic.simple(message))
 
 
 def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResult:
     old = read_state(req.name)
     if old is None:
-        raise _error(f"{pins} exists but its state file is missing (a crashed load?): "
+        raise error(f"{pins} exists but its state file is missing (a crashed load?): "
                      f"run `policyc unload {req.name}` first")
     if old.tc_mode != req.tc_mode:
-        raise _error(f"{req.name} is attached with --tc-mode {old.tc_mode}; replace with the same mode "
+        raise error(f"{req.name} is attached with --tc-mode {old.tc_mode}; replace with the same mode "
                      "or unload first")
     nxt = pins / "next"
     bpffs.remove_tree(nxt)  # left over from a replace that crashed before step 5

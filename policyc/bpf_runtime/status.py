@@ -1,27 +1,14 @@
 """What is loaded where: attachments, map fill levels and per-rule counters read from the pins."""
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 
-from .libbpf import Map
-from .loader import manifest_of
+from .loaded import artifact_json, manifest_of, open_map
 from .state import State
 
 _NO_ITERATION = {"ringbuf"}
 _ARRAYS = {"percpu_array", "array"}
-
-
-def artifact_json(state: State, name: str) -> list[dict]:
-    try:
-        return json.loads((Path(state.artifact) / name).read_text())
-    except (OSError, ValueError):
-        return []  # the artifact directory moved away: counters stay, origins are unknown
-
-
-def open_map(state: State, name: str) -> Map:
-    return Map.open_pinned(str(Path(state.pin_dir) / "maps" / name))
 
 
 def map_levels(state: State, manifest: dict) -> list[dict]:
@@ -30,7 +17,7 @@ def map_levels(state: State, manifest: dict) -> list[dict]:
     for spec in manifest["maps"]:
         if spec["type"] in _NO_ITERATION:
             continue
-        m = open_map(state, spec["name"])
+        m = open_map(Path(state.pin_dir), spec["name"])
         try:
             entries = m.max_entries if spec["type"] in _ARRAYS else len(m.keys())
             out.append({"name": spec["name"], "type": spec["type"], "entries": entries,
@@ -43,7 +30,7 @@ def map_levels(state: State, manifest: dict) -> list[dict]:
 def rule_counters(state: State) -> list[dict]:
     """Packets and bytes per rule id (summed over CPUs) with the rule's origin; id 0 is "no rule"."""
     rules = {r["id"]: r for r in artifact_json(state, "rules.json")}
-    m = open_map(state, "counters")
+    m = open_map(Path(state.pin_dir), "counters")
     out = []
     try:
         for index in range(m.max_entries):

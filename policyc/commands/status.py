@@ -38,7 +38,8 @@ def _text(s: dict) -> list[str]:
 
 def run(args) -> int:
     from ..bpf_runtime import bpffs
-    from ..bpf_runtime.loader import loaded_state, require_root
+    from ..bpf_runtime.loaded import loaded_state
+    from ..bpf_runtime.privileges import require_root
     from ..bpf_runtime.metrics import render
     from ..bpf_runtime.status import collect
 
