@@ -31,8 +31,10 @@ from ..compiler.lower import ANY_PEER, EndpointEntry, PolicyEntry, peer_identiti
 from ..compiler.mapdata import addr_bytes, endpoint_value, ipcache_host_key, policy_key, policy_value
 from ..compiler.source import parse_text
 from .attach import detach, ifindex
+from .bindings import bind, bump_revision, set_identity, unbind
 from .errors import error
 from .hooks import attach_endpoint, check_owners
+from .hostaddrs import node_addresses, set_host_identity
 from .libbpf import Map
 from .loaded import artifact_json
 from .state import State, write_state
@@ -179,24 +181,38 @@ def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] 
         _check_attach(state, attach)
     addr_len = 16 if features.get("ipv6") else 4
     lay = layouts(addr_len, bool(features.get("port_ranges")))
-    maps = {n: Map.open_pinned(str(Path(state.pin_dir) / "maps" / n)) for n in ("ipcache_hosts", "endpoints", "policy")}
+    maps = {n: Map.open_pinned(str(Path(state.pin_dir) / "maps" / n))
+            for n in ("ipcache_hosts", "endpoints", "policy", "interfaces", "revision")}
+    hooked = sorted({a.ifindex for a in state.attachments if a.endpoint == endpoint and a.hook != "xdp"})
     try:
         if op == "remove":
             for a in [a for a in state.attachments if a.endpoint == endpoint]:
                 detach(Path(a.pin))  # the pod leaves: its hooks first, then its identity
             state.attachments = [a for a in state.attachments if a.endpoint != endpoint]
             t0 = time.perf_counter()
+            for index in hooked:
+                unbind(maps, features, index, prior.endpoint.ips)
             _forget(maps, lay, prior.endpoint.ips, addr_len)
+            bump_revision(maps["revision"])  # its conntrack entries name an endpoint id never used again
             t1 = time.perf_counter()
             state.runtime.append({"op": op, "endpoint": endpoint})
             result = Change(op, endpoint, prior.endpoint.identity.id, False, prior.policy_id, 0, t1 - start, t1 - t0)
         else:
             result = _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps,
                           start)
+            addrs = state.runtime[-1]["ips"]
+            if op == "add":  # a CNI adds addresses (a bridge, a gateway) as it plugs a pod in: they are host
+                state.node_ips = node_addresses(Path(state.artifact), tuple(state.node_ips))
+                set_host_identity(maps["ipcache_hosts"], features, state.node_ips)
+            hooked += [ifindex(attach)] if attach is not None else []
+            for index in hooked:  # the pod's hooks read its new record (and addresses) from their interface
+                bind(maps, features, index, addrs)
+            bump_revision(maps["revision"])  # tracked flows of the pod and of its peers are decided again
             if attach is not None:
                 try:
                     state.attachments += attach_endpoint(state, endpoint, attach)
                 except BaseException:
+                    unbind(maps, features, hooked[-1], addrs)
                     _forget(maps, lay, [ipaddress.ip_address(i) for i in state.runtime.pop()["ips"]], addr_len)
                     raise
     finally:
@@ -236,6 +252,8 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     addrs = tuple(ipaddress.ip_address(i) for i in ips) if ips else (prior.endpoint.ips if prior else ())
     if not addrs:
         raise error(f"endpoint add {endpoint}: give its address with --ip")
+    if len({ip.version for ip in addrs}) != len(addrs):
+        raise error(f"{endpoint}: --ip {', '.join(map(str, addrs))}: a pod has at most one address per family")
     if any(ip.version == 6 for ip in addrs) and not features.get("ipv6"):
         raise error(f"{endpoint}: the artifact was compiled IPv4-only; an IPv6 address needs a recompile")
     clash = sorted(n for n, p in pods.items() if n != endpoint and set(p.endpoint.ips) & set(addrs))
@@ -291,7 +309,7 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     for ip in addrs:
         entry = EndpointEntry(ip, endpoint_id, identity, policy_id, default_deny, endpoint)
         maps["endpoints"].update(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)), endpoint_value(lay, entry))
-        maps["ipcache_hosts"].update(ipcache_host_key(lay, ip, addr_len), lay["ipcache_value"].pack(identity=identity))
+        set_identity(maps["ipcache_hosts"], lay, addr_len, ip, identity)
     t1 = time.perf_counter()
     state.runtime.append({"op": op, "endpoint": endpoint, "ips": [str(i) for i in addrs], "labels": labels,
                           "service_account": sa, "identity": identity, "policy_id": policy_id,

@@ -4,8 +4,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ..compiler.codegen import REASON_CODES
-from ..compiler.evaluate import Reason
+from ..compiler.codegen import REASON_CODES, REASON_WORDS
 from ..compiler.ir import Protocol
 from ..compiler.layouts import EVENT
 from ..compiler.lower import ACTION_CODE, DIR_CODE, FLAG_PROXY
@@ -13,7 +12,7 @@ from ..compiler.lower import ACTION_CODE, DIR_CODE, FLAG_PROXY
 _ACTIONS = {c: a.value for a, c in ACTION_CODE.items()}
 _DIRS = {c: d.value for d, c in DIR_CODE.items()}
 # the evaluator's words (`policyc query`, `matrix`): one vocabulary for users
-_REASONS = {c: Reason[name].value for name, c in REASON_CODES.items()}
+_REASONS = {c: REASON_WORDS[name] for name, c in REASON_CODES.items()}
 
 
 @dataclass(frozen=True)

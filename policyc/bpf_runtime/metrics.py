@@ -24,6 +24,14 @@ def render(statuses: list[dict]) -> str:
                 lines.append(metric + _labels(name=s["name"], rule_id=r["id"], rule=r["rule"], policy=r["policy"],
                                               direction=r["direction"], verdict=r["action"] or "default")
                              + f" {r[field]}")
+    for metric, section, key, help_text in (
+            ("policyc_drops_total", "drops", "reason", "Packets dropped without a rule deciding (spoofed source, ...)."),
+            ("policyc_datapath_stat_total", "stats", "stat",
+             "Datapath counters no rule sees (conntrack inserts that failed, per table).")):
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        for s in statuses:
+            for c in s[section]:
+                lines.append(metric + _labels(name=s["name"], **{key: c[key]}) + f" {c['packets']}")
     for metric, field, help_text in (("policyc_map_entries", "entries", "Entries in a BPF map."),
                                      ("policyc_map_max_entries", "max_entries", "Capacity of a BPF map.")):
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]

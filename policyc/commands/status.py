@@ -27,6 +27,10 @@ def _text(s: dict) -> list[str]:
         out.append(f"  host identity: {', '.join(s['node_ips'])}")
     out.append("  maps:")
     out += [f"    {m['name']:<10} {m['entries']:>7} / {m['max_entries']}" for m in s["maps"]]
+    if s["drops"]:
+        out.append("  drops no rule decided (packets): " + ", ".join(f"{d['reason']} {d['packets']}" for d in s["drops"]))
+    if s["stats"]:
+        out.append("  datapath counters (packets): " + ", ".join(f"{c['stat']} {c['packets']}" for c in s["stats"]))
     out.append("  rules (packets / bytes of new flows):")
     for r in s["rules"]:
         where = f"  {r['file']}:{r['line']}" if r["file"] else ""

@@ -18,14 +18,26 @@ from .diagnostics import Diagnostic, PolicycError
 from .entities import FIRST_CIDR_ID, RESERVED_IDS
 from .evaluate import Reason
 from .layouts import EVENT, addr_words
-from .lower import (ACTION_CODE, ANY_PEER, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, HOST_ID,
+from .lower import (ACTION_CODE, ANY_PEER, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, HOST_ID, IPCACHE_LOCAL,
                     LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Datapath, fallback_levels)
 from .mapdata import POLICY_PREFIX_BITS, MapSpec
 
 PROXY_MARK = 0x0200          # Cilium's MARK_MAGIC_TO_PROXY
 EVENTS_PER_SECOND = 1000     # per CPU
+# Drops the datapath decides without a rule, with the word events and `observe` print for each.
+DATAPATH_REASONS = {"INVALID_SOURCE": "invalid-source",              # from_pod: not the pod's own address
+                    "NOT_FOR_ENDPOINT": "not-for-endpoint",          # to_pod: unicast for another address
+                    "UNBOUND": "unbound-interface",                  # a pod hook with no endpoint bound
+                    "LOCAL_SOURCE_FROM_OUTSIDE": "local-source-from-outside"}  # xdp_node: anti-spoofing
 # Event reason codes: the evaluator's reasons plus the datapath's own.
-REASON_CODES = {r.name: n + 1 for n, r in enumerate(Reason)}
+REASON_CODES = {r.name: n + 1 for n, r in enumerate(Reason)} | {
+    name: len(Reason) + 1 + n for n, name in enumerate(DATAPATH_REASONS)}
+REASON_WORDS = {r.name: r.value for r in Reason} | DATAPATH_REASONS
+# Slots of the `stats` map (mapdata.STAT_SLOTS): conntrack inserts that failed, per table.
+STATS = ("CT_TCP_FULL", "CT_ANY_FULL", "CT_NEW_FULL")
+# Conntrack lifetimes after a flow's last packet, seconds (Cilium's defaults), and the TCP state bits.
+CT_LIFETIMES = {"LIFETIME_TCP": 21600, "LIFETIME_NONTCP": 60, "SYN_TIMEOUT": 60, "CLOSE_TIMEOUT": 10}
+CT_TCP_BITS = {"SEEN_NON_SYN": 1, "FIN_FORWARD": 2, "FIN_REPLY": 4, "CLOSING": 8}
 PROGRAMS = (("from_pod", "tc", "tc-from-pod"), ("to_pod", "tc", "tc-to-pod"), ("xdp_node", "xdp", "xdp-node"))
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("policyc", "templates"), undefined=jinja2.StrictUndefined,
@@ -51,7 +63,8 @@ def render(dp: Datapath, specs: list[MapSpec], version: str, inputs: list[str]) 
         ep_dd={d.value: c for d, c in EP_DEFAULT_DENY.items()}, flag_proxy=FLAG_PROXY, any_peer=ANY_PEER,
         host_id=HOST_ID, world_ipv4_id=RESERVED_IDS["world-ipv4"], world_ipv6_id=RESERVED_IDS["world-ipv6"],
         first_cidr_id=FIRST_CIDR_ID, proxy_mark=PROXY_MARK, events_per_second=EVENTS_PER_SECOND,
-        reasons=REASON_CODES, policy_prefix_bits=POLICY_PREFIX_BITS,
+        reasons=REASON_CODES, policy_prefix_bits=POLICY_PREFIX_BITS, ipcache_local=IPCACHE_LOCAL,
+        ct_lifetimes=CT_LIFETIMES, ct_tcp_bits=CT_TCP_BITS, stats=STATS,
         level={"port": LEVEL_PORT, "proto": LEVEL_PROTO, "any": LEVEL_ANY}, levels=fallback_levels(dp.rules))
 
 
