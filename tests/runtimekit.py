@@ -10,7 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import SHARED
+from cases import inventory, own
 from policyc.bpf_runtime import bpffs
 from policyc.bpf_runtime.bindings import MAPS, bind, layouts_for
 from policyc.bpf_runtime.libbpf import Map, Program, get_pinned, link_ids
@@ -20,8 +20,8 @@ from policyc.cli import main
 from policyc.compiler.diagnostics import PolicycError
 from policyc.compiler.ir import Protocol
 
-CASE3 = SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"
-INVENTORY = CASE3 / "inventory.yaml"
+CASE3 = own("L12-knp-pod-peer-is-own-namespace")  # x/a admits only x/b, on 80/TCP
+INVENTORY = inventory(CASE3)
 XA, XB, XC = "10.244.1.1", "10.244.1.2", "10.244.1.3"
 
 
@@ -31,7 +31,7 @@ def compile_to(out: Path, policies: Path | str, inventory: Path = INVENTORY) -> 
         src = out.parent / f"{out.name}-policy.yaml"
         src.write_text(policies)
         policies = src
-    assert main(["compile", str(policies), "--inventory", str(inventory), "-o", str(out)]) == 0
+    assert main(["compile", str(policies), "--inventory", str(inventory), "--output-dir", str(out)]) == 0
     return out
 
 

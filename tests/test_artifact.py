@@ -6,11 +6,12 @@ import shutil
 
 import pytest
 
-from conftest import SHARED
+from cases import inventory, own
 from policyc.cli import main
 from policyc.compiler.artifact import FORMAT
 
-CASE = SHARED / "conformance" / "025-cnp-to-cidr-egress-world"
+CASE = own("L29-cnp-egress-to-cidr-only")
+INVENTORY = inventory(CASE)
 
 
 @pytest.fixture(autouse=True)
@@ -20,8 +21,8 @@ def _needs_clang():
 
 
 def _compile(out, *extra) -> int:
-    return main(["compile", str(CASE / "policies"), "--inventory", str(CASE / "inventory.yaml"),
-                 "-o", str(out), *extra])
+    return main(["compile", str(CASE / "policies"), "--inventory", str(INVENTORY),
+                 "--output-dir", str(out), *extra])
 
 
 def _tree(path) -> dict:
@@ -80,8 +81,8 @@ spec:
 
 def test_compile_reports_flows_that_go_to_the_l7_proxy(tmp_path, capsys):
     (tmp_path / "p.yaml").write_text(L7_POLICY)
-    assert main(["compile", str(tmp_path / "p.yaml"), "--inventory", str(CASE / "inventory.yaml"),
-                 "-o", str(tmp_path / "out")]) == 0
+    assert main(["compile", str(tmp_path / "p.yaml"), "--inventory", str(INVENTORY),
+                 "--output-dir", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "l7=yes" in out and "L7 proxy: x/a ingress from x/b 80/TCP (rule 1)" in out
     assert "PROXY_MARK" in (tmp_path / "out" / "policyc.bpf.c").read_text()

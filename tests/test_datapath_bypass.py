@@ -108,8 +108,8 @@ class Node:
 def artifact(tmp_path_factory) -> Path:
     require_kernel()
     out = tmp_path_factory.mktemp("bypass") / "art"
-    assert main(["compile", str(DATA / "policies"), "--inventory", str(DATA / "inventory.yaml"), "-o", str(out),
-                 "--map-size", "ct_tcp=1024", "--map-size", "ct_new=256"]) == 0
+    assert main(["compile", str(DATA / "policies"), "--inventory", str(DATA / "inventory.yaml"),
+                 "--output-dir", str(out), "--map-size", "ct_tcp=1024", "--map-size", "ct_new=256"]) == 0
     return out
 
 

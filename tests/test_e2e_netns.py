@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from bccreq import require_bcc
-from conftest import SHARED
+from cases import E2E_INVENTORY, inventory as case_inventory, own, own_cases, params, policy_paths
 from kernelreq import require_kernel
 from netmodel import AGENT, PIN_ROOT, STATE_DIR, NetModel, leftovers, policyc_argv, policyc_env, run
 from policyc.compiler.inventory import Inventory, load_inventory
@@ -27,17 +27,11 @@ from policyc.compiler.inventory import Inventory, load_inventory
 pytestmark = pytest.mark.kernel
 
 PREFIX = "pce"
-CASES = sorted(p for p in (SHARED / "conformance").glob("*") if (p / "inventory.yaml").is_file())
-INVENTORY = CASES[0] / "inventory.yaml"
+INVENTORY = E2E_INVENTORY
+PORTS = "80/TCP,81/TCP,80/UDP,81/UDP"  # what every pod of the model serves over TCP and UDP
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-def policy_paths(case: Path, empty: Path) -> list[str]:
-    """A case's policies folder, or an empty folder for a case without one (no policy at all)."""
-    policies = case / "policies"
-    return [str(policies if policies.is_dir() else empty)]
-
 
 def policyc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """``policyc ARGS`` from this checkout in the root namespace (compile, matrix: no kernel)."""
@@ -48,13 +42,14 @@ def policyc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def compile_case(paths: list[str], inventory: Path, out: Path) -> Path:
-    policyc("compile", *paths, "--inventory", str(inventory), "-o", str(out))
+    policyc("compile", *paths, "--inventory", str(inventory), "--output-dir", str(out))
     return out
 
 
 def matrix(paths: list[str], inventory: Path) -> dict:
     """``{(from, to, port, protocol): verdict}`` from `policyc matrix --format json` (pods only)."""
-    flows = json.loads(policyc("matrix", *paths, "--inventory", str(inventory), "--format", "json").stdout)["flows"]
+    flows = json.loads(policyc("matrix", *paths, "--inventory", str(inventory), "--ports", PORTS,
+                               "--format", "json").stdout)["flows"]
     return {(f["from"], f["to"], f["port"], f["protocol"]): f["verdict"] for f in flows}
 
 
@@ -124,7 +119,8 @@ def test_teardown_after_a_failure_removes_everything(tmp_path, empty):
     require_kernel()
     inventory = load_inventory([INVENTORY])
     small = Inventory(endpoints=inventory.pods[:2], namespaces=inventory.namespaces)
-    artifact = compile_case(policy_paths(CASES[1], empty), INVENTORY, tmp_path / "artifact")
+    artifact = compile_case(policy_paths(own("L11-knp-empty-podselector-isolates-namespace"), empty), INVENTORY,
+                            tmp_path / "artifact")
     prefix, name = f"{PREFIX}t", f"{PREFIX}t-crash"
     with pytest.raises(RuntimeError, match="planned"):
         with NetModel(small, tmp_path / "work", prefix=prefix) as m:
@@ -140,22 +136,21 @@ def test_teardown_after_a_failure_removes_everything(tmp_path, empty):
 
 # -- conformance cases over real connections ------------------------------------------------------
 
-CLSACT_CASES = [SHARED / "conformance" / "019-cnp-deny-wins", SHARED / "conformance" / "012-knp-port-range"]
-BCC_CASES = [SHARED / "conformance" / "019-cnp-deny-wins", SHARED / "conformance" / "011-knp-named-port"]
-VARIANTS = ([(c, "tcx", "libbpf") for c in CASES] + [(c, "clsact", "libbpf") for c in CLSACT_CASES]
-            + [(c, "tcx", "bcc") for c in BCC_CASES])
+CLSACT_CASES = [own("L25-cnp-deny-beats-allow"), own("L20-knp-endport-range")]
+BCC_CASES = [own("L25-cnp-deny-beats-allow"), own("L19-knp-named-port-resolves-at-destination")]
+VARIANTS = ([pytest.param(*p.values, "tcx", "libbpf", id=p.id, marks=p.marks) for p in params(own_cases())]
+            + [pytest.param(c, "clsact", "libbpf", id=f"{c.name}-clsact") for c in CLSACT_CASES]
+            + [pytest.param(c, "tcx", "bcc", id=f"{c.name}-bcc") for c in BCC_CASES])
 
 
-@pytest.mark.parametrize("case,tc_mode,compiler", VARIANTS,
-                         ids=[c.name + ("" if t == "tcx" else f"-{t}") + ("" if k == "libbpf" else f"-{k}")
-                              for c, t, k in VARIANTS])
+@pytest.mark.parametrize("case,tc_mode,compiler", VARIANTS)
 def test_conformance_case_over_real_traffic(model, case, tc_mode, compiler, tmp_path, empty, monkeypatch,
                                             tmp_path_factory):
     """tcx links by default; a few cases also through clsact filters (kernels before 6.6) and through
     programs bcc compiled on the node (`load --compiler bcc`)."""
     if compiler == "bcc":
         require_bcc(tmp_path_factory.getbasetemp(), monkeypatch)
-    inventory = case / "inventory.yaml"
+    inventory = case_inventory(case)
     pods = load_inventory([inventory]).pods
     assert [(p.display, p.ips) for p in pods] == [(p.display, p.ips) for p in model.pods], \
         f"{case.name}: inventory differs from the model built from {INVENTORY}"
@@ -201,8 +196,8 @@ def test_node_script_finds_every_pod_veth(model, discovery, tmp_path):
 
 # -- atomic replace under continuous traffic ------------------------------------------------------
 
-SWAP_A = SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"  # x/a ingress: only x/b 80/TCP
-SWAP_B = SHARED / "conformance" / "007-knp-deny-egress-x-a"         # x/a egress: nothing
+SWAP_A = own("L12-knp-pod-peer-is-own-namespace")  # x/a ingress: only x/b 80/TCP
+SWAP_B = own("L15-knp-egress-type-without-rules")  # x/a egress: nothing
 # One UDP stream per kind of flow: allowed by both, only by A (egress of x/a), only by B (ingress of x/a).
 STREAMS = {"both": ("y/a", "z/b", 80, "UDP"), "aonly": ("x/a", "x/b", 80, "UDP"), "bonly": ("x/b", "x/a", 81, "UDP")}
 STREAM_INTERVAL = 0.001
@@ -225,7 +220,7 @@ def test_atomic_replace_under_traffic(model, tmp_path, empty):
     """Swap two artifacts back and forth under the same name while UDP streams with sequence
     numbers run: no datagram of a flow both allow is lost, and between swaps every datagram gets
     exactly the verdict of the artifact in force (none of a denied flow gets through)."""
-    inventory = SWAP_A / "inventory.yaml"
+    inventory = case_inventory(SWAP_A)
     mats, arts = {}, {}
     for key, case in (("A", SWAP_A), ("B", SWAP_B)):
         paths = policy_paths(case, empty)
@@ -287,7 +282,7 @@ def test_atomic_replace_under_traffic(model, tmp_path, empty):
 
 # -- relabel under traffic ------------------------------------------------------------------------
 
-RELABEL_CASE = SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"  # x/a admits only x/b on 80/TCP
+RELABEL_CASE = own("L12-knp-pod-peer-is-own-namespace")  # x/a admits only x/b on 80/TCP
 RELABEL = {"x/b": {"pod": "c"}, "x/c": {"pod": "b"}}  # swap the labels of x/b and x/c
 
 
@@ -308,7 +303,7 @@ def test_relabel_under_traffic(model, tmp_path, empty):
     is open: new connections get the verdicts `matrix` gives for the relabelled inventory at once,
     and so does the established one: x/a admits only pod=b, so x/b's packets on it are dropped now
     (conntrack entries are decided again under the new revision)."""
-    inventory = RELABEL_CASE / "inventory.yaml"
+    inventory = case_inventory(RELABEL_CASE)
     paths = policy_paths(RELABEL_CASE, empty)
     before = matrix(paths, inventory)
     after = matrix(paths, relabelled_inventory(inventory, RELABEL, tmp_path / "relabelled.yaml"))
@@ -344,8 +339,8 @@ def test_relabel_under_traffic(model, tmp_path, empty):
 
 # -- observe --------------------------------------------------------------------------------------
 
-OBSERVE_CASES = [SHARED / "conformance" / "019-cnp-deny-wins",              # denied by an ingressDeny rule
-                 SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"]  # denied by default deny
+OBSERVE_CASES = [own("L25-cnp-deny-beats-allow"),            # denied by an ingressDeny rule
+                 own("L12-knp-pod-peer-is-own-namespace")]  # denied by default deny
 
 
 def query_why(paths: list[str], inventory: Path, flow) -> dict:
@@ -361,7 +356,7 @@ def query_why(paths: list[str], inventory: Path, flow) -> dict:
 
 @pytest.mark.parametrize("case", OBSERVE_CASES, ids=[c.name for c in OBSERVE_CASES])
 def test_observe_reports_denied_flows_with_the_deciding_rule(model, case, tmp_path, empty):
-    inventory = case / "inventory.yaml"
+    inventory = case_inventory(case)
     paths = policy_paths(case, empty)
     expected = matrix(paths, inventory)
     denied = [f for f, v in expected.items() if v == "deny"][:12]
@@ -401,8 +396,7 @@ def test_observe_reports_denied_flows_with_the_deciding_rule(model, case, tmp_pa
 
 # -- dual stack -----------------------------------------------------------------------------------
 
-DUAL_STACK_CASES = [SHARED / "conformance" / "019-cnp-deny-wins",
-                    SHARED / "conformance" / "023-cnp-egress-to-namespace-z"]
+DUAL_STACK_CASES = [own("L25-cnp-deny-beats-allow"), own("L27-cnp-namespace-egress-to-one-namespace")]
 
 
 def dual_stack_inventory(source: Path, out: Path) -> Path:
@@ -422,7 +416,7 @@ def test_dual_stack_over_real_traffic(case, tmp_path, empty):
     """Pods with an IPv4 and an IPv6 address: every flow is probed over both families, which must
     agree with each other and with `matrix` (the artifact is compiled with its ipv6 feature)."""
     require_kernel()
-    inventory = dual_stack_inventory(case / "inventory.yaml", tmp_path / "inventory.yaml")
+    inventory = dual_stack_inventory(case_inventory(case), tmp_path / "inventory.yaml")
     paths = policy_paths(case, empty)
     expected = matrix(paths, inventory)
     artifact = compile_case(paths, inventory, tmp_path / "artifact")
@@ -438,8 +432,8 @@ def test_dual_stack_over_real_traffic(case, tmp_path, empty):
 
 # -- a pod added between two compiles --------------------------------------------------------------
 
-ADD_CASES = (SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp",  # pod=a admits only x/b on 80/TCP
-             SHARED / "conformance" / "007-knp-deny-egress-x-a")         # pod=a sends nothing
+ADD_CASES = (own("L12-knp-pod-peer-is-own-namespace"),  # pod=a admits only x/b on 80/TCP
+             own("L15-knp-egress-type-without-rules"))  # pod=a sends nothing
 ADDED = ("x/d", "10.244.1.9", {"pod": "a"})  # x/a's labels: both policies select the new pod
 
 
@@ -464,7 +458,7 @@ def test_pod_added_at_run_time_is_enforced_and_survives_a_replace(tmp_path, empt
     require_kernel()
     display, ip, labels = ADDED
     prefix, name = "pcq", "pcq-addpod"
-    inventory = ADD_CASES[0] / "inventory.yaml"
+    inventory = case_inventory(ADD_CASES[0])
     grown = inventory_with_pod(inventory, display, ip, labels, tmp_path / "grown.yaml")
     arts, mats = [], []
     for n, case in enumerate(ADD_CASES):
@@ -501,7 +495,7 @@ def test_pod_added_at_run_time_is_enforced_and_survives_a_replace(tmp_path, empt
             unhooked = m.probe([(display, "y/a", 80, "TCP")])  # pod=a sends nothing, but no hook checks it now
             m.remove_pod(display)
     assert leftovers(prefix) == ([], []) and not state_file.exists()
-    # 003 denies flows *to* the pod (its to_pod decides), 007 flows *from* it (its from_pod)
+    # L12 denies flows *to* the pod (its to_pod decides), L15 flows *from* it (its from_pod)
     for label, end, expected, observed in (("before the replace", 1, mats[0], before), ("after it", 0, mats[1], after)):
         assert any(flow[end] == display and v == "deny" for flow, v in expected.items()), label
         bad = mismatches(expected, observed)
@@ -511,7 +505,7 @@ def test_pod_added_at_run_time_is_enforced_and_survives_a_replace(tmp_path, empt
 
 # -- bypasses closed, over real traffic (docs/runtime.md, Threat model) ------------------------------------
 
-EGRESS_LOCKED = SHARED / "conformance" / "007-knp-deny-egress-x-a"  # x/a sends nothing: answers need conntrack
+EGRESS_LOCKED = own("L15-knp-egress-type-without-rules")  # x/a sends nothing: its answers need conntrack
 
 
 def observer(model: NetModel, name: str, seconds: float) -> subprocess.Popen:
@@ -530,7 +524,7 @@ def test_kubelet_probe_reaches_a_pod_whose_egress_is_default_deny(model, tmp_pat
     gateway address, 169.254.1.1, a local address and so `host`) to x/a, which may send nothing: the
     probe connects and gets x/a's answer, while x/a still cannot open a connection itself."""
     paths = policy_paths(EGRESS_LOCKED, empty)
-    artifact = compile_case(paths, EGRESS_LOCKED / "inventory.yaml", tmp_path / "artifact")
+    artifact = compile_case(paths, case_inventory(EGRESS_LOCKED), tmp_path / "artifact")
     xa = model.by_name["x/a"]
     with loaded(model, artifact, f"{PREFIX}-kubelet"):
         probe = run(["nsenter", f"--net=/var/run/netns/{model.node}", sys.executable, str(AGENT), "probe", "0.4"],
@@ -548,7 +542,8 @@ def test_a_spoofed_source_from_a_pod_is_dropped_and_observed(model, tmp_path, em
     """From inside x/c's netns, a raw socket sends a datagram to x/a as x/b (whom x/a would admit; here
     nothing is filtered at all): from_pod drops it, observe names x/c as the sender, and the same
     datagram from x/c's own address arrives."""
-    artifact = compile_case(policy_paths(CASES[0], empty), CASES[0] / "inventory.yaml", tmp_path / "artifact")
+    case = own("L10-no-policy-allows-everything")
+    artifact = compile_case(policy_paths(case, empty), case_inventory(case), tmp_path / "artifact")
     xa, xb, xc = (model.by_name[p] for p in ("x/a", "x/b", "x/c"))
     name = f"{PREFIX}-spoof"
     with loaded(model, artifact, name):
@@ -570,14 +565,14 @@ def test_a_spoofed_source_from_a_pod_is_dropped_and_observed(model, tmp_path, em
 
 
 def test_a_new_pod_reusing_an_address_inherits_nothing(tmp_path, empty):
-    """x/a streams UDP to y/d (namespace y admits everything); y/d leaves and x/d (namespace x admits
-    nothing) takes its address while the stream goes on, on the very same 5-tuple: nothing reaches x/d,
-    the entry y/d's hook made answers for y/d alone."""
+    """z/a streams UDP to x/d (namespace x admits everything); x/d leaves and y/d (namespace y admits
+    nothing) takes its address while the stream goes on, on the very same 5-tuple: nothing reaches y/d,
+    the entry x/d's hook made answers for x/d alone."""
     require_kernel()
-    case = SHARED / "conformance" / "002-knp-deny-all-ingress-x"
-    inventory = case / "inventory.yaml"
+    case = own("L11-knp-empty-podselector-isolates-namespace")
+    inventory = case_inventory(case)
     artifact = compile_case(policy_paths(case, empty), inventory, tmp_path / "artifact")
-    prefix, name, address = "pcu", "pcu-reuse", "10.244.2.9"
+    prefix, name, address = "pcu", "pcu-reuse", "10.244.1.9"
     with NetModel(load_inventory([inventory]), tmp_path / "work", prefix=prefix) as m:
         with loaded(m, artifact, name):
             def plug(display: str) -> None:
@@ -586,26 +581,26 @@ def test_a_new_pod_reusing_an_address_inherits_nothing(tmp_path, empty):
                                 "--attach", pod.host_if)
                 assert add.returncode == 0, add.stderr
 
-            plug("y/d")
-            stream = m.spawn(m.by_name["x/a"].netns, ["stream", address, "80", "reuse", "0.01"])
+            plug("x/d")
+            stream = m.spawn(m.by_name["z/a"].netns, ["stream", address, "80", "reuse", "0.01"])
             assert stream.stdout.readline().strip() == "started"
             deadline = time.monotonic() + 10
-            while not m.received(m.by_name["y/d"]) and time.monotonic() < deadline:
+            while not m.received(m.by_name["x/d"]) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            before = len(m.received(m.by_name["y/d"]))
-            remove = m.policyc("endpoint", "remove", name, "y/d")
+            before = len(m.received(m.by_name["x/d"]))
+            remove = m.policyc("endpoint", "remove", name, "x/d")
             assert remove.returncode == 0, remove.stderr
-            m.remove_pod("y/d")
-            plug("x/d")
+            m.remove_pod("x/d")
+            plug("y/d")
             time.sleep(1.5)
             stream.communicate(input="", timeout=30)
             m.procs.remove(stream)
             time.sleep(0.3)
-            inherited = m.received(m.by_name["x/d"])
-            fresh = m.probe([("y/a", "x/d", 80, "UDP")])
-    assert before > 0, "the stream never reached y/d: the test proves nothing"
-    assert inherited == [], f"x/d got {len(inherited)} datagrams of y/d's connection"
-    assert fresh[("y/a", "x/d", 80, "UDP")][0] == "deny"
+            inherited = m.received(m.by_name["y/d"])
+            fresh = m.probe([("z/b", "y/d", 80, "UDP")])
+    assert before > 0, "the stream never reached x/d: the test proves nothing"
+    assert inherited == [], f"y/d got {len(inherited)} datagrams of x/d's connection"
+    assert fresh[("z/b", "y/d", 80, "UDP")][0] == "deny"
 
 
 def test_a_syn_flood_leaves_established_connections_working(model, tmp_path, empty):
@@ -614,7 +609,7 @@ def test_a_syn_flood_leaves_established_connections_working(model, tmp_path, emp
     The three connections still carry data both ways; ct_new churned, the answered entries stayed."""
     paths = policy_paths(EGRESS_LOCKED, empty)
     artifact = tmp_path / "artifact"
-    policyc("compile", *paths, "--inventory", str(EGRESS_LOCKED / "inventory.yaml"), "-o", str(artifact),
+    policyc("compile", *paths, "--inventory", str(case_inventory(EGRESS_LOCKED)), "--output-dir", str(artifact),
             "--map-size", "ct_new=512")
     xa = model.by_name["x/a"]
     name = f"{PREFIX}-flood"
