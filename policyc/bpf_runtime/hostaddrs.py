@@ -72,7 +72,8 @@ def node_addresses(artifact: Path, explicit: tuple[str, ...]) -> list[str]:
         pods = {ip for e in json.loads((artifact / "endpoints.json").read_text()) for ip in e["ips"]}
     except (OSError, ValueError, KeyError):
         pods = set()
-    return sorted(set(explicit) | (local_addresses() - pods), key=ipaddress.ip_address)
+    return sorted(set(explicit) | (local_addresses() - pods), key=lambda a: (ipaddress.ip_address(a).version,
+                                                                               ipaddress.ip_address(a)))
 
 
 def set_host_identity(hosts: Map, features: dict, ips: list[str]) -> None:
