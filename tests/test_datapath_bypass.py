@@ -22,7 +22,7 @@ from policyc.bpf_runtime.bindings import bind, bump_revision, layouts_for, objec
 from policyc.bpf_runtime.events import decode_event
 from policyc.bpf_runtime.hostaddrs import set_host_identity
 from policyc.bpf_runtime.libbpf import RingBuffer
-from policyc.bpf_runtime.status import counter
+from policyc.bpf_runtime.status import percpu_counter
 from policyc.bpf_runtime.testrun import TC_ACT_OK, XDP_PASS, skb_ctx
 from policyc.cli import main
 from policyc.compiler.codegen import REASON_CODES, REASON_WORDS
@@ -79,7 +79,7 @@ class Node:
 
     def drops(self, word: str) -> int:
         name = next(n for n, w in REASON_WORDS.items() if w == word)
-        return counter(self.obj.map("drops"), REASON_CODES[name])[0]
+        return percpu_counter(self.obj.map("drops"), REASON_CODES[name])[0]
 
     def events(self) -> list:
         self.ring.consume()

@@ -10,15 +10,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..compiler.codegen import DATAPATH_REASONS
+from ..compiler.codegen import DatapathReason
 from ..compiler.entities import RESERVED_IDS
 from .events import Event, decode_event
 from .libbpf import Map, RingBuffer
-from .state import State
 from .loaded import artifact_json
+from .state import State
 
 _RESERVED = {n: name for name, n in RESERVED_IDS.items()}
-DATAPATH_WORDS = set(DATAPATH_REASONS.values())
+L7_AS_L4 = " (L7 rules enforced as L4 only)"  # no proxy sees the flow: never "proxied"
+DATAPATH_WORDS = {r.value for r in DatapathReason}
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Flow:
     rule_id: int
     policy: str
     rule: str
-    proxied: bool
+    l7_as_l4: bool
     src_identity: int
     dst_identity: int
     endpoint: str  # the pod whose hook decided (by endpoint id, not by address: a spoofed source names another)
@@ -52,7 +53,7 @@ class Flow:
         if self.reason in DATAPATH_WORDS and self.endpoint:
             why += f", at {self.endpoint}"
         return (f"{self.time}: {src} (ID:{self.src_identity}) -> {dst} (ID:{self.dst_identity}) "
-                f"{self.protocol} {self.verdict.upper()}{' PROXIED' if self.proxied else ''} "
+                f"{self.protocol} {self.verdict.upper()}{L7_AS_L4 if self.l7_as_l4 else ''} "
                 f"({self.direction}, {why})")
 
 
@@ -75,7 +76,8 @@ class Namer:
         when = time.strftime("%b %d %H:%M:%S", time.gmtime(stamp)) + f".{int(stamp * 1000) % 1000:03d}"
         return Flow(when, self._name(e.src, e.src_identity), self._name(e.dst, e.dst_identity), e.protocol,
                     e.sport, e.dport, e.verdict, e.direction, e.reason, e.rule, r.get("policy", ""),
-                    r.get("rule", ""), e.proxied, e.src_identity, e.dst_identity, self.by_endpoint.get(e.endpoint_id, ""))
+                    r.get("rule", ""), e.l7_as_l4, e.src_identity, e.dst_identity,
+                    self.by_endpoint.get(e.endpoint_id, ""))
 
     def _name(self, addr: str, identity: int) -> str:
         if addr in self.by_ip:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from ..compiler.codegen import REASON_CODES, REASON_WORDS, STATS
-from ..compiler.evaluate import Reason
+from ..compiler.codegen import REASON_WORDS
+from ..compiler.mapdata import STATS
 from .libbpf import Map
 from .loaded import artifact_json, manifest_of, open_map
 from .state import State
@@ -30,35 +30,13 @@ def map_levels(state: State, manifest: dict) -> list[dict]:
     return out
 
 
-def counter(m: Map, index: int) -> tuple[int, int]:
-    """(packets, bytes) of one slot of a per-CPU counter array, summed over CPUs."""
+def percpu_counter(m: Map, index: int) -> tuple[int, int]:
+    """(packets, bytes) of one slot of a per-CPU ``counter`` array, summed over CPUs."""
     packets = nbytes = 0
     for raw in m.percpu_values(struct.pack("<I", index)):
         p, b = struct.unpack("<QQ", raw[:16])
         packets, nbytes = packets + p, nbytes + b
     return packets, nbytes
-
-
-def named_counters(state: State, map_name: str, slots: dict[str, int], key: str) -> list[dict]:
-    """``{key: name, packets, bytes}`` for every named slot of a counter array; none if the map is absent."""
-    if not (Path(state.pin_dir) / "maps" / map_name).exists():
-        return []  # loaded by a policyc that did not have it
-    m = open_map(Path(state.pin_dir), map_name)
-    try:
-        return [{key: name, **dict(zip(("packets", "bytes"), counter(m, index)))} for name, index in slots.items()]
-    finally:
-        m.close()
-
-
-def drop_counters(state: State) -> list[dict]:
-    """Drops no rule decided, per reason (the evaluator's reasons are counted per rule instead)."""
-    own = {REASON_WORDS[name]: code for name, code in REASON_CODES.items() if name not in Reason.__members__}
-    return named_counters(state, "drops", own, "reason")
-
-
-def stat_counters(state: State) -> list[dict]:
-    """Datapath counters no rule sees (conntrack inserts that failed, per table, ...)."""
-    return named_counters(state, "stats", {name.lower(): n for n, name in enumerate(STATS)}, "stat")
 
 
 def rule_counters(state: State) -> list[dict]:
@@ -68,7 +46,7 @@ def rule_counters(state: State) -> list[dict]:
     out = []
     try:
         for index in range(m.max_entries):
-            packets, nbytes = counter(m, index)
+            packets, nbytes = percpu_counter(m, index)
             r = rules.get(index, {})
             out.append({"id": index, "rule": r.get("rule", "(no rule: default deny / not enforced)" if index == 0
                                                    else "?"),
@@ -80,6 +58,30 @@ def rule_counters(state: State) -> list[dict]:
     return out
 
 
+def datapath_counters(state: State, manifest: dict) -> dict:
+    """What no rule counter shows: event losses and suppressions, ND and related ICMP errors passed
+    (``stats``), and packets dropped per datapath reason (``drops``, only reasons that occurred).
+    Artifacts compiled before these maps existed show none."""
+    names = {m["name"] for m in manifest["maps"]}
+    out: dict = {"stats": {}, "drops": []}
+    if "stats" in names:
+        m = open_map(Path(state.pin_dir), "stats")
+        try:
+            out["stats"] = {name: percpu_counter(m, n)[0] for n, name in enumerate(STATS)}
+        finally:
+            m.close()
+    if "drops" in names:
+        m = open_map(Path(state.pin_dir), "drops")
+        try:
+            for code, word in sorted(REASON_WORDS.items()):
+                packets, nbytes = percpu_counter(m, code)
+                if packets:
+                    out["drops"].append({"reason": word, "packets": packets, "bytes": nbytes})
+        finally:
+            m.close()
+    return out
+
+
 def collect(state: State) -> dict:
     """Everything `policyc status` shows for one loaded artifact."""
     manifest = manifest_of(state)
@@ -88,6 +90,7 @@ def collect(state: State) -> dict:
     return {"name": state.name, "artifact": state.artifact, "manifest_sha256": state.manifest_sha256,
             "loaded_at": state.loaded_at, "tc_mode": state.tc_mode, "pin_dir": state.pin_dir,
             "node_ips": state.node_ips, "features": manifest.get("features", {}), "attachments": attachments,
-            "maps": map_levels(state, manifest), "rules": rule_counters(state), "drops": drop_counters(state),
-            "stats": stat_counters(state),
+            "l7": manifest.get("l7", "refuse"),
+            "maps": map_levels(state, manifest), "rules": rule_counters(state),
+            "datapath": datapath_counters(state, manifest),
             "runtime_changes": len(state.runtime)}

@@ -15,14 +15,13 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from ..compiler.codegen import PROXY_MARK
 from ..compiler.ir import Protocol
 from .bindings import bind, object_maps
 from .libbpf import BPFObject, Program
 
 TC_ACT_OK, TC_ACT_SHOT = 0, 2
 XDP_DROP, XDP_PASS = 1, 2
-SKB_CTX_BYTES, SKB_MARK_OFFSET = 192, 8  # sizeof(struct __sk_buff), offsetof(mark)
+SKB_CTX_BYTES = 192  # sizeof(struct __sk_buff)
 SKB_INGRESS_IFINDEX_OFFSET, SKB_IFINDEX_OFFSET = 36, 40
 LOOPBACK_IFINDEX = 1  # the device of a test run whose context names none
 _SRC_MAC, _DST_MAC = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
@@ -73,7 +72,6 @@ def skb_ctx(ifindex: int = 0, ingress_ifindex: int = 0) -> bytes:
 class HookResult:
     hook: str
     passed: bool
-    proxied: bool = False
     retval: int = 0
 
 
@@ -97,10 +95,9 @@ class Hooks:
     def _tc(self, prog: Program, data: bytes, pod_ips: tuple) -> HookResult:
         self.bind(pod_ips)
         run = prog.test_run(data, ctx=skb_ctx())
-        mark = struct.unpack_from("<I", run.ctx, SKB_MARK_OFFSET)[0] if run.ctx else 0
         if run.retval not in (TC_ACT_OK, TC_ACT_SHOT):
             raise AssertionError(f"{prog.name} returned {run.retval}")
-        return HookResult(prog.name, run.retval == TC_ACT_OK, mark == PROXY_MARK, run.retval)
+        return HookResult(prog.name, run.retval == TC_ACT_OK, run.retval)
 
     def send(self, src_ip, dst_ip, protocol: Protocol, sport: int, dport: int,
              src_pod: tuple, dst_pod: tuple, src_outside: bool) -> list[HookResult]:
@@ -116,7 +113,7 @@ class Hooks:
         if dst_pod:
             if src_outside:
                 run = self.xdp_node.test_run(data)
-                out.append(HookResult("xdp_node", run.retval == XDP_PASS, False, run.retval))
+                out.append(HookResult("xdp_node", run.retval == XDP_PASS, run.retval))
             out.append(self._tc(self.to_pod, data, dst_pod))
         return out
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from ..compiler.mapdata import CT_MAPS
 from .common import add_format_arg, structured, subcommand
 from .runtime_common import bpf_errors
 
@@ -30,14 +31,21 @@ def _text(s: dict) -> list[str]:
         who = f" ({a['endpoint']})" if a["endpoint"] else ""
         out.append(f"  {a['program']:<9} on {a['iface']} {a['hook']:<7} [{a['mode']}]{who}"
                    + ("" if a["present"] else "  MISSING PIN"))
+    if s["l7"] == "l4-only":
+        out.append("  L7 rules enforced as L4 only (compiled with --l7 l4-only: no proxy filters requests)")
     if s["node_ips"]:
         out.append(f"  host identity: {', '.join(s['node_ips'])}")
     out.append("  maps:")
     out += [f"    {m['name']:<10} {m['entries']:>7} / {m['max_entries']}" for m in s["maps"]]
-    if s["drops"]:
-        out.append("  drops no rule decided (packets): " + ", ".join(f"{d['reason']} {d['packets']}" for d in s["drops"]))
-    if s["stats"]:
-        out.append("  datapath counters (packets): " + ", ".join(f"{c['stat']} {c['packets']}" for c in s["stats"]))
+    st = s["datapath"]["stats"]
+    if st:
+        out.append(f"  events: {st['events_lost']} lost (ring buffer full), {st['events_ratelimited_allow']} allow "
+                   f"and {st['events_ratelimited_drop']} drop over budget; passed as control traffic: "
+                   f"{st['nd_passed']} neighbour discovery, {st['icmp_related']} related ICMP errors; "
+                   f"{st['frag_map_full']} first fragments not recorded")
+        out.append("  conntrack inserts refused: " + ", ".join(f"{t} {st[f'{t}_full']}" for t in CT_MAPS))
+    for d in s["datapath"]["drops"]:
+        out.append(f"  dropped ({d['reason']}): {d['packets']} packets, {d['bytes']} bytes")
     out.append("  rules (packets / bytes of new flows):")
     for r in s["rules"]:
         where = f"  {r['file']}:{r['line']}" if r["file"] else ""
@@ -50,8 +58,8 @@ def _text(s: dict) -> list[str]:
 def run(args) -> int:
     from ..bpf_runtime import bpffs
     from ..bpf_runtime.loaded import loaded_state
-    from ..bpf_runtime.privileges import require_root
     from ..bpf_runtime.metrics import render
+    from ..bpf_runtime.privileges import require_root
     from ..bpf_runtime.status import collect
 
     require_root()

@@ -2,11 +2,12 @@
 
 Specialization happens here: the templates see the Features of the lowered
 datapath and leave out whatever the policy set does not use (IPv6 parsing,
-port-range look-ups, the deny path, the any-peer look-up, ICMP types, the L7
-proxy mark).  Constants (identities, codes, rates) are baked in.
+port-range look-ups, the deny path, the any-peer look-up, ICMP types).
+Constants (identities, codes, rates) are baked in.
 """
 from __future__ import annotations
 
+import enum
 import os
 import shutil
 import subprocess
@@ -18,23 +19,34 @@ from .diagnostics import Diagnostic, PolicycError
 from .entities import FIRST_CIDR_ID, RESERVED_IDS
 from .evaluate import Reason
 from .layouts import EVENT, addr_words
-from .lower import (ACTION_CODE, ANY_PEER, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, HOST_ID, IPCACHE_LOCAL,
+from .lower import (ACTION_CODE, ANY_PEER, DIR_CODE, EP_DEFAULT_DENY, FLAG_L7, HOST_ID, IPCACHE_LOCAL,
                     LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Datapath, fallback_levels)
-from .mapdata import POLICY_PREFIX_BITS, MapSpec
+from .mapdata import DROP_SLOTS, POLICY_PREFIX_BITS, STATS, MapSpec
 
-PROXY_MARK = 0x0200          # Cilium's MARK_MAGIC_TO_PROXY
-EVENTS_PER_SECOND = 1000     # per CPU
-# Drops the datapath decides without a rule, with the word events and `observe` print for each.
-DATAPATH_REASONS = {"INVALID_SOURCE": "invalid-source",              # from_pod: not the pod's own address
-                    "NOT_FOR_ENDPOINT": "not-for-endpoint",          # to_pod: unicast for another address
-                    "UNBOUND": "unbound-interface",                  # a pod hook with no endpoint bound
-                    "LOCAL_SOURCE_FROM_OUTSIDE": "local-source-from-outside"}  # xdp_node: anti-spoofing
+EVENTS_PER_SECOND = 1000     # allow events, per CPU
+DROP_EVENTS_PER_SECOND = 1000  # drop events, per CPU: a budget of their own, so allowed churn cannot hide drops
+
+
+class DatapathReason(str, enum.Enum):
+    """Drops no rule decides: what the datapath cannot parse or attribute (events, `drops` counters)."""
+
+    MALFORMED = "malformed-packet"                  # truncated or invalid IP/L4 header
+    EXTHDR = "invalid-ipv6-extension-header"        # no next header, too many headers, two fragment headers
+    FRAG_NOT_FOUND = "fragment-without-first"       # a later fragment whose first fragment was never seen
+    IPV6_DISABLED = "ipv6-not-compiled"             # IPv6 in an artifact compiled without IPv6
+    INVALID_SOURCE = "invalid-source"               # from_pod: a source address that is not the pod's own
+    NOT_FOR_ENDPOINT = "not-for-endpoint"           # to_pod: unicast for an address the pod does not hold
+    UNBOUND = "unbound-interface"                   # a pod hook on an interface no endpoint is bound to
+    LOCAL_SOURCE_FROM_OUTSIDE = "local-source-from-outside"  # xdp_node: a local pod's or the node's address
+
+
 # Event reason codes: the evaluator's reasons plus the datapath's own.
-REASON_CODES = {r.name: n + 1 for n, r in enumerate(Reason)} | {
-    name: len(Reason) + 1 + n for n, name in enumerate(DATAPATH_REASONS)}
-REASON_WORDS = {r.name: r.value for r in Reason} | DATAPATH_REASONS
-# Slots of the `stats` map (mapdata.STAT_SLOTS): conntrack inserts that failed, per table.
-STATS = ("CT_TCP_FULL", "CT_ANY_FULL", "CT_NEW_FULL")
+REASON_CODES = {r.name: n + 1 for n, r in enumerate(Reason)}
+REASON_CODES |= {r.name: len(REASON_CODES) + n + 1 for n, r in enumerate(DatapathReason)}
+# the words `observe` prints: the evaluator's (`policyc query`, `matrix`) and the datapath's
+REASON_WORDS = {code: (Reason[name] if name in Reason.__members__ else DatapathReason[name]).value
+                for name, code in REASON_CODES.items()}
+assert max(REASON_CODES.values()) < DROP_SLOTS
 # Conntrack lifetimes after a flow's last packet, seconds (Cilium's defaults), and the TCP state bits.
 CT_LIFETIMES = {"LIFETIME_TCP": 21600, "LIFETIME_NONTCP": 60, "SYN_TIMEOUT": 60, "CLOSE_TIMEOUT": 10}
 CT_TCP_BITS = {"SEEN_NON_SYN": 1, "FIN_FORWARD": 2, "FIN_REPLY": 4, "CLOSING": 8}
@@ -60,11 +72,12 @@ def render(dp: Datapath, specs: list[MapSpec], version: str, inputs: list[str]) 
               for s in specs],
         addr_words=addr_words(16 if dp.features.ipv6 else 4),
         dir={d.value: c for d, c in DIR_CODE.items()}, action={a.value: c for a, c in ACTION_CODE.items()},
-        ep_dd={d.value: c for d, c in EP_DEFAULT_DENY.items()}, flag_proxy=FLAG_PROXY, any_peer=ANY_PEER,
+        ep_dd={d.value: c for d, c in EP_DEFAULT_DENY.items()}, flag_l7=FLAG_L7, any_peer=ANY_PEER,
         host_id=HOST_ID, world_ipv4_id=RESERVED_IDS["world-ipv4"], world_ipv6_id=RESERVED_IDS["world-ipv6"],
-        first_cidr_id=FIRST_CIDR_ID, proxy_mark=PROXY_MARK, events_per_second=EVENTS_PER_SECOND,
+        first_cidr_id=FIRST_CIDR_ID, events_per_second=EVENTS_PER_SECOND,
+        drop_events_per_second=DROP_EVENTS_PER_SECOND, stats=STATS,
         reasons=REASON_CODES, policy_prefix_bits=POLICY_PREFIX_BITS, ipcache_local=IPCACHE_LOCAL,
-        ct_lifetimes=CT_LIFETIMES, ct_tcp_bits=CT_TCP_BITS, stats=STATS,
+        ct_lifetimes=CT_LIFETIMES, ct_tcp_bits=CT_TCP_BITS,
         level={"port": LEVEL_PORT, "proto": LEVEL_PROTO, "any": LEVEL_ANY}, levels=fallback_levels(dp.rules))
 
 
