@@ -22,12 +22,16 @@ MAPS_BIN_MAGIC = b"PCMAPS\x00\x01"
 RINGBUF_BYTES = 256 * 1024
 # The smallest capacity of each sizable map; a map whose initial entries need more gets the next power
 # of two above entries × HEADROOM (run-time endpoint changes add entries without a recompile).
-DEFAULT_SIZES = {"ipcache": 16384, "ipcache_hosts": 16384, "endpoints": 4096, "policy": 65536, "conntrack": 65536,
-                 "fragments": 8192}
+# Conntrack: answered TCP and other flows in maps of their own, unanswered flows (TCP handshakes, a UDP
+# request without reply) apart, so a flood of unanswered packets evicts only its kind (docs/artifact.md).
+DEFAULT_SIZES = {"ipcache": 16384, "ipcache_hosts": 16384, "endpoints": 4096, "policy": 65536, "interfaces": 1024,
+                 "ct_tcp": 65536, "ct_any": 32768, "ct_new": 16384, "fragments": 8192}
+CT_MAPS = ("ct_tcp", "ct_any", "ct_new")
 HEADROOM = 1.25
-# Slots of the `stats` map (STAT_* in the C): what no rule counter sees, for `status` and metrics.
+# Slots of the `stats` map (STAT_* in the C): what no rule counter sees, for `status` and metrics;
+# ct_*_full: conntrack inserts the kernel refused, per table.
 STATS = ("events_lost", "events_ratelimited_allow", "events_ratelimited_drop", "nd_passed", "icmp_related",
-         "frag_map_full")
+         "frag_map_full", "ct_tcp_full", "ct_any_full", "ct_new_full")
 DROP_SLOTS = 64  # the `drops` map: packets and bytes per drop reason code (codegen.REASON_CODES)
 POLICY_PREFIX_BITS = 96  # the whole LPM policy key: look-ups use every bit
 BLOWUP_ENTRIES = 1024  # warn when one rule decides more policy entries than this ...
@@ -144,7 +148,9 @@ def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list
                         "protocol": "any" if e.protocol is None else e.protocol, "ports": port_text(e),
                         "action": e.verdict.action.value, "rule": e.verdict.rule, "l7": e.verdict.l7},
              "BPF_F_NO_PREALLOC" if port_lpm else ""),
-        spec("conntrack", "lru_hash", "ct_key", "ct_value", [], None, None),
+        spec("interfaces", "hash", "interface_key", "interface_value", [], None, None),
+        *(spec(name, "lru_hash", "ct_key", "ct_value", [], None, None) for name in CT_MAPS),
+        MapSpec("revision", "array", lay["index_key"], lay["revision"], 1),
         MapSpec("counters", "percpu_array", lay["index_key"], lay["counter"], len(dp.rules) + 1),
         MapSpec("ratelimit", "percpu_array", lay["index_key"], lay["ratelimit"], 1),
         spec("fragments", "lru_hash", "frag_key", "frag_value", [], None, None),
