@@ -468,3 +468,35 @@ def test_the_shop_picture_shows_the_shortest_chain_in_red():
             red.add(g.find(f"{ns}title").text)
     assert red == {"world-ipv4 except 169.254.169.254/32, 198.51.100.0/24->ops/ingress",
                    "ops/ingress->shop/frontend", "shop/frontend->shop/catalog", "shop/catalog->data/postgres"}
+
+
+# ---------------------------------------------------------------- what an adversarial review found
+
+ATTACK = DATA / "attack"
+
+
+def _cluster(name: str) -> tuple[str, str, str]:
+    return str(ATTACK / name / "pol.yaml"), "--inventory", str(ATTACK / name / "inv.yaml")
+
+
+def _verify(capsys, tmp_path, cluster: str, body: str, *extra: str) -> tuple[int, str, str]:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"invariants:\n{body}")
+    return run(capsys, "verify", *_cluster(cluster), "--spec", str(spec), *extra)
+
+
+def _query(capsys, cluster: str, src: str, dst: str, port: str) -> str:
+    code, out, _ = run(capsys, "query", *_cluster(cluster), "--from", src, "--to", dst, "--port", port)
+    assert code in (0, 1), out
+    return out.splitlines()[0].rsplit(": ", 1)[1]
+
+
+def test_a_cidr_of_a_node_or_pod_address_is_that_node_or_pod(capsys, tmp_path):
+    """The judge: query lets the node at 192.168.0.1 reach a/db; a pod address is its pod, as on the command line."""
+    assert _query(capsys, "hn", "192.168.0.1", "a/db", "5432/TCP") == "ALLOW"
+    body = ("- {name: node, noPath: {from: {cidr: 192.168.0.1}, to: a/db}}\n"
+            "- {name: pod, noPath: {from: {cidr: 10.0.1.5/32}, to: a/db}}\n")
+    code, out, _ = _verify(capsys, tmp_path, "hn", body, "-o", "json")
+    assert code == 1 and [r["holds"] for r in json.loads(out)["invariants"]] == [False, False]
+    code, out, _ = run(capsys, "paths", "10.0.1.5/32", "a/db", *_cluster("hn"))
+    assert code == 1 and "a/web -> node-1 -> a/db" in out

@@ -6,7 +6,7 @@ import gc
 import ipaddress
 import sys
 
-from ..compiler.connectivity import RESERVED_PLACES, Connectivity, Target, build
+from ..compiler.connectivity import RESERVED_PLACES, Connectivity, Target, address_target, build
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.ir import EndpointKind
 from ..compiler.portset import PortSet, parse_ports
@@ -59,7 +59,7 @@ def parse_target(inventory, text: str, option: str) -> Target:
         return Target(ref, reserved=(ref.removeprefix("reserved:"),))
     if "/" in ref:
         try:
-            return Target(ref, networks=(ipaddress.ip_network(ref),))
+            net = ipaddress.ip_network(ref)
         except ValueError:
             try:
                 fixed = ipaddress.ip_network(ref, strict=False)
@@ -68,6 +68,8 @@ def parse_target(inventory, text: str, option: str) -> Target:
             if fixed is not None:
                 raise PolicycError(Diagnostic.simple(f"{option}: {ref!r} has host bits set; did you mean {fixed}?")) \
                     from None
+        else:
+            return address_target(ref, (net,), inventory)
     found = resolve_endpoints(inventory, ref, option)
     return Target(ref, tuple(ep for ep in found if ep.kind is not EndpointKind.EXTERNAL),
                   tuple(ipaddress.ip_network(ep.ips[0]) for ep in found if ep.kind is EndpointKind.EXTERNAL))

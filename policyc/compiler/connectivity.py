@@ -92,6 +92,19 @@ class Target:
     reserved: tuple[str, ...] = ()
 
 
+def address_target(text: str, networks: Iterable[IPNetwork], inventory: Inventory) -> Target:
+    """Networks a question names; a single address a pod or node holds is that pod or node (as in
+    ``query``): it is never outside the cluster, so as a network it would name nothing."""
+    endpoints, outside = [], []
+    for net in networks:
+        held = inventory.holder(net.network_address) if net.num_addresses == 1 else None
+        if held is None:
+            outside.append(net)
+        else:
+            endpoints.append(held)
+    return Target(text, tuple(dict.fromkeys(endpoints)), tuple(outside))
+
+
 @dataclass(frozen=True)
 class Outside:
     """Addresses outside the cluster that every policy treats alike: ``network`` less its ``holes``."""

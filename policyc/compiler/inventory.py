@@ -44,6 +44,10 @@ class Inventory:
         """Every identity an inventory endpoint carries, without repeats, by number."""
         return tuple(sorted({e.identity for e in self.endpoints}, key=lambda i: i.id))
 
+    def holder(self, ip: IPAddress) -> Endpoint | None:
+        """The pod or node that holds ``ip``, if any."""
+        return next((ep for ep in self.endpoints if ip in ep.ips), None)
+
     def find(self, ref: str) -> Endpoint:
         """``ns/pod``, a node name, or an address (of a pod, a node, or outside the cluster).
 
@@ -70,10 +74,7 @@ class Inventory:
                 f"unknown endpoint {ref!r}: expected namespace/pod, a node name or an IP address"
                 + (f"; did you mean {close[0]!r}?" if close else f" (known: {known}, ...)" if known else ""))
             ) from None
-        for ep in self.endpoints:
-            if ip in ep.ips:
-                return ep
-        return external(ip)
+        return self.holder(ip) or external(ip)
 
 
 def external(ip: IPAddress) -> Endpoint:

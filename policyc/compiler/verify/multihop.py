@@ -10,7 +10,7 @@ from __future__ import annotations
 import networkx as nx
 
 from ..chains import blast_json, blast_text, chain_json, chain_text, plural
-from ..connectivity import Connectivity, Kind, Target, build
+from ..connectivity import Connectivity, Kind, Target, address_target, build
 from ..evaluate import subject_labels
 from ..inventory import Inventory
 from ..ir import PolicySet
@@ -24,7 +24,7 @@ def target(peer: Peer, inventory: Inventory) -> Target:
     if isinstance(peer, NamedPod):
         return Target(str(peer), (inventory.find(peer.ref),))
     assert isinstance(peer, Addresses)
-    return Target(str(peer), networks=peer.networks)
+    return address_target(str(peer), peer.networks, inventory)
 
 
 def _names(t: Target) -> frozenset[str]:
