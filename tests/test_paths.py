@@ -500,3 +500,16 @@ def test_a_cidr_of_a_node_or_pod_address_is_that_node_or_pod(capsys, tmp_path):
     assert code == 1 and [r["holds"] for r in json.loads(out)["invariants"]] == [False, False]
     code, out, _ = run(capsys, "paths", "10.0.1.5/32", "a/db", *_cluster("hn"))
     assert code == 1 and "a/web -> node-1 -> a/db" in out
+
+
+def test_host_network_pods_are_their_nodes_in_selectors_and_specs(capsys, tmp_path):
+    """kube-system/agent runs on node-1's network: query lets node-1 reach a/db, so no gate about it passes."""
+    assert _query(capsys, "hn", "kube-system/agent", "a/db", "5432/TCP") == "ALLOW"
+    body = ("- {name: by-selector, noPath: {from: 'namespace=kube-system,app=agent', to: a/db}}\n"
+            "- {name: by-name, noPath: {from: kube-system/agent, to: a/db}}\n"
+            "- {name: blast, maxBlastRadius: {from: 'namespace=kube-system,app=agent', pods: 0}}\n"
+            "- {name: blast-by-name, maxBlastRadius: {from: kube-system/agent, pods: 0}}\n")
+    code, out, err = _verify(capsys, tmp_path, "hn", body, "-o", "json")
+    assert code == 1 and [r["holds"] for r in json.loads(out)["invariants"]] == [False] * 4, err
+    code, out, _ = run(capsys, "paths", "app=agent", "a/db", *_cluster("hn"), "--trust-nodes")
+    assert code == 1 and "node-1 -> a/db" in out

@@ -8,7 +8,6 @@ import xml.etree.ElementTree as ET
 from ..compiler.verify.findings import witness_json, witness_text
 from ..compiler.verify.invariants import Outcome, prove
 from ..compiler.diagnostics import Diagnostic, Severity
-from ..compiler.evaluate import subject_labels
 from ..compiler.verify.spec import Pods, load_spec
 from .common import (add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, structured,
                      subcommand)
@@ -45,7 +44,7 @@ def vacuous(spec, inventory) -> list[Diagnostic]:
     out = []
     for inv in spec.invariants:
         for peer in (getattr(inv, a) for a in ("src", "dst", "a", "b") if hasattr(inv, a)):
-            if isinstance(peer, Pods) and not any(peer.selector.matches(subject_labels(ep)) for ep in inventory.pods):
+            if isinstance(peer, Pods) and not inventory.select(peer.selector):
                 loc = inv.location
                 out.append(Diagnostic(Severity.WARNING, f"{peer} matches no pod of the inventory: {inv.kind} "
                                       f"{inv.name!r} holds for the inventory without checking anything",

@@ -30,6 +30,7 @@ class Inventory:
     namespaces: dict = field(default_factory=dict)  # name -> labels
     cluster: str = DEFAULT_CLUSTER
     host_network: dict = field(default_factory=dict)  # "ns/pod" of a hostNetwork pod -> its node's name
+    host_labels: dict = field(default_factory=dict)  # "ns/pod" of a hostNetwork pod -> the labels it would carry
 
     @property
     def pods(self) -> tuple[Endpoint, ...]:
@@ -43,6 +44,13 @@ class Inventory:
     def identities(self) -> tuple[Identity, ...]:
         """Every identity an inventory endpoint carries, without repeats, by number."""
         return tuple(sorted({e.identity for e in self.endpoints}, key=lambda i: i.id))
+
+    def select(self, selector) -> tuple[Endpoint, ...]:
+        """The pods a label selector matches, a matching hostNetwork pod as its node (whose traffic
+        its traffic is): a question about such pods is about their nodes, never about nothing."""
+        pods = [ep for ep in self.pods if selector.matches(ep.identity.labels)]
+        hosts = [self.find(ref) for ref, labels in self.host_labels.items() if selector.matches(labels)]
+        return tuple(dict.fromkeys(pods + hosts))
 
     def holder(self, ip: IPAddress) -> Endpoint | None:
         """The pod or node that holds ``ip``, if any."""
@@ -205,6 +213,7 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
     # Cilium numbers identities as it meets them; we sort label sets for reproducible numbers.
     raw_pods = []
     host_network: dict[str, str | None] = {}
+    host_labels: dict[str, frozenset] = {}
     seen: dict[str, str] = {}
     for doc, path, obj, meta in pods:
         name = _name(doc, meta, path, "pod")
@@ -214,12 +223,13 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
                                         "(`kubectl get pods -A -o yaml` prints it)"))
         _once(seen, doc, path, f"pod {ns}/{name}")
         spec = _get(doc, obj, path, "spec", dict)
-        if spec.get("hostNetwork") is True:  # the node's identity and addresses, no endpoint of its own
-            host_network[f"{ns}/{name}"] = str(spec["nodeName"]) if spec.get("nodeName") else None
-            continue
         sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         labels = pod_labels(_labels(doc, meta, path + ("metadata",)), ns,
                             namespaces.get(ns, {"kubernetes.io/metadata.name": ns}), str(sa), cluster)
+        if spec.get("hostNetwork") is True:  # the node's identity and addresses, no endpoint of its own
+            host_network[f"{ns}/{name}"] = str(spec["nodeName"]) if spec.get("nodeName") else None
+            host_labels[f"{ns}/{name}"] = labels
+            continue
         node = spec.get("nodeName")
         raw_pods.append((name, ns, labels, _ips(doc, path, _get(doc, obj, path, "status", dict)),
                          _named_ports(doc, path, spec), str(node) if node else None, str(sa)))
@@ -243,7 +253,7 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
                                   Identity(RESERVED_IDS["remote-node"],
                                            node_labels(_labels(doc, meta, path + ("metadata",))))))
     endpoints.sort(key=lambda e: (e.kind.value, e.namespace, e.name))
-    return Inventory(tuple(endpoints), namespaces, cluster, host_network)
+    return Inventory(tuple(endpoints), namespaces, cluster, host_network, host_labels)
 
 
 def load_inventory(paths: list[str | Path], cluster: str = DEFAULT_CLUSTER) -> Inventory:

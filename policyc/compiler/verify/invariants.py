@@ -68,7 +68,11 @@ class _Prover:
             loc = peer.location
             if self.inventory is None:
                 problem = f"{peer} needs --inventory (without one, write a selector such as namespace=NS,app=X)"
-            elif not any(ep.display == peer.ref for ep in self.inventory.pods):
+            elif peer.ref in self.inventory.host_network and not isinstance(inv, MULTI_HOP):
+                problem = (f"{peer} is a hostNetwork pod (its traffic is node "
+                           f"{self.inventory.host_network[peer.ref]}'s): {inv.kind} takes pods only")
+            elif peer.ref not in self.inventory.host_network and not any(
+                    ep.display == peer.ref for ep in self.inventory.pods):
                 problem = f"{peer} is not a pod of the inventory"
             else:
                 continue

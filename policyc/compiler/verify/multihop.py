@@ -11,7 +11,6 @@ import networkx as nx
 
 from ..chains import blast_json, blast_text, chain_json, chain_text, plural
 from ..connectivity import Connectivity, Kind, Target, address_target, build
-from ..evaluate import subject_labels
 from ..inventory import Inventory
 from ..ir import PolicySet
 from ..portset import PortSet
@@ -20,7 +19,7 @@ from .spec import Addresses, MaxBlastRadius, NamedPod, NoPath, Peer, Pods, PortR
 
 def target(peer: Peer, inventory: Inventory) -> Target:
     if isinstance(peer, Pods):
-        return Target(str(peer), tuple(ep for ep in inventory.pods if peer.selector.matches(subject_labels(ep))))
+        return Target(str(peer), inventory.select(peer.selector))
     if isinstance(peer, NamedPod):
         return Target(str(peer), (inventory.find(peer.ref),))
     assert isinstance(peer, Addresses)
@@ -73,7 +72,7 @@ class MultiHop:
     def max_blast_radius(self, inv: MaxBlastRadius) -> tuple[bool, str, str, dict | None]:
         src = target(inv.src, self.inventory)
         ports, avoid = _ports(inv.ports), self._avoid(inv)
-        classes = sorted(p for p in self.conn.places_of(src) if self.conn.places[p].kind is Kind.PODS)
+        classes = sorted(p for p in self.conn.places_of(src) if self.conn.places[p].kind in (Kind.PODS, Kind.NODE))
         if not classes:
             return True, f"no pod matches {inv.src} (vacuously)", "", None
         counts = (reach_counts(self.conn, ports, avoid) if inv.max_hops is None else
@@ -91,11 +90,12 @@ class MultiHop:
 
 def _count(conn: Connectivity, c: int, found: dict) -> int:
     """Pods reached from one pod of class ``c``: every member of a reached class but that pod itself."""
-    return sum(len(conn.places[p].members) for p in found if conn.places[p].kind is Kind.PODS) - (c in found)
+    pods = sum(len(conn.places[p].members) for p in found if conn.places[p].kind is Kind.PODS)
+    return pods - (c in found and conn.places[c].kind is Kind.PODS)
 
 
 def reach_counts(conn: Connectivity, ports: PortSet | None, avoid: frozenset[int]) -> dict[int, int]:
-    """For every pod class, how many pods one of its pods reaches by chains of any length.
+    """For every pod class (and node), how many pods one of its pods reaches by chains of any length.
 
     One pass over the condensation (strongly connected components, in reverse topological order),
     the pods reached held as bit sets: every class at the cost of a few breadth-first searches.
@@ -124,4 +124,4 @@ def reach_counts(conn: Connectivity, ports: PortSet | None, avoid: frozenset[int
         reached[comp] = own
     mapping = dag.graph["mapping"]
     return {c: reached[mapping[c]].bit_count() - bool(reached[mapping[c]] & bits[c])
-            for c in range(len(conn.places)) if conn.places[c].kind is Kind.PODS}
+            for c in range(len(conn.places)) if conn.places[c].kind in (Kind.PODS, Kind.NODE)}
