@@ -139,7 +139,6 @@ def test_blast_radius_of_a_class_leaves_out_the_compromised_pods(capsys):
     ("paths", ("world", "db/postgres-0"), ("--ports", "99999/TCP"), "--ports: invalid port"),
     ("paths", ("world", "db/postgres-0"), ("--ports", "80/XTP"), "--ports: invalid port"),
     ("paths", ("world", "db/postgres-0"), ("-k", "0"), "--count: 0"),
-    ("blast-radius", ("10.244.1.1/32",), (), "names no endpoint"),  # a pod's address: never outside
 ])
 def test_bad_references_are_errors(capsys, command, refs, extra, message):
     code, out, err = run(capsys, command, *refs, *CLUSTER, *extra)
@@ -398,8 +397,9 @@ def test_no_path_holds_exactly_when_bfs_over_matrix_finds_no_chain(policy, inven
             return {ep.display for ep in pods.pods if peer.selector.matches(ep.identity.labels)}
         return {o.display for o in outside if o.kind is EndpointKind.EXTERNAL and o.ips}
 
-    relays = {ep.display for ep in pods.pods}
-    assert holds == (not _bfs_chain(edges, members(src), members(dst), max_hops, relays))
+    relays, goals = {ep.display for ep in pods.pods}, members(dst)
+    # a pod coming back to itself reaches no destination
+    assert holds == (not any(_bfs_chain(edges, {s}, goals - {s}, max_hops, relays) for s in members(src)))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
@@ -513,3 +513,16 @@ def test_host_network_pods_are_their_nodes_in_selectors_and_specs(capsys, tmp_pa
     assert code == 1 and [r["holds"] for r in json.loads(out)["invariants"]] == [False] * 4, err
     code, out, _ = run(capsys, "paths", "app=agent", "a/db", *_cluster("hn"), "--trust-nodes")
     assert code == 1 and "node-1 -> a/db" in out
+
+
+def test_a_pod_coming_back_to_itself_reaches_no_destination(capsys, tmp_path):
+    """a/x and a/y admit each other, a/z nobody: x -> y -> x is no chain to 'app in (x,z)'."""
+    assert _query(capsys, "pin", "a/x", "a/z", "80/TCP") == "DENY"
+    assert _query(capsys, "pin", "a/y", "a/z", "80/TCP") == "DENY"
+    code, out, _ = run(capsys, "paths", "a/x", "app in (x,z)", *_cluster("pin"), "--trust-nodes")
+    assert code == 0 and out.startswith("no chain"), out
+    code, out, _ = _verify(capsys, tmp_path, "pin", "- {name: x, noPath: {from: a/x, to: 'app in (x,z)', trustNodes: true}}\n")
+    assert code == 0, out
+    assert run(capsys, "paths", "a/x", "app in (y,z)", *_cluster("pin"), "--trust-nodes")[0] == 1
+    code, out, _ = run(capsys, "paths", "app in (x,y)", "a/x", *_cluster("pin"), "--trust-nodes")
+    assert code == 1 and "1) a/y -> a/x  (1 hop)" in out  # another source reaching a/x is a chain

@@ -14,6 +14,7 @@ between two places outside the cluster are left out, since no policy has a say t
 from __future__ import annotations
 
 import enum
+import heapq
 import ipaddress
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
@@ -331,33 +332,21 @@ class Connectivity:
         """The ``k`` shortest chains of at least one hop from a place of ``srcs`` to one of ``dsts``,
         passing through no place of ``avoid`` nor outside the cluster (those only start or end a chain).
 
-        ``pinned``: places where the question's one source pod is also its one destination, so that a
-        hop inside the place (from that pod to another of its class) does not end a chain there.
+        ``pinned``: places whose one source pod is also their one destination pod: a chain that
+        starts there never ends there (that is the pod coming back to itself, or reaching a replica
+        that is no destination), though chains from other sources may end there.
         Chains are simple (no place twice after the first); the first hop leaves the first source (in
-        place order) that has it.  A virtual source and sink make the many-to-many question one
-        networkx ``shortest_simple_paths`` (Yen's algorithm).
+        place order) that has it.
         """
         g = self.usable(ports)
-        avoid = avoid | self.ends
         h = nx.DiGraph()
-        h.add_edges_from((u, v) for u, v in g.edges if u not in avoid)
-        first: dict[int, int] = {}
-        for s in sorted(srcs):
-            for v in g.successors(s):
-                if not (v == s and s in pinned):
-                    first.setdefault(v, s)
-        h.add_edges_from(("src", v) for v in first)
-        h.add_edges_from((d, "dst") for d in dsts if d in h)
-        if "src" not in h or "dst" not in h or not nx.has_path(h, "src", "dst"):
-            return []
+        h.add_edges_from((u, v) for u, v in g.edges if u not in avoid | self.ends)
+        groups = [(srcs - pinned, dsts)] + [({p}, dsts - {p}) for p in sorted(srcs & pinned)]
         out: list[Chain] = []
-        for path in nx.shortest_simple_paths(h, "src", "dst"):
-            if max_hops is not None and len(path) - 2 > max_hops:
+        for nodes in heapq.merge(*(_shortest(g, h, s, d, pinned) for s, d in groups), key=len):
+            if max_hops is not None and len(nodes) - 1 > max_hops or len(out) == k:
                 break
-            nodes = [first[path[1]]] + path[1:-1]
             out.append(tuple(self.hop(a, b, ports) for a, b in zip(nodes, nodes[1:])))
-            if len(out) == k:
-                break
         return out
 
     def reach(self, srcs: set[int], max_hops: int | None = None, ports: PortSet | None = None,
@@ -393,6 +382,25 @@ class Connectivity:
             if distance == 0:
                 return tuple(reversed(out))
             hop = found[hop.src][1]
+
+
+def _shortest(g: nx.DiGraph, relays: nx.DiGraph, srcs: set[int], dsts: set[int],
+               pinned: frozenset[int]) -> Iterator[list[int]]:
+    """Simple chains from ``srcs`` to ``dsts``, shortest first: the first hop on ``g``, the rest on
+    ``relays`` (the edges of places that relay).  A virtual source and sink make the many-to-many
+    question one networkx ``shortest_simple_paths`` (Yen's algorithm)."""
+    first: dict[int, int] = {}
+    for s in sorted(srcs):
+        for v in g.successors(s):
+            if not (v == s and s in pinned):
+                first.setdefault(v, s)
+    h = relays.copy()
+    h.add_edges_from(("src", v) for v in first)
+    h.add_edges_from((d, "dst") for d in dsts if d in h)
+    if "src" not in h or "dst" not in h or not nx.has_path(h, "src", "dst"):
+        return
+    for path in nx.shortest_simple_paths(h, "src", "dst"):
+        yield [first[path[1]]] + path[1:-1]
 
 
 def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: Iterable[Target] = ()) -> Connectivity:
