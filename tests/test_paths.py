@@ -526,3 +526,16 @@ def test_a_pod_coming_back_to_itself_reaches_no_destination(capsys, tmp_path):
     assert run(capsys, "paths", "a/x", "app in (y,z)", *_cluster("pin"), "--trust-nodes")[0] == 1
     code, out, _ = run(capsys, "paths", "app in (x,y)", "a/x", *_cluster("pin"), "--trust-nodes")
     assert code == 1 and "1) a/y -> a/x  (1 hop)" in out  # another source reaching a/x is a chain
+
+
+def test_a_node_named_world_ipv4_is_not_the_internet(capsys):
+    assert _query(capsys, "coll", "8.8.8.8", "a/db", "80/TCP") == "DENY"
+    assert _query(capsys, "coll", "8.8.8.8", "a/x", "80/TCP") == "ALLOW"
+    code, out, _ = run(capsys, "paths", "world", "a/db", *_cluster("coll"), "--trust-nodes", "-o", "json")
+    places = json.loads(out)["chains"][0]["places"]
+    assert code == 1 and [(p["kind"], p["name"]) for p in places] == [
+        ("world", "world-ipv4"), ("pods", "a/x"), ("pods", "a/db")]  # through a/x, not from the node
+    code, out, _ = run(capsys, "graph", *_cluster("coll"), "-o", "json")
+    g = nx.node_link_graph(json.loads(out), edges="edges")
+    assert g.nodes["node:world-ipv4"]["kind"] == "node" and g.nodes["world-ipv4"]["kind"] == "world"
+    assert not g.has_edge("world-ipv4", "world-ipv4")

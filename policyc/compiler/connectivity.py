@@ -274,7 +274,8 @@ class Connectivity:
             self.graph.add_node(p.id, place=p)
         for h in hops:
             self.graph.add_edge(h.src, h.dst, hop=h)
-        self._of = {ep.display: p.id for p in places for ep in p.members}  # names are unique per kind
+        # Keyed by kind and name: a node may be called world-ipv4, like the Internet's place.
+        self._of = {(ep.kind, ep.display): p.id for p in places for ep in p.members}
         # Outside addresses start and end chains but never relay one: the policies say nothing
         # about a host outside the cluster, and whoever holds one is asked about as `world`.
         self.ends = frozenset(p.id for p in places if p.kind.outside)
@@ -285,22 +286,25 @@ class Connectivity:
         """The place of an inventory endpoint, an outside address or a reserved identity."""
         if ep.kind is EndpointKind.EXTERNAL and ep.ips:
             return self.place_in(ep.ips[0])
-        return self._of[ep.display]
+        return self._of[(ep.kind, ep.display)]
 
     def place_in(self, ip: IPAddress) -> int:
         for piece in self.outside:
             if piece.contains(ip):
-                return self._of[piece.endpoint.display]
+                return self.place_of_outside(piece)
         raise KeyError(str(ip))
 
     def places_within(self, net: IPNetwork) -> set[int]:
-        return {self._of[o.endpoint.display] for o in self.outside if o.within(net)}
+        return {self.place_of_outside(o) for o in self.outside if o.within(net)}
+
+    def place_of_outside(self, piece: Outside) -> int:
+        return self._of[(EndpointKind.EXTERNAL, piece.endpoint.display)]
 
     def places_of(self, target: Target) -> set[int]:
         """The places a target covers (the graph was built with its networks and reserved names)."""
         out = {self.place_of(ep) for ep in target.endpoints}
         out |= {p for net in target.networks for p in self.places_within(net)}
-        return out | {self._of[f"reserved:{name}"] for name in target.reserved}
+        return out | {self._of[(EndpointKind.EXTERNAL, f"reserved:{name}")] for name in target.reserved}
 
     def pinned(self, src: Target, dst: Target) -> frozenset[int]:
         """Places holding exactly one pod of each target, the same pod (see ``chains``)."""

@@ -42,8 +42,14 @@ def export_graph(conn: Connectivity, ports: PortSet | None = None, pods: bool = 
     lit_places = {p for h in highlight for p in (h.src, h.dst)}
     out = nx.DiGraph()
 
+    taken = {p.name for p in conn.places if p.kind is not Kind.NODE}
+
     def names(pid: int) -> list[str]:
+        """Graph keys: a node named like another place (world-ipv4) is ``node:NAME``, which no pod,
+        outside range or reserved identity can be called."""
         place = conn.places[pid]
+        if place.kind is Kind.NODE and place.name in taken:
+            return [f"node:{place.name}"]
         return [ep.display for ep in place.members] if pods and place.kind is Kind.PODS else [place.name]
 
     for pid in sorted(keep):
