@@ -539,3 +539,18 @@ def test_a_node_named_world_ipv4_is_not_the_internet(capsys):
     g = nx.node_link_graph(json.loads(out), edges="edges")
     assert g.nodes["node:world-ipv4"]["kind"] == "node" and g.nodes["world-ipv4"]["kind"] == "world"
     assert not g.has_edge("world-ipv4", "world-ipv4")
+
+
+def test_an_invariant_that_checks_nothing_is_vacuous_in_every_format(capsys, tmp_path):
+    """A typo in a selector ('app=wbe') checks nothing: never PASS, a failure unless --allow-vacuous."""
+    body = ("- {name: typo, noPath: {from: 'namespace=a,app=wbe', to: a/db}}\n"
+            "- {name: checked, noPath: {from: a/web, to: a/db, trustNodes: true}}\n")
+    code, out, _ = _verify(capsys, tmp_path, "hn", body, "-q")
+    assert code == 1 and out.startswith("VACUOUS noPath 'typo'") and "1 hold, 1 vacuous, 0 failed" in out
+    code, out, _ = _verify(capsys, tmp_path, "hn", body, "-o", "json")
+    assert [(r["holds"], r["vacuous"]) for r in json.loads(out)["invariants"]] == [(True, True), (True, False)]
+    for extra, tag, status in (((), "failure", 1), (("--allow-vacuous",), "skipped", 0)):
+        code, out, _ = _verify(capsys, tmp_path, "hn", body, "-o", "junit", *extra)
+        case = ET.fromstring(out.split("\n", 1)[1]).find(".//testcase[@name='typo']")
+        assert code == status and case.find(tag) is not None and "checked nothing" in case.find(tag).get("message")
+

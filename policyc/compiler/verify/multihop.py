@@ -52,6 +52,13 @@ class MultiHop:
     def _avoid(self, inv) -> frozenset[int]:
         return frozenset(self.conn.nodes()) if inv.trust_nodes else frozenset()
 
+    def empty(self, inv) -> list[str]:
+        """Peers (other than selectors, which ``invariants.vacuity`` covers) that name no place of the
+        graph, such as a CIDR whose every address a pod or node holds, so that nothing was checked."""
+        peers = [p for p in (inv.src, getattr(inv, "dst", None)) if p is not None and not isinstance(p, Pods)]
+        return [f"{p} names no endpoint of the graph" for p in peers
+                if not self.conn.places_of(target(p, self.inventory))]
+
     def prove(self, inv) -> tuple[bool, str, str, dict | None]:
         """(holds, message, explanation, counter-example as JSON)."""
         if isinstance(inv, NoPath):
