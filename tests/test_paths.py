@@ -554,3 +554,10 @@ def test_an_invariant_that_checks_nothing_is_vacuous_in_every_format(capsys, tmp
         case = ET.fromstring(out.split("\n", 1)[1]).find(".//testcase[@name='typo']")
         assert code == status and case.find(tag) is not None and "checked nothing" in case.find(tag).get("message")
 
+
+
+@pytest.mark.parametrize("namespace, message", [("nope", "(namespaces: app, db, ops, web)"),
+                                                ("dbb", "did you mean 'db'?")])
+def test_graph_of_a_namespace_no_pod_is_in_is_an_error(capsys, namespace, message):
+    code, out, err = run(capsys, "graph", *CLUSTER, "--namespace", namespace)
+    assert code == 2 and out == "" and f"--namespace {namespace}: no pod of the inventory" in err and message in err
