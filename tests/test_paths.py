@@ -561,3 +561,18 @@ def test_an_invariant_that_checks_nothing_is_vacuous_in_every_format(capsys, tmp
 def test_graph_of_a_namespace_no_pod_is_in_is_an_error(capsys, namespace, message):
     code, out, err = run(capsys, "graph", *CLUSTER, "--namespace", namespace)
     assert code == 2 and out == "" and f"--namespace {namespace}: no pod of the inventory" in err and message in err
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_gate_whose_reader_left_never_exits_zero(fmt):
+    """`paths ... | head` under pipefail: exit 0 would say "no chain" while one exists; 141 is SIGPIPE's."""
+    import os
+    import subprocess
+    import sys
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    done = subprocess.run([sys.executable, "-m", "policyc.cli", "paths", "world", "db/postgres-0", *CLUSTER,
+                           "-k", "3", "-o", fmt], stdout=write, stderr=subprocess.PIPE, env=env, timeout=120)
+    os.close(write)
+    assert done.returncode == 141 and b"Traceback" not in done.stderr and b"Exception" not in done.stderr

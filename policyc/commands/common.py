@@ -21,7 +21,8 @@ exit status:
        invariant, a change the gate refuses, a validation mismatch
   2    bad input: an invalid policy or inventory, an unknown endpoint, a bad option
   3    internal error (POLICYC_DEBUG=1 prints the traceback)
-  130  interrupted"""
+  130  interrupted
+  141  standard output closed before the answer was written (SIGPIPE: `... | head`)"""
 
 STRUCTURED = ("json", "yaml")
 
