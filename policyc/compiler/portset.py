@@ -155,6 +155,8 @@ def parse_ports(text: str) -> PortSet:
         first, last = int(lo), int(hi or lo)
         if not first <= last <= MAX_PORT:
             raise ValueError(f"invalid port {item!r}: ports are 0-65535, first <= last")
+        if protocol in (Protocol.ICMP, Protocol.ICMPV6) and where != "*" and last > 255:
+            raise ValueError(f"invalid port {item!r}: for {protocol.label} the port is the type, 0-255")
         protocols = (Protocol.TCP, Protocol.UDP, Protocol.SCTP) if protocol is Protocol.ANY else (protocol,)
         spans += [(p, first, last) for p in protocols]
     if not spans:
