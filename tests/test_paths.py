@@ -579,3 +579,12 @@ def test_a_gate_whose_reader_left_never_exits_zero(fmt):
                            "-k", "3", "-o", fmt], stdout=write, stderr=subprocess.PIPE, env=env, timeout=120)
     os.close(write)
     assert done.returncode == 141 and b"Traceback" not in done.stderr and b"Exception" not in done.stderr
+
+
+def test_answers_that_leave_out_fqdn_peers_say_so(capsys, tmp_path):
+    """Every pod may reach every Internet name (toFQDNs '*'): 'no chain to world' must carry the caveat."""
+    code, _, err = run(capsys, "paths", "a/p1", "world", *_cluster("fq"), "--trust-nodes")
+    assert code == 0 and "allow toFQDNs peers, which the graph leaves out" in err
+    code, out, _ = _verify(capsys, tmp_path, "fq", "- {name: x, noPath: {from: 'namespace=a', to: {entity: world}, "
+                                                    "trustNodes: true}}\n", "-o", "json")
+    assert code == 0 and "caveat: " in json.loads(out)["invariants"][0]["message"]

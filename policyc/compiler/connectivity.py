@@ -23,7 +23,8 @@ import networkx as nx
 
 from .entities import RESERVED_IDS, reserved_identity, world_labels
 from .inventory import Inventory
-from .ir import Direction, Endpoint, EndpointKind, Identity, IPAddress, IPNetwork, PolicySet, CIDRPeer, SelectorPeer
+from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, FQDNPeer, Identity, IPAddress, IPNetwork, PolicySet,
+                 SelectorPeer)
 from .portset import PortSet
 from .reachability import ClassVerdicts, Side, classify
 
@@ -388,6 +389,16 @@ class Connectivity:
             hop = found[hop.src][1]
 
 
+def fqdn_caveat(policy: PolicySet) -> str:
+    """toFQDNs peers match nothing statically, so their hops are missing from every answer: say so
+    wherever the answer is given (an exfiltration gate would otherwise pass with no caveat)."""
+    rules = [r for r in policy.rules if r.action is Action.ALLOW and any(isinstance(p, FQDNPeer) for p in r.peers)]
+    if not rules:
+        return ""
+    return (f"{len(rules)} rule{'s' if len(rules) > 1 else ''} allow toFQDNs peers, which the graph leaves out "
+            "(addresses learned from DNS are unknown statically): chains to or through them are not counted")
+
+
 def _shortest(g: nx.DiGraph, relays: nx.DiGraph, srcs: set[int], dsts: set[int],
                pinned: frozenset[int]) -> Iterator[list[int]]:
     """Simple chains from ``srcs`` to ``dsts``, shortest first: the first hop on ``g``, the rest on
@@ -437,7 +448,7 @@ def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: 
         classes = [c for c, part in enumerate(parts) for _ in part]
         node_places = [Place(len(places) + i, Kind.NODE, ep.name, (ep,)) for i, ep in enumerate(node_eps)]
         hops += _node_hops(verdicts, node_places, places, classes)
-    notes = []
+    notes = [fqdn] if (fqdn := fqdn_caveat(policy)) else []
     named = {p.name for r in policy.rules for p in r.peers if isinstance(p, SelectorPeer) and p.kind == "entity"}
     if not node_eps and named & {"host", "remote-node"}:
         notes.append("policies name the host or remote-node entity, but no node takes part "

@@ -70,7 +70,9 @@ class MultiHop:
         chains = self.conn.chains(self.conn.places_of(src), self.conn.places_of(dst), 1, inv.max_hops,
                                   _ports(inv.ports), self._avoid(inv), self.conn.pinned(src, dst))
         if not chains:
-            return True, f"no chain of allowed connections leads from {inv.src} to {inv.dst}{_limits(inv)}", "", None
+            caveat = "".join(f" (caveat: {note})" for note in self.conn.notes)
+            return (True, f"no chain of allowed connections leads from {inv.src} to {inv.dst}{_limits(inv)}{caveat}",
+                    "", None)
         chain, ends = chains[0], (_names(src), _names(dst))
         return (False, f"a chain of {len(chain)} allowed connection{'s' if len(chain) > 1 else ''} leads from "
                        f"{inv.src} to {inv.dst}{_limits(inv)}",
