@@ -139,6 +139,8 @@ def test_blast_radius_of_a_class_leaves_out_the_compromised_pods(capsys):
     ("paths", ("world", "db/postgres-0"), ("--ports", "99999/TCP"), "--ports: invalid port"),
     ("paths", ("world", "db/postgres-0"), ("--ports", "80/XTP"), "--ports: invalid port"),
     ("paths", ("world", "db/postgres-0"), ("-k", "0"), "--count: 0"),
+    ("blast-radius", ("host",), (), "'host' is a policy entity, not an endpoint: name a node (n1, n2)"),
+    ("blast-radius", ("nope",), (), "here also a CIDR, world, world-ipv4, world-ipv6 or a reserved identity"),
     ("paths", ("world", "db/postgres-0"), ("-k", "100000"), "--count: 100000 is not a number of chains (1 to 1000"),
     ("paths", ("world", "db/postgres-0"), ("--ports", "5432/ICMP"), "for ICMP the port is the type, 0-255"),
     ("blast-radius", ("world",), ("--ports", "0-65535/ICMPv6"), "for ICMPv6 the port is the type, 0-255"),

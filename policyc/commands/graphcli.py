@@ -5,6 +5,7 @@ import argparse
 import gc
 import ipaddress
 import sys
+from dataclasses import replace
 
 from ..compiler.connectivity import RESERVED_PLACES, Connectivity, Target, address_target, build
 from ..compiler.diagnostics import Diagnostic, PolicycError
@@ -16,6 +17,9 @@ from .terminal import step
 
 ENDPOINT_HELP = ("namespace/pod, a node, a label selector (app=web,namespace=shop), an IP address, a CIDR "
                  "(outside the cluster), world, world-ipv4, world-ipv6, or a reserved identity (kube-apiserver)")
+
+
+POLICY_ENTITIES = ("host", "remote-node", "cluster", "all")  # entities that name many endpoints or a role
 
 
 def _hops(text: str) -> int:
@@ -70,7 +74,17 @@ def parse_target(inventory, text: str, option: str) -> Target:
                     from None
         else:
             return address_target(ref, (net,), inventory)
-    found = resolve_endpoints(inventory, ref, option)
+    if ref in POLICY_ENTITIES:
+        nodes = ", ".join(ep.name for ep in inventory.nodes) or "none in the inventory"
+        raise PolicycError(Diagnostic.simple(
+            f"{option}: {ref!r} is a policy entity, not an endpoint: name a node ({nodes}), a selector "
+            "(namespace=NS) or world"))
+    try:
+        found = resolve_endpoints(inventory, ref, option)
+    except PolicycError as exc:  # query's forms, plus the ones these commands add
+        raise PolicycError(*(replace(d, message=f"{d.message}; here also a CIDR, world, world-ipv4, world-ipv6 "
+                                     f"or a reserved identity ({', '.join(RESERVED_PLACES)})")
+                             for d in exc.diagnostics)) from None
     return Target(ref, tuple(ep for ep in found if ep.kind is not EndpointKind.EXTERNAL),
                   tuple(ipaddress.ip_network(ep.ips[0]) for ep in found if ep.kind is EndpointKind.EXTERNAL))
 
