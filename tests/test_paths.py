@@ -518,6 +518,8 @@ def test_host_network_pods_are_their_nodes_in_selectors_and_specs(capsys, tmp_pa
     assert code == 1 and [r["holds"] for r in json.loads(out)["invariants"]] == [False] * 4, err
     code, out, _ = run(capsys, "paths", "app=agent", "a/db", *_cluster("hn"), "--trust-nodes")
     assert code == 1 and "node-1 -> a/db" in out
+    code, out, err = run(capsys, "paths", "kube-system/agent", "a/db", *_cluster("hn"), "--trust-nodes")
+    assert code == 1 and "kube-system/agent is a hostNetwork pod" in err and "answered as node node-1" in err
 
 
 def test_a_pod_coming_back_to_itself_reaches_no_destination(capsys, tmp_path):

@@ -97,7 +97,9 @@ def load_graph(args, refs: list[tuple[str, str]], nodes: bool = True) -> tuple[C
     targets = [parse_target(inventory, text, option) for text, option in refs]
     step(f"building the connectivity graph of {len(inventory.pods)} pods", args.quiet)
     conn = build(policy, inventory, nodes=nodes, targets=targets)
-    for note in conn.notes if not args.quiet else ():
+    hosts = [f"{text} is a hostNetwork pod: its traffic is its node's, so it is answered as node "
+             f"{inventory.host_network[text]}" for text, _ in refs if text.strip() in inventory.host_network]
+    for note in hosts + conn.notes if not args.quiet else ():
         print(f"note: {note}", file=sys.stderr)
     return conn, targets
 
