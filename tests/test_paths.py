@@ -592,3 +592,11 @@ def test_answers_that_leave_out_fqdn_peers_say_so(capsys, tmp_path):
     code, out, _ = _verify(capsys, tmp_path, "fq", "- {name: x, noPath: {from: 'namespace=a', to: {entity: world}, "
                                                     "trustNodes: true}}\n", "-o", "json")
     assert code == 0 and "caveat: " in json.loads(out)["invariants"][0]["message"]
+
+
+def test_the_highlighted_chain_is_drawn_whole_with_namespace(capsys):
+    code, out, _ = run(capsys, "graph", *CLUSTER, "-o", "json", "--namespace", "db", "--highlight", "world",
+                       "db/postgres-0", "--no-nodes")
+    lit = [(e["source"], e["target"]) for e in json.loads(out)["edges"] if e["highlighted"]]
+    assert code == 0 and {b for _, b in lit} - {a for a, _ in lit} == {"db/postgres-0"}
+    assert {a for a, _ in lit} - {b for _, b in lit} == {"world-ipv4 except 203.0.113.0/24"}  # the whole chain
