@@ -600,3 +600,10 @@ def test_the_highlighted_chain_is_drawn_whole_with_namespace(capsys):
     lit = [(e["source"], e["target"]) for e in json.loads(out)["edges"] if e["highlighted"]]
     assert code == 0 and {b for _, b in lit} - {a for a, _ in lit} == {"db/postgres-0"}
     assert {a for a, _ in lit} - {b for _, b in lit} == {"world-ipv4 except 203.0.113.0/24"}  # the whole chain
+
+
+def test_answers_over_a_backend_of_cilium_ingress_say_the_proxy_does_not_relay(capsys):
+    code, _, err = run(capsys, "paths", "world", "a/backend", *_cluster("ing"), "--trust-nodes")
+    assert code == 0 and "chains never pass through it" in err
+    code, out, _ = run(capsys, "paths", "ingress", "a/backend", *_cluster("ing"), "--trust-nodes")
+    assert code == 1 and "reserved:ingress -> a/backend" in out

@@ -453,4 +453,8 @@ def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: 
     if not node_eps and named & {"host", "remote-node"}:
         notes.append("policies name the host or remote-node entity, but no node takes part "
                      + ("(--no-nodes)" if inventory.nodes else "(the inventory lists no Node objects)"))
+    if "ingress" in named:  # a proxy, yet a place that never relays: chains through it are missing
+        notes.append("policies admit the ingress entity (Cilium's Ingress/Gateway proxy, which forwards "
+                     "requests from outside the cluster); chains never pass through it, so a chain from world "
+                     "through the proxy is not counted: ask about `ingress` itself (paths ingress DST)")
     return Connectivity(places + node_places, hops, outside, notes)
