@@ -20,11 +20,12 @@ policyc verify policies/ --spec invariants.yaml -o junit > verify.xml   # one te
 
 
 def register(sub) -> None:
-    parser = subcommand(sub, "verify", "prove the invariants of a spec file for every flow (Z3)", EXAMPLES)
+    parser = subcommand(sub, "verify", "prove the invariants of spec files for every flow (Z3)", EXAMPLES,
+                        answer_no="an invariant fails")
     add_policy_args(parser, ("text", "json", "yaml", "junit"))
-    parser.add_argument("--spec", required=True, metavar="SPEC",
+    parser.add_argument("--spec", required=True, action="append", metavar="SPEC",
                         help="invariants: mustAllow, mustDeny, isolation, defaultDeny, worldOnly, noPath, "
-                             "maxBlastRadius (docs/spec.md)")
+                        "maxBlastRadius (docs/spec.md); repeatable: the invariants of every file")
     add_inventory_arg(parser, required=False)
     parser.add_argument("--allow-vacuous", action="store_true",
                         help="an invariant that checked nothing (its selector matches no pod of the inventory) "

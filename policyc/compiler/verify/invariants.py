@@ -233,8 +233,11 @@ def vacuity(inv: Invariant, inventory: Inventory | None) -> list[str]:
     if inventory is None:
         return []
     peers = [getattr(inv, a) for a in ("src", "dst", "a", "b") if hasattr(inv, a)]
+    namespaces = {ep.namespace for ep in inventory.pods}
     return [f"{p} matches no pod of the inventory" for p in peers
-            if isinstance(p, Pods) and not inventory.select(p.selector)]
+            if isinstance(p, Pods) and not inventory.select(p.selector)] + [
+        f"namespace {ns!r} matches no pod of the inventory" for ns in getattr(inv, "namespaces", ())
+        if ns not in namespaces]
 
 
 def _chains(graph: MultiHop, inv: Invariant) -> Outcome:
