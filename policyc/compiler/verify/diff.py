@@ -26,7 +26,7 @@ import z3
 
 from .. import explain
 from ..cliselector import format_peer, format_selector
-from ..evaluate import DirectionVerdict, Evaluator, Reason
+from ..evaluate import DirectionVerdict, Evaluator, Reason, sees_lookups
 from ..inventory import Inventory
 from ..ir import Action, Direction, FQDNPeer, PolicySet, Protocol, Rule, SelectorPeer, SubjectKind
 from . import prefilter
@@ -137,7 +137,8 @@ def _relevant(ps: PolicySet, direction: Direction, changed: list[Rule], changed_
     subject, so only those rules are encoded; an unchanged rule is kept on both sides or on neither,
     so no other flow can seem to change.  The indexes find them without a scan per changed item.
     ``rules_overlap`` reads toFQDNs as matching nothing, as concrete answers do; in the gate's model
-    a name may resolve to any address, so a rule with a toFQDNs peer meets every rule of its subjects.
+    a name may resolve to any address, so a rule with a toFQDNs peer meets every rule of its subjects,
+    and the DNS rules of its subjects stay (they decide whether it can match at all, R10.1).
     """
     rules = ps.rules_for(direction)
     dds = tuple(d for d in ps.default_deny if d.direction is direction)
@@ -147,6 +148,9 @@ def _relevant(ps: PolicySet, direction: Direction, changed: list[Rule], changed_
     keep |= {id(r) for c in changed
              for r in (rule_index if _names(c) else named_index).near(direction, c.subject_kind, c.subject)}
     keep |= {id(r) for kind, sel in changed_dd for r in rule_index.near(direction, kind, sel)}
+    lookups = prefilter.Index([r for r in rules if sees_lookups(r)])  # whether a kept toFQDNs peer can match
+    keep |= {id(d) for r in rules if id(r) in keep and _names(r)
+             for d in lookups.near(direction, r.subject_kind, r.subject)}
     subjects = [(r.subject_kind, r.subject) for r in changed] + changed_dd
     keep_dd = {id(d) for kind, sel in subjects for d in dd_index.near(direction, kind, sel)}
     return PolicySet(tuple(r for r in rules if id(r) in keep), tuple(d for d in dds if id(d) in keep_dd),
