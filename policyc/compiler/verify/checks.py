@@ -163,6 +163,11 @@ def _minimal_core(solver: z3.Solver, lits: list) -> list:
     return keep
 
 
+def _blocks(rule: Rule) -> bool:
+    """A rule that drops what it matches: a deny, or an allow whose handshake always fails."""
+    return rule.action is Action.DENY or rule.auth == ALWAYS_FAIL
+
+
 def _matching(model, matches: dict) -> tuple[str, ...]:
     return tuple(rid for rid, expr in matches.items() if z3.is_true(model.eval(expr, model_completion=True)))
 
@@ -173,8 +178,7 @@ def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, al
     ``peer_kind`` restricts the peer (world for exposure checks); ``also`` are rules claimed to match too.
     """
     # a matching deny drops the flow, and so does a matching allow whose handshake always fails (R10.11)
-    blockers = ctx.neighbours(rule, Action.DENY) + [r for r in ctx.neighbours(rule, Action.ALLOW)
-                                                     if r.auth == ALWAYS_FAIL]
+    blockers = ctx.neighbours(rule, Action.DENY) + [r for r in ctx.neighbours(rule, Action.ALLOW) if _blocks(r)]
     space = ctx.space([rule, *blockers])
     solver = z3.Solver()
     flow = new_flow(space, solver)
@@ -201,7 +205,8 @@ def _sees_local_node(rule: Rule) -> bool:
 
 def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
     denies = ctx.neighbours(rule, Action.DENY)
-    allows = [r for r in ctx.neighbours(rule, Action.ALLOW) if r.id not in ctx.redundant]
+    # an allow whose handshake always fails covers nothing: what it matches is denied where policy is enforced
+    allows = [r for r in ctx.neighbours(rule, Action.ALLOW) if r.id not in ctx.redundant and not _blocks(r)]
     if not denies and not allows and not _sees_local_node(rule):
         return None  # nothing covers it, and policy decides some of its flows
     space = ctx.space([rule] + denies + allows)
