@@ -203,7 +203,9 @@ class NetModel:
         return pod
 
     def remove_pod(self, display: str) -> None:
-        """The pod leaves: its server stops, its netns goes and with it both ends of its veth."""
+        """The pod leaves: its server stops, its veth goes (deleted here: a deleted netns takes its links
+        with it only once the kernel has cleaned it up, later, so a new pod on the same interface name
+        could find the old one still there), then its netns."""
         pod = self.by_name.pop(display)
         self.pods.remove(pod)
         server = self.servers.pop(display, None)
@@ -211,6 +213,7 @@ class NetModel:
             server.kill()
             server.wait()
             self.procs.remove(server)
+        run(["ip", "-n", self.node, "link", "delete", pod.host_if], check=False)
         remove_netns(pod.netns)
 
     def _pod_cmds(self, pod: Pod) -> list[str]:
