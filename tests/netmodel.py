@@ -22,6 +22,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = Path(__file__).resolve().parent / "netagent.py"
@@ -187,13 +188,19 @@ class NetModel:
                 raise RuntimeError(f"server of {pod.display} did not start: {line!r} "
                                    f"{self.servers[pod.display].stderr.read()}")
 
-    def add_pod(self, display: str, ips: tuple) -> Pod:
-        """A pod that arrives while the model runs (a pod scheduled between two compiles)."""
+    def add_pod(self, display: str, ips: tuple, before_up: Callable[[Pod], None] = lambda pod: None) -> Pod:
+        """A pod that arrives while the model runs (a pod scheduled between two compiles).
+
+        ``before_up`` runs while the host side of its veth is still down and unrouted, as a CNI attaches
+        the datapath before the pod can receive: traffic already flowing to its address meets the hooks.
+        """
         ns, name = display.split("/")
         index = max(p.index for p in self.pods) + 1
         pod = Pod(display, f"{self.prefix}-{ns}-{name}", f"{self.prefix}h{index}", tuple(ips), index)
         try:
-            run(["ip", "-n", self.node, "-batch", "-"], input="\n".join(self._plug(pod)) + "\n")
+            node_cmds = self._plug(pod)
+            before_up(pod)
+            run(["ip", "-n", self.node, "-batch", "-"], input="\n".join(node_cmds) + "\n")
             self._serve([pod])
         except BaseException:
             remove_netns(pod.netns)
