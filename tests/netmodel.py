@@ -22,6 +22,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = Path(__file__).resolve().parent / "netagent.py"
@@ -187,13 +188,19 @@ class NetModel:
                 raise RuntimeError(f"server of {pod.display} did not start: {line!r} "
                                    f"{self.servers[pod.display].stderr.read()}")
 
-    def add_pod(self, display: str, ips: tuple) -> Pod:
-        """A pod that arrives while the model runs (a pod scheduled between two compiles)."""
+    def add_pod(self, display: str, ips: tuple, before_up: Callable[[Pod], None] = lambda pod: None) -> Pod:
+        """A pod that arrives while the model runs (a pod scheduled between two compiles).
+
+        ``before_up`` runs while the host side of its veth is still down and unrouted, as a CNI attaches
+        the datapath before the pod can receive: traffic already flowing to its address meets the hooks.
+        """
         ns, name = display.split("/")
         index = max(p.index for p in self.pods) + 1
         pod = Pod(display, f"{self.prefix}-{ns}-{name}", f"{self.prefix}h{index}", tuple(ips), index)
         try:
-            run(["ip", "-n", self.node, "-batch", "-"], input="\n".join(self._plug(pod)) + "\n")
+            node_cmds = self._plug(pod)
+            before_up(pod)
+            run(["ip", "-n", self.node, "-batch", "-"], input="\n".join(node_cmds) + "\n")
             self._serve([pod])
         except BaseException:
             remove_netns(pod.netns)
@@ -203,7 +210,9 @@ class NetModel:
         return pod
 
     def remove_pod(self, display: str) -> None:
-        """The pod leaves: its server stops, its netns goes and with it both ends of its veth."""
+        """The pod leaves: its server stops, its veth goes (deleted here: a deleted netns takes its links
+        with it only once the kernel has cleaned it up, later, so a new pod on the same interface name
+        could find the old one still there), then its netns."""
         pod = self.by_name.pop(display)
         self.pods.remove(pod)
         server = self.servers.pop(display, None)
@@ -211,6 +220,7 @@ class NetModel:
             server.kill()
             server.wait()
             self.procs.remove(server)
+        run(["ip", "-n", self.node, "link", "delete", pod.host_if], check=False)
         remove_netns(pod.netns)
 
     def _pod_cmds(self, pod: Pod) -> list[str]:

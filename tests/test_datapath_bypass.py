@@ -25,7 +25,7 @@ from policyc.bpf_runtime.libbpf import RingBuffer
 from policyc.bpf_runtime.status import percpu_counter
 from policyc.bpf_runtime.testrun import TC_ACT_OK, XDP_PASS, skb_ctx
 from policyc.cli import main
-from policyc.compiler.codegen import REASON_CODES, REASON_WORDS
+from policyc.compiler.codegen import REASON_CODES, DatapathReason
 from policyc.compiler.mapdata import CT_MAPS, addr_bytes, ipcache_host_key
 
 pytestmark = pytest.mark.kernel
@@ -78,8 +78,7 @@ class Node:
         return self.obj.program("xdp_node").test_run(data).retval == XDP_PASS
 
     def drops(self, word: str) -> int:
-        name = next(n for n, w in REASON_WORDS.items() if w == word)
-        return percpu_counter(self.obj.map("drops"), REASON_CODES[name])[0]
+        return percpu_counter(self.obj.map("drops"), REASON_CODES[DatapathReason(word).name])[0]
 
     def events(self) -> list:
         self.ring.consume()

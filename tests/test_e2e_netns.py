@@ -652,11 +652,13 @@ def test_a_new_pod_reusing_an_address_inherits_nothing(tmp_path, empty):
     prefix, name, address = "pcu", "pcu-reuse", "10.244.1.9"
     with NetModel(load_inventory([inventory]), tmp_path / "work", prefix=prefix) as m:
         with loaded(m, artifact, name):
-            def plug(display: str) -> None:
-                pod = m.add_pod(display, (ipaddress.ip_address(address),))
-                add = m.policyc("endpoint", "add", name, display, "--ip", address, "--label", "pod=d",
+            def attach(pod) -> None:  # before the pod's veth is up: no datagram of the stream gets by unhooked
+                add = m.policyc("endpoint", "add", name, pod.display, "--ip", address, "--label", "pod=d",
                                 "--attach", pod.host_if)
                 assert add.returncode == 0, add.stderr
+
+            def plug(display: str) -> None:
+                m.add_pod(display, (ipaddress.ip_address(address),), before_up=attach)
 
             plug("x/d")
             stream = m.spawn(m.by_name["z/a"].netns, ["stream", address, "80", "reuse", "0.01"])

@@ -79,7 +79,8 @@ def test_every_local_address_is_host(tmp_path):
     (tmp_path / "art" / "endpoints.json").write_text(json.dumps([{"name": "x/a", "ips": ["10.244.1.1"]}]))
     subprocess.run(["ip", "netns", "add", netns], check=True)
     try:
-        for cmd in ("link add gw0 type dummy", "link set gw0 up", "link set lo up",
+        # a veth pair, not a dummy: the kernels policyc runs on may not have the dummy driver
+        for cmd in ("link add gw0 type veth peer name gw1", "link set gw0 up", "link set gw1 up", "link set lo up",
                     "addr add 169.254.1.1/32 dev gw0", "addr add 10.244.1.254/24 dev gw0",
                     "addr add 10.244.1.253/24 dev gw0", "addr add 10.244.1.1/32 dev gw0",
                     "addr add fe80::1/64 dev gw0 nodad"):
