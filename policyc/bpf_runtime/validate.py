@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..compiler.evaluate import Evaluator, Flow
+from ..compiler.evaluate import Evaluator, Flow, possible
 from ..compiler.inventory import Inventory, external
 from ..compiler.ir import Endpoint, EndpointKind, PolicySet, Protocol
 from ..compiler.lower import Datapath
@@ -148,4 +148,5 @@ def default_probes(policy: PolicySet, inventory: Inventory, dp: Datapath) -> lis
     peers = list(inventory.pods) + remote + outside_endpoints(dp, inventory)
     return [Probe(s, d, proto, port) for proto, port in interesting_ports(policy, inventory)
             for s in peers for d in peers
-            if s != d and (s.kind is EndpointKind.POD or d.kind is EndpointKind.POD)]
+            if s != d and (s.kind is EndpointKind.POD or d.kind is EndpointKind.POD)
+            and possible(Flow(s, d, proto, port))]  # no ICMPv4 to an IPv6 address: no such packet
