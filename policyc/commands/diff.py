@@ -1,8 +1,6 @@
 """`policyc diff OLD NEW`: the traffic a change newly allows or newly denies, grouped, with witnesses."""
 from __future__ import annotations
 
-import argparse
-
 from .. import __version__
 from ..compiler import explain
 from ..compiler.diagnostics import Diagnostic, PolicycError
@@ -14,6 +12,7 @@ from .check import sarif_fallback
 from .common import (add_format_arg, add_inventory_arg, add_verbosity_args, load_inventory_arg, load_policy_args,
                      structured, subcommand)
 from .terminal import say
+from .parser import count_of
 
 FORMATS = ("text", "json", "yaml", "sarif", "markdown")
 EXAMPLES = """
@@ -23,14 +22,7 @@ git show main:policies/shop.yaml | policyc diff - policies/shop.yaml
 """
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
+_positive = count_of("expected a whole number of at least 1, got {text}")
 
 
 def register(sub) -> None:

@@ -13,6 +13,7 @@ from ..compiler.ir import EndpointKind, unmapped
 from ..compiler.portset import PortSet, parse_ports
 from ..compiler.verify.spec import WORLD
 from .common import add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, resolve_endpoints
+from .parser import count_of
 from .terminal import step
 
 ENDPOINT_HELP = ("namespace/pod, a node, a label selector (app=web,namespace=shop), an IP address, a CIDR "
@@ -22,14 +23,7 @@ ENDPOINT_HELP = ("namespace/pod, a node, a label selector (app=web,namespace=sho
 POLICY_ENTITIES = ("host", "remote-node", "cluster", "all")  # entities that name many endpoints or a role
 
 
-def _hops(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hops (1 or more)")
-    return value
+_hops = count_of("{text} is not a number of hops (1 or more)")
 
 
 def add_graph_args(parser: argparse.ArgumentParser, formats: tuple[str, ...], chains: bool = True) -> None:

@@ -81,3 +81,17 @@ def sniff_format(argv: list[str]) -> str:
                                                  and not arg.startswith("--")):
                 return arg.split("=", 1)[1] if "=" in arg else arg[2:]
     return "text"
+
+
+def count_of(error: str):
+    """An argparse type for a whole number of at least 1 (caps, hops); ``error`` names what was
+    wanted, formatted with the text given as ``{text}``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(error.format(text=repr(text)))
+        return value
+    return parse
