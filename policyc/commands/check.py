@@ -8,7 +8,7 @@ from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.source import expand_paths
 from ..compiler.verify.checks import run_checks, suppress
 from ..compiler.verify.findings import Level, render_json, render_sarif, render_text
-from .common import add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args
+from .common import add_inventory_arg, add_policy_args, bind_services, load_inventory_arg, load_policy_args
 
 FAIL_ON = ("error", "warning", "note", "never")
 
@@ -52,6 +52,7 @@ def sarif_fallback(inventory, paths) -> str:
 def run(args) -> int:
     policy = load_policy_args(args)
     inventory = load_inventory_arg(args) if args.inventory else None
+    policy = bind_services(args, policy, inventory)
     baseline = load_baseline(args.baseline)
     findings = suppress(run_checks(policy, inventory), policy, baseline)
     if args.format == "json":

@@ -69,3 +69,18 @@ def resolve_endpoints(inventory: Inventory, ref: str, option: str) -> list:
     if not found:
         raise PolicycError(Diagnostic.simple(f"{option}: selector {ref!r} matches no pod of the inventory"))
     return found
+
+
+def bind_services(args, policy: PolicySet, inventory: Inventory | None) -> PolicySet:
+    """``toServices`` resolved against the inventory's Services (none without one); a peer that matches
+    no Service allows nothing, as in Cilium until the Service exists, and is named on stderr."""
+    from ..compiler.services import bind, unmatched
+
+    services = inventory.services if inventory is not None else ()
+    if getattr(args, "format", "text") == "text":
+        for rule, peer in unmatched(policy, services):
+            why = ("matches no Service of the inventory" if inventory is not None else
+                   "cannot be resolved without --inventory (Services and EndpointSlices)")
+            print(f"{rule.origin}: warning: toServices {peer.service} {why}: it allows nothing here, as in "
+                  "Cilium while no such Service exists", file=sys.stderr)
+    return bind(policy, services)

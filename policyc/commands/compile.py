@@ -11,7 +11,7 @@ from ..compiler.entities import RESERVED_IDS
 from ..compiler.ir import Direction, Protocol
 from ..compiler.lower import ANY_PEER
 from ..compiler.mapdata import DEFAULT_SIZES, port_text
-from .common import add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args
+from .common import add_inventory_arg, add_policy_args, bind_services, load_inventory_arg, load_policy_args
 
 
 def register(sub) -> None:
@@ -80,6 +80,7 @@ def _validate(out: Path, policy, inventory, result) -> list:
 def run(args) -> int:
     policy = load_policy_args(args)
     inventory = load_inventory_arg(args)
+    policy = bind_services(args, policy, inventory)
     out = Path(args.output)
     result = compile_artifact(policy, inventory, out, list(args.paths) + list(args.inventory),
                               parse_sizes(args.map_size), (list(args.paths), list(args.inventory)))

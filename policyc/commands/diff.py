@@ -7,7 +7,7 @@ from .. import __version__
 from ..compiler.verify.diff import render_markdown, semantic_diff
 from ..compiler.verify.findings import render_json, render_sarif, render_text
 from .check import sarif_fallback
-from .common import load_inventory_arg, load_policy_args
+from .common import bind_services, load_inventory_arg, load_policy_args
 
 FORMATS = ("text", "json", "sarif", "markdown")
 
@@ -34,6 +34,7 @@ def _load(args, path: str):
 def run(args) -> int:
     old, new = _load(args, args.old), _load(args, args.new)
     inventory = load_inventory_arg(args) if args.inventory else None
+    old, new = bind_services(args, old, inventory), bind_services(args, new, inventory)
     changes = semantic_diff(old, new, inventory)
     findings = [c.finding() for c in changes]
     if args.format == "markdown":

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from ..compiler.verify.findings import witness_json, witness_text
 from ..compiler.verify.invariants import Outcome, prove
 from ..compiler.verify.spec import load_spec
-from .common import add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args
+from .common import add_inventory_arg, add_policy_args, bind_services, load_inventory_arg, load_policy_args
 
 
 def register(sub) -> None:
@@ -72,6 +72,7 @@ def run(args) -> int:
     spec = load_spec(args.spec)
     policy = load_policy_args(args)
     inventory = load_inventory_arg(args) if args.inventory else None
+    policy = bind_services(args, policy, inventory)
     outcomes = prove(policy, spec, inventory)
     print(_RENDER[args.format](outcomes))
     return 0 if all(o.holds for o in outcomes) else 1

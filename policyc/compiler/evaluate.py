@@ -26,6 +26,7 @@ class Reason(str, enum.Enum):
     DENIED = "denied-by-rule"        # R4.2
     ALLOWED = "allowed-by-rule"      # R4.1
     DEFAULT_DENY = "default-deny"    # R3.4
+    HAIRPIN = "hairpin"              # R11.6: a pod reaching itself through its Service (services.py)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .evaluate import DirectionVerdict, Reason, Verdict
 from .ir import Rule
+from .services import ServiceVerdict
 
 _REASONS = {
     Reason.SELF: "traffic to itself never meets policy",
@@ -12,6 +13,7 @@ _REASONS = {
     Reason.DENIED: "denied by",
     Reason.ALLOWED: "allowed by",
     Reason.DEFAULT_DENY: "default deny: no allow rule matches (default-deny from",
+    Reason.HAIRPIN: "a pod reaching itself through its Service never meets policy (hairpin)",
 }
 
 
@@ -58,3 +60,24 @@ def verdict_json(v: Verdict) -> dict:
 
     return {"from": f.src.display, "to": f.dst.display, "port": f.port, "protocol": f.protocol.label,
             "verdict": v.action.value, "egress": side(v.egress), "ingress": side(v.ingress)}
+
+
+def service_text(sv: ServiceVerdict) -> str:
+    """A connection to a Service: the verdict over its backends, then each backend's as ``verdict_text``."""
+    f = sv.frontend
+    head = (f"{sv.src.display} -> {f.display} {f.port} via {f.via}: {sv.verdict.upper()} "
+            f"({sv.allowed} of {len(sv.backends)} backends allowed)")
+    if not sv.backends:
+        head += "; no ready backend: kube-proxy refuses the connection"
+    lines = [head]
+    for backend, v in sv.backends:
+        lines.append(f"  backend {backend}: {v.action.value.upper()}")
+        lines += ["    " + direction_text(d) for d in (v.egress, v.ingress)]
+    return "\n".join(lines)
+
+
+def service_json(sv: ServiceVerdict) -> dict:
+    f = sv.frontend
+    return {"from": sv.src.display, "to": f.display, "via": f.via, "port": f.port.port,
+            "protocol": f.port.protocol.label, "verdict": sv.verdict,
+            "backends": [{**verdict_json(v), "backend": str(b.endpoint.display)} for b, v in sv.backends]}

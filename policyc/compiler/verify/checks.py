@@ -20,6 +20,7 @@ from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDN
 from . import prefilter, regex
 from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, space_for
 from .findings import Finding, Location, Witness, rule_location
+from .servicechecks import check_cidr_services, check_unmatched_services
 
 CCNP = "CiliumClusterwideNetworkPolicy"
 
@@ -56,7 +57,9 @@ def _finding(check: str, rule: Rule, message: str, related=(), witness=None, key
 
 
 def _matches_nothing(rule: Rule) -> bool:
-    return rule.is_empty or all(isinstance(p, FQDNPeer) for p in rule.peers)
+    """No peer can match: FQDNs statically (R10.2c), toServices that no Service matches (PC023 says so)."""
+    return rule.is_empty or all(isinstance(p, FQDNPeer) or (isinstance(p, SelectorPeer) and p.service is not None
+                                                            and not p.selectors) for p in rule.peers)
 
 
 # ------------------------------------------------------------------ duplicates (syntactic)
@@ -484,7 +487,8 @@ def check_cidr_pods(ctx: Context) -> list[Finding]:
 
 
 CHECKS = (check_duplicates, check_contradictory, check_inventory_selectors, check_l7, check_redundant_allows,
-          check_ineffective_denies, check_default_deny, check_exposure, check_fqdn, check_cidr_pods)
+          check_ineffective_denies, check_default_deny, check_exposure, check_fqdn, check_cidr_pods,
+          check_cidr_services, check_unmatched_services)
 
 
 def run_checks(policy: PolicySet, inventory: Inventory | None = None) -> list[Finding]:

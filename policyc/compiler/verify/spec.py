@@ -65,7 +65,19 @@ class Addresses:
         return self.text
 
 
-Peer = Union[Pods, NamedPod, Addresses]
+@dataclass(frozen=True)
+class ServiceDst:
+    """A Service of the inventory, ``namespace/name``, as a destination: its flows are decided per backend,
+    after translation (R7.8); a spec's ports are the Service's ports."""
+
+    ref: str
+    location: Location = field(compare=False, default=None)
+
+    def __str__(self) -> str:
+        return f"service {self.ref}"
+
+
+Peer = Union[Pods, NamedPod, Addresses, ServiceDst]
 
 
 @dataclass(frozen=True)
@@ -164,15 +176,22 @@ def _selector(r: FieldReader, value, path: tuple) -> Selector:
         r.fail(path, exc.diagnostics[0].message.removeprefix("selector: "))
 
 
-def parse_peer(r: FieldReader, value, path: tuple) -> Peer:
-    """A selector string, or a mapping with one of pods, pod, cidr, entity."""
+def parse_peer(r: FieldReader, value, path: tuple, service: bool = False) -> Peer:
+    """A selector string, or a mapping with one of pods, pod, cidr, entity (and service where ``service``)."""
     if isinstance(value, str):
         return Pods(_selector(r, value, path), value)
-    obj = r.mapping(value, path, ("pods", "pod", "cidr", "entity"))
+    obj = r.mapping(value, path, ("pods", "pod", "cidr", "entity", "service"))
     if len(obj) != 1:
-        r.fail(path, "needs exactly one of pods, pod, cidr or entity")
+        r.fail(path, "needs exactly one of pods, pod, cidr, entity or service")
     (key, val), = obj.items()
     where = path + (key,)
+    if key == "service":
+        if not service:
+            r.fail(where, "a Service is a destination only: use it as `to` of mustAllow or mustDeny")
+        ref = r.text(val, where, "service").removeprefix("svc:")
+        if ref.count("/") != 1 or not all(ref.split("/")):
+            r.fail(where, f"{ref!r} is not namespace/name")
+        return ServiceDst(ref, _location(r, where))
     if key == "pods":
         return Pods(_selector(r, val, where), r.text(val, where))
     if key == "pod":
@@ -239,7 +258,7 @@ def _mapping(r: FieldReader, value, path: tuple, allowed: tuple[str, ...]) -> di
 def _flow(r: FieldReader, cls, name: str, loc: Location, body, path: tuple):
     obj = _mapping(r, body, path, ("from", "to", "ports"))
     src = parse_peer(r, _need(r, obj, "from", path), path + ("from",))
-    dst = parse_peer(r, _need(r, obj, "to", path), path + ("to",))
+    dst = parse_peer(r, _need(r, obj, "to", path), path + ("to",), service=True)
     return cls(name, loc, src, dst, _ports(r, obj, path, required=False))
 
 
