@@ -150,6 +150,9 @@ def test_services_and_slices_as_kubectl_prints_them():
     assert SMAP.service_at(ipaddress.ip_address("fd00:96::10")) is cart
 
 
+SERVICE = "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: x}\n"
+SLICE = ("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, namespace: x, labels: "
+         "{kubernetes.io/service-name: s}}\n")
 BAD = [
     ("port: 0", "spec:\n  ports: [{port: 0}]", "spec.ports[0].port", "port must be a number 1-65535"),
     ("lower-case protocol", "spec:\n  ports: [{port: 80, protocol: tcp}]", "spec.ports[0].protocol",
@@ -170,18 +173,6 @@ BAD = [
     ("bad traffic policy", "spec:\n  externalTrafficPolicy: Nearest", "spec.externalTrafficPolicy",
      "must be Cluster or Local"),
 ]
-
-
-@pytest.mark.parametrize("body,field,message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_malformed_service_is_an_error_with_position(body, field, message):
-    text = "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: x}\n" + body + "\n"
-    with pytest.raises(PolicycError) as err:
-        inventory_of(text, "svc.yaml")
-    diag = err.value.diagnostics[0]
-    assert (diag.file, diag.field) == ("svc.yaml", field) and message in diag.message
-    assert diag.line >= 4
-
-
 BAD_SLICES = [
     ("address type", "addressType: IP", "addressType", "addressType must be IPv4, IPv6 or FQDN"),
     ("family", "addressType: IPv6\nendpoints: [{addresses: [10.0.0.1]}]", "endpoints[0].addresses",
@@ -194,14 +185,14 @@ BAD_SLICES = [
 ]
 
 
-@pytest.mark.parametrize("body,field,message", [b[1:] for b in BAD_SLICES], ids=[b[0] for b in BAD_SLICES])
-def test_malformed_endpointslice_is_an_error_with_position(body, field, message):
-    text = ("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, namespace: x, labels: "
-            "{kubernetes.io/service-name: s}}\n" + body + "\n")
+@pytest.mark.parametrize("head,body,field,message", [(SERVICE, *b[1:]) for b in BAD] + [(SLICE, *b[1:])
+                                                                                         for b in BAD_SLICES],
+                         ids=[b[0] for b in BAD] + ["slice " + b[0] for b in BAD_SLICES])
+def test_malformed_service_or_slice_is_an_error_with_position(head, body, field, message):
     with pytest.raises(PolicycError) as err:
-        inventory_of(text, "eps.yaml")
+        inventory_of(head + body + "\n", "inv.yaml")
     diag = err.value.diagnostics[0]
-    assert diag.field == field and message in diag.message and diag.line >= 4
+    assert (diag.file, diag.field) == ("inv.yaml", field) and message in diag.message and diag.line >= 4
 
 
 def test_service_needs_its_namespace_and_a_unique_name():

@@ -20,7 +20,7 @@ from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDN
 from . import prefilter, regex
 from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, space_for
 from .findings import Finding, Location, Witness, rule_location
-from .servicechecks import check_cidr_services, check_unmatched_services
+from .servicechecks import check_cidr_services, check_unmatched_services, cidr_covers
 
 CCNP = "CiliumClusterwideNetworkPolicy"
 
@@ -472,18 +472,9 @@ def check_cidr_pods(ctx: Context) -> list[Finding]:
     if ctx.inventory is None:
         return []
     held = [(ip, ep) for ep in ctx.inventory.endpoints if ep.kind is not EndpointKind.EXTERNAL for ip in ep.ips]
-    out = []
-    for rule in ctx.policy.rules:
-        for peer in rule.peers:
-            if not isinstance(peer, CIDRPeer) or peer.network.prefixlen == 0:
-                continue
-            inside = [(ip, ep) for ip, ep in held if peer.contains(ip)]
-            if inside:
-                ip, ep = inside[0]
-                out.append(_finding("PC016", rule, f"{peer} covers {len(inside)} address(es) of pods or nodes "
-                                                   f"(e.g. {ip} of {ep.display}), which CIDR rules never select",
-                                    key=str(peer)))
-    return out
+    return [_finding("PC016", rule, f"{peer} covers {len(inside)} address(es) of pods or nodes (e.g. {inside[0][0]} "
+                                    f"of {inside[0][1].display}), which CIDR rules never select", key=str(peer))
+            for rule, peer, inside in cidr_covers(ctx.policy.rules, held)]
 
 
 CHECKS = (check_duplicates, check_contradictory, check_inventory_selectors, check_l7, check_redundant_allows,

@@ -16,24 +16,26 @@ def _finding(check: str, rule: Rule, message: str, key: str) -> Finding:
                    (), None, key)
 
 
+def cidr_covers(rules, held: list[tuple]):
+    """``(rule, peer, [(address, owner), ...])`` for each CIDR peer (a default route, which means the world,
+    left out) that covers some of ``held``: addresses its CIDR can never select."""
+    for rule in rules:
+        for peer in rule.peers:
+            if isinstance(peer, CIDRPeer) and peer.network.prefixlen != 0:
+                inside = [(ip, owner) for ip, owner in held if peer.contains(ip)]
+                if inside:
+                    yield rule, peer, inside
+
+
 def check_cidr_services(ctx) -> list[Finding]:
-    """PC022: a CIDR (other than a default route, which means the world) over Service addresses."""
+    """PC022: a CIDR over Service addresses."""
     if ctx.inventory is None:
         return []
-    addresses = [(ip, s) for s in ctx.inventory.services for ip in s.frontends]
-    out = []
-    for rule in ctx.policy.rules:
-        for peer in rule.peers:
-            if not isinstance(peer, CIDRPeer) or peer.network.prefixlen == 0:
-                continue
-            inside = [(ip, s) for ip, s in addresses if peer.contains(ip)]
-            if inside:
-                ip, service = inside[0]
-                out.append(_finding("PC022", rule, f"{peer} covers {len(inside)} Service address(es) (e.g. {ip} "
-                                                   f"of {service.display}); connections to a Service are decided "
-                                                   "against its backends, so this CIDR never matches them",
-                                    str(peer)))
-    return out
+    held = [(ip, s) for s in ctx.inventory.services for ip in s.frontends]
+    return [_finding("PC022", rule, f"{peer} covers {len(inside)} Service address(es) (e.g. {inside[0][0]} of "
+                                    f"{inside[0][1].display}); connections to a Service are decided against its "
+                                    "backends, so this CIDR never matches them", str(peer))
+            for rule, peer, inside in cidr_covers(ctx.policy.rules, held)]
 
 
 def check_unmatched_services(ctx) -> list[Finding]:
