@@ -97,3 +97,48 @@ def sep_chains(services: tuple[Service, ...], family: int = 4) -> dict[str, tupl
             for addr, number, target in endpoints(service, port, family):
                 out[_sep(name, proto, target)] = (addr, number)
     return out
+
+
+def nft_rules(services: tuple[Service, ...], cluster_cidr: str) -> str:
+    """``nft -f`` input for kube-proxy's nftables mode (IPv4): table ``ip kube-proxy`` with the ``services``
+    verdict maps, a ``service-*`` chain per Service port picking an endpoint with ``numgen random``, and
+    ``endpoint-*`` chains that mark hairpin traffic for masquerade and DNAT, as its nftables proxier does."""
+    def chain(name: str, *rules: str) -> list[str]:
+        return [f"  chain {name} {{", *(f"    {r}" for r in rules), "  }"]
+
+    body = chain("mark-for-masquerade", "meta mark set meta mark | 0x4000")
+    body += chain("masquerading", "meta mark & 0x4000 == 0 return", "meta mark set meta mark ^ 0x4000",
+                  "masquerade fully-random")
+    ips, nodeports = [], []
+    for service in services:
+        for port in service.ports:
+            name, proto = _port_name(service, port), port.protocol.name.lower()
+            key = f"{_hash(name + proto)[:8]}-{service.namespace}/{service.name}/{proto}/{port.name}"
+            eps = endpoints(service, port, 4)
+            ends = [f"endpoint-{_hash(name + proto + target)[:8]}-{key[9:]}__{target.replace(':', '/')}"
+                    for _, _, target in eps]
+            for end, (addr, number, _) in zip(ends, eps):
+                body += chain(end, f"ip saddr {addr} jump mark-for-masquerade",
+                              f"meta l4proto {proto} dnat to {addr}:{number}")
+            masq = [f"ip daddr {ip} {proto} dport {port.port} ip saddr != {cluster_cidr} jump mark-for-masquerade"
+                    for ip in service.cluster_ips if ip.version == 4]
+            pick = ("numgen random mod %d vmap { %s }" % (len(ends), ", ".join(f'{i} : goto {e}'
+                                                                             for i, e in enumerate(ends)))
+                    if ends else "reject")
+            body += chain(f"service-{key}", *masq, pick)
+            ips += [f'{ip} . {proto} . {port.port} : goto service-{key}' for ip in service.frontends
+                    if ip.version == 4]
+            if port.node_port is not None:
+                body += chain(f"external-{key}", "jump mark-for-masquerade", f"goto service-{key}")
+                nodeports.append(f'{proto} . {port.node_port} : goto external-{key}')
+    for name, kind, elements in (("service-ips", "ipv4_addr . inet_proto . inet_service", ips),
+                                 ("service-nodeports", "inet_proto . inet_service", nodeports)):
+        body += [f"  map {name} {{", f"    type {kind} : verdict", *([f"    elements = {{ {', '.join(elements)} }}"]
+                                                                  if elements else []), "  }"]
+    body += chain("services", "ip daddr . meta l4proto . th dport vmap @service-ips",
+                  "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports")
+    for name, hook, prio, target in (("nat-prerouting", "prerouting", "dstnat", "services"),
+                                     ("nat-output", "output", "-100", "services"),
+                                     ("nat-postrouting", "postrouting", "srcnat", "masquerading")):
+        body += chain(name, f"type nat hook {hook} priority {prio}; policy accept;", f"jump {target}")
+    return "\n".join(["table ip kube-proxy {", *body, "}", ""])
