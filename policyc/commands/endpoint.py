@@ -1,19 +1,26 @@
 """`policyc endpoint add|remove|relabel`: change a loaded artifact's pods by map updates, no recompile."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
+from .common import add_format_arg, structured, subcommand
 from .runtime_common import bpf_errors
 
 
+EXAMPLES = """
+policyc endpoint add shop shop/cart-2 --ip 10.0.1.9 --label app=cart --attach lxc99
+policyc endpoint relabel shop shop/cart --label app=cart --label version=v2
+policyc endpoint remove shop shop/cart-2
+"""
+
+
 def register(sub) -> None:
-    parser = sub.add_parser("endpoint", help="add, remove or relabel a pod of a loaded artifact at run time")
+    parser = subcommand(sub, "endpoint", "add, remove or relabel a pod of a loaded artifact at run time", EXAMPLES)
     ops = parser.add_subparsers(dest="op", metavar="OP", required=True)
     for op, text in (("add", "a new pod: --ip and --label"), ("remove", "a pod leaves the node"),
                      ("relabel", "new labels (--label, replacing the pod's labels) and/or addresses (--ip)")):
-        p = ops.add_parser(op, help=text)
+        p = subcommand(ops, op, text, EXAMPLES)
         p.add_argument("name", metavar="NAME", help="loaded artifact")
         p.add_argument("endpoint", metavar="NS/POD")
         if op != "remove":
@@ -23,7 +30,7 @@ def register(sub) -> None:
         if op == "add":
             p.add_argument("--attach", metavar="IFACE", help="the pod's host-side veth: put from_pod/to_pod on it "
                            "(detached again by `endpoint remove`)")
-        p.add_argument("--format", choices=("text", "json"), default="text")
+        add_format_arg(p)
         p.set_defaults(run=run)
 
 
@@ -58,8 +65,8 @@ def run(args) -> int:
         result = change(state, manifest_of(state)["features"], args.op, args.endpoint, ips, labels,
                         getattr(args, "service_account", None), getattr(args, "attach", None))
     hooks = [a for a in state.attachments if a.endpoint == args.endpoint]  # none left after a remove
-    if args.format == "json":
-        print(json.dumps({**asdict(result), "attachments": [a.as_dict() for a in hooks]}, indent=2))
+    if args.format != "text":
+        print(structured({**asdict(result), "attachments": [a.as_dict() for a in hooks]}, args.format))
     else:
         ident = f"identity {result.identity}" + (" (new)" if result.new_identity else "")
         print(f"{result.op} {result.endpoint}: {ident}, policy id {result.policy_id}, "

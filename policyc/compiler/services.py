@@ -234,37 +234,33 @@ def cells(policy: PolicySet, smap: ServiceMap, endpoints: list[Endpoint], servic
     """``Cell``s for every source of ``endpoints`` and every port of ``services`` among ``ports``.
 
     The verdicts come from reachability's class tables on the backend ports (the evaluator's pair
-    verdict as set algebra), so a Service column costs one table per distinct backend port; a node
-    backend (``default/kubernetes``) is asked of the evaluator, since a node's identity depends on
-    who looks at it (R3.9).
+    verdict as set algebra), so a Service column costs one table per distinct backend port; a node,
+    as a source or as a backend (``default/kubernetes``), is asked of the evaluator, since a node's
+    identity depends on who looks at it (R3.9).
     """
     from .reachability import tables
 
     evaluator = Evaluator(policy)
-
     fronts = [(port, proto, Frontend(s, sp, ", ".join(map(str, s.cluster_ips)) or "no ClusterIP"))
               for port, proto in ports for s in services for sp in s.ports if (sp.port, sp.protocol) == (port, proto)]
     backs = {id(f): smap.backends(f.service, f.port) for _, _, f in fronts}
-    peers = list(endpoints)
+    peers = [ep for ep in dict.fromkeys([*endpoints, *(b.endpoint for bs in backs.values() for b in bs)])
+             if ep.kind is not EndpointKind.NODE]
     index = {ep: i for i, ep in enumerate(peers)}
-    for b in (b for bs in backs.values() for b in bs):
-        if b.endpoint not in index and b.endpoint.kind is not EndpointKind.NODE:
-            index[b.endpoint] = len(peers)
-            peers.append(b.endpoint)
     wanted = sorted({(b.port, b.protocol) for bs in backs.values() for b in bs})
     reach = {(port, proto): (cls, allowed) for port, proto, cls, allowed in tables(policy, peers, wanted)}
 
-    def reached(i: int, b: Backend) -> bool:
-        if peers[i] == b.endpoint:
+    def reached(src: Endpoint, b: Backend) -> bool:
+        if src == b.endpoint:
             return True  # hairpin (R11.6)
-        if b.endpoint not in index:
-            return evaluator.evaluate(Flow(peers[i], b.endpoint, b.protocol, b.port)).allowed
+        if src not in index or b.endpoint not in index:
+            return evaluator.evaluate(Flow(src, b.endpoint, b.protocol, b.port)).allowed
         cls, allowed = reach[(b.port, b.protocol)]
-        return cls[index[b.endpoint]] in allowed[cls[i]]
+        return cls[index[b.endpoint]] in allowed[cls[index[src]]]
 
     for port, proto, front in fronts:
-        for i in range(len(endpoints)):
-            yield Cell(port, proto, i, front, tuple((b, reached(i, b)) for b in backs[id(front)]))
+        for i, src in enumerate(endpoints):
+            yield Cell(port, proto, i, front, tuple((b, reached(src, b)) for b in backs[id(front)]))
 
 
 # ---- toServices ----
