@@ -25,7 +25,7 @@ from ..compiler.evaluate import Evaluator, subject_labels
 from ..compiler.frontend import build_policy_set
 from ..compiler.inventory import Inventory, build_inventory, pod_labels
 from ..compiler.ir import (CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Action,
-                           Direction, Endpoint, EndpointKind, Identity, PolicySet)
+                           Direction, Endpoint, EndpointKind, Identity, NamedPort, PolicySet, Protocol)
 from ..compiler.layouts import layouts
 from ..compiler.lower import ANY_PEER, EndpointEntry, PolicyEntry, peer_identities, subject_entries
 from ..compiler.mapdata import addr_bytes, endpoint_value, ipcache_host_key, policy_key, policy_value
@@ -50,6 +50,11 @@ def current_pods(state: State) -> dict[str, tuple[list[str], int]]:
         else:
             pods[rec["endpoint"]] = (list(rec["ips"]), rec["identity"])
     return pods
+
+
+def named_ports(rows: list) -> tuple[NamedPort, ...]:
+    """The state file's ``[name, port, protocol]`` rows of a runtime pod's named ports."""
+    return tuple(NamedPort(name, int(port), Protocol.parse(proto)) for name, port, proto in rows)
 
 
 @dataclass(frozen=True)
@@ -96,9 +101,10 @@ def current(state: State, src: Sources) -> dict[str, Pod]:
             continue
         ns, name = rec["endpoint"].split("/", 1)
         prior = pods.get(rec["endpoint"])
+        ports = named_ports(rec["ports"]) if "ports" in rec else prior.endpoint.ports if prior else ()
         ep = Endpoint(EndpointKind.POD, name, ns, tuple(ipaddress.ip_address(i) for i in rec["ips"]),
                       Identity(rec["identity"], _labels(src, ns, rec["labels"], rec["service_account"])),
-                      prior.endpoint.ports if prior else (), None, rec["service_account"])
+                      ports, None, rec["service_account"])
         pods[rec["endpoint"]] = Pod(ep, rec["endpoint_id"], rec["policy_id"])
     return pods
 
@@ -137,8 +143,11 @@ class Change:
 def _features_needed(entries: list[PolicyEntry], features: dict) -> None:
     """Refuse entries the compiled program cannot read (a feature switched off at compile time)."""
     need = {"deny": any(e.verdict.action is Action.DENY for e in entries),
-            "any_peer": any(e.peer == ANY_PEER for e in entries), "l7": any(e.verdict.proxy for e in entries)}
+            "any_peer": any(e.peer == ANY_PEER for e in entries), "l7": any(e.verdict.l7 for e in entries)}
     missing = [k for k, v in need.items() if v and not features.get(k)]
+    if missing == ["l7"]:
+        raise _error("L7 rules select the pod, and policyc has no L7 proxy: recompile with `--l7 l4-only` "
+                     "to enforce them as L4 only")
     if missing:
         raise _error(f"the new identity needs datapath features the artifact was compiled without "
                      f"({', '.join(missing)}): recompile with the new pod in the inventory")
@@ -165,13 +174,14 @@ def _check_attach(state: State, iface: str) -> None:
 
 def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] | None = None,
            labels: dict | None = None, service_account: str | None = None, attach: str | None = None,
-           save: bool = True) -> Change:
+           save: bool = True, ports: tuple[NamedPort, ...] | None = None) -> Change:
     """Apply add / remove / relabel of ``endpoint`` to the pinned maps and record it in the state.
 
     ``attach`` (add only) puts from_pod/to_pod on the new pod's host-side veth after its entries are
     written, so its policy is in force from the first packet the hooks see; remove detaches every hook
-    of the pod first.  ``save=False`` leaves writing the state file to the caller (replace.py applies
-    changes to the maps of an object that is not in place yet).
+    of the pod first.  ``ports`` (add) are the pod's named ports, which named-port rules resolve
+    against; a relabel keeps the pod's ports.  ``save=False`` leaves writing the state file to the
+    caller (replace.py applies changes to the maps of an object that is not in place yet).
     """
     from .loader import attach_endpoint
 
@@ -200,7 +210,7 @@ def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] 
             result = Change(op, endpoint, prior.endpoint.identity.id, False, prior.policy_id, 0, t1 - start, t1 - t0)
         else:
             result = _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps,
-                          start)
+                          start, ports)
             if attach is not None:
                 try:
                     state.attachments += attach_endpoint(state, endpoint, attach)
@@ -230,7 +240,8 @@ def carry_over(old: State, new: State, features: dict) -> list[str]:
         if endpoint in known or rec["op"] == "remove":
             continue
         try:
-            change(new, features, "add", endpoint, rec["ips"], rec["labels"], rec["service_account"], save=False)
+            change(new, features, "add", endpoint, rec["ips"], rec["labels"], rec["service_account"], save=False,
+                   ports=named_ports(rec.get("ports", [])))
         except PolicycError as exc:
             raise _error(f"{endpoint} (added or changed at run time) cannot be carried over to {new.artifact}: "
                          + "; ".join(d.message for d in exc.diagnostics)
@@ -239,7 +250,8 @@ def carry_over(old: State, new: State, features: dict) -> list[str]:
     return out
 
 
-def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps, start) -> Change:
+def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps, start,
+         ports=None) -> Change:
     ns, name = endpoint.split("/", 1)
     addrs = tuple(ipaddress.ip_address(i) for i in ips) if ips else (prior.endpoint.ips if prior else ())
     if not addrs:
@@ -264,8 +276,9 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     identity = known.get(full, max(all_ids + [255]) + 1)
     if prior is not None and prior.endpoint.identity.labels == full:
         identity = prior.endpoint.identity.id
-    ep = Endpoint(EndpointKind.POD, name, ns, addrs, Identity(identity, full),
-                  prior.endpoint.ports if prior else (), None, sa)
+    if ports is None:
+        ports = prior.endpoint.ports if prior else ()
+    ep = Endpoint(EndpointKind.POD, name, ns, addrs, Identity(identity, full), tuple(ports), None, sa)
     after = {**{n: p for n, p in pods.items() if n != endpoint}, endpoint: Pod(ep, 0, 0)}
     inventory = Inventory(tuple(p.endpoint for p in after.values()) + src.inventory.nodes,
                           src.inventory.namespaces, src.inventory.cluster)
@@ -274,7 +287,8 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     identities = peer_identities(src.policy, inventory, bool(features.get("ipv6")))
     classes = {(subject_labels(p.endpoint), p.endpoint.ports): (p.policy_id, p.endpoint) for p in others}
     entries: list[PolicyEntry] = []
-    if new_identity:  # every subject's entries for the new peer
+    held = {np for p in others if p.endpoint.identity.id == identity for np in p.endpoint.ports}
+    if new_identity or set(ep.ports) - held:  # every subject's entries for the new peer (or its new named ports)
         peer = tuple(i for i in identities if i.id == identity)
         for pid, rep in classes.values():
             for d in Direction:
@@ -303,7 +317,8 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     t1 = time.perf_counter()
     state.runtime.append({"op": op, "endpoint": endpoint, "ips": [str(i) for i in addrs], "labels": labels,
                           "service_account": sa, "identity": identity, "policy_id": policy_id,
-                          "endpoint_id": endpoint_id})
+                          "endpoint_id": endpoint_id,
+                          "ports": [[np.name, np.port, np.protocol.label] for np in ep.ports]})
     return Change(op, endpoint, identity, new_identity and identity not in all_ids, policy_id, len(entries),
                   t1 - start, t1 - t0)
 

@@ -10,6 +10,34 @@ def _labels(**labels) -> str:
     return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
 
 
+def _datapath_lines(statuses: list[dict]) -> list[str]:
+    """Event losses and suppressions, control traffic passed, drops per datapath reason."""
+    lines = ["# HELP policyc_events_lost_total Events lost because the ring buffer was full.",
+             "# TYPE policyc_events_lost_total counter"]
+    lines += [f"policyc_events_lost_total{_labels(name=s['name'])} {s['datapath']['stats'].get('events_lost', 0)}"
+              for s in statuses]
+    lines += ["# HELP policyc_events_ratelimited_total Events not sent because their verdict's budget was spent.",
+              "# TYPE policyc_events_ratelimited_total counter"]
+    for s in statuses:
+        for verdict in ("allow", "drop"):
+            value = s["datapath"]["stats"].get(f"events_ratelimited_{verdict}", 0)
+            lines.append("policyc_events_ratelimited_total" + _labels(name=s["name"], verdict=verdict) + f" {value}")
+    lines += ["# HELP policyc_datapath_packets_total Packets passed without policy as control traffic, or "
+              "fragments the fragment map could not record.", "# TYPE policyc_datapath_packets_total counter"]
+    for s in statuses:
+        for what in ("nd_passed", "icmp_related", "frag_map_full"):
+            value = s["datapath"]["stats"].get(what, 0)
+            lines.append("policyc_datapath_packets_total" + _labels(name=s["name"], counter=what) + f" {value}")
+    for metric, field, help_text in (
+            ("policyc_drop_packets_total", "packets", "Packets dropped for a datapath reason."),
+            ("policyc_drop_bytes_total", "bytes", "Bytes dropped for a datapath reason.")):
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        for s in statuses:
+            lines += [metric + _labels(name=s["name"], reason=d["reason"]) + f" {d[field]}"
+                      for d in s["datapath"]["drops"]]
+    return lines
+
+
 def render(statuses: list[dict]) -> str:
     """One text page for every loaded artifact; rule 0 (no rule) carries verdict "default"."""
     families = {
@@ -30,6 +58,7 @@ def render(statuses: list[dict]) -> str:
         for s in statuses:
             for m in s["maps"]:
                 lines.append(metric + _labels(name=s["name"], map=m["name"]) + f" {m[field]}")
+    lines += _datapath_lines(statuses)
     lines += ["# HELP policyc_attachments Programs attached per loaded artifact.", "# TYPE policyc_attachments gauge"]
     for s in statuses:
         lines.append("policyc_attachments" + _labels(name=s["name"])

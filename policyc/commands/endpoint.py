@@ -1,9 +1,11 @@
 """`policyc endpoint add|remove|relabel`: change a loaded artifact's pods by map updates, no recompile."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
+from ..compiler.ir import NamedPort, Protocol
 from .common import add_format_arg, structured, subcommand
 from .runtime_common import bpf_errors
 
@@ -28,6 +30,9 @@ def register(sub) -> None:
             p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a pod label (repeatable)")
             p.add_argument("--service-account", metavar="SA")
         if op == "add":
+            p.add_argument("--port", action="append", metavar="NAME=PORT[/PROTO]",
+                           help="a named container port, e.g. http=8080/TCP (repeatable; protocol TCP by default): "
+                           "rules naming the port resolve against it")
             p.add_argument("--attach", metavar="IFACE", help="the pod's host-side veth: put from_pod/to_pod on it "
                            "(detached again by `endpoint remove`)")
         add_format_arg(p)
@@ -46,6 +51,33 @@ def parse_labels(items: list[str] | None) -> dict | None:
     return out
 
 
+PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$")  # IANA_SVC_NAME, as Kubernetes checks it
+
+
+def parse_ports(items: list[str] | None) -> tuple[NamedPort, ...] | None:
+    """``NAME=PORT[/PROTO]`` items as named ports; a clear error for anything Kubernetes would refuse."""
+    if items is None:
+        return None
+    out = []
+    for item in items:
+        name, sep, rest = item.partition("=")
+        number, _, proto = rest.partition("/")
+        try:
+            protocol = Protocol.parse(proto or "TCP")
+            port = int(number)
+        except (KeyError, ValueError):
+            protocol, port = None, 0
+        if (not sep or len(name) > 15 or not PORT_NAME.match(name) or not 0 < port < 65536
+                or protocol not in (Protocol.TCP, Protocol.UDP, Protocol.SCTP)):
+            raise PolicycError(Diagnostic.simple(
+                f"--port {item!r}: expected NAME=PORT[/PROTO] with a port name of at most 15 lower-case letters, "
+                "digits and '-', a port from 1 to 65535 and TCP, UDP or SCTP"))
+        out.append(NamedPort(name, port, protocol))
+    if len({np.name for np in out}) != len(out):
+        raise PolicycError(Diagnostic.simple("--port: a port name is given twice"))
+    return tuple(out)
+
+
 def run(args) -> int:
     from ..bpf_runtime.endpoints import change
     from ..bpf_runtime.loader import loaded_state, manifest_of, require_root
@@ -53,6 +85,7 @@ def run(args) -> int:
     if args.endpoint.count("/") != 1 or "" in args.endpoint.split("/"):
         raise PolicycError(Diagnostic.simple(f"{args.endpoint!r}: expected NS/POD"))
     labels = parse_labels(getattr(args, "label", None))
+    ports = parse_ports(getattr(args, "port", None))
     ips = getattr(args, "ip", None)
     if args.op == "add" and (not ips or labels is None):
         raise PolicycError(Diagnostic.simple("endpoint add needs --ip and at least one --label"))
@@ -63,7 +96,7 @@ def run(args) -> int:
         state = loaded_state(args.name)
         hooked = [a for a in state.attachments if a.endpoint == args.endpoint]
         result = change(state, manifest_of(state)["features"], args.op, args.endpoint, ips, labels,
-                        getattr(args, "service_account", None), getattr(args, "attach", None))
+                        getattr(args, "service_account", None), getattr(args, "attach", None), ports=ports)
     hooks = [a for a in state.attachments if a.endpoint == args.endpoint]  # none left after a remove
     if args.format != "text":
         print(structured({**asdict(result), "attachments": [a.as_dict() for a in hooks]}, args.format))

@@ -40,7 +40,7 @@ def direction_text(v: DirectionVerdict) -> str:
         head += " " + "; ".join(f"{d.origin.policy_kind} {d.origin.policy} ({d.origin})"
                                 for d in v.default_deny) + ")"
     if v.l7:
-        head += f"; requests filtered by {', '.join(sorted({l.kind for l in v.l7}))} L7 rules (proxied)"
+        head += f"; requests filtered by {', '.join(sorted({l.kind for l in v.l7}))} L7 rules (by Cilium's proxy)"
     return head
 
 
