@@ -501,3 +501,17 @@ def test_without_inventory_to_services_is_named_on_stderr(tmp_path, capsys):
     pol.write_text(cnp("- toServices: [{k8sService: {serviceName: cart}}]\n"))
     code, _, err = run(capsys, "check", str(pol), "--fail-on", "never")
     assert code == 0 and "toServices */cart cannot be resolved without --inventory" in err
+
+
+def test_service_addresses_get_an_identity_no_rule_matches():
+    """R7.8 in the datapath's tables: a ClusterIP is not world (a world or CIDR rule never reaches a Service
+    by its address), and an address a node holds stays the node's."""
+    from policyc.compiler.lower import SERVICE_ID, lower
+
+    policy = policy_of(cnp("- toEntities: [world]\n"))[0]
+    inv = inventory_of(CLUSTER.replace("spec: {clusterIP: 10.96.0.12, ports: [{port: 5432}]}",
+                                       "spec: {clusterIP: 10.96.0.12, externalIPs: [172.18.0.2], ports: [{port: 5432}]}"))
+    entries = {str(e.network): (e.identity, e.source) for e in lower(policy, inv).ipcache}
+    assert entries["10.96.0.10/32"] == (SERVICE_ID, "service shop/cart")
+    assert entries["fd00:96::10/128"] == (SERVICE_ID, "service shop/cart")
+    assert entries["172.18.0.2/32"][1] == "node n1"

@@ -74,3 +74,23 @@ def test_nodeport_from_outside_and_hairpin_reach_the_backends(model):
     assert set(answers) == BACKENDS, answers
     hairpin = model.connect(model.by_name["x/a"].netns, CLUSTER_IP, SERVICE_PORT, "TCP", CONNECTIONS)
     assert set(hairpin) == BACKENDS, hairpin
+
+
+POLICIES = Path(__file__).parent / "data" / "services" / "policies"
+
+
+@pytest.fixture
+def enforced(model, tmp_path):
+    """tests/data/services/policies compiled for the model's cluster and loaded on every pod's veth."""
+    from test_e2e_netns import compile_case, loaded
+
+    artifact = compile_case([str(POLICIES)], CLUSTER, tmp_path / "art")
+    with loaded(model, artifact, f"{PREFIX}svc"):
+        yield model
+
+
+def test_world_egress_does_not_reach_a_service_whose_backends_deny_it(enforced):
+    """x/e may send to the world; its connections through the ClusterIP meet backends that admit x/d
+    only, and a Service address is no world address (R7.8): none is answered."""
+    answers = enforced.connect(enforced.by_name["x/e"].netns, CLUSTER_IP, SERVICE_PORT, "TCP", 10)
+    assert answers == [""] * 10, answers

@@ -60,6 +60,8 @@ class Namer:
 
         self.by_ip = {ip: name for name, (ips, _) in current_pods(state).items() for ip in ips}
         self.rules = {r["id"]: r for r in artifact_json(state, "rules.json")}
+        self.services = {ip: "svc:" + s["service"] for s in artifact_json(state, "services.json")
+                         for ip in s["addresses"]}
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) → wall clock
         self.offset = time.time() - time.monotonic()
 
@@ -74,6 +76,8 @@ class Namer:
     def _name(self, addr: str, identity: int) -> str:
         if addr in self.by_ip:
             return self.by_ip[addr]
+        if addr in self.services:
+            return f"{addr} ({self.services[addr]})"
         reserved = _RESERVED.get(identity)
         return f"{addr} ({reserved})" if reserved else addr
 

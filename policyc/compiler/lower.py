@@ -40,6 +40,9 @@ ACTION_CODE = {Action.ALLOW: 1, Action.DENY: 2}
 FLAG_L7 = 1                  # policy value / event flag: the allow carries L7 rules, enforced as L4 only
 EP_DEFAULT_DENY = {Direction.INGRESS: 1, Direction.EGRESS: 2}
 ANY_PEER = 0
+# The addresses kube-proxy translates (ClusterIPs, external and load-balancer IPs): policy sees the
+# backend, never these (R7.8), so they get a policyc-only identity no rule matches, not world's.
+SERVICE_ID = 255
 HOST_ID = RESERVED_IDS["host"]
 REMOTE_NODE_ID = RESERVED_IDS["remote-node"]
 # Exact-mode fall-back levels (hash policy map): the datapath tries them in this order.
@@ -178,6 +181,9 @@ def ipcache_entries(inventory: Inventory, identities: tuple[PeerIdentity, ...]) 
                for ep in inventory.endpoints if ep.kind is not EndpointKind.EXTERNAL for ip in ep.ips]
     entries += [IPCacheEntry(i.region, i.id, "world" if i.region.prefixlen == 0 else "cidr")
                 for i in identities if i.region is not None]
+    held = {ip for ep in inventory.endpoints for ip in ep.ips}  # an address a node holds stays the node's
+    entries += [IPCacheEntry(ipaddress.ip_network(ip), SERVICE_ID, f"service {s.display}")
+                for s in inventory.services for ip in dict.fromkeys(s.frontends) if ip not in held]
     return tuple(sorted(entries, key=lambda e: (e.network.version, e.network.network_address,
                                                 e.network.prefixlen)))
 
