@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="clang llvm libbpf-dev libelf-dev bpftool iproute2 iptables linux-libc-dev"
+# `policyc graph -o svg|png` draws with Graphviz's dot.
+APT_PACKAGES="$APT_PACKAGES graphviz"
 # The bcc loader (policyc load --compiler bcc) and its tests: bcc and kernel headers. Where the
 # running kernel has no header package (a VM vendor's kernel), Debian's generic headers stand in
 # for the tests (tests/bccreq.py); a node needs its own kernel's headers.

@@ -368,7 +368,7 @@ def with_services(draw):
                                     tuple(SliceEndpoint(e.ips[:1]) for e in chosen)),)
         services.append(Service(ns, f"s{i}", labels, selector, "ClusterIP",
                                 (ipaddress.ip_address(f"10.96.0.{i + 1}"),), (port,), slices=slices))
-    return Inventory(inventory.endpoints, inventory.namespaces, inventory.cluster, tuple(services))
+    return Inventory(inventory.endpoints, inventory.namespaces, inventory.cluster, services=tuple(services))
 
 
 @st.composite
