@@ -515,3 +515,38 @@ def test_service_addresses_get_an_identity_no_rule_matches():
     assert entries["10.96.0.10/32"] == (SERVICE_ID, "service shop/cart")
     assert entries["fd00:96::10/128"] == (SERVICE_ID, "service shop/cart")
     assert entries["172.18.0.2/32"][1] == "node n1"
+
+
+# ---- the gate's model and removable rules (issue 12's verify) ----
+
+def test_gate_fails_on_a_new_to_services_it_cannot_resolve(tmp_path, capsys):
+    """Without an inventory a toServices entry allows nothing concretely, but the Service exists in the
+    cluster: the gate must not pass it; with the inventory it names the new connections."""
+    (tmp_path / "old.yaml").write_text(cnp("- toEndpoints: [{matchLabels: {app: db}}]\n"))
+    (tmp_path / "new.yaml").write_text(cnp("- toEndpoints: [{matchLabels: {app: db}}]\n"
+                                           "- toServices: [{k8sService: {serviceName: cart, namespace: shop}}]\n"))
+    (tmp_path / "inv.yaml").write_text(CLUSTER)
+    old, new = str(tmp_path / "old.yaml"), str(tmp_path / "new.yaml")
+    code, out, _ = run(capsys, "diff", old, new, "--no-new-access")
+    assert code == 1 and "incomplete: egress widenings: toServices shop/cart added or changed" in out
+    code, out, _ = run(capsys, "diff", old, old, "--no-new-access")
+    assert code == 0 and "PASS" in out
+    code, out, _ = run(capsys, "diff", old, new, "--no-new-access", "--inventory", str(tmp_path / "inv.yaml"))
+    assert code == 1 and "incomplete" not in out
+    assert re.search(r"new connection: shop/fe -> shop/cart-\d", out)
+
+
+def test_gate_never_takes_a_service_address_for_world(tmp_path, capsys):
+    """A CIDR over a ClusterIP never matches a connection to it (R7.8, PC022): the inventory's world has no
+    Service address, so the gate sees no new access where the datapath gives none."""
+    (tmp_path / "inv.yaml").write_text(CLUSTER)
+    (tmp_path / "old.yaml").write_text(cnp("- toEndpoints: [{matchLabels: {app: db}}]\n"))
+    (tmp_path / "new.yaml").write_text(cnp("- toCIDR: [10.96.0.10/32]\n"))
+    code, out, _ = run(capsys, "diff", str(tmp_path / "old.yaml"), str(tmp_path / "new.yaml"), "--no-new-access",
+                       "--inventory", str(tmp_path / "inv.yaml"))
+    assert code == 0 and "PASS" in out
+    (tmp_path / "new.yaml").write_text(cnp("- toCIDR: [10.96.0.0/30]\n"))
+    code, out, _ = run(capsys, "diff", str(tmp_path / "old.yaml"), str(tmp_path / "new.yaml"), "--no-new-access",
+                       "--inventory", str(tmp_path / "inv.yaml"))
+    assert code == 1 and "10.96.0.10" not in out
+
