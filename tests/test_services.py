@@ -550,3 +550,19 @@ def test_gate_never_takes_a_service_address_for_world(tmp_path, capsys):
                        "--inventory", str(tmp_path / "inv.yaml"))
     assert code == 1 and "10.96.0.10" not in out
 
+
+def test_paths_follow_to_services_to_the_backends(tmp_path, capsys):
+    """paths, blast-radius and graph read toServices as every other command does (bound to the inventory)."""
+    pol, inv = _files(tmp_path, cnp("- toServices: [{k8sService: {serviceName: cart, namespace: shop}}]\n"
+                                    "  toPorts: [{ports: [{port: \"8080\"}]}]\n"))
+    code, out, _ = run(capsys, "paths", "shop/fe", "shop/cart-1", pol, "--inventory", inv)
+    assert code == 1 and "shop/fe -> shop/cart-1  8080/TCP" in out
+    code, out, _ = run(capsys, "paths", "shop/fe", "data/cart", pol, "--inventory", inv, "--max-hops", "1")
+    assert code == 0  # the Service selects shop's cart pods only
+    for to in ("svc:shop/cart", "10.96.0.10"):  # a Service stands for its backends, as a connection to it ends there
+        code, out, _ = run(capsys, "paths", "shop/fe", to, pol, "--inventory", inv, "-k", "5")
+        assert code == 1 and {"shop/cart-1", "shop/cart-2"} <= set(re.findall(r"-> (shop/cart-\d)  8080", out))
+    (tmp_path / "inv.yaml").write_text(CLUSTER.replace("  - {addresses: [192.0.2.7], conditions: {ready: true}}\n"
+                                                       "  - {addresses: [10.244.1.2]}\n", ""))
+    code, _, err = run(capsys, "blast-radius", "svc:shop/legacy", pol, "--inventory", inv)
+    assert code == 2 and "service shop/legacy has no backend" in err

@@ -10,12 +10,15 @@ from ..compiler.connectivity import RESERVED_PLACES, Connectivity, Target, build
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.ir import EndpointKind
 from ..compiler.portset import PortSet, parse_ports
+from ..compiler.services import ServiceMap
 from ..compiler.verify.spec import WORLD
-from .common import add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, resolve_endpoints
+from .common import (add_inventory_arg, add_policy_args, bind_services, load_inventory_arg, load_policy_args,
+                     resolve_endpoints)
 from .terminal import step
 
 ENDPOINT_HELP = ("namespace/pod, a node, a label selector (app=web,namespace=shop), an IP address, a CIDR "
-                 "(outside the cluster), world, world-ipv4, world-ipv6, or a reserved identity (kube-apiserver)")
+                 "(outside the cluster), world, world-ipv4, world-ipv6, a reserved identity (kube-apiserver), "
+                 "or a Service (svc:namespace/name or its address: its backends)")
 
 
 def _hops(text: str) -> int:
@@ -68,15 +71,19 @@ def parse_target(inventory, text: str, option: str) -> Target:
             if fixed is not None:
                 raise PolicycError(Diagnostic.simple(f"{option}: {ref!r} has host bits set; did you mean {fixed}?")) \
                     from None
-    found = resolve_endpoints(inventory, ref, option)
+    service = ServiceMap(inventory).stands_for(ref)
+    if service is not None and not service[1]:
+        raise PolicycError(Diagnostic.simple(f"{option}: service {service[0].display} has no backend: nothing "
+                                             "a connection to it could reach"))
+    found = service[1] if service is not None else resolve_endpoints(inventory, ref, option)
     return Target(ref, tuple(ep for ep in found if ep.kind is not EndpointKind.EXTERNAL),
                   tuple(ipaddress.ip_network(ep.ips[0]) for ep in found if ep.kind is EndpointKind.EXTERNAL))
 
 
 def load_graph(args, refs: list[tuple[str, str]], nodes: bool = True) -> tuple[Connectivity, list[Target]]:
     """Policies, inventory and the graph, built with the networks the references name; notes to stderr."""
-    policy = load_policy_args(args)
     inventory = load_inventory_arg(args)
+    policy = bind_services(args, load_policy_args(args), inventory)
     gc.freeze()  # the inputs live until exit: the collector need not rescan them while the graph is built
     targets = [parse_target(inventory, text, option) for text, option in refs]
     step(f"building the connectivity graph of {len(inventory.pods)} pods", args.quiet)

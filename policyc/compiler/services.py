@@ -164,6 +164,17 @@ class ServiceMap:
                         node.name if service.external_traffic_policy == "Local" else None,
                         ip.version if ip is not None else None)
 
+    def stands_for(self, ref: str) -> tuple[Service, tuple[Endpoint, ...]] | None:
+        """The Service ``svc:NS/NAME`` or a Service address names, with its backends on every port (where a
+        connection to it ends, R7.8); None when ``ref`` names no Service."""
+        try:
+            service = self.named(ref) if ref.startswith(PREFIX) else self.service_at(ipaddress.ip_address(ref))
+        except ValueError:
+            return None
+        if service is None:
+            return None
+        return service, tuple(dict.fromkeys(b.endpoint for sp in service.ports for b in self.backends(service, sp)))
+
     @staticmethod
     def _port(service: Service, port: int, protocol: Protocol) -> ServicePort:
         for sp in service.ports:
