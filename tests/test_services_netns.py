@@ -94,3 +94,36 @@ def test_world_egress_does_not_reach_a_service_whose_backends_deny_it(enforced):
     only, and a Service address is no world address (R7.8): none is answered."""
     answers = enforced.connect(enforced.by_name["x/e"].netns, CLUSTER_IP, SERVICE_PORT, "TCP", 10)
     assert answers == [""] * 10, answers
+
+
+def allowed_backends(cluster, client: str) -> set[str]:
+    """The evaluator's answer for ``client`` through the ClusterIP: the backends policy lets it reach."""
+    from policyc.compiler.evaluate import Evaluator
+    from policyc.compiler.frontend import build_policy_set
+    from policyc.compiler.services import ServiceMap, bind, decide
+    from policyc.compiler.source import load_documents
+
+    policy = bind(build_policy_set(load_documents([POLICIES])).policy, cluster.services)
+    smap = ServiceMap(cluster)
+    front = smap.frontend(CLUSTER_IP, SERVICE_PORT, smap.services[0].ports[0].protocol)
+    verdict = decide(Evaluator(policy), smap, cluster.find(client), front)
+    return {b.endpoint.display for b, v in verdict.backends if v.allowed}
+
+
+def test_each_connection_through_the_cluster_ip_meets_the_backend_it_reached(enforced, cluster):
+    """A client without egress policy (x/f): kube-proxy picks a backend per connection, and the backend's own
+    hook decides it after the DNAT against x/f's identity. Allowed backends always answer, denied ones never:
+    x/a and x/b admit x/f, x/c does not; in iptables mode kube-proxy's counters say which were picked."""
+    client = "x/f"
+    want = allowed_backends(cluster, client)
+    assert want == {"x/a", "x/b"}
+    before = connections_per_backend(enforced, cluster) if enforced.mode == "iptables" else None
+    answers = enforced.connect(enforced.by_name[client].netns, CLUSTER_IP, SERVICE_PORT, "TCP", CONNECTIONS)
+    assert set(answers) - {""} == want, answers
+    if before is not None:  # kube-proxy's own counters: the silent connections are exactly those to denied backends
+        after = connections_per_backend(enforced, cluster)
+        sent = {name: after[name] - before[name] for name in after}
+        assert answers.count("") == sum(n for name, n in sent.items() if name not in want), (answers, sent)
+        assert all(answers.count(name) == n for name, n in sent.items() if name in want), (answers, sent)
+    else:
+        assert "" in answers, answers  # a denied backend is picked with probability > 0.99999 in 30 tries
