@@ -339,7 +339,8 @@ def test_hairpin_meets_no_policy_and_a_cidr_over_the_cluster_ip_never_matches():
 def test_world_egress_does_not_reach_a_service_whose_backends_deny():
     policy = bind(policy_of(cnp("- toEntities: [world]\n")
                             + "---\n" + cnp("- fromEndpoints: [{matchLabels: {app: none}}]\n",
-                                            selector="{app: cart}", section="ingress"))[0], INV.services)
+                                            selector="{app: cart}", section="ingress").replace("name: p,", "name: q,"))[0],
+                  INV.services)
     got = decide(Evaluator(policy), SMAP, ep("shop/fe"), SMAP.frontend("svc:shop/cart", 80, Protocol.TCP))
     assert got.verdict == "deny" and all(v.egress.reason is Reason.DEFAULT_DENY for _, v in got.backends)
 
