@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from policyc.bpf_runtime.endpoints import change
-from policyc.bpf_runtime.loader import Request, load, manifest_of, unload
+from policyc.bpf_runtime.loaded import manifest_of
+from policyc.bpf_runtime.loader import Request, load, unload
 from policyc.bpf_runtime.state import read_state
 from policyc.cli import main as cli
 

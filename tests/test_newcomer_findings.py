@@ -354,7 +354,8 @@ def test_a_default_deny_invariant_over_an_empty_namespace_is_vacuous(capsys, tmp
     spec = tmp_path / "spec.yaml"
     spec.write_text("invariants:\n- defaultDeny: {namespaces: [shopp]}\n")
     code, _, err = run(capsys, "verify", P, "--inventory", INV, "--spec", spec)
-    assert code == 0 and "namespace 'shopp' matches no pod of the inventory" in err
+    assert code == 1 and "namespace 'shopp' matches no pod of the inventory" in err  # vacuous: no pass
+    assert run(capsys, "verify", P, "--inventory", INV, "--spec", spec, "--allow-vacuous")[0] == 0
 
 
 def test_standard_input_twice(capsys, monkeypatch):

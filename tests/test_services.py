@@ -220,6 +220,26 @@ def test_named_target_port_is_resolved_per_backend_pod():
     assert backends("svc:shop/cart") == [("shop/cart-1", 8080), ("shop/cart-2", 9090)]
 
 
+def test_a_selected_hostnetwork_pod_is_a_backend_at_its_node():
+    """Without an EndpointSlice the backends are the selected pods; a hostNetwork pod among them is
+    reached at its node's address (its traffic is its node's), never left out."""
+    inv = inventory_of(CLUSTER + textwrap.dedent("""\
+        - apiVersion: v1
+          kind: Pod
+          metadata: {name: agent, namespace: shop, labels: {app: agent}}
+          spec: {nodeName: n1, hostNetwork: true}
+          status: {podIP: 172.18.0.2}
+        - apiVersion: v1
+          kind: Service
+          metadata: {name: agent, namespace: shop}
+          spec: {clusterIP: 10.96.0.20, selector: {app: agent}, ports: [{port: 9100}]}
+        """))
+    smap = ServiceMap(inv)
+    front = smap.frontend("svc:shop/agent", 9100, Protocol.TCP)
+    assert [(b.endpoint.display, b.port, b.node) for b in smap.backends(front.service, front.port)] == [
+        ("n1", 9100, "n1")]
+
+
 def test_slices_are_the_backends_and_not_ready_ones_are_skipped():
     assert backends("svc:shop/legacy", 5432) == [("192.0.2.7", 5432), ("shop/cart-1", 5432)]
     assert backends("svc:default/kubernetes", 443) == [("n1", 6443)]
@@ -567,3 +587,29 @@ def test_paths_follow_to_services_to_the_backends(tmp_path, capsys):
                                                        "  - {addresses: [10.244.1.2]}\n", ""))
     code, _, err = run(capsys, "blast-radius", "svc:shop/legacy", pol, "--inventory", inv)
     assert code == 2 and "service shop/legacy has no backend" in err
+
+
+def test_verify_decides_a_service_per_backend_and_a_denial_over_no_backend_is_vacuous(tmp_path, capsys):
+    """mustAllow/mustDeny to a Service hold per backend port after translation; a mustDeny to a Service
+    without a ready backend checked nothing, so it is vacuous (a failure unless --allow-vacuous)."""
+    pol, inv = _files(tmp_path, cnp("""\
+        - toServices: [{k8sService: {serviceName: cart, namespace: shop}}]
+          toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+        """))
+    (tmp_path / "inv.yaml").write_text(CLUSTER + textwrap.dedent("""\
+        - apiVersion: v1
+          kind: Service
+          metadata: {name: empty, namespace: shop}
+          spec: {clusterIP: 10.96.0.21, selector: {app: none}, ports: [{port: 80}]}
+        """))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("invariants:\n"
+                    "- {name: cart-1, mustAllow: {from: shop/fe, to: {service: shop/cart}, ports: [80/TCP]}}\n"
+                    "- {name: none, mustDeny: {from: shop/fe, to: {service: shop/empty}}}\n")
+    code, out, _ = run(capsys, "verify", pol, "--inventory", inv, "--spec", str(spec), "-o", "json")
+    got = {r["name"]: r for r in json.loads(out)["invariants"]}
+    assert code == 1 and not got["cart-1"]["holds"] and "shop/cart-2 is denied (backend of service shop/cart port 80/TCP)" in got["cart-1"]["message"]
+    assert got["none"]["holds"] and got["none"]["vacuous"] and "no backend" in got["none"]["message"]
+    spec.write_text("invariants:\n- {name: none, mustDeny: {from: shop/fe, to: {service: shop/empty}}}\n")
+    code, _, _ = run(capsys, "verify", pol, "--inventory", inv, "--spec", str(spec), "--allow-vacuous")
+    assert code == 0

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 from ..compiler.artifact import FORMAT, MANIFEST, OBJECT
-from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.mapdata import decode_maps_bin
+from .errors import error
 from .libbpf import BPFObject
 
 
@@ -19,9 +19,9 @@ def read_manifest(directory: Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise PolicycError(Diagnostic.simple(f"{path}: not a policyc artifact ({exc})")) from None
+        raise error(f"{path}: not a policyc artifact ({exc})") from None
     if manifest.get("format") != FORMAT:
-        raise PolicycError(Diagnostic.simple(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}"))
+        raise error(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     return manifest
 
 

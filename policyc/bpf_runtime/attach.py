@@ -21,8 +21,8 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..compiler.diagnostics import Diagnostic, PolicycError
 from . import libbpf as L
+from .errors import error
 
 # hook -> (program, tcx attach type, clsact attach point)
 HOOKS = {"ingress": ("from_pod", L.BPF_TCX_INGRESS, L.BPF_TC_INGRESS),
@@ -54,8 +54,7 @@ def ifindex(iface: str) -> int:
     try:
         return socket.if_nametoindex(iface)
     except OSError:
-        raise PolicycError(Diagnostic.simple(
-            f"interface {iface!r} does not exist in this network namespace")) from None
+        raise error(f"interface {iface!r} does not exist in this network namespace") from None
 
 
 def link_pin(links: Path, iface: str, hook: str) -> Path:

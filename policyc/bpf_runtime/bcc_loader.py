@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..compiler.diagnostics import Diagnostic, PolicycError
 from .artifact import fill_maps, read_manifest
+from .errors import error
 from .libbpf import Map, Program
 
 SOURCE = "policyc.bpf.c"
@@ -34,9 +34,6 @@ _MAP_DECL = re.compile(r'struct \{\n(?P<body>.*?)\n\} (?P<name>\w+) SEC\("\.maps
 _LEFTOVER = re.compile(r'(?<!BCC_)SEC\(|bpf_map_\w+_elem\(&|bpf_ringbuf_\w+\(|#include <bpf/')
 PAGE_SIZE = 4096
 
-
-def _error(message: str) -> PolicycError:
-    return PolicycError(Diagnostic.simple(message))
 
 
 def _field(body: str, name: str) -> str | None:
@@ -52,7 +49,7 @@ def _table(match: re.Match) -> str:
     if kind == "RINGBUF":
         return f"BPF_RINGBUF_OUTPUT({name}, {max(1, size // PAGE_SIZE)});"
     if kind not in _TABLE_TYPES:
-        raise _error(f"bcc loader: map {name} has type {kind or '?'}, which it cannot declare")
+        raise error(f"bcc loader: map {name} has type {kind or '?'}, which it cannot declare")
     return (f'BPF_F_TABLE("{_TABLE_TYPES[kind]}", {_field(body, "key")}, {_field(body, "value")}, '
             f'{name}, {size}, {_field(body, "map_flags") or 0});')
 
@@ -73,7 +70,7 @@ def bcc_source(c_text: str) -> str:
     left = _LEFTOVER.search(out)
     if left:
         line = out.count("\n", 0, left.start()) + 1
-        raise _error(f"bcc loader: the generated C uses {left.group(0)!r} (line {line} after translation), "
+        raise error(f"bcc loader: the generated C uses {left.group(0)!r} (line {line} after translation), "
                      "which it cannot translate to bcc; load the artifact with the libbpf loader")
     return out
 
@@ -102,7 +99,7 @@ def import_bcc():
         try:
             import bcc
         except ImportError:
-            raise _error("the bcc loader needs bcc's Python module: apt-get install python3-bpfcc") from None
+            raise error("the bcc loader needs bcc's Python module: apt-get install python3-bpfcc") from None
     return bcc
 
 
@@ -157,13 +154,13 @@ def compile_and_load(directory: Path) -> BccObject:
     try:
         c_text = path.read_text()
     except OSError as exc:
-        raise _error(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
     want = manifest.get("files", {}).get(SOURCE)
     if want != hashlib.sha256(c_text.encode()).hexdigest():
-        raise _error(f"{path}: sha256 differs from {directory / 'manifest.json'}: the artifact was changed")
+        raise error(f"{path}: sha256 differs from {directory / 'manifest.json'}: the artifact was changed")
     source = bcc_source(c_text)
     if headers_dir() is None:
-        raise _error(f"the bcc loader needs kernel headers of the running kernel ({os.uname().release}): "
+        raise error(f"the bcc loader needs kernel headers of the running kernel ({os.uname().release}): "
                      f"install them so /lib/modules/{os.uname().release}/build exists "
                      "(Debian: apt-get install linux-headers-$(uname -r)), set BCC_KERNEL_SOURCE to a "
                      "kernel header tree, or use a kernel with CONFIG_IKHEADERS")
@@ -175,14 +172,14 @@ def compile_and_load(directory: Path) -> BccObject:
             module, failure = None, exc
     if module is None:
         tail = "\n".join("".join(messages).strip().splitlines()[-12:])
-        raise _error(f"bcc could not compile {path}: {failure}" + (f"\n{tail}" if tail else ""))
+        raise error(f"bcc could not compile {path}: {failure}" + (f"\n{tail}" if tail else ""))
     programs = {}
     try:
         for name, kind in BccObject.PROGRAM_TYPES.items():
             try:
                 fn = module.load_func(name.encode(), getattr(bcc.BPF, kind))
             except Exception as exc:  # the verifier log is in the message
-                raise _error(f"the kernel rejected {name} compiled by bcc: {str(exc)[-2000:]}") from None
+                raise error(f"the kernel rejected {name} compiled by bcc: {str(exc)[-2000:]}") from None
             programs[name] = Program(name, fn.fd)
         obj = BccObject(module, programs)
         fill_maps(obj, directory)

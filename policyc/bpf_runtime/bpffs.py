@@ -16,21 +16,18 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..compiler.diagnostics import Diagnostic, PolicycError
+from .errors import error
 
 BPFFS = Path(os.environ.get("POLICYC_BPFFS", "/sys/fs/bpf"))
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")  # bpffs refuses dots in names
 LOCK = Path("/run/policyc.lock")
 
 
-def _error(message: str) -> PolicycError:
-    return PolicycError(Diagnostic.simple(message))
-
 
 def check_name(name: str) -> str:
     """Names become directory names: letters, digits, ``_ . -``, not starting with a dot."""
     if not NAME_RE.match(name):
-        raise _error(f"invalid name {name!r}: use letters, digits, '_', '-' (at most 63; bpffs refuses dots)")
+        raise error(f"invalid name {name!r}: use letters, digits, '_', '-' (at most 63; bpffs refuses dots)")
     return name
 
 
@@ -48,7 +45,7 @@ def ensure_bpffs(root: Path = BPFFS) -> None:
     if is_bpffs(root):
         return
     if os.geteuid() != 0:
-        raise _error(f"{root} is not a BPF filesystem and mounting it needs root")
+        raise error(f"{root} is not a BPF filesystem and mounting it needs root")
     LOCK.parent.mkdir(parents=True, exist_ok=True)
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -57,10 +54,10 @@ def ensure_bpffs(root: Path = BPFFS) -> None:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _error(f"cannot create {root}: {exc.strerror}") from None
+            raise error(f"cannot create {root}: {exc.strerror}") from None
         done = subprocess.run(["mount", "-t", "bpf", "bpf", str(root)], capture_output=True, text=True)
         if done.returncode != 0 or not is_bpffs(root):
-            raise _error(f"no BPF filesystem: mounting bpffs at {root} failed ({done.stderr.strip() or 'unknown'}); "
+            raise error(f"no BPF filesystem: mounting bpffs at {root} failed ({done.stderr.strip() or 'unknown'}); "
                          "the kernel needs CONFIG_BPF_SYSCALL")
 
 

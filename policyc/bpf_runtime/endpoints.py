@@ -20,25 +20,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..compiler.artifact import SOURCES
-from ..compiler.diagnostics import Diagnostic, PolicycError, Severity
+from ..compiler.diagnostics import PolicycError, Severity
 from ..compiler.evaluate import Evaluator, subject_labels
 from ..compiler.frontend import build_policy_set
 from ..compiler.inventory import Inventory, build_inventory, pod_labels
 from ..compiler.ir import (CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Action,
                            Direction, Endpoint, EndpointKind, Identity, NamedPort, PolicySet, Protocol)
 from ..compiler.layouts import layouts
-from ..compiler.lower import ANY_PEER, EndpointEntry, PolicyEntry, peer_identities, subject_entries
+from ..compiler.lower import ANY_PEER, EndpointEntry, PeerIndex, PolicyEntry, peer_identities, subject_entries
 from ..compiler.mapdata import addr_bytes, endpoint_value, ipcache_host_key, policy_key, policy_value
-from ..compiler.services import bind
+from ..compiler.services import bind as bind_services
 from ..compiler.source import parse_text
 from .attach import detach, ifindex
+from .bindings import bind, bump_revision, set_identity, unbind
+from .errors import error
+from .hooks import attach_endpoint, check_owners
+from .hostaddrs import node_addresses, set_host_identity
 from .libbpf import Map
+from .loaded import artifact_json
 from .state import State, write_state
-from .status import artifact_json
-
-
-def _error(message: str) -> PolicycError:
-    return PolicycError(Diagnostic.simple(message))
 
 
 def current_pods(state: State) -> dict[str, tuple[list[str], int]]:
@@ -69,7 +69,7 @@ def load_sources(state: State) -> Sources:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise _error(f"{path}: cannot read ({exc}); runtime endpoint changes need an artifact compiled "
+        raise error(f"{path}: cannot read ({exc}); runtime endpoint changes need an artifact compiled "
                      "by `policyc compile` (which writes sources.json)") from None
     docs = lambda key: [d for f in data[key] for d in parse_text(f["text"], f["path"])]  # noqa: E731
     result = build_policy_set(docs("policies"), data["cluster"])
@@ -77,10 +77,10 @@ def load_sources(state: State) -> Sources:
     if errors:
         raise PolicycError(*errors)
     if len(result.policy.rules) != len(artifact_json(state, "rules.json")):
-        raise _error(f"{path}: its policies give {len(result.policy.rules)} rules, rules.json lists a different "
+        raise error(f"{path}: its policies give {len(result.policy.rules)} rules, rules.json lists a different "
                      "number; recompile the artifact with this policyc version")
     inventory = build_inventory(docs("inventory"), data["cluster"])
-    return Sources(bind(result.policy, inventory.services), inventory)
+    return Sources(bind_services(result.policy, inventory.services), inventory)
 
 
 @dataclass(frozen=True)
@@ -146,10 +146,10 @@ def _features_needed(entries: list[PolicyEntry], features: dict) -> None:
             "any_peer": any(e.peer == ANY_PEER for e in entries), "l7": any(e.verdict.l7 for e in entries)}
     missing = [k for k, v in need.items() if v and not features.get(k)]
     if missing == ["l7"]:
-        raise _error("L7 rules select the pod, and policyc has no L7 proxy: recompile with `--l7 l4-only` "
+        raise error("L7 rules select the pod, and policyc has no L7 proxy: recompile with `--l7 l4-only` "
                      "to enforce them as L4 only")
     if missing:
-        raise _error(f"the new identity needs datapath features the artifact was compiled without "
+        raise error(f"the new identity needs datapath features the artifact was compiled without "
                      f"({', '.join(missing)}): recompile with the new pod in the inventory")
 
 
@@ -162,13 +162,11 @@ def _forget(maps: dict, lay: dict, addrs, addr_len: int) -> None:
 
 def _check_attach(state: State, iface: str) -> None:
     """Before any map update: the interface exists and no hook of this or another policyc name holds it."""
-    from .loader import check_owners
-
     ifindex(iface)
     check_owners(state.name, [iface])
     mine = next((a for a in state.attachments if a.iface == iface and a.hook != "xdp"), None)
     if mine is not None:
-        raise _error(f"--attach {iface}: {state.name} has its hooks there already (for {mine.endpoint}); "
+        raise error(f"--attach {iface}: {state.name} has its hooks there already (for {mine.endpoint}); "
                      f"one interface carries one pod (`policyc endpoint remove {state.name} {mine.endpoint}` first)")
 
 
@@ -183,38 +181,50 @@ def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] 
     against; a relabel keeps the pod's ports.  ``save=False`` leaves writing the state file to the
     caller (replace.py applies changes to the maps of an object that is not in place yet).
     """
-    from .loader import attach_endpoint
-
     start = time.perf_counter()
     src = load_sources(state)
     pods = current(state, src)
     prior = pods.get(endpoint)
     if op == "add" and prior is not None:
-        raise _error(f"endpoint {endpoint} exists already: use `endpoint relabel` (or remove it first)")
+        raise error(f"endpoint {endpoint} exists already: use `endpoint relabel` (or remove it first)")
     if op in ("remove", "relabel") and prior is None:
-        raise _error(f"unknown endpoint {endpoint!r} in {state.name}")
+        raise error(f"unknown endpoint {endpoint!r} in {state.name}")
     if attach is not None:
         _check_attach(state, attach)
     addr_len = 16 if features.get("ipv6") else 4
     lay = layouts(addr_len, bool(features.get("port_ranges")))
-    maps = {n: Map.open_pinned(str(Path(state.pin_dir) / "maps" / n)) for n in ("ipcache_hosts", "endpoints", "policy")}
+    maps = {n: Map.open_pinned(str(Path(state.pin_dir) / "maps" / n))
+            for n in ("ipcache_hosts", "endpoints", "policy", "interfaces", "revision")}
+    hooked = sorted({a.ifindex for a in state.attachments if a.endpoint == endpoint and a.hook != "xdp"})
     try:
         if op == "remove":
             for a in [a for a in state.attachments if a.endpoint == endpoint]:
                 detach(Path(a.pin))  # the pod leaves: its hooks first, then its identity
             state.attachments = [a for a in state.attachments if a.endpoint != endpoint]
             t0 = time.perf_counter()
+            for index in hooked:
+                unbind(maps, features, index, prior.endpoint.ips)
             _forget(maps, lay, prior.endpoint.ips, addr_len)
+            bump_revision(maps["revision"])  # its conntrack entries name an endpoint id never used again
             t1 = time.perf_counter()
             state.runtime.append({"op": op, "endpoint": endpoint})
             result = Change(op, endpoint, prior.endpoint.identity.id, False, prior.policy_id, 0, t1 - start, t1 - t0)
         else:
             result = _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps,
                           start, ports)
+            addrs = state.runtime[-1]["ips"]
+            if op == "add":  # a CNI adds addresses (a bridge, a gateway) as it plugs a pod in: they are host
+                state.node_ips = node_addresses(Path(state.artifact), tuple(state.node_ips))
+                set_host_identity(maps["ipcache_hosts"], features, state.node_ips)
+            hooked += [ifindex(attach)] if attach is not None else []
+            for index in hooked:  # the pod's hooks read its new record (and addresses) from their interface
+                bind(maps, features, index, addrs)
+            bump_revision(maps["revision"])  # tracked flows of the pod and of its peers are decided again
             if attach is not None:
                 try:
                     state.attachments += attach_endpoint(state, endpoint, attach)
                 except BaseException:
+                    unbind(maps, features, hooked[-1], addrs)
                     _forget(maps, lay, [ipaddress.ip_address(i) for i in state.runtime.pop()["ips"]], addr_len)
                     raise
     finally:
@@ -243,24 +253,41 @@ def carry_over(old: State, new: State, features: dict) -> list[str]:
             change(new, features, "add", endpoint, rec["ips"], rec["labels"], rec["service_account"], save=False,
                    ports=named_ports(rec.get("ports", [])))
         except PolicycError as exc:
-            raise _error(f"{endpoint} (added or changed at run time) cannot be carried over to {new.artifact}: "
+            raise error(f"{endpoint} (added or changed at run time) cannot be carried over to {new.artifact}: "
                          + "; ".join(d.message for d in exc.diagnostics)
                          + f" (run `policyc endpoint remove {old.name} {endpoint}` or recompile with the pod)") from None
         out.append(endpoint)
     return out
 
 
-def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps, start,
-         ports=None) -> Change:
+@dataclass(frozen=True)
+class Plan:
+    """What setting one endpoint writes: decided without touching a map (bench/scale.py times this part)."""
+
+    endpoint: Endpoint
+    labels: dict
+    endpoint_id: int
+    policy_id: int
+    default_deny: tuple[Direction, ...]
+    entries: tuple[PolicyEntry, ...]
+    new_identity: bool   # no other pod has this label set, and it takes a number never used before
+
+
+def plan_set(state: State, features: dict, src: Sources, pods: dict[str, Pod], prior: Pod | None, endpoint: str,
+             ips: list[str] | None, labels: dict | None, service_account: str | None,
+             ports: tuple[NamedPort, ...] | None = None) -> Plan:
+    """The identity, numbers and policy entries of ``endpoint`` after an add or relabel."""
     ns, name = endpoint.split("/", 1)
     addrs = tuple(ipaddress.ip_address(i) for i in ips) if ips else (prior.endpoint.ips if prior else ())
     if not addrs:
-        raise _error(f"endpoint add {endpoint}: give its address with --ip")
+        raise error(f"endpoint add {endpoint}: give its address with --ip")
+    if len({ip.version for ip in addrs}) != len(addrs):
+        raise error(f"{endpoint}: --ip {', '.join(map(str, addrs))}: a pod has at most one address per family")
     if any(ip.version == 6 for ip in addrs) and not features.get("ipv6"):
-        raise _error(f"{endpoint}: the artifact was compiled IPv4-only; an IPv6 address needs a recompile")
+        raise error(f"{endpoint}: the artifact was compiled IPv4-only; an IPv6 address needs a recompile")
     clash = sorted(n for n, p in pods.items() if n != endpoint and set(p.endpoint.ips) & set(addrs))
     if clash:
-        raise _error(f"{endpoint}: address {', '.join(map(str, addrs))} belongs to {clash[0]} (remove it first)")
+        raise error(f"{endpoint}: address {', '.join(map(str, addrs))} belongs to {clash[0]} (remove it first)")
     sa = service_account or (prior.endpoint.service_account if prior else "default")
     if labels is None:  # relabel without --label: only the addresses change
         derived = (NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, CLUSTER_KEY)
@@ -289,7 +316,7 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
     entries: list[PolicyEntry] = []
     held = {np for p in others if p.endpoint.identity.id == identity for np in p.endpoint.ports}
     if new_identity or set(ep.ports) - held:  # every subject's entries for the new peer (or its new named ports)
-        peer = tuple(i for i in identities if i.id == identity)
+        peer = PeerIndex(tuple(i for i in identities if i.id == identity))
         for pid, rep in classes.values():
             for d in Direction:
                 entries += [e for e in subject_entries(evaluator, pid, rep, d, peer, port_lpm)
@@ -299,26 +326,34 @@ def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_a
         policy_id = classes[key][0]
     else:  # a new subject class: its own entries against every identity
         policy_id = max(used["policy_id"] | {0}) + 1
+        every = PeerIndex(identities)
         for d in Direction:
-            entries += subject_entries(evaluator, policy_id, ep, d, identities, port_lpm)
+            entries += subject_entries(evaluator, policy_id, ep, d, every, port_lpm)
     _features_needed(entries, features)
     endpoint_id = prior.endpoint_id if prior else max(used["endpoint_id"] | {0}) + 1
     default_deny = tuple(d for d in Direction if evaluator.is_default_deny(ep, d))
+    return Plan(ep, labels, endpoint_id, policy_id, default_deny, tuple(entries),
+                new_identity and identity not in all_ids)
+
+
+def _set(state, features, src, pods, prior, op, endpoint, ips, labels, service_account, lay, maps, start,
+         ports=None) -> Change:
+    plan = plan_set(state, features, src, pods, prior, endpoint, ips, labels, service_account, ports)
+    ep, port_lpm = plan.endpoint, bool(features.get("port_ranges"))
     addr_len = 16 if features.get("ipv6") else 4
     t0 = time.perf_counter()
-    for e in entries:  # policy first: the identity is in force the moment the endpoint points at it
+    for e in plan.entries:  # policy first: the identity is in force the moment the endpoint points at it
         maps["policy"].update(policy_key(lay["policy_key"], e, port_lpm), policy_value(lay, e))
     if prior is not None:
-        _forget(maps, lay, set(prior.endpoint.ips) - set(addrs), addr_len)
-    for ip in addrs:
-        entry = EndpointEntry(ip, endpoint_id, identity, policy_id, default_deny, endpoint)
+        _forget(maps, lay, set(prior.endpoint.ips) - set(ep.ips), addr_len)
+    for ip in ep.ips:
+        entry = EndpointEntry(ip, plan.endpoint_id, ep.identity.id, plan.policy_id, plan.default_deny, endpoint)
         maps["endpoints"].update(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)), endpoint_value(lay, entry))
-        maps["ipcache_hosts"].update(ipcache_host_key(lay, ip, addr_len), lay["ipcache_value"].pack(identity=identity))
+        set_identity(maps["ipcache_hosts"], lay, addr_len, ip, ep.identity.id)
     t1 = time.perf_counter()
-    state.runtime.append({"op": op, "endpoint": endpoint, "ips": [str(i) for i in addrs], "labels": labels,
-                          "service_account": sa, "identity": identity, "policy_id": policy_id,
-                          "endpoint_id": endpoint_id,
+    state.runtime.append({"op": op, "endpoint": endpoint, "ips": [str(i) for i in ep.ips], "labels": plan.labels,
+                          "service_account": ep.service_account, "identity": ep.identity.id,
+                          "policy_id": plan.policy_id, "endpoint_id": plan.endpoint_id,
                           "ports": [[np.name, np.port, np.protocol.label] for np in ep.ports]})
-    return Change(op, endpoint, identity, new_identity and identity not in all_ids, policy_id, len(entries),
+    return Change(op, endpoint, ep.identity.id, plan.new_identity, plan.policy_id, len(plan.entries),
                   t1 - start, t1 - t0)
-

@@ -2,104 +2,40 @@
 
 A load is all or nothing: every step registers its undo, and any failure
 (verifier rejection, missing interface, a pin that cannot be written) runs
-the undos in reverse, so nothing stays attached or pinned.
+the undos in reverse, so nothing stays attached or pinned.  The pieces
+(objects, hooks, host addresses, pins) live in modules below this one;
+replace.py, which a load over a loaded name hands over to, builds on the
+same pieces.
 """
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import json
 import os
-import socket
-import struct
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..compiler.artifact import MANIFEST
-from ..compiler.diagnostics import Diagnostic, PolicycError
-from ..compiler.layouts import layouts
-from ..compiler.lower import HOST_ID
-from ..compiler.mapdata import ipcache_host_key
 from . import bpffs
-from .artifact import open_artifact, read_manifest
-from .attach import HOOKS, Attachment, attach_tc, attach_xdp, detach, ifindex
-from .libbpf import BPFError, BPFObject, Map, Program
-from .state import State, manifest_sha256, read_state, remove_state, write_state
+from .artifact import read_manifest
+from .attach import detach, ifindex
+from .bindings import bind, object_maps
+from .errors import error
+from .hooks import attach_all, check_owners
+from .hostaddrs import node_addresses
+from .objects import Undo, build
+from .privileges import require_root
+from .replace import replace
+from .request import LoadResult, Request
+from .state import State, manifest_sha256, remove_state, write_state
 
-PROGRAMS = tuple(prog for prog, _, _ in HOOKS.values())
-
-
-def _error(message: str) -> PolicycError:
-    return PolicycError(Diagnostic.simple(message))
-
-
-@dataclass(frozen=True)
-class Request:
-    """What ``policyc load`` was asked to do."""
-
-    artifact: Path
-    name: str
-    attach: tuple[tuple[str, str], ...] = ()   # (ns/pod, iface)
-    xdp: str | None = None
-    xdp_mode: str = "auto"
-    node_ips: tuple[str, ...] = ()
-    tc_mode: str = "tcx"
-    compiler: str = "libbpf"  # libbpf: the artifact's policyc.bpf.o; bcc: its C compiled here (bcc_loader.py)
-
-
-@dataclass(frozen=True)
-class LoadResult:
-    state: State
-    replaced: bool
-    seconds: float
-    conntrack_kept: int = 0
-    conntrack_dropped: int = 0
-
-
-class Undo:
-    """Undo steps run in reverse on failure; errors while undoing never hide the original one."""
-
-    def __init__(self):
-        self.steps = []
-
-    def add(self, fn, *args) -> None:
-        self.steps.append((fn, args))
-
-    def run(self) -> None:
-        for fn, args in reversed(self.steps):
-            try:
-                fn(*args)
-            except (OSError, BPFError, PolicycError):
-                pass
-
-
-CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF = 12, 21, 39
-
-
-def effective_caps() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    except (OSError, ValueError):
-        pass
-    return -1 if os.geteuid() == 0 else 0
-
-
-def require_root() -> None:
-    """BPF maps, programs and links need CAP_BPF (or CAP_SYS_ADMIN); hooks need CAP_NET_ADMIN."""
-    caps = effective_caps()
-    has = lambda cap: bool(caps >> cap & 1)  # noqa: E731
-    if not (has(CAP_NET_ADMIN) and (has(CAP_BPF) or has(CAP_SYS_ADMIN))):
-        raise _error("the runtime commands need root (CAP_BPF or CAP_SYS_ADMIN, and CAP_NET_ADMIN): run as root")
+__all__ = ["Request", "LoadResult", "load", "unload"]
 
 
 def artifact_endpoints(artifact: Path) -> list[dict]:
     try:
         return json.loads((artifact / "endpoints.json").read_text())
     except (OSError, ValueError) as exc:
-        raise _error(f"{artifact / 'endpoints.json'}: cannot read ({exc})") from None
+        raise error(f"{artifact / 'endpoints.json'}: cannot read ({exc})") from None
 
 
 def check_request(req: Request, endpoints: list[dict]) -> None:
@@ -108,114 +44,20 @@ def check_request(req: Request, endpoints: list[dict]) -> None:
     for endpoint, iface in req.attach:
         if endpoint not in names:
             known = ", ".join(sorted(names)[:6])
-            raise _error(f"--attach {endpoint}={iface}: {endpoint!r} is not an endpoint of the artifact"
-                         + (f" (known: {known}{', ...' if len(names) > 6 else ''})" if names else ""))
+            raise error(f"--attach {endpoint}={iface}: {endpoint!r} is not an endpoint of the artifact"
+                        + (f" (known: {known}{', ...' if len(names) > 6 else ''})" if names else ""))
         ifindex(iface)
     ifaces = [iface for _, iface in req.attach]
     dup = sorted({i for i in ifaces if ifaces.count(i) > 1})
     if dup:
-        raise _error(f"--attach: interface {dup[0]!r} given for more than one endpoint")
+        raise error(f"--attach: interface {dup[0]!r} given for more than one endpoint")
     if req.xdp:
         ifindex(req.xdp)
     for ip in req.node_ips:
         try:
             ipaddress.ip_address(ip)
         except ValueError:
-            raise _error(f"--node-ip {ip!r}: not an IP address") from None
-
-
-def hook_owners(name: str) -> dict[tuple[str, str], str]:
-    """``(iface, "tc" | "xdp")`` -> the *other* loaded name whose link pins hold that hook.
-
-    Read from the pins (the source of truth), ``next/`` included: a replace in progress owns its hooks.
-    """
-    owners: dict[tuple[str, str], str] = {}
-    for other in bpffs.loaded_names():
-        if other == name:
-            continue
-        for links in (bpffs.pin_dir(other) / "links", bpffs.pin_dir(other) / "next" / "links"):
-            for pin in sorted(links.iterdir()) if links.is_dir() else ():
-                hook, _, iface = pin.name.partition("-")  # link_pin(): <hook>-<iface with '.' as ':'>
-                owners.setdefault((iface.replace(":", "."), "xdp" if hook == "xdp" else "tc"), other)
-    return owners
-
-
-def check_owners(name: str, tc_ifaces: list[str], xdp: str | None = None) -> None:
-    """Refuse hooks another policyc name holds: its programs end the tcx chain (TC_ACT_OK), so a second
-    name behind them would never see a packet, and XDP takes one program per interface."""
-    owners = hook_owners(name)
-    for iface, kind in [(i, "tc") for i in tc_ifaces] + ([(xdp, "xdp")] if xdp else []):
-        other = owners.get((iface, kind))
-        if other:
-            raise _error(f"interface {iface!r} already carries the {kind.upper()} hooks of policyc {other!r}; "
-                         f"{name!r} behind them would never enforce anything (policyc's programs end the chain): "
-                         f"load over {other!r} (--name {other}) or run `policyc unload {other}` first")
-
-
-def local_addresses() -> set[str]:
-    """Addresses configured in this network namespace (from /proc, no tools needed)."""
-    out = set()
-    try:
-        for line in Path("/proc/net/if_inet6").read_text().splitlines():
-            out.add(str(ipaddress.IPv6Address(bytes.fromhex(line.split()[0]))))
-    except OSError:
-        pass
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for _, iface in socket.if_nameindex():
-            try:
-                req = struct.pack("256s", iface.encode()[:15])
-                out.add(socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, req)[20:24]))  # SIOCGIFADDR
-            except OSError:
-                pass
-    return out
-
-
-def node_addresses(artifact: Path, explicit: tuple[str, ...]) -> list[str]:
-    """The local node's addresses: those given, plus inventory node addresses configured here."""
-    try:
-        ipcache = json.loads((artifact / "maps.json").read_text())["maps"]["ipcache_hosts"]
-    except (OSError, ValueError, KeyError):
-        ipcache = []
-    nodes = {e["prefix"].split("/")[0] for e in ipcache if str(e.get("source", "")).startswith("node ")}
-    return sorted(set(explicit) | (nodes & local_addresses()), key=ipaddress.ip_address)
-
-
-def set_host_identity(hosts: Map, features: dict, ips: list[str]) -> None:
-    """Rewrite the local node's addresses to identity host (docs/artifact.md, Identities)."""
-    addr_len = 16 if features.get("ipv6") else 4
-    lay = layouts(addr_len, bool(features.get("port_ranges")))
-    for text in ips:
-        ip = ipaddress.ip_address(text)
-        if ip.version == 6 and addr_len == 4:
-            continue  # an IPv4-only artifact drops IPv6 anyway
-        hosts.update(ipcache_host_key(lay, ip, addr_len), lay["ipcache_value"].pack(identity=HOST_ID))
-
-
-def open_object(artifact: Path, compiler: str) -> BPFObject:
-    """The artifact's programs loaded and maps filled: from its object file, or compiled here by bcc."""
-    if compiler == "bcc":
-        from .bcc_loader import compile_and_load
-        return compile_and_load(artifact)
-    return open_artifact(artifact)
-
-
-def build(artifact: Path, pins: Path, node_ips: list[str], undo: Undo, compiler: str = "libbpf") -> BPFObject:
-    """Load the object, fill its maps, set host addresses and pin maps and programs under ``pins``."""
-    manifest = read_manifest(artifact)
-    try:
-        obj = open_object(artifact, compiler)
-    except BPFError as exc:
-        raise _error(f"{artifact}: {exc}") from None
-    undo.add(obj.close)
-    set_host_identity(obj.map("ipcache_hosts"), manifest["features"], node_ips)
-    for sub in ("maps", "progs"):
-        (pins / sub).mkdir(parents=True)
-    undo.add(bpffs.remove_tree, pins)
-    for m in manifest["maps"]:
-        obj.map(m["name"]).pin(str(pins / "maps" / m["name"]))
-    for prog in PROGRAMS:
-        obj.program(prog).pin(str(pins / "progs" / prog))
-    return obj
+            raise error(f"--node-ip {ip!r}: not an IP address") from None
 
 
 def load(req: Request) -> LoadResult:
@@ -224,18 +66,22 @@ def load(req: Request) -> LoadResult:
     require_root()
     # absolute, symlinks kept: a ConfigMap mount swaps the target behind ..data, the path stays valid
     artifact = Path(os.path.abspath(req.artifact))
-    read_manifest(artifact)
-    check_request(req, artifact_endpoints(artifact))
+    features = read_manifest(artifact)["features"]
+    endpoints = artifact_endpoints(artifact)
+    check_request(req, endpoints)
     bpffs.ensure_bpffs()
     pins = bpffs.pin_dir(bpffs.check_name(req.name))
     check_owners(req.name, [iface for _, iface in req.attach], req.xdp)
     if pins.exists():
-        from .replace import replace
         return replace(req, artifact, pins, start)
     undo = Undo()
     try:
         node_ips = node_addresses(artifact, req.node_ips)
         obj = build(artifact, pins, node_ips, undo, req.compiler)
+        ips = {e["name"]: e["ips"] for e in endpoints}
+        maps = object_maps(obj)
+        for endpoint, iface in req.attach:  # each pod's hooks know their pod before they run
+            bind(maps, features, ifindex(iface), ips[endpoint])
         (pins / "links").mkdir()
         attachments = attach_all(obj, req, pins / "links", undo)
         os.symlink(str(artifact), pins / "artifact")
@@ -248,45 +94,6 @@ def load(req: Request) -> LoadResult:
         raise
     obj.close()
     return LoadResult(state, False, time.monotonic() - start)
-
-
-def attach_all(obj: BPFObject, req: Request, links: Path, undo: Undo,
-               skip: frozenset = frozenset()) -> list[Attachment]:
-    """Attach from_pod/to_pod on every requested interface and xdp_node on the node interface."""
-    out = []
-    for endpoint, iface in req.attach:
-        for hook in ("ingress", "egress"):
-            if (iface, hook) in skip:
-                continue
-            a = attach_tc(obj.program(HOOKS[hook][0]), iface, hook, endpoint, req.tc_mode, links)
-            undo.add(detach, Path(a.pin))
-            out.append(a)
-    if req.xdp and (req.xdp, "xdp") not in skip:
-        a = attach_xdp(obj.program("xdp_node"), req.xdp, req.xdp_mode, links)
-        undo.add(detach, Path(a.pin))
-        out.append(a)
-    return out
-
-
-def attach_endpoint(state: State, endpoint: str, iface: str) -> list[Attachment]:
-    """from_pod / to_pod of a loaded name on a pod's host-side veth (``endpoint add --attach``), pinned
-    under ``links/`` like a load's, so status, replace and unload see them; all or nothing."""
-    pins = Path(state.pin_dir)
-    undo = Undo()
-    out = []
-    try:
-        for hook in ("ingress", "egress"):
-            prog = open_program(pins, HOOKS[hook][0])
-            try:
-                a = attach_tc(prog, iface, hook, endpoint, state.tc_mode, pins / "links")
-            finally:
-                prog.close()
-            undo.add(detach, Path(a.pin))
-            out.append(a)
-    except BaseException:
-        undo.run()
-        raise
-    return out
 
 
 def unload(name: str) -> list[str]:
@@ -307,39 +114,3 @@ def unload(name: str) -> list[str]:
         bpffs.remove_tree(pins)
     remove_state(name)
     return detached
-
-
-def open_program(pins: Path, name: str) -> Program:
-    return Program.open_pinned(str(pins / "progs" / name))
-
-
-def loaded_state(name: str) -> State:
-    """The state of a loaded artifact; an error naming what is loaded when ``name`` is not."""
-    pins = bpffs.pin_dir(bpffs.check_name(name))
-    state = read_state(name)
-    if not pins.is_dir() or state is None:
-        names = bpffs.loaded_names() if bpffs.is_bpffs(bpffs.BPFFS) else []
-        hint = f" (loaded: {', '.join(names)})" if names else " (nothing is loaded)"
-        if pins.is_dir():
-            hint = f": pins exist but the state file is missing; run `policyc unload {name}`"
-        raise _error(f"no artifact loaded as {name!r}{hint}")
-    return state
-
-
-def default_name() -> str:
-    """The only loaded name, for commands where NAME is optional."""
-    names = bpffs.loaded_names() if bpffs.is_bpffs(bpffs.BPFFS) else []
-    if len(names) != 1:
-        raise _error("give NAME: " + (f"loaded are {', '.join(names)}" if names else "nothing is loaded"))
-    return names[0]
-
-
-def manifest_of(state: State) -> dict:
-    """The loaded artifact's manifest; a clear error when its directory went away (unload still works)."""
-    path = Path(state.artifact) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise _error(f"{state.name}: cannot read {path} ({exc.strerror if isinstance(exc, OSError) else exc}); "
-                     "the artifact directory it was loaded from must stay in place "
-                     f"(`policyc unload {state.name}` works without it)") from None

@@ -1,6 +1,8 @@
 """Prometheus text exposition (format 0.0.4) of what `status` collects: verdict counters and map fill levels."""
 from __future__ import annotations
 
+from ..compiler.mapdata import CT_MAPS
+
 
 def _escape(value) -> str:
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
@@ -22,6 +24,12 @@ def _datapath_lines(statuses: list[dict]) -> list[str]:
         for verdict in ("allow", "drop"):
             value = s["datapath"]["stats"].get(f"events_ratelimited_{verdict}", 0)
             lines.append("policyc_events_ratelimited_total" + _labels(name=s["name"], verdict=verdict) + f" {value}")
+    lines += ["# HELP policyc_conntrack_insert_failures_total Conntrack entries the kernel refused to insert, "
+              "per table (the packet passed unrecorded).", "# TYPE policyc_conntrack_insert_failures_total counter"]
+    for s in statuses:
+        for table in CT_MAPS:
+            value = s["datapath"]["stats"].get(f"{table}_full", 0)
+            lines.append("policyc_conntrack_insert_failures_total" + _labels(name=s["name"], map=table) + f" {value}")
     lines += ["# HELP policyc_datapath_packets_total Packets passed without policy as control traffic, or "
               "fragments the fragment map could not record.", "# TYPE policyc_datapath_packets_total counter"]
     for s in statuses:

@@ -1,29 +1,17 @@
-"""What is loaded where: attachments, map fill levels and per-rule counters read from the pins."""
+"""What is loaded where: attachments, map fill levels, per-rule counters, drops and datapath counters."""
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 
 from ..compiler.codegen import REASON_WORDS
 from ..compiler.mapdata import STATS
 from .libbpf import Map
-from .loader import manifest_of
+from .loaded import artifact_json, manifest_of, open_map
 from .state import State
 
 _NO_ITERATION = {"ringbuf"}
 _ARRAYS = {"percpu_array", "array"}
-
-
-def artifact_json(state: State, name: str) -> list[dict]:
-    try:
-        return json.loads((Path(state.artifact) / name).read_text())
-    except (OSError, ValueError):
-        return []  # the artifact directory moved away: counters stay, origins are unknown
-
-
-def open_map(state: State, name: str) -> Map:
-    return Map.open_pinned(str(Path(state.pin_dir) / "maps" / name))
 
 
 def map_levels(state: State, manifest: dict) -> list[dict]:
@@ -32,7 +20,7 @@ def map_levels(state: State, manifest: dict) -> list[dict]:
     for spec in manifest["maps"]:
         if spec["type"] in _NO_ITERATION:
             continue
-        m = open_map(state, spec["name"])
+        m = open_map(Path(state.pin_dir), spec["name"])
         try:
             entries = m.max_entries if spec["type"] in _ARRAYS else len(m.keys())
             out.append({"name": spec["name"], "type": spec["type"], "entries": entries,
@@ -54,7 +42,7 @@ def percpu_counter(m: Map, index: int) -> tuple[int, int]:
 def rule_counters(state: State) -> list[dict]:
     """Packets and bytes per rule id (summed over CPUs) with the rule's origin; id 0 is "no rule"."""
     rules = {r["id"]: r for r in artifact_json(state, "rules.json")}
-    m = open_map(state, "counters")
+    m = open_map(Path(state.pin_dir), "counters")
     out = []
     try:
         for index in range(m.max_entries):
@@ -77,13 +65,13 @@ def datapath_counters(state: State, manifest: dict) -> dict:
     names = {m["name"] for m in manifest["maps"]}
     out: dict = {"stats": {}, "drops": []}
     if "stats" in names:
-        m = open_map(state, "stats")
+        m = open_map(Path(state.pin_dir), "stats")
         try:
             out["stats"] = {name: percpu_counter(m, n)[0] for n, name in enumerate(STATS)}
         finally:
             m.close()
     if "drops" in names:
-        m = open_map(state, "drops")
+        m = open_map(Path(state.pin_dir), "drops")
         try:
             for code, word in sorted(REASON_WORDS.items()):
                 packets, nbytes = percpu_counter(m, code)

@@ -80,7 +80,8 @@ def parse_ports(items: list[str] | None) -> tuple[NamedPort, ...] | None:
 
 def run(args) -> int:
     from ..bpf_runtime.endpoints import change
-    from ..bpf_runtime.loader import loaded_state, manifest_of, require_root
+    from ..bpf_runtime.loaded import loaded_state, manifest_of
+    from ..bpf_runtime.privileges import require_root
 
     if args.endpoint.count("/") != 1 or "" in args.endpoint.split("/"):
         raise PolicycError(Diagnostic.simple(f"{args.endpoint!r}: expected NS/POD"))

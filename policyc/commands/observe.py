@@ -25,8 +25,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..bpf_runtime.loader import default_name, loaded_state, require_root
+    from ..bpf_runtime.loaded import default_name, loaded_state
     from ..bpf_runtime.observe import observe
+    from ..bpf_runtime.privileges import require_root
 
     require_root()
 

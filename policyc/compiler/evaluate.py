@@ -12,10 +12,11 @@ from __future__ import annotations
 import enum
 import functools
 import re
+from collections import Counter
 from dataclasses import dataclass, replace
 
 from .entities import reserved_label
-from .ir import (ANY_SOURCE, NAMESPACE_KEY, Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
+from .ir import (ANY_SOURCE, Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
                  EndpointKind, FQDNPeer, HTTPRule, L7Rules, Op, Peer, PolicySet, PortMatch,
                  Protocol, Rule, Selector, SelectorPeer, SubjectKind)
 
@@ -237,72 +238,104 @@ def rule_matches(rule: Rule, peer: Endpoint, labels: frozenset, protocol: Protoc
         peer_matches(p, peer, labels) for p in rule.peers)
 
 
-def _by_namespace(items) -> dict[str | None, list[int]]:
-    """Positions of rules (or default-deny entries) by the one namespace their subject requires."""
-    out: dict[str | None, list[int]] = {}
-    for i, item in enumerate(items):
-        out.setdefault(item.subject.namespace, []).append(i)
-    return out
+class SubjectBuckets:
+    """Rules (or default-deny entries) by one ``In`` requirement of their subject, so that the items that
+    may select a label set are found from its labels instead of by testing every item.
 
+    Each item sits under the values of its requirement naming the rarest labels (a pod's namespace
+    rather than an app name repeated in every namespace); items without an ``In`` requirement are
+    candidates for every label set.  ``selects`` stays the judge.
+    """
 
-def _candidates(items, buckets: dict, labels: frozenset) -> list:
-    """Items that may select a subject with ``labels``: those of its namespace and those of none, in order."""
-    namespaces = {lab.value for lab in labels if lab.key == NAMESPACE_KEY}
-    return [items[i] for i in sorted(buckets.get(None, []) + [i for ns in namespaces for i in buckets.get(ns, [])])]
+    def __init__(self, items):
+        ins = [[r for r in item.subject.requirements if r.op is Op.IN] for item in items]
+        freq = Counter((r.key, v) for reqs in ins for r in reqs for v in set(r.values))
+        self._buckets: dict[tuple[str, str], list[int]] = {}
+        self._everywhere: list[int] = []
+        for i, reqs in enumerate(ins):
+            if not reqs:
+                self._everywhere.append(i)
+                continue
+            anchor = min(reqs, key=lambda r: sum(freq[(r.key, v)] for v in set(r.values)))
+            for v in set(anchor.values):
+                self._buckets.setdefault((anchor.key, v), []).append(i)
+
+    def candidates(self, labels: frozenset) -> list[int]:
+        """Positions of the items whose subject may select ``labels``, ascending."""
+        hits = set(self._everywhere)
+        for lab in labels:
+            hits.update(self._buckets.get((lab.key, lab.value), ()))
+        return sorted(hits)
 
 
 class LabelIndex:
     """Which of many label sets a selector matches, without testing every set.
 
-    An ``In`` requirement holds only for sets carrying one of its labels, so the index narrows to
-    those and only they are matched in full (``Selector.matches`` stays the judge).
+    An ``In`` requirement holds only for sets carrying one of its labels, an ``Exists`` only for sets
+    carrying its key, so the index narrows to those and only they are matched in full
+    (``Selector.matches`` stays the judge).
     """
 
     def __init__(self, label_sets: list[frozenset]):
         self.label_sets = label_sets
-        self._by_label: dict[tuple[str, str, str], set[int]] = {}
+        positions: dict[frozenset, list[int]] = {}  # equal sets (100,000 CIDR identities share one) once
         for i, labels in enumerate(label_sets):
+            positions.setdefault(labels, []).append(i)
+        self._distinct = list(positions)
+        self._positions = list(positions.values())
+        self._by_label: dict[tuple[str, str, str], set[int]] = {}
+        self._by_key: dict[tuple[str, str], set[int]] = {}
+        for d, labels in enumerate(self._distinct):
             for lab in labels:
-                self._by_label.setdefault((lab.source, lab.key, lab.value), set()).add(i)
-                self._by_label.setdefault((ANY_SOURCE, lab.key, lab.value), set()).add(i)
+                for source in (lab.source, ANY_SOURCE):
+                    self._by_label.setdefault((source, lab.key, lab.value), set()).add(d)
+                    self._by_key.setdefault((source, lab.key), set()).add(d)
+
+    def _holders(self, req) -> set[int] | None:
+        """The sets ``req`` can hold for, or None when it may hold for sets without its key."""
+        if req.op is Op.IN:
+            return set().union(*(self._by_label.get((req.source, req.key, v), ()) for v in req.values))
+        if req.op is Op.EXISTS:
+            return self._by_key.get((req.source, req.key), set())
+        return None
 
     def matching(self, sel: Selector) -> list[int]:
         """Positions of the label sets ``sel`` matches, ascending."""
-        candidates: set[int] | None = None
-        for req in sel.requirements:
-            if req.op is Op.IN:
-                hit = set().union(*(self._by_label.get((req.source, req.key, v), ()) for v in req.values))
-                candidates = hit if candidates is None else candidates & hit
-        pool = range(len(self.label_sets)) if candidates is None else sorted(candidates)
-        return [i for i in pool if sel.matches(self.label_sets[i])]
+        narrowed = [h for h in map(self._holders, sel.requirements) if h is not None]
+        if not narrowed:
+            pool = range(len(self._distinct))
+        else:
+            smallest = min(narrowed, key=len)
+            pool = smallest.intersection(*(h for h in narrowed if h is not smallest))
+        return sorted(i for d in pool if sel.matches(self._distinct[d]) for i in self._positions[d])
 
 
 class Evaluator:
     """Verdicts over one policy set, with the per-subject rule selection cached.
 
-    Subjects are tested only against rules whose subject may be in their namespace (a pod carries its
-    namespace as a label), which keeps large policy sets cheap without changing any answer.
+    Subjects are tested only against the rules ``SubjectBuckets`` finds from their labels, which keeps
+    large policy sets cheap without changing any answer.
     """
 
     def __init__(self, policy: PolicySet):
         self.policy = policy
         self._subject_cache: dict[tuple, tuple] = {}
         self.rule_number = {id(r): n + 1 for n, r in enumerate(policy.rules)}  # 1-based, as the datapath counts
-        self._rule_buckets = _by_namespace(policy.rules)
-        self._dd_buckets = _by_namespace(policy.default_deny)
+        self._rule_buckets = SubjectBuckets(policy.rules)
+        self._dd_buckets = SubjectBuckets(policy.default_deny)
 
     def subject_rules(self, subject: Endpoint, direction: Direction):
         """(allow rules, deny rules, default-deny entries) selecting ``subject`` in ``direction``, cached per labels."""
         key = (subject.kind, subject_labels(subject), direction)
         hit = self._subject_cache.get(key)
         if hit is None:
-            labels = key[1]
-            rules = [r for r in _candidates(self.policy.rules, self._rule_buckets, labels)
-                     if r.direction is direction and selects(r.subject_kind, r.subject, subject)]
+            def selecting(items, buckets):
+                return [x for x in map(items.__getitem__, buckets.candidates(key[1]))
+                        if x.direction is direction and selects(x.subject_kind, x.subject, subject)]
+            rules = selecting(self.policy.rules, self._rule_buckets)
             hit = (tuple(r for r in rules if r.action is Action.ALLOW),
                    tuple(r for r in rules if r.action is Action.DENY),
-                   tuple(d for d in _candidates(self.policy.default_deny, self._dd_buckets, labels)
-                         if d.direction is direction and selects(d.subject_kind, d.subject, subject)))
+                   tuple(selecting(self.policy.default_deny, self._dd_buckets)))
             self._subject_cache[key] = hit
         return hit
 

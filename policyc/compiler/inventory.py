@@ -36,6 +36,7 @@ class Inventory:
     cluster: str = DEFAULT_CLUSTER
     diagnostics: tuple[Diagnostic, ...] = ()  # what the dump leaves unknown or ambiguous (warnings, notes)
     host_network: dict = field(default_factory=dict)  # "ns/pod" of a hostNetwork pod -> its node's name
+    host_labels: dict = field(default_factory=dict)  # "ns/pod" of a hostNetwork pod -> the labels it would carry
     services: tuple[Service, ...] = ()
 
     @property
@@ -50,6 +51,17 @@ class Inventory:
     def identities(self) -> tuple[Identity, ...]:
         """Every identity an inventory endpoint carries, without repeats, by number."""
         return tuple(sorted({e.identity for e in self.endpoints}, key=lambda i: i.id))
+
+    def select(self, selector) -> tuple[Endpoint, ...]:
+        """The pods a label selector matches, a matching hostNetwork pod as its node (whose traffic
+        its traffic is): a question about such pods is about their nodes, never about nothing."""
+        pods = [ep for ep in self.pods if selector.matches(ep.identity.labels)]
+        hosts = [self.find(ref) for ref, labels in self.host_labels.items() if selector.matches(labels)]
+        return tuple(dict.fromkeys(pods + hosts))
+
+    def holder(self, ip: IPAddress) -> Endpoint | None:
+        """The pod or node that holds ``ip``, if any."""
+        return next((ep for ep in self.endpoints if ip in ep.ips), None)
 
     def find(self, ref: str) -> Endpoint:
         """``ns/pod``, a node name, or an address (of a pod, a node, or outside the cluster).
@@ -77,10 +89,7 @@ class Inventory:
                 f"unknown endpoint {ref!r}: expected namespace/pod, a node name or an IP address"
                 + (f"; did you mean {close[0]!r}?" if close else f" (known: {known}, ...)" if known else ""))
             ) from None
-        for ep in self.endpoints:
-            if ip in ep.ips:
-                return ep
-        return external(ip)
+        return self.holder(ip) or external(ip)
 
 
 def external(ip: IPAddress) -> Endpoint:
@@ -138,8 +147,12 @@ def _ips(doc: Document, path: tuple, status: dict) -> tuple[IPAddress, ...]:
             ip = ipaddress.ip_address(value if isinstance(value, str) else "")
         except ValueError:
             raise PolicycError(doc.diag(where + sub, f"invalid pod IP {value!r}")) from None
-        if ip not in out:
-            out.append(ip)
+        if ip in out:
+            continue
+        if any(o.version == ip.version for o in out):  # the datapath binds one address per family to a pod
+            raise PolicycError(doc.diag(where + sub, f"pod IP {ip} is a second IPv{ip.version} address: "
+                                                     "Kubernetes gives a pod at most one address per family"))
+        out.append(ip)
     return tuple(out)
 
 
@@ -190,6 +203,29 @@ def _once(seen: dict, doc: Document, path: tuple, what: str) -> None:
         raise PolicycError(doc.diag(path + ("metadata", "name"), f"{what} is defined twice (first at {first})"))
     line, col = doc.position(path)
     seen[what] = f"{doc.file}:{line}:{col}"
+
+
+# Node annotations where CNIs record a node's gateway or tunnel address (Cilium's cilium_host router address,
+# Calico's IPIP/VXLAN tunnel and BGP addresses): a node reaches pods from them, so they are the node's too.
+NODE_ADDRESS_ANNOTATIONS = (
+    "network.cilium.io/ipv4-cilium-host", "network.cilium.io/ipv6-cilium-host",
+    "io.cilium.network.ipv4-cilium-host", "io.cilium.network.ipv6-cilium-host",
+    "projectcalico.org/IPv4Address", "projectcalico.org/IPv6Address", "projectcalico.org/IPv4IPIPTunnelAddr",
+    "projectcalico.org/IPv4VXLANTunnelAddr", "projectcalico.org/IPv6VXLANTunnelAddr")
+
+
+def _annotated_addresses(doc: Document, path: tuple, meta: dict) -> list[IPAddress]:
+    """A node's addresses from NODE_ADDRESS_ANNOTATIONS (a value may carry a /prefix, as Calico writes it)."""
+    notes = _get(doc, meta, path + ("metadata",), "annotations", dict)
+    out = []
+    for key in NODE_ADDRESS_ANNOTATIONS:
+        if notes.get(key):
+            try:
+                out.append(ipaddress.ip_interface(str(notes[key]).strip()).ip)
+            except ValueError:
+                raise PolicycError(doc.diag(path + ("metadata", "annotations", key),
+                                            f"invalid node address {notes[key]!r}")) from None
+    return out
 
 
 FINISHED = ("Succeeded", "Failed")  # a pod in these phases has no sandbox, so no endpoint and no identity
@@ -258,6 +294,7 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
     diagnostics: list[Diagnostic] = []
     where: dict[str, tuple] = {}
     host_network: dict[str, str | None] = {}
+    host_labels: dict[str, frozenset] = {}
     for doc, path, obj, meta in pods:
         name = _name(doc, meta, path, "pod")
         ns = meta.get("namespace")
@@ -271,12 +308,13 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
                                           "endpoint and is left out", *_where(doc, path), code="finished-pod"))
             continue
         spec = _get(doc, obj, path, "spec", dict)
-        if spec.get("hostNetwork") is True:  # the node's identity and addresses, no endpoint of its own
-            host_network[f"{ns}/{name}"] = str(spec["nodeName"]) if spec.get("nodeName") else None
-            continue
         sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         labels = pod_labels(_labels(doc, meta, path + ("metadata",)), ns,
                             namespaces.get(ns, {"kubernetes.io/metadata.name": ns}), str(sa), cluster)
+        if spec.get("hostNetwork") is True:  # the node's identity and addresses, no endpoint of its own
+            host_network[f"{ns}/{name}"] = str(spec["nodeName"]) if spec.get("nodeName") else None
+            host_labels[f"{ns}/{name}"] = labels
+            continue
         node = spec.get("nodeName")
         where[f"{ns}/{name}"] = _where(doc, path)
         raw_pods.append((name, ns, labels, _ips(doc, path, status),
@@ -298,6 +336,7 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
                 except ValueError:
                     raise PolicycError(doc.diag(path + ("status", "addresses", ai, "address"),
                                                 f"invalid node address {addr.get('address')!r}")) from None
+        addrs += [ip for ip in _annotated_addresses(doc, path, meta) if ip not in addrs]
         endpoints.append(Endpoint(EndpointKind.NODE, name, "", tuple(addrs),
                                   Identity(RESERVED_IDS["remote-node"],
                                            node_labels(_labels(doc, meta, path + ("metadata",))))))
@@ -307,7 +346,7 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
     endpoints.sort(key=lambda e: (e.kind.value, e.namespace, e.name))
     diagnostics += _shared_addresses(endpoints, where)  # in find()'s order
     return Inventory(tuple(endpoints), namespaces, cluster, tuple(diagnostics), host_network,
-                     _services(services, slices, seen))
+                     host_labels, _services(services, slices, seen))
 
 
 # ---- Services and EndpointSlices ----

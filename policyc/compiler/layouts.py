@@ -9,6 +9,7 @@ rest native (little-endian on every BPF target policyc supports).
 """
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -47,23 +48,29 @@ class Layout:
         lines.append("} __attribute__((packed));")
         return "\n".join(lines)
 
+    @functools.cached_property
+    def _codecs(self) -> tuple[tuple[Field, struct.Struct, bool], ...]:
+        """(field, struct, is an array) per field, compiled once: maps of 100,000 entries pack every key."""
+        out = []
+        for f in self.fields:
+            endian = ">" if f.kind.startswith("be") else "<"
+            array = f.count > 1 or f.array
+            out.append((f, struct.Struct(f"{endian}{f.count if array else ''}{_CTYPES[f.kind][1]}"), array))
+        return tuple(out)
+
     def pack(self, **values) -> bytes:
         """Fields missing from ``values`` are zero; arrays take a sequence or bytes."""
-        out = bytearray()
-        for f in self.fields:
+        out = []
+        for f, codec, array in self._codecs:
             value = values.get(f.name, 0)
-            endian = ">" if f.kind.startswith("be") else "<"
-            code = _CTYPES[f.kind][1]
-            if f.count > 1 or f.array:
-                if isinstance(value, (bytes, bytearray)):
-                    assert len(value) == f.size, (self.name, f.name)
-                    out += value
-                    continue
-                items = list(value) if value else [0] * f.count
-                out += struct.pack(f"{endian}{f.count}{code}", *items)
+            if not array:
+                out.append(codec.pack(value))
+            elif isinstance(value, (bytes, bytearray)):
+                assert len(value) == f.size, (self.name, f.name)
+                out.append(bytes(value))
             else:
-                out += struct.pack(endian + code, value)
-        return bytes(out)
+                out.append(codec.pack(*(value or [0] * f.count)))
+        return b"".join(out)
 
     def unpack(self, data: bytes) -> dict:
         values, offset = {}, 0
@@ -87,6 +94,11 @@ EVENT = Layout("event", (Field("ts", "u64"), Field("src_identity", "u32"), Field
                Field("saddr", "be32", 4), Field("daddr", "be32", 4)))
 
 
+# An endpoint's record; the by-interface record starts with the same fields, so the C code reads both as one.
+ENDPOINT_FIELDS = (Field("endpoint_id", "u32"), Field("identity", "u32"), Field("policy_id", "u32"),
+                   Field("flags", "u32"))
+
+
 def addr_words(addr_len: int) -> int:
     return addr_len // 4
 
@@ -102,17 +114,22 @@ def layouts(addr_len: int, port_lpm: bool) -> dict[str, Layout]:
         policy_key += (Field("level", "u8"), Field("_pad", "u8", 3))
     return {
         "ipcache_key": Layout("ipcache_key", (Field("prefixlen", "u32"), addr("addr"))),
-        "ipcache_value": Layout("ipcache_value", (Field("identity", "u32"),)),
+        "ipcache_value": Layout("ipcache_value", (Field("identity", "u32"), Field("flags", "u32"))),
         "ipcache_host_key": Layout("ipcache_host_key", (addr("addr"),)),
         "endpoint_key": Layout("endpoint_key", (addr("addr"),)),
-        "endpoint_value": Layout("endpoint_value", (Field("endpoint_id", "u32"), Field("identity", "u32"),
-                                                    Field("policy_id", "u32"), Field("flags", "u32"))),
+        "endpoint_value": Layout("endpoint_value", ENDPOINT_FIELDS),
+        # a hook's endpoint by the interface it runs on: the endpoint's record and its (at most two) addresses
+        "interface_key": Layout("interface_key", (Field("ifindex", "u32"),)),
+        "interface_value": Layout("interface_value", ENDPOINT_FIELDS + (Field("addrs", "be32", 2 * words),)),
         "policy_key": Layout("policy_key", policy_key),
         "policy_value": Layout("policy_value", (Field("action", "u8"), Field("flags", "u8"),
                                                 Field("_pad", "u16"), Field("rule", "u32"))),
-        "ct_key": Layout("ct_key", (addr("saddr"), addr("daddr"), Field("sport", "be16"), Field("dport", "be16"),
-                                    Field("proto", "u8"), Field("dir", "u8"), Field("_pad", "u16"))),
-        "ct_value": Layout("ct_value", (Field("last_seen", "u64"), Field("rule", "u32"), Field("flags", "u32"))),
+        "ct_key": Layout("ct_key", (Field("endpoint", "u32"), addr("saddr"), addr("daddr"), Field("sport", "be16"),
+                                    Field("dport", "be16"), Field("proto", "u8"), Field("dir", "u8"),
+                                    Field("_pad", "u16"))),
+        "ct_value": Layout("ct_value", (Field("last_seen", "u64"), Field("rule", "u32"), Field("revision", "u32"),
+                                        Field("port", "u16"), Field("flags", "u8"), Field("tcp", "u8"))),
+        "revision": Layout("revision", (Field("value", "u32"),)),
         "index_key": Layout("index_key", (Field("index", "u32"),)),
         "counter": Layout("counter", (Field("packets", "u64"), Field("bytes", "u64"))),
         "ratelimit": Layout("ratelimit", (Field("window_start", "u64"), Field("allowed", "u32"),

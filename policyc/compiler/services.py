@@ -129,8 +129,9 @@ class ServiceMap:
                    for e in sl.endpoints if e.ready for ip in e.addresses if family in (None, ip.version)]
         elif service.selector:
             sel = pod_selector(service)
-            out = [Backend(ep, number, port.protocol, ep.node) for ep in self.inventory.pods
-                   if any(family in (None, ip.version) for ip in ep.ips) and sel.matches(ep.identity.labels)
+            out = [Backend(ep, number, port.protocol, ep.name if ep.kind is EndpointKind.NODE else ep.node)
+                   for ep in self.inventory.select(sel)  # a hostNetwork pod is reached at its node
+                   if any(family in (None, ip.version) for ip in ep.ips)
                    for number in [_pod_port(ep, port)] if number is not None]
         else:
             out = []

@@ -19,9 +19,9 @@ import z3
 from .. import explain
 from ..cliselector import format_selector
 from ..entities import RESERVED_IDS, reserved_label, world_labels
-from ..evaluate import Evaluator, selects, subject_labels
+from ..evaluate import Evaluator, LabelIndex, subject_labels
 from ..inventory import Inventory
-from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
+from ..ir import (NAMESPACE_KEY, Action, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
 from . import exposure, prefilter, regex
 from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, space_for
@@ -59,8 +59,8 @@ class Context:
         return replace(concrete, request=concrete.request.keep(self.evaluator.l7_kinds(concrete)))
 
     def neighbours(self, rule: Rule, action: Action) -> list[Rule]:
-        return [r for r in self.index.near(rule.direction, rule.subject_kind, rule.subject) if r.action is action and r.id != rule.id
-                and r.id not in self.excluded and prefilter.rules_overlap(rule, r)]
+        return [r for r in self.index.overlapping(rule)
+                if r.action is action and r.id != rule.id and r.id not in self.excluded]
 
 
 def _policy_name(origin) -> str:
@@ -207,11 +207,12 @@ def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
     solver.add(own)
     if solver.check() != z3.sat:
         return None  # matches nothing at all: other checks say why
-    never = Witness(ctx.decode(flow, solver.model(), request), rule.direction, True, (rule.id,))
+    never = solver.model()  # decoded only for a finding: a witness replays the flow over all the subject's rules
     solver.add(_decided(space, flow, rule.direction))
     if solver.check() == z3.unsat:
         return _finding("PC001", rule, "everything this rule allows is always allowed: a pod's traffic to itself "
-                                       "(R11.5), the local node's to its pods (allow-localhost, R3.9)", (), never,
+                                       "(R11.5), the local node's to its pods (allow-localhost, R3.9)", (),
+                        Witness(ctx.decode(flow, never, request), rule.direction, True, (rule.id,)),
                         key="always-allowed")
     matches, lits = {}, {}
     for i, other in enumerate(denies + allows):
@@ -360,16 +361,17 @@ def check_inventory_selectors(ctx: Context) -> list[Finding]:
     if inv is None:
         return []
     reserved = [frozenset({reserved_label(n)}) for n in RESERVED_IDS] + [world_labels(4), world_labels(6)]
-    identities = list(dict.fromkeys([ep.identity.labels for ep in inv.endpoints] + reserved))
-    subjects = list({(ep.kind, subject_labels(ep)): ep for ep in inv.endpoints}.values())  # one per label set
+    identities = LabelIndex(list(dict.fromkeys([ep.identity.labels for ep in inv.endpoints] + reserved)))
+    wanted = {SubjectKind.ENDPOINT: EndpointKind.POD, SubjectKind.NODE: EndpointKind.NODE}
+    subjects = {kind: LabelIndex(list({subject_labels(ep) for ep in inv.endpoints if ep.kind is ep_kind}))
+                for kind, ep_kind in wanted.items()}  # selects(), one index per subject kind
     seen: dict[tuple, bool] = {}
     out = []
     for rule in ctx.policy.rules:
         for role, sel in _rule_selectors(rule):
             key = (role == "subject", sel, rule.subject_kind)
             if key not in seen:
-                seen[key] = any(selects(rule.subject_kind, sel, ep) for ep in subjects) if key[0] else \
-                    any(sel.matches(labels) for labels in identities)
+                seen[key] = bool((subjects[rule.subject_kind] if key[0] else identities).matching(sel))
             if not seen[key]:
                 out.append(_finding("PC007", rule, f"the {role} selector {format_selector(sel)} matches no endpoint "
                                     "of the inventory",

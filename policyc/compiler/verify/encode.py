@@ -304,7 +304,11 @@ class InventoryTerm(Term):
                 z3.Implies(self.is_kind(Kind.EXTERNAL), not_taken)]
 
     def match(self, sel: Selector, view: View) -> z3.BoolRef:
-        """Selector.matches, decided in Python per endpoint; only the world family is symbolic."""
+        """Selector.matches, decided in Python per endpoint; only the world family is symbolic.
+
+        Built once per term, selector and view: a flow's terms live as long as its space (``new_flow``),
+        and a selector matching pods of many namespaces is a disjunction as long as the inventory.
+        """
         return self._once((sel, view), lambda: self._match(sel, view))
 
     def _match(self, sel: Selector, view: View) -> z3.BoolRef:
@@ -511,6 +515,13 @@ class Space:
 
     unknowns = False  # the gate's model: DNS names and handshake outcomes are free (module docstring)
 
+    def memo(self, key: tuple, compute):
+        """Computed once per space: flows, the endpoints a kind, a selector or a port name picks, ..."""
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = compute()
+        return hit
+
     def sides(self, flow: SymbolicFlow, direction: Direction):
         """(subject, peer) of a direction: egress is decided at the source, ingress at the destination."""
         return (flow.src, flow.dst) if direction is Direction.EGRESS else (flow.dst, flow.src)
@@ -549,20 +560,37 @@ class Space:
                      ports: tuple[PortMatch, ...] | None = None) -> z3.BoolRef:
         """The rule selects the subject, matches the peer and a port (and the request, if given).
 
-        ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry).
+        ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry).  Without
+        L7 requests in play the formula depends only on the rule and the flow, which live as long as the
+        space: it is built once (a check asks about the same neighbours again and again).
         """
-        key = (rule, ports, id(request) if request is not None else None)
-        if key not in flow.memo:  # the same rule meets the same flow in both policy sets and both sides
-            where = flow.memo.get(rule)
-            if where is None:
-                subject, _ = self.sides(flow, rule.direction)
-                where = flow.memo[rule] = z3.And(self.selects(rule.subject_kind, rule.subject, subject),
-                                                 z3.Or([self.peer_matches(p, flow, rule.direction)
-                                                        for p in rule.peers]))
-            matching = [z3.And(self.port_matches(pm, flow), request.allowed_by(pm.l7) if request else True)
-                        for pm in (rule.ports if ports is None else ports)]
-            flow.memo[key] = z3.And(where, z3.Or(matching))
-        return flow.memo[key]
+        entries = rule.ports if ports is None else ports
+        where, fqdn = self._where(rule, flow)
+        if fqdn and self.unknowns:  # a memoized formula still reads the peer's name in this query
+            self.sides(flow, rule.direction)[1].reads_dns = True
+        if request is not None and any(pm.l7 for pm in entries):  # a request's formulas are this query's
+            return z3.And(where, self._ports_match(entries, flow, request))
+        kept, expr = flow.memo.get((id(rule), ports), (None, None))
+        if kept is not rule:  # the memo holds the rule, so its id is not reused while the entry lives
+            expr = z3.And(where, self._ports_match(entries, flow, None))
+            flow.memo[(id(rule), ports)] = (rule, expr)
+        return expr
+
+    def _where(self, rule: Rule, flow: SymbolicFlow) -> tuple[z3.BoolRef, bool]:
+        """The rule selects the subject and matches the peer, whatever the port: shared by every
+        subset of its port entries; and whether a toFQDNs peer of it reads the peer's name."""
+        kept, where, fqdn = flow.memo.get(id(rule), (None, None, False))
+        if kept is not rule:
+            subject, _ = self.sides(flow, rule.direction)
+            where = z3.And(self.selects(rule.subject_kind, rule.subject, subject),
+                           z3.Or([self.peer_matches(p, flow, rule.direction) for p in rule.peers]))
+            fqdn = any(isinstance(p, FQDNPeer) for p in rule.peers)
+            flow.memo[id(rule)] = (rule, where, fqdn)
+        return where, fqdn
+
+    def _ports_match(self, entries, flow: SymbolicFlow, request: Request | None) -> z3.BoolRef:
+        return z3.Or([z3.And(self.port_matches(pm, flow), request.allowed_by(pm.l7) if request else True)
+                      for pm in entries])
 
     def default_deny(self, dds, direction: Direction, subject) -> z3.BoolRef:
         return z3.Or([self.selects(d.subject_kind, d.subject, subject) for d in dds if d.direction is direction])
@@ -619,6 +647,7 @@ class SymbolicSpace(Space):
     def __init__(self, domain: Domain, port_names=()):
         self.domain = domain
         self.port_names = tuple(sorted(set(port_names)))
+        self._memo: dict[tuple, object] = {}
 
     @classmethod
     def for_rules(cls, rules, dds=(), cluster: str = "default", selectors=()) -> "SymbolicSpace":
@@ -732,13 +761,6 @@ class InventorySpace(Space):
         self.endpoints = tuple(inventory.endpoints)
         self._memo: dict[tuple, object] = {}
 
-    def memo(self, key: tuple, compute):
-        """Computed once per space: the endpoints a kind, a selector or a port name picks, taken addresses."""
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._memo[key] = compute()
-        return hit
-
     def term(self, name: str) -> InventoryTerm:
         return InventoryTerm(name, self)
 
@@ -756,11 +778,17 @@ class InventorySpace(Space):
                              if p.name == name and p.protocol is protocol}))
 
     def local(self, src: InventoryTerm, dst: InventoryTerm, tag: str) -> z3.BoolRef:
-        index = {ep.name: i for i, ep in enumerate(self.endpoints) if ep.kind is EndpointKind.NODE}
-        pairs = [(i, index[ep.node]) for i, ep in enumerate(self.endpoints)
-                 if ep.kind is EndpointKind.POD and ep.node in index]
-        return z3.Or([z3.Or(z3.And(src.choice == p, dst.choice == n), z3.And(src.choice == n, dst.choice == p))
-                      for p, n in pairs])
+        """A pod and the node it runs on, either way round: per node, its pods as runs of indices."""
+        def pods_by_node():
+            index = {ep.name: i for i, ep in enumerate(self.endpoints) if ep.kind is EndpointKind.NODE}
+            out: dict[int, list[int]] = {}
+            for i, ep in enumerate(self.endpoints):
+                if ep.kind is EndpointKind.POD and ep.node in index:
+                    out.setdefault(index[ep.node], []).append(i)
+            return [(n, runs(pods)) for n, pods in out.items()]
+        return z3.Or([z3.Or(z3.And(one_of(src.choice, pods), dst.choice == n),
+                            z3.And(src.choice == n, one_of(dst.choice, pods)))
+                      for n, pods in self.memo(("local",), pods_by_node)])
 
     def same(self, src: InventoryTerm, dst: InventoryTerm) -> z3.BoolRef:
         """Endpoint equality: the same inventory entry, reserved identity or world address."""
@@ -803,6 +831,13 @@ def space_for(policy_rules, dds, cluster: str, inventory: Inventory | None = Non
 
 
 def new_flow(space: Space, solver: z3.Solver, tag: str = "") -> SymbolicFlow:
-    flow = SymbolicFlow(space, tag)
-    solver.add(*flow.wellformed())
+    """A symbolic flow over ``space``, well-formed in ``solver``.
+
+    Built once per space and tag: a check asks thousands of queries over one inventory space, and the
+    flow's variables and constraints are the same terms every time (only each solver is new).  What
+    the encoded rules read (a peer's DNS name, the handshake) is the query's own: it starts unread.
+    """
+    flow = space.memo(("flow", tag), lambda: SymbolicFlow(space, tag))
+    flow.reads_auth = flow.src.reads_dns = flow.dst.reads_dns = False  # what this query's rules read
+    solver.add(*space.memo(("wellformed", tag), flow.wellformed))
     return flow

@@ -41,6 +41,7 @@ class Outcome:
     witness: Witness | None = None
     explanation: str = ""
     reach: dict | None = None  # noPath: the chain; maxBlastRadius: what the worst pod reaches (JSON)
+    vacuous: str = ""  # why an invariant that holds checked nothing (a peer that names nothing)
 
 
 class _Prover:
@@ -70,9 +71,15 @@ class _Prover:
             loc = peer.location
             if self.inventory is None:
                 problem = f"{peer} needs --inventory (without one, write a selector such as namespace=NS,app=X)"
-            elif isinstance(peer, ServiceDst) and not any(s.display == peer.ref for s in self.inventory.services):
+            elif isinstance(peer, ServiceDst):
+                if any(s.display == peer.ref for s in self.inventory.services):
+                    continue
                 problem = f"{peer} is not a Service of the inventory"
-            elif isinstance(peer, NamedPod) and not any(ep.display == peer.ref for ep in self.inventory.pods):
+            elif peer.ref in self.inventory.host_network and not isinstance(inv, MULTI_HOP):
+                problem = (f"{peer} is a hostNetwork pod (its traffic is node "
+                           f"{self.inventory.host_network[peer.ref]}'s): {inv.kind} takes pods only")
+            elif peer.ref not in self.inventory.host_network and not any(
+                    ep.display == peer.ref for ep in self.inventory.pods):
                 problem = f"{peer} is not a pod of the inventory"
             else:
                 continue
@@ -169,8 +176,10 @@ class _Prover:
         sports = [sp for sp in service.ports if not inv.ports or any(
             p.protocol is sp.protocol and p.first <= sp.port <= p.last for p in inv.ports)]
         backends = [(sp, b) for sp in sports for b in smap.backends(service, sp)]
-        if not backends and promised:
-            return Outcome(inv, False, f"{inv.dst} has no backend{_on(inv.ports)}: nothing to allow")
+        if not backends:  # nothing to allow, and a denial over no backend checked nothing
+            return Outcome(inv, not promised, f"{inv.dst} has no backend{_on(inv.ports)}"
+                                              f"{': nothing to allow' if promised else ''}",
+                           vacuous="" if promised else f"{inv.dst} has no backend{_on(inv.ports)} in the inventory")
         for sp, b in backends:
             dst = NamedPod(b.endpoint.display) if b.endpoint.kind is EndpointKind.POD else \
                 Addresses(tuple(ipaddress.ip_network(ip) for ip in b.endpoint.ips), b.endpoint.display)
@@ -240,7 +249,26 @@ def prove(policy: PolicySet, spec: Spec, inventory: Inventory | None = None) -> 
         raise PolicycError(*bad)
     multi = [inv for inv in spec.invariants if isinstance(inv, MULTI_HOP)]
     graph = MultiHop(policy, inventory, multi) if multi else None
-    return [_chains(graph, inv) if isinstance(inv, MULTI_HOP) else prover.prove(inv) for inv in spec.invariants]
+    out = []
+    for inv in spec.invariants:
+        outcome = _chains(graph, inv) if isinstance(inv, MULTI_HOP) else prover.prove(inv)
+        reasons = ([outcome.vacuous] if outcome.vacuous else []) + vacuity(inv, inventory) + (
+            graph.empty(inv) if isinstance(inv, MULTI_HOP) else [])
+        out.append(replace(outcome, vacuous="; ".join(reasons)) if outcome.holds and reasons else outcome)
+    return out
+
+
+def vacuity(inv: Invariant, inventory: Inventory | None) -> list[str]:
+    """Peers that match no pod of the inventory: with one, the proof is over its pods only, so the
+    invariant then holds without checking anything (what a typo in a selector looks like)."""
+    if inventory is None:
+        return []
+    peers = [getattr(inv, a) for a in ("src", "dst", "a", "b") if hasattr(inv, a)]
+    namespaces = {ep.namespace for ep in inventory.pods}
+    return [f"{p} matches no pod of the inventory" for p in peers
+            if isinstance(p, Pods) and not inventory.select(p.selector)] + [
+        f"namespace {ns!r} matches no pod of the inventory" for ns in getattr(inv, "namespaces", ())
+        if ns not in namespaces]
 
 
 def _chains(graph: MultiHop, inv: Invariant) -> Outcome:

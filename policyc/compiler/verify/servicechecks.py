@@ -6,7 +6,10 @@ Service of the cluster allows nothing.  Both are silent in Cilium; here they are
 """
 from __future__ import annotations
 
+import ipaddress
+
 from ..ir import Action, CIDRPeer, Rule
+from ..prefixes import PrefixIndex
 from ..services import is_service_peer, matching
 from .findings import Finding, Location
 
@@ -18,11 +21,13 @@ def _finding(check: str, rule: Rule, message: str, key: str) -> Finding:
 
 def cidr_covers(rules, held: list[tuple]):
     """``(rule, peer, [(address, owner), ...])`` for each CIDR peer (a default route, which means the world,
-    left out) that covers some of ``held``: addresses its CIDR can never select."""
+    left out) that covers some of ``held``: addresses its CIDR can never select, in ``held``'s order.
+    The addresses inside each CIDR come from a prefix index, not a scan of ``held`` per peer."""
+    index = PrefixIndex((ipaddress.ip_network(ip), n) for n, (ip, _) in enumerate(held))
     for rule in rules:
         for peer in rule.peers:
             if isinstance(peer, CIDRPeer) and peer.network.prefixlen != 0:
-                inside = [(ip, owner) for ip, owner in held if peer.contains(ip)]
+                inside = [held[n] for n in sorted(index.within(peer.network)) if peer.contains(held[n][0])]
                 if inside:
                     yield rule, peer, inside
 
