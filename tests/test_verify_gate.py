@@ -205,8 +205,10 @@ def test_gate_keeps_unchanged_fqdn_rules_that_meet_a_changed_cidr_rule(tmp_path,
     https = {"toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]}
     named = {"toFQDNs": [{"matchPattern": "*.example.com"}], **https}
     blocked = {"toCIDR": ["198.51.100.0/24"], **https}
-    old = _write(tmp_path / "old.yaml", _cnp("web", web, egress=[named], egressDeny=[blocked]))
-    new = _write(tmp_path / "new.yaml", _cnp("web", web, egress=[named]))
+    dns = {"toEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": "kube-system"}}],  # R10.1: lookups
+           "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}], "rules": {"dns": [{"matchPattern": "*"}]}}]}
+    old = _write(tmp_path / "old.yaml", _cnp("web", web, egress=[dns, named], egressDeny=[blocked]))
+    new = _write(tmp_path / "new.yaml", _cnp("web", web, egress=[dns, named]))
     code, out = _run(capsys, "diff", old, new, "--no-new-access")
     assert code == 1 and "new connection: shop/pod-src -> " in out, out
     result = semantic_diff(_policy(old), _policy(new))

@@ -32,6 +32,7 @@ class Reason(str, enum.Enum):
     HAIRPIN = "hairpin"              # R11.6: a pod reaching itself through its Service (services.py)
     AUTH_REQUIRED = "authentication-required"  # R10.11: an allowing rule wants a handshake that failed
     REQUEST_DENIED = "request-denied"  # R9.2: the connection reaches the proxy, which refuses this request
+    NO_PACKET = "no-such-packet"     # ICMP(v6) between ends without an address of its IP version
 
 
 @dataclass(frozen=True)
@@ -186,13 +187,23 @@ def fqdn_matches(peer: FQDNPeer, name: str) -> bool:
     return _full_match(fqdn_regex(peer.match_name, peer.match_pattern), name)
 
 
-def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset) -> bool:
+ALWAYS_FAIL = "test-always-fail"  # Cilium's handler for it returns an error on every handshake (pkg/auth)
+
+
+def sees_lookups(rule: Rule) -> bool:
+    """A rule whose DNS L7 filter sends its subject's lookups through the proxy: only then does
+    Cilium learn addresses for toFQDNs peers (R10.1, PC014)."""
+    return rule.action is Action.ALLOW and any(pm.l7 is not None and pm.l7.kind == "dns" for pm in rule.ports)
+
+
+def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset, names: bool = True) -> bool:
+    """``names``: whether the subject's lookups are proxied, so that toFQDNs peers can match at all."""
     if isinstance(peer, SelectorPeer):
         return any(sel.matches(labels) for sel in peer.selectors)
     if isinstance(peer, CIDRPeer):  # R7.1: CIDRs only ever select addresses outside the cluster
         return ep.kind is EndpointKind.EXTERNAL and any(peer.contains(ip) for ip in ep.ips)
     assert isinstance(peer, FQDNPeer)  # R10.3: outside the cluster, through a name it was learned under
-    return ep.kind is EndpointKind.EXTERNAL and any(fqdn_matches(peer, n) for n in ep.dns_names)
+    return names and ep.kind is EndpointKind.EXTERNAL and any(fqdn_matches(peer, n) for n in ep.dns_names)
 
 
 def _field_admits(pattern: str | None, value: str, request: Request) -> bool:
@@ -206,7 +217,7 @@ def _field_admits(pattern: str | None, value: str, request: Request) -> bool:
 def _http_admits(rule: HTTPRule, request: Request) -> bool:
     return (_field_admits(rule.method, request.method, request) and _field_admits(rule.path, request.path, request)
             and _field_admits(rule.host, request.host, request)
-            and all(request.decides(opaque_key("header", h)) for h in rule.headers))
+            and all(request.decides(opaque_key("header", h)) for h in rule.header_parts))
 
 
 def l7_admits(l7: L7Rules | None, request: Request) -> bool:
@@ -218,6 +229,12 @@ def l7_admits(l7: L7Rules | None, request: Request) -> bool:
     if l7.kind == "dns":
         return any(_full_match(fqdn_regex(d.match_name, d.match_pattern), request.dns) for d in l7.dns)
     return bool(request.decides(opaque_key("l7", l7)))
+
+
+def port_admits(pm: PortMatch, request: Request) -> bool:
+    """Whether one port entry lets ``request`` through: its L7 filter and every TLS condition, an
+    opaque part the request decides (without a request, concrete answers ignore TLS: L3/L4 only)."""
+    return l7_admits(pm.l7, request) and all(request.decides(opaque_key("tls", t)) for t in pm.tls)
 
 
 def port_matches(pm: PortMatch, protocol: Protocol, port: int, dst: Endpoint) -> bool:
@@ -233,9 +250,9 @@ def matching_ports(rule: Rule, protocol: Protocol, port: int, dst: Endpoint) -> 
 
 
 def rule_matches(rule: Rule, peer: Endpoint, labels: frozenset, protocol: Protocol, port: int,
-                 dst: Endpoint) -> bool:
+                 dst: Endpoint, names: bool = True) -> bool:
     return bool(matching_ports(rule, protocol, port, dst)) and any(
-        peer_matches(p, peer, labels) for p in rule.peers)
+        peer_matches(p, peer, labels, names) for p in rule.peers)
 
 
 class SubjectBuckets:
@@ -363,26 +380,37 @@ class Evaluator:
         denied = [r for r in denies if rule_matches(r, peer, labels, protocol, port, dst)]
         if denied:
             return verdict(Action.DENY, Reason.DENIED, denied)
-        if not dd:
-            return verdict(Action.ALLOW, Reason.NOT_ENFORCED)
-        allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst)]
+        names = any(sees_lookups(r) for r in allows)
+        allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst, names)]
+        if not dd:  # R3.4c: the proxy still filters the requests of ports an allow rule redirects
+            if request is None or not allowed:
+                return verdict(Action.ALLOW, Reason.NOT_ENFORCED)
+            l7 = _l7_filters(allowed, protocol, port, dst)
+            if not self._admitting(allowed, protocol, port, dst, request):
+                return verdict(Action.DENY, Reason.REQUEST_DENIED, allowed, l7=l7)
+            return verdict(Action.ALLOW, Reason.NOT_ENFORCED, l7=l7)
         if not allowed:
             return verdict(Action.DENY, Reason.DEFAULT_DENY, dd=dd)
         l7 = _l7_filters(allowed, protocol, port, dst)
         wants_auth = [r for r in allowed if r.auth]  # one rule's requirement covers the flow (R10.11)
-        if wants_auth and not authenticated:
+        if wants_auth and not (authenticated and all(r.auth != ALWAYS_FAIL for r in wants_auth)):
             return verdict(Action.DENY, Reason.AUTH_REQUIRED, wants_auth, l7=l7)
         if request is not None:
-            admitting = [r for r in allowed
-                         if any(l7_admits(pm.l7, request) for pm in matching_ports(r, protocol, port, dst))]
+            admitting = self._admitting(allowed, protocol, port, dst, request)
             if not admitting:
                 return verdict(Action.DENY, Reason.REQUEST_DENIED, allowed, l7=l7)
             allowed = admitting
         return verdict(Action.ALLOW, Reason.ALLOWED, allowed, l7=l7)
 
+    @staticmethod
+    def _admitting(allowed, protocol: Protocol, port: int, dst: Endpoint, request: Request) -> list[Rule]:
+        """The matching allow rules whose port entry lets the request through (R9.3: the union)."""
+        return [r for r in allowed if any(port_admits(pm, request) for pm in matching_ports(r, protocol, port, dst))]
+
     def l7_kinds(self, flow: Flow) -> set[str]:
-        """The kinds of L7 filter the connection meets on either side (R9.1)."""
-        v = self.evaluate(replace(flow, request=None))
+        """The kinds of L7 filter the connection meets on either side (R9.1), or that refuse its request
+        where the direction is not default-deny (R3.4c)."""
+        v = self.evaluate(flow)
         return {x.kind for x in v.egress.l7 + v.ingress.l7}
 
     def near_misses(self, v: DirectionVerdict, flow: Flow) -> list[tuple[Rule, str]]:
@@ -392,9 +420,10 @@ class Evaluator:
             return []
         peer = flow.dst if v.direction is Direction.EGRESS else flow.src
         labels = peer_labels(peer, v.subject)
-        out = []
-        for rule in self.subject_rules(v.subject, v.direction)[0]:
-            peer_ok = any(peer_matches(p, peer, labels) for p in rule.peers)
+        out, allows = [], self.subject_rules(v.subject, v.direction)[0]
+        names = any(sees_lookups(r) for r in allows)
+        for rule in allows:
+            peer_ok = any(peer_matches(p, peer, labels, names) for p in rule.peers)
             port_ok = bool(matching_ports(rule, flow.protocol, flow.port, flow.dst))
             if peer_ok != port_ok:
                 out.append((rule, "port" if peer_ok else "peer"))
@@ -405,6 +434,9 @@ class Evaluator:
         if src == dst:
             ok = lambda d, s: DirectionVerdict(d, s, Action.ALLOW, Reason.SELF)  # noqa: E731
             return Verdict(flow, ok(Direction.EGRESS, src), ok(Direction.INGRESS, dst))
+        if not possible(flow):  # an IPv4-only pod sends no ICMPv6: nothing can pass, whatever the rules
+            none = lambda d, s: DirectionVerdict(d, s, Action.DENY, Reason.NO_PACKET)  # noqa: E731
+            return Verdict(flow, none(Direction.EGRESS, src), none(Direction.INGRESS, dst))
         egress = self.direction(Direction.EGRESS, src, dst, flow.protocol, flow.port, dst, flow.request,
                                 flow.authenticated)
         ingress = self.direction(Direction.INGRESS, dst, src, flow.protocol, flow.port, dst, flow.request,

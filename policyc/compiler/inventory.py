@@ -79,6 +79,8 @@ class Inventory:
                     f"{ref!r} is a hostNetwork pod, so its traffic is its node's, but its node "
                     f"{node or '(spec.nodeName unset)'} is not in the inventory"))
             return found[0]
+        if ref.removeprefix("reserved:") in RESERVED_PEERS and ref.startswith("reserved:"):
+            return reserved_peer(ref.removeprefix("reserved:"))
         try:
             ip = unmapped(ipaddress.ip_address(ref))
         except ValueError:
@@ -90,6 +92,15 @@ class Inventory:
                 + (f"; did you mean {close[0]!r}?" if close else f" (known: {known}, ...)" if known else ""))
             ) from None
         return self.holder(ip) or external(ip)
+
+
+RESERVED_PEERS = ("health", "init", "unmanaged", "kube-apiserver", "ingress")  # identities without an address we model
+
+
+def reserved_peer(name: str) -> Endpoint:
+    """A reserved identity as a flow's peer (``reserved:init``): the verifier's witnesses name these,
+    so ``query`` takes them too and every witness replays."""
+    return Endpoint(EndpointKind.EXTERNAL, f"reserved:{name}", "", (), Identity(0, frozenset({reserved_label(name)})))
 
 
 def external(ip: IPAddress) -> Endpoint:

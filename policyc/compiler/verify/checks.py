@@ -19,7 +19,7 @@ import z3
 from .. import explain
 from ..cliselector import format_selector
 from ..entities import RESERVED_IDS, reserved_label, world_labels
-from ..evaluate import Evaluator, LabelIndex, subject_labels
+from ..evaluate import Evaluator, LabelIndex, sees_lookups, subject_labels
 from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
@@ -131,15 +131,17 @@ def _deletable(ctx: Context, rule: Rule) -> bool:
     authentication outcome: the question every finding that recommends deleting it must settle first.
 
     Only subjects ``rule`` selects can change, so only their neighbouring rules and default-deny entries
-    enter; a default-deny entry only this rule implied goes with it (``PolicySet.without``).
+    enter; a default-deny entry only this rule implied goes with it (``PolicySet.without``). The
+    question is asked over every possible endpoint, even with an inventory: the rule also decides
+    for pods created after the deletion, which today's inventory does not hold.
     """
     near = PolicySet(tuple(ctx.index.near(rule.direction, rule.subject_kind, rule.subject)),
                      tuple(ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)), (), ctx.policy.cluster)
     after = near.without([rule.id])
-    space = ctx.space(near.rules, near.default_deny, unknowns=True)
+    space = space_for(near.rules, near.default_deny, ctx.policy.cluster, None, unknowns=True)
     solver = z3.Solver()
     flow = new_flow(space, solver)
-    request = Request() if any(pm.l7 for r in near.rules for pm in r.ports) else None
+    request = Request() if any(pm.filtered for r in near.rules for pm in r.ports) else None
     subject, _ = space.sides(flow, rule.direction)
     solver.add(z3.Not(flow.same), space.selects(rule.subject_kind, rule.subject, subject),
                space.direction_allows(near, rule.direction, flow, request)
@@ -177,6 +179,7 @@ def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, al
     flow = new_flow(space, solver)
     _, peer = space.sides(flow, rule.direction)
     solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction),
+               space.authenticated([rule], flow),  # test-always-fail: the rule never lets anything through
                *[z3.Not(space.rule_matches(d, flow)) for d in denies])
     if peer_kind is not None:
         solver.add(peer.is_kind(peer_kind))
@@ -470,7 +473,17 @@ def check_exposure(ctx: Context) -> list[Finding]:
 
 # ------------------------------------------------------------------ L7
 
+def _feeds_fqdn(ctx: Context, rule: Rule) -> bool:
+    """A DNS rule whose subject may also be one of a toFQDNs rule's: bypassed or not, it is what sends the
+    lookups through the proxy, without which toFQDNs matches nothing (R9.3, R10.1): never "ineffective"."""
+    return sees_lookups(rule) and any(
+        isinstance(p, FQDNPeer) for r in ctx.index.near(rule.direction, rule.subject_kind, rule.subject)
+        if r.action is Action.ALLOW for p in r.peers)
+
+
 def _l7_ineffective(ctx: Context, rule: Rule) -> Finding | None:
+    if _feeds_fqdn(ctx, rule):
+        return None
     l7_ports = tuple(pm for pm in rule.ports if pm.l7 is not None)
     plain = [(r, tuple(pm for pm in r.ports if pm.l7 is None)) for r in [rule] + ctx.neighbours(rule, Action.ALLOW)]
     plain = [(r, ps) for r, ps in plain if ps and prefilter.rules_overlap(rule, r, l7_ports, ps)]
@@ -500,8 +513,9 @@ def _l7_ineffective(ctx: Context, rule: Rule) -> Finding | None:
 
 def _entry_text(entry) -> str:
     """An HTTP entry or DNS pattern as its YAML fields."""
-    yaml_name = {"match_name": "matchName", "match_pattern": "matchPattern"}
-    fields = ", ".join(f"{yaml_name.get(k, k)}: {v}" for k, v in vars(entry).items() if v not in (None, ()))
+    yaml_name = {"match_name": "matchName", "match_pattern": "matchPattern", "header_matches": "headerMatches"}
+    fields = ", ".join(f"{yaml_name.get(k, k)}: {'[' + ', '.join(v) + ']' if isinstance(v, tuple) else v}"
+                       for k, v in vars(entry).items() if v not in (None, ()))
     return f"{{{fields}}}"
 
 

@@ -26,7 +26,7 @@ import z3
 
 from .. import explain
 from ..cliselector import format_peer, format_selector
-from ..evaluate import DirectionVerdict, Evaluator, Reason
+from ..evaluate import DirectionVerdict, Evaluator, Reason, sees_lookups
 from ..inventory import Inventory
 from ..ir import Action, Direction, FQDNPeer, PolicySet, Protocol, Rule, SelectorPeer, SubjectKind
 from ..services import unmatched
@@ -138,7 +138,8 @@ def _relevant(ps: PolicySet, direction: Direction, changed: list[Rule], changed_
     subject, so only those rules are encoded; an unchanged rule is kept on both sides or on neither,
     so no other flow can seem to change.  The indexes find them without a scan per changed item.
     ``rules_overlap`` reads toFQDNs as matching nothing, as concrete answers do; in the gate's model
-    a name may resolve to any address, so a rule with a toFQDNs peer meets every rule of its subjects.
+    a name may resolve to any address, so a rule with a toFQDNs peer meets every rule of its subjects,
+    and the DNS rules of its subjects stay (they decide whether it can match at all, R10.1).
     """
     rules = ps.rules_for(direction)
     dds = tuple(d for d in ps.default_deny if d.direction is direction)
@@ -148,6 +149,9 @@ def _relevant(ps: PolicySet, direction: Direction, changed: list[Rule], changed_
     keep |= {id(r) for c in changed
              for r in (rule_index if _names(c) else named_index).near(direction, c.subject_kind, c.subject)}
     keep |= {id(r) for kind, sel in changed_dd for r in rule_index.near(direction, kind, sel)}
+    lookups = prefilter.Index([r for r in rules if sees_lookups(r)])  # whether a kept toFQDNs peer can match
+    keep |= {id(d) for r in rules if id(r) in keep and _names(r)
+             for d in lookups.near(direction, r.subject_kind, r.subject)}
     subjects = [(r.subject_kind, r.subject) for r in changed] + changed_dd
     keep_dd = {id(d) for kind, sel in subjects for d in dd_index.near(direction, kind, sel)}
     return PolicySet(tuple(r for r in rules if id(r) in keep), tuple(d for d in dds if id(d) in keep_dd),
@@ -184,17 +188,22 @@ class _Side:
     def __init__(self, space: Space, policy: PolicySet, direction: Direction, flow: SymbolicFlow,
                  request: Request | None):
         subject, _ = space.sides(flow, direction)
-        self.match = {r: space.rule_matches(r, flow) for r in policy.rules}
         allows = [r for r in policy.rules if r.action is Action.ALLOW]
-        self.admit = {r: space.rule_matches(r, flow, request) if request else self.match[r] for r in allows}
+        names = space.sees_lookups(allows, flow, direction)  # per side: a new DNS rule can wake toFQDNs up
+        self.match = {r: space.rule_matches(r, flow, names=names) for r in policy.rules}
+        self.admit = {r: space.rule_matches(r, flow, request, names=names) if request else self.match[r]
+                      for r in allows}
         self.deny = z3.Or([e for r, e in self.match.items() if r.action is Action.DENY])
         self.allow = z3.Or([self.match[r] for r in allows])
         self.admitted = z3.Or(list(self.admit.values()))
-        self.auth = space.authenticated(allows, flow)
+        self.auth = space.authenticated(allows, flow, names)
         self.dd = space.default_deny(policy.default_deny, direction, subject)
         self.enforced = space.enforced(direction, flow)
+        # R3.4c: without default deny the proxy still filters the requests of redirected ports
+        self.filtered = z3.And(self.allow, z3.Not(self.admitted))
         self.allowed = z3.Or(z3.Not(self.enforced),
-                             z3.And(z3.Not(self.deny), z3.Or(z3.Not(self.dd), z3.And(self.admitted, self.auth))))
+                             z3.And(z3.Not(self.deny), z3.If(self.dd, z3.And(self.admitted, self.auth),
+                                                             z3.Not(self.filtered))))
 
     def reason(self, v: DirectionVerdict) -> z3.BoolRef:
         """The set of flows decided for the same reason as ``v`` (by any of the same rules)."""
@@ -206,9 +215,10 @@ class _Side:
             Reason.DENIED: lambda: z3.And(self.enforced, by(self.match)),
             Reason.ALLOWED: lambda: z3.And(decided, self.dd, self.auth, by(self.admit)),
             Reason.AUTH_REQUIRED: lambda: z3.And(proxied, z3.Not(self.auth), by(self.match)),
-            Reason.REQUEST_DENIED: lambda: z3.And(proxied, self.auth, z3.Not(self.admitted), by(self.match)),
+            Reason.REQUEST_DENIED: lambda: z3.And(decided, self.filtered, z3.Or(z3.Not(self.dd), self.auth),
+                                                  by(self.match)),
             Reason.DEFAULT_DENY: lambda: z3.And(decided, self.dd, z3.Not(self.allow)),
-            Reason.NOT_ENFORCED: lambda: z3.And(decided, z3.Not(self.dd)),
+            Reason.NOT_ENFORCED: lambda: z3.And(decided, z3.Not(self.dd), z3.Not(self.filtered)),
         }.get(v.reason, lambda: z3.Not(self.enforced))()
 
 
@@ -331,7 +341,7 @@ def _ports(solver: z3.Solver, space: Space, flow: SymbolicFlow, group: z3.BoolRe
 # ---- the search
 
 def _has_l7(rules) -> bool:
-    return any(pm.l7 is not None for r in rules for pm in r.ports)
+    return any(pm.filtered for r in rules for pm in r.ports)
 
 
 def _direction_changes(old: PolicySet, new: PolicySet, direction: Direction, inventory: Inventory | None,

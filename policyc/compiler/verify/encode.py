@@ -32,8 +32,9 @@ from dataclasses import dataclass, replace
 import z3
 
 from ..entities import RESERVED, reserved_label, world_labels
-from ..evaluate import Flow, LabelIndex, Request as ConcreteRequest, fqdn_regex, opaque_key, subject_labels
-from ..inventory import Inventory, external
+from ..evaluate import (ALWAYS_FAIL, Flow, LabelIndex, Request as ConcreteRequest, fqdn_regex, opaque_key, sees_lookups,
+                        subject_labels)
+from ..inventory import RESERVED_PEERS, Inventory, external, reserved_peer
 from ..ir import (ANY_SOURCE, CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY,
                   Action, CIDRPeer, Direction, Endpoint, EndpointKind, FQDNPeer, Identity,
                   L7Rules, Label, NamedPort, Op, Peer, PolicySet, PortMatch, Protocol, Requirement, Rule,
@@ -50,8 +51,7 @@ class Kind(enum.IntEnum):
     RESERVED = 3
 
 
-RESERVED_PEERS = ("health", "init", "unmanaged", "kube-apiserver", "ingress")
-FLOW_PROTOCOLS = (Protocol.ICMP, Protocol.TCP, Protocol.UDP, Protocol.ICMPV6, Protocol.SCTP)
+FLOW_PROTOCOLS = (Protocol.ICMP, Protocol.TCP, Protocol.UDP, Protocol.ICMPV6, Protocol.SCTP, Protocol.OTHER)
 _LABEL_SOURCE = {Kind.POD: "k8s", Kind.NODE: "node"}
 _POD_ONLY_KEYS = (NAMESPACE_KEY, CLUSTER_KEY, SERVICE_ACCOUNT_KEY)
 _NS_NAME_KEY = NAMESPACE_LABELS_PREFIX + "kubernetes.io/metadata.name"
@@ -391,7 +391,7 @@ class Request:
         """evaluate._http_admits: every given field matches, every header is present."""
         self._kinds.add("http")
         return z3.And(self._field(self.method, h.method), self._field(self.path, h.path),
-                      self._field(self.host, h.host), *[self.opaque("header", x) for x in h.headers])
+                      self._field(self.host, h.host), *[self.opaque("header", x) for x in h.header_parts])
 
     def dns_rule(self, d) -> z3.BoolRef:
         self._kinds.add("dns")
@@ -406,6 +406,10 @@ class Request:
         if l7.kind == "dns":
             return z3.Or([self.dns_rule(d) for d in l7.dns])
         return self.opaque("l7", l7)
+
+    def admitted_by(self, pm: PortMatch) -> z3.BoolRef:
+        """evaluate.port_admits: the entry's L7 filter and each of its TLS conditions."""
+        return z3.And(self.allowed_by(pm.l7), *[self.opaque("tls", t) for t in pm.tls])
 
     def decode(self, model) -> ConcreteRequest:
         def text(var, kind: str) -> str:
@@ -437,7 +441,8 @@ class SymbolicFlow:
                   for p in FLOW_PROTOCOLS if p.family]  # evaluate.possible
         return (self.src.wellformed() + self.dst.wellformed() + self.space.pair_constraints(self)
                 + [z3.Or([self.protocol == int(p) for p in FLOW_PROTOCOLS]),
-                   z3.Implies(icmp, z3.ULE(self.port, 255))]  # for ICMP the port slot is the type (R8.6)
+                   z3.Implies(icmp, z3.ULE(self.port, 255)),  # for ICMP the port slot is the type (R8.6)
+                   z3.Implies(self.protocol == int(Protocol.OTHER), self.port == 0)]  # no ports: slot unused
                 + family)
 
     def fix(self, flow: Flow) -> list:
@@ -531,8 +536,10 @@ class Space:
         want = Kind.POD if kind is SubjectKind.ENDPOINT else Kind.NODE
         return z3.And(subject.is_kind(want), subject.match(sel, View.SUBJECT))
 
-    def peer_matches(self, peer: Peer, flow: SymbolicFlow, direction: Direction) -> z3.BoolRef:
-        """evaluate.peer_matches with peer_labels: a pod sees its own node as reserved:host."""
+    def peer_matches(self, peer: Peer, flow: SymbolicFlow, direction: Direction,
+                     names: z3.BoolRef | None = None) -> z3.BoolRef:
+        """evaluate.peer_matches with peer_labels: a pod sees its own node as reserved:host; ``names``
+        (Space.sees_lookups) whether the subject's lookups are proxied, None for "assume they are"."""
         subject, other = self.sides(flow, direction)
         if isinstance(peer, SelectorPeer):
             host_view = z3.And(other.is_kind(Kind.NODE), subject.is_kind(Kind.POD), flow.local)
@@ -547,7 +554,8 @@ class Space:
             return z3.BoolVal(False)
         other.reads_dns = True
         return z3.And(other.is_kind(Kind.EXTERNAL), z3.Length(other.dns) > 0,  # "": no name was learned
-                      z3.InRe(other.dns, regex.to_z3(fqdn_regex(peer.match_name, peer.match_pattern))))
+                      z3.InRe(other.dns, regex.to_z3(fqdn_regex(peer.match_name, peer.match_pattern))),
+                      z3.BoolVal(True) if names is None else names)
 
     def port_matches(self, pm: PortMatch, flow: SymbolicFlow) -> z3.BoolRef:
         """evaluate.port_matches; named ports resolve at the destination."""
@@ -557,10 +565,11 @@ class Space:
         return z3.And(proto, flow.dst.named_port(pm.name, flow.protocol, flow.port))
 
     def rule_matches(self, rule: Rule, flow: SymbolicFlow, request: Request | None = None,
-                     ports: tuple[PortMatch, ...] | None = None) -> z3.BoolRef:
+                     ports: tuple[PortMatch, ...] | None = None, names: z3.BoolRef | None = None) -> z3.BoolRef:
         """The rule selects the subject, matches the peer and a port (and the request, if given).
 
-        ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry).  Without
+        ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry); ``names``
+        is the policy set's Space.sees_lookups (toFQDNs peers match only when lookups are proxied).  Without
         L7 requests in play the formula depends only on the rule and the flow, which live as long as the
         space: it is built once (a check asks about the same neighbours again and again).
         """
@@ -568,7 +577,12 @@ class Space:
         where, fqdn = self._where(rule, flow)
         if fqdn and self.unknowns:  # a memoized formula still reads the peer's name in this query
             self.sides(flow, rule.direction)[1].reads_dns = True
-        if request is not None and any(pm.l7 for pm in entries):  # a request's formulas are this query's
+        if fqdn and names is not None:  # this policy set's lookups decide: a formula of its own
+            subject, _ = self.sides(flow, rule.direction)
+            where = z3.And(self.selects(rule.subject_kind, rule.subject, subject),
+                           z3.Or([self.peer_matches(p, flow, rule.direction, names) for p in rule.peers]))
+            return z3.And(where, self._ports_match(entries, flow, request))
+        if request is not None and any(pm.filtered for pm in entries):  # a request's formulas are this query's
             return z3.And(where, self._ports_match(entries, flow, request))
         kept, expr = flow.memo.get((id(rule), ports), (None, None))
         if kept is not rule:  # the memo holds the rule, so its id is not reused while the entry lives
@@ -589,7 +603,7 @@ class Space:
         return where, fqdn
 
     def _ports_match(self, entries, flow: SymbolicFlow, request: Request | None) -> z3.BoolRef:
-        return z3.Or([z3.And(self.port_matches(pm, flow), request.allowed_by(pm.l7) if request else True)
+        return z3.Or([z3.And(self.port_matches(pm, flow), request.admitted_by(pm) if request else True)
                       for pm in entries])
 
     def default_deny(self, dds, direction: Direction, subject) -> z3.BoolRef:
@@ -604,13 +618,24 @@ class Space:
             return z3.And(enforcing, z3.Not(localhost))
         return enforcing
 
-    def authenticated(self, allows, flow: SymbolicFlow) -> z3.BoolRef:
+    def sees_lookups(self, allows, flow: SymbolicFlow, direction: Direction) -> z3.BoolRef | None:
+        """evaluate.sees_lookups over the subject: some allow rule with a DNS filter selects it. None
+        (no condition) where no toFQDNs peer can be affected: concrete spaces match none anyway."""
+        if not self.unknowns or not any(isinstance(p, FQDNPeer) for r in allows for p in r.peers):
+            return None
+        subject, _ = self.sides(flow, direction)
+        return z3.Or([self.selects(r.subject_kind, r.subject, subject) for r in allows if sees_lookups(r)])
+
+    def authenticated(self, allows, flow: SymbolicFlow, names: z3.BoolRef | None = None) -> z3.BoolRef:
         """Evaluator.direction: when a matching allow rule wants mutual authentication, the handshake must succeed."""
         wanting = [r for r in allows if r.auth]
         if not wanting:
             return z3.BoolVal(True)
         flow.reads_auth = True
-        return z3.Or(flow.authenticated, z3.Not(z3.Or([self.rule_matches(r, flow) for r in wanting])))
+        failing = [r for r in wanting if r.auth == ALWAYS_FAIL]  # no handshake ever succeeds for these
+        return z3.And(z3.Or(flow.authenticated, z3.Not(z3.Or([self.rule_matches(r, flow, names=names)
+                                                             for r in wanting]))),
+                      *[z3.Not(self.rule_matches(r, flow, names=names)) for r in failing])
 
     def direction_allows(self, policy: PolicySet, direction: Direction, flow: SymbolicFlow,
                          request: Request | None = None) -> z3.BoolRef:
@@ -620,9 +645,13 @@ class Space:
         rules = policy.rules_for(direction)
         allows = [r for r in rules if r.action is Action.ALLOW]
         deny = z3.Or([self.rule_matches(r, flow) for r in rules if r.action is Action.DENY])
-        allow = z3.And(z3.Or([self.rule_matches(r, flow, request) for r in allows]), self.authenticated(allows, flow))
+        names = self.sees_lookups(allows, flow, direction)
+        matched = z3.Or([self.rule_matches(r, flow, names=names) for r in allows])
+        admitted = z3.Or([self.rule_matches(r, flow, request, names=names) for r in allows])
+        allow = z3.And(admitted, self.authenticated(allows, flow, names))
+        unfiltered = z3.Or(z3.Not(matched), admitted)  # R3.4c: without default deny the proxy still filters
         dd = self.default_deny(policy.default_deny, direction, subject)
-        return z3.Or(z3.Not(self.enforced(direction, flow)), z3.And(z3.Not(deny), z3.Or(z3.Not(dd), allow)))
+        return z3.Or(z3.Not(self.enforced(direction, flow)), z3.And(z3.Not(deny), z3.If(dd, allow, unfiltered)))
 
     def allows(self, policy: PolicySet, flow: SymbolicFlow, request: Request | None = None) -> z3.BoolRef:
         """Evaluator.evaluate: a flow to itself passes; otherwise both ends must allow."""
@@ -635,9 +664,7 @@ def _external_or_reserved(term: Term, model, reserved) -> Endpoint | None:
     if kind_external:
         return external(term.decode_ip(model))
     if z3.is_true(model.eval(term.is_kind(Kind.RESERVED), model_completion=True)):
-        name = RESERVED_PEERS[model.eval(reserved, model_completion=True).as_long()]
-        return Endpoint(EndpointKind.EXTERNAL, f"reserved:{name}", "", (),
-                        Identity(0, frozenset({reserved_label(name)})))
+        return reserved_peer(RESERVED_PEERS[model.eval(reserved, model_completion=True).as_long()])
     return None
 
 

@@ -114,9 +114,9 @@ class _Prover:
         eg, ing = self._subjects(Direction.EGRESS, src), self._subjects(Direction.INGRESS, dst)
         return PolicySet(eg.rules + ing.rules, eg.default_deny + ing.default_deny, (), self.policy.cluster)
 
-    def _space(self, policy: PolicySet, *peers: Peer) -> Space:
+    def _space(self, policy: PolicySet, *peers: Peer, unknowns: bool = False) -> Space:
         selectors = [p.selector for p in peers if isinstance(p, Pods)]
-        return space_for(policy.rules, policy.default_deny, policy.cluster, self.inventory, selectors)
+        return space_for(policy.rules, policy.default_deny, policy.cluster, self.inventory, selectors, unknowns)
 
     # ---- flows
 
@@ -132,7 +132,9 @@ class _Prover:
         """(some flow src → dst on ``ports`` (or on any other port) exists,
         one whose verdict is not ``promised`` or None, the evaluator's account of it)."""
         policy = self._relevant(src, dst)
-        space = self._space(policy, src, dst)
+        # A deny is proved in the gate's model: a toFQDNs peer may be any outside address a DNS answer
+        # names (R10.1), so no FQDN allow can break the proof; an allow needs no such freedom.
+        space = self._space(policy, src, dst, unknowns=not promised)
         solver = z3.Solver()
         flow = new_flow(space, solver)
         in_ports = self._ports(flow, ports)
