@@ -127,3 +127,12 @@ def test_each_connection_through_the_cluster_ip_meets_the_backend_it_reached(enf
         assert all(answers.count(name) == n for name, n in sent.items() if name in want), (answers, sent)
     else:
         assert "" in answers, answers  # a denied backend is picked with probability > 0.99999 in 30 tries
+
+
+def test_hairpin_through_the_cluster_ip_meets_no_policy(enforced, cluster):
+    """x/a reaching itself through the ClusterIP: kube-proxy masquerades the hairpin to the node's address
+    on x/a's veth, which the loader holds as ``host`` (every address of the node's namespace), so x/a's
+    own hook admits it (R11.6, as the evaluator says); x/b and x/c do not admit x/a."""
+    assert allowed_backends(cluster, "x/a") == {"x/a"}
+    answers = enforced.connect(enforced.by_name["x/a"].netns, CLUSTER_IP, SERVICE_PORT, "TCP", CONNECTIONS)
+    assert set(answers) == {"x/a", ""}, answers
