@@ -26,7 +26,7 @@ from .inventory import Inventory
 from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, FQDNPeer, Identity, IPAddress, IPNetwork, PolicySet,
                  SelectorPeer)
 from .portset import PortSet
-from .reachability import ClassVerdicts, Side, classify
+from .reachability import ClassVerdicts, Side, classify, possible_ports
 
 ROOTS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 # Entities naming identities that are neither pods, nodes nor world: a place each when a policy names them.
@@ -199,7 +199,7 @@ def _class_name(members: list[Endpoint]) -> str:
 def _join(u: Place, v: Place, egress: Side | None, ingress: Side | None) -> Hop | None:
     if egress is None or ingress is None:
         return None
-    ports = egress.ports & ingress.ports
+    ports = egress.ports & ingress.ports & possible_ports(u.rep, v.rep)
     if not ports:
         return None
     return Hop(u.id, v.id, ports, (egress.l7 | ingress.l7) & ports, egress, ingress)

@@ -10,10 +10,11 @@ import ipaddress
 from dataclasses import dataclass
 from functools import cached_property
 
-from .evaluate import Evaluator, LabelIndex, Reason, matching_ports, peer_labels, peer_matches, subject_labels
+from .evaluate import (Evaluator, LabelIndex, Reason, matching_ports, peer_labels, peer_matches, speaks,
+                       subject_labels)
 from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, PolicySet, Protocol, Rule, Selector,
                  SelectorPeer, SubjectKind)
-from .portset import EVERY, NONE, PortSet, rule_ports
+from .portset import EVERY, MAX_PORT, NONE, PortSet, rule_ports
 from .prefixes import PrefixIndex
 
 
@@ -52,7 +53,14 @@ def _class_key(ep: Endpoint) -> tuple:
     (only a node peer on the pod's own node would: R3.9).
     """
     return (ep.kind, subject_labels(ep), ep.identity.labels, ep.ports,
-            ep.ips if ep.kind is EndpointKind.EXTERNAL else ())
+            ep.ips if ep.kind is EndpointKind.EXTERNAL else frozenset(ip.version for ip in ep.ips))
+
+
+def possible_ports(a: Endpoint, b: Endpoint) -> PortSet:
+    """Every port less ICMP where an end has no IPv4 address and ICMPv6 where one has no IPv6: such
+    packets do not exist (``evaluate.possible``), so no edge or table may carry them."""
+    gone = [p for p in (Protocol.ICMP, Protocol.ICMPV6) if not (speaks(a, p.family) and speaks(b, p.family))]
+    return EVERY - PortSet.of([(p, 0, MAX_PORT) for p in gone]) if gone else EVERY
 
 
 def classify(endpoints: list[Endpoint]) -> tuple[list[int], list[Endpoint]]:
@@ -157,7 +165,11 @@ class ClassVerdicts:
         for dst in range(n):
             for src in self._allowed_peers(dst, Direction.INGRESS, protocol, port):
                 admits[src].add(dst)
-        return [egress[c] & admits[c] for c in range(n)]
+        out = [egress[c] & admits[c] for c in range(n)]
+        if protocol.family is None:
+            return out
+        speak = {c for c in range(n) if speaks(self.reps[c], protocol.family)}  # evaluate.possible
+        return [frozenset(out[c] & speak) if c in speak else frozenset() for c in range(n)]
 
     # ---- every port at once: what the connectivity graph's edges carry
 

@@ -19,7 +19,7 @@ import z3
 from .. import explain
 from ..cliselector import format_selector
 from ..entities import RESERVED_IDS, reserved_label, world_labels
-from ..evaluate import Evaluator, LabelIndex, sees_lookups, subject_labels
+from ..evaluate import ALWAYS_FAIL, Evaluator, LabelIndex, sees_lookups, subject_labels
 from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
@@ -173,14 +173,16 @@ def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, al
 
     ``peer_kind`` restricts the peer (world for exposure checks); ``also`` are rules claimed to match too.
     """
-    denies = ctx.neighbours(rule, Action.DENY)
-    space = ctx.space([rule, *denies])
+    # a matching deny drops the flow, and so does a matching allow whose handshake always fails (R10.11)
+    blockers = ctx.neighbours(rule, Action.DENY) + [r for r in ctx.neighbours(rule, Action.ALLOW)
+                                                     if r.auth == ALWAYS_FAIL]
+    space = ctx.space([rule, *blockers])
     solver = z3.Solver()
     flow = new_flow(space, solver)
     _, peer = space.sides(flow, rule.direction)
     solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction),
                space.authenticated([rule], flow),  # test-always-fail: the rule never lets anything through
-               *[z3.Not(space.rule_matches(d, flow)) for d in denies])
+               *[z3.Not(space.rule_matches(d, flow)) for d in blockers])
     if peer_kind is not None:
         solver.add(peer.is_kind(peer_kind))
     if solver.check() != z3.sat:
