@@ -55,6 +55,24 @@ def policy_paths(case: Path, empty: Path) -> list[str]:
     return [str(policies if policies.is_dir() else empty)]
 
 
+def probe_flows(inventory, probe: dict) -> list:
+    """(source, destination, protocol, port) of every flow policy decides for one expected.yaml probe.
+
+    A probe to ``svc:NS/NAME`` on a Service port is one flow per backend, on the backend's port, as
+    kube-proxy translates it (R7.8); hairpin backends meet no policy (R11.6) and are left out.
+    """
+    from policyc.compiler.ir import Protocol
+    from policyc.compiler.services import ServiceMap
+
+    src, protocol, port = inventory.find(probe["from"]), Protocol.parse(probe["protocol"]), int(probe["port"])
+    smap = ServiceMap(inventory)
+    front = smap.frontend(probe["to"], port, protocol) if probe["to"].startswith("svc:") else None
+    if front is None:
+        return [(src, inventory.find(probe["to"]), protocol, port)]
+    return [(src, b.endpoint, b.protocol, b.port) for b in smap.backends(front.service, front.port)
+            if b.endpoint != src]
+
+
 def own_cases() -> list[Path]:
     return sorted(p for p in OWN.iterdir() if (p / "expected.yaml").is_file())
 

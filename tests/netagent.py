@@ -13,6 +13,10 @@ probe TIMEOUT
 stream ADDR PORT STREAM INTERVAL
     sends ``seq STREAM N`` datagrams from one source port every INTERVAL seconds until stdin
     closes, then prints ``{"sent": [[N, monotonic time just before sending], ...]}``.
+connect ADDR PORT PROTOCOL COUNT TIMEOUT
+    COUNT connections one after the other, each a new source port and a single attempt (no retry:
+    a Service may pick another backend for a second one); prints ``[answer, ...]`` as JSON: the
+    server's name, "" for silence until TIMEOUT, or "error: ..." (a refusal, an unreachable).
 hold ADDR PORT
     opens a TCP connection, prints ``connected`` (or ``failed``), then for each line on stdin
     sends it and prints the echo of the server's answer, or ``timeout``.
@@ -157,6 +161,13 @@ def probe(timeout: float) -> None:
     json.dump(results, sys.stdout)
 
 
+def connect(addr: str, port: int, protocol: str, count: int, timeout: float) -> None:
+    check = _tcp if protocol == "TCP" else _udp
+    results = (check(addr, port, timeout) for _ in range(count))
+    json.dump([{"allow": answer, "deny": ""}.get(verdict, f"error: {answer}") for verdict, answer in results],
+              sys.stdout)
+
+
 def stream(addr: str, port: int, name: str, interval: float) -> None:
     sock = socket.socket(_family(addr), socket.SOCK_DGRAM)
     sock.connect((addr, port))
@@ -279,6 +290,8 @@ def main(argv: list[str]) -> None:
         probe(float(argv[1]))
     elif mode == "stream":
         stream(argv[1], int(argv[2]), argv[3], float(argv[4]))
+    elif mode == "connect":
+        connect(argv[1], int(argv[2]), argv[3], int(argv[4]), float(argv[5]))
     elif mode == "hold":
         hold(argv[1], int(argv[2]))
     elif mode == "sink":

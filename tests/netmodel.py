@@ -316,3 +316,33 @@ class NetModel:
             if len(parts) == 3:
                 out.append((parts[0], parts[1], int(parts[2])))
         return out
+
+    # -- outside the cluster ----------------------------------------------------------------------
+    def add_outside(self, addr: str, node_addr: str, name: str = "out") -> str:
+        """A client outside the cluster (its own netns ``<prefix>-<name>`` holding ``addr``) wired to the
+        node through ``<prefix>x0``, where the node holds ``node_addr`` (its address for NodePorts).
+        Returns the netns; close() removes it with the rest."""
+        netns, node_if = f"{self.prefix}-{name}", f"{self.prefix}x0"
+        node_mac, out_mac = "02:00:00:00:ff:01", "02:00:00:00:ff:02"
+        run(["ip", "netns", "add", netns])
+        run(["ip", "-n", self.node, "link", "add", node_if, "address", node_mac, "type", "veth", "peer", "name",
+             "eth0", "address", out_mac, "netns", netns])
+        run(["ip", "-n", self.node, "-batch", "-"], input="\n".join([
+            f"link set {node_if} up", f"addr add {node_addr}/32 dev {node_if}",
+            f"route add {addr}/32 dev {node_if}",
+            f"neigh replace {addr} lladdr {out_mac} dev {node_if} nud permanent"]) + "\n")
+        run(["ip", "-n", netns, "-batch", "-"], input="\n".join([
+            "link set lo up", "link set eth0 up", f"addr add {addr}/32 dev eth0",
+            f"route add {node_addr} dev eth0 scope link", f"route add default via {node_addr} dev eth0",
+            f"neigh replace {node_addr} lladdr {node_mac} dev eth0 nud permanent"]) + "\n")
+        return netns
+
+    def connect(self, netns: str, addr: str, port: int, protocol: str, count: int,
+                timeout: float = DENY_TIMEOUT) -> list[str]:
+        """``count`` single-attempt connections from ``netns``: each answer (a server's name), or ""."""
+        proc = self.spawn(netns, ["connect", addr, str(port), protocol, str(count), str(timeout)])
+        out, err = proc.communicate(timeout=count * (timeout + 1) + 30)
+        self.procs.remove(proc)
+        if proc.returncode != 0:
+            raise RuntimeError(f"connect from {netns} failed: {err}")
+        return json.loads(out)

@@ -34,7 +34,7 @@ def test_same_inputs_give_byte_identical_artifacts(tmp_path, capsys):
     assert _compile(tmp_path / "elsewhere" / "two") == 0
     one, two = _tree(tmp_path / "one"), _tree(tmp_path / "elsewhere" / "two")
     assert set(one) == {"manifest.json", "policyc.bpf.c", "policyc.bpf.o", "maps.json", "maps.bin",
-                        "endpoints.json", "rules.json", "sources.json"}
+                        "endpoints.json", "rules.json", "services.json", "sources.json"}
     assert one == two
 
 

@@ -32,6 +32,11 @@ def _externals(probes: list[dict]) -> list[str]:
     return sorted(p for p in peers if "/" not in p)
 
 
+def _services(probes: list[dict]) -> list[str]:
+    """Probe destinations that are Services (svc:NS/NAME): the matrix needs them as --services."""
+    return sorted({p["to"].removeprefix("svc:") for p in probes if p["to"].startswith("svc:")})
+
+
 def _matrix_args(case: Path, probes: list[dict], empty: Path) -> list[str]:
     ports = sorted({f"{p['port']}/{p['protocol']}" for p in probes})
     args = ["matrix", *policy_paths(case, empty),
@@ -39,6 +44,8 @@ def _matrix_args(case: Path, probes: list[dict], empty: Path) -> list[str]:
     externals = _externals(probes)
     if externals:
         args += ["--external", ",".join(externals)]
+    if _services(probes):
+        args += ["--services", ",".join(_services(probes))]
     return args
 
 

@@ -17,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cases import inventory as case_inventory, own, own_cases, params
+from cases import inventory as case_inventory, own, own_cases, params, probe_flows
 from dpgen import make_rule, policy_set, policy_sets, selector, standard_inventory
 from kernelreq import require_kernel
 from policyc.bpf_runtime.artifact import open_artifact
@@ -30,6 +30,7 @@ from policyc.compiler.artifact import compile_artifact
 from policyc.compiler.frontend import load_policies
 from policyc.compiler.inventory import load_inventory
 from policyc.compiler.layouts import layouts
+from policyc.compiler.services import bind
 from policyc.compiler.ir import (Action, CIDRPeer, Direction, L7Rules, PolicySet, PortMatch, Protocol,
                                  Selector, SelectorPeer)
 
@@ -39,10 +40,10 @@ DENY_CASE = own("L25-cnp-deny-beats-allow")  # y/a admits all but y/b, refused b
 
 def load_case(case: Path):
     policies = case / "policies"
-    policy = load_policies([policies])[0] if policies.is_dir() else PolicySet()
     inventory = load_inventory([case_inventory(case)])
-    probes = [Probe(inventory.find(p["from"]), inventory.find(p["to"]), Protocol.parse(p["protocol"]), p["port"])
-              for p in yaml.safe_load((case / "expected.yaml").read_text())["probes"]]
+    policy = bind(load_policies([policies])[0], inventory.services) if policies.is_dir() else PolicySet()
+    probes = [Probe(*flow) for p in yaml.safe_load((case / "expected.yaml").read_text())["probes"]
+              for flow in probe_flows(inventory, p)]
     return policy, inventory, probes, [str(policies)] if policies.is_dir() else []
 
 

@@ -276,11 +276,17 @@ CASES = [
         ingress:
         - zzz: 1
         """), 11, 5, "spec.ingress[0].zzz", "unknown field 'zzz'"),
-    ("unsupported-to-services", cnp("""\
+    ("unsupported-to-groups", cnp("""\
+        egress:
+        - toGroups:
+          - aws: {securityGroupsIds: [sg-1]}
+        """), 11, 5, "spec.egress[0].toGroups", "unsupported field 'toGroups'"),
+    ("service-selector-without-selector", cnp("""\
         egress:
         - toServices:
-          - k8sService: {serviceName: db, namespace: x}
-        """), 11, 5, "spec.egress[0].toServices", "unsupported field 'toServices'"),
+          - k8sServiceSelector: {namespace: x}
+        """), 12, 7, "spec.egress[0].toServices[0].k8sServiceSelector",
+        "k8sServiceSelector needs a selector"),
     ("two-peer-kinds", cnp("""\
         ingress:
         - fromEndpoints: [{}]

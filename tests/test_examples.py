@@ -152,6 +152,26 @@ def test_selector_query_over_a_namespace(capsys):
                         "shop/frontend": "deny", "shop/payment-gw": "deny"}
 
 
+SERVICES = str(SHOP / "services.yaml")
+
+
+def test_services_answer_as_their_backends_on_the_target_port(capsys):
+    """Every shop Service has one backend: through its Service port, each intended connection to that pod
+    on the Service's (named) targetPort keeps its verdict, and the README's example query says so."""
+    code, out, err = run_cli(capsys, "matrix", POLICIES, "--inventory", INVENTORY, "--inventory", SERVICES,
+                             "--ports", "80/TCP,5432/TCP,6379/TCP,53/UDP", "--external", WORLD, "--services",
+                             "--format", "json")
+    assert code == 0, err
+    rows = {(f["from"], f["backends"][0]["backend"], f"{f['backends'][0]['port']}/{f['protocol']}"): f["verdict"]
+            for f in json.loads(out)["flows"] if f["to"].startswith("svc:") and f["backends"]}
+    checked = [(s, d, p, want) for s, d, p, want in INTENDED if (s, d, p) in rows]
+    assert len(checked) >= 12
+    assert [(s, d, p, rows[(s, d, p)]) for s, d, p, _ in checked] == checked
+    code, out, _ = run_cli(capsys, "query", POLICIES, "--inventory", INVENTORY, "--inventory", SERVICES,
+                           "--from", "shop/frontend", "--to", "svc:shop/cart", "--port", "80/TCP", "--expect", "allow")
+    assert code == 0 and "backend shop/cart 8080/TCP: ALLOW" in out
+
+
 def test_check_reports_only_the_documented_findings(capsys):
     code, out, err = run_cli(capsys, "check", POLICIES, "--inventory", INVENTORY, "--format", "json")
     assert code == 0, err

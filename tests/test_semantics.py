@@ -937,10 +937,8 @@ def test_r10_4_fqdn_not_in_deny():
                  "toFQDNs is not allowed in a deny rule")
 
 
-def test_r10_6_r10_7_r10_9_services_and_groups_are_unsupported():
-    """R10.6/R10.7/R10.9: toServices and cloud groups need data policyc does not read: reported."""
-    assert_error(cnp("endpointSelector: {}\negress: [{toServices: [{k8sService: {serviceName: s}}]}]"),
-                 "unsupported field 'toServices'")
+def test_r10_9_groups_are_unsupported():
+    """R10.9: cloud groups need data policyc does not read: reported."""
     assert_error(cnp("endpointSelector: {}\negress: [{toGroups: [{aws: {}}]}]"), "unsupported field 'toGroups'")
     assert_error(cnp("endpointSelector: {}\ningress: [{fromGroups: [{aws: {}}]}]"), "unsupported field 'fromGroups'")
 

@@ -12,12 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from irgen import EXTERNALS, RESERVED, inventories, policy_sets
 
-from cases import inventory as case_inventory, own_cases, params
+from cases import inventory as case_inventory, own_cases, params, probe_flows
 
 from policyc.compiler.evaluate import Evaluator, Flow, possible
 from policyc.compiler.frontend import build_policy_set
 from policyc.compiler.inventory import load_inventory
 from policyc.compiler.ir import Direction, EndpointKind, Protocol
+from policyc.compiler.services import bind
 from policyc.compiler.source import load_documents
 from policyc.compiler.verify.encode import FLOW_PROTOCOLS, InventorySpace, SymbolicSpace, new_flow
 
@@ -94,8 +95,8 @@ def test_conformance_probes_agree(case: Path):
     """Conformance probes: Z3 (both universes) says what the evaluator says (a third of a shared
     case's exhaustive probes; every probe of an own case, which lists only the telling ones)."""
     docs = load_documents([case / "policies"]) if (case / "policies").is_dir() else []
-    policy = build_policy_set(docs).policy
     inventory = load_inventory([case_inventory(case)])
+    policy = bind(build_policy_set(docs).policy, inventory.services)
     evaluator = Evaluator(policy)
     probes = yaml.safe_load((case / "expected.yaml").read_text())["probes"]
     for space in _spaces(policy, inventory):
@@ -103,12 +104,11 @@ def test_conformance_probes_agree(case: Path):
         sym = new_flow(space, solver)
         allowed = space.allows(policy, sym)
         for p in probes[::3] if len(probes) > 20 else probes:
-            flow = Flow(inventory.find(p["from"]), inventory.find(p["to"]), Protocol.parse(p["protocol"]),
-                        int(p["port"]))
-            solver.push()
-            solver.add(*sym.fix(flow), allowed != evaluator.evaluate(flow).allowed)
-            assert solver.check() == z3.unsat, (case.name, type(space).__name__, p)
-            solver.pop()
+            for flow in (Flow(*f) for f in probe_flows(inventory, p)):
+                solver.push()
+                solver.add(*sym.fix(flow), allowed != evaluator.evaluate(flow).allowed)
+                assert solver.check() == z3.unsat, (case.name, type(space).__name__, p, flow)
+                solver.pop()
 
 
 @pytest.mark.parametrize("pattern,yes,no", [

@@ -29,6 +29,7 @@ from ..compiler.ir import (CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, 
 from ..compiler.layouts import layouts
 from ..compiler.lower import ANY_PEER, EndpointEntry, PeerIndex, PolicyEntry, peer_identities, subject_entries
 from ..compiler.mapdata import addr_bytes, endpoint_value, ipcache_host_key, policy_key, policy_value
+from ..compiler.services import bind as bind_services
 from ..compiler.source import parse_text
 from .attach import detach, ifindex
 from .bindings import bind, bump_revision, set_identity, unbind
@@ -78,7 +79,8 @@ def load_sources(state: State) -> Sources:
     if len(result.policy.rules) != len(artifact_json(state, "rules.json")):
         raise error(f"{path}: its policies give {len(result.policy.rules)} rules, rules.json lists a different "
                      "number; recompile the artifact with this policyc version")
-    return Sources(result.policy, build_inventory(docs("inventory"), data["cluster"]))
+    inventory = build_inventory(docs("inventory"), data["cluster"])
+    return Sources(bind_services(result.policy, inventory.services), inventory)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import struct
 from dataclasses import dataclass
 
 VERIFIER_LOG_BYTES = 4 << 20
@@ -95,9 +96,12 @@ def _load_library() -> ctypes.CDLL:
         "bpf_object__find_map_by_name": (p, [p, ctypes.c_char_p]),
         "bpf_object__next_program": (p, [p, p]),
         "bpf_program__name": (ctypes.c_char_p, [p]),
+        "bpf_program__section_name": (ctypes.c_char_p, [p]),
         "bpf_program__fd": (i, [p]),
         "bpf_program__set_log_buf": (i, [p, p, sz]),
         "bpf_program__set_log_level": (i, [p, u32]),
+        "bpf_program__set_type": (i, [p, i]),
+        "bpf_program__set_expected_attach_type": (i, [p, i]),
         "bpf_program__set_autoload": (i, [p, ctypes.c_bool]),
         "bpf_map__fd": (i, [p]),
         "bpf_map__key_size": (u32, [p]),
@@ -224,6 +228,26 @@ def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0, wha
     """A bpf_link of ``prog_fd`` on ``target`` (an ifindex); returns the link fd (pin it to keep it)."""
     opts = _LinkCreateOpts(sz=ctypes.sizeof(_LinkCreateOpts), flags=flags)
     return _check(lib().bpf_link_create(prog_fd, target, attach_type, ctypes.byref(opts)), what)
+
+
+# Netfilter programs (kernel 6.4+), which Debian's libbpf 1.1 predates: the numbers of the kernel's uapi.
+BPF_PROG_TYPE_NETFILTER, BPF_NETFILTER, BPF_LINK_CREATE, SYS_BPF = 32, 45, 28, 321
+NFPROTO_IPV4, NFPROTO_IPV6, NF_INET_PRE_ROUTING = 2, 10, 0
+NF_IP_PRI_NAT_DST = -100
+
+
+def netfilter_link(prog_fd: int, family: int, hook: int, priority: int, what: str = "netfilter attach") -> int:
+    """A netfilter bpf_link in the caller's network namespace (BPF_LINK_CREATE by hand: libbpf 1.1's
+    bpf_link_create knows no netfilter options); returns the link fd (pin it to keep it)."""
+    attr = struct.pack("IIIIIIiI", prog_fd, 0, BPF_NETFILTER, 0, family, hook, priority, 0)
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    ctypes.set_errno(0)
+    fd = _libc().syscall(SYS_BPF, BPF_LINK_CREATE, buf, len(attr))
+    return _check(fd if fd >= 0 else -(ctypes.get_errno() or 1), what)
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def link_update(link_fd: int, prog_fd: int, what: str = "link update") -> None:
@@ -419,6 +443,18 @@ class RingBuffer:
 _PERCPU_TYPES = {5, 6, 10}  # BPF_MAP_TYPE_PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 
 
+def _type_netfilter(obj: int) -> None:
+    """Programs in section "netfilter" get their type by hand: libbpf 1.1 does not know the section."""
+    prog = None
+    while True:
+        prog = lib().bpf_object__next_program(obj, prog)
+        if not prog:
+            return
+        if lib().bpf_program__section_name(prog) == b"netfilter":
+            lib().bpf_program__set_type(prog, BPF_PROG_TYPE_NETFILTER)
+            lib().bpf_program__set_expected_attach_type(prog, BPF_NETFILTER)
+
+
 class BPFObject:
     """An opened (and, after load(), loaded) BPF ELF object; close() releases every fd."""
 
@@ -433,6 +469,7 @@ class BPFObject:
         if not handle:
             err = ctypes.get_errno()
             raise BPFError(f"cannot open BPF object {path}: {os.strerror(err) if err else 'invalid object'}")
+        _type_netfilter(handle)
         return cls(str(path), handle)
 
     def _map_handle(self, name: str) -> int:
@@ -459,6 +496,7 @@ class BPFObject:
         again = lib().bpf_object__open_file(self.path.encode(), None)
         if not again:
             return ""
+        _type_netfilter(again)
         try:
             buffers = []
             prog = None

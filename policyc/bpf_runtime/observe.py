@@ -67,6 +67,8 @@ class Namer:
         self.by_endpoint = {e["endpoint_id"]: e["name"] for e in artifact_json(state, "endpoints.json")}
         self.by_endpoint |= {r["endpoint_id"]: r["endpoint"] for r in state.runtime if r["op"] != "remove"}
         self.rules = {r["id"]: r for r in artifact_json(state, "rules.json")}
+        self.services = {ip: "svc:" + s["service"] for s in artifact_json(state, "services.json")
+                         for ip in s["addresses"]}
         # CLOCK_MONOTONIC (bpf_ktime_get_ns) → wall clock
         self.offset = time.time() - time.monotonic()
 
@@ -82,6 +84,8 @@ class Namer:
     def _name(self, addr: str, identity: int) -> str:
         if addr in self.by_ip:
             return self.by_ip[addr]
+        if addr in self.services:
+            return f"{addr} ({self.services[addr]})"
         reserved = _RESERVED.get(identity)
         return f"{addr} ({reserved})" if reserved else addr
 

@@ -124,6 +124,7 @@ def outside_endpoints(dp: Datapath, inventory: Inventory) -> list[Endpoint]:
     """One external address per world/CIDR region of the ipcache."""
     nets = [e.network for e in dp.ipcache if e.source in ("cidr", "world")]
     taken = {ip for ep in inventory.endpoints for ip in ep.ips}
+    taken |= {ip for s in inventory.services for ip in s.frontends}  # policy never sees them (R7.8)
     ips = [region_address(n, nets, taken) for n in nets]
     return [external(ip) for ip in dict.fromkeys(ip for ip in ips if ip is not None)]
 

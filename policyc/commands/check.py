@@ -10,8 +10,8 @@ from ..compiler.frontend import IGNORE_ANNOTATION
 from ..compiler.source import expand_paths, read_capped
 from ..compiler.verify.checks import run_checks, suppress
 from ..compiler.verify.findings import CATALOGUE, Level, finding_json, render_sarif, render_text, witness_text
-from .common import (add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, structured,
-                     subcommand)
+from .common import (add_inventory_arg, add_policy_args, bind_services, load_inventory_arg, load_policy_args,
+                     structured, subcommand)
 from .terminal import say
 
 FAIL_ON = ("error", "warning", "note", "never")
@@ -90,6 +90,7 @@ def unknown_ignores(policy) -> list[Diagnostic]:
 def run(args) -> int:
     policy = load_policy_args(args, require=True)
     inventory = load_inventory_arg(args) if args.inventory else None
+    policy = bind_services(args, policy, inventory)
     baseline = load_baselines(args.baseline)
     if not args.quiet:
         for diag in unknown_ignores(policy):

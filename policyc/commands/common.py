@@ -194,6 +194,21 @@ def resolve_endpoints(inventory: Inventory, refs: list[str] | str, option: str) 
     return list(dict.fromkeys(found))
 
 
+def bind_services(args, policy: PolicySet, inventory: Inventory | None) -> PolicySet:
+    """``toServices`` resolved against the inventory's Services (none without one); a peer that matches
+    no Service allows nothing, as in Cilium until the Service exists, and is named on stderr."""
+    from ..compiler.services import bind, unmatched
+
+    services = inventory.services if inventory is not None else ()
+    if getattr(args, "format", "text") == "text":
+        for rule, peer in unmatched(policy, services):
+            why = ("matches no Service of the inventory" if inventory is not None else
+                   "cannot be resolved without --inventory (Services and EndpointSlices)")
+            print(f"{rule.origin}: warning: toServices {peer.service} {why}: it allows nothing here, as in "
+                  "Cilium while no such Service exists", file=sys.stderr)
+    return bind(policy, services)
+
+
 def _endpoint_list(inventory: Inventory, ref: str) -> list | None:
     """``shop/a,shop/b,node-1``: a comma list of endpoints (docs/cli.md: list options take commas), told
     from a selector of bare keys (``app,tier``: both labels present) by its items naming endpoints;

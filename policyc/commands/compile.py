@@ -9,8 +9,8 @@ from ..compiler.entities import RESERVED_IDS
 from ..compiler.ir import DEFAULT_CLUSTER, Direction, Protocol
 from ..compiler.lower import ANY_PEER
 from ..compiler.mapdata import DEFAULT_SIZES, port_text
-from .common import (FORMAT_NAMES, STRUCTURED, add_inventory_arg, add_verbosity_args, load_inventory_arg,
-                     load_policy_args, structured, subcommand, warn)
+from .common import (FORMAT_NAMES, STRUCTURED, add_inventory_arg, add_verbosity_args, bind_services,
+                     load_inventory_arg, load_policy_args, structured, subcommand, warn)
 from .parser import FORMAT_OPTIONS
 from .terminal import progress, say, step
 
@@ -124,6 +124,7 @@ def run(args) -> int:
     out = output_dir(args)
     policy = load_policy_args(args)
     inventory = load_inventory_arg(args)
+    policy = bind_services(args, policy, inventory)
     step(f"compiling {len(policy.rules)} rules for {len(inventory.endpoints)} endpoints", args.quiet)
     result = compile_artifact(policy, inventory, out, list(args.paths) + list(args.inventory),
                               parse_sizes(args.map_size), (list(args.paths), list(args.inventory)), args.l7)

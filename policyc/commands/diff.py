@@ -9,8 +9,8 @@ from ..compiler.source import STDIN
 from ..compiler.verify.diff import Limits, connection_text, gate_lines, render_markdown, semantic_diff
 from ..compiler.verify.findings import Level, finding_json, render_sarif, render_text, witness_json
 from .check import sarif_fallback
-from .common import (add_format_arg, add_inventory_arg, add_verbosity_args, load_inventory_arg, load_policy_args,
-                     structured, subcommand)
+from .common import (add_format_arg, add_inventory_arg, add_verbosity_args, bind_services, load_inventory_arg,
+                     load_policy_args, structured, subcommand)
 from .terminal import say
 from .parser import count_of
 
@@ -72,6 +72,7 @@ def run(args) -> int:
                                              "(git show main:p.yaml | policyc diff - p.yaml)", code="invalid-argument"))
     old, new = load_policy_args(args, [args.old]), load_policy_args(args, [args.new])
     inventory = load_inventory_arg(args) if args.inventory else None
+    old, new = bind_services(args, old, inventory), bind_services(args, new, inventory)
     result = semantic_diff(old, new, inventory, Limits(args.max_groups, args.max_port_intervals))
     findings = [c.finding() for c in result.changes]
     gate = args.no_new_access

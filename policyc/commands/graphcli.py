@@ -11,13 +11,16 @@ from ..compiler.connectivity import RESERVED_PLACES, Connectivity, Target, addre
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.ir import EndpointKind, unmapped
 from ..compiler.portset import PortSet, parse_ports
+from ..compiler.services import ServiceMap
 from ..compiler.verify.spec import WORLD
-from .common import add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, resolve_endpoints
+from .common import (add_inventory_arg, add_policy_args, bind_services, load_inventory_arg, load_policy_args,
+                     resolve_endpoints)
 from .parser import count_of
 from .terminal import step
 
 ENDPOINT_HELP = ("namespace/pod, a node, a label selector (app=web,namespace=shop), an IP address, a CIDR "
-                 "(outside the cluster), world, world-ipv4, world-ipv6, or a reserved identity (kube-apiserver)")
+                 "(outside the cluster), world, world-ipv4, world-ipv6, a reserved identity (kube-apiserver), "
+                 "or a Service (svc:namespace/name or its address: its backends)")
 
 
 POLICY_ENTITIES = ("host", "remote-node", "cluster", "all")  # entities that name many endpoints or a role
@@ -75,8 +78,12 @@ def parse_target(inventory, text: str, option: str) -> Target:
         raise PolicycError(Diagnostic.simple(
             f"{option}: {ref!r} is a policy entity, not an endpoint: name a node ({nodes}), a selector "
             "(namespace=NS) or world"))
+    service = ServiceMap(inventory).stands_for(ref)
+    if service is not None and not service[1]:
+        raise PolicycError(Diagnostic.simple(f"{option}: service {service[0].display} has no backend: nothing "
+                                             "a connection to it could reach"))
     try:
-        found = resolve_endpoints(inventory, ref, option)
+        found = service[1] if service is not None else resolve_endpoints(inventory, ref, option)
     except PolicycError as exc:  # query's forms, plus the ones these commands add
         raise PolicycError(*(replace(d, message=f"{d.message}; here also a CIDR, world, world-ipv4, world-ipv6 "
                                      f"or a reserved identity ({', '.join(RESERVED_PLACES)})")
@@ -87,8 +94,8 @@ def parse_target(inventory, text: str, option: str) -> Target:
 
 def load_graph(args, refs: list[tuple[str, str]], nodes: bool = True) -> tuple[Connectivity, list[Target]]:
     """Policies, inventory and the graph, built with the networks the references name; notes to stderr."""
-    policy = load_policy_args(args)
     inventory = load_inventory_arg(args)
+    policy = bind_services(args, load_policy_args(args), inventory)
     gc.freeze()  # the inputs live until exit: the collector need not rescan them while the graph is built
     targets = [parse_target(inventory, text, option) for text, option in refs]
     step(f"building the connectivity graph of {len(inventory.pods)} pods", args.quiet)

@@ -3,10 +3,12 @@
 The pod and address pairs come from the endpoint-class tables (compiler/reachability.py); pairs
 with a node, and allowed pairs on a port some L7 rule covers, are asked of the evaluator, because a
 node's verdict depends on whether it runs the pod (R3.9) and the L7 mark on which rules allowed.
+Service columns (``--services``) come from the same tables on the backends' ports (services.cells).
 """
 from __future__ import annotations
 
 import csv
+import itertools
 import ipaddress
 import json
 import shutil
@@ -18,17 +20,20 @@ from ..compiler.evaluate import Evaluator, Flow, possible
 from ..compiler.inventory import Inventory, external
 from ..compiler.ir import CIDRPeer, Endpoint, EndpointKind, PolicySet, Protocol, unmapped
 from ..compiler.reachability import tables
-from .common import (add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, parse_port,
-                     resolve_endpoints, split_items, subcommand, warn)
+from ..compiler.services import PREFIX, ServiceMap, cells
+from .common import (add_inventory_arg, add_policy_args, bind_services, load_inventory_arg, load_policy_args,
+                     parse_port, resolve_endpoints, split_items, subcommand, warn)
 from .terminal import progress, say
 
 ALLOW, DENY, L7, SELF = ".", "X", "L", "-"
+SOME, NO_PORT = "~", " "  # Service columns: some backends allowed; not a port of the Service
 MAX_RANGE = 1024  # ports one --ports range may expand to: a table per port is printed
 FIELDS = ["from", "to", "port", "protocol", "verdict", "l7"]
 EXAMPLES = """
 policyc matrix examples/shop/policies --inventory examples/shop/inventory.yaml
 policyc matrix P --inventory INV --ports 443/TCP,8000-8010/TCP --external 203.0.113.7,198.51.100.0/24,node-1
 policyc matrix P --inventory INV --from namespace=shop --to shop/cart -o csv
+policyc matrix P --inventory INV --inventory services.yaml --ports 80/TCP --services shop/cart,shop/web
 """
 
 
@@ -46,6 +51,9 @@ def register(sub) -> None:
                         help="only these rows: ns/pod, node, address or label selector; repeated: the union")
     parser.add_argument("--to", dest="dst", action="append", metavar="ENDPOINT",
                         help="only these columns, same forms as --from")
+    parser.add_argument("--services", nargs="?", const="*", metavar="NS/NAME,...",
+                        help="Services as more columns (all of the inventory's, or these), decided per backend on "
+                        "the backend's port: allowed when every backend is, ~ when some are")
     parser.set_defaults(run=run)
 
 
@@ -123,13 +131,26 @@ def cidr_endpoints(inventory: Inventory, policy: PolicySet, item: str) -> list[E
     return [inventory.find(str(net.network_address))] if net.num_addresses == 1 else cidr_rows(policy, net)
 
 
-def extra_endpoints(inventory: Inventory, policy: PolicySet, values: list[str] | None) -> list[Endpoint]:
+def _address(text: str):
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def extra_endpoints(inventory: Inventory, policy: PolicySet, smap: ServiceMap,
+                    values: list[str] | None) -> list[Endpoint]:
     out = []
     for item in split_items(values, "--external"):
         rows = cidr_endpoints(inventory, policy, item)
         if rows is not None:
             out += rows
             continue
+        service = smap.service_at(_address(item))
+        if service is not None:  # policy never sees a Service address (R7.8): its backends answer
+            raise PolicycError(Diagnostic.simple(f"--external: {item} is an address of Service {service.display}; "
+                                                 f"add it as a column with --services {service.display}",
+                                                 code="invalid-argument"))
         try:
             out.append(inventory.find(item))  # a node name, ns/pod, or an address (of a node: the node)
         except PolicycError as exc:
@@ -146,6 +167,14 @@ def picked(inventory: Inventory, policy: PolicySet, refs: list[str], option: str
         rows = cidr_endpoints(inventory, policy, ref)
         out += rows if rows is not None else resolve_endpoints(inventory, [ref], option)
     return out
+
+
+def chosen_services(smap: ServiceMap, text: str | None) -> list:
+    if not text:
+        return []
+    if text == "*":
+        return list(smap.services)
+    return [smap.named(x.strip()) for x in text.split(",") if x.strip()]
 
 
 # ---- verdicts
@@ -202,12 +231,24 @@ def compute(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int,
                 yield flow
 
 
+def service_flows(policy: PolicySet, smap: ServiceMap, endpoints: list[Endpoint], services: list,
+                  ports: list[tuple[int, Protocol]], rows: set[int] | None = None):
+    """Rows to Service columns, as ``compute``'s dicts plus each backend's verdict on its own port."""
+    for cell in cells(policy, smap, endpoints, services, ports):
+        if rows is None or cell.src in rows:
+            yield {"from": endpoints[cell.src].display, "to": cell.frontend.display, "port": cell.port,
+                   "protocol": cell.protocol.label, "verdict": cell.verdict,
+                   "backends": [{"backend": b.endpoint.display, "port": b.port, "verdict": "allow" if ok else "deny"}
+                                for b, ok in cell.backends]}
+
+
 def write_json(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]], out,
-               rows: set[int] | None = None, cols: set[int] | None = None) -> None:
-    """``{"flows": [...]}`` with one ``json.dumps`` of ``compute``'s dicts per line, streamed."""
+               rows: set[int] | None = None, cols: set[int] | None = None, to_services=()) -> None:
+    """``{"flows": [...]}`` with one ``json.dumps`` of ``compute``'s dicts per line, streamed; the rows to
+    Service columns (``service_flows``) last."""
     out.write('{"flows": [')
     first = True
-    for flow in compute(policy, endpoints, ports, rows, cols):
+    for flow in itertools.chain(compute(policy, endpoints, ports, rows, cols), to_services):
         out.write(("\n" if first else ",\n") + json.dumps(flow))
         first = False
     out.write("\n]}\n")
@@ -224,6 +265,9 @@ def _blocks(n: int, cell: int, label: int, width: int) -> list[range]:
 def run(args) -> int:
     policy = load_policy_args(args)
     inventory = load_inventory_arg(args)
+    policy = bind_services(args, policy, inventory)
+    smap = ServiceMap(inventory)
+    services = chosen_services(smap, args.services)
     if args.ports:
         ports = parse_ports(args.ports)
     else:
@@ -234,57 +278,68 @@ def run(args) -> int:
     dsts = picked(inventory, policy, args.dst or [], "--to")
     # an address or CIDR asked for with --from/--to is a row and a column, as if given with --external
     endpoints = list(dict.fromkeys(list(inventory.pods) + list(inventory.nodes)
-                                   + extra_endpoints(inventory, policy, args.external) + srcs + dsts))
+                                   + extra_endpoints(inventory, policy, smap, args.external) + srcs + dsts))
     index = {ep: k for k, ep in enumerate(endpoints)}
     rows = {index[ep] for ep in srcs} if args.src else None
     cols = {index[ep] for ep in dsts} if args.dst else None
+    to_services = service_flows(policy, smap, endpoints, services, ports, rows)
     if args.format == "json":
-        write_json(policy, endpoints, ports, sys.stdout, rows, cols)
+        write_json(policy, endpoints, ports, sys.stdout, rows, cols, to_services)
     elif args.format in ("csv", "yaml"):
-        flows = compute(policy, endpoints, ports, rows, cols)
+        flows = itertools.chain(compute(policy, endpoints, ports, rows, cols), to_services)
         if args.format == "yaml":
             import yaml
             print(yaml.safe_dump({"flows": list(flows)}, sort_keys=False).rstrip("\n"))
         else:
-            writer = csv.DictWriter(sys.stdout, fieldnames=FIELDS, lineterminator="\n")
+            writer = csv.DictWriter(sys.stdout, fieldnames=FIELDS, lineterminator="\n", extrasaction="ignore")
             writer.writeheader()
             writer.writerows({**f, "l7": "true" if f.get("l7") else "false"} for f in flows)  # as JSON spells it
     else:
-        print_tables(args, policy, endpoints, ports, rows, cols)
+        print_tables(args, policy, endpoints, ports, rows, cols, list(to_services), services)
     return 0
 
 
-def print_tables(args, policy, endpoints, ports, rows, cols) -> None:
-    """Text (or markdown) tables, one per port, then a per-port summary."""
+_MARK = {"allow": ALLOW, "deny": DENY, "partial": SOME}
+
+
+def print_tables(args, policy, endpoints, ports, rows, cols, to_services=(), services=()) -> None:
+    """Text (or markdown) tables, one per port, then a per-port summary; Service columns after the
+    endpoints' (they do not count in the summary)."""
     row_ids = sorted(rows) if rows is not None else list(range(len(endpoints)))
     col_ids = sorted(cols) if cols is not None else list(range(len(endpoints)))
-    names = [endpoints[k].display for k in range(len(endpoints))]
+    names = [endpoints[k].display for k in range(len(endpoints))] + [PREFIX + s.display for s in services]
+    svc_cols = list(range(len(endpoints), len(names)))
+    marks = {(f["port"], f["protocol"], f["from"], f["to"]): _MARK[f["verdict"]] for f in to_services}
     width = shutil.get_terminal_size((120, 24)).columns if sys.stdout.isatty() else 120
     grids: dict[tuple[int, Protocol], list[list[str]]] = {}
     wanted = set(row_ids)
     work = progress(verdict_rows(policy, endpoints, ports), len(ports) * len(endpoints), "matrix rows", args.quiet)
     for port, protocol, i, codes in work:
         if i in wanted:
-            grids.setdefault((port, protocol), []).append([codes[j] for j in col_ids])
+            grids.setdefault((port, protocol), []).append([codes[j] for j in col_ids] + [
+                marks.get((port, protocol.label, names[i], names[k]), NO_PORT) for k in svc_cols])
     out = []
     summary = []
     for (port, protocol), grid in grids.items():
         if args.format == "markdown":
-            out += _markdown(port, protocol, [names[k] for k in row_ids], [names[k] for k in col_ids], grid)
+            out += _markdown(port, protocol, [names[k] for k in row_ids], [names[k] for k in col_ids + svc_cols],
+                             grid)
         else:
-            out += _text(port, protocol, names, row_ids, col_ids, grid, width)
-        flat = [c for row in grid for c in row if c != SELF]
+            out += _text(port, protocol, names, row_ids, col_ids + svc_cols, grid, width, len(col_ids))
+        flat = [c for row in grid for c in row[:len(col_ids)] if c != SELF]
         summary.append((f"{port}/{protocol.label}", sum(c != DENY for c in flat), len(flat), flat.count(L7)))
-    out.append("key: . allowed, L allowed through an L7 filter (requests are filtered), X denied, - itself; "
-               "rows: from, columns: to")
+    out.append("key: . allowed, L allowed through an L7 filter (requests are filtered), X denied, - itself"
+               + ("; Services: . every backend allowed, ~ some, X none, blank: not a port of the Service"
+                  if svc_cols else "") + "; rows: from, columns: to")
     out.append("per port: " + "; ".join(f"{p} {a}/{n} allowed" + (f" ({v} via L7)" if v else "")
                                         for p, a, n, v in summary))
     say("\n".join(out))
 
 
-def _text(port, protocol, names, row_ids, col_ids, grid, width) -> list[str]:
-    """Rows and columns numbered by their place in the whole table, so filtered tables keep their numbers."""
-    flat = [c for row in grid for c in row if c != SELF]
+def _text(port, protocol, names, row_ids, col_ids, grid, width, counted: int | None = None) -> list[str]:
+    """Rows and columns numbered by their place in the whole table, so filtered tables keep their numbers;
+    the first ``counted`` columns (all by default) make the headline."""
+    flat = [c for row in grid for c in row[:counted] if c != SELF]
     allowed, via = sum(c != DENY for c in flat), flat.count(L7)
     lines = [f"{port}/{protocol.label}: {allowed} of {len(flat)} flows allowed"
              + (f", {via} through an L7 filter" if via else "")]

@@ -9,8 +9,8 @@ from ..compiler.verify.findings import witness_json, witness_text
 from ..compiler.verify.invariants import Outcome, prove
 from ..compiler.diagnostics import Diagnostic, Severity
 from ..compiler.verify.spec import load_spec
-from .common import (add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, structured,
-                     subcommand)
+from .common import (add_inventory_arg, add_policy_args, bind_services, load_inventory_arg, load_policy_args,
+                     structured, subcommand)
 from .terminal import say
 
 EXAMPLES = """
@@ -116,6 +116,7 @@ def run(args) -> int:
     spec = load_spec(args.spec)
     policy = load_policy_args(args)
     inventory = load_inventory_arg(args) if args.inventory else None
+    policy = bind_services(args, policy, inventory)
     outcomes = prove(policy, spec, inventory)
     for diag in vacuous(outcomes) if not args.quiet else ():
         print(diag, file=sys.stderr)

@@ -60,6 +60,14 @@ def rules_json(dp: Datapath) -> list[dict]:
             for n, r in enumerate(dp.rules)]
 
 
+def services_json(inventory: Inventory) -> list[dict]:
+    """Each Service's addresses and ports, so that events name the Service behind an address or a NodePort."""
+    return [{"service": s.display, "addresses": [str(ip) for ip in s.frontends],
+             "ports": [{"port": p.port, "protocol": p.protocol.label, "node_port": p.node_port, "target": str(p.target)}
+                       for p in s.ports]}
+            for s in inventory.services]
+
+
 def endpoints_json(dp: Datapath, inventory: Inventory) -> list[dict]:
     by_name = {e.name: e for e in dp.endpoints}
     return [{"name": ep.display, "ips": [str(ip) for ip in ep.ips], "endpoint_id": by_name[ep.display].endpoint_id,
@@ -116,6 +124,7 @@ def compile_artifact(policy: PolicySet, inventory: Inventory, out: Path, inputs:
         "maps.bin": encode_maps_bin(specs),
         "endpoints.json": _json(endpoints_json(dp, inventory)),
         "rules.json": _json(rules_json(dp)),
+        "services.json": _json(services_json(inventory)),
     }
     if sources is not None:
         payload[SOURCES] = _json(sources_json(*sources, policy.cluster))

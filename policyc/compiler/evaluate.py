@@ -29,6 +29,7 @@ class Reason(str, enum.Enum):
     DENIED = "denied-by-rule"        # R4.2
     ALLOWED = "allowed-by-rule"      # R4.1
     DEFAULT_DENY = "default-deny"    # R3.4
+    HAIRPIN = "hairpin"              # R11.6: a pod reaching itself through its Service (services.py)
     AUTH_REQUIRED = "authentication-required"  # R10.11: an allowing rule wants a handshake that failed
     REQUEST_DENIED = "request-denied"  # R9.2: the connection reaches the proxy, which refuses this request
     NO_PACKET = "no-such-packet"     # ICMP(v6) between ends without an address of its IP version

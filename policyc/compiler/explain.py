@@ -7,6 +7,7 @@ from dataclasses import replace
 from .cliselector import format_peer
 from .evaluate import DirectionVerdict, Reason, Verdict
 from .ir import Direction, Rule
+from .services import ServiceVerdict
 
 WIDTH = 100  # explanation lines wrap here, continuation lines indented
 _REASONS = {
@@ -17,6 +18,7 @@ _REASONS = {
     Reason.DENIED: "denied by",
     Reason.ALLOWED: "allowed by",
     Reason.DEFAULT_DENY: "default deny: no allow rule matches (default-deny from",
+    Reason.HAIRPIN: "a pod reaching itself through its Service never meets policy (hairpin)",
     Reason.AUTH_REQUIRED: "the mutual-authentication handshake fails, required by",
     Reason.REQUEST_DENIED: "the L7 proxy refuses this request; the connection is allowed by",
     Reason.NO_PACKET: "no such packet: ICMP needs IPv4 and ICMPv6 needs IPv6 at both ends",
@@ -95,3 +97,24 @@ def verdict_json(v: Verdict) -> dict:
 
     return {"from": f.src.display, "to": f.dst.display, "port": f.port, "protocol": f.protocol.label,
             "verdict": v.action.value, "egress": side(v.egress), "ingress": side(v.ingress)}
+
+
+def service_text(sv: ServiceVerdict) -> str:
+    """A connection to a Service: the verdict over its backends, then each backend's as ``verdict_text``."""
+    f = sv.frontend
+    head = (f"{sv.src.display} -> {f.display} {f.port} via {f.via}: {sv.verdict.upper()} "
+            f"({sv.allowed} of {len(sv.backends)} backends allowed)")
+    if not sv.backends:
+        head += "; no ready backend: kube-proxy refuses the connection"
+    lines = [head]
+    for backend, v in sv.backends:
+        lines.append(f"  backend {backend}: {v.action.value.upper()}")
+        lines += ["    " + direction_text(d) for d in (v.egress, v.ingress)]
+    return "\n".join(lines)
+
+
+def service_json(sv: ServiceVerdict) -> dict:
+    f = sv.frontend
+    return {"from": sv.src.display, "to": f.display, "via": f.via, "port": f.port.port,
+            "protocol": f.port.protocol.label, "verdict": sv.verdict,
+            "backends": [{**verdict_json(v), "backend": str(b.endpoint.display)} for b, v in sv.backends]}

@@ -1,8 +1,11 @@
-"""Cluster inventory: Namespaces, Pods and Nodes → endpoints with Cilium identities.
+"""Cluster inventory: Namespaces, Pods and Nodes → endpoints with Cilium identities; Services and
+EndpointSlices → ``Service`` values.
 
 Each pod's identity labels follow R2.3 (pod labels, namespace, namespace
 labels, service account, cluster); equal label sets share one numeric identity
-from 256 up, in a deterministic order so artifacts are reproducible.
+from 256 up, in a deterministic order so artifacts are reproducible.  Services and
+EndpointSlices are read as ``kubectl get services,endpointslices -A -o yaml`` prints them;
+what they translate to is services.py's job.
 
 A ``hostNetwork: true`` pod is no Cilium endpoint: it shares its node's
 network namespace and addresses, so its traffic carries the node's identity
@@ -13,14 +16,16 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .diagnostics import Diagnostic, PolicycError, Severity
 from .entities import FIRST_CLUSTER_ID, RESERVED_IDS, reserved_label, world_labels
 from .ir import (CLUSTER_KEY, DEFAULT_CLUSTER, NAMESPACE_KEY,
                  NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Endpoint,
-                 EndpointKind, Identity, IPAddress, Label, NamedPort, Protocol, unmapped)
+                 EndpointKind, EndpointSlice, Identity, IPAddress, Label, NamedPort, Protocol,
+                 Service, ServicePort, SliceEndpoint, SlicePort, unmapped)
 from .source import Document, kube_objects, load_documents
 
 
@@ -32,6 +37,7 @@ class Inventory:
     diagnostics: tuple[Diagnostic, ...] = ()  # what the dump leaves unknown or ambiguous (warnings, notes)
     host_network: dict = field(default_factory=dict)  # "ns/pod" of a hostNetwork pod -> its node's name
     host_labels: dict = field(default_factory=dict)  # "ns/pod" of a hostNetwork pod -> the labels it would carry
+    services: tuple[Service, ...] = ()
 
     @property
     def pods(self) -> tuple[Endpoint, ...]:
@@ -279,11 +285,11 @@ def _shared_addresses(endpoints: list[Endpoint], where: dict) -> list[Diagnostic
 
 def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inventory:
     namespaces: dict[str, dict] = {}
-    pods, nodes = [], []
+    pods, nodes, services, slices = [], [], [], []
     seen: dict[str, str] = {}
     for doc, path, obj in _objects(docs):
         kind = obj.get("kind")
-        if kind not in ("Namespace", "Pod", "Node"):
+        if kind not in ("Namespace", "Pod", "Node", "Service", "EndpointSlice"):
             continue
         meta = _get(doc, obj, path, "metadata", dict)
         if kind == "Namespace":
@@ -291,7 +297,8 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
             _once(seen, doc, path, f"namespace {name}")
             namespaces[name] = _labels(doc, meta, path + ("metadata",))
         else:
-            (pods if kind == "Pod" else nodes).append((doc, path, obj, meta))
+            {"Pod": pods, "Node": nodes, "Service": services, "EndpointSlice": slices}[kind].append(
+                (doc, path, obj, meta))
 
     # Cilium numbers identities as it meets them; we sort label sets for reproducible numbers.
     raw_pods = []
@@ -349,7 +356,192 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
                          {ep.name for ep in endpoints if ep.kind is EndpointKind.NODE})
     endpoints.sort(key=lambda e: (e.kind.value, e.namespace, e.name))
     diagnostics += _shared_addresses(endpoints, where)  # in find()'s order
-    return Inventory(tuple(endpoints), namespaces, cluster, tuple(diagnostics), host_network, host_labels)
+    return Inventory(tuple(endpoints), namespaces, cluster, tuple(diagnostics), host_network,
+                     host_labels, _services(services, slices, seen))
+
+
+# ---- Services and EndpointSlices ----
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+_PORT_NAME = re.compile(r"^(?=.*[a-z])(?!.*--)[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")  # IANA_SVC_NAME
+
+
+def _namespace(doc: Document, meta: dict, path: tuple, what: str) -> str:
+    ns = meta.get("namespace")
+    if not ns or not isinstance(ns, str):
+        raise PolicycError(doc.diag(path + ("metadata",), f"{what} without metadata.namespace "
+                                    "(`kubectl get services,endpointslices -A -o yaml` prints it)"))
+    return ns
+
+
+def _port(doc: Document, where: tuple, value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise PolicycError(doc.diag(where, f"{what} must be a number 1-65535, not {value!r}"))
+    return value
+
+
+def _l4(doc: Document, where: tuple, value) -> Protocol:
+    """The protocol of a Service or EndpointSlice port: TCP (the default), UDP or SCTP, as the API spells them."""
+    if value is None:
+        return Protocol.TCP
+    if value not in ("TCP", "UDP", "SCTP"):
+        raise PolicycError(doc.diag(where, f"protocol must be TCP, UDP or SCTP (upper case), not {value!r}"))
+    return Protocol.parse(value)
+
+
+def _address(doc: Document, where: tuple, value, what: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(value if isinstance(value, str) else "")
+    except ValueError:
+        raise PolicycError(doc.diag(where, f"invalid {what} {value!r}")) from None
+
+
+def _target(doc: Document, where: tuple, value, default: int) -> int | str:
+    """targetPort: a number, or a container port name (IANA_SVC_NAME) looked up in each backend pod."""
+    if value is None:
+        return default
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, str):
+        if not _PORT_NAME.match(value):
+            raise PolicycError(doc.diag(where, f"targetPort {value!r} is neither a number nor a port name "
+                                               "(at most 15 lower-case letters, digits and single '-')"))
+        return value
+    return _port(doc, where, value, "targetPort")
+
+
+def _service_ports(doc: Document, spath: tuple, spec: dict, node_ports: bool) -> tuple[ServicePort, ...]:
+    out: list[ServicePort] = []
+    items = _get(doc, spec, spath, "ports", list)
+    for i, item in enumerate(items):
+        where = spath + ("ports", i)
+        if not isinstance(item, dict):
+            raise PolicycError(doc.diag(where, "a Service port must be a mapping"))
+        number = _port(doc, where + ("port",), item.get("port"), "port")
+        name = item.get("name") or ""
+        if not isinstance(name, str) or (len(items) > 1 and not name):
+            raise PolicycError(doc.diag(where, "a Service with several ports names each of them (EndpointSlice "
+                                               "ports are matched by name)"))
+        node_port = item.get("nodePort")
+        if node_port is not None:
+            if not node_ports:
+                raise PolicycError(doc.diag(where + ("nodePort",), "nodePort needs type NodePort or LoadBalancer"))
+            node_port = _port(doc, where + ("nodePort",), node_port, "nodePort")
+        port = ServicePort(name, _l4(doc, where + ("protocol",), item.get("protocol")), number,
+                           _target(doc, where + ("targetPort",), item.get("targetPort"), number), node_port)
+        for other in out:
+            if other.name == port.name or (other.port, other.protocol) == (port.port, port.protocol):
+                raise PolicycError(doc.diag(where, f"port {port.name or port} is listed twice"))
+        out.append(port)
+    return tuple(out)
+
+
+def _cluster_ips(doc: Document, spath: tuple, spec: dict) -> tuple[IPAddress, ...]:
+    """spec.clusterIPs (dual stack), else spec.clusterIP; ``None`` (headless) and "" are no address."""
+    single = spec.get("clusterIP")
+    many = _get(doc, spec, spath, "clusterIPs", list)
+    if single in (None, "", "None") and many in ([], ["None"]):
+        return ()
+    out = [_address(doc, spath + ("clusterIPs", i), ip, "clusterIP") for i, ip in enumerate(many)]
+    if single not in (None, ""):
+        first = _address(doc, spath + ("clusterIP",), single, "clusterIP")
+        if out and out[0] != first:
+            raise PolicycError(doc.diag(spath + ("clusterIPs", 0), f"clusterIPs[0] {out[0]} differs from "
+                                                                   f"clusterIP {first}"))
+        out = out or [first]
+    if len({ip.version for ip in out}) != len(out):
+        raise PolicycError(doc.diag(spath + ("clusterIPs",), "at most one clusterIP per address family"))
+    return tuple(out)
+
+
+def _service(doc: Document, path: tuple, obj: dict, meta: dict) -> Service:
+    name = _name(doc, meta, path, "service")
+    ns = _namespace(doc, meta, path, f"service {name!r}")
+    spath = path + ("spec",)
+    spec = _get(doc, obj, path, "spec", dict)
+    kind = spec.get("type") or "ClusterIP"
+    if kind not in SERVICE_TYPES:
+        raise PolicycError(doc.diag(spath + ("type",), f"type must be one of {', '.join(SERVICE_TYPES)}, "
+                                                       f"not {kind!r}"))
+    selector = _get(doc, spec, spath, "selector", dict)
+    for key, value in selector.items():
+        if not isinstance(value, str):
+            raise PolicycError(doc.diag(spath + ("selector", key), "a selector value must be a string"))
+    policy = spec.get("externalTrafficPolicy") or "Cluster"
+    if policy not in ("Cluster", "Local"):
+        raise PolicycError(doc.diag(spath + ("externalTrafficPolicy",), f"externalTrafficPolicy must be Cluster "
+                                                                         f"or Local, not {policy!r}"))
+    status = _get(doc, obj, path, "status", dict)
+    balancer = _get(doc, status, path + ("status",), "loadBalancer", dict)
+    lb_path = path + ("status", "loadBalancer", "ingress")
+    external = [_address(doc, spath + ("externalIPs", i), ip, "external IP")
+                for i, ip in enumerate(_get(doc, spec, spath, "externalIPs", list))]
+    external += [_address(doc, lb_path + (i, "ip"), e.get("ip"), "load-balancer IP")
+                 for i, e in enumerate(_get(doc, balancer, path + ("status", "loadBalancer"), "ingress", list))
+                 if isinstance(e, dict) and e.get("ip")]
+    line, _ = doc.position(path)
+    return Service(ns, name, frozenset(Label("k8s", k, v) for k, v in _labels(doc, meta, path + ("metadata",)).items()),
+                   tuple(sorted(selector.items())) or None, kind,
+                   () if kind == "ExternalName" else _cluster_ips(doc, spath, spec),
+                   _service_ports(doc, spath, spec, kind in ("NodePort", "LoadBalancer")), policy,
+                   tuple(dict.fromkeys(external)), (), f"{doc.file}:{line}")
+
+
+def _slice(doc: Document, path: tuple, obj: dict, meta: dict) -> EndpointSlice | None:
+    """An EndpointSlice of a Service; None for one no Service owns, or of FQDNs (kube-proxy ignores both)."""
+    name = _name(doc, meta, path, "endpointslice")
+    ns = _namespace(doc, meta, path, f"endpointslice {name!r}")
+    family = obj.get("addressType")
+    if family not in ("IPv4", "IPv6", "FQDN"):
+        raise PolicycError(doc.diag(path + ("addressType",), f"addressType must be IPv4, IPv6 or FQDN, not {family!r}"))
+    service = _labels(doc, meta, path + ("metadata",)).get(SERVICE_NAME_LABEL)
+    if not service or family == "FQDN":
+        return None
+    version = 4 if family == "IPv4" else 6
+    endpoints = []
+    for i, item in enumerate(_get(doc, obj, path, "endpoints", list)):
+        where = path + ("endpoints", i)
+        if not isinstance(item, dict):
+            raise PolicycError(doc.diag(where, "an endpoint must be a mapping"))
+        addrs = [_address(doc, where + ("addresses", j), a, "endpoint address")
+                 for j, a in enumerate(_get(doc, item, where, "addresses", list))]
+        if not addrs or any(a.version != version for a in addrs):
+            raise PolicycError(doc.diag(where + ("addresses",), f"an endpoint needs one or more {family} addresses"))
+        ready = _get(doc, item, where, "conditions", dict).get("ready")
+        if ready is not None and not isinstance(ready, bool):
+            raise PolicycError(doc.diag(where + ("conditions", "ready"), "ready must be true or false"))
+        node = item.get("nodeName")
+        endpoints.append(SliceEndpoint(tuple(addrs), ready is not False, str(node) if node else None))
+    ports = []
+    for i, item in enumerate(_get(doc, obj, path, "ports", list)):
+        where = path + ("ports", i)
+        if not isinstance(item, dict):
+            raise PolicycError(doc.diag(where, "an EndpointSlice port must be a mapping"))
+        port_name = item.get("name") or ""
+        if not isinstance(port_name, str):
+            raise PolicycError(doc.diag(where + ("name",), "a port name must be a string"))
+        ports.append(SlicePort(port_name, _l4(doc, where + ("protocol",), item.get("protocol")),
+                               _port(doc, where + ("port",), item.get("port"), "port")))
+    return EndpointSlice(ns, name, service, tuple(ports), tuple(endpoints))
+
+
+def _services(services: list, slices: list, seen: dict) -> tuple[Service, ...]:
+    """Services by namespace and name, each with the EndpointSlices labelled with its name."""
+    parsed = []
+    for doc, path, obj, meta in services:
+        svc = _service(doc, path, obj, meta)
+        _once(seen, doc, path, f"service {svc.display}")
+        parsed.append(svc)
+    owned: dict[tuple[str, str], list[EndpointSlice]] = {}
+    for doc, path, obj, meta in slices:
+        got = _slice(doc, path, obj, meta)
+        if got is not None:
+            _once(seen, doc, path, f"endpointslice {got.namespace}/{got.name}")
+            owned.setdefault((got.namespace, got.service), []).append(got)
+    out = [replace(s, slices=tuple(sorted(owned.get((s.namespace, s.name), ()), key=lambda e: e.name)))
+           for s in parsed]
+    return tuple(sorted(out, key=lambda s: (s.namespace, s.name)))
 
 
 def load_inventory(paths: list[str | Path], cluster: str = DEFAULT_CLUSTER) -> Inventory:

@@ -194,20 +194,42 @@ class Selector:
 
 
 @dataclass(frozen=True)
+class ServiceRef:
+    """One ``toServices`` entry: a Service by name, or Services by their own labels (R10.6).
+
+    ``namespace`` None matches Services of every namespace (R10.7); ``selector`` is over the
+    Service's labels, not its pods'.
+    """
+
+    namespace: str | None
+    name: str | None = None
+    selector: Selector | None = None
+
+    def __str__(self) -> str:
+        what = self.name if self.selector is None else "{" + str(self.selector) + "}"
+        return f"{self.namespace or '*'}/{what}"
+
+
+@dataclass(frozen=True)
 class SelectorPeer:
     """Identities matching any of ``selectors``.
 
-    ``kind`` says where it came from (endpoints, entity, nodes) so that checks
-    can talk about it; ``name`` holds the entity name for entities.
+    ``kind`` says where it came from (endpoints, entity, nodes, service) so that checks
+    can talk about it; ``name`` holds the entity name for entities.  A ``toServices`` entry is
+    a ``service`` peer carrying its ``ServiceRef``: it has no selectors (matches nothing, as in
+    Cilium while no Service matches) until ``services.bind`` gives it those of its Services.
     """
 
     selectors: tuple[Selector, ...]
     kind: str = "endpoints"
     name: str = ""
+    service: ServiceRef | None = None
 
     def __str__(self) -> str:
         if self.kind == "entity":
             return f"entity:{self.name}"
+        if self.service is not None:
+            return f"service:{self.service}"
         return " | ".join(f"{self.kind}({s})" for s in self.selectors)
 
 
@@ -465,3 +487,77 @@ class Endpoint:
         if self.dns_names:
             return f"{self.name} ({', '.join(self.dns_names)})"
         return self.name
+
+
+# ---- Services (built by inventory.py from Service and EndpointSlice objects, read by services.py) ----
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One port of a Service: ``target`` is a number or a container-port name resolved per backend pod."""
+
+    name: str
+    protocol: Protocol
+    port: int
+    target: int | str
+    node_port: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.protocol.label}"
+
+
+@dataclass(frozen=True)
+class SliceEndpoint:
+    """One endpoint of an EndpointSlice; ``ready`` False is never a backend (kube-proxy skips it)."""
+
+    addresses: tuple[IPAddress, ...]
+    ready: bool = True
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class SlicePort:
+    """A backend port of an EndpointSlice, named after the Service port it serves."""
+
+    name: str
+    protocol: Protocol
+    port: int
+
+
+@dataclass(frozen=True)
+class EndpointSlice:
+    namespace: str
+    name: str
+    service: str
+    ports: tuple[SlicePort, ...]
+    endpoints: tuple[SliceEndpoint, ...]
+
+
+@dataclass(frozen=True)
+class Service:
+    """A Service and the EndpointSlices that name it.
+
+    ``selector`` is None for a selector-less Service (its backends are its EndpointSlices' addresses);
+    ``cluster_ips`` is empty for a headless or ExternalName Service; ``labels`` are the Service's own
+    (``k8sServiceSelector`` matches them), as ``k8s`` labels.
+    """
+
+    namespace: str
+    name: str
+    labels: frozenset
+    selector: tuple[tuple[str, str], ...] | None
+    type: str
+    cluster_ips: tuple[IPAddress, ...]
+    ports: tuple[ServicePort, ...]
+    external_traffic_policy: str = "Cluster"
+    external_ips: tuple[IPAddress, ...] = ()
+    slices: tuple[EndpointSlice, ...] = ()
+    origin: str = ""
+
+    @property
+    def display(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def frontends(self) -> tuple[IPAddress, ...]:
+        """Addresses kube-proxy translates for this Service: ClusterIPs, then external and LB addresses."""
+        return self.cluster_ips + self.external_ips

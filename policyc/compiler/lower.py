@@ -44,6 +44,9 @@ FLAG_L7 = 1                  # policy value / event flag: the allow carries L7 r
 EP_DEFAULT_DENY = {Direction.INGRESS: 1, Direction.EGRESS: 2}
 IPCACHE_LOCAL = 1            # ipcache flag the loader sets: a pod bound on this node (xdp_node anti-spoofing)
 ANY_PEER = 0
+# The addresses kube-proxy translates (ClusterIPs, external and load-balancer IPs): policy sees the
+# backend, never these (R7.8), so they get a policyc-only identity no rule matches, not world's.
+SERVICE_ID = 255
 HOST_ID = RESERVED_IDS["host"]
 REMOTE_NODE_ID = RESERVED_IDS["remote-node"]
 # Exact-mode fall-back levels (hash policy map): the datapath tries them in this order.
@@ -187,6 +190,9 @@ def ipcache_entries(inventory: Inventory, identities: tuple[PeerIdentity, ...]) 
                for ep in inventory.endpoints if ep.kind is not EndpointKind.EXTERNAL for ip in ep.ips]
     entries += [IPCacheEntry(i.region, i.id, "world" if i.region.prefixlen == 0 else "cidr")
                 for i in identities if i.region is not None]
+    held = {ip for ep in inventory.endpoints for ip in ep.ips}  # an address a node holds stays the node's
+    entries += [IPCacheEntry(ipaddress.ip_network(ip), SERVICE_ID, f"service {s.display}")
+                for s in inventory.services for ip in dict.fromkeys(s.frontends) if ip not in held]
     return tuple(sorted(entries, key=lambda e: network_order(e.network)))
 
 

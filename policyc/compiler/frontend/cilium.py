@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..entities import ENTITY_NAMES, RESERVED, entity_selectors
 from ..ir import (L3_ONLY, Action, CIDRPeer, DefaultDeny, Direction, DNSRule, HTTPRule, L7Rules, Op, Origin, Peer,
-                  PortMatch, Protocol, Requirement, Rule, Selector, SelectorPeer, SubjectKind)
+                  PortMatch, Protocol, Requirement, Rule, Selector, SelectorPeer, ServiceRef, SubjectKind)
 from .goregex import go_regex_error
 from .meta import CNP, Meta
 from .reader import FieldReader, origin_at
@@ -135,10 +135,45 @@ class _Scope:
 
 _PEER_FIELDS = {
     Direction.INGRESS: ("fromEndpoints", "fromCIDR", "fromCIDRSet", "fromEntities", "fromNodes"),
-    Direction.EGRESS: ("toEndpoints", "toCIDR", "toCIDRSet", "toEntities", "toNodes", "toFQDNs"),
+    Direction.EGRESS: ("toEndpoints", "toCIDR", "toCIDRSet", "toEntities", "toNodes", "toServices", "toFQDNs"),
 }
 
-def parse_peers(r: FieldReader, obj: dict, path: tuple, scope: _Scope, direction: Direction) -> tuple[Peer, ...]:
+
+def parse_service(r: FieldReader, value, path: tuple, action: Action) -> SelectorPeer:
+    """One ``toServices`` entry (R10.6, R10.7): a peer that services.bind resolves against the inventory."""
+    obj = r.mapping(value, path, ("k8sService", "k8sServiceSelector"))
+    if not obj:
+        r.fail(path, "needs k8sService or k8sServiceSelector")
+    if action is Action.DENY:
+        r.warn(path, "toServices in egressDeny denies nothing: Cilium resolves toServices in egress rules only "
+                     "(pkg/policy/k8s/service.go); deny the backends with toEndpoints or toCIDRSet", "toservices-deny")
+    if "k8sServiceSelector" in obj:
+        if "k8sService" in obj:
+            r.warn(path + ("k8sService",), "k8sService beside k8sServiceSelector is ignored: Cilium matches "
+                                           "the selector only", "toservices-both")
+        where = path + ("k8sServiceSelector",)
+        spec = r.mapping(obj["k8sServiceSelector"], where, ("selector", "namespace"))
+        if spec.get("selector") is None:
+            r.fail(where, "k8sServiceSelector needs a selector (over the Services' own labels)")
+        ref = ServiceRef(_service_namespace(r, spec, where),
+                         selector=parse_selector(r, spec["selector"], where + ("selector",)))
+    else:
+        where = path + ("k8sService",)
+        spec = r.mapping(obj["k8sService"], where, ("serviceName", "namespace"))
+        name = r.text(spec.get("serviceName") or "", where + ("serviceName",), "serviceName")
+        if not name:
+            r.warn(where, "k8sService without serviceName matches no Service", "toservices-no-name")
+        ref = ServiceRef(_service_namespace(r, spec, where), name=name)
+    return SelectorPeer((), "service", "", ref)
+
+
+def _service_namespace(r: FieldReader, spec: dict, where: tuple) -> str | None:
+    """R10.7: an empty namespace is every namespace, not the policy's."""
+    ns = spec.get("namespace")
+    return r.text(ns, where + ("namespace",), "namespace") or None if ns is not None else None
+
+def parse_peers(r: FieldReader, obj: dict, path: tuple, scope: _Scope, direction: Direction,
+                action: Action = Action.ALLOW) -> tuple[Peer, ...]:
     kinds = [k for k in _PEER_FIELDS[direction] if obj.get(k)]
     if len(kinds) > 1:  # R1.7, R1.13
         r.fail(path, f"combining {kinds[0]} and {kinds[1]} in one rule is not supported by Cilium; "
@@ -161,6 +196,8 @@ def parse_peers(r: FieldReader, obj: dict, path: tuple, scope: _Scope, direction
                     close = difflib.get_close_matches(name, ENTITY_NAMES, n=1)
                     r.fail(where, f"unknown entity {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
                 peers.append(SelectorPeer(entity_selectors(name, scope.cluster), "entity", name))
+            elif kind == "toServices":
+                peers.append(parse_service(r, item, where, action))
             elif kind.endswith("CIDRSet"):
                 peers.append(parse_cidr_rule(r, item, where))
             elif kind.endswith("CIDR"):
@@ -180,7 +217,7 @@ def parse_rule(r: FieldReader, item, path: tuple, scope: _Scope, direction: Dire
     else:
         fields += ("authentication",)
     obj = r.mapping(item, path, fields)
-    peers = parse_peers(r, obj, path, scope, direction)
+    peers = parse_peers(r, obj, path, scope, direction, action)
     to_ports = r.sequence(obj, "toPorts", path)
     icmps = r.sequence(obj, "icmps", path)
     if to_ports and icmps:

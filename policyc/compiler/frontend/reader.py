@@ -14,7 +14,6 @@ UNSUPPORTED = {
     "toRequires": "toRequires was removed in Cilium 1.19 (V1); rewrite it into each rule's toEndpoints",
     "fromGroups": "cloud-provider groups are resolved by the Cilium operator at run time (R10.9)",
     "toGroups": "cloud-provider groups are resolved by the Cilium operator at run time (R10.9)",
-    "toServices": "toServices needs the cluster's Services and EndpointSlices (R10.6), which policyc does not read",
     "cidrGroupRef": "CiliumCIDRGroup objects (R7.9) are not read by policyc",
     "cidrGroupSelector": "CiliumCIDRGroup objects (R7.9) are not read by policyc",
 }

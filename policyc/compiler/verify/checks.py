@@ -12,7 +12,6 @@ and with the default-deny the rule may be the only one to imply (R3.6).
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field, replace
 
 import z3
@@ -22,12 +21,12 @@ from ..cliselector import format_selector
 from ..entities import RESERVED_IDS, reserved_label, world_labels
 from ..evaluate import ALWAYS_FAIL, Evaluator, LabelIndex, sees_lookups, subject_labels
 from ..inventory import Inventory
-from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
+from ..ir import (NAMESPACE_KEY, Action, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
-from ..prefixes import PrefixIndex
 from . import exposure, prefilter, regex
 from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, space_for
 from .findings import Finding, Location, Witness, rule_location
+from .servicechecks import check_cidr_services, check_unmatched_services, cidr_covers
 
 CCNP = "CiliumClusterwideNetworkPolicy"
 
@@ -74,7 +73,9 @@ def _finding(check: str, rule: Rule, message: str, related=(), witness=None, key
 
 
 def _matches_nothing(rule: Rule) -> bool:
-    return rule.is_empty or all(isinstance(p, FQDNPeer) for p in rule.peers)
+    """No peer can match: FQDNs statically (R10.2c), toServices that no Service matches (PC023 says so)."""
+    return rule.is_empty or all(isinstance(p, FQDNPeer) or (isinstance(p, SelectorPeer) and p.service is not None
+                                                            and not p.selectors) for p in rule.peers)
 
 
 # ------------------------------------------------------------------ duplicates (syntactic)
@@ -626,28 +627,15 @@ def check_fqdn(ctx: Context) -> list[Finding]:
 def check_cidr_pods(ctx: Context) -> list[Finding]:
     if ctx.inventory is None:
         return []
-    held = PrefixIndex((ipaddress.ip_network(ip), (ip, ep)) for ep in ctx.inventory.endpoints
-                       if ep.kind is not EndpointKind.EXTERNAL for ip in ep.ips)
-    order = {id(ep): n for n, ep in enumerate(ctx.inventory.endpoints)}
-    out = []
-    for rule in ctx.policy.rules:
-        for peer in rule.peers:
-            if not isinstance(peer, CIDRPeer) or peer.network.prefixlen == 0:
-                continue
-            # the addresses inside the CIDR and outside its excepts, by prefix index, in inventory order
-            inside = sorted((x for x in held.within(peer.network) if peer.contains(x[0])),
-                            key=lambda x: (order[id(x[1])], x[1].ips.index(x[0])))
-            if inside:
-                ip, ep = inside[0]
-                out.append(_finding("PC016", rule, f"{peer} covers {len(inside)} address(es) of pods or nodes "
-                                                   f"(e.g. {ip} of {ep.display}), which CIDR rules never select",
-                                    key=str(peer)))
-    return out
+    held = [(ip, ep) for ep in ctx.inventory.endpoints if ep.kind is not EndpointKind.EXTERNAL for ip in ep.ips]
+    return [_finding("PC016", rule, f"{peer} covers {len(inside)} address(es) of pods or nodes (e.g. {inside[0][0]} "
+                                    f"of {inside[0][1].display}), which CIDR rules never select", key=str(peer))
+            for rule, peer, inside in cidr_covers(ctx.policy.rules, held)]
 
 
 CHECKS = (check_duplicates, check_contradictory, check_inventory_selectors, check_l7, check_redundant_allows,
           check_shadowed_denies, check_ineffective_denies, check_default_deny, check_exposure, check_fqdn,
-          check_cidr_pods)
+          check_cidr_pods, check_cidr_services, check_unmatched_services)
 
 
 def run_checks(policy: PolicySet, inventory: Inventory | None = None) -> list[Finding]:

@@ -29,6 +29,7 @@ from ..cliselector import format_peer, format_selector
 from ..evaluate import DirectionVerdict, Evaluator, Reason, sees_lookups
 from ..inventory import Inventory
 from ..ir import Action, Direction, FQDNPeer, PolicySet, Protocol, Rule, SelectorPeer, SubjectKind
+from ..services import unmatched
 from . import prefilter
 from .encode import FLOW_PROTOCOLS, Request, Space, SymbolicFlow, new_flow, space_for
 from .findings import Finding, Location, Witness, request_text, rule_location
@@ -440,11 +441,22 @@ class _Search:
             solver.add(z3.Not(group))
 
 
+def _unresolved_services(old: PolicySet, new: PolicySet) -> list[Truncation]:
+    """Without an inventory no ``toServices`` entry resolves (R10.6): which pods a new or changed one reaches
+    is unknown, so the gate cannot pass it (the search for new connections is incomplete)."""
+    before = {_rule_key(r) for r in old.rules}
+    refs = sorted({str(p.service) for r, p in unmatched(new, ()) if _rule_key(r) not in before})
+    if not refs:
+        return []
+    return [Truncation(Direction.EGRESS, True, f"toServices {', '.join(refs)} added or changed: which pods it reaches "
+                                               "is unknown without --inventory (Services and EndpointSlices)", True)]
+
+
 def semantic_diff(old: PolicySet, new: PolicySet, inventory: Inventory | None = None,
                   limits: Limits = Limits()) -> DiffResult:
     """Every group of traffic whose verdict differs, egress groups first, and the searches a cap cut short."""
     changes: list[Change] = []
-    cut: list[Truncation] = []
+    cut: list[Truncation] = _unresolved_services(old, new) if inventory is None else []
     for d in (Direction.EGRESS, Direction.INGRESS):
         found, stopped = _direction_changes(old, new, d, inventory, limits)
         changes += found

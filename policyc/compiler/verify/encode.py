@@ -10,7 +10,8 @@ the same verdict.  Two universes of endpoints:
   label per key, so one variable per key is exact).  A pod's labels come from
   source ``k8s``, a node's from ``node``; reserved labels follow from the kind.
 * ``InventorySpace``: exactly the inventory's endpoints, plus addresses no
-  endpoint holds (world) and the reserved identities.
+  endpoint holds (world) and the reserved identities.  A Service address is
+  not world either: a connection to it is one to a backend (R7.8, services.py).
 
 A space built with ``unknowns=True`` (the merge gate's model) also leaves free
 what concrete answers cannot know: the DNS name an external address was
@@ -296,11 +297,8 @@ class InventoryTerm(Term):
             i for i, ep in enumerate(eps) if ep.kind is want)))
 
     def wellformed(self) -> list:
-        def taken(version: int):
-            return self.space.memo(("taken", version), lambda: runs(
-                int(ip) for ep in self.space.endpoints for ip in ep.ips if ip.version == version))
-        not_taken = z3.If(self.v4, z3.Not(one_of(self.ip4, taken(4), z3.ULE)),
-                          z3.Not(one_of(self.ip6, taken(6), z3.ULE)))
+        not_taken = z3.If(self.v4, z3.Not(one_of(self.ip4, self.space.taken(4), z3.ULE)),
+                          z3.Not(one_of(self.ip6, self.space.taken(6), z3.ULE)))
         return [z3.And(self.choice >= 0, self.choice <= self.external_slot + 1),
                 z3.And(self.reserved >= 0, self.reserved < len(RESERVED_PEERS)),
                 z3.Implies(self.is_kind(Kind.EXTERNAL), not_taken)]
@@ -792,6 +790,14 @@ class InventorySpace(Space):
 
     def term(self, name: str) -> InventoryTerm:
         return InventoryTerm(name, self)
+
+    def taken(self, version: int) -> tuple[tuple[int, int], ...]:
+        """Addresses no world address can be: the endpoints', and the Services' (a connection to one is a
+        connection to a backend after kube-proxy's translation, R7.8, so it is never world)."""
+        return self.memo(("taken", version), lambda: runs(
+            int(ip) for ip in [*(ip for ep in self.endpoints for ip in ep.ips),
+                               *(ip for svc in self.inventory.services for ip in svc.frontends)]
+            if ip.version == version))
 
     def named_numbers(self, name: str, protocol: Protocol) -> tuple[int, ...]:
         """The numbers the inventory's endpoints give port ``name`` of ``protocol``."""

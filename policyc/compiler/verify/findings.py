@@ -103,6 +103,13 @@ CATALOGUE: dict[str, Check] = {c.id: c for c in (
           "Flows of this group are dropped by the old policies and allowed by the new ones."),
     Check("PC021", "access-narrowed", Level.NOTE, "Traffic newly denied (policyc diff)",
           "Flows of this group are allowed by the old policies and dropped by the new ones."),
+    Check("PC022", "cidr-covers-service", Level.WARNING, "CIDR rule covers Service addresses",
+          "Connections to a Service are decided after kube-proxy's translation, against the backend it "
+          "reaches, on the backend port (R7.8): a CIDR over a ClusterIP (or an external or load-balancer "
+          "address) never matches them. Use toServices, or toEndpoints for the backends."),
+    Check("PC023", "service-matches-nothing", Level.WARNING, "toServices matches no Service",
+          "No Service of the inventory has this name (or these labels) in this namespace (every namespace when "
+          "none is given, R10.7): the entry allows nothing, as in Cilium, until such a Service exists."),
 )}
 
 

@@ -12,6 +12,7 @@ query (``prefilter``), so a spec costs little more on a large policy set.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, replace
 
 import z3
@@ -20,13 +21,14 @@ from .. import explain
 from ..diagnostics import Diagnostic, PolicycError, Severity
 from ..evaluate import Evaluator, selects
 from ..inventory import Inventory
-from ..ir import Direction, PolicySet, SubjectKind
+from ..ir import Direction, EndpointKind, PolicySet, SubjectKind
+from ..services import ServiceMap
 from . import prefilter
 from .encode import Kind, Space, SymbolicFlow, Term, new_flow, space_for
 from .findings import Witness
 from .multihop import MultiHop
 from .spec import (MULTI_HOP, Addresses, DefaultDenyIn, Invariant, Isolation, MustAllow, MustDeny, NamedPod, Peer,
-                   Pods, PortRange, Spec, WORLD, WorldOnly, namespace_pods)
+                   Pods, PortRange, ServiceDst, Spec, WORLD, WorldOnly, namespace_pods)
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,15 @@ class _Prover:
                                   "cluster's pods, which only an inventory lists", loc.file, loc.line, loc.column,
                                   loc.field))
         for peer in (getattr(inv, a) for a in ("src", "dst", "a", "b") if hasattr(inv, a)):
-            if not isinstance(peer, NamedPod):
+            if not isinstance(peer, (NamedPod, ServiceDst)):
                 continue
             loc = peer.location
             if self.inventory is None:
                 problem = f"{peer} needs --inventory (without one, write a selector such as namespace=NS,app=X)"
+            elif isinstance(peer, ServiceDst):
+                if any(s.display == peer.ref for s in self.inventory.services):
+                    continue
+                problem = f"{peer} is not a Service of the inventory"
             elif peer.ref in self.inventory.host_network and not isinstance(inv, MULTI_HOP):
                 problem = (f"{peer} is a hostNetwork pod (its traffic is node "
                            f"{self.inventory.host_network[peer.ref]}'s): {inv.kind} takes pods only")
@@ -164,7 +170,31 @@ class _Prover:
 
     # ---- invariants
 
+    def service(self, inv, promised: bool) -> Outcome:
+        """A Service destination: the promise must hold for each backend of each Service port the spec's
+        ports name (every port when none), on the backend's port (R7.8); hairpin flows meet no policy (R11.6)."""
+        smap = ServiceMap(self.inventory)
+        service = smap.named(inv.dst.ref)
+        sports = [sp for sp in service.ports if not inv.ports or any(
+            p.protocol is sp.protocol and p.first <= sp.port <= p.last for p in inv.ports)]
+        backends = [(sp, b) for sp in sports for b in smap.backends(service, sp)]
+        if not backends:  # nothing to allow, and a denial over no backend checked nothing
+            return Outcome(inv, not promised, f"{inv.dst} has no backend{_on(inv.ports)}"
+                                              f"{': nothing to allow' if promised else ''}",
+                           vacuous="" if promised else f"{inv.dst} has no backend{_on(inv.ports)} in the inventory")
+        for sp, b in backends:
+            dst = NamedPod(b.endpoint.display) if b.endpoint.kind is EndpointKind.POD else \
+                Addresses(tuple(ipaddress.ip_network(ip) for ip in b.endpoint.ips), b.endpoint.display)
+            got = self.flows(inv, inv.src, dst, (PortRange(b.protocol, b.port, b.port),), promised)
+            if not got.holds:
+                return replace(got, message=f"{got.message} (backend of {inv.dst} port {sp})")
+        what = "allowed" if promised else "denied"
+        return Outcome(inv, True, f"every flow from {inv.src} to {inv.dst}{_on(inv.ports)} is {what} at each of "
+                                  f"its {len(backends)} backend port(s), after translation")
+
     def prove(self, inv: Invariant) -> Outcome:
+        if isinstance(getattr(inv, "dst", None), ServiceDst):
+            return self.service(inv, isinstance(inv, MustAllow))
         if isinstance(inv, MustAllow):
             return self.flows(inv, inv.src, inv.dst, inv.ports, True)
         if isinstance(inv, MustDeny):
@@ -224,7 +254,8 @@ def prove(policy: PolicySet, spec: Spec, inventory: Inventory | None = None) -> 
     out = []
     for inv in spec.invariants:
         outcome = _chains(graph, inv) if isinstance(inv, MULTI_HOP) else prover.prove(inv)
-        reasons = vacuity(inv, inventory) + (graph.empty(inv) if isinstance(inv, MULTI_HOP) else [])
+        reasons = ([outcome.vacuous] if outcome.vacuous else []) + vacuity(inv, inventory) + (
+            graph.empty(inv) if isinstance(inv, MULTI_HOP) else [])
         out.append(replace(outcome, vacuous="; ".join(reasons)) if outcome.holds and reasons else outcome)
     return out
 

@@ -65,7 +65,19 @@ class Addresses:
         return self.text
 
 
-Peer = Union[Pods, NamedPod, Addresses]
+@dataclass(frozen=True)
+class ServiceDst:
+    """A Service of the inventory, ``namespace/name``, as a destination: its flows are decided per backend,
+    after translation (R7.8); a spec's ports are the Service's ports."""
+
+    ref: str
+    location: Location = field(compare=False, default=None)
+
+    def __str__(self) -> str:
+        return f"service {self.ref}"
+
+
+Peer = Union[Pods, NamedPod, Addresses, ServiceDst]
 
 
 @dataclass(frozen=True)
@@ -198,18 +210,27 @@ def _selector(r: FieldReader, value, path: tuple) -> Selector:
 _POD_REF = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 
 
-def parse_peer(r: FieldReader, value, path: tuple) -> Peer:
+def parse_peer(r: FieldReader, value, path: tuple, service: bool = False) -> Peer:
     """A selector string, a bare ``namespace/name`` (one pod, as on the command line), or a mapping
-    with one of pods, pod, cidr, entity."""
+    with one of pods, pod, cidr, entity (and service where ``service``)."""
     if isinstance(value, str):
+        if service and value.strip().startswith("svc:"):
+            return parse_peer(r, {"service": value.strip()}, path, service)
         if not looks_like_selector(value) and _POD_REF.match(value.strip()):
             return NamedPod(value.strip(), _location(r, path))
         return Pods(_selector(r, value, path), value)
-    obj = r.mapping(value, path, ("pods", "pod", "cidr", "entity"))
+    obj = r.mapping(value, path, ("pods", "pod", "cidr", "entity", "service"))
     if len(obj) != 1:
-        r.fail(path, "needs exactly one of pods, pod, cidr or entity")
+        r.fail(path, "needs exactly one of pods, pod, cidr, entity or service")
     (key, val), = obj.items()
     where = path + (key,)
+    if key == "service":
+        if not service:
+            r.fail(where, "a Service is a destination only: use it as `to` of mustAllow or mustDeny")
+        ref = r.text(val, where, "service").removeprefix("svc:")
+        if ref.count("/") != 1 or not all(ref.split("/")):
+            r.fail(where, f"{ref!r} is not namespace/name")
+        return ServiceDst(ref, _location(r, where))
     if key == "pods":
         return Pods(_selector(r, val, where), r.text(val, where))
     if key == "pod":
@@ -278,7 +299,7 @@ def _mapping(r: FieldReader, value, path: tuple, allowed: tuple[str, ...]) -> di
 def _flow(r: FieldReader, cls, name: str, loc: Location, body, path: tuple):
     obj = _mapping(r, body, path, ("from", "to", "ports"))
     src = parse_peer(r, _need(r, obj, "from", path), path + ("from",))
-    dst = parse_peer(r, _need(r, obj, "to", path), path + ("to",))
+    dst = parse_peer(r, _need(r, obj, "to", path), path + ("to",), service=True)
     return cls(name, loc, src, dst, _ports(r, obj, path, required=False))
 
 
