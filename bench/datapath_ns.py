@@ -16,8 +16,8 @@ from policyc.compiler.frontend import load_policies
 from policyc.compiler.inventory import load_inventory
 from policyc.compiler.ir import PolicySet, Protocol
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-CASES = ("001-no-policies", "012-knp-port-range", "019-cnp-deny-wins", "025-cnp-to-cidr-egress-world")
+CONFORMANCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "conformance"
+CASES = ("L10-no-policy-allows-everything", "L20-knp-endport-range", "L25-cnp-deny-beats-allow", "L08-cidr-except")
 
 
 def main(repeat: int) -> None:
@@ -29,7 +29,7 @@ def main(repeat: int) -> None:
         policies = case / "policies"
         policy = load_policies([policies])[0] if policies.is_dir() else PolicySet()
         with tempfile.TemporaryDirectory() as out:
-            compile_artifact(policy, load_inventory([case / "inventory.yaml"]), Path(out), [])
+            compile_artifact(policy, load_inventory([CONFORMANCE / "inventory.yaml"]), Path(out), [])
             obj = open_artifact(Path(out))
             try:
                 for label, (src, dst) in flows.items():

@@ -19,8 +19,8 @@ from policyc.bpf_runtime.loader import Request, load, unload
 from policyc.bpf_runtime.state import read_state
 from policyc.cli import main as cli
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
-CASES = ("003-knp-allow-x-b-to-x-a-80tcp", "012-knp-port-range", "019-cnp-deny-wins", "025-cnp-to-cidr-egress-world")
+CONFORMANCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "conformance"
+CASES = ("L12-knp-pod-peer-is-own-namespace", "L20-knp-endport-range", "L25-cnp-deny-beats-allow", "L08-cidr-except")
 NAME = "pcrbench"
 
 
@@ -31,7 +31,7 @@ def ms(seconds: float) -> str:
 def bench(case: Path, relabels: int, tmp: Path) -> str:
     out = tmp / case.name
     policies = case / "policies"
-    args = ["compile", *( [str(policies)] if policies.is_dir() else []), "--inventory", str(case / "inventory.yaml"),
+    args = ["compile", *( [str(policies)] if policies.is_dir() else []), "--inventory", str(CONFORMANCE / "inventory.yaml"),
             "-o", str(out)]
     if cli(args) != 0:
         raise SystemExit(f"compile of {case.name} failed")

@@ -3,13 +3,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cases import require_shared  # noqa: E402  (after the path insert)
 
-@pytest.fixture(scope="session")
-def shared() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"{SHARED} is missing: the tests read conformance cases and corpus from ../shared")
-    return SHARED
+
+@pytest.fixture(autouse=True)
+def _shared_gate(request):
+    """Tests marked ``needs_shared`` skip without ../shared, and fail under POLICYC_REQUIRE_SHARED=1."""
+    if request.node.get_closest_marker("needs_shared"):
+        require_shared()

@@ -10,15 +10,15 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import SHARED
+from cases import inventory, own
 from policyc.bpf_runtime import bpffs
 from policyc.bpf_runtime.libbpf import Program, get_pinned, link_ids
 from policyc.bpf_runtime.testrun import SKB_CTX_BYTES, TC_ACT_OK, frame
 from policyc.cli import main
 from policyc.compiler.ir import Protocol
 
-CASE3 = SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"
-INVENTORY = CASE3 / "inventory.yaml"
+CASE3 = own("L12-knp-pod-peer-is-own-namespace")  # x/a admits only x/b, on 80/TCP
+INVENTORY = inventory(CASE3)
 XA, XB, XC = "10.244.1.1", "10.244.1.2", "10.244.1.3"
 
 

@@ -6,11 +6,12 @@ import shutil
 
 import pytest
 
-from conftest import SHARED
+from cases import inventory, own
 from policyc.cli import main
 from policyc.compiler.artifact import FORMAT
 
-CASE = SHARED / "conformance" / "025-cnp-to-cidr-egress-world"
+CASE = own("L29-cnp-egress-to-cidr-only")
+INVENTORY = inventory(CASE)
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +21,7 @@ def _needs_clang():
 
 
 def _compile(out, *extra) -> int:
-    return main(["compile", str(CASE / "policies"), "--inventory", str(CASE / "inventory.yaml"),
+    return main(["compile", str(CASE / "policies"), "--inventory", str(INVENTORY),
                  "-o", str(out), *extra])
 
 
@@ -80,7 +81,7 @@ spec:
 
 def test_compile_reports_flows_that_go_to_the_l7_proxy(tmp_path, capsys):
     (tmp_path / "p.yaml").write_text(L7_POLICY)
-    assert main(["compile", str(tmp_path / "p.yaml"), "--inventory", str(CASE / "inventory.yaml"),
+    assert main(["compile", str(tmp_path / "p.yaml"), "--inventory", str(INVENTORY),
                  "-o", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "l7=yes" in out and "L7 proxy: x/a ingress from x/b 80/TCP (rule 1)" in out

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bccreq import require_bcc
-from conftest import SHARED
+from cases import inventory as case_inventory, own, own_cases, params
 from dpgen import policy_sets, standard_inventory
 from kernelreq import require_kernel
 from policyc.bpf_runtime import bcc_loader
@@ -22,13 +22,12 @@ from policyc.compiler.frontend import load_policies
 from policyc.compiler.inventory import load_inventory
 from policyc.compiler.ir import PolicySet
 
-CASES = sorted(p for p in (SHARED / "conformance").glob("*") if (p / "inventory.yaml").is_file())
 
 
 def compiled(case: Path, out: Path):
     policies = case / "policies"
     policy = load_policies([policies])[0] if policies.is_dir() else PolicySet()
-    inventory = load_inventory([case / "inventory.yaml"])
+    inventory = load_inventory([case_inventory(case)])
     result = compile_artifact(policy, inventory, out, [str(policies)] if policies.is_dir() else [])
     return policy, inventory, result
 
@@ -37,7 +36,7 @@ def compiled(case: Path, out: Path):
 def artifact(tmp_path_factory) -> Path:
     """A case with deny rules and an any-peer rule, so every map and check is in the C."""
     out = tmp_path_factory.mktemp("bcc-artifact")
-    compiled(SHARED / "conformance" / "019-cnp-deny-wins", out)
+    compiled(own("L25-cnp-deny-beats-allow"), out)
     return out
 
 
@@ -81,7 +80,7 @@ def test_missing_headers_is_a_clear_error(artifact, monkeypatch):
 # -- compiled by bcc, run in the kernel -----------------------------------------------------------
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", params(own_cases()))
 def test_bcc_compiled_conformance_case(case, tmp_path, tmp_path_factory, monkeypatch):
     """Every probe of `compile --validate` through the programs bcc built: the evaluator's verdicts."""
     require_kernel()

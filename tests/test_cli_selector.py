@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import ROOT
+from cases import ROOT
 from policyc.cli import main
 from policyc.compiler.cliselector import looks_like_selector, parse_cli_selector
 from policyc.compiler.diagnostics import PolicycError

@@ -1,7 +1,8 @@
-"""Every shared conformance case through `policyc matrix --format json`, probe by probe.
+"""Every conformance case through `policyc matrix --format json`, probe by probe.
 
-Cases are globbed from ../shared/conformance at test time so that new ones are picked up
-without code changes. External peers are the probe endpoints that are not `namespace/pod`.
+The project's own cases (tests/data/conformance, tests/cases.py) cover every semantic area; ../shared's
+run beside them when that directory is there. Cases are globbed at test time so that new ones are
+picked up without code changes. External peers are the probe endpoints that are not `namespace/pod`.
 """
 from __future__ import annotations
 
@@ -11,16 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, SHARED
+from cases import inventory, own, own_cases, params
 from kernelreq import require_kernel
 from policyc.cli import main
 
-CASES = sorted(p for p in (SHARED / "conformance").glob("*") if (p / "expected.yaml").is_file())
-# Our own cases, same format, for semantics traps the shared set does not probe; they list only
-# the probes that matter and use the e2e inventory of the shared case 001 unless they bring one.
-LOCAL = ROOT / "tests" / "data" / "conformance"
-LOCAL_CASES = sorted(p for p in LOCAL.glob("*") if (p / "expected.yaml").is_file())
-E2E_INVENTORY = SHARED / "conformance" / "001-no-policies" / "inventory.yaml"
+OWN_CASES = own_cases()
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -35,16 +31,16 @@ def _externals(probes: list[dict]) -> list[str]:
     return sorted(p for p in peers if "/" not in p)
 
 
-def _inventory(case: Path) -> Path:
-    own = case / "inventory.yaml"
-    return own if own.is_file() else E2E_INVENTORY
+def policy_path(case: Path) -> Path:
+    """The case's policies; a case with none (git keeps no empty directory) reads its inventory, which holds none."""
+    policies = case / "policies"
+    return policies if policies.is_dir() else inventory(case)
 
 
 def _matrix_args(case: Path, probes: list[dict]) -> list[str]:
     ports = sorted({f"{p['port']}/{p['protocol']}" for p in probes})
-    policies = case / "policies"
-    args = ["matrix", str(policies if policies.is_dir() else _inventory(case)),
-            "--inventory", str(_inventory(case)), "--ports", ",".join(ports), "--format", "json"]
+    args = ["matrix", str(policy_path(case)),
+            "--inventory", str(inventory(case)), "--ports", ",".join(ports), "--format", "json"]
     externals = _externals(probes)
     if externals:
         args += ["--external", ",".join(externals)]
@@ -52,11 +48,16 @@ def _matrix_args(case: Path, probes: list[dict]) -> list[str]:
 
 
 def test_cases_found():
-    assert len(CASES) >= 25, "the shared conformance folder should hold at least the 25 known cases"
-    assert len(LOCAL_CASES) >= 9
+    assert len(OWN_CASES) >= 33
 
 
-@pytest.mark.parametrize("case", CASES + LOCAL_CASES, ids=[c.name for c in CASES + LOCAL_CASES])
+@pytest.mark.needs_shared
+def test_shared_cases_found():
+    from cases import shared_cases
+    assert len(shared_cases()) >= 25, "the shared conformance folder should hold at least the 25 known cases"
+
+
+@pytest.mark.parametrize("case", params(OWN_CASES))
 def test_conformance_case(case: Path, capsys):
     expected = yaml.safe_load((case / "expected.yaml").read_text())
     probes = expected["probes"]
@@ -73,13 +74,13 @@ def test_conformance_case(case: Path, capsys):
     assert not wrong, f"{case.name} ({expected.get('notes', '')}):\n" + "\n".join(wrong)
 
 
-CASE_003 = SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"
+CASE_003 = own("L12-knp-pod-peer-is-own-namespace")
 
 
 def test_matrix_json_contract(capsys):
     """The JSON shape other tools rely on: flows of {from, to, port, protocol, verdict}, nothing else."""
     code, out, _ = run_cli(capsys, "matrix", str(CASE_003 / "policies"), "--inventory",
-                           str(CASE_003 / "inventory.yaml"), "--ports", "80/TCP,81/UDP",
+                           str(inventory(CASE_003)), "--ports", "80/TCP,81/UDP",
                            "--external", "192.0.2.9", "--format", "json")
     assert code == 0
     doc = json.loads(out)
@@ -103,7 +104,7 @@ def test_matrix_json_contract(capsys):
 def test_matrix_text_is_e2e_truth_table(capsys):
     """One table per port; rows are sources, columns destinations; '.' allowed, 'X' denied, '-' self."""
     code, out, _ = run_cli(capsys, "matrix", str(CASE_003 / "policies"), "--inventory",
-                           str(CASE_003 / "inventory.yaml"), "--ports", "80/TCP,81/TCP")
+                           str(inventory(CASE_003)), "--ports", "80/TCP,81/TCP")
     assert code == 0
     blocks = [b for b in out.strip().split("\n\n") if b.strip()]
     assert [b.splitlines()[0].split()[0] for b in blocks] == ["80/TCP", "81/TCP"]
@@ -120,11 +121,11 @@ def test_matrix_text_is_e2e_truth_table(capsys):
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("case", LOCAL_CASES, ids=[c.name for c in LOCAL_CASES])
+@pytest.mark.parametrize("case", params(OWN_CASES, with_shared=False))
 def test_local_case_in_kernel(case: Path, tmp_path, capsys):
     """Our trap cases also hold in the compiled datapath: `compile --validate` replays them in the kernel."""
     require_kernel()
-    code, out, err = run_cli(capsys, "compile", str(case / "policies"), "--inventory", str(_inventory(case)),
+    code, out, err = run_cli(capsys, "compile", str(policy_path(case)), "--inventory", str(inventory(case)),
                              "-o", str(tmp_path / "art"), "--validate")
     assert code == 0, err
     assert " 0 mismatch(es)" in out

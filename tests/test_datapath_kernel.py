@@ -17,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SHARED
+from cases import inventory as case_inventory, own, own_cases, params
 from dpgen import make_rule, policy_set, policy_sets, selector, standard_inventory
 from kernelreq import require_kernel
 from policyc.bpf_runtime.artifact import open_artifact
@@ -34,20 +34,20 @@ from policyc.compiler.ir import (Action, CIDRPeer, Direction, L7Rules, PolicySet
                                  Selector, SelectorPeer)
 
 EVENT_COUNTER = layouts(4, False)["counter"]
-CASES = sorted(p for p in (SHARED / "conformance").glob("*") if (p / "expected.yaml").is_file())
+DENY_CASE = own("L25-cnp-deny-beats-allow")  # y/a admits all but y/b, refused by a deny rule
 
 
 def load_case(case: Path):
     policies = case / "policies"
     policy = load_policies([policies])[0] if policies.is_dir() else PolicySet()
-    inventory = load_inventory([case / "inventory.yaml"])
+    inventory = load_inventory([case_inventory(case)])
     probes = [Probe(inventory.find(p["from"]), inventory.find(p["to"]), Protocol.parse(p["protocol"]), p["port"])
               for p in yaml.safe_load((case / "expected.yaml").read_text())["probes"]]
     return policy, inventory, probes, [str(policies)] if policies.is_dir() else []
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", params(own_cases()))
 def test_conformance_case_in_kernel(case, tmp_path):
     require_kernel()
     policy, inventory, probes, inputs = load_case(case)
@@ -61,7 +61,7 @@ def test_conformance_case_in_kernel(case, tmp_path):
 def test_validation_catches_a_wrong_datapath(tmp_path):
     """Hold an artifact against another policy's evaluator: the check must fail."""
     require_kernel()
-    policy, inventory, probes, inputs = load_case(SHARED / "conformance" / "019-cnp-deny-wins")
+    policy, inventory, probes, inputs = load_case(DENY_CASE)
     compile_artifact(policy, inventory, tmp_path, inputs)
     assert run_probes(tmp_path, PolicySet(), probes)
 
@@ -123,7 +123,7 @@ def test_verifier_rejection_shows_log_tail(tmp_path):
 def test_events_and_counters_name_the_deciding_rule(tmp_path):
     """A denied packet yields one ring-buffer event and counts on the deny rule (id from rules.json)."""
     require_kernel()
-    policy, inventory, _, inputs = load_case(SHARED / "conformance" / "019-cnp-deny-wins")
+    policy, inventory, _, inputs = load_case(DENY_CASE)
     compile_artifact(policy, inventory, tmp_path, inputs)
     rules = json.loads((tmp_path / "rules.json").read_text())
     deny_id = next(r["id"] for r in rules if r["action"] == "deny")
@@ -152,8 +152,8 @@ def test_events_and_counters_name_the_deciding_rule(tmp_path):
 @pytest.mark.kernel
 def test_compile_validate_command(tmp_path, capsys):
     require_kernel()
-    case = SHARED / "conformance" / "021-cnp-from-cidr-does-not-match-pods"
-    assert main(["compile", str(case / "policies"), "--inventory", str(case / "inventory.yaml"),
+    case = own("L26-cnp-cidr-never-matches-pods")
+    assert main(["compile", str(case / "policies"), "--inventory", str(case_inventory(case)),
                  "-o", str(tmp_path), "--validate"]) == 0
     assert " 0 mismatch(es)" in capsys.readouterr().out
 
@@ -173,7 +173,7 @@ def bpffs(tmp_path):
 
 @pytest.mark.kernel
 def test_pinned_map_reopens_with_its_contents(tmp_path, bpffs):
-    policy, inventory, _, inputs = load_case(SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp")
+    policy, inventory, _, inputs = load_case(own("L12-knp-pod-peer-is-own-namespace"))
     compile_artifact(policy, inventory, tmp_path / "art", inputs)
     pin = str(bpffs / "endpoints")
     obj = open_artifact(tmp_path / "art")

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from conftest import ROOT
+from cases import ROOT
 from policyc.cli import main
 
 DOC = ROOT / "docs" / "diagnostics.md"

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from bccreq import require_bcc
-from conftest import SHARED
+from cases import E2E_INVENTORY, inventory as case_inventory, own, own_cases, params
 from kernelreq import require_kernel
 from netmodel import PIN_ROOT, STATE_DIR, NetModel, leftovers, policyc_argv, policyc_env, run
 from policyc.compiler.inventory import Inventory, load_inventory
@@ -26,8 +26,8 @@ from policyc.compiler.inventory import Inventory, load_inventory
 pytestmark = pytest.mark.kernel
 
 PREFIX = "pce"
-CASES = sorted(p for p in (SHARED / "conformance").glob("*") if (p / "inventory.yaml").is_file())
-INVENTORY = CASES[0] / "inventory.yaml"
+INVENTORY = E2E_INVENTORY
+PORTS = "80/TCP,81/TCP,80/UDP,81/UDP"  # what every pod of the model serves over TCP and UDP
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -53,7 +53,8 @@ def compile_case(paths: list[str], inventory: Path, out: Path) -> Path:
 
 def matrix(paths: list[str], inventory: Path) -> dict:
     """``{(from, to, port, protocol): verdict}`` from `policyc matrix --format json` (pods only)."""
-    flows = json.loads(policyc("matrix", *paths, "--inventory", str(inventory), "--format", "json").stdout)["flows"]
+    flows = json.loads(policyc("matrix", *paths, "--inventory", str(inventory), "--ports", PORTS,
+                               "--format", "json").stdout)["flows"]
     return {(f["from"], f["to"], f["port"], f["protocol"]): f["verdict"] for f in flows}
 
 
@@ -123,7 +124,8 @@ def test_teardown_after_a_failure_removes_everything(tmp_path, empty):
     require_kernel()
     inventory = load_inventory([INVENTORY])
     small = Inventory(endpoints=inventory.pods[:2], namespaces=inventory.namespaces)
-    artifact = compile_case(policy_paths(CASES[1], empty), INVENTORY, tmp_path / "artifact")
+    artifact = compile_case(policy_paths(own("L11-knp-empty-podselector-isolates-namespace"), empty), INVENTORY,
+                            tmp_path / "artifact")
     prefix, name = f"{PREFIX}t", f"{PREFIX}t-crash"
     with pytest.raises(RuntimeError, match="planned"):
         with NetModel(small, tmp_path / "work", prefix=prefix) as m:
@@ -139,22 +141,21 @@ def test_teardown_after_a_failure_removes_everything(tmp_path, empty):
 
 # -- conformance cases over real connections ------------------------------------------------------
 
-CLSACT_CASES = [SHARED / "conformance" / "019-cnp-deny-wins", SHARED / "conformance" / "012-knp-port-range"]
-BCC_CASES = [SHARED / "conformance" / "019-cnp-deny-wins", SHARED / "conformance" / "011-knp-named-port"]
-VARIANTS = ([(c, "tcx", "libbpf") for c in CASES] + [(c, "clsact", "libbpf") for c in CLSACT_CASES]
-            + [(c, "tcx", "bcc") for c in BCC_CASES])
+CLSACT_CASES = [own("L25-cnp-deny-beats-allow"), own("L20-knp-endport-range")]
+BCC_CASES = [own("L25-cnp-deny-beats-allow"), own("L19-knp-named-port-resolves-at-destination")]
+VARIANTS = ([pytest.param(*p.values, "tcx", "libbpf", id=p.id, marks=p.marks) for p in params(own_cases())]
+            + [pytest.param(c, "clsact", "libbpf", id=f"{c.name}-clsact") for c in CLSACT_CASES]
+            + [pytest.param(c, "tcx", "bcc", id=f"{c.name}-bcc") for c in BCC_CASES])
 
 
-@pytest.mark.parametrize("case,tc_mode,compiler", VARIANTS,
-                         ids=[c.name + ("" if t == "tcx" else f"-{t}") + ("" if k == "libbpf" else f"-{k}")
-                              for c, t, k in VARIANTS])
+@pytest.mark.parametrize("case,tc_mode,compiler", VARIANTS)
 def test_conformance_case_over_real_traffic(model, case, tc_mode, compiler, tmp_path, empty, monkeypatch,
                                             tmp_path_factory):
     """tcx links by default; a few cases also through clsact filters (kernels before 6.6) and through
     programs bcc compiled on the node (`load --compiler bcc`)."""
     if compiler == "bcc":
         require_bcc(tmp_path_factory.getbasetemp(), monkeypatch)
-    inventory = case / "inventory.yaml"
+    inventory = case_inventory(case)
     pods = load_inventory([inventory]).pods
     assert [(p.display, p.ips) for p in pods] == [(p.display, p.ips) for p in model.pods], \
         f"{case.name}: inventory differs from the model built from {INVENTORY}"
@@ -200,8 +201,8 @@ def test_node_script_finds_every_pod_veth(model, discovery, tmp_path):
 
 # -- atomic replace under continuous traffic ------------------------------------------------------
 
-SWAP_A = SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"  # x/a ingress: only x/b 80/TCP
-SWAP_B = SHARED / "conformance" / "007-knp-deny-egress-x-a"         # x/a egress: nothing
+SWAP_A = own("L12-knp-pod-peer-is-own-namespace")  # x/a ingress: only x/b 80/TCP
+SWAP_B = own("L15-knp-egress-type-without-rules")  # x/a egress: nothing
 # One UDP stream per kind of flow: allowed by both, only by A (egress of x/a), only by B (ingress of x/a).
 STREAMS = {"both": ("y/a", "z/b", 80, "UDP"), "aonly": ("x/a", "x/b", 80, "UDP"), "bonly": ("x/b", "x/a", 81, "UDP")}
 STREAM_INTERVAL = 0.001
@@ -224,7 +225,7 @@ def test_atomic_replace_under_traffic(model, tmp_path, empty):
     """Swap two artifacts back and forth under the same name while UDP streams with sequence
     numbers run: no datagram of a flow both allow is lost, and between swaps every datagram gets
     exactly the verdict of the artifact in force (none of a denied flow gets through)."""
-    inventory = SWAP_A / "inventory.yaml"
+    inventory = case_inventory(SWAP_A)
     mats, arts = {}, {}
     for key, case in (("A", SWAP_A), ("B", SWAP_B)):
         paths = policy_paths(case, empty)
@@ -286,7 +287,7 @@ def test_atomic_replace_under_traffic(model, tmp_path, empty):
 
 # -- relabel under traffic ------------------------------------------------------------------------
 
-RELABEL_CASE = SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"  # x/a admits only x/b on 80/TCP
+RELABEL_CASE = own("L12-knp-pod-peer-is-own-namespace")  # x/a admits only x/b on 80/TCP
 RELABEL = {"x/b": {"pod": "c"}, "x/c": {"pod": "b"}}  # swap the labels of x/b and x/c
 
 
@@ -306,7 +307,7 @@ def test_relabel_under_traffic(model, tmp_path, empty):
     """`policyc endpoint relabel` swaps the labels of x/b and x/c while a TCP connection x/b -> x/a:80
     is open: new connections get the verdicts `matrix` gives for the relabelled inventory at once,
     and the established connection goes on (conntrack is untouched)."""
-    inventory = RELABEL_CASE / "inventory.yaml"
+    inventory = case_inventory(RELABEL_CASE)
     paths = policy_paths(RELABEL_CASE, empty)
     before = matrix(paths, inventory)
     after = matrix(paths, relabelled_inventory(inventory, RELABEL, tmp_path / "relabelled.yaml"))
@@ -342,8 +343,8 @@ def test_relabel_under_traffic(model, tmp_path, empty):
 
 # -- observe --------------------------------------------------------------------------------------
 
-OBSERVE_CASES = [SHARED / "conformance" / "019-cnp-deny-wins",              # denied by an ingressDeny rule
-                 SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp"]  # denied by default deny
+OBSERVE_CASES = [own("L25-cnp-deny-beats-allow"),            # denied by an ingressDeny rule
+                 own("L12-knp-pod-peer-is-own-namespace")]  # denied by default deny
 
 
 def query_why(paths: list[str], inventory: Path, flow) -> dict:
@@ -359,7 +360,7 @@ def query_why(paths: list[str], inventory: Path, flow) -> dict:
 
 @pytest.mark.parametrize("case", OBSERVE_CASES, ids=[c.name for c in OBSERVE_CASES])
 def test_observe_reports_denied_flows_with_the_deciding_rule(model, case, tmp_path, empty):
-    inventory = case / "inventory.yaml"
+    inventory = case_inventory(case)
     paths = policy_paths(case, empty)
     expected = matrix(paths, inventory)
     denied = [f for f, v in expected.items() if v == "deny"][:12]
@@ -399,8 +400,7 @@ def test_observe_reports_denied_flows_with_the_deciding_rule(model, case, tmp_pa
 
 # -- dual stack -----------------------------------------------------------------------------------
 
-DUAL_STACK_CASES = [SHARED / "conformance" / "019-cnp-deny-wins",
-                    SHARED / "conformance" / "023-cnp-egress-to-namespace-z"]
+DUAL_STACK_CASES = [own("L25-cnp-deny-beats-allow"), own("L27-cnp-namespace-egress-to-one-namespace")]
 
 
 def dual_stack_inventory(source: Path, out: Path) -> Path:
@@ -420,7 +420,7 @@ def test_dual_stack_over_real_traffic(case, tmp_path, empty):
     """Pods with an IPv4 and an IPv6 address: every flow is probed over both families, which must
     agree with each other and with `matrix` (the artifact is compiled with its ipv6 feature)."""
     require_kernel()
-    inventory = dual_stack_inventory(case / "inventory.yaml", tmp_path / "inventory.yaml")
+    inventory = dual_stack_inventory(case_inventory(case), tmp_path / "inventory.yaml")
     paths = policy_paths(case, empty)
     expected = matrix(paths, inventory)
     artifact = compile_case(paths, inventory, tmp_path / "artifact")
@@ -436,8 +436,8 @@ def test_dual_stack_over_real_traffic(case, tmp_path, empty):
 
 # -- a pod added between two compiles --------------------------------------------------------------
 
-ADD_CASES = (SHARED / "conformance" / "003-knp-allow-x-b-to-x-a-80tcp",  # pod=a admits only x/b on 80/TCP
-             SHARED / "conformance" / "007-knp-deny-egress-x-a")         # pod=a sends nothing
+ADD_CASES = (own("L12-knp-pod-peer-is-own-namespace"),  # pod=a admits only x/b on 80/TCP
+             own("L15-knp-egress-type-without-rules"))  # pod=a sends nothing
 ADDED = ("x/d", "10.244.1.9", {"pod": "a"})  # x/a's labels: both policies select the new pod
 
 
@@ -462,7 +462,7 @@ def test_pod_added_at_run_time_is_enforced_and_survives_a_replace(tmp_path, empt
     require_kernel()
     display, ip, labels = ADDED
     prefix, name = "pcq", "pcq-addpod"
-    inventory = ADD_CASES[0] / "inventory.yaml"
+    inventory = case_inventory(ADD_CASES[0])
     grown = inventory_with_pod(inventory, display, ip, labels, tmp_path / "grown.yaml")
     arts, mats = [], []
     for n, case in enumerate(ADD_CASES):
@@ -499,7 +499,7 @@ def test_pod_added_at_run_time_is_enforced_and_survives_a_replace(tmp_path, empt
             unhooked = m.probe([(display, "y/a", 80, "TCP")])  # pod=a sends nothing, but no hook checks it now
             m.remove_pod(display)
     assert leftovers(prefix) == ([], []) and not state_file.exists()
-    # 003 denies flows *to* the pod (its to_pod decides), 007 flows *from* it (its from_pod)
+    # L12 denies flows *to* the pod (its to_pod decides), L15 flows *from* it (its from_pod)
     for label, end, expected, observed in (("before the replace", 1, mats[0], before), ("after it", 0, mats[1], after)):
         assert any(flow[end] == display and v == "deny" for flow, v in expected.items()), label
         bad = mismatches(expected, observed)

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import ROOT
+from cases import ROOT
 from kernelreq import require_kernel
 from policyc.cli import main
 

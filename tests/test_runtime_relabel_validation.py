@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import SHARED
+from cases import inventory as case_inventory, own_cases, params
 from kernelreq import require_kernel
 from policyc.bpf_runtime.endpoints import current, load_sources
 from policyc.bpf_runtime.libbpf import Program
@@ -25,7 +25,6 @@ from runtimekit import loaded_name, pins
 
 pytestmark = pytest.mark.kernel
 
-CASES = sorted(p for p in (SHARED / "conformance").glob("*") if (p / "inventory.yaml").is_file())
 # a new label set still selected by pod=b rules, an existing one (x/a's), then a new one nothing names:
 # the third must not inherit the first one's number (its entries are still in the policy map)
 RELABELS = ({"pod": "b", "pcr": "new"}, {"pod": "a"}, {"pod": "zz"})
@@ -48,14 +47,14 @@ class PinnedObject:
             p.close()
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+@pytest.mark.parametrize("case", params(own_cases()))
 def test_relabel_matches_the_evaluator(case, tmp_path, capsys):
     require_kernel()
     out = tmp_path / "art"
     empty = tmp_path / "no-policies"
     empty.mkdir()
     policies = [str(case / "policies" if (case / "policies").is_dir() else empty)]
-    assert main(["compile", *policies, "--inventory", str(case / "inventory.yaml"), "-o", str(out)]) == 0
+    assert main(["compile", *policies, "--inventory", str(case_inventory(case)), "-o", str(out)]) == 0
     with loaded_name("pcrtest-val") as name:
         assert main(["load", str(out), "--name", name]) == 0
         obj = PinnedObject(name)

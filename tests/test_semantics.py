@@ -1,4 +1,4 @@
-"""One test (or a few) per rule of ../shared/reference/cilium-policy-semantics.md.
+"""One test (or a few) per rule of docs/semantics.md.
 
 Every test names its rule (R1.1, R2.12, ...) and holds the evaluator's verdicts
 (policyc.compiler.evaluate) or the frontend's diagnostics to what the reference

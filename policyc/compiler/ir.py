@@ -11,7 +11,7 @@ nothing else.  After the frontend:
   protocol, every port: R5.2b);
 * a rule whose ``peers`` or ``ports`` is empty matches nothing (R5.1, R5.6).
 
-Rule numbers (R…) refer to ../shared/reference/cilium-policy-semantics.md.
+Rule numbers (R…) refer to docs/semantics.md.
 """
 from __future__ import annotations
 
