@@ -47,13 +47,13 @@ def test_load_status_observe_unload(art3, capsys):
         assert levels["endpoints"] == (9, 4096) and levels["policy"][0] == 1
         assert levels["conntrack"][0] == 1  # the allowed flow
         rules = {r["id"]: r for r in status["rules"]}
-        assert rules[1]["packets"] == 1 and rules[1]["policy"] == "x/p" and rules[0]["packets"] == 1
+        assert rules[1]["packets"] == 1 and rules[1]["policy"] == "x/a-from-b" and rules[0]["packets"] == 1
         assert all(a["present"] for a in status["attachments"])
 
         assert main(["status", "--metrics"]) == 0
         metrics = capsys.readouterr().out
-        assert ('policyc_rule_packets_total{name="pcrtest-load",rule_id="1",rule="NetworkPolicy/x/p/spec.ingress[0]",'
-                'policy="x/p",direction="ingress",verdict="allow"} 1') in metrics
+        assert ('policyc_rule_packets_total{name="pcrtest-load",rule_id="1",rule="NetworkPolicy/x/a-from-b/spec.ingress[0]",'
+                'policy="x/a-from-b",direction="ingress",verdict="allow"} 1') in metrics
 
         assert main(["observe", name, "--verdict", "deny", "--format", "json"]) == 0
         flows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -98,7 +98,7 @@ def test_observe_names_the_deciding_rule(art3, capsys):
         assert main(["observe", name, "--timeout", "0.2"]) == 0  # pending flows, then 0.2 s of following
         line = capsys.readouterr().out.strip()
         assert ("x/b:41000 (ID:257) -> x/a:80 (ID:256) TCP ALLOW "
-                "(ingress, x/p NetworkPolicy/x/p/spec.ingress[0])") in line
+                "(ingress, x/a-from-b NetworkPolicy/x/a-from-b/spec.ingress[0])") in line
 
 
 def test_failed_attach_rolls_back(art3, capsys):

@@ -43,6 +43,7 @@ def run(args) -> int:
     from ..bpf_runtime.endpoints import change
     from ..bpf_runtime.loaded import loaded_state, manifest_of
     from ..bpf_runtime.privileges import require_root
+    from ..bpf_runtime.state import name_lock
 
     if args.endpoint.count("/") != 1 or "" in args.endpoint.split("/"):
         raise PolicycError(Diagnostic.simple(f"{args.endpoint!r}: expected NS/POD"))
@@ -53,7 +54,7 @@ def run(args) -> int:
     if args.op == "relabel" and not ips and labels is None:
         raise PolicycError(Diagnostic.simple("endpoint relabel needs --label and/or --ip"))
     require_root()
-    with bpf_errors():
+    with bpf_errors(), name_lock(args.name):
         state = loaded_state(args.name)
         hooked = [a for a in state.attachments if a.endpoint == args.endpoint]
         result = change(state, manifest_of(state)["features"], args.op, args.endpoint, ips, labels,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .entities import reserved_label
 from .ir import (ANY_SOURCE, NAMESPACE_KEY, Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
                  EndpointKind, FQDNPeer, L7Rules, Op, Peer, PolicySet, PortMatch,
-                 Protocol, Rule, Selector, SelectorPeer, SubjectKind)
+                 Protocol, Rule, Selector, SelectorPeer, SubjectKind, pending_scope)
 
 
 class Reason(str, enum.Enum):
@@ -91,8 +91,13 @@ def peer_labels(peer: Endpoint, subject: Endpoint) -> frozenset:
     return peer.identity.labels
 
 
-def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset) -> bool:
+def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset, pending: str | None = None,
+                 possibly: bool = False) -> bool:
+    """``pending``: the scope of a peer whose labels are not known yet; then an allow needs a selector that
+    matches whatever they turn out to be, and a deny (``possibly``) one that may match (docs/agent.md)."""
     if isinstance(peer, SelectorPeer):
+        if pending:
+            return any(sel.bounds(labels, pending)[possibly] for sel in peer.selectors)
         return any(sel.matches(labels) for sel in peer.selectors)
     if isinstance(peer, CIDRPeer):  # R7.1: CIDRs only ever select addresses outside the cluster
         return ep.kind is EndpointKind.EXTERNAL and any(peer.contains(ip) for ip in ep.ips)
@@ -100,22 +105,27 @@ def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset) -> bool:
     return False  # R10.2c: nothing is known to resolve statically
 
 
-def port_matches(pm: PortMatch, protocol: Protocol, port: int, dst: Endpoint) -> bool:
+def port_matches(pm: PortMatch, protocol: Protocol, port: int, dst: Endpoint, possibly: bool = False) -> bool:
+    """A named port of a pending destination is unknown: it may be any port (a deny, ``possibly``), it is
+    none for sure (an allow)."""
     if pm.protocol is not Protocol.ANY and pm.protocol is not protocol:
         return False
     if pm.name is None:
         return pm.first <= port <= pm.last
+    if pending_scope(dst.identity.labels):
+        return possibly
     return any(np.name == pm.name and np.port == port and np.protocol is protocol for np in dst.ports)
 
 
 def matching_ports(rule: Rule, protocol: Protocol, port: int, dst: Endpoint) -> tuple[PortMatch, ...]:
-    return tuple(pm for pm in rule.ports if port_matches(pm, protocol, port, dst))
+    return tuple(pm for pm in rule.ports if port_matches(pm, protocol, port, dst, rule.action is Action.DENY))
 
 
 def rule_matches(rule: Rule, peer: Endpoint, labels: frozenset, protocol: Protocol, port: int,
-                 dst: Endpoint) -> bool:
+                 dst: Endpoint, pending: str | None = None) -> bool:
+    possibly = rule.action is Action.DENY
     return bool(matching_ports(rule, protocol, port, dst)) and any(
-        peer_matches(p, peer, labels) for p in rule.peers)
+        peer_matches(p, peer, labels, pending, possibly) for p in rule.peers)
 
 
 def _by_namespace(items) -> dict[str | None, list[int]]:
@@ -178,12 +188,18 @@ class Evaluator:
         hit = self._subject_cache.get(key)
         if hit is None:
             labels = key[1]
+            scope = pending_scope(labels) if subject.kind is EndpointKind.POD else None
+            if scope:  # allows must select whatever the labels turn out to be; denies and default-deny may
+                picks = lambda item, possibly: (item.subject_kind is SubjectKind.ENDPOINT  # noqa: E731
+                                                and item.subject.bounds(labels, scope)[possibly])
+            else:
+                picks = lambda item, possibly: selects(item.subject_kind, item.subject, subject)  # noqa: E731
             rules = [r for r in _candidates(self.policy.rules, self._rule_buckets, labels)
-                     if r.direction is direction and selects(r.subject_kind, r.subject, subject)]
+                     if r.direction is direction and picks(r, r.action is Action.DENY)]
             hit = (tuple(r for r in rules if r.action is Action.ALLOW),
                    tuple(r for r in rules if r.action is Action.DENY),
                    tuple(d for d in _candidates(self.policy.default_deny, self._dd_buckets, labels)
-                         if d.direction is direction and selects(d.subject_kind, d.subject, subject)))
+                         if d.direction is direction and picks(d, True)))
             self._subject_cache[key] = hit
         return hit
 
@@ -203,12 +219,13 @@ class Evaluator:
                 and peer.kind is EndpointKind.NODE and subject.node == peer.name):
             return verdict(Action.ALLOW, Reason.LOCALHOST)
         allows, denies, dd = self.subject_rules(subject, direction)
-        denied = [r for r in denies if rule_matches(r, peer, labels, protocol, port, dst)]
+        pending = pending_scope(labels) if peer.kind is EndpointKind.POD else None
+        denied = [r for r in denies if rule_matches(r, peer, labels, protocol, port, dst, pending)]
         if denied:
             return verdict(Action.DENY, Reason.DENIED, denied)
         if not dd:
             return verdict(Action.ALLOW, Reason.NOT_ENFORCED)
-        allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst)]
+        allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst, pending)]
         if not allowed:
             return verdict(Action.DENY, Reason.DEFAULT_DENY, dd=dd)
         return verdict(Action.ALLOW, Reason.ALLOWED, allowed, l7=_l7_filters(allowed, protocol, port, dst))

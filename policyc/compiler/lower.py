@@ -33,7 +33,7 @@ from .evaluate import Evaluator, subject_labels
 from .inventory import Inventory
 from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, IPNetwork,
                  NamedPort, PolicySet, PortMatch, Protocol, Rule, SelectorPeer,
-                 SubjectKind)
+                 SubjectKind, pending_scope)
 
 DIR_CODE = {Direction.INGRESS: 1, Direction.EGRESS: 2}
 ACTION_CODE = {Action.ALLOW: 1, Action.DENY: 2}
@@ -91,6 +91,7 @@ class PeerIdentity:
     labels: frozenset
     region: IPNetwork | None = None
     ports: tuple[NamedPort, ...] = ()
+    pending: str | None = None  # a pod whose labels are not known yet (ir.pending_scope)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,8 @@ def peer_identities(policy: PolicySet, inventory: Inventory, ipv6: bool) -> tupl
     pods = pods_by_identity(inventory)
     for ident in inventory.identities:
         if ident.id >= FIRST_CLUSTER_ID:  # pods; nodes share remote-node below
-            out[ident.id] = PeerIdentity(ident.id, ident.labels, None, _union_ports(pods.get(ident.id, ())))
+            out[ident.id] = PeerIdentity(ident.id, ident.labels, None, _union_ports(pods.get(ident.id, ())),
+                                         pending_scope(ident.labels))
     nodes = inventory.nodes
     node_lbls = nodes[0].identity.labels if nodes else frozenset({reserved_label("remote-node")})
     out[REMOTE_NODE_ID] = PeerIdentity(REMOTE_NODE_ID, node_lbls)
@@ -189,8 +191,11 @@ def cidr_peer_matches(peer: CIDRPeer, region: IPNetwork) -> bool:
     return covers(peer.network) and not any(covers(ex) for ex in peer.excepts)
 
 
-def peer_matches(p, peer: PeerIdentity) -> bool:
+def peer_matches(p, peer: PeerIdentity, possibly: bool = False) -> bool:
+    """``possibly``: for a deny rule, whose peer a pending identity may turn out to match (evaluate.peer_matches)."""
     if isinstance(p, SelectorPeer):
+        if peer.pending:
+            return any(s.bounds(peer.labels, peer.pending)[possibly] for s in p.selectors)
         return any(s.matches(peer.labels) for s in p.selectors)
     if isinstance(p, CIDRPeer):
         return peer.region is not None and cidr_peer_matches(p, peer.region)
@@ -240,8 +245,16 @@ class Item:
     l7: bool
 
 
-def resolve_port(pm: PortMatch, dst_ports: tuple[NamedPort, ...]) -> list[tuple[int | None, int, int]]:
-    """(protocol, first, last) triples; a named port becomes the destination's numbers (R8.4)."""
+def resolve_port(pm: PortMatch, dst_ports: tuple[NamedPort, ...] | None,
+                 action: Action = Action.ALLOW) -> list[tuple[int | None, int, int]]:
+    """(protocol, first, last) triples; a named port becomes the destination's numbers (R8.4).
+
+    ``dst_ports`` None: a pending destination, whose named ports are unknown: an allow resolves to no
+    port, a deny to every port of its protocol (evaluate.port_matches)."""
+    if pm.name is not None and dst_ports is None:
+        if action is Action.ALLOW:
+            return []
+        return [(None, 0, 65535)] if pm.protocol is Protocol.ANY else [(int(pm.protocol), 0, 65535)]
     if pm.name is not None:
         return [(int(np.protocol), np.port, np.port) for np in dst_ports
                 if np.name == pm.name and (pm.protocol is Protocol.ANY or np.protocol is pm.protocol)]
@@ -252,9 +265,9 @@ def resolve_port(pm: PortMatch, dst_ports: tuple[NamedPort, ...]) -> list[tuple[
     return [(int(pm.protocol), pm.first, pm.last)]
 
 
-def items_for(rules: Iterable[tuple[int, Rule]], dst_ports: tuple[NamedPort, ...]) -> list[Item]:
+def items_for(rules: Iterable[tuple[int, Rule]], dst_ports: tuple[NamedPort, ...] | None) -> list[Item]:
     return [Item(proto, lo, hi, r.action, num, pm.l7 is not None)
-            for num, r in rules for pm in r.ports for proto, lo, hi in resolve_port(pm, dst_ports)]
+            for num, r in rules for pm in r.ports for proto, lo, hi in resolve_port(pm, dst_ports, r.action)]
 
 
 def merge(items: Iterable[Item]) -> Verdict | None:
@@ -352,12 +365,17 @@ def subject_entries(evaluator: Evaluator, policy_id: int, subject: Endpoint,
     specific = [(n, r) for n, r in numbered if not is_any_peer(r)]
     if direction is Direction.EGRESS and any(pm.name for _, r in wild for pm in r.ports):
         specific, wild = numbered, []  # egress named ports depend on each peer's ports: expand per peer
-    out = peer_entries(policy_id, ANY_PEER, direction, items_for(wild, subject.ports), port_lpm)
+    own_ports = None if pending_scope(subject.identity.labels) else subject.ports
+    out = peer_entries(policy_id, ANY_PEER, direction, items_for(wild, own_ports), port_lpm)
     for peer in identities if specific else ():
-        matching = [(n, r) for n, r in specific
-                    if (matcher.matches(r, peer) if matcher else any(peer_matches(p, peer) for p in r.peers))]
+        if peer.pending:  # an allow must match whatever its labels turn out to be, a deny may
+            matching = [(n, r) for n, r in specific
+                        if any(peer_matches(p, peer, r.action is Action.DENY) for p in r.peers)]
+        else:
+            matching = [(n, r) for n, r in specific
+                        if (matcher.matches(r, peer) if matcher else any(peer_matches(p, peer) for p in r.peers))]
         if matching:  # no rule, no entry: skipping the merge keeps big inventories linear per subject
-            dst_ports = subject.ports if direction is Direction.INGRESS else peer.ports
+            dst_ports = own_ports if direction is Direction.INGRESS else (None if peer.pending else peer.ports)
             out += peer_entries(policy_id, peer.id, direction, items_for(matching, dst_ports), port_lpm)
     return out
 
