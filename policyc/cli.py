@@ -10,7 +10,7 @@ from . import __version__
 from .compiler.diagnostics import PolicycError, render
 
 COMMANDS = ("validate", "query", "matrix", "check", "diff", "verify", "compile",
-            "load", "unload", "status", "observe", "endpoint")
+            "load", "unload", "status", "observe", "endpoint", "agent")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,9 +30,8 @@ from ..compiler.diagnostics import PolicycError, Severity
 from ..compiler.entities import FIRST_CIDR_ID, FIRST_CLUSTER_ID
 from ..compiler.evaluate import Evaluator, subject_labels
 from ..compiler.frontend import build_policy_set
-from ..compiler.inventory import Inventory, build_inventory, pod_labels
-from ..compiler.ir import (CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, NAMESPACE_NAME_LABEL,
-                           SERVICE_ACCOUNT_KEY, Action, Direction, Endpoint, EndpointKind, Identity,
+from ..compiler.inventory import Inventory, build_inventory, own_labels, pod_labels
+from ..compiler.ir import (NAMESPACE_NAME_LABEL, SERVICE_ACCOUNT_KEY, Action, Direction, Endpoint, EndpointKind, Identity,
                            PolicySet, pending_label, pending_scope)
 from ..compiler.layouts import layouts
 from ..compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, EndpointEntry, PeerIdentity, PolicyEntry,
@@ -212,6 +211,10 @@ class Catalog:
                                       pending_scope(lbls))
         return tuple(out[k] for k in sorted(out))
 
+    def identity_labels(self, endpoint: str, labels: dict, service_account: str, extra: "Extra") -> frozenset:
+        """The identity labels ``endpoint`` would get from a change with these arguments."""
+        return _labels(self.src, endpoint.split("/", 1)[0], labels, service_account, extra.fields())
+
     def peer(self, ep: Endpoint) -> PeerIdentity:
         """``ep``'s identity as a peer when no other pod holds it (its own named ports only)."""
         return PeerIdentity(ep.identity.id, ep.identity.labels, None,
@@ -281,16 +284,14 @@ def _check_attach(state: State, endpoint: str, iface: str) -> None:
 
 @dataclass(frozen=True)
 class Extra:
-    """What the node agent adds to a change: the namespace's labels as it knows them, a pending pod's scope
-    (ir.pending_scope: its labels are not known yet), and data it keeps with the pod (its CNI container)."""
+    """What the node agent adds to a change: the namespace's labels as it knows them (a namespace newer
+    than the artifact), and a pending pod's scope (ir.pending_scope: its labels are not known yet)."""
 
     namespace_labels: dict | None = None
     pending: str | None = None
-    meta: dict | None = None
 
     def fields(self) -> dict:
-        return {k: v for k, v in (("namespace_labels", self.namespace_labels), ("pending", self.pending),
-                                  ("meta", self.meta)) if v}
+        return {k: v for k, v in (("namespace_labels", self.namespace_labels), ("pending", self.pending)) if v}
 
 
 def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] | None = None,
@@ -353,7 +354,7 @@ def _record(state: State, cat: Catalog, record: dict, before: list, save: bool) 
 
 
 def record_extra(rec: dict) -> Extra:
-    return Extra(rec.get("namespace_labels"), rec.get("pending"), rec.get("meta"))
+    return Extra(rec.get("namespace_labels"), rec.get("pending"))
 
 
 def carry_over(old: State, new: State, features: dict) -> list[str]:
@@ -397,11 +398,7 @@ def _set(cat: Catalog, prior: Pod | None, op: str, endpoint: str, ips, labels, s
         raise error(f"{endpoint}: address {', '.join(map(str, addrs))} belongs to {clash[0]} (remove it first)")
     sa = service_account or (prior.endpoint.service_account if prior else "default")
     if labels is None:  # relabel without --label: only the addresses change
-        derived = (NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, CLUSTER_KEY)
-        labels = {lab.key: lab.value for lab in prior.endpoint.identity.labels if lab.source == "k8s"
-                  and lab.key not in derived and not lab.key.startswith(NAMESPACE_LABELS_PREFIX)}
-    if extra.meta is None and endpoint in cat.records:  # what the agent keeps with the pod stays with it
-        extra = Extra(extra.namespace_labels, extra.pending, cat.records[endpoint].get("meta"))
+        labels = own_labels(prior.endpoint.identity.labels)
     record = {"op": op, "endpoint": endpoint, "ips": [str(i) for i in addrs], "labels": labels,
               "service_account": sa, **extra.fields()}
     full = _labels(src, ns, labels, sa, record)

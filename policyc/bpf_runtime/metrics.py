@@ -1,37 +1,49 @@
-"""Prometheus text exposition (format 0.0.4) of what `status` collects: verdict counters and map fill levels."""
+"""Prometheus metrics of what `status` collects: verdict counters and map fill levels per loaded name.
+
+prometheus_client does the exposition (format 0.0.4, escaping, HELP/TYPE): ``StatusCollector``
+turns status dictionaries into metric families at scrape time, so `policyc status --metrics` and the
+agent's ``/metrics`` print the same families from the same code.
+"""
 from __future__ import annotations
 
+from typing import Callable
 
-def _escape(value) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+RULE_LABELS = ["name", "rule_id", "rule", "policy", "direction", "verdict"]
 
 
-def _labels(**labels) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+class StatusCollector:
+    """A prometheus_client collector over ``statuses()`` (bpf_runtime.status.collect of each loaded name)."""
+
+    def __init__(self, statuses: Callable[[], list[dict]]):
+        self.statuses = statuses
+
+    def collect(self):
+        statuses = self.statuses()
+        packets = CounterMetricFamily("policyc_rule_packets", "Packets of new flows decided by a rule.",
+                                      labels=RULE_LABELS)
+        nbytes = CounterMetricFamily("policyc_rule_bytes", "Bytes of new-flow packets decided by a rule.",
+                                     labels=RULE_LABELS)
+        entries = GaugeMetricFamily("policyc_map_entries", "Entries in a BPF map.", labels=["name", "map"])
+        capacity = GaugeMetricFamily("policyc_map_max_entries", "Capacity of a BPF map.", labels=["name", "map"])
+        attached = GaugeMetricFamily("policyc_attachments", "Programs attached per loaded artifact.",
+                                     labels=["name"])
+        for s in statuses:
+            for r in s["rules"]:  # rule 0 (no rule) carries verdict "default"
+                labels = [s["name"], str(r["id"]), r["rule"], r["policy"], r["direction"], r["action"] or "default"]
+                packets.add_metric(labels, r["packets"])
+                nbytes.add_metric(labels, r["bytes"])
+            for m in s["maps"]:
+                entries.add_metric([s["name"], m["name"]], m["entries"])
+                capacity.add_metric([s["name"], m["name"]], m["max_entries"])
+            attached.add_metric([s["name"]], sum(a["present"] for a in s["attachments"]))
+        return [packets, nbytes, entries, capacity, attached]
 
 
 def render(statuses: list[dict]) -> str:
-    """One text page for every loaded artifact; rule 0 (no rule) carries verdict "default"."""
-    families = {
-        "policyc_rule_packets_total": ("counter", "Packets of new flows decided by a rule.", "packets"),
-        "policyc_rule_bytes_total": ("counter", "Bytes of new-flow packets decided by a rule.", "bytes"),
-    }
-    lines = []
-    for metric, (kind, help_text, field) in families.items():
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
-        for s in statuses:
-            for r in s["rules"]:
-                lines.append(metric + _labels(name=s["name"], rule_id=r["id"], rule=r["rule"], policy=r["policy"],
-                                              direction=r["direction"], verdict=r["action"] or "default")
-                             + f" {r[field]}")
-    for metric, field, help_text in (("policyc_map_entries", "entries", "Entries in a BPF map."),
-                                     ("policyc_map_max_entries", "max_entries", "Capacity of a BPF map.")):
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
-        for s in statuses:
-            for m in s["maps"]:
-                lines.append(metric + _labels(name=s["name"], map=m["name"]) + f" {m[field]}")
-    lines += ["# HELP policyc_attachments Programs attached per loaded artifact.", "# TYPE policyc_attachments gauge"]
-    for s in statuses:
-        lines.append("policyc_attachments" + _labels(name=s["name"])
-                     + f" {sum(a['present'] for a in s['attachments'])}")
-    return "\n".join(lines) + "\n"
+    """One text page for every loaded artifact (`policyc status --metrics`)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatusCollector(lambda: statuses))
+    return generate_latest(registry).decode()

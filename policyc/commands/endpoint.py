@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
-from .runtime_common import bpf_errors
+from .runtime_common import bpf_errors, through_agent
 
 
 def register(sub) -> None:
@@ -40,6 +40,8 @@ def parse_labels(items: list[str] | None) -> dict | None:
 
 
 def run(args) -> int:
+    from ..agent.client import agent_for
+    from ..bpf_runtime.attach import Attachment
     from ..bpf_runtime.endpoints import change
     from ..bpf_runtime.loaded import loaded_state, manifest_of
     from ..bpf_runtime.privileges import require_root
@@ -54,21 +56,33 @@ def run(args) -> int:
     if args.op == "relabel" and not ips and labels is None:
         raise PolicycError(Diagnostic.simple("endpoint relabel needs --label and/or --ip"))
     require_root()
-    with bpf_errors(), name_lock(args.name):
-        state = loaded_state(args.name)
-        hooked = [a for a in state.attachments if a.endpoint == args.endpoint]
-        result = change(state, manifest_of(state)["features"], args.op, args.endpoint, ips, labels,
-                        getattr(args, "service_account", None), getattr(args, "attach", None))
-    hooks = [a for a in state.attachments if a.endpoint == args.endpoint]  # none left after a remove
-    if args.format == "json":
-        print(json.dumps({**asdict(result), "attachments": [a.as_dict() for a in hooks]}, indent=2))
+    attach = getattr(args, "attach", None)
+    agent = agent_for(args.name)
+    if agent is not None:  # the agent owns the name: it applies the change with what it keeps in memory
+        answer = through_agent(agent, "POST", "/v1/endpoint", {
+            "op": args.op, "endpoint": args.endpoint, "ips": ips, "labels": labels,
+            "service_account": getattr(args, "service_account", None), "attach": attach})
+        result, hooks, detached = answer, [Attachment(**a) for a in answer["attachments"]], answer["detached"]
     else:
-        ident = f"identity {result.identity}" + (" (new)" if result.new_identity else "")
-        print(f"{result.op} {result.endpoint}: {ident}, policy id {result.policy_id}, "
-              f"{result.policy_entries} policy entries written; maps updated in "
-              f"{result.seconds_maps * 1000:.2f} ms (total {result.seconds_total * 1000:.1f} ms)")
+        with bpf_errors(), name_lock(args.name):
+            state = loaded_state(args.name)
+            hooked = [a for a in state.attachments if a.endpoint == args.endpoint]
+            change_ = change(state, manifest_of(state)["features"], args.op, args.endpoint, ips, labels,
+                             getattr(args, "service_account", None), attach)
+        result = asdict(change_)
+        hooks = [a for a in state.attachments if a.endpoint == args.endpoint]  # none left after a remove
+        detached = sorted({a.iface for a in hooked}) if args.op == "remove" else []
+    if args.format == "json":
+        print(json.dumps({**{k: v for k, v in result.items() if k not in ("attachments", "detached")},
+                          "attachments": [a.as_dict() for a in hooks]}, indent=2))
+    else:
+        ident = f"identity {result['identity']}" + (" (new)" if result["new_identity"] else "")
+        print(f"{result['op']} {result['endpoint']}: {ident}, policy id {result['policy_id']}, "
+              f"{result['policy_entries']} policy entries written; maps updated in "
+              f"{result['seconds_maps'] * 1000:.2f} ms (total {result['seconds_total'] * 1000:.1f} ms)"
+              + (" [through the agent]" if agent is not None else ""))
         for a in hooks:
             print(f"  {a.program:<9} on {a.iface} {a.hook:<7} [{a.mode}]")
-        if args.op == "remove" and hooked:
-            print(f"  detached from {', '.join(sorted({a.iface for a in hooked}))}")
+        if detached:
+            print(f"  detached from {', '.join(detached)}")
     return 0
