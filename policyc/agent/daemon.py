@@ -21,7 +21,6 @@ from pathlib import Path
 
 from ..bpf_runtime import bpffs
 from ..bpf_runtime.endpoints import Catalog, Extra, catalog_of, change
-from ..bpf_runtime.errors import error
 from ..bpf_runtime.libbpf import BPFError
 from ..bpf_runtime.loaded import loaded_state, manifest_of
 from ..bpf_runtime.loader import Request, load, unload

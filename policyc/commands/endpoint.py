@@ -20,9 +20,8 @@ def register(sub) -> None:
             p.add_argument("--ip", action="append", metavar="IP", help="the pod's address (repeatable)")
             p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a pod label (repeatable)")
             p.add_argument("--service-account", metavar="SA")
-        if op == "add":
             p.add_argument("--attach", metavar="IFACE", help="the pod's host-side veth: put from_pod/to_pod on it "
-                           "(detached again by `endpoint remove`)")
+                           "(detached again by `endpoint remove`; relabel: a pod without hooks yet)")
         p.add_argument("--format", choices=("text", "json"), default="text")
         p.set_defaults(run=run)
 
@@ -53,8 +52,8 @@ def run(args) -> int:
     ips = getattr(args, "ip", None)
     if args.op == "add" and (not ips or labels is None):
         raise PolicycError(Diagnostic.simple("endpoint add needs --ip and at least one --label"))
-    if args.op == "relabel" and not ips and labels is None:
-        raise PolicycError(Diagnostic.simple("endpoint relabel needs --label and/or --ip"))
+    if args.op == "relabel" and not ips and labels is None and getattr(args, "attach", None) is None:
+        raise PolicycError(Diagnostic.simple("endpoint relabel needs --label, --ip or --attach"))
     require_root()
     attach = getattr(args, "attach", None)
     agent = agent_for(args.name)
