@@ -62,6 +62,7 @@ class Sources:
     policy: PolicySet
     inventory: Inventory
     evaluator: Evaluator  # one per artifact: its rule selection per label set is cached across changes
+    levels: tuple[int, ...]  # the exact-mode fall-back levels the compiled program tries (lower.fallback_levels)
 
 
 def load_sources(state: State) -> Sources:
@@ -90,7 +91,8 @@ def _sources(artifact: str, manifest_sha256: str) -> Sources:
     if len(result.policy.rules) != compiled_rules:
         raise error(f"{path}: its policies give {len(result.policy.rules)} rules, rules.json lists a different "
                      "number; recompile the artifact with this policyc version")
-    return Sources(result.policy, build_inventory(docs("inventory"), data["cluster"]), Evaluator(result.policy))
+    return Sources(result.policy, build_inventory(docs("inventory"), data["cluster"]), Evaluator(result.policy),
+                   fallback_levels(result.policy.rules))
 
 
 @dataclass(frozen=True)
@@ -190,10 +192,17 @@ class Catalog:
     def identity_of(self, labels: frozenset, endpoint: str) -> tuple[int, bool]:
         """(number, held by another pod) for a pod taking ``labels``: a current holder's or the compiled
         number, else the next free one."""
-        others = self.holders.get(labels, set()) - {endpoint}
-        if others:
-            return self.pods[next(iter(others))].endpoint.identity.id, True
+        holder = _another(self.holders.get(labels, ()), endpoint)
+        if holder is not None:
+            return self.pods[holder].endpoint.identity.id, True
         return self.compiled_ids.get(labels, self.top["identity"] + 1), False
+
+    def other_classes(self, endpoint: str):
+        """(policy id, a member's endpoint) of every class with a pod other than ``endpoint``, by class key."""
+        for key, (pid, members) in self.classes.items():
+            member = _another(members, endpoint)
+            if member is not None:
+                yield key, pid, self.pods[member].endpoint
 
     def peers(self, extra: Endpoint | None = None, without: str | None = None) -> tuple[PeerIdentity, ...]:
         """Every identity as a policy peer (what lower.peer_identities gives), optionally as if ``without``
@@ -220,6 +229,14 @@ class Catalog:
         return PeerIdentity(ep.identity.id, ep.identity.labels, None,
                             tuple(sorted(set(ep.ports), key=lambda n: (n.name, n.protocol, n.port))),
                             pending_scope(ep.identity.labels))
+
+
+def _another(members, name: str) -> str | None:
+    """A member other than ``name`` (without copying the set: classes hold thousands of pods)."""
+    for member in members:
+        if member != name:
+            return member
+    return None
 
 
 def current(state: State, src: Sources) -> dict[str, Pod]:
@@ -409,10 +426,11 @@ def _set(cat: Catalog, prior: Pod | None, op: str, endpoint: str, ips, labels, s
     ep = Endpoint(EndpointKind.POD, name, ns, addrs, Identity(identity, full),
                   prior.endpoint.ports if prior else (), None, sa)
     key = _class_key(ep)
-    others = {k: (pid, members - {endpoint}) for k, (pid, members) in cat.classes.items() if members - {endpoint}}
-    policy_id = others[key][0] if key in others else cat.top["policy_id"] + 1
+    pid, members = cat.classes.get(key, (None, ()))
+    joined = pid if _another(members, endpoint) is not None else None
+    policy_id = joined if joined is not None else cat.top["policy_id"] + 1
     try:
-        entries = _entries(cat, ep, shared, others, policy_id, key not in others)
+        entries = _entries(cat, ep, shared, policy_id, joined is None)
         default_deny = tuple(d for d in Direction if src.evaluator.is_default_deny(ep, d))
     except PolicycError:
         if not extra.pending:
@@ -437,8 +455,7 @@ def _set(cat: Catalog, prior: Pod | None, op: str, endpoint: str, ips, labels, s
     return Change(op, endpoint, identity, fresh, policy_id, len(entries), t1 - start, t1 - t0), record
 
 
-def _entries(cat: Catalog, ep: Endpoint, shared: bool, others: dict, policy_id: int,
-             new_class: bool) -> list[PolicyEntry]:
+def _entries(cat: Catalog, ep: Endpoint, shared: bool, policy_id: int, new_class: bool) -> list[PolicyEntry]:
     """The policy entries a pod taking ``ep``'s identity needs: every class's entries for it as a peer
     (when no other pod holds the identity), and its own class's (when no other pod is in it)."""
     features, evaluator = cat.features, cat.src.evaluator
@@ -446,8 +463,7 @@ def _entries(cat: Catalog, ep: Endpoint, shared: bool, others: dict, policy_id: 
     entries: list[PolicyEntry] = []
     if not shared:
         peer = (cat.peer(ep),)
-        for pid, members in others.values():
-            rep = cat.pods[next(iter(members))].endpoint
+        for _, pid, rep in cat.other_classes(ep.display):
             for d in Direction:
                 entries += [e for e in subject_entries(evaluator, pid, rep, d, peer, port_lpm)
                             if e.peer == ep.identity.id]
@@ -455,5 +471,5 @@ def _entries(cat: Catalog, ep: Endpoint, shared: bool, others: dict, policy_id: 
         identities = cat.peers(extra=ep, without=ep.display)
         for d in Direction:
             entries += subject_entries(evaluator, policy_id, ep, d, identities, port_lpm)
-    _features_needed(entries, features, fallback_levels(cat.src.policy.rules))
+    _features_needed(entries, features, cat.src.levels)
     return entries
