@@ -49,6 +49,12 @@ def inventory(case: Path) -> Path:
     return mine if mine.is_file() else E2E_INVENTORY
 
 
+def policy_paths(case: Path, empty: Path) -> list[str]:
+    """A case's policies folder, or ``empty`` (an empty folder) for a case without one: no policy at all."""
+    policies = case / "policies"
+    return [str(policies if policies.is_dir() else empty)]
+
+
 def own_cases() -> list[Path]:
     return sorted(p for p in OWN.iterdir() if (p / "expected.yaml").is_file())
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cases import inventory, own, own_cases, params
+from cases import inventory, own, own_cases, params, policy_paths
 from kernelreq import require_kernel
 from policyc.cli import main
 
@@ -31,15 +31,9 @@ def _externals(probes: list[dict]) -> list[str]:
     return sorted(p for p in peers if "/" not in p)
 
 
-def policy_path(case: Path) -> Path:
-    """The case's policies; a case with none (git keeps no empty directory) reads its inventory, which holds none."""
-    policies = case / "policies"
-    return policies if policies.is_dir() else inventory(case)
-
-
-def _matrix_args(case: Path, probes: list[dict]) -> list[str]:
+def _matrix_args(case: Path, probes: list[dict], empty: Path) -> list[str]:
     ports = sorted({f"{p['port']}/{p['protocol']}" for p in probes})
-    args = ["matrix", str(policy_path(case)),
+    args = ["matrix", *policy_paths(case, empty),
             "--inventory", str(inventory(case)), "--ports", ",".join(ports), "--format", "json"]
     externals = _externals(probes)
     if externals:
@@ -58,11 +52,11 @@ def test_shared_cases_found():
 
 
 @pytest.mark.parametrize("case", params(OWN_CASES))
-def test_conformance_case(case: Path, capsys):
+def test_conformance_case(case: Path, capsys, tmp_path):
     expected = yaml.safe_load((case / "expected.yaml").read_text())
     probes = expected["probes"]
     assert probes, f"{case.name}: no probes"
-    code, out, err = run_cli(capsys, *_matrix_args(case, probes))
+    code, out, err = run_cli(capsys, *_matrix_args(case, probes, tmp_path))
     assert code == 0, err
     got = {(f["from"], f["to"], f["port"], f["protocol"]): f["verdict"] for f in json.loads(out)["flows"]}
     wrong = []
@@ -125,7 +119,9 @@ def test_matrix_text_is_e2e_truth_table(capsys):
 def test_local_case_in_kernel(case: Path, tmp_path, capsys):
     """Our trap cases also hold in the compiled datapath: `compile --validate` replays them in the kernel."""
     require_kernel()
-    code, out, err = run_cli(capsys, "compile", str(policy_path(case)), "--inventory", str(inventory(case)),
-                             "-o", str(tmp_path / "art"), "--validate")
+    empty = tmp_path / "none"
+    empty.mkdir()
+    code, out, err = run_cli(capsys, "compile", *policy_paths(case, empty), "--inventory",
+                             str(inventory(case)), "-o", str(tmp_path / "art"), "--validate")
     assert code == 0, err
     assert " 0 mismatch(es)" in out

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from bccreq import require_bcc
-from cases import E2E_INVENTORY, inventory as case_inventory, own, own_cases, params
+from cases import E2E_INVENTORY, inventory as case_inventory, own, own_cases, params, policy_paths
 from kernelreq import require_kernel
 from netmodel import PIN_ROOT, STATE_DIR, NetModel, leftovers, policyc_argv, policyc_env, run
 from policyc.compiler.inventory import Inventory, load_inventory
@@ -31,12 +31,6 @@ PORTS = "80/TCP,81/TCP,80/UDP,81/UDP"  # what every pod of the model serves over
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-def policy_paths(case: Path, empty: Path) -> list[str]:
-    """A case's policies folder, or an empty folder for a case without one (no policy at all)."""
-    policies = case / "policies"
-    return [str(policies if policies.is_dir() else empty)]
-
 
 def policyc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """``policyc ARGS`` from this checkout in the root namespace (compile, matrix: no kernel)."""

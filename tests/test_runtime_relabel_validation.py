@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from cases import inventory as case_inventory, own_cases, params
+from cases import inventory as case_inventory, own_cases, params, policy_paths
 from kernelreq import require_kernel
 from policyc.bpf_runtime.endpoints import current, load_sources
 from policyc.bpf_runtime.libbpf import Program
@@ -53,7 +53,7 @@ def test_relabel_matches_the_evaluator(case, tmp_path, capsys):
     out = tmp_path / "art"
     empty = tmp_path / "no-policies"
     empty.mkdir()
-    policies = [str(case / "policies" if (case / "policies").is_dir() else empty)]
+    policies = policy_paths(case, empty)
     assert main(["compile", *policies, "--inventory", str(case_inventory(case)), "-o", str(out)]) == 0
     with loaded_name("pcrtest-val") as name:
         assert main(["load", str(out), "--name", name]) == 0
