@@ -69,7 +69,8 @@ class Pod:
 
     @property
     def host_veth(self) -> str:
-        return next(i["name"] for i in self.result["interfaces"] if not i.get("sandbox") and i["name"].startswith("veth"))
+        return next(i["name"] for i in self.result["interfaces"]
+                    if not i.get("sandbox") and i["name"].startswith("veth"))
 
 
 class Node:

@@ -79,9 +79,9 @@ spec:
   - to: [{podSelector: {matchLabels: {app: db}}}]
     ports: [{port: 80, protocol: TCP}]
 """
-# the same, and web may also reach the db on 81
-WIDER = "ports: [{port: 80, protocol: TCP}, {port: 81, protocol: TCP}]".join(
-    POLICIES.rsplit("ports: [{port: 80, protocol: TCP}]", 1))
+# the same, and web may also reach the db on 81 (web's egress and db's ingress)
+WIDER = POLICIES.replace("ports: [{port: 80, protocol: TCP}]",
+                         "ports: [{port: 80, protocol: TCP}, {port: 81, protocol: TCP}]")
 
 
 def kube_list(items: list[dict]) -> str:

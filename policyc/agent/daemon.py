@@ -376,7 +376,8 @@ class Agent:
                 continue
             if holder in self.registry:
                 raise Refusal(f"{pod}: address {ip} is registered for {holder} on this node "
-                              f"({self.registry[holder].iface}); two pods cannot hold one address", "address-in-use", 409)
+                              f"({self.registry[holder].iface}); two pods cannot hold one address",
+                              "address-in-use", 409)
             self.log.info(f"{holder} held {ip}, now {pod}'s: removing the stale record")
             self._change("remove", holder)
 

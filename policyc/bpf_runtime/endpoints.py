@@ -31,8 +31,8 @@ from ..compiler.entities import FIRST_CIDR_ID, FIRST_CLUSTER_ID
 from ..compiler.evaluate import Evaluator, subject_labels
 from ..compiler.frontend import build_policy_set
 from ..compiler.inventory import Inventory, build_inventory, own_labels, pod_labels
-from ..compiler.ir import (NAMESPACE_NAME_LABEL, SERVICE_ACCOUNT_KEY, Action, Direction, Endpoint, EndpointKind, Identity,
-                           PolicySet, pending_label, pending_scope)
+from ..compiler.ir import (NAMESPACE_NAME_LABEL, SERVICE_ACCOUNT_KEY, Action, Direction, Endpoint, EndpointKind,
+                           Identity, PolicySet, pending_label, pending_scope)
 from ..compiler.layouts import layouts
 from ..compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, EndpointEntry, PeerIdentity, PolicyEntry,
                               fallback_levels, peer_identities, subject_entries)
