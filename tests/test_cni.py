@@ -161,6 +161,10 @@ def test_pods_are_enforced_from_their_first_packet_and_del_leaves_nothing(node, 
     node.serve(web, 80, 81)
     assert verdicts(node, [(client, web, 81), (client, web, 80), (client, db, 81), (client, db, 80)]) == \
         ["allow", "deny", "allow", "deny"]
+    # `policyc observe` reads the flows through the agent, naming the pods the CNI plugin registered
+    seen = node.policyc("observe", NAME, "--verdict", "deny", "--format", "json")
+    flows = {(f["source"], f["destination"], f["dport"]) for f in map(json.loads, seen.stdout.splitlines())}
+    assert (web.display, client.display, 80) in flows and (client.display, web.display, 80) in flows
     status = json.loads(node.policyc("status", NAME, "--format", "json").stdout)
     hooked = {(a["endpoint"], a["iface"], a["hook"]) for a in status["attachments"]}
     assert {(web.display, web.host_veth, h) for h in ("ingress", "egress")} <= hooked
@@ -223,9 +227,12 @@ def test_an_agent_restart_under_traffic_loses_no_policy(node, tmp_path):
         assert verdicts(node, flows) == expected
     adopted = [line for line in node.log_lines() if line["msg"] == "adopted the policy in force"]
     assert len(adopted) == 2 and not [line for line in node.log_lines() if line["msg"] == "loaded the artifact"][1:]
-    # the adopted agent knows its pods: a new one and a DEL work as before
+    # the adopted agent knows its pods: a new one, a relabel by hand and a DEL work as before
     web2 = add(node, net, "x/web-2")
     assert verdicts(node, [(web2, db, 80), (web2, client, 80)]) == ["allow", "deny"]
+    out = node.policyc("endpoint", "relabel", NAME, web2.display, "--label", "app=client")
+    assert out.returncode == 0 and "through the agent" in out.stdout, out.stderr
+    assert verdicts(node, [(web2, db, 80), (web2, client, 80)]) == ["deny", "allow"]
     assert [r.code for r in node.delete(net, web)] == [0, 0]
 
 

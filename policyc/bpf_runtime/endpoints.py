@@ -34,8 +34,8 @@ from ..compiler.inventory import Inventory, build_inventory, own_labels, pod_lab
 from ..compiler.ir import (NAMESPACE_NAME_LABEL, SERVICE_ACCOUNT_KEY, Action, Direction, Endpoint, EndpointKind,
                            Identity, PolicySet, pending_label, pending_scope)
 from ..compiler.layouts import layouts
-from ..compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, EndpointEntry, PeerIdentity, PolicyEntry,
-                              fallback_levels, peer_identities, subject_entries)
+from ..compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, EndpointEntry, PeerIdentity, PeerMatcher,
+                              PolicyEntry, fallback_levels, peer_identities, peer_matches, subject_entries)
 from ..compiler.mapdata import addr_bytes, endpoint_value, ipcache_host_key, policy_key, policy_value
 from ..compiler.source import parse_text
 from .attach import detach, ifindex
@@ -63,6 +63,7 @@ class Sources:
     inventory: Inventory
     evaluator: Evaluator  # one per artifact: its rule selection per label set is cached across changes
     levels: tuple[int, ...]  # the exact-mode fall-back levels the compiled program tries (lower.fallback_levels)
+    matcher: PeerMatcher     # rule peers against identities, memoized across changes
 
 
 def load_sources(state: State) -> Sources:
@@ -92,7 +93,7 @@ def _sources(artifact: str, manifest_sha256: str) -> Sources:
         raise error(f"{path}: its policies give {len(result.policy.rules)} rules, rules.json lists a different "
                      "number; recompile the artifact with this policyc version")
     return Sources(result.policy, build_inventory(docs("inventory"), data["cluster"]), Evaluator(result.policy),
-                   fallback_levels(result.policy.rules))
+                   fallback_levels(result.policy.rules), PeerMatcher(result.policy))
 
 
 @dataclass(frozen=True)
@@ -462,11 +463,20 @@ def _entries(cat: Catalog, ep: Endpoint, shared: bool, policy_id: int, new_class
     port_lpm = bool(features.get("port_ranges"))
     entries: list[PolicyEntry] = []
     if not shared:
-        peer = (cat.peer(ep),)
+        peer = cat.peer(ep)
+        # only rules whose peers match the new identity give it entries: find them once, then lower only
+        # the classes such a rule selects (the evaluator's selection per class is cached)
+        if peer.pending:  # an allow must match whatever its labels turn out to be, a deny may
+            hits = {id(r) for r in cat.src.policy.rules
+                    if any(peer_matches(p, peer, r.action is Action.DENY) for p in r.peers)}
+        else:
+            hits = {id(r) for r in cat.src.policy.rules if cat.src.matcher.matches(r, peer)}
         for _, pid, rep in cat.other_classes(ep.display):
             for d in Direction:
-                entries += [e for e in subject_entries(evaluator, pid, rep, d, peer, port_lpm)
-                            if e.peer == ep.identity.id]
+                allows, denies, _ = evaluator.subject_rules(rep, d)
+                if any(id(r) in hits for r in allows + denies):
+                    entries += [e for e in subject_entries(evaluator, pid, rep, d, (peer,), port_lpm)
+                                if e.peer == ep.identity.id]
     if new_class:
         identities = cat.peers(extra=ep, without=ep.display)
         for d in Direction:

@@ -100,9 +100,15 @@ def pending_label(scope: str) -> Label:
     return Label(PENDING_SOURCE, PENDING_KEY, scope)
 
 
+_PENDING_LABELS = tuple((scope, Label(PENDING_SOURCE, PENDING_KEY, scope)) for scope in PENDING_SCOPES)
+
+
 def pending_scope(labels: frozenset) -> str | None:
     """``pod`` or ``namespace`` for a pod whose labels are not known yet, else None."""
-    return next((scope for scope in PENDING_SCOPES if pending_label(scope) in labels), None)
+    for scope, label in _PENDING_LABELS:
+        if label in labels:
+            return scope
+    return None
 
 
 @functools.lru_cache(maxsize=1 << 18)
