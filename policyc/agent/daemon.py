@@ -97,6 +97,7 @@ class Agent:
         self.state = None
         self.features: dict = {}
         self.catalog: Catalog | None = None
+        self.unreadable: str | None = None  # why the catalog of the artifact in force could not be built
         self.version = None
         self.artifact = ArtifactStatus(str(config.artifact_dir))
         self.seen_artifact = None
@@ -157,12 +158,14 @@ class Agent:
 
     @property
     def ready(self) -> bool:
-        return self.state is not None and self.serving
+        return self.readiness()[0]
 
     def readiness(self) -> tuple[bool, str]:
         if self.state is None:
             return False, "no policy in force yet" + (f" ({self.artifact.refused['reason']})"
                                                       if self.artifact.refused else "")
+        if self.catalog is None:
+            return False, f"the artifact in force cannot be changed by this agent: {self.unreadable}"
         return (True, "ok") if self.serving else (False, "API socket not serving yet")
 
     def run(self, stop: threading.Event) -> None:
@@ -182,11 +185,21 @@ class Agent:
 
     # ---- state -------------------------------------------------------------------------------
     def _reload(self) -> None:
-        """Read the state and build the catalog again (after a replace, or a change by another process)."""
+        """Read the state and build the catalog again (after a replace, or a change by another process).
+
+        An artifact in force that this policyc cannot lower for (compiled by another version: its
+        sources give another rule count) stays in force untouched; no change is possible until the
+        watched directory brings one it can read, which a replace takes over as usual."""
         self.state = loaded_state(self.config.name)
         self.features = manifest_of(self.state)["features"]
-        self.catalog = catalog_of(self.state, self.features)
         self.version = state_version(self.config.name)
+        try:
+            self.catalog, self.unreadable = catalog_of(self.state, self.features), None
+        except PolicycError as exc:
+            self.catalog, self.unreadable = None, reason(exc)
+            self.log.error("the artifact in force cannot be changed by this agent; it stays in force until the "
+                           "watched directory brings one this version reads", extra={"fields": {
+                               "artifact": self.state.artifact, "reason": self.unreadable}})
 
     def _fresh(self) -> None:
         """Under the name lock: pick up what another process (`policyc endpoint` without the agent,
@@ -196,6 +209,9 @@ class Agent:
                           f"{self.config.artifact_dir}", "not-ready", 503)
         if state_version(self.config.name) != self.version:
             self._reload()
+        if self.catalog is None:
+            raise Refusal(f"the artifact in force cannot be changed by this agent: {self.unreadable}",
+                          "not-ready", 503)
 
     def _change(self, op: str, endpoint: str, ips=None, labels=None, sa=None, attach=None, extra=Extra()):
         """endpoints.change with the agent's catalog, under the name lock."""
@@ -310,6 +326,8 @@ class Agent:
     def _reconcile(self, gone: set[str] = frozenset()) -> None:
         """Bring every pod the agent knows to what it should be: local (CNI) pods to the book's labels,
         other nodes' pods (from the inventory directory) to their labels and addresses."""
+        if self.catalog is None:
+            return
         for pod in sorted(self.registry):
             reg = self.registry[pod]
             labels, sa, extra = self._wanted(pod)
@@ -342,8 +360,8 @@ class Agent:
         ips = _ips(req)
         iface = _host_veth(req)
         with self.lock:
-            if self.state is None:
-                self._fresh()
+            if self.catalog is None:
+                self._fresh()  # refuses: no policy in force, or one this agent cannot change
             reg = self.registry.get(pod)
             if reg is not None and (reg.container, reg.ifname) == (container, ifname):
                 raise Refusal(f"{pod}: container {container} interface {ifname} is registered already "
@@ -382,6 +400,8 @@ class Agent:
             self._change("remove", holder)
 
     def _unregister(self, reg: Registration) -> None:
+        if self.catalog is None:
+            self._fresh()
         if reg.pod in self.catalog.pods:
             self._change("remove", reg.pod)
         self.registry.pop(reg.pod, None)
@@ -420,7 +440,7 @@ class Agent:
         hooks = {a.hook for a in self.state.attachments if a.endpoint == reg.pod
                  and (Path(a.pin).exists() or Path(a.pin).is_symlink())}
         out += [f"no {h} hook on {reg.iface}" for h in ("ingress", "egress") if h not in hooks]
-        have = self.catalog.pods.get(reg.pod)
+        have = self.catalog.pods.get(reg.pod) if self.catalog else None
         if have is None:
             out.append("not an endpoint of the loaded policy")
         elif sorted(map(str, have.endpoint.ips)) != sorted(ips):
@@ -434,7 +454,7 @@ class Agent:
                 alive = socket.if_nametoindex(reg.iface) == reg.ifindex
             except OSError:
                 alive = False
-            if not alive and self.state is not None:
+            if not alive and self.catalog is not None:
                 self.log.info(f"{reg.pod}: its interface {reg.iface} is gone; unregistering")
                 try:
                     self._unregister(reg)
