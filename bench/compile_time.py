@@ -112,7 +112,7 @@ def measure(pods: int, policies: int, flavour: str) -> dict:
         row = {"pods": pods, "policies": count, "flavour": flavour, **phases(cluster, Path(tmp) / "phases")}
         sizes = [f"--map-size={k}={v}" for k, v in SIZES.items()]
         _, row["cli_compile_s"] = policyc("compile", str(cluster / "policies"), "--inventory",
-                                          str(cluster / "inventory.yaml"), "-o", str(Path(tmp) / "art"), *sizes)
+                                          str(cluster / "inventory.yaml"), "--output-dir", str(Path(tmp) / "art"), *sizes)
         row["cli_compile_s"] = round(row["cli_compile_s"], 3)
         row.update(relabels(Path(tmp) / "art"))
     print(row, file=sys.stderr)

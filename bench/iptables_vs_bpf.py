@@ -124,7 +124,7 @@ def compile_bpf(n: int, work: Path) -> tuple[Path, int]:
     inv, pol = clusters.write(work, n)
     out = work / "artifact"
     sizes = [f"--map-size=endpoints={max(4096, 2 * n)}", f"--map-size=ipcache_hosts={max(16384, 2 * n)}"]
-    subprocess.run([sys.executable, "-m", "policyc.cli", "compile", str(pol), "--inventory", str(inv), "-o", str(out),
+    subprocess.run([sys.executable, "-m", "policyc.cli", "compile", str(pol), "--inventory", str(inv), "--output-dir", str(out),
                     *sizes], check=True, capture_output=True, env=ENV)
     entries = json.loads((out / "manifest.json").read_text())["maps"]
     return out, sum(m["entries"] for m in entries if m["name"] == "policy")

@@ -32,7 +32,7 @@ def bench(case: Path, relabels: int, tmp: Path) -> str:
     out = tmp / case.name
     policies = case / "policies"
     args = ["compile", *( [str(policies)] if policies.is_dir() else []), "--inventory", str(CONFORMANCE / "inventory.yaml"),
-            "-o", str(out)]
+            "--output-dir", str(out)]
     if cli(args) != 0:
         raise SystemExit(f"compile of {case.name} failed")
     try:

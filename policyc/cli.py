@@ -1,4 +1,4 @@
-"""The `policyc` command: one subcommand per module in policyc.commands."""
+"""The `policyc` command: one subcommand per module in policyc.commands (conventions: docs/cli.md)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,8 @@ import os
 import sys
 
 from . import __version__
+from .commands.common import EXIT_STATUS
+from .commands.terminal import colourise
 from .compiler.diagnostics import PolicycError, render
 
 COMMANDS = ("validate", "query", "matrix", "check", "diff", "verify", "compile",
@@ -14,7 +16,10 @@ COMMANDS = ("validate", "query", "matrix", "check", "diff", "verify", "compile",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="policyc", description="Compile and verify Cilium network policies.")
+    parser = argparse.ArgumentParser(
+        prog="policyc", description="Compile and verify Cilium network policies.",
+        epilog="`policyc COMMAND --help` shows a command's options and examples; docs/cli.md the conventions.\n\n"
+        + EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"policyc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
@@ -22,14 +27,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Shell completion (argcomplete) when the shell asks for it; a no-op otherwise."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:  # completion is a convenience: without the package there is none
+        return
+    argcomplete.autocomplete(parser)
+
+
+def report(exc: PolicycError, fmt: str) -> None:
+    """Bad input in the chosen format: SARIF on stdout (it is the report file code scanning reads),
+    JSON and YAML diagnostics on stderr, text coloured on a terminal."""
+    if fmt == "sarif":
+        print(render(exc.diagnostics, "sarif", __version__))
+    elif fmt in ("json", "yaml"):
+        print(render(exc.diagnostics, fmt), file=sys.stderr)
+    else:
+        print(colourise(render(exc.diagnostics), sys.stderr), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    _complete(parser)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
     except PolicycError as exc:
-        fmt = getattr(args, "format", "text")
-        print(render(exc.diagnostics, "json" if fmt == "json" else "text"), file=sys.stderr)
+        report(exc, getattr(args, "format", "text"))
         return 2
     except KeyboardInterrupt:
         return 130

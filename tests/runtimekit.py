@@ -28,7 +28,7 @@ def compile_to(out: Path, policies: Path | str, inventory: Path = INVENTORY) -> 
         src = out.parent / f"{out.name}-policy.yaml"
         src.write_text(policies)
         policies = src
-    assert main(["compile", str(policies), "--inventory", str(inventory), "-o", str(out)]) == 0
+    assert main(["compile", str(policies), "--inventory", str(inventory), "--output-dir", str(out)]) == 0
     return out
 
 

@@ -22,7 +22,7 @@ def _needs_clang():
 
 def _compile(out, *extra) -> int:
     return main(["compile", str(CASE / "policies"), "--inventory", str(INVENTORY),
-                 "-o", str(out), *extra])
+                 "--output-dir", str(out), *extra])
 
 
 def _tree(path) -> dict:
@@ -82,7 +82,7 @@ spec:
 def test_compile_reports_flows_that_go_to_the_l7_proxy(tmp_path, capsys):
     (tmp_path / "p.yaml").write_text(L7_POLICY)
     assert main(["compile", str(tmp_path / "p.yaml"), "--inventory", str(INVENTORY),
-                 "-o", str(tmp_path / "out")]) == 0
+                 "--output-dir", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "l7=yes" in out and "L7 proxy: x/a ingress from x/b 80/TCP (rule 1)" in out
     assert "PROXY_MARK" in (tmp_path / "out" / "policyc.bpf.c").read_text()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import matrixtext
 from cases import inventory, own, own_cases, params, policy_paths
 from kernelreq import require_kernel
 from policyc.cli import main
@@ -100,18 +101,17 @@ def test_matrix_text_is_e2e_truth_table(capsys):
     code, out, _ = run_cli(capsys, "matrix", str(CASE_003 / "policies"), "--inventory",
                            str(inventory(CASE_003)), "--ports", "80/TCP,81/TCP")
     assert code == 0
-    blocks = [b for b in out.strip().split("\n\n") if b.strip()]
-    assert [b.splitlines()[0].split()[0] for b in blocks] == ["80/TCP", "81/TCP"]
-    for block, xa_from_xb in zip(blocks, (".", "X")):
-        header, *rows = block.splitlines()[1:]
-        names = header.split()
-        assert names == [f"{ns}/{p}" for ns in "xyz" for p in "abc"]
-        table = {row.split()[0]: dict(zip(names, row.split()[1:])) for row in rows}
-        assert table["x/b"]["x/a"] == xa_from_xb
-        assert table["x/c"]["x/a"] == "X"
-        assert table["x/a"]["x/a"] == "-"
-        assert table["y/a"]["y/b"] == "."
-        assert {c for r in table.values() for c in r.values()} <= {".", "X", "-"}
+    tables = matrixtext.parse(out)
+    assert list(tables) == ["80/TCP", "81/TCP"]
+    pods = [f"{ns}/{p}" for ns in "xyz" for p in "abc"]
+    for port, xa_from_xb in zip(tables, (".", "X")):
+        table = tables[port]
+        assert {pair for pair in table} == {(s, d) for s in pods for d in pods}
+        assert table[("x/b", "x/a")] == xa_from_xb
+        assert table[("x/c", "x/a")] == "X"
+        assert table[("x/a", "x/a")] == "-"
+        assert table[("y/a", "y/b")] == "."
+        assert set(table.values()) <= {".", "X", "-"}
 
 
 @pytest.mark.kernel
@@ -122,6 +122,6 @@ def test_local_case_in_kernel(case: Path, tmp_path, capsys):
     empty = tmp_path / "none"
     empty.mkdir()
     code, out, err = run_cli(capsys, "compile", *policy_paths(case, empty), "--inventory",
-                             str(inventory(case)), "-o", str(tmp_path / "art"), "--validate")
+                             str(inventory(case)), "--output-dir", str(tmp_path / "art"), "--validate")
     assert code == 0, err
     assert " 0 mismatch(es)" in out

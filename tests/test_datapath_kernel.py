@@ -154,7 +154,7 @@ def test_compile_validate_command(tmp_path, capsys):
     require_kernel()
     case = own("L26-cnp-cidr-never-matches-pods")
     assert main(["compile", str(case / "policies"), "--inventory", str(case_inventory(case)),
-                 "-o", str(tmp_path), "--validate"]) == 0
+                 "--output-dir", str(tmp_path), "--validate"]) == 0
     assert " 0 mismatch(es)" in capsys.readouterr().out
 
 

@@ -593,7 +593,7 @@ def policy_and_inventory(tmp_path):
      "error: --from: invalid label selector 'app in ('"),
     (["matrix", "--ports", "80/TCP,,eighty"], "error: invalid port 'eighty'"),
     (["matrix", "--ports", "80/TCP;81/TCP"], "error: invalid port '80/TCP;81/TCP'"),
-    (["matrix", "--external", "1.2.3.4,example.com"], "error: --external: 'example.com' is not an IP address"),
+    (["matrix", "--external", "1.2.3.4,example.com"], "error: --external: unknown endpoint 'example.com': expected namespace/pod, a node name or an IP address"),
 ])
 def test_cli_argument_errors(capsys, policy_and_inventory, argv, message):
     policy, inventory = policy_and_inventory

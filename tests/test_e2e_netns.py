@@ -41,7 +41,7 @@ def policyc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def compile_case(paths: list[str], inventory: Path, out: Path) -> Path:
-    policyc("compile", *paths, "--inventory", str(inventory), "-o", str(out))
+    policyc("compile", *paths, "--inventory", str(inventory), "--output-dir", str(out))
     return out
 
 

@@ -22,10 +22,17 @@ PORTS = [(80, Protocol.TCP), (53, Protocol.UDP), (8080, Protocol.TCP), (8, Proto
 
 
 def _expected(policy, endpoints, ports):
+    """The evaluator's verdicts; an allowed flow through an L7 filter carries ``l7``."""
     evaluator = Evaluator(policy)
-    return [{"from": s.display, "to": d.display, "port": port, "protocol": proto.label,
-             "verdict": evaluator.evaluate(Flow(s, d, proto, port)).action.value}
-            for port, proto in ports for i, s in enumerate(endpoints) for j, d in enumerate(endpoints) if i != j]
+    out = []
+    for port, proto in ports:
+        for i, s in enumerate(endpoints):
+            for j, d in enumerate(endpoints):
+                if i != j:
+                    v = evaluator.evaluate(Flow(s, d, proto, port))
+                    out.append({"from": s.display, "to": d.display, "port": port, "protocol": proto.label,
+                                "verdict": v.action.value, **({"l7": True} if v.allowed and v.l7 else {})})
+    return out
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))

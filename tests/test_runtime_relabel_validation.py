@@ -54,7 +54,7 @@ def test_relabel_matches_the_evaluator(case, tmp_path, capsys):
     empty = tmp_path / "no-policies"
     empty.mkdir()
     policies = policy_paths(case, empty)
-    assert main(["compile", *policies, "--inventory", str(case_inventory(case)), "-o", str(out)]) == 0
+    assert main(["compile", *policies, "--inventory", str(case_inventory(case)), "--output-dir", str(out)]) == 0
     with loaded_name("pcrtest-val") as name:
         assert main(["load", str(out), "--name", name]) == 0
         obj = PinnedObject(name)

@@ -173,12 +173,12 @@ def test_r1_4_exactly_one_subject_selector():
     assert_error(ccnp("ingress: [{}]"), "found neither")
 
 
-def test_r1_5_rule_without_sections_is_a_warning():
-    """R1.5: no ingress/ingressDeny/egress/egressDeny: version-dependent, so a warning and no effect."""
-    doc = cnp("endpointSelector: {}")
-    assert any("it has no effect" in w for w in warnings(doc))
-    assert allowed(doc, "x/b", "x/a")
-    assert not any("no effect" in w for w in warnings(cnp("endpointSelector: {}\ningress: [{}]")))
+def test_r1_5_rule_without_sections_is_rejected():
+    """R1.5: no ingress/ingressDeny/egress/egressDeny: current Cilium's Rule.Validate (and the CRD schema)
+    reject the rule, so policyc does; `ingress: [{}]` is one (empty) rule and is fine."""
+    assert_error(cnp("endpointSelector: {}"), "a rule needs at least one of ingress, ingressDeny, egress")
+    assert_error(ccnp("endpointSelector: {}\negress: []"), "a rule needs at least one of ingress")
+    assert not warnings(cnp("endpointSelector: {}\ningress: [{}]"))
 
 
 @pytest.mark.parametrize("expr,fragment", [
@@ -264,10 +264,14 @@ def test_r1_17_named_ports_and_numbers():
 
 
 def test_r1_18_protocols():
-    """R1.18: TCP/UDP/SCTP/ANY, case-insensitive in CNP; anything else is rejected."""
+    """R1.18/R1.1c: TCP/UDP/SCTP/ANY upper case, as the CRD's enum: the API server rejects `udp`, so
+    policyc does too (Cilium's Go code alone would have upper-cased it); anything else is rejected."""
     ev = evaluator(cnp("endpointSelector: {matchLabels: {app: a}}\n"
-                       "ingress: [{toPorts: [{ports: [{port: '80', protocol: udp}]}]}]"))
+                       "ingress: [{toPorts: [{ports: [{port: '80', protocol: UDP}]}]}]"))
     assert allowed(ev, "x/b", "x/a", 80, "UDP") and not allowed(ev, "x/b", "x/a", 80, "TCP")
+    assert_error(cnp("endpointSelector: {}\ningress: [{toPorts: [{ports: [{port: '80', protocol: udp}]}]}]"),
+                 "unknown protocol 'udp': expected one of TCP, UDP, SCTP, ANY; write 'UDP': the CRD's enum is "
+                 "upper case and the API server rejects 'udp'")
     assert_error(cnp("endpointSelector: {}\ningress: [{toPorts: [{ports: [{port: '80', protocol: ICMP}]}]}]"),
                  "unknown protocol 'ICMP'")
 

@@ -7,34 +7,47 @@ from .. import __version__
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.source import expand_paths
 from ..compiler.verify.checks import run_checks, suppress
-from ..compiler.verify.findings import Level, render_json, render_sarif, render_text
-from .common import add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args
+from ..compiler.verify.findings import Level, finding_json, render_sarif, render_text, witness_text
+from .common import (add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, structured,
+                     subcommand)
+from .terminal import say
 
 FAIL_ON = ("error", "warning", "note", "never")
+EXAMPLES = """
+policyc check examples/shop/policies --inventory examples/shop/inventory.yaml
+kubectl get cnp,ccnp,netpol -A -o yaml | policyc check -
+policyc check policies/ -o sarif > findings.sarif          # findings and invalid input as SARIF results
+policyc check policies/ -o json > baseline.json && policyc check policies/ --baseline baseline.json
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("check", help="find shadowed, dead, duplicate and over-broad rules (Z3)")
-    add_policy_args(parser, ("text", "json", "sarif"))
+    parser = subcommand(sub, "check", "find shadowed, dead, duplicate and over-broad rules (Z3)", EXAMPLES)
+    add_policy_args(parser, ("text", "json", "yaml", "sarif", "markdown"))
     add_inventory_arg(parser, required=False)
     parser.add_argument("--fail-on", choices=FAIL_ON, default="error",
                         help="exit 1 when a finding of this severity or worse remains (default: error)")
     parser.add_argument("--baseline", metavar="FILE",
-                        help="accepted findings: a previous `check --format json` output")
+                        help="accepted findings: a previous `check -o json` output")
     parser.set_defaults(run=run)
 
 
 def load_baseline(path: str | None) -> set[str]:
-    """Fingerprints of accepted findings; the file is what `--format json` printed."""
+    """Fingerprints of accepted findings; the file is what `-o json` printed."""
     if not path:
         return set()
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
         return {str(f["fingerprint"]) for f in data["findings"]}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PolicycError(Diagnostic.simple(f"--baseline {path}: not a `policyc check --format json` output "
-                                             f"({type(exc).__name__}: {exc})")) from None
+    except OSError as exc:
+        problem = f"cannot read it ({exc.strerror or exc})"
+    except ValueError as exc:
+        problem = f"not JSON ({exc})"
+    except (KeyError, TypeError):
+        problem = "JSON without a list of findings with fingerprints"
+    raise PolicycError(Diagnostic.simple(f"--baseline {path}: {problem}; expected what `policyc check -o json` "
+                                         "prints", code="invalid-baseline"))
 
 
 def fails(findings, fail_on: str) -> bool:
@@ -49,15 +62,29 @@ def sarif_fallback(inventory, paths) -> str:
     return str(files[0]) if files else ""
 
 
+def render_markdown(findings) -> str:
+    """A table for a pull-request comment: one row per finding, its witness in the last column."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    rows = [f"| {f.level.value} | {f.check} {f.info.name} | {cell(str(f.location or ''))} | {cell(f.message)} | "
+            f"{cell(witness_text(f.witness)) if f.witness else ''} |" for f in findings]
+    head = f"### policyc check: {len(findings)} finding(s)\n\n| severity | check | where | message | example |\n" \
+           "|---|---|---|---|---|"
+    return "\n".join([head] + rows)
+
+
 def run(args) -> int:
-    policy = load_policy_args(args)
+    policy = load_policy_args(args, require=True)
     inventory = load_inventory_arg(args) if args.inventory else None
     baseline = load_baseline(args.baseline)
     findings = suppress(run_checks(policy, inventory), policy, baseline)
-    if args.format == "json":
-        print(render_json(findings))
+    if args.format in ("json", "yaml"):
+        print(structured({"findings": [finding_json(f) for f in findings]}, args.format))
     elif args.format == "sarif":
         print(render_sarif(findings, __version__, sarif_fallback(args.inventory, args.paths)))
+    elif args.format == "markdown":
+        print(render_markdown(findings))
     else:
-        print(render_text(findings))
+        say(render_text(findings))
     return 1 if fails(findings, args.fail_on) else 0

@@ -1,24 +1,37 @@
 """`policyc compile`: policies × inventory → an artifact directory (docs/artifact.md), validated on request."""
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 from ..compiler.artifact import compile_artifact
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.entities import RESERVED_IDS
-from ..compiler.ir import Direction, Protocol
+from ..compiler.ir import DEFAULT_CLUSTER, Direction, Protocol
 from ..compiler.lower import ANY_PEER
 from ..compiler.mapdata import DEFAULT_SIZES, port_text
-from .common import add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args
+from .common import (STRUCTURED, add_inventory_arg, add_verbosity_args, load_inventory_arg, load_policy_args,
+                     structured, subcommand, warn)
+from .terminal import progress, say, step
+
+FORMATS = ("text",) + STRUCTURED
+EXAMPLES = """
+policyc compile examples/shop/policies --inventory examples/shop/inventory.yaml --output-dir out/
+policyc compile P --inventory INV --output-dir out/ --validate     # replay probes in the kernel (root)
+policyc compile P --inventory INV --output-dir out/ -o json        # the report as JSON
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("compile", help="compile policies to an eBPF datapath artifact")
-    add_policy_args(parser)
+    parser = subcommand(sub, "compile", "compile policies to an eBPF datapath artifact", EXAMPLES)
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="policy files or directories (.yaml, .yml, .json); - reads standard input")
+    # -o is the output format as everywhere; `-o DIR` (its old meaning here) still works, with a warning
+    parser.add_argument("-o", "--format", default="text", metavar="FORMAT",
+                        help=f"output format: {', '.join(FORMATS)} (default: text)")
+    parser.add_argument("--cluster-name", default=DEFAULT_CLUSTER, help="the local cluster's name (entity cluster)")
+    add_verbosity_args(parser)
     add_inventory_arg(parser, required=True)
-    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="artifact directory to write")
+    parser.add_argument("--output-dir", metavar="DIR", help="artifact directory to write (required)")
     parser.add_argument("--validate", action="store_true",
                         help="load the artifact (root, BPF) and check the kernel's verdicts against the evaluator")
     parser.add_argument("--map-size", action="append", default=[], metavar="NAME=N",
@@ -66,21 +79,36 @@ def l7_flows(dp) -> list[str]:
     return out
 
 
-def _validate(out: Path, policy, inventory, result) -> list:
+def output_dir(args) -> Path:
+    """--output-dir, or the deprecated `-o DIR` (anything after -o that is not a format name)."""
+    if args.format not in FORMATS:
+        if args.output_dir:
+            raise PolicycError(Diagnostic.simple(f"-o {args.format!r}: not a format ({', '.join(FORMATS)})",
+                                                 code="invalid-argument"))
+        warn(args, f"`compile -o {args.format}` is deprecated: -o is the output format in every command; "
+                   f"write --output-dir {args.format}")
+        args.output_dir, args.format = args.format, "text"
+    if not args.output_dir:
+        raise PolicycError(Diagnostic.simple("compile needs --output-dir DIR", code="invalid-argument"))
+    return Path(args.output_dir)
+
+
+def _validate(out: Path, policy, inventory, result, quiet: bool) -> list:
     from ..bpf_runtime.libbpf import BPFError
     from ..bpf_runtime.validate import default_probes, run_probes
 
     probes = default_probes(policy, inventory, result.datapath)
     try:
-        return probes, run_probes(out, policy, probes)
+        return probes, run_probes(out, policy, progress(probes, len(probes), "probes in the kernel", quiet))
     except BPFError as exc:
         raise PolicycError(Diagnostic.simple(f"--validate needs root and BPF: {exc}")) from None
 
 
 def run(args) -> int:
+    out = output_dir(args)
     policy = load_policy_args(args)
     inventory = load_inventory_arg(args)
-    out = Path(args.output)
+    step(f"compiling {len(policy.rules)} rules for {len(inventory.endpoints)} endpoints", args.quiet)
     result = compile_artifact(policy, inventory, out, list(args.paths) + list(args.inventory),
                               parse_sizes(args.map_size), (list(args.paths), list(args.inventory)))
     report = {"output": str(out), "rules": len(policy.rules), "features": result.datapath.features.as_dict(),
@@ -88,23 +116,21 @@ def run(args) -> int:
               "l7_flows": l7_flows(result.datapath)}
     mismatches = []
     if args.validate:
-        probes, mismatches = _validate(out, policy, inventory, result)
+        probes, mismatches = _validate(out, policy, inventory, result, args.quiet)
         report["validation"] = {"probes": len(probes), "mismatches": [str(m) for m in mismatches]}
-    if args.format == "json":
-        print(json.dumps(report, indent=2))
+    if args.format in STRUCTURED:
+        print(structured(report, args.format))
     else:
-        print(f"compiled {len(policy.rules)} rules into {out}")
-        print("features: " + " ".join(f"{k}={'yes' if v else 'no'}" for k, v in report["features"].items()))
-        for m in report["maps"]:
-            if m["type"] != "ringbuf":
-                print(f"  {m['name']:<13} {m['type']:<13} {m['entries']:>7} / {m['max_entries']} entries")
-        for flow in report["l7_flows"]:
-            print(f"  L7 proxy: {flow}")
+        lines = [f"compiled {len(policy.rules)} rules into {out}",
+                 "features: " + " ".join(f"{k}={'yes' if v else 'no'}" for k, v in report["features"].items())]
+        lines += [f"  {m['name']:<13} {m['type']:<13} {m['entries']:>7} / {m['max_entries']} entries"
+                  for m in report["maps"] if m["type"] != "ringbuf"]
+        lines += [f"  L7 proxy: {flow}" for flow in report["l7_flows"]]
         for warning in result.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+            warn(args, warning)
         if args.validate:
-            for m in mismatches:
-                print(f"MISMATCH {m}")
-            print(f"validated {report['validation']['probes']} probes in the kernel: "
-                  f"{len(mismatches)} mismatch(es)")
+            lines += [f"MISMATCH {m}" for m in mismatches]
+            lines.append(f"validated {report['validation']['probes']} probes in the kernel: "
+                         f"{len(mismatches)} mismatch(es)")
+        say("\n".join(lines))
     return 1 if mismatches else 0

@@ -1,19 +1,30 @@
 """`policyc endpoint add|remove|relabel`: change a loaded artifact's pods by map updates, no recompile."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
+<<<<<<< HEAD
 from .runtime_common import bpf_errors, through_agent
+=======
+from .common import add_format_arg, structured, subcommand
+from .runtime_common import bpf_errors
+>>>>>>> main
+
+
+EXAMPLES = """
+policyc endpoint add shop shop/cart-2 --ip 10.0.1.9 --label app=cart --attach lxc99
+policyc endpoint relabel shop shop/cart --label app=cart --label version=v2
+policyc endpoint remove shop shop/cart-2
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("endpoint", help="add, remove or relabel a pod of a loaded artifact at run time")
+    parser = subcommand(sub, "endpoint", "add, remove or relabel a pod of a loaded artifact at run time", EXAMPLES)
     ops = parser.add_subparsers(dest="op", metavar="OP", required=True)
     for op, text in (("add", "a new pod: --ip and --label"), ("remove", "a pod leaves the node"),
                      ("relabel", "new labels (--label, replacing the pod's labels) and/or addresses (--ip)")):
-        p = ops.add_parser(op, help=text)
+        p = subcommand(ops, op, text, EXAMPLES)
         p.add_argument("name", metavar="NAME", help="loaded artifact")
         p.add_argument("endpoint", metavar="NS/POD")
         if op != "remove":
@@ -21,8 +32,13 @@ def register(sub) -> None:
             p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a pod label (repeatable)")
             p.add_argument("--service-account", metavar="SA")
             p.add_argument("--attach", metavar="IFACE", help="the pod's host-side veth: put from_pod/to_pod on it "
+<<<<<<< HEAD
                            "(detached again by `endpoint remove`; relabel: a pod without hooks yet)")
         p.add_argument("--format", choices=("text", "json"), default="text")
+=======
+                           "(detached again by `endpoint remove`)")
+        add_format_arg(p)
+>>>>>>> main
         p.set_defaults(run=run)
 
 
@@ -55,6 +71,7 @@ def run(args) -> int:
     if args.op == "relabel" and not ips and labels is None and getattr(args, "attach", None) is None:
         raise PolicycError(Diagnostic.simple("endpoint relabel needs --label, --ip or --attach"))
     require_root()
+<<<<<<< HEAD
     attach = getattr(args, "attach", None)
     agent = agent_for(args.name)
     if agent is not None:  # the agent owns the name: it applies the change with what it keeps in memory
@@ -62,6 +79,16 @@ def run(args) -> int:
             "op": args.op, "endpoint": args.endpoint, "ips": ips, "labels": labels,
             "service_account": getattr(args, "service_account", None), "attach": attach})
         result, hooks, detached = answer, [Attachment(**a) for a in answer["attachments"]], answer["detached"]
+=======
+    with bpf_errors():
+        state = loaded_state(args.name)
+        hooked = [a for a in state.attachments if a.endpoint == args.endpoint]
+        result = change(state, manifest_of(state)["features"], args.op, args.endpoint, ips, labels,
+                        getattr(args, "service_account", None), getattr(args, "attach", None))
+    hooks = [a for a in state.attachments if a.endpoint == args.endpoint]  # none left after a remove
+    if args.format != "text":
+        print(structured({**asdict(result), "attachments": [a.as_dict() for a in hooks]}, args.format))
+>>>>>>> main
     else:
         with bpf_errors(), name_lock(args.name):
             state = loaded_state(args.name)

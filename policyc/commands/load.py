@@ -1,17 +1,23 @@
 """`policyc load`: put an artifact on this node's hooks (docs/runtime.md); over a loaded name, replace it atomically."""
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
+from .common import add_format_arg, structured, subcommand
 from .runtime_common import bpf_errors
+
+EXAMPLES = """
+policyc load out/ --name shop --attach shop/cart=lxc1234 --xdp eth0
+policyc load out-v2/ --name shop --attach-file attach.txt      # over a loaded name: atomic replace
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("load", help="load a compiled artifact onto TC/XDP hooks (atomic replace if loaded)")
+    parser = subcommand(sub, "load", "load a compiled artifact onto TC/XDP hooks (atomic replace if loaded)",
+                        EXAMPLES)
     parser.add_argument("artifact", metavar="DIR", help="artifact directory written by `policyc compile`")
     parser.add_argument("--name", help="name of the loaded artifact (default: the directory's basename, dots as '-')")
     parser.add_argument("--attach", action="append", default=[], metavar="NS/POD=IFACE",
@@ -29,7 +35,7 @@ def register(sub) -> None:
     parser.add_argument("--compiler", choices=("libbpf", "bcc"), default="libbpf",
                         help="libbpf: load the artifact's compiled object (default); bcc: compile its C here "
                         "with bcc (needs python3-bpfcc and the running kernel's headers, docs/deploy.md)")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_arg(parser)
     parser.set_defaults(run=run)
 
 
@@ -67,10 +73,10 @@ def run(args) -> int:
     with bpf_errors():
         result = load(req)
     state = result.state
-    if args.format == "json":
-        print(json.dumps({"name": state.name, "replaced": result.replaced, "seconds": round(result.seconds, 4),
+    if args.format != "text":
+        print(structured({"name": state.name, "replaced": result.replaced, "seconds": round(result.seconds, 4),
                           "conntrack_kept": result.conntrack_kept, "conntrack_dropped": result.conntrack_dropped,
-                          **state.as_dict()}, indent=2))
+                          **state.as_dict()}, args.format))
         return 0
     verb = "replaced" if result.replaced else "loaded"
     print(f"{verb} {state.artifact} as {state.name} in {result.seconds * 1000:.0f} ms (pins: {state.pin_dir})")

@@ -1,103 +1,265 @@
-"""`policyc matrix`: the verdict of every ordered pair of pods (and given addresses) per port."""
+"""`policyc matrix`: the verdict of every ordered pair of endpoints (pods, nodes, given addresses) per port.
+
+The pod and address pairs come from the endpoint-class tables (compiler/reachability.py); pairs
+with a node, and allowed pairs on a port some L7 rule covers, are asked of the evaluator, because a
+node's verdict depends on whether it runs the pod (R3.9) and the L7 mark on which rules allowed.
+"""
 from __future__ import annotations
 
 import csv
 import ipaddress
 import json
+import shutil
 import sys
+from dataclasses import replace
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
-from ..compiler.inventory import external
-from ..compiler.ir import Endpoint, PolicySet, Protocol
+from ..compiler.evaluate import Evaluator, Flow
+from ..compiler.inventory import Inventory, external
+from ..compiler.ir import Endpoint, EndpointKind, PolicySet, Protocol
 from ..compiler.reachability import tables
-from .common import (add_inventory_arg, add_policy_args, load_inventory_arg,
-                     load_policy_args, parse_port)
+from .common import (add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, parse_port,
+                     resolve_endpoints, subcommand, warn)
+from .terminal import progress, say
 
-DEFAULT_PORTS = "80/TCP,81/TCP,80/UDP,81/UDP"
+ALLOW, DENY, L7, SELF = ".", "X", "L", "-"
+MAX_RANGE = 1024  # ports one --ports range may expand to: a table per port is printed
+FIELDS = ["from", "to", "port", "protocol", "verdict", "l7"]
+EXAMPLES = """
+policyc matrix examples/shop/policies --inventory examples/shop/inventory.yaml
+policyc matrix P --inventory INV --ports 443/TCP,8000-8010/TCP --external 203.0.113.7,198.51.100.0/24,node-1
+policyc matrix P --inventory INV --from namespace=shop --to shop/cart -o csv
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("matrix", help="verdict for every ordered pair of endpoints, per port")
-    add_policy_args(parser, formats=("text", "json", "csv"))
+    parser = subcommand(sub, "matrix", "verdict for every ordered pair of endpoints, per port", EXAMPLES)
+    add_policy_args(parser, formats=("text", "json", "yaml", "csv", "markdown"))
     add_inventory_arg(parser, required=True)
-    parser.add_argument("--ports", default=DEFAULT_PORTS, help=f"comma-separated PORT/PROTOCOL (default {DEFAULT_PORTS})")
-    parser.add_argument("--external", default="", help="comma-separated addresses outside the cluster to include")
+    parser.add_argument("--ports", action="append", metavar="PORTS",
+                        help="PORT[-PORT]/PROTOCOL, comma-separated, repeatable (default: the ports the inventory's "
+                        "containers and the rules name)")
+    parser.add_argument("--external", action="append", metavar="ENDPOINTS",
+                        help="more rows and columns, comma-separated, repeatable: addresses (a node's or a pod's "
+                        "resolve to it, as in query), CIDRs (shown by their first address), node names")
+    parser.add_argument("--from", dest="src", action="append", metavar="ENDPOINT",
+                        help="only these rows: ns/pod, node, address or label selector; repeated: the union")
+    parser.add_argument("--to", dest="dst", action="append", metavar="ENDPOINT",
+                        help="only these columns, same forms as --from")
     parser.set_defaults(run=run)
 
 
-def _externals(text: str) -> list[Endpoint]:
+# ---- what the table is about
+
+def _items(values: list[str] | None) -> list[str]:
+    return [x.strip() for v in values or () for x in v.split(",") if x.strip()]
+
+
+def parse_ports(values: list[str]) -> list[tuple[int, Protocol]]:
+    """``80/TCP``, ``8000-8010/TCP`` (each port of the range), comma-separated and repeatable."""
+    out: list[tuple[int, Protocol]] = []
+    for item in _items(values):
+        span, slash, proto = item.partition("/")
+        first, dash, last = span.partition("-")
+        if not dash:
+            out.append(parse_port(item))
+            continue
+        (lo, protocol), (hi, _) = parse_port(first + slash + proto), parse_port(last + slash + proto)
+        if not lo <= hi or hi - lo >= MAX_RANGE:
+            raise PolicycError(Diagnostic.simple(f"--ports {item!r}: a range is FIRST-LAST with FIRST <= LAST and at "
+                                                 f"most {MAX_RANGE} ports", code="invalid-argument"))
+        out += [(p, protocol) for p in range(lo, hi + 1)]
+    return list(dict.fromkeys(out))
+
+
+def default_ports(policy: PolicySet, inventory: Inventory) -> list[tuple[int, Protocol]]:
+    """The ports a reader expects: every container port of the inventory, and the first port of
+    every numbered port range the rules name (ICMP: the type)."""
+    found = {(np.port, np.protocol) for ep in inventory.endpoints for np in ep.ports}
+    found |= {(pm.first, pm.protocol) for rule in policy.rules for pm in rule.ports
+              if pm.protocol is not Protocol.ANY and pm.name is None and pm.first > 0}
+    return sorted(found, key=lambda pp: (pp[1].label, pp[0]))
+
+
+def _cidr_endpoint(net) -> Endpoint:
+    """A CIDR row: an address of it outside the cluster, shown as the CIDR."""
+    host = net.network_address + 1 if net.num_addresses > 2 else net.network_address
+    return replace(external(host), name=str(net))
+
+
+def extra_endpoints(inventory: Inventory, values: list[str] | None) -> list[Endpoint]:
     out = []
-    for item in filter(None, (x.strip() for x in text.split(","))):
+    for item in _items(values):
         try:
-            out.append(external(ipaddress.ip_address(item)))
+            net = ipaddress.ip_network(item, strict=False)
         except ValueError:
-            raise PolicycError(Diagnostic.simple(f"--external: {item!r} is not an IP address")) from None
+            try:
+                out.append(inventory.find(item))  # a node name, ns/pod, or an address (of a node: the node)
+            except PolicycError as exc:
+                raise PolicycError(Diagnostic.simple(f"--external: {exc.diagnostics[0].message}; or a CIDR",
+                                                     code="invalid-argument")) from None
+            continue
+        out.append(inventory.find(str(net.network_address)) if net.num_addresses == 1 else _cidr_endpoint(net))
     return out
 
 
-def compute(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]]):
-    """Flows in a stable order: port by port, then source, then destination; self pairs left out.
+# ---- verdicts
 
-    Yields dicts one at a time so that large matrices stream instead of filling memory.
-    """
-    for port, protocol, cls, allowed in tables(policy, endpoints, ports):
+def _l7_covers(policy: PolicySet, protocol: Protocol, port: int) -> bool:
+    """Whether some rule with L7 rules covers this port (named ports: any of the protocol)."""
+    return any(pm.l7 and pm.protocol is protocol and (pm.name is not None or pm.first <= port <= pm.last)
+               for rule in policy.rules for pm in rule.ports)
+
+
+def verdict_rows(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]]):
+    """Per port and source: ``(port, protocol, i, codes)``, one code per destination (``.`` allowed,
+    ``L`` allowed through an L7 filter, ``X`` denied, ``-`` itself), a row at a time."""
+    plain = [k for k, ep in enumerate(endpoints) if ep.kind is not EndpointKind.NODE]
+    position = {k: n for n, k in enumerate(plain)}
+    evaluator = Evaluator(policy)
+
+    def asked(src: Endpoint, dst: Endpoint, protocol: Protocol, port: int) -> str:
+        v = evaluator.evaluate(Flow(src, dst, protocol, port))
+        return (L7 if v.l7 else ALLOW) if v.allowed else DENY
+
+    for port, protocol, cls, allowed in tables(policy, [endpoints[k] for k in plain], ports):
+        l7 = _l7_covers(policy, protocol, port)
         for i, src in enumerate(endpoints):
-            reach = allowed[cls[i]]
+            reach = allowed[cls[position[i]]] if i in position else None
+            row = []
             for j, dst in enumerate(endpoints):
-                if i != j:
-                    yield {"from": src.display, "to": dst.display, "port": port, "protocol": protocol.label,
-                           "verdict": "allow" if cls[j] in reach else "deny"}
+                if i == j:
+                    row.append(SELF)
+                elif reach is None or j not in position:
+                    row.append(asked(src, dst, protocol, port))
+                elif cls[position[j]] not in reach:
+                    row.append(DENY)
+                else:
+                    row.append(asked(src, dst, protocol, port) if l7 else ALLOW)
+            yield port, protocol, i, row
 
 
-def write_json(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]], out) -> None:
-    """``{"flows": [...]}``, one row per line as ``json.dumps`` of ``compute``'s dicts, a source at a time."""
-    names = [json.dumps(ep.display) for ep in endpoints]
-    heads = ['{"from": ' + name + ', "to": ' for name in names]
+def compute(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]],
+            rows: set[int] | None = None, cols: set[int] | None = None):
+    """Flows in a stable order (port, source, destination; no self pairs) as dicts, streamed; an
+    allowed flow through an L7 filter carries ``"l7": true``."""
+    for port, protocol, i, codes in verdict_rows(policy, endpoints, ports):
+        if rows is not None and i not in rows:
+            continue
+        for j, code in enumerate(codes):
+            if code != SELF and (cols is None or j in cols):
+                flow = {"from": endpoints[i].display, "to": endpoints[j].display, "port": port,
+                        "protocol": protocol.label, "verdict": "deny" if code == DENY else "allow"}
+                if code == L7:
+                    flow["l7"] = True
+                yield flow
+
+
+def write_json(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]], out,
+               rows: set[int] | None = None, cols: set[int] | None = None) -> None:
+    """``{"flows": [...]}`` with one ``json.dumps`` of ``compute``'s dicts per line, streamed."""
     out.write('{"flows": [')
     first = True
-    for port, protocol, cls, allowed in tables(policy, endpoints, ports):
-        tail = f', "port": {port}, "protocol": {json.dumps(protocol.label)}, "verdict": '
-        cells = [name + tail for name in names]
-        for i, head in enumerate(heads):
-            reach = allowed[cls[i]]
-            rows = [head + cells[j] + ('"allow"}' if c in reach else '"deny"}')
-                    for j, c in enumerate(cls) if j != i]
-            if rows:
-                out.write(("\n" if first else ",\n") + ",\n".join(rows))
-                first = False
+    for flow in compute(policy, endpoints, ports, rows, cols):
+        out.write(("\n" if first else ",\n") + json.dumps(flow))
+        first = False
     out.write("\n]}\n")
 
 
-def render_text(flows: list[dict], names: list[str], ports: list[tuple[int, Protocol]]) -> str:
-    """One truth table per port, Kubernetes e2e style: `.` allowed, `X` denied (rows from, columns to)."""
-    verdict = {(f["from"], f["to"], f["port"], f["protocol"]): f["verdict"] for f in flows}
-    width = max((len(n) for n in names), default=1)  # an inventory without pods is a 0×0 table
-    out = []
-    for port, protocol in ports:
-        out.append(f"{port}/{protocol.label}  (. allowed, X denied; rows: from, columns: to)")
-        out.append(" " * width + " " + " ".join(n.rjust(width) for n in names))
-        for src in names:
-            cells = ["-" if src == dst else
-                     ("." if verdict[(src, dst, port, protocol.label)] == "allow" else "X") for dst in names]
-            out.append(src.ljust(width) + " " + " ".join(c.rjust(width) for c in cells))
-        out.append("")
-    return "\n".join(out)
+# ---- text
+
+def _blocks(n: int, cell: int, label: int, width: int) -> list[range]:
+    """Column numbers per block so that each printed line fits ``width`` characters."""
+    per = max(1, (width - label) // (cell + 1))
+    return [range(s, min(s + per, n)) for s in range(0, n, per)] or [range(0)]
 
 
 def run(args) -> int:
     policy = load_policy_args(args)
     inventory = load_inventory_arg(args)
-    ports = [parse_port(p) for p in args.ports.split(",") if p.strip()]
-    endpoints = list(inventory.pods) + _externals(args.external)
-    if args.format == "json":
-        write_json(policy, endpoints, ports, sys.stdout)
-        return 0
-    flows = compute(policy, endpoints, ports)
-    if args.format == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=["from", "to", "port", "protocol", "verdict"],
-                                lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(flows)
+    if args.ports:
+        ports = parse_ports(args.ports)
     else:
-        print(render_text(list(flows), [ep.display for ep in endpoints], ports))
+        ports = default_ports(policy, inventory) or [(80, Protocol.TCP)]
+        warn(args, f"no --ports given: {len(ports)} port(s) the inventory's containers and the rules name: "
+                   + ", ".join(f"{p}/{proto.label}" for p, proto in ports))
+    endpoints = list(dict.fromkeys(list(inventory.pods) + list(inventory.nodes)
+                                   + extra_endpoints(inventory, args.external)))
+    index = {ep: k for k, ep in enumerate(endpoints)}
+    rows = {index[ep] for ep in resolve_endpoints(inventory, args.src, "--from")} if args.src else None
+    cols = {index[ep] for ep in resolve_endpoints(inventory, args.dst, "--to")} if args.dst else None
+    for chosen, option in ((rows, "--from"), (cols, "--to")):
+        if chosen is not None and not chosen:
+            raise PolicycError(Diagnostic.simple(f"{option}: none of these endpoints is a row of the table"))
+    if args.format == "json":
+        write_json(policy, endpoints, ports, sys.stdout, rows, cols)
+    elif args.format in ("csv", "yaml"):
+        flows = compute(policy, endpoints, ports, rows, cols)
+        if args.format == "yaml":
+            import yaml
+            print(yaml.safe_dump({"flows": list(flows)}, sort_keys=False).rstrip("\n"))
+        else:
+            writer = csv.DictWriter(sys.stdout, fieldnames=FIELDS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({**f, "l7": f.get("l7", False)} for f in flows)
+    else:
+        print_tables(args, policy, endpoints, ports, rows, cols)
     return 0
+
+
+def print_tables(args, policy, endpoints, ports, rows, cols) -> None:
+    """Text (or markdown) tables, one per port, then a per-port summary."""
+    row_ids = sorted(rows) if rows is not None else list(range(len(endpoints)))
+    col_ids = sorted(cols) if cols is not None else list(range(len(endpoints)))
+    names = [endpoints[k].display for k in range(len(endpoints))]
+    width = shutil.get_terminal_size((120, 24)).columns if sys.stdout.isatty() else 120
+    grids: dict[tuple[int, Protocol], list[list[str]]] = {}
+    wanted = set(row_ids)
+    work = progress(verdict_rows(policy, endpoints, ports), len(ports) * len(endpoints), "matrix rows", args.quiet)
+    for port, protocol, i, codes in work:
+        if i in wanted:
+            grids.setdefault((port, protocol), []).append([codes[j] for j in col_ids])
+    out = []
+    summary = []
+    for (port, protocol), grid in grids.items():
+        if args.format == "markdown":
+            out += _markdown(port, protocol, [names[k] for k in row_ids], [names[k] for k in col_ids], grid)
+        else:
+            out += _text(port, protocol, names, row_ids, col_ids, grid, width)
+        flat = [c for row in grid for c in row if c != SELF]
+        summary.append((f"{port}/{protocol.label}", sum(c != DENY for c in flat), len(flat), flat.count(L7)))
+    out.append("key: . allowed, L allowed through an L7 filter (requests are filtered), X denied, - itself; "
+               "rows: from, columns: to")
+    out.append("per port: " + "; ".join(f"{p} {a}/{n} allowed" + (f" ({v} via L7)" if v else "")
+                                        for p, a, n, v in summary))
+    say("\n".join(out))
+
+
+def _text(port, protocol, names, row_ids, col_ids, grid, width) -> list[str]:
+    """Rows and columns numbered by their place in the whole table, so filtered tables keep their numbers."""
+    flat = [c for row in grid for c in row if c != SELF]
+    allowed, via = sum(c != DENY for c in flat), flat.count(L7)
+    lines = [f"{port}/{protocol.label}: {allowed} of {len(flat)} flows allowed"
+             + (f", {via} through an L7 filter" if via else "")]
+    cell = len(str(len(names)))
+    labels = [f"{k + 1:>{cell}} {names[k]}" for k in row_ids]
+    label = max(map(len, labels), default=0) + 2
+    for block in _blocks(len(col_ids), cell, label, width):
+        if len(col_ids) > len(block):
+            lines.append(f"  columns {col_ids[block.start] + 1}-{col_ids[block.stop - 1] + 1}:")
+        lines.append(" " * label + " ".join(f"{col_ids[b] + 1:>{cell}}" for b in block))
+        lines += [labels[r].ljust(label) + " ".join(row[b].rjust(cell) for b in block) for r, row in enumerate(grid)]
+    if any(k not in row_ids for k in col_ids):
+        lines.append("columns: " + ", ".join(f"{k + 1} {names[k]}" for k in col_ids if k not in row_ids))
+    lines.append("")
+    return lines
+
+
+def _markdown(port, protocol, row_names, col_names, grid) -> list[str]:
+    head = f"| {port}/{protocol.label} | " + " | ".join(f"{n + 1}" for n in range(len(col_names))) + " |"
+    lines = [head, "|---|" + "---|" * len(col_names)]
+    lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in zip(row_names, grid)]
+    lines.append("")
+    lines.append("columns: " + ", ".join(f"{n + 1} {name}" for n, name in enumerate(col_names)))
+    lines.append("")
+    return lines

@@ -4,18 +4,27 @@ from __future__ import annotations
 import json
 import sys
 
+<<<<<<< HEAD
 from ..compiler.diagnostics import Diagnostic, PolicycError
+=======
+from .common import add_format_arg, subcommand
+>>>>>>> main
 from .runtime_common import bpf_errors
+
+EXAMPLES = """
+policyc observe shop --verdict deny --follow
+policyc observe --timeout 10 -o json | jq .    # one JSON object per line
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("observe", help="print flow verdicts from the ring buffer (like hubble observe)")
+    parser = subcommand(sub, "observe", "print flow verdicts from the ring buffer (like hubble observe)", EXAMPLES)
     parser.add_argument("name", nargs="?", metavar="NAME", help="loaded artifact (default: the only one)")
     parser.add_argument("--follow", "-f", action="store_true", help="keep printing new flows (Ctrl-C stops)")
     parser.add_argument("--timeout", type=float, metavar="S",
                         help="read for S seconds, then exit (with or without --follow)")
     parser.add_argument("--verdict", choices=("allow", "deny"), help="only flows with this verdict")
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="json: one object per line")
+    add_format_arg(parser, ("text", "json"))
     parser.set_defaults(run=run)
 
 

@@ -1,16 +1,23 @@
 """`policyc status`: what is loaded where, map fill levels, per-rule counters; Prometheus text with --metrics."""
 from __future__ import annotations
 
-import json
 import time
 
+from .common import add_format_arg, structured, subcommand
 from .runtime_common import bpf_errors
+
+EXAMPLES = """
+policyc status
+policyc status shop -o json
+policyc status shop --metrics          # Prometheus text format
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("status", help="loaded artifacts, attachments, map fill levels, per-rule counters")
+    parser = subcommand(sub, "status", "loaded artifacts, attachments, map fill levels, per-rule counters",
+                        EXAMPLES)
     parser.add_argument("name", nargs="?", metavar="NAME", help="one loaded artifact (default: all)")
-    parser.add_argument("--format", choices=("text", "json"), default="text")
+    add_format_arg(parser)
     parser.add_argument("--metrics", action="store_true", help="print Prometheus text format instead")
     parser.set_defaults(run=run)
 
@@ -78,8 +85,8 @@ def run(args) -> int:
                 s["agent"] = seen["agent"]
     if args.metrics:
         print(render(statuses), end="")
-    elif args.format == "json":
-        print(json.dumps(statuses if not args.name else statuses[0], indent=2))
+    elif args.format != "text":
+        print(structured(statuses if not args.name else statuses[0], args.format))
     elif not statuses:
         print("nothing is loaded" + ("; the agent is waiting for a valid artifact" if seen else ""))
         if seen:

@@ -1,11 +1,16 @@
 """`policyc unload`: detach and unpin a loaded artifact; works from the pins alone after a crash."""
 from __future__ import annotations
 
+from .common import subcommand
 from .runtime_common import bpf_errors
+
+EXAMPLES = """
+policyc unload shop
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("unload", help="detach and remove a loaded artifact (idempotent)")
+    parser = subcommand(sub, "unload", "detach and remove a loaded artifact (idempotent)", EXAMPLES)
     parser.add_argument("name", metavar="NAME")
     parser.set_defaults(run=run)
 

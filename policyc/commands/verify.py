@@ -1,18 +1,28 @@
 """`policyc verify PATH... --spec SPEC`: invariants written next to the policies, proved for every flow."""
 from __future__ import annotations
 
-import json
+import sys
+
 import xml.etree.ElementTree as ET
 
 from ..compiler.verify.findings import witness_json, witness_text
 from ..compiler.verify.invariants import Outcome, prove
-from ..compiler.verify.spec import load_spec
-from .common import add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args
+from ..compiler.diagnostics import Diagnostic, Severity
+from ..compiler.evaluate import subject_labels
+from ..compiler.verify.spec import Pods, load_spec
+from .common import (add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, structured,
+                     subcommand)
+from .terminal import say
+
+EXAMPLES = """
+policyc verify examples/shop/policies --inventory examples/shop/inventory.yaml --spec examples/shop/invariants.yaml
+policyc verify policies/ --spec invariants.yaml -o junit > verify.xml   # one test case per invariant
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("verify", help="prove the invariants of a spec file for every flow (Z3)")
-    add_policy_args(parser, ("text", "json", "junit"))
+    parser = subcommand(sub, "verify", "prove the invariants of a spec file for every flow (Z3)", EXAMPLES)
+    add_policy_args(parser, ("text", "json", "yaml", "junit"))
     parser.add_argument("--spec", required=True, metavar="SPEC",
                         help="invariants: mustAllow, mustDeny, isolation, defaultDeny, worldOnly (docs/spec.md)")
     add_inventory_arg(parser, required=False)
@@ -28,21 +38,34 @@ def _text(o: Outcome) -> str:
     return "\n".join(lines)
 
 
+def vacuous(spec, inventory) -> list[Diagnostic]:
+    """Warnings for selectors that match no pod of the inventory: their invariants hold for these pods
+    only because there are none (a typo would pass as a proof)."""
+    out = []
+    for inv in spec.invariants:
+        for peer in (getattr(inv, a) for a in ("src", "dst", "a", "b") if hasattr(inv, a)):
+            if isinstance(peer, Pods) and not any(peer.selector.matches(subject_labels(ep)) for ep in inventory.pods):
+                loc = inv.location
+                out.append(Diagnostic(Severity.WARNING, f"{peer} matches no pod of the inventory: {inv.kind} "
+                                      f"{inv.name!r} holds for the inventory without checking anything",
+                                      loc.file, loc.line, loc.column, loc.field, "vacuous-invariant"))
+    return out
+
+
 def render_text(outcomes: list[Outcome]) -> str:
     failed = sum(not o.holds for o in outcomes)
     return "\n".join([_text(o) for o in outcomes]
                      + [f"{len(outcomes)} invariant(s): {len(outcomes) - failed} hold, {failed} failed"])
 
 
-def render_json(outcomes: list[Outcome]) -> str:
+def outcomes_data(outcomes: list[Outcome]) -> dict:
     def one(o: Outcome) -> dict:
         loc = o.invariant.location
         return {"name": o.invariant.name, "kind": o.invariant.kind, "holds": o.holds, "message": o.message,
                 "location": {"file": loc.file, "line": loc.line, "column": loc.column, "field": loc.field},
                 "witness": witness_json(o.witness) if o.witness else None, "explanation": o.explanation or None}
     failed = sum(not o.holds for o in outcomes)
-    return json.dumps({"invariants": [one(o) for o in outcomes], "passed": len(outcomes) - failed,
-                       "failed": failed}, indent=2)
+    return {"invariants": [one(o) for o in outcomes], "passed": len(outcomes) - failed, "failed": failed}
 
 
 def render_junit(outcomes: list[Outcome]) -> str:
@@ -65,13 +88,18 @@ def render_junit(outcomes: list[Outcome]) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode")
 
 
-_RENDER = {"text": render_text, "json": render_json, "junit": render_junit}
-
-
 def run(args) -> int:
     spec = load_spec(args.spec)
     policy = load_policy_args(args)
     inventory = load_inventory_arg(args) if args.inventory else None
+    if inventory is not None and not args.quiet:
+        for diag in vacuous(spec, inventory):
+            print(diag, file=sys.stderr)
     outcomes = prove(policy, spec, inventory)
-    print(_RENDER[args.format](outcomes))
+    if args.format in ("json", "yaml"):
+        print(structured(outcomes_data(outcomes), args.format))
+    elif args.format == "junit":
+        print(render_junit(outcomes))
+    else:
+        say(render_text(outcomes))
     return 0 if all(o.holds for o in outcomes) else 1

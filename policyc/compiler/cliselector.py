@@ -89,3 +89,47 @@ def _unexpected(exc: LarkError) -> str:
 def looks_like_selector(text: str) -> bool:
     """An endpoint reference is a selector when it uses selector syntax rather than ns/pod or an address."""
     return any(tok in text for tok in ("=", "!", "(", ",")) or " in " in text or " notin " in text
+
+
+# ---- the other way: selectors as the command line writes them
+
+_SHOWN_BARE = ("k8s", ANY_SOURCE)  # pod labels: a bare key on the command line matches them
+
+
+def format_key(source: str, key: str) -> str:
+    if key == NAMESPACE_KEY and source in _SHOWN_BARE:
+        return NAMESPACE_ALIASES[0]
+    return key if source in _SHOWN_BARE else f"{source}:{key}"
+
+
+def format_requirement(req: Requirement) -> str:
+    key = format_key(req.source, req.key)
+    if req.op is Op.EXISTS:
+        return key
+    if req.op is Op.DOES_NOT_EXIST:
+        return f"!{key}"
+    if len(req.values) == 1:
+        return f"{key}{'=' if req.op is Op.IN else '!='}{req.values[0]}"
+    return f"{key} {'in' if req.op is Op.IN else 'notin'} ({','.join(req.values)})"
+
+
+def format_selector(sel: Selector) -> str:
+    """``sel`` in the syntax `--from`/`--to` and verify specs accept (``*``: every identity), namespace first."""
+    if sel.is_wildcard:
+        return "*"
+    reqs = sorted(sel.requirements, key=lambda r: (r.key != NAMESPACE_KEY, r.key, r.source))
+    return ",".join(format_requirement(r) for r in reqs)
+
+
+def format_peer(peer) -> str:
+    """A rule's peer for people: selectors as on the command line, entities and CIDRs by name."""
+    from .ir import CIDRPeer, SelectorPeer
+
+    if not isinstance(peer, SelectorPeer):
+        return str(peer) if not isinstance(peer, CIDRPeer) else str(peer).removeprefix("cidr:")
+    if peer.kind == "entity":
+        return f"entity:{peer.name}"
+    if peer.kind == "nodes":  # R2.16's remote-node requirement is implied by the word
+        shown = [Selector(tuple(r for r in s.requirements if r.key != "remote-node")) for s in peer.selectors]
+        return " | ".join(f"nodes {format_selector(s)}" for s in shown)
+    return " | ".join(format_selector(s) for s in peer.selectors)

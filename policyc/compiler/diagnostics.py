@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import yaml
 
 
 class Severity(str, enum.Enum):
@@ -39,8 +44,20 @@ class Diagnostic:
     code: str = ""
 
     @classmethod
-    def simple(cls, message: str, severity: Severity = Severity.ERROR) -> "Diagnostic":
-        return cls(severity, message)
+    def simple(cls, message: str, severity: Severity = Severity.ERROR, code: str = "") -> "Diagnostic":
+        """A problem with no file: a command-line mistake."""
+        return cls(severity, message, code=code)
+
+    @property
+    def kind(self) -> str:
+        """The diagnostic's code, never empty: its own, else one by where it points (docs/diagnostics.md)."""
+        if self.code:
+            return self.code
+        if self.severity is not Severity.ERROR:
+            return "policy-warning"
+        if not self.file:
+            return "invalid-argument"
+        return "invalid-field" if self.field else "invalid-file"
 
     @property
     def location(self) -> str:
@@ -56,6 +73,7 @@ class Diagnostic:
     def to_json(self) -> dict:
         data = asdict(self)
         data["severity"] = self.severity.value
+        data["code"] = self.kind
         return data
 
 
@@ -67,7 +85,48 @@ class PolicycError(Exception):
         self.diagnostics = tuple(diagnostics)
 
 
-def render(diagnostics, fmt: str = "text") -> str:
-    if fmt == "json":
-        return json.dumps({"diagnostics": [d.to_json() for d in diagnostics]}, indent=2)
+def render(diagnostics, fmt: str = "text", version: str = "") -> str:
+    """Diagnostics as text, JSON, YAML or SARIF (then each one is a result, so code scanning shows it)."""
+    if fmt == "sarif":
+        return render_sarif(diagnostics, version)
+    if fmt in ("json", "yaml"):
+        data = {"diagnostics": [d.to_json() for d in diagnostics]}
+        return json.dumps(data, indent=2) if fmt == "json" else yaml.safe_dump(data, sort_keys=False).rstrip("\n")
     return "\n".join(str(d) for d in diagnostics)
+
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+DOCS_URL = "https://github.com/policyc/policyc/blob/main/docs/diagnostics.md"
+
+
+def sarif_uri(path: str) -> str:
+    """SARIF wants URI references: relative ones resolve against the checkout root in code-review tools,
+    files outside the working directory become file:// URIs; both percent-encoded."""
+    rel = os.path.relpath(path) if os.path.isabs(path) else path
+    if rel.startswith(".."):
+        return Path(path).resolve().as_uri()
+    return quote(rel.replace(os.sep, "/"))
+
+
+def sarif_location(file: str, line: int, column: int) -> dict:
+    return {"artifactLocation": {"uri": sarif_uri(file)},
+            "region": {"startLine": max(line, 1), "startColumn": max(column, 1)}}
+
+
+def render_sarif(diagnostics, version: str) -> str:
+    """SARIF 2.1.0 with one result per diagnostic, its code as the rule id."""
+    ids = sorted({d.kind for d in diagnostics})
+    rules = [{"id": i, "name": i, "shortDescription": {"text": f"policyc input diagnostic {i}"},
+              "helpUri": DOCS_URL} for i in ids]
+    results = []
+    for d in diagnostics:
+        res = {"ruleId": d.kind, "ruleIndex": ids.index(d.kind),
+               "level": {"error": "error", "warning": "warning"}.get(d.severity.value, "note"),
+               "message": {"text": f"{d.field}: {d.message}" if d.field else d.message}}
+        if d.file:
+            res["locations"] = [{"physicalLocation": sarif_location(d.file, d.line, d.column)}]
+        results.append(res)
+    log = {"$schema": SARIF_SCHEMA, "version": "2.1.0",
+           "runs": [{"tool": {"driver": {"name": "policyc", "version": version, "informationUri": DOCS_URL,
+                                         "rules": rules}}, "results": results}]}
+    return json.dumps(log, indent=2)

@@ -230,6 +230,21 @@ class Evaluator:
             return verdict(Action.DENY, Reason.DEFAULT_DENY, dd=dd)
         return verdict(Action.ALLOW, Reason.ALLOWED, allowed, l7=_l7_filters(allowed, protocol, port, dst))
 
+    def near_misses(self, v: DirectionVerdict, flow: Flow) -> list[tuple[Rule, str]]:
+        """For a default-deny verdict, the allow rules of that side that match all but one part of the
+        flow: the peer but not the port ("port"), or the port but not the peer ("peer")."""
+        if v.reason is not Reason.DEFAULT_DENY:
+            return []
+        peer = flow.dst if v.direction is Direction.EGRESS else flow.src
+        labels = peer_labels(peer, v.subject)
+        out = []
+        for rule in self.subject_rules(v.subject, v.direction)[0]:
+            peer_ok = any(peer_matches(p, peer, labels) for p in rule.peers)
+            port_ok = bool(matching_ports(rule, flow.protocol, flow.port, flow.dst))
+            if peer_ok != port_ok:
+                out.append((rule, "port" if peer_ok else "peer"))
+        return out
+
     def evaluate(self, flow: Flow) -> Verdict:
         src, dst = flow.src, flow.dst
         if src == dst:

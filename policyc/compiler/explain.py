@@ -1,9 +1,13 @@
 """Verdicts as text and JSON: the "why" a user reads."""
 from __future__ import annotations
 
+import textwrap
+
+from .cliselector import format_peer
 from .evaluate import DirectionVerdict, Reason, Verdict
 from .ir import Rule
 
+WIDTH = 100  # explanation lines wrap here, continuation lines indented
 _REASONS = {
     Reason.SELF: "traffic to itself never meets policy",
     Reason.NOT_ENDPOINT: "not a cluster endpoint: nothing enforces here",
@@ -38,12 +42,27 @@ def direction_text(v: DirectionVerdict) -> str:
     return head
 
 
-def verdict_text(v: Verdict) -> str:
+def near_miss_text(rule: Rule, missed: str, v: Verdict) -> str:
+    """One rule that would have allowed the flow but for its port or its peer."""
+    f = v.flow
+    if missed == "port":
+        ports = ", ".join(str(pm) for pm in rule.ports)
+        return f"{rule_ref(rule)} would have allowed this but for port {f.port}/{f.protocol.label} (it allows {ports})"
+    peers = " | ".join(format_peer(p) for p in rule.peers)
+    return f"{rule_ref(rule)} allows this port, but from/to {peers}"
+
+
+def verdict_text(v: Verdict, near: dict | None = None) -> str:
+    """The verdict, each side's reason and, for a default deny, the rules that nearly matched
+    (``near``: direction -> [(rule, "port" | "peer")]); lines wrap at WIDTH."""
     f = v.flow
     port = f"{f.port}/{f.protocol.label}"
     lines = [f"{f.src.display} -> {f.dst.display} {port}: {v.action.value.upper()}"]
-    lines += ["  " + direction_text(d) for d in (v.egress, v.ingress)]
-    return "\n".join(lines)
+    for d in (v.egress, v.ingress):
+        lines.append("  " + direction_text(d))
+        lines += ["    near miss: " + near_miss_text(rule, why, v) for rule, why in (near or {}).get(d.direction, ())]
+    return "\n".join(textwrap.fill(line, WIDTH, subsequent_indent=" " * (len(line) - len(line.lstrip()) + 4),
+                                    break_on_hyphens=False, break_long_words=False) for line in lines)
 
 
 def verdict_json(v: Verdict) -> dict:

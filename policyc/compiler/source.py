@@ -7,6 +7,8 @@ memory instead of crashing or expanding.
 """
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ except AttributeError:  # pragma: no cover - libyaml is in every supported insta
     _Loader = yaml.SafeLoader
 
 SUFFIXES = (".yaml", ".yml", ".json")
+STDIN, STDIN_NAME = "-", "<stdin>"  # a path of "-" reads standard input (docs/cli.md)
 MAX_FILE_BYTES = 32 * 1024 * 1024
 MAX_ALIAS_EXPANSION = 100_000
 MAX_DEPTH = 200
@@ -200,14 +203,27 @@ def _language(file: str) -> str:
     return "JSON" if file.lower().endswith(".json") else "YAML"
 
 
+@functools.lru_cache(maxsize=1)
+def _stdin_bytes() -> bytes:
+    """Standard input, read once: ``-`` may name it for the policies and the inventory alike (one
+    `kubectl get cnp,netpol,ns,pods -A -o yaml` holds both), and each reader keeps its own kinds."""
+    return sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+
+
 def read_text(path: Path) -> str:
-    name = str(path)
+    name = STDIN_NAME if str(path) == STDIN else str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise PolicycError(Diagnostic(Severity.ERROR, f"file is {size} bytes, over the "
-                                          f"{MAX_FILE_BYTES // (1024 * 1024)} MiB limit", name))
-        data = path.read_bytes()
+        if str(path) == STDIN:
+            data = _stdin_bytes()
+            if len(data) > MAX_FILE_BYTES:
+                raise PolicycError(Diagnostic(Severity.ERROR, "standard input is over the "
+                                              f"{MAX_FILE_BYTES // (1024 * 1024)} MiB limit", name))
+        else:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise PolicycError(Diagnostic(Severity.ERROR, f"file is {size} bytes, over the "
+                                              f"{MAX_FILE_BYTES // (1024 * 1024)} MiB limit", name))
+            data = path.read_bytes()
     except OSError as exc:
         raise PolicycError(Diagnostic(Severity.ERROR, f"cannot read: {exc.strerror}", name)) from None
     if b"\x00" in data:
@@ -224,7 +240,9 @@ def expand_paths(paths) -> list[Path]:
     out: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
+        if str(raw) == STDIN:
+            out.append(path)
+        elif path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
             out.extend(found)
         elif path.exists():
@@ -245,13 +263,14 @@ def read_documents(paths) -> tuple[list[Document], list[Diagnostic]]:
     named = {Path(p) for p in paths if not Path(p).is_dir()}
     for path in expand_paths(paths):
         try:
-            found = parse_text(read_text(path), str(path))
+            found = parse_text(read_text(path), STDIN_NAME if str(path) == STDIN else str(path))
         except PolicycError as exc:
             problems.extend(exc.diagnostics)
             continue
         if not found:
             severity = Severity.ERROR if path in named else Severity.WARNING
-            problems.append(Diagnostic(severity, "empty file: no YAML or JSON document in it", str(path)))
+            problems.append(Diagnostic(severity, "empty file: no YAML or JSON document in it",
+                                       STDIN_NAME if str(path) == STDIN else str(path)))
         docs.extend(found)
     return docs, problems
 

@@ -56,7 +56,7 @@ def parse_object(r: FieldReader, obj, base: tuple, cluster: str):
         if api.split("/")[0] in POLICY_GROUPS:
             close = difflib.get_close_matches(str(kind), policy_kinds(), n=1)
             r.fail(base + ("kind",), f"unknown policy kind {kind!r} for {api}"
-                   + (f"; did you mean {close[0]!r}?" if close else ""))
+                   + (f"; did you mean {close[0]!r}?" if close else ""), "unknown-kind")
         return None
     if row.parse is None:
         return None

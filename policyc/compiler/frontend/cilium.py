@@ -85,6 +85,7 @@ def parse_port_rules(r: FieldReader, items: list, path: tuple, direction: Direct
             pwhere = where + ("ports", j)
             port = r.mapping(port, pwhere, ("port", "endPort", "protocol"))
             if port.get("port") in (None, ""):
+                parse_protocol(r, port.get("protocol"), pwhere + ("protocol",), knp=False)  # VRRP: its own error
                 r.fail(pwhere + ("port",), "port is required (R1.16)")
             if isinstance(port["port"], int) and not isinstance(port["port"], bool):  # the CRD types it string
                 r.fail(pwhere + ("port",), f"port {port['port']} is a number: quote it (\"{port['port']}\"), the "
@@ -216,9 +217,9 @@ def parse_cilium_rule(r: FieldReader, value, path: tuple, kind: str, namespace: 
         if kind == CNP:
             subject = scope_subject(r, subject, namespace, path + ("endpointSelector",))
         subject_kind = SubjectKind.ENDPOINT
-    if not any(obj.get(s) for s, _, _ in _SECTIONS):
-        r.warn(path, "rule has none of ingress, ingressDeny, egress, egressDeny: it has no effect "
-                     "(newer Cilium rejects it, R1.5)", "empty-rule")
+    if not any(obj.get(s) for s, _, _ in _SECTIONS):  # Rule.Validate and the CRD schema refuse it
+        r.fail(path, "a rule needs at least one of ingress, ingressDeny, egress, egressDeny; Cilium rejects "
+                     "it (R1.5). To deny all traffic in a direction write `ingress: [{}]`", "empty-rule")
     scope = _Scope(kind, namespace, name, cluster, subject, subject_kind)
     flags = r.mapping(obj.get("enableDefaultDeny"), path + ("enableDefaultDeny",), ("ingress", "egress"))
     rules: list[Rule] = []

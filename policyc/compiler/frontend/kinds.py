@@ -35,8 +35,14 @@ KINDS: dict[str, Kind] = {k.name: k for k in [
     Kind(CNP, ("cilium.io/v2",), parse_cilium, spec_keys=("spec", "specs")),
     Kind(CCNP, ("cilium.io/v2",), parse_cilium, namespaced=False, spec_keys=("spec", "specs")),
     Kind(KNP, ("networking.k8s.io/v1",), parse_networkpolicy),
-    *_skipped("CiliumCIDRGroup", "CiliumEndpoint", "CiliumNode", "CiliumIdentity", "Ingress", "IngressClass",
-              "CiliumLoadBalancerIPPool", "CiliumEgressGatewayPolicy"),
+    # Objects of the policy API groups that are not network policies: recognised, skipped on purpose.
+    *_skipped("CiliumCIDRGroup", "CiliumEndpoint", "CiliumEndpointSlice", "CiliumNode", "CiliumIdentity",
+              "CiliumExternalWorkload", "CiliumLoadBalancerIPPool", "CiliumPodIPPool", "CiliumEgressGatewayPolicy",
+              "CiliumLocalRedirectPolicy", "CiliumEnvoyConfig", "CiliumClusterwideEnvoyConfig",
+              "CiliumL2AnnouncementPolicy", "CiliumNodeConfig", "CiliumGatewayClassConfig",
+              "CiliumBGPPeeringPolicy", "CiliumBGPClusterConfig", "CiliumBGPPeerConfig", "CiliumBGPAdvertisement",
+              "CiliumBGPNodeConfig", "CiliumBGPNodeConfigOverride",
+              "Ingress", "IngressClass", "IPAddress", "ServiceCIDR"),
 ]}
 
 

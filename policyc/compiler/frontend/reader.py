@@ -30,15 +30,15 @@ class FieldReader:
     diagnostics: list = field(default_factory=list)
     errors: int = 0
 
-    def error(self, path: tuple, message: str) -> None:
-        self.diagnostics.append(self.doc.diag(path, message))
+    def error(self, path: tuple, message: str, code: str = "") -> None:
+        self.diagnostics.append(self.doc.diag(path, message, code=code))
         self.errors += 1
 
     def warn(self, path: tuple, message: str, code: str = "") -> None:
         self.diagnostics.append(self.doc.diag(path, message, Severity.WARNING, code))
 
-    def fail(self, path: tuple, message: str):
-        self.error(path, message)
+    def fail(self, path: tuple, message: str, code: str = ""):
+        self.error(path, message, code)
         raise Invalid
 
     def mapping(self, value, path: tuple, allowed: tuple[str, ...]) -> dict:
@@ -51,11 +51,11 @@ class FieldReader:
             if key in allowed:
                 continue
             if key in UNSUPPORTED:
-                self.error(path + (key,), f"unsupported field {key!r}: {UNSUPPORTED[key]}")
+                self.error(path + (key,), f"unsupported field {key!r}: {UNSUPPORTED[key]}", "unsupported-field")
                 continue
             close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            self.error(path + (key,), f"unknown field {key!r}{hint}")
+            self.error(path + (key,), f"unknown field {key!r}{hint}", "unknown-field")
         return value
 
     def sequence(self, obj: dict, key: str, path: tuple) -> list:

@@ -124,18 +124,30 @@ def port_range(r: FieldReader, obj: dict, path: tuple, number: int, knp: bool = 
                                     f"matches the single port {number} (R8.3)", "endport-below-port")
     return number, max(end, number)
 
+EXTENDED_PROTOCOLS = ("VRRP", "IGMP", "GRE", "IPIP", "IPV6", "ESP", "AH")  # V7: IP protocols without ports
+
+
 def parse_protocol(r: FieldReader, value, path: tuple, knp: bool) -> tuple[Protocol, ...]:
-    """CNP: TCP/UDP/SCTP/ANY case-insensitively, ANY = TCP+UDP+SCTP (R1.18, R8.2); KNP: TCP/UDP/SCTP, default TCP."""
+    """CNP: TCP/UDP/SCTP/ANY, ANY = TCP+UDP+SCTP (R1.18, R8.2); KNP: TCP/UDP/SCTP, default TCP.
+
+    Both CRDs take upper case only: Cilium's Go code would upper-case ``tcp``, but the API server
+    rejects the object first (R1.1c), so lower case is an error, not a silent fix-up.
+    """
     if value is None or value == "":
         return (Protocol.TCP,) if knp else (Protocol.TCP, Protocol.UDP, Protocol.SCTP)
     text = r.text(value, path, "protocol")
     choices = ("TCP", "UDP", "SCTP") if knp else ("TCP", "UDP", "SCTP", "ANY")
-    upper = text.upper() if not knp else text
-    if upper not in choices:
-        r.fail(path, f"unknown protocol {text!r}: expected one of {', '.join(choices)}")
-    if upper == "ANY":
+    if not knp and text.upper() in EXTENDED_PROTOCOLS:
+        r.fail(path, f"protocol {text!r} is an extended IP protocol (no port; Cilium needs the agent option "
+                     "enable-extended-ip-protocols, V7) that policyc does not model: its verdicts would be wrong",
+                     "unsupported-protocol")
+    if text not in choices:
+        hint = f"; write {text.upper()!r}: the CRD's enum is upper case and the API server rejects {text!r}" \
+            if text.upper() in choices else ""
+        r.fail(path, f"unknown protocol {text!r}: expected one of {', '.join(choices)}{hint}", "invalid-protocol")
+    if text == "ANY":
         return (Protocol.TCP, Protocol.UDP, Protocol.SCTP)
-    return (Protocol[upper],)
+    return (Protocol[text],)
 
 def parse_icmps(r: FieldReader, items: list, path: tuple) -> tuple[PortMatch, ...]:
     out = []

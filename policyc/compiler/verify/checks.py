@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import z3
 
 from .. import explain
+from ..cliselector import format_selector
 from ..entities import world_labels
 from ..evaluate import Evaluator, selects, subject_labels
 from ..inventory import Inventory
@@ -145,7 +146,8 @@ def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, al
         solver.add(peer.is_kind(peer_kind))
     if solver.check() != z3.sat:
         return None
-    return Witness(flow.decode(solver.model()), rule.direction, True, (rule.id,) + tuple(r.id for r in also))
+    return Witness(flow.decode(flow.minimal_model(solver)), rule.direction, True,
+                   (rule.id,) + tuple(r.id for r in also))
 
 
 # ------------------------------------------------------------------ shadowed and dead allows
@@ -265,7 +267,8 @@ def check_contradictory(ctx: Context) -> list[Finding]:
             if key not in cache:
                 cache[key] = _satisfiable(sel, role, rule.subject_kind, ctx.policy.cluster)
             if not cache[key]:
-                out.append(_finding("PC006", rule, f"the {role} selector {sel} can never match", key=str(sel)))
+                out.append(_finding("PC006", rule, f"the {role} selector {format_selector(sel)} can never match",
+                                    key=str(sel)))
     return out
 
 
@@ -286,7 +289,8 @@ def check_inventory_selectors(ctx: Context) -> list[Finding]:
                 seen[key] = any(selects(rule.subject_kind, sel, ep) for ep in subjects) if key[0] else \
                     any(sel.matches(labels) for labels in identities)
             if not seen[key]:
-                out.append(_finding("PC007", rule, f"the {role} selector {sel} matches no endpoint of the inventory",
+                out.append(_finding("PC007", rule, f"the {role} selector {format_selector(sel)} matches no endpoint "
+                                    "of the inventory",
                                     key=f"{role}:{sel}"))
     return out
 
@@ -336,7 +340,7 @@ def _missing_dd_symbolic(ctx: Context) -> list[Finding]:
             if solver.check() != z3.sat:
                 continue
             pol = _first_policy(ctx, ns)
-            witness = Witness(flow.decode(solver.model()), direction, True)
+            witness = Witness(flow.decode(flow.minimal_model(solver)), direction, True)
             out.append(Finding(_DD_CHECK[direction], f"some pods of namespace {ns} are not default-deny in "
                                                      f"{direction.value} (no policy with an {direction.value} "
                                                      "section selects them)",
@@ -459,7 +463,7 @@ def check_fqdn(ctx: Context) -> list[Finding]:
         solver.add(space.selects(rule.subject_kind, rule.subject, subject),
                    *[z3.Not(space.selects(r.subject_kind, r.subject, subject)) for r in dns])
         if solver.check() == z3.sat:
-            src = flow.decode(solver.model()).src
+            src = flow.decode(flow.minimal_model(solver)).src
             out.append(_finding("PC014", rule, "toFQDNs never matches: no egress rule with DNS L7 rules selects "
                                                "this subject, so no lookup is seen", witness=Witness(endpoint=src)))
     return out

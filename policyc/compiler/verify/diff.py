@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import z3
 
 from .. import explain
+from ..cliselector import format_peer, format_selector
 from ..evaluate import DirectionVerdict, Evaluator, Reason
 from ..inventory import Inventory
 from ..ir import Action, Direction, PolicySet, Protocol, Rule
@@ -119,13 +120,13 @@ def _describe(v_old: DirectionVerdict, v_new: DirectionVerdict, widened: bool) -
         what = ("denied by " if v_new.reason is Reason.DENIED else "no longer allowed by ") if rules else ""
     if rules:
         rule = rules[0]
-        peers = " | ".join(str(p) for p in rule.peers)
-        return str(rule.subject), peers, what + explain.rule_ref(rule), rule_location(rule)
+        peers = " | ".join(format_peer(p) for p in rule.peers)
+        return format_selector(rule.subject), peers, what + explain.rule_ref(rule), rule_location(rule)
     side = v_new if v_new.default_deny else v_old
     dd = side.default_deny[0] if side.default_deny else None
     cause = {Reason.NOT_ENFORCED: "no policy puts it in default-deny any more",
              Reason.DEFAULT_DENY: "default-deny now applies"}.get(v_new.reason, v_new.reason.value)
-    subject = str(dd.subject) if dd else v_new.subject.display
+    subject = format_selector(dd.subject) if dd else v_new.subject.display
     return subject, "any", cause, Location.of(dd.origin) if dd else None
 
 
@@ -202,7 +203,7 @@ def _direction_changes(old: PolicySet, new: PolicySet, direction: Direction,
             ports = _ports(solver, flow, group, old_d.rules + new_d.rules)
             connection = solver.check(group, other_allows[widened]) == z3.sat
             if connection:  # the witness shows a connection that really changes
-                concrete = flow.decode(solver.model())
+                concrete = flow.decode(flow.minimal_model(solver, group, other_allows[widened]))
                 v_new = getattr(ev_new.evaluate(concrete), side)
             matching = tuple(r.id for r in v_new.rules)
             out.append(Change(widened, direction, subject, peer, ports, cause, location,

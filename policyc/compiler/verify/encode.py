@@ -47,6 +47,7 @@ FLOW_PROTOCOLS = (Protocol.ICMP, Protocol.TCP, Protocol.UDP, Protocol.ICMPV6, Pr
 _LABEL_SOURCE = {Kind.POD: "k8s", Kind.NODE: "node"}
 _POD_ONLY_KEYS = (NAMESPACE_KEY, CLUSTER_KEY, SERVICE_ACCOUNT_KEY)
 _NS_NAME_KEY = NAMESPACE_LABELS_PREFIX + "kubernetes.io/metadata.name"
+_REQUIRED_KEYS = _POD_ONLY_KEYS + (_NS_NAME_KEY,)  # every pod has these: no witness can drop them
 
 
 class View(enum.Enum):
@@ -64,6 +65,12 @@ def selectors_of(rules, dds=()) -> list[Selector]:
         out += [s for p in r.peers if isinstance(p, SelectorPeer) for s in p.selectors]
     out += [d.subject for d in dds]
     return out
+
+
+# Witness addresses outside the cluster (minimal_model): documentation ranges, one per side.
+DOC_ADDRESSES = ((ipaddress.IPv4Address("203.0.113.7"), ipaddress.IPv6Address("2001:db8::7")),
+                 (ipaddress.IPv4Address("198.51.100.9"), ipaddress.IPv6Address("2001:db8::9")))
+MAX_LABEL_PREFERENCES = 16  # label keys tried one by one when a witness pod cannot drop them all
 
 
 @dataclass(frozen=True)
@@ -354,6 +361,41 @@ class SymbolicFlow:
         return (self.space.pin(self.src, flow.src) + self.space.pin(self.dst, flow.dst)
                 + [self.protocol == int(flow.protocol), self.port == flow.port]
                 + self.space.pin_local(self, flow))
+
+    def minimal_model(self, solver: z3.Solver, *assumptions) -> z3.ModelRef:
+        """A model of ``solver`` (under ``assumptions``) that reads like a person's example: TCP,
+        addresses outside the cluster IPv4 from the documentation ranges, invented pods without the
+        labels the question does not need. A preference stays only while the constraints still hold,
+        one check each, so a witness is as plain as the question allows (never ``::``, nor a pod
+        labelled ``k8s-app=kube-dns`` where any pod would do). The solver is left as it was."""
+        scopes = 0
+
+        def keep(constraint) -> bool:
+            nonlocal scopes
+            solver.push()
+            solver.add(constraint)
+            if solver.check(*assumptions) == z3.sat:
+                scopes += 1
+                return True
+            solver.pop()
+            return False
+
+        try:
+            keep(self.protocol == int(Protocol.TCP))
+            for term, v4, v6 in ((self.src, *DOC_ADDRESSES[0]), (self.dst, *DOC_ADDRESSES[1])):
+                keep(term.v4)
+                keep(term.ip4 == int(v4))
+                keep(term.ip6 == int(v6))
+                optional = [var == 0 for key, var in getattr(term, "labels", {}).items() if key not in _REQUIRED_KEYS]
+                if optional and not keep(z3.And(optional)):  # all absent at once, else one key at a time
+                    for constraint in optional[:MAX_LABEL_PREFERENCES]:
+                        keep(constraint)
+            if solver.check(*assumptions) != z3.sat:
+                raise AssertionError("minimal_model: constraints unsatisfiable")
+            return solver.model()
+        finally:
+            for _ in range(scopes):
+                solver.pop()
 
     def decode(self, model) -> Flow:
         src, dst = self.space.decode_pair(self, model)

@@ -8,12 +8,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-import os
-from pathlib import Path
-from urllib.parse import quote
 from dataclasses import dataclass
 
 from .. import explain
+from ..diagnostics import sarif_location
 from ..evaluate import Flow
 from ..ir import CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Direction, Endpoint, Origin
 
@@ -234,18 +232,8 @@ def render_json(findings: list[Finding]) -> str:
     return json.dumps({"findings": [finding_json(f) for f in findings]}, indent=2)
 
 
-def _uri(path: str) -> str:
-    """SARIF wants URI references: relative ones resolve against the checkout root in code-review tools,
-    files outside the working directory become file:// URIs; both percent-encoded."""
-    rel = os.path.relpath(path) if os.path.isabs(path) else path
-    if rel.startswith(".."):
-        return Path(path).resolve().as_uri()
-    return quote(rel.replace(os.sep, "/"))
-
-
 def _physical(loc: Location) -> dict:
-    return {"artifactLocation": {"uri": _uri(loc.file)},
-            "region": {"startLine": max(loc.line, 1), "startColumn": max(loc.column, 1)}}
+    return sarif_location(loc.file, loc.line, loc.column)
 
 
 def render_sarif(findings: list[Finding], version: str, fallback: str = "") -> str:

@@ -125,7 +125,7 @@ class _Prover:
         solver.add(space.allows(policy, flow) != promised)
         if solver.check() != z3.sat:
             return True, None, ""
-        concrete = flow.decode(solver.model())
+        concrete = flow.decode(flow.minimal_model(solver))
         verdict = self.evaluator.evaluate(concrete)
         if verdict.allowed == promised:
             raise AssertionError(f"the Z3 encoding and the evaluator disagree on {concrete}")

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Union
 
-from ..cliselector import parse_cli_selector
+from ..cliselector import looks_like_selector, parse_cli_selector
 from ..diagnostics import Diagnostic, PolicycError, Severity, format_path
 from ..frontend import FieldReader, Invalid, kind_of, parse_cidr
 from ..ir import NAMESPACE_KEY, Direction, IPNetwork, Op, Protocol, Requirement, Selector
@@ -164,9 +164,15 @@ def _selector(r: FieldReader, value, path: tuple) -> Selector:
         r.fail(path, exc.diagnostics[0].message.removeprefix("selector: "))
 
 
+_POD_REF = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+
+
 def parse_peer(r: FieldReader, value, path: tuple) -> Peer:
-    """A selector string, or a mapping with one of pods, pod, cidr, entity."""
+    """A selector string, a bare ``namespace/name`` (one pod, as on the command line), or a mapping
+    with one of pods, pod, cidr, entity."""
     if isinstance(value, str):
+        if not looks_like_selector(value) and _POD_REF.match(value.strip()):
+            return NamedPod(value.strip(), _location(r, path))
         return Pods(_selector(r, value, path), value)
     obj = r.mapping(value, path, ("pods", "pod", "cidr", "entity"))
     if len(obj) != 1:
