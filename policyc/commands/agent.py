@@ -6,14 +6,21 @@ import threading
 from pathlib import Path
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
+from .common import subcommand
 from .runtime_common import bpf_errors
 
 DEFAULT_LISTEN = "127.0.0.1:9970"
+EXAMPLES = """
+policyc agent cluster --artifact /etc/policyc/artifact --inventory-dir /var/lib/policyc/inventory \\
+    --node-name "$NODE_NAME" --node-ip "$NODE_IP"
+curl --unix-socket /run/policyc/agent.sock http://localhost/v1/status
+curl http://127.0.0.1:9970/metrics
+"""
 
 
 def register(sub) -> None:
-    parser = sub.add_parser("agent", help="run the node agent: load or adopt NAME, serve the CNI plugin and "
-                            "the runtime commands, follow the artifact and inventory directories")
+    parser = subcommand(sub, "agent", "run the node agent: load or adopt NAME, serve the CNI plugin and the "
+                        "runtime commands, follow the artifact and inventory directories", EXAMPLES)
     parser.add_argument("name", metavar="NAME", help="the loaded name it owns (adopted from the pins after a restart)")
     parser.add_argument("--artifact", required=True, metavar="DIR",
                         help="the artifact directory to load and watch (a ConfigMap volume or a plain directory)")

@@ -4,12 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
-<<<<<<< HEAD
-from .runtime_common import bpf_errors, through_agent
-=======
 from .common import add_format_arg, structured, subcommand
-from .runtime_common import bpf_errors
->>>>>>> main
+from .runtime_common import bpf_errors, through_agent
 
 
 EXAMPLES = """
@@ -32,13 +28,8 @@ def register(sub) -> None:
             p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a pod label (repeatable)")
             p.add_argument("--service-account", metavar="SA")
             p.add_argument("--attach", metavar="IFACE", help="the pod's host-side veth: put from_pod/to_pod on it "
-<<<<<<< HEAD
                            "(detached again by `endpoint remove`; relabel: a pod without hooks yet)")
-        p.add_argument("--format", choices=("text", "json"), default="text")
-=======
-                           "(detached again by `endpoint remove`)")
         add_format_arg(p)
->>>>>>> main
         p.set_defaults(run=run)
 
 
@@ -71,7 +62,6 @@ def run(args) -> int:
     if args.op == "relabel" and not ips and labels is None and getattr(args, "attach", None) is None:
         raise PolicycError(Diagnostic.simple("endpoint relabel needs --label, --ip or --attach"))
     require_root()
-<<<<<<< HEAD
     attach = getattr(args, "attach", None)
     agent = agent_for(args.name)
     if agent is not None:  # the agent owns the name: it applies the change with what it keeps in memory
@@ -79,16 +69,6 @@ def run(args) -> int:
             "op": args.op, "endpoint": args.endpoint, "ips": ips, "labels": labels,
             "service_account": getattr(args, "service_account", None), "attach": attach})
         result, hooks, detached = answer, [Attachment(**a) for a in answer["attachments"]], answer["detached"]
-=======
-    with bpf_errors():
-        state = loaded_state(args.name)
-        hooked = [a for a in state.attachments if a.endpoint == args.endpoint]
-        result = change(state, manifest_of(state)["features"], args.op, args.endpoint, ips, labels,
-                        getattr(args, "service_account", None), getattr(args, "attach", None))
-    hooks = [a for a in state.attachments if a.endpoint == args.endpoint]  # none left after a remove
-    if args.format != "text":
-        print(structured({**asdict(result), "attachments": [a.as_dict() for a in hooks]}, args.format))
->>>>>>> main
     else:
         with bpf_errors(), name_lock(args.name):
             state = loaded_state(args.name)
@@ -98,9 +78,9 @@ def run(args) -> int:
         result = asdict(change_)
         hooks = [a for a in state.attachments if a.endpoint == args.endpoint]  # none left after a remove
         detached = sorted({a.iface for a in hooked}) if args.op == "remove" else []
-    if args.format == "json":
-        print(json.dumps({**{k: v for k, v in result.items() if k not in ("attachments", "detached")},
-                          "attachments": [a.as_dict() for a in hooks]}, indent=2))
+    if args.format != "text":
+        print(structured({**{k: v for k, v in result.items() if k not in ("attachments", "detached")},
+                          "attachments": [a.as_dict() for a in hooks]}, args.format))
     else:
         ident = f"identity {result['identity']}" + (" (new)" if result["new_identity"] else "")
         print(f"{result['op']} {result['endpoint']}: {ident}, policy id {result['policy_id']}, "

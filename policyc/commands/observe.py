@@ -4,11 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
-<<<<<<< HEAD
 from ..compiler.diagnostics import Diagnostic, PolicycError
-=======
 from .common import add_format_arg, subcommand
->>>>>>> main
 from .runtime_common import bpf_errors
 
 EXAMPLES = """
