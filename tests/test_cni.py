@@ -94,7 +94,7 @@ def compile_artifact(out: Path, policies: str) -> Path:
     (src / "policies.yaml").write_text(policies)
     (src / "inventory.yaml").write_text(kube_list(COMPILED))
     assert main(["compile", str(src / "policies.yaml"), "--inventory", str(src / "inventory.yaml"),
-                 "-o", str(out)]) == 0
+                 "--output-dir", str(out)]) == 0
     return out
 
 

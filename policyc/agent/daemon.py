@@ -376,13 +376,14 @@ class Agent:
             result = self._change(op, pod, list(ips), labels, sa, iface, extra)
             self.registry[pod] = Registration(pod, container, ifname, iface, socket.if_nametoindex(iface), ips,
                                               str(req.get("netns", "")))
+            lowered = result.seconds_total
             self._save_registry()
             self._count()
         record = self.catalog.records.get(pod, {})
         self.log.info(f"registered {pod}", extra={"fields": {
             "container": container, "iface": iface, "ips": list(ips), "identity": result.identity,
             "pending": extra.pending, "lockdown": bool(record.get("lockdown")),
-            "seconds": round(time.perf_counter() - start, 5)}})
+            "seconds": round(time.perf_counter() - start, 5), "seconds_maps": round(lowered, 5)}})
         return {"endpoint": pod, "iface": iface, "ips": list(ips), "identity": result.identity,
                 "policy_id": result.policy_id, "pending": extra.pending, "lockdown": bool(record.get("lockdown"))}
 
@@ -481,8 +482,20 @@ class Agent:
 
     def status(self) -> dict:
         with self.lock:
-            loaded = collect(self.state) if self.state is not None else None
-            return {"agent": self._agent_status(), "loaded": loaded}
+            agent = self._agent_status()
+        return {"agent": agent, "loaded": self._collect()}
+
+    def _collect(self) -> dict | None:
+        """`status` of the loaded name, read without the agent's lock (it walks every map: a scrape must not
+        hold up a pod's registration); a replace moving the pins meanwhile is retried under the lock."""
+        state = self.state
+        if state is None:
+            return None
+        try:
+            return collect(state)
+        except (PolicycError, BPFError, OSError):
+            with self.lock:
+                return collect(self.state)
 
     def _agent_status(self) -> dict:
         records = self.catalog.records if self.catalog else {}
@@ -504,8 +517,8 @@ class Agent:
 
     # ---- metrics -----------------------------------------------------------------------------
     def _statuses(self) -> list[dict]:
-        with self.lock:
-            return [collect(self.state)] if self.state is not None else []
+        loaded = self._collect()
+        return [loaded] if loaded is not None else []
 
     def _count(self) -> None:
         records = self.catalog.records if self.catalog else {}

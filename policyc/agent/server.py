@@ -53,7 +53,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         agent = self.server.agent
         if url.path == "/v1/health":
-            self._reply(200, {"name": agent.config.name, "pid": os.getpid(), "ready": agent.ready})
+            self._reply(200, {"name": agent.config.name, "pid": os.getpid(), "ready": agent.ready,
+                              "artifact": agent.artifact.in_force})
         elif url.path == "/v1/status":
             self._call("status", agent.status)
         elif url.path == "/v1/observe":
