@@ -22,6 +22,7 @@ import functools
 import ipaddress
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,7 @@ class Catalog:
         self.records: dict[str, dict] = {}  # the last run-time record of each pod changed at run time
         self.by_ip: dict = {}
         self.holders: dict[frozenset, set[str]] = {}      # identity labels → pods holding them now
+        self.port_counts: dict[frozenset, Counter] = {}   # identity labels → its holders' named ports, counted
         self.classes: dict[tuple, tuple[int, set[str]]] = {}  # (subject labels, ports) → (policy id, pods)
         self.compiled_ids = {i.labels: i.id for i in src.inventory.identities}
         self.top = {"identity": max([255] + [i.id for i in src.inventory.identities if i.id < FIRST_CIDR_ID]),
@@ -160,6 +162,7 @@ class Catalog:
         for ip in pod.endpoint.ips:
             self.by_ip[ip] = name
         self.holders.setdefault(pod.endpoint.identity.labels, set()).add(name)
+        self.port_counts.setdefault(pod.endpoint.identity.labels, Counter()).update(pod.endpoint.ports)
         self.classes.setdefault(_class_key(pod.endpoint), (pod.policy_id, set()))[1].add(name)
 
     def _drop(self, name: str) -> None:
@@ -170,11 +173,15 @@ class Catalog:
         for ip in pod.endpoint.ips:
             if self.by_ip.get(ip) == name:
                 del self.by_ip[ip]
-        for table, key in ((self.holders, pod.endpoint.identity.labels), (self.classes, _class_key(pod.endpoint))):
+        labels = pod.endpoint.identity.labels
+        self.port_counts[labels].subtract(pod.endpoint.ports)
+        for table, key in ((self.holders, labels), (self.classes, _class_key(pod.endpoint))):
             members = table[key] if table is self.holders else table[key][1]
             members.discard(name)
             if not members:
                 del table[key]
+        if labels not in self.holders:
+            del self.port_counts[labels]
 
     def apply(self, rec: dict) -> None:
         """One recorded change (a line of ``State.runtime``)."""
@@ -207,18 +214,22 @@ class Catalog:
 
     def peers(self, extra: Endpoint | None = None, without: str | None = None) -> tuple[PeerIdentity, ...]:
         """Every identity as a policy peer (what lower.peer_identities gives), optionally as if ``without``
-        had left and ``extra`` had come."""
-        ports: dict[int, set] = {}
-        labels: dict[int, frozenset] = {}
-        eps = [p.endpoint for n, p in self.pods.items() if n != without] + ([extra] if extra else [])
-        for ep in eps:
-            labels[ep.identity.id] = ep.identity.labels
-            ports.setdefault(ep.identity.id, set()).update(ep.ports)
+        had left and ``extra`` had come; linear in identities, not pods (named ports are kept counted)."""
+        gone = self.pods.get(without) if without else None
+        counts = dict(self.port_counts)
+        if gone is not None:
+            labels = gone.endpoint.identity.labels
+            if self.holders[labels] == {without}:
+                del counts[labels]
+            else:
+                counts[labels] = counts[labels] - Counter(gone.endpoint.ports)
+        if extra is not None:
+            counts[extra.identity.labels] = counts.get(extra.identity.labels, Counter()) + Counter(extra.ports)
         out = dict(self.fixed_peers)
-        for ident, lbls in labels.items():
-            out[ident] = PeerIdentity(ident, lbls, None,
-                                      tuple(sorted(ports[ident], key=lambda n: (n.name, n.protocol, n.port))),
-                                      pending_scope(lbls))
+        for labels, ports in counts.items():
+            ident = extra.identity.id if extra is not None and labels == extra.identity.labels else \
+                self.pods[next(iter(self.holders[labels]))].endpoint.identity.id
+            out[ident] = PeerIdentity(ident, labels, None, _sorted_ports(+ports), pending_scope(labels))
         return tuple(out[k] for k in sorted(out))
 
     def identity_labels(self, endpoint: str, labels: dict, service_account: str, extra: "Extra") -> frozenset:
@@ -227,9 +238,13 @@ class Catalog:
 
     def peer(self, ep: Endpoint) -> PeerIdentity:
         """``ep``'s identity as a peer when no other pod holds it (its own named ports only)."""
-        return PeerIdentity(ep.identity.id, ep.identity.labels, None,
-                            tuple(sorted(set(ep.ports), key=lambda n: (n.name, n.protocol, n.port))),
+        return PeerIdentity(ep.identity.id, ep.identity.labels, None, _sorted_ports(Counter(ep.ports)),
                             pending_scope(ep.identity.labels))
+
+
+def _sorted_ports(counts: Counter) -> tuple:
+    return tuple(sorted((p for p, n in counts.items() if n > 0),
+                        key=lambda n: (n.name, n.protocol, n.port)))
 
 
 def _another(members, name: str) -> str | None:
@@ -480,6 +495,6 @@ def _entries(cat: Catalog, ep: Endpoint, shared: bool, policy_id: int, new_class
     if new_class:
         identities = cat.peers(extra=ep, without=ep.display)
         for d in Direction:
-            entries += subject_entries(evaluator, policy_id, ep, d, identities, port_lpm)
+            entries += subject_entries(evaluator, policy_id, ep, d, identities, port_lpm, cat.src.matcher)
     _features_needed(entries, features, cat.src.levels)
     return entries
