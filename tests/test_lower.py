@@ -13,13 +13,13 @@ from dpgen import (inventory, make_rule, policy_set, policy_sets, selector,
 from policyc.compiler.diagnostics import PolicycError
 from policyc.compiler.entities import FIRST_CIDR_ID
 from policyc.compiler.evaluate import Evaluator, Flow
-from policyc.compiler.inventory import external
+from policyc.compiler.inventory import external, pod_labels
 from policyc.compiler.ir import (Action, CIDRPeer, Direction, L3_ONLY, L7Rules, NamedPort, PortMatch, Protocol,
                                  Selector, SelectorPeer, SubjectKind)
 from policyc.compiler.codegen import render
 from policyc.compiler.layouts import layouts
-from policyc.compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, fallback_levels, lower,
-                                   prefix_blocks)
+from policyc.compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, PeerIdentity, PeerMatcher,
+                                   fallback_levels, lower, prefix_blocks)
 from policyc.compiler.mapdata import build_maps, decode_maps_bin, encode_maps_bin
 
 IN, EG = Direction.INGRESS, Direction.EGRESS
@@ -229,3 +229,14 @@ def test_generated_c_leaves_out_unused_paths():
                ".prefixlen = 96")
     for marker in markers:
         assert marker not in sources["plain"] and marker in sources["rich"], marker
+
+
+def test_the_peer_matcher_answers_for_the_labels_a_number_has_now():
+    """A resident agent keeps one matcher across changes; a refused change leaves its trial number free, and
+    the next label set that takes the number must be matched for its own labels."""
+    rule = make_rule(1, selector("x", "a"), IN, Action.ALLOW, [SelectorPeer((selector(pod="b"),))], [])
+    matcher = PeerMatcher(policy_set([rule]))
+    b = pod_labels({"pod": "b"}, "x", {"kubernetes.io/metadata.name": "x"}, "default", "default")
+    c = pod_labels({"pod": "c"}, "x", {"kubernetes.io/metadata.name": "x"}, "default", "default")
+    assert matcher.matches(rule, PeerIdentity(300, b))
+    assert not matcher.matches(rule, PeerIdentity(300, c))

@@ -6,7 +6,10 @@ import json
 import pytest
 
 from kernelreq import require_kernel
+from policyc.bpf_runtime.endpoints import catalog_of, change
+from policyc.bpf_runtime.loaded import loaded_state, manifest_of
 from policyc.cli import main
+from policyc.compiler.diagnostics import PolicycError
 from runtimekit import XA, XB, XC, compile_to, loaded_name, passes
 
 pytestmark = pytest.mark.kernel
@@ -113,6 +116,25 @@ def test_feature_compiled_out_is_refused(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "compiled without (deny)" in err and "Traceback" not in err
         assert passes(name, "to_pod", XA, XC)  # nothing changed
+
+
+def test_a_refused_change_leaves_nothing_in_a_kept_catalog(tmp_path):
+    """The agent keeps one catalog across changes.  A refused relabel tried the next free number for its label
+    set (one that pod=b rules match); the next new label set gets that number and must be lowered for its own
+    labels, not for what the refused one matched."""
+    require_kernel()
+    art = compile_to(tmp_path / "deny", POLICIES + "---\n" + DENY)
+    with loaded_name("pcrtest-ep6") as name:
+        assert main(["load", str(art), "--name", name]) == 0
+        state = loaded_state(name)
+        features = manifest_of(state)["features"]
+        cat = catalog_of(state, features)
+        with pytest.raises(PolicycError, match="compiled without"):
+            change(state, features, "relabel", "x/c", labels={"pod": "b", "role": "locked"}, catalog=cat)
+        moved = change(state, features, "relabel", "x/c", labels={"pod": "zzz"}, catalog=cat)
+        assert moved.new_identity
+        assert not passes(name, "to_pod", XC, XA)  # pod=zzz is not pod=b: x/a's policy admits it nowhere
+        assert passes(name, "to_pod", XB, XA)
 
 
 def test_artifact_without_sources_is_a_clear_error(art, tmp_path, capsys):

@@ -207,20 +207,24 @@ class PeerMatcher:
 
     Policies repeat the same peers (DNS, a neighbour app, the internet) across
     rules and every policy class asks about every identity; one lower() shares
-    one matcher, so each distinct peer meets each identity once.
+    one matcher, so each distinct peer meets each identity once.  The memo is
+    keyed by number *and* labels: a resident agent keeps one matcher across
+    changes, and a refused change leaves its trial number free for the next
+    label set.
     """
 
     def __init__(self, policy: PolicySet):
         index: dict = {}
         self._peers = {id(r): tuple(index.setdefault(p, len(index)) for p in r.peers) for r in policy.rules}
         self._distinct = tuple(index)
-        self._memo: dict[tuple[int, int], bool] = {}
+        self._memo: dict[tuple[int, int, frozenset], bool] = {}
 
     def matches(self, rule: Rule, peer: PeerIdentity) -> bool:
         for i in self._peers[id(rule)]:
-            hit = self._memo.get((i, peer.id))
+            key = (i, peer.id, peer.labels)  # a frozenset keeps its hash: the labels cost one lookup
+            hit = self._memo.get(key)
             if hit is None:
-                hit = self._memo[(i, peer.id)] = peer_matches(self._distinct[i], peer)
+                hit = self._memo[key] = peer_matches(self._distinct[i], peer)
             if hit:
                 return True
         return False
