@@ -57,7 +57,8 @@ def main(sizes: list[int]) -> None:
             sp.write_text(spec(n))
             a, b = load_policies([old])[0], load_policies([new])[0]
             t_check, _ = timed(lambda: run_checks(a))
-            t_diff, changes = timed(lambda: semantic_diff(a, b))
+            t_diff, result = timed(lambda: semantic_diff(a, b))
+            changes = result.changes
             assert [c.ports for c in changes] == [("9999/TCP",)], changes
             t_verify, outcomes = timed(lambda: prove(a, load_spec(str(sp))))
             assert len(outcomes) == 31

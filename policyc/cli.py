@@ -11,8 +11,8 @@ from .commands.common import EXIT_STATUS
 from .commands.terminal import colourise
 from .compiler.diagnostics import PolicycError, render
 
-COMMANDS = ("validate", "query", "matrix", "check", "diff", "verify", "compile",
-            "load", "unload", "status", "observe", "endpoint", "agent")
+COMMANDS = ("validate", "query", "matrix", "paths", "blast-radius", "graph", "check", "diff", "verify",
+            "compile", "load", "unload", "status", "observe", "endpoint", "agent")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"policyc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"policyc.commands.{name}").register(sub)
+        importlib.import_module(f"policyc.commands.{name.replace('-', '_')}").register(sub)
     return parser
 
 

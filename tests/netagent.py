@@ -16,6 +16,16 @@ stream ADDR PORT STREAM INTERVAL
 hold ADDR PORT
     opens a TCP connection, prints ``connected`` (or ``failed``), then for each line on stdin
     sends it and prints the echo of the server's answer, or ``timeout``.
+sink PORT
+    prints ``ready``, accepts one TCP connection, reads it to the end and answers with the number
+    of bytes it read.
+send ADDR PORT NBYTES TIMEOUT
+    sends NBYTES over one TCP connection, closes its side and prints ``{"answer": ...}`` (the sink's
+    count) or ``{"error": ...}`` when nothing completes within TIMEOUT seconds.
+udpecho PORT
+    prints ``ready``, then answers each UDP datagram with one of the same size.
+udpbig ADDR PORT NBYTES TIMEOUT
+    sends one NBYTES datagram (the kernel fragments it) and prints the size of the answer, or 0.
 """
 from __future__ import annotations
 
@@ -181,6 +191,51 @@ def hold(addr: str, port: int) -> None:
             print(f"error {exc}", flush=True)
 
 
+def _bind(kind: int, port: int) -> socket.socket:
+    sock = _listen(kind, port)
+    sock.setblocking(True)
+    print("ready", flush=True)
+    return sock
+
+
+def sink(port: int) -> None:
+    server = _bind(socket.SOCK_STREAM, port)
+    conn, _ = server.accept()
+    total = 0
+    while data := conn.recv(65536):
+        total += len(data)
+    conn.sendall(str(total).encode())
+    conn.close()
+
+
+def send(addr: str, port: int, nbytes: int, timeout: float) -> None:
+    try:
+        with socket.create_connection((addr, port), timeout=timeout) as sock:
+            sock.sendall(b"x" * nbytes)
+            sock.shutdown(socket.SHUT_WR)
+            answer = sock.recv(64).decode()
+        print(json.dumps({"answer": answer}))
+    except OSError as exc:
+        print(json.dumps({"error": str(exc)}))
+
+
+def udpecho(port: int) -> None:
+    sock = _bind(socket.SOCK_DGRAM, port)
+    while True:
+        data, peer = sock.recvfrom(65535)
+        sock.sendto(b"y" * len(data), peer)
+
+
+def udpbig(addr: str, port: int, nbytes: int, timeout: float) -> None:
+    with socket.socket(_family(addr), socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.sendto(b"x" * nbytes, (addr, port))
+            print(len(sock.recvfrom(65535)[0]))
+        except OSError:
+            print(0)
+
+
 def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "serve":
@@ -196,6 +251,14 @@ def main(argv: list[str]) -> None:
         stream(argv[1], int(argv[2]), argv[3], float(argv[4]))
     elif mode == "hold":
         hold(argv[1], int(argv[2]))
+    elif mode == "sink":
+        sink(int(argv[1]))
+    elif mode == "send":
+        send(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))
+    elif mode == "udpecho":
+        udpecho(int(argv[1]))
+    elif mode == "udpbig":
+        udpbig(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

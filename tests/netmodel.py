@@ -3,8 +3,9 @@
 Each pod of an inventory gets its own namespace with ``eth0``, its inventory addresses (/32, /128)
 and a default route to a gateway address that every host-side veth holds (169.254.1.1, fe80::1);
 the host sides (``<prefix>h<i>``) live in the node namespace, which routes one /32 (/128) per pod
-and forwards. Neighbour entries are static, so no ARP or ND has to cross the policy hooks, which
-sit on the host-side veths exactly where Cilium puts them.
+and forwards. Neighbour entries are static by default, so no ARP or ND has to cross the policy
+hooks, which sit on the host-side veths exactly where Cilium puts them; ``static_neighbours=False``
+leaves address resolution to ARP and IPv6 neighbour discovery, through the hooks.
 
 Every pod runs tests/netagent.py as a TCP and UDP server that answers with its ``ns/pod``; probes
 run from each source pod in one process, all destinations at once. ``NetModel`` is a context
@@ -113,11 +114,13 @@ def cleanup(prefix: str) -> None:
 class NetModel:
     """Build the topology on enter, tear all of it down on exit (even after a failure)."""
 
-    def __init__(self, inventory, workdir: Path, prefix: str = "pce", ports: tuple[int, ...] = (80, 81)):
+    def __init__(self, inventory, workdir: Path, prefix: str = "pce", ports: tuple[int, ...] = (80, 81),
+                 static_neighbours: bool = True):
         self.prefix = prefix
         self.node = f"{prefix}-node"
         self.workdir = Path(workdir)
         self.ports = ports
+        self.static_neighbours = static_neighbours
         self.pods = [Pod(ep.display, f"{prefix}-{ep.namespace}-{ep.name}", f"{prefix}h{i}", tuple(ep.ips), i)
                      for i, ep in enumerate(inventory.pods)]
         self.by_name = {p.display: p for p in self.pods}
@@ -168,8 +171,9 @@ class NetModel:
         if self.ipv6:
             node_cmds.append(f"addr add {GATEWAY6}/64 dev {pod.host_if} nodad")
         for ip in pod.ips:
-            node_cmds += [f"route add {ip}/{ip.max_prefixlen} dev {pod.host_if}",
-                          f"neigh replace {ip} lladdr {pod.pod_mac} dev {pod.host_if} nud permanent"]
+            node_cmds.append(f"route add {ip}/{ip.max_prefixlen} dev {pod.host_if}")
+            if self.static_neighbours:
+                node_cmds.append(f"neigh replace {ip} lladdr {pod.pod_mac} dev {pod.host_if} nud permanent")
         run(["ip", "-n", pod.netns, "-batch", "-"], input="\n".join(self._pod_cmds(pod)) + "\n")
         return node_cmds
 
@@ -215,12 +219,13 @@ class NetModel:
         for ip in pod.ips:
             cmds.append(f"addr add {ip}/{ip.max_prefixlen} dev eth0" + (" nodad" if ip.version == 6 else ""))
         if any(ip.version == 4 for ip in pod.ips):
-            cmds += [f"route add {GATEWAY4} dev eth0 scope link",
-                     f"route add default via {GATEWAY4} dev eth0",
-                     f"neigh replace {GATEWAY4} lladdr {pod.host_mac} dev eth0 nud permanent"]
+            cmds += [f"route add {GATEWAY4} dev eth0 scope link", f"route add default via {GATEWAY4} dev eth0"]
+            if self.static_neighbours:
+                cmds.append(f"neigh replace {GATEWAY4} lladdr {pod.host_mac} dev eth0 nud permanent")
         if has6:
-            cmds += [f"route add ::/0 via {GATEWAY6} dev eth0",
-                     f"neigh replace {GATEWAY6} lladdr {pod.host_mac} dev eth0 nud permanent"]
+            cmds.append(f"route add ::/0 via {GATEWAY6} dev eth0")
+            if self.static_neighbours:
+                cmds.append(f"neigh replace {GATEWAY6} lladdr {pod.host_mac} dev eth0 nud permanent")
         return cmds
 
     def sysctl(self, netns: str, key: str, value: str) -> None:

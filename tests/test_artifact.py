@@ -79,13 +79,22 @@ spec:
 """
 
 
-def test_compile_reports_flows_that_go_to_the_l7_proxy(tmp_path, capsys):
+def test_l7_rules_are_refused_unless_enforced_as_l4_only(tmp_path, capsys):
+    """No proxy sees any packet: by default compile refuses, naming the rule where it was written;
+    --l7 l4-only compiles them as L4 allows and says so, and nothing claims a proxy."""
     (tmp_path / "p.yaml").write_text(L7_POLICY)
-    assert main(["compile", str(tmp_path / "p.yaml"), "--inventory", str(INVENTORY),
-                 "--output-dir", str(tmp_path / "out")]) == 0
+    args = ["compile", str(tmp_path / "p.yaml"), "--inventory", str(INVENTORY), "--output-dir", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (f"{tmp_path / 'p.yaml'}:7:5: error: spec.ingress[0]: CiliumNetworkPolicy x/web: its http L7 rules need a "
+            "proxy, and policyc has none: compile with `--l7 l4-only`") in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert main(args + ["--l7", "l4-only"]) == 0
     out = capsys.readouterr().out
-    assert "l7=yes" in out and "L7 proxy: x/a ingress from x/b 80/TCP (rule 1)" in out
-    assert "PROXY_MARK" in (tmp_path / "out" / "policyc.bpf.c").read_text()
+    assert "l7=yes" in out and "L7 rules enforced as L4 only: x/a ingress from x/b 80/TCP (rule 1)" in out
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["l7"] == "l4-only" and manifest["features"]["l7"]
+    assert "mark" not in (tmp_path / "out" / "policyc.bpf.c").read_text()
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path, capsys):

@@ -100,7 +100,7 @@ def test_bcc_compiled_generated_policy_sets(policy, v6, tmp_path_factory, monkey
     require_bcc(tmp_path_factory.getbasetemp(), monkeypatch)
     inventory = standard_inventory(v6, node=True)
     out = tmp_path_factory.mktemp("bcc-gen")
-    result = compile_artifact(policy, inventory, out, [])
+    result = compile_artifact(policy, inventory, out, [], l7="l4-only")
     mismatches = run_probes(out, policy, default_probes(policy, inventory, result.datapath),
                             opener=compile_and_load)
     assert not mismatches, "\n".join(map(str, mismatches[:20]))

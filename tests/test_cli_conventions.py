@@ -15,7 +15,7 @@ from cases import E2E_INVENTORY, ROOT, own
 from policyc.cli import build_parser, main
 from policyc.commands import terminal
 
-VOCABULARY = {"text", "json", "yaml", "sarif", "markdown", "junit", "csv"}
+VOCABULARY = {"text", "json", "yaml", "sarif", "markdown", "junit", "csv", "dot", "graphml", "svg", "png"}
 CASE = own("L12-knp-pod-peer-is-own-namespace")
 POLICY = str(CASE / "policies")
 INV = str(E2E_INVENTORY)

@@ -73,7 +73,7 @@ def test_generated_policy_sets_in_kernel(policy, v6, tmp_path_factory):
     require_kernel()
     inventory = standard_inventory(v6, node=True)
     out = tmp_path_factory.mktemp("gen")
-    result = compile_artifact(policy, inventory, out, [])
+    result = compile_artifact(policy, inventory, out, [], l7="l4-only")
     probes = default_probes(policy, inventory, result.datapath)
     mismatches = run_probes(out, policy, probes)
     assert not mismatches, "\n".join(map(str, mismatches[:20]))
@@ -95,7 +95,7 @@ def test_ipv6_icmp_l7_and_ranges_in_kernel(tmp_path):
         make_rule(2, selector("x"), Direction.EGRESS, Action.DENY, [CIDRPeer(net("2001:db8:2::/48"))],
                   [PortMatch(Protocol.TCP, 443, 443)]),
     ])
-    result = compile_artifact(policy, inventory, tmp_path, [])
+    result = compile_artifact(policy, inventory, tmp_path, [], l7="l4-only")
     feats = result.datapath.features
     assert feats.ipv6 and feats.icmp and feats.l7 and feats.port_ranges and feats.deny
     probes = default_probes(policy, inventory, result.datapath)

@@ -20,7 +20,7 @@ import yaml
 from bccreq import require_bcc
 from cases import E2E_INVENTORY, inventory as case_inventory, own, own_cases, params, policy_paths
 from kernelreq import require_kernel
-from netmodel import PIN_ROOT, STATE_DIR, NetModel, leftovers, policyc_argv, policyc_env, run
+from netmodel import PIN_ROOT, STATE_DIR, NetModel, in_netns, leftovers, policyc_argv, policyc_env, run
 from policyc.compiler.inventory import Inventory, load_inventory
 
 pytestmark = pytest.mark.kernel
@@ -499,3 +499,80 @@ def test_pod_added_at_run_time_is_enforced_and_survives_a_replace(tmp_path, empt
         bad = mismatches(expected, observed)
         assert not bad, f"{label}: {len(bad)} of {len(expected)} flows differ:\n" + "\n".join(bad[:40])
     assert mats[1][(display, "y/a", 80, "TCP")] == "deny" and unhooked[(display, "y/a", 80, "TCP")][0] == "allow"
+
+
+# -- a node's own traffic: neighbour discovery, PMTU discovery, fragments --------------------------
+
+NODE_TRAFFIC = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: locked, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {pod: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {pod: b}}, {matchLabels: {pod: c}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}, {port: "9000", protocol: TCP}, {port: "9000", protocol: UDP}]}]
+  egress:
+  - toEndpoints: [{matchLabels: {pod: b}}, {matchLabels: {pod: c}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}, {port: "9000", protocol: TCP}, {port: "9000", protocol: UDP}]}]
+"""
+SMALL_MTU = 1280  # the smallest IPv6 allows
+
+
+def agent(model: NetModel, pod: str, *args: str) -> str:
+    """Run one netagent command in ``pod`` to its end; its output."""
+    proc = model.spawn(model.by_name[pod].netns, list(args))
+    out, err = proc.communicate(timeout=60)
+    model.procs.remove(proc)
+    assert proc.returncode == 0, err
+    return out.strip()
+
+
+def serving(model: NetModel, pod: str, *args: str):
+    proc = model.spawn(model.by_name[pod].netns, list(args))
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    return proc
+
+
+def test_node_traffic_through_the_hooks(tmp_path, empty):
+    """x/a is default-deny both ways and talks only to x/b and x/c, yet with no static neighbours:
+    IPv6 neighbour discovery (and ARP) crosses its hooks, so every allowed flow works over both
+    families and denied ones stay denied; x/b sits behind a 1280-byte link, so a large TCP transfer
+    from x/a needs the node's fragmentation-needed / Packet Too Big to reach x/a; a 4000-byte UDP
+    datagram to x/c and its 4000-byte answer cross the hooks in fragments."""
+    require_kernel()
+    inventory = dual_stack_inventory(INVENTORY, tmp_path / "inventory.yaml")
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "locked.yaml").write_text(NODE_TRAFFIC)
+    paths = [str(tmp_path / "policies")]
+    pods = load_inventory([inventory]).pods[:3]  # x/a, x/b, x/c
+    expected = {f: v for f, v in matrix(paths, inventory).items()
+                if f[0] in {p.display for p in pods} and f[1] in {p.display for p in pods}}
+    artifact = compile_case(paths, inventory, tmp_path / "artifact")
+    prefix, name = f"{PREFIX}n", f"{PREFIX}n-node"
+    with NetModel(Inventory(endpoints=pods), tmp_path / "work", prefix=prefix, static_neighbours=False) as m:
+        xb = m.by_name["x/b"]
+        run(in_netns(m.node, ["ip", "link", "set", xb.host_if, "mtu", str(SMALL_MTU)]))
+        with loaded(m, artifact, name):
+            observed = m.probe(list(expected))
+            neighbours = m.node_run(["ip", "-6", "neigh", "show", "dev", m.by_name["x/a"].host_if]).stdout
+            transfers = {}
+            for ip in xb.ips:
+                sink = serving(m, "x/b", "sink", "9000")
+                transfers[ip.version] = json.loads(agent(m, "x/a", "send", str(ip), "9000", "300000", "10"))
+                sink.wait(timeout=10)
+                m.procs.remove(sink)
+            echo = serving(m, "x/c", "udpecho", "9000")
+            answers = {ip.version: max(int(agent(m, "x/a", "udpbig", str(ip), "9000", "4000", "1")) for _ in range(3))
+                       for ip in m.by_name["x/c"].ips}
+            status = json.loads(m.policyc("status", name, "--format", "json").stdout)
+    assert echo.poll() is not None  # killed with the model
+    bad = mismatches(expected, observed)
+    assert not bad, "without static neighbours:\n" + "\n".join(bad)
+    assert any(v == "allow" for v in expected.values()) and any(v == "deny" for v in expected.values())
+    assert "fd00::1:1 lladdr" in neighbours, neighbours  # learned by neighbour discovery, through the hooks
+    assert transfers == {4: {"answer": "300000"}, 6: {"answer": "300000"}}, transfers
+    assert answers == {4: 4000, 6: 4000}, answers
+    stats = status["datapath"]["stats"]
+    assert stats["nd_passed"] > 0 and stats["icmp_related"] > 0, stats
+    assert not status["datapath"]["drops"], status["datapath"]["drops"]

@@ -160,10 +160,13 @@ def test_check_reports_only_the_documented_findings(capsys):
 
 
 def test_compiles(tmp_path, capsys):
-    code, out, err = run_cli(capsys, "compile", POLICIES, "--inventory", INVENTORY, "--output-dir", str(tmp_path / "art"))
+    art = ["--output-dir", str(tmp_path / "art")]
+    code, out, err = run_cli(capsys, "compile", POLICIES, "--inventory", INVENTORY, *art)
+    assert code == 2 and "policies/shop/catalog.yaml" in err and "need a proxy" in err
+    code, out, err = run_cli(capsys, "compile", POLICIES, "--inventory", INVENTORY, *art, "--l7", "l4-only")
     assert code == 0, err
     assert "compiled 27 rules" in out
-    assert "L7 proxy: shop/catalog ingress from shop/frontend 8080/TCP" in out
+    assert "L7 rules enforced as L4 only: shop/catalog ingress from shop/frontend 8080/TCP" in out
     assert (tmp_path / "art" / "manifest.json").is_file()
 
 
@@ -171,7 +174,7 @@ def test_compiles(tmp_path, capsys):
 def test_compiled_example_agrees_with_evaluator_in_kernel(tmp_path, capsys):
     require_kernel()
     code, out, err = run_cli(capsys, "compile", POLICIES, "--inventory", INVENTORY, "--output-dir", str(tmp_path / "art"),
-                             "--validate")
+                             "--l7", "l4-only", "--validate")
     assert code == 0, err
     assert " 0 mismatch(es)" in out
 

@@ -225,7 +225,7 @@ def test_generated_c_leaves_out_unused_paths():
     for name, pol in (("plain", plain), ("rich", rich)):
         dp = lower(pol, inv)
         sources[name] = render(dp, build_maps(dp, {})[0], "test", [])
-    markers = ("struct ipv6hdr", "REASON_DENIED;", "ANY_PEER, dir", "PROXY_MARK;", "struct icmp_head *",
+    markers = ("struct ipv6hdr", "REASON_DENIED;", "ANY_PEER, dir", "f->port = h->type;",
                ".prefixlen = 96")
     for marker in markers:
         assert marker not in sources["plain"] and marker in sources["rich"], marker

@@ -21,7 +21,7 @@ SHOP = Path(__file__).resolve().parent.parent / "examples" / "shop"
 def shop(tmp_path_factory) -> State:
     out = tmp_path_factory.mktemp("catalog") / "shop"
     assert main(["compile", str(SHOP / "policies"), "--inventory", str(SHOP / "inventory.yaml"),
-                 "--output-dir", str(out)]) == 0
+                 "--l7", "l4-only", "--output-dir", str(out)]) == 0
     return State("shop", str(out), manifest_sha256(out), "/nonexistent", "tcx", 0.0)
 
 

@@ -124,7 +124,7 @@ def test_a_refused_change_leaves_nothing_in_a_kept_catalog(tmp_path):
     labels, not for what the refused one matched."""
     require_kernel()
     art = compile_to(tmp_path / "deny", POLICIES + "---\n" + DENY)
-    with loaded_name("pcrtest-ep6") as name:
+    with loaded_name("pcrtest-ep7") as name:
         assert main(["load", str(art), "--name", name]) == 0
         state = loaded_state(name)
         features = manifest_of(state)["features"]
@@ -148,3 +148,46 @@ def test_artifact_without_sources_is_a_clear_error(art, tmp_path, capsys):
         err = capsys.readouterr().err
         assert "sources.json" in err and "Traceback" not in err
         assert main(["endpoint", "remove", name, "x/c"]) == 2  # every change needs the sources
+
+
+NAMED = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: api, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {role: api}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {pod: b}}]
+    toPorts: [{ports: [{port: http, protocol: TCP}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {pod: c}}
+  egress:
+  - toEndpoints: [{matchLabels: {role: api}}]
+    toPorts: [{ports: [{port: http, protocol: TCP}]}]
+"""
+
+
+def test_added_endpoint_brings_its_named_ports(tmp_path, capsys):
+    """No compiled pod has a port named http: `endpoint add --port http=8080/TCP` resolves the rules
+    naming it, for the pod as a subject (ingress) and as a peer (egress, also a second pod of the same
+    identity with another number); a pod added without the port is reached on none."""
+    require_kernel()
+    art = compile_to(tmp_path / "named", NAMED)
+    xd, xe, xf = "10.244.1.9", "10.244.1.10", "10.244.1.11"
+    with loaded_name("pcrtest-ep6") as name:
+        assert main(["load", str(art), "--name", name]) == 0
+        _endpoint(capsys, "add", name, "x/d", "--ip", xd, "--label", "role=api", "--port", "http=8080/TCP")
+        assert passes(name, "to_pod", XB, xd, dport=8080) and not passes(name, "to_pod", XB, xd, dport=80)
+        assert passes(name, "from_pod", XC, xd, dport=8080) and not passes(name, "from_pod", XC, xd, dport=80)
+        _endpoint(capsys, "add", name, "x/e", "--ip", xe, "--label", "role=api", "--port", "http=9090")
+        assert passes(name, "from_pod", XC, xe, dport=9090) and passes(name, "to_pod", XB, xe, dport=9090)
+        _endpoint(capsys, "add", name, "x/f", "--ip", xf, "--label", "role=api")
+        assert not passes(name, "to_pod", XB, xf, dport=8080) and not passes(name, "to_pod", XB, xf, dport=9090)
+        for bad in ("http", "http=0/TCP", "HTTP=80", "http=80/ICMP", "a-very-long-port-name=80"):
+            assert main(["endpoint", "add", name, "x/g", "--ip", "10.244.1.12", "--label", "a=b", "--port", bad]) == 2
+            err = capsys.readouterr().err
+            assert "expected NAME=PORT[/PROTO]" in err and "Traceback" not in err

@@ -72,6 +72,41 @@ def test_load_status_observe_unload(art3, capsys):
         assert main(["unload", name]) == 0  # idempotent
 
 
+def test_datapath_drops_and_event_accounting_in_status_metrics_and_observe(art3, capsys):
+    """A packet no rule decides (an IPv4 header shorter than 20 bytes) is dropped with its reason: counted
+    in `status` and the metrics, reported by `observe`; the event counters are there, at zero."""
+    from policyc.bpf_runtime.libbpf import Program
+    from policyc.bpf_runtime.testrun import SKB_CTX_BYTES, TC_ACT_SHOT, frame
+    from policyc.compiler.ir import Protocol
+    import ipaddress
+
+    with loaded_name("pcrtest-drops") as name:
+        assert main(["load", str(art3), "--name", name]) == 0
+        good = frame(ipaddress.ip_address(XB), ipaddress.ip_address(XA), Protocol.TCP, 40000, 80)
+        short = good[:14] + bytes([0x44]) + good[15:]  # IHL 4
+        prog = Program.open_pinned(str(pins(name) / "progs" / "to_pod"))
+        try:
+            assert prog.test_run(short, ctx=bytes(SKB_CTX_BYTES)).retval == TC_ACT_SHOT
+        finally:
+            prog.close()
+        capsys.readouterr()
+        assert main(["status", name, "--format", "json"]) == 0
+        datapath = json.loads(capsys.readouterr().out)["datapath"]
+        assert datapath["drops"] == [{"reason": "malformed-packet", "packets": 1, "bytes": len(short)}]
+        assert datapath["stats"]["events_lost"] == 0 and datapath["stats"]["events_ratelimited_drop"] == 0
+        assert main(["status", name]) == 0
+        assert "dropped (malformed-packet): 1 packets" in capsys.readouterr().out
+        assert main(["status", name, "--metrics"]) == 0
+        metrics = capsys.readouterr().out
+        assert f'policyc_drop_packets_total{{name="{name}",reason="malformed-packet"}} 1' in metrics
+        assert f'policyc_events_lost_total{{name="{name}"}} 0' in metrics
+        assert f'policyc_events_ratelimited_total{{name="{name}",verdict="drop"}} 0' in metrics
+        assert main(["observe", name, "--format", "json"]) == 0
+        flows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(f["verdict"], f["direction"], f["reason"], f["destination"]) for f in flows] == [
+            ("deny", "ingress", "malformed-packet", "x/a")]
+
+
 def test_attach_file_and_replace_with_a_new_attachment_set(art3, tmp_path, capsys):
     with veths("pcr7", "pcr8") as (if0, if1), loaded_name("pcrtest-af") as name:
         listing = tmp_path / "attach.txt"

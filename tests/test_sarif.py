@@ -39,8 +39,12 @@ _RESULT = _obj({"ruleId": {"type": "string"}, "ruleIndex": {"type": "integer", "
                 "properties": {"type": "object"}}, ["message", "locations"])  # GitHub needs a location
 _DRIVER = _obj({"name": {"type": "string"}, "version": {"type": "string"}, "informationUri": {"type": "string"},
                 "rules": {"type": "array", "items": _RULE}}, ["name"])
+_NOTIFICATION = _obj({"message": _MESSAGE, "level": LEVEL}, ["message"])
+_INVOCATION = _obj({"executionSuccessful": {"type": "boolean"},
+                    "toolExecutionNotifications": {"type": "array", "items": _NOTIFICATION}}, ["executionSuccessful"])
 SUBSET = _obj({"$schema": {"type": "string"}, "version": {"enum": ["2.1.0"]},
                "runs": {"type": "array", "items": _obj({"tool": _obj({"driver": _DRIVER}, ["driver"]),
+                                                        "invocations": {"type": "array", "items": _INVOCATION},
                                                         "results": {"type": "array", "items": _RESULT}},
                                                        ["tool"])}},
               ["version", "runs"])
@@ -59,6 +63,9 @@ def _logs(capsys, tmp_path) -> list[dict]:
             _sarif(["check", str(spaced / "planted.yaml"), "--format", "sarif", "--fail-on", "never"], capsys),
             _sarif(["diff", str(DATA / "diff" / "old.yaml"), str(DATA / "diff" / "new.yaml"), "--format", "sarif"],
                    capsys),
+            # the gate's verdict and any cut-short search are notifications of the run's invocation
+            _sarif(["diff", str(DATA / "diff" / "old.yaml"), str(DATA / "diff" / "new.yaml"), "--format", "sarif",
+                    "--no-new-access", "--max-groups", "1"], capsys),
             # namespace legacy has pods but no policy: PC008/PC009 belong to no rule
             _sarif(["check", str(DATA / "checks" / "PC003" / "pass.yaml"), "--inventory",
                     str(DATA / "verify" / "inventory.yaml"), "--format", "sarif", "--fail-on", "never"], capsys)]
@@ -76,6 +83,13 @@ def test_sarif_matches_the_schema_subset(capsys, tmp_path):
             assert len(ids) == len(set(ids))
 
 
+def test_gate_verdict_is_a_notification(capsys, tmp_path):
+    gate = _logs(capsys, tmp_path)[3]["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    assert [n["level"] for n in gate][-2:] == ["error", "error"]
+    assert gate[-2]["message"]["text"].startswith("no-new-access: FAIL")
+    assert "443/TCP" in gate[-1]["message"]["text"]
+
+
 def test_findings_without_a_rule_point_at_the_inventory(capsys, tmp_path):
     *_, inventory = _logs(capsys, tmp_path)
     results = inventory["runs"][0]["results"]
@@ -86,7 +100,7 @@ def test_findings_without_a_rule_point_at_the_inventory(capsys, tmp_path):
 
 
 def test_uris_are_uri_references(capsys, tmp_path):
-    _, spaced, _, _ = _logs(capsys, tmp_path)
+    _, spaced, *_ = _logs(capsys, tmp_path)
     uri = spaced["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
     assert uri.startswith("file:///") and "with%20space/planted.yaml" in uri
 

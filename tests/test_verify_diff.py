@@ -29,12 +29,12 @@ def _side(policy, flow, direction):
 
 def test_one_port_change_is_exactly_that_change():
     old, new = _load("old.yaml"), _load("new.yaml")
-    changes = semantic_diff(old, new)
-    assert [(c.widened, c.direction, c.ports) for c in changes] == [(True, Direction.INGRESS, ("443/TCP",))]
-    back = semantic_diff(new, old)
+    result = semantic_diff(old, new)
+    assert [(c.widened, c.direction, c.ports) for c in result.changes] == [(True, Direction.INGRESS, ("443/TCP",))]
+    back = semantic_diff(new, old).changes
     assert [(c.widened, c.direction, c.ports) for c in back] == [(False, Direction.INGRESS, ("443/TCP",))]
-    assert semantic_diff(old, old) == []
-    assert "443/TCP" in render_markdown(changes)
+    assert semantic_diff(old, old).changes == ()
+    assert "443/TCP" in render_markdown(result)
 
 
 def test_cli_text_names_the_change_and_its_rule(capsys):
@@ -68,9 +68,9 @@ def test_diff_witnesses_replay_and_no_change_is_really_none(old, new, inventory,
     renamed = tuple(replace(r, id=f"new-{r.id}") for r in new.rules)
     new = PolicySet(old.rules[: data.draw(st.integers(0, len(old.rules)))] + renamed, new.default_deny,
                     new.policies)
-    changes = semantic_diff(old, new)
+    changes = semantic_diff(old, new).changes
     _replay(old, new, changes)
-    exact = semantic_diff(old, new, inventory)
+    exact = semantic_diff(old, new, inventory).changes
     _replay(old, new, exact)
     if not exact:
         peers = inventory.endpoints + EXTERNALS
@@ -94,7 +94,7 @@ def test_connection_flag_matches_whole_connections(old, new, inventory):
     """A change claims a connection change only with a witness whose overall verdict flips, and any flow
     whose overall verdict flips is covered by such a change."""
     new = PolicySet(tuple(replace(r, id=f"new-{r.id}") for r in new.rules), new.default_deny, new.policies)
-    changes = semantic_diff(old, new, inventory)
+    changes = semantic_diff(old, new, inventory).changes
     for c in changes:
         if c.connection:
             assert _overall(new, c.witness.flow) == c.widened != _overall(old, c.witness.flow), c

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..bpf_runtime import bpffs
-from ..bpf_runtime.endpoints import Catalog, Extra, catalog_of, change
+from ..bpf_runtime.endpoints import Catalog, Extra, catalog_of, change, named_ports
 from ..bpf_runtime.libbpf import BPFError
 from ..bpf_runtime.loaded import loaded_state, manifest_of
 from ..bpf_runtime.loader import Request, load, unload
@@ -213,13 +213,14 @@ class Agent:
             raise Refusal(f"the artifact in force cannot be changed by this agent: {self.unreadable}",
                           "not-ready", 503)
 
-    def _change(self, op: str, endpoint: str, ips=None, labels=None, sa=None, attach=None, extra=Extra()):
+    def _change(self, op: str, endpoint: str, ips=None, labels=None, sa=None, attach=None, extra=Extra(),
+                ports=None):
         """endpoints.change with the agent's catalog, under the name lock."""
         with name_lock(self.config.name):
             self._fresh()
             try:
                 return change(self.state, self.features, op, endpoint, ips, labels, sa, attach,
-                              catalog=self.catalog, extra=extra)
+                              catalog=self.catalog, extra=extra, ports=ports)
             finally:
                 self.version = state_version(self.config.name)
 
@@ -473,7 +474,7 @@ class Agent:
         with self.lock:
             before = {a.iface for a in self.state.attachments if a.endpoint == endpoint} if self.state else set()
             result = self._change(op, endpoint, req.get("ips"), req.get("labels"), req.get("service_account"),
-                                  req.get("attach"))
+                                  req.get("attach"), ports=_ports(req))
             hooks = [a for a in self.state.attachments if a.endpoint == endpoint]
             if op == "remove" and self.registry.pop(endpoint, None) is not None:
                 self._save_registry()  # removed by hand: the CNI plugin's registration goes with it
@@ -536,6 +537,17 @@ def _text(req: dict, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise Refusal(f"{key}: a non-empty string is required", "bad-request")
     return value
+
+
+def _ports(req: dict):
+    """The request's named ports, ``[[name, port, protocol], ...]`` as the state file keeps them."""
+    rows = req.get("ports")
+    if rows is None:
+        return None
+    try:
+        return named_ports(rows)
+    except (TypeError, ValueError, KeyError):
+        raise Refusal("ports: a list of [name, port, protocol] is required", "bad-request") from None
 
 
 def _pod(req: dict) -> str:

@@ -8,7 +8,7 @@ of routes need no framework.  The socket is created mode 0600 (owner root): it c
 | --- | --- | --- |
 | GET /v1/health | | name, pid, ready |
 | GET /v1/status | | the agent's view and `status` of the loaded name |
-| POST /v1/endpoint | {op, endpoint, ips, labels, service_account, attach} | `policyc endpoint` |
+| POST /v1/endpoint | {op, endpoint, ips, labels, service_account, attach, ports} | `policyc endpoint` |
 | POST /v1/cni/add, /v1/cni/del, /v1/cni/check | {container_id, ifname, netns, pod, interfaces, ips} | the CNI plugin |
 | GET /v1/observe?follow=&timeout=&verdict= | | flows, one JSON object per line |
 """

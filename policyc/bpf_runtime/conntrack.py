@@ -73,7 +73,7 @@ def migrate(old: Map, old_features: dict, new: BPFObject, seen: set[bytes]) -> t
 
 def reset_side_effects(obj: BPFObject) -> None:
     """Zero counters and the event budget and drop the events the replay produced."""
-    for name in ("counters", "ratelimit"):
+    for name in ("counters", "ratelimit", "stats", "drops"):
         m = obj.map(name)
         zero = bytes((m.value_size + 7) // 8 * 8 * possible_cpus())
         for index in range(m.max_entries):

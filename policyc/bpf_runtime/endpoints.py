@@ -33,7 +33,7 @@ from ..compiler.evaluate import Evaluator, subject_labels
 from ..compiler.frontend import build_policy_set
 from ..compiler.inventory import Inventory, build_inventory, own_labels, pod_labels
 from ..compiler.ir import (NAMESPACE_NAME_LABEL, SERVICE_ACCOUNT_KEY, Action, Direction, Endpoint, EndpointKind,
-                           Identity, PolicySet, pending_label, pending_scope)
+                           Identity, NamedPort, PolicySet, Protocol, pending_label, pending_scope)
 from ..compiler.layouts import layouts
 from ..compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, EndpointEntry, PeerIdentity, PeerMatcher,
                               PolicyEntry, fallback_levels, peer_identities, peer_matches, subject_entries)
@@ -56,6 +56,11 @@ def current_pods(state: State) -> dict[str, tuple[list[str], int]]:
         else:
             pods[rec["endpoint"]] = (list(rec["ips"]), rec["identity"])
     return pods
+
+
+def named_ports(rows: list) -> tuple[NamedPort, ...]:
+    """The state file's ``[name, port, protocol]`` rows of a runtime pod's named ports."""
+    return tuple(NamedPort(name, int(port), Protocol.parse(proto)) for name, port, proto in rows)
 
 
 @dataclass(frozen=True)
@@ -191,9 +196,10 @@ class Catalog:
         self._count(rec)
         ns, name = rec["endpoint"].split("/", 1)
         prior = self.pods.get(rec["endpoint"])
+        ports = named_ports(rec["ports"]) if "ports" in rec else prior.endpoint.ports if prior else ()
         ep = Endpoint(EndpointKind.POD, name, ns, tuple(ipaddress.ip_address(i) for i in rec["ips"]),
                       Identity(rec["identity"], _labels(self.src, ns, rec["labels"], rec["service_account"], rec)),
-                      prior.endpoint.ports if prior else (), None, rec["service_account"])
+                      ports, None, rec["service_account"])
         self._put(rec["endpoint"], Pod(ep, rec["endpoint_id"], rec["policy_id"]))
         self.records[rec["endpoint"]] = rec
 
@@ -222,7 +228,7 @@ class Catalog:
             if self.holders[labels] == {without}:
                 del counts[labels]
             else:
-                counts[labels] = counts[labels] - Counter(gone.endpoint.ports)
+                counts[labels] = self.held_ports(labels, without)
         if extra is not None:
             counts[extra.identity.labels] = counts.get(extra.identity.labels, Counter()) + Counter(extra.ports)
         out = dict(self.fixed_peers)
@@ -236,9 +242,15 @@ class Catalog:
         """The identity labels ``endpoint`` would get from a change with these arguments."""
         return _labels(self.src, endpoint.split("/", 1)[0], labels, service_account, extra.fields())
 
-    def peer(self, ep: Endpoint) -> PeerIdentity:
-        """``ep``'s identity as a peer when no other pod holds it (its own named ports only)."""
-        return PeerIdentity(ep.identity.id, ep.identity.labels, None, _sorted_ports(Counter(ep.ports)),
+    def held_ports(self, labels: frozenset, without: str) -> Counter:
+        """The named ports of the pods other than ``without`` that hold ``labels``, counted."""
+        held = self.port_counts.get(labels, Counter())
+        gone = self.pods.get(without)
+        return held - Counter(gone.endpoint.ports) if gone and gone.endpoint.identity.labels == labels else +held
+
+    def peer(self, ep: Endpoint, held: Counter) -> PeerIdentity:
+        """``ep``'s identity as a peer: its named ports and those the other holders have (``held``)."""
+        return PeerIdentity(ep.identity.id, ep.identity.labels, None, _sorted_ports(held + Counter(ep.ports)),
                             pending_scope(ep.identity.labels))
 
 
@@ -286,8 +298,11 @@ def _features_needed(entries: list[PolicyEntry], features: dict, levels: tuple[i
     """Refuse entries the compiled program cannot read (a feature switched off at compile time, or an
     exact-mode fall-back level it never tries)."""
     need = {"deny": any(e.verdict.action is Action.DENY for e in entries),
-            "any_peer": any(e.peer == ANY_PEER for e in entries), "l7": any(e.verdict.proxy for e in entries)}
+            "any_peer": any(e.peer == ANY_PEER for e in entries), "l7": any(e.verdict.l7 for e in entries)}
     missing = [k for k, v in need.items() if v and not features.get(k)]
+    if missing == ["l7"]:
+        raise error("L7 rules select the pod, and policyc has no L7 proxy: recompile with `--l7 l4-only` "
+                    "to enforce them as L4 only")
     if not features.get("port_ranges") and any(_level(e) not in levels for e in entries):
         missing.append("port fall-back level")
     if missing:
@@ -329,14 +344,16 @@ class Extra:
 
 def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] | None = None,
            labels: dict | None = None, service_account: str | None = None, attach: str | None = None,
-           save: bool = True, catalog: Catalog | None = None, extra: Extra = Extra()) -> Change:
+           save: bool = True, catalog: Catalog | None = None, extra: Extra = Extra(),
+           ports: tuple[NamedPort, ...] | None = None) -> Change:
     """Apply add / remove / relabel of ``endpoint`` to the pinned maps and record it in the state.
 
     ``attach`` (add or relabel) puts from_pod/to_pod on the pod's host-side veth after its entries are
     written, so its policy is in force from the first packet the hooks see; remove detaches every hook
-    of the pod first.  ``save=False`` leaves recording to the caller (replace.py applies changes to the
-    maps of an object that is not in place yet).  ``catalog`` (the state's, as a resident agent keeps
-    it) saves rebuilding one and is updated with the change.
+    of the pod first.  ``ports`` (add) are the pod's named ports, which named-port rules resolve
+    against; a relabel keeps the pod's ports.  ``save=False`` leaves recording to the caller (replace.py
+    applies changes to the maps of an object that is not in place yet).  ``catalog`` (the state's, as a
+    resident agent keeps it) saves rebuilding one and is updated with the change.
     """
     start = time.perf_counter()
     cat = catalog if catalog is not None else catalog_of(state, features)
@@ -362,7 +379,8 @@ def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] 
             record = {"op": op, "endpoint": endpoint}
             result = Change(op, endpoint, prior.endpoint.identity.id, False, prior.policy_id, 0, t1 - start, t1 - t0)
         else:
-            result, record = _set(cat, prior, op, endpoint, ips, labels, service_account, extra, lay, maps, start)
+            result, record = _set(cat, prior, op, endpoint, ips, labels, service_account, extra, lay, maps, start,
+                                  ports)
             if attach is not None:
                 try:
                     state.attachments += attach_endpoint(state, endpoint, attach)
@@ -409,7 +427,7 @@ def carry_over(old: State, new: State, features: dict) -> list[str]:
         op = "relabel" if endpoint in compiled else "add"
         try:
             change(new, features, op, endpoint, rec["ips"], rec["labels"], rec["service_account"], save=False,
-                   catalog=cat, extra=record_extra(rec))
+                   catalog=cat, extra=record_extra(rec), ports=named_ports(rec["ports"]) if "ports" in rec else None)
         except PolicycError as exc:
             raise error(f"{endpoint} (added or changed at run time) cannot be carried over to {new.artifact}: "
                          + "; ".join(d.message for d in exc.diagnostics)
@@ -418,7 +436,7 @@ def carry_over(old: State, new: State, features: dict) -> list[str]:
 
 
 def _set(cat: Catalog, prior: Pod | None, op: str, endpoint: str, ips, labels, service_account, extra: Extra,
-         lay, maps, start: float) -> tuple[Change, dict]:
+         lay, maps, start: float, ports: tuple[NamedPort, ...] | None = None) -> tuple[Change, dict]:
     features, src = cat.features, cat.src
     ns, name = endpoint.split("/", 1)
     addrs = tuple(ipaddress.ip_address(i) for i in ips) if ips else (prior.endpoint.ips if prior else ())
@@ -439,8 +457,9 @@ def _set(cat: Catalog, prior: Pod | None, op: str, endpoint: str, ips, labels, s
     if prior is not None and prior.endpoint.identity.labels == full:
         identity = prior.endpoint.identity.id
     fresh = identity > cat.top["identity"]
-    ep = Endpoint(EndpointKind.POD, name, ns, addrs, Identity(identity, full),
-                  prior.endpoint.ports if prior else (), None, sa)
+    if ports is None:
+        ports = prior.endpoint.ports if prior else ()
+    ep = Endpoint(EndpointKind.POD, name, ns, addrs, Identity(identity, full), tuple(ports), None, sa)
     key = _class_key(ep)
     pid, members = cat.classes.get(key, (None, ()))
     joined = pid if _another(members, endpoint) is not None else None
@@ -467,18 +486,21 @@ def _set(cat: Catalog, prior: Pod | None, op: str, endpoint: str, ips, labels, s
         maps["endpoints"].update(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)), endpoint_value(lay, entry))
         maps["ipcache_hosts"].update(ipcache_host_key(lay, ip, addr_len), lay["ipcache_value"].pack(identity=identity))
     t1 = time.perf_counter()
-    record.update(identity=identity, policy_id=policy_id, endpoint_id=endpoint_id)
+    record.update(identity=identity, policy_id=policy_id, endpoint_id=endpoint_id,
+                  ports=[[np.name, np.port, np.protocol.label] for np in ep.ports])
     return Change(op, endpoint, identity, fresh, policy_id, len(entries), t1 - start, t1 - t0), record
 
 
 def _entries(cat: Catalog, ep: Endpoint, shared: bool, policy_id: int, new_class: bool) -> list[PolicyEntry]:
     """The policy entries a pod taking ``ep``'s identity needs: every class's entries for it as a peer
-    (when no other pod holds the identity), and its own class's (when no other pod is in it)."""
+    (when no other pod holds the identity, or the pod brings named ports its holders lack), and its own
+    class's (when no other pod is in it)."""
     features, evaluator = cat.features, cat.src.evaluator
     port_lpm = bool(features.get("port_ranges"))
     entries: list[PolicyEntry] = []
-    if not shared:
-        peer = cat.peer(ep)
+    held = cat.held_ports(ep.identity.labels, ep.display)
+    if not shared or set(ep.ports) - set(held):
+        peer = cat.peer(ep, held)
         # only rules whose peers match the new identity give it entries: find them once, then lower only
         # the classes such a rule selects (the evaluator's selection per class is cached)
         if peer.pending:  # an allow must match whatever its labels turn out to be, a deny may

@@ -4,16 +4,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ..compiler.codegen import REASON_CODES
-from ..compiler.evaluate import Reason
+from ..compiler.codegen import REASON_WORDS
 from ..compiler.ir import Protocol
 from ..compiler.layouts import EVENT
-from ..compiler.lower import ACTION_CODE, DIR_CODE, FLAG_PROXY
+from ..compiler.lower import ACTION_CODE, DIR_CODE, FLAG_L7
 
 _ACTIONS = {c: a.value for a, c in ACTION_CODE.items()}
 _DIRS = {c: d.value for d, c in DIR_CODE.items()}
-# the evaluator's words (`policyc query`, `matrix`): one vocabulary for users
-_REASONS = {c: Reason[name].value for name, c in REASON_CODES.items()}
 
 
 @dataclass(frozen=True)
@@ -21,7 +18,7 @@ class Event:
     ts_ns: int
     verdict: str          # allow | deny
     direction: str        # ingress | egress (of endpoint_id)
-    reason: str           # an evaluate.Reason value: denied-by-rule, default-deny, ...
+    reason: str           # an evaluate.Reason or codegen.DatapathReason value: denied-by-rule, ...
     rule: int             # id in rules.json, 0 = none
     endpoint_id: int
     src_identity: int
@@ -31,7 +28,7 @@ class Event:
     protocol: str
     sport: int
     dport: int
-    proxied: bool
+    l7_as_l4: bool        # the allow carries L7 rules, enforced as L4 only (no proxy sees the flow)
 
 
 def _addr(raw: bytes, family: int) -> str:
@@ -46,7 +43,7 @@ def decode_event(raw: bytes) -> Event:
         proto = Protocol(f["proto"]).label
     except ValueError:
         proto = str(f["proto"])
-    return Event(f["ts"], _ACTIONS.get(f["verdict"], "?"), _DIRS.get(f["dir"], "?"), _REASONS.get(f["reason"], "?"),
+    return Event(f["ts"], _ACTIONS.get(f["verdict"], "?"), _DIRS.get(f["dir"], "?"), REASON_WORDS.get(f["reason"], "?"),
                  f["rule"], f["endpoint_id"], f["src_identity"], f["dst_identity"],
                  _addr(f["saddr"], f["family"]), _addr(f["daddr"], f["family"]), proto,
-                 f["sport"], f["dport"], bool(f["flags"] & FLAG_PROXY))
+                 f["sport"], f["dport"], bool(f["flags"] & FLAG_L7))

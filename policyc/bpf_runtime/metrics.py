@@ -39,7 +39,32 @@ class StatusCollector:
                 entries.add_metric([s["name"], m["name"]], m["entries"])
                 capacity.add_metric([s["name"], m["name"]], m["max_entries"])
             attached.add_metric([s["name"]], sum(a["present"] for a in s["attachments"]))
-        return [packets, nbytes, entries, capacity, attached]
+        return [packets, nbytes, entries, capacity, *_datapath_families(statuses), attached]
+
+
+def _datapath_families(statuses: list[dict]) -> list:
+    """Event losses and suppressions, control traffic passed, drops per datapath reason."""
+    lost = CounterMetricFamily("policyc_events_lost", "Events lost because the ring buffer was full.",
+                               labels=["name"])
+    limited = CounterMetricFamily("policyc_events_ratelimited",
+                                  "Events not sent because their verdict's budget was spent.", labels=["name", "verdict"])
+    passed = CounterMetricFamily("policyc_datapath_packets", "Packets passed without policy as control traffic, or "
+                                 "fragments the fragment map could not record.", labels=["name", "counter"])
+    drops = CounterMetricFamily("policyc_drop_packets", "Packets dropped for a datapath reason.",
+                                labels=["name", "reason"])
+    dropped_bytes = CounterMetricFamily("policyc_drop_bytes", "Bytes dropped for a datapath reason.",
+                                        labels=["name", "reason"])
+    for s in statuses:
+        stats = s["datapath"]["stats"]
+        lost.add_metric([s["name"]], stats.get("events_lost", 0))
+        for verdict in ("allow", "drop"):
+            limited.add_metric([s["name"], verdict], stats.get(f"events_ratelimited_{verdict}", 0))
+        for what in ("nd_passed", "icmp_related", "frag_map_full"):
+            passed.add_metric([s["name"], what], stats.get(what, 0))
+        for d in s["datapath"]["drops"]:
+            drops.add_metric([s["name"], d["reason"]], d["packets"])
+            dropped_bytes.add_metric([s["name"], d["reason"]], d["bytes"])
+    return [lost, limited, passed, drops, dropped_bytes]
 
 
 def render(statuses: list[dict]) -> str:

@@ -17,6 +17,7 @@ from .state import State
 from .loaded import artifact_json
 
 _RESERVED = {n: name for name, n in RESERVED_IDS.items()}
+L7_AS_L4 = " (L7 rules enforced as L4 only)"  # no proxy sees the flow: never "proxied"
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Flow:
     rule_id: int
     policy: str
     rule: str
-    proxied: bool
+    l7_as_l4: bool
     src_identity: int
     dst_identity: int
 
@@ -47,7 +48,7 @@ class Flow:
         dst = f"{self.destination}:{self.dport}" if ports else self.destination
         why = f"{self.policy} {self.rule}" if self.rule_id else self.reason
         return (f"{self.time}: {src} (ID:{self.src_identity}) -> {dst} (ID:{self.dst_identity}) "
-                f"{self.protocol} {self.verdict.upper()}{' PROXIED' if self.proxied else ''} "
+                f"{self.protocol} {self.verdict.upper()}{L7_AS_L4 if self.l7_as_l4 else ''} "
                 f"({self.direction}, {why})")
 
 
@@ -68,7 +69,7 @@ class Namer:
         when = time.strftime("%b %d %H:%M:%S", time.gmtime(stamp)) + f".{int(stamp * 1000) % 1000:03d}"
         return Flow(when, self._name(e.src, e.src_identity), self._name(e.dst, e.dst_identity), e.protocol,
                     e.sport, e.dport, e.verdict, e.direction, e.reason, e.rule, r.get("policy", ""),
-                    r.get("rule", ""), e.proxied, e.src_identity, e.dst_identity)
+                    r.get("rule", ""), e.l7_as_l4, e.src_identity, e.dst_identity)
 
     def _name(self, addr: str, identity: int) -> str:
         if addr in self.by_ip:

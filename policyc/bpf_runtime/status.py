@@ -4,6 +4,9 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from ..compiler.codegen import REASON_WORDS
+from ..compiler.mapdata import STATS
+from .libbpf import Map
 from .loaded import artifact_json, manifest_of, open_map
 from .state import State
 
@@ -27,6 +30,15 @@ def map_levels(state: State, manifest: dict) -> list[dict]:
     return out
 
 
+def percpu_counter(m: Map, index: int) -> tuple[int, int]:
+    """(packets, bytes) of one slot of a per-CPU ``counter`` array, summed over CPUs."""
+    packets = nbytes = 0
+    for raw in m.percpu_values(struct.pack("<I", index)):
+        p, b = struct.unpack("<QQ", raw[:16])
+        packets, nbytes = packets + p, nbytes + b
+    return packets, nbytes
+
+
 def rule_counters(state: State) -> list[dict]:
     """Packets and bytes per rule id (summed over CPUs) with the rule's origin; id 0 is "no rule"."""
     rules = {r["id"]: r for r in artifact_json(state, "rules.json")}
@@ -34,10 +46,7 @@ def rule_counters(state: State) -> list[dict]:
     out = []
     try:
         for index in range(m.max_entries):
-            packets = nbytes = 0
-            for raw in m.percpu_values(struct.pack("<I", index)):
-                p, b = struct.unpack("<QQ", raw[:16])
-                packets, nbytes = packets + p, nbytes + b
+            packets, nbytes = percpu_counter(m, index)
             r = rules.get(index, {})
             out.append({"id": index, "rule": r.get("rule", "(no rule: default deny / not enforced)" if index == 0
                                                    else "?"),
@@ -49,6 +58,30 @@ def rule_counters(state: State) -> list[dict]:
     return out
 
 
+def datapath_counters(state: State, manifest: dict) -> dict:
+    """What no rule counter shows: event losses and suppressions, ND and related ICMP errors passed
+    (``stats``), and packets dropped per datapath reason (``drops``, only reasons that occurred).
+    Artifacts compiled before these maps existed show none."""
+    names = {m["name"] for m in manifest["maps"]}
+    out: dict = {"stats": {}, "drops": []}
+    if "stats" in names:
+        m = open_map(Path(state.pin_dir), "stats")
+        try:
+            out["stats"] = {name: percpu_counter(m, n)[0] for n, name in enumerate(STATS)}
+        finally:
+            m.close()
+    if "drops" in names:
+        m = open_map(Path(state.pin_dir), "drops")
+        try:
+            for code, word in sorted(REASON_WORDS.items()):
+                packets, nbytes = percpu_counter(m, code)
+                if packets:
+                    out["drops"].append({"reason": word, "packets": packets, "bytes": nbytes})
+        finally:
+            m.close()
+    return out
+
+
 def collect(state: State) -> dict:
     """Everything `policyc status` shows for one loaded artifact."""
     manifest = manifest_of(state)
@@ -57,5 +90,7 @@ def collect(state: State) -> dict:
     return {"name": state.name, "artifact": state.artifact, "manifest_sha256": state.manifest_sha256,
             "loaded_at": state.loaded_at, "tc_mode": state.tc_mode, "pin_dir": state.pin_dir,
             "node_ips": state.node_ips, "features": manifest.get("features", {}), "attachments": attachments,
+            "l7": manifest.get("l7", "refuse"),
             "maps": map_levels(state, manifest), "rules": rule_counters(state),
+            "datapath": datapath_counters(state, manifest),
             "runtime_changes": len(state.runtime)}

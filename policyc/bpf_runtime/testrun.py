@@ -12,13 +12,12 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from ..compiler.codegen import PROXY_MARK
 from ..compiler.ir import Protocol
 from .libbpf import BPFObject, Program
 
 TC_ACT_OK, TC_ACT_SHOT = 0, 2
 XDP_DROP, XDP_PASS = 1, 2
-SKB_CTX_BYTES, SKB_MARK_OFFSET = 192, 8  # sizeof(struct __sk_buff), offsetof(mark)
+SKB_CTX_BYTES = 192  # sizeof(struct __sk_buff)
 _SRC_MAC, _DST_MAC = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
 
 
@@ -59,7 +58,6 @@ def frame(src, dst, protocol: Protocol, sport: int, dport: int) -> bytes:
 class HookResult:
     hook: str
     passed: bool
-    proxied: bool = False
     retval: int = 0
 
 
@@ -74,10 +72,9 @@ class Hooks:
     @staticmethod
     def _tc(prog: Program, data: bytes) -> HookResult:
         run = prog.test_run(data, ctx=bytes(SKB_CTX_BYTES))
-        mark = struct.unpack_from("<I", run.ctx, SKB_MARK_OFFSET)[0] if run.ctx else 0
         if run.retval not in (TC_ACT_OK, TC_ACT_SHOT):
             raise AssertionError(f"{prog.name} returned {run.retval}")
-        return HookResult(prog.name, run.retval == TC_ACT_OK, mark == PROXY_MARK, run.retval)
+        return HookResult(prog.name, run.retval == TC_ACT_OK, run.retval)
 
     def send(self, src_ip, dst_ip, protocol: Protocol, sport: int, dport: int,
              src_local: bool, dst_local: bool, src_outside: bool) -> list[HookResult]:
@@ -92,7 +89,7 @@ class Hooks:
         if dst_local:
             if src_outside:
                 run = self.xdp_node.test_run(data)
-                out.append(HookResult("xdp_node", run.retval == XDP_PASS, False, run.retval))
+                out.append(HookResult("xdp_node", run.retval == XDP_PASS, run.retval))
             out.append(self._tc(self.to_pod, data))
         return out
 

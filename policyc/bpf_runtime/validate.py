@@ -1,9 +1,8 @@
 """Translation validation: the kernel's verdicts on crafted packets against the concrete evaluator's.
 
 For every probe the packet runs through each hook it would meet, and each
-hook's verdict must equal the evaluator's verdict for that direction (the L7
-proxy mark included); the reply of every allowed probe must pass every hook
-on its way back.  Nodes are never probed as local subjects: the host firewall is not
+hook's verdict must equal the evaluator's verdict for that direction; the
+reply of every allowed probe must pass every hook on its way back.  Nodes are never probed as local subjects: the host firewall is not
 compiled, and which node is "host" is decided at load time; remote nodes are probed as peers.
 """
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..compiler.evaluate import DirectionVerdict, Evaluator, Flow
+from ..compiler.evaluate import Evaluator, Flow
 from ..compiler.inventory import Inventory, external
 from ..compiler.ir import Endpoint, EndpointKind, PolicySet, Protocol
 from ..compiler.lower import Datapath
@@ -55,12 +54,8 @@ def _ip_pairs(src: Endpoint, dst: Endpoint):
             yield s[0], d[0]
 
 
-def _word(passed: bool, proxied: bool) -> str:
-    return ("allow" + (" +proxy" if proxied else "")) if passed else "deny"
-
-
-def _expect(dv: DirectionVerdict, hook: str) -> tuple[bool, bool]:
-    return dv.allowed, dv.allowed and bool(dv.l7) and hook != "xdp_node"
+def _word(passed: bool) -> str:
+    return "allow" if passed else "deny"
 
 
 def check_probe(hooks: Hooks, evaluator: Evaluator, probe: Probe, sport: int) -> list[Mismatch]:
@@ -71,9 +66,9 @@ def check_probe(hooks: Hooks, evaluator: Evaluator, probe: Probe, sport: int) ->
         results = hooks.send(sip, dip, probe.protocol, sport, probe.port, src_local, dst_local,
                              probe.src.kind is EndpointKind.EXTERNAL)
         for r in results:
-            want = _expect(verdict.egress if r.hook == "from_pod" else verdict.ingress, r.hook)
-            if (r.passed, r.proxied) != want:
-                out.append(Mismatch(probe, r.hook, _word(r.passed, r.proxied), _word(*want)))
+            want = (verdict.egress if r.hook == "from_pod" else verdict.ingress).allowed
+            if r.passed != want:
+                out.append(Mismatch(probe, r.hook, _word(r.passed), _word(want)))
         if verdict.allowed:
             out += _check_reply(hooks, probe, sip, dip, sport)
     return out

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..compiler.artifact import compile_artifact
+from ..compiler.artifact import L7_MODES, compile_artifact
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.entities import RESERVED_IDS
 from ..compiler.ir import DEFAULT_CLUSTER, Direction, Protocol
@@ -34,6 +34,9 @@ def register(sub) -> None:
     parser.add_argument("--output-dir", metavar="DIR", help="artifact directory to write (required)")
     parser.add_argument("--validate", action="store_true",
                         help="load the artifact (root, BPF) and check the kernel's verdicts against the evaluator")
+    parser.add_argument("--l7", choices=L7_MODES, default="refuse",
+                        help="L7 (HTTP, DNS, Kafka) rules need a proxy, which policyc does not have: refuse them "
+                        "(default; the error lists them) or enforce them as L4 allows, flagged in events")
     parser.add_argument("--map-size", action="append", default=[], metavar="NAME=N",
                         help="map capacity, repeatable (defaults: "
                         + ", ".join(f"{k}={v}" for k, v in DEFAULT_SIZES.items()) + ")")
@@ -67,10 +70,10 @@ def peer_name(dp, peer: int) -> str:
 
 
 def l7_flows(dp) -> list[str]:
-    """Flows whose requests go to the L7 proxy: their final verdict depends on L7 rules (R9.1)."""
+    """Flows allowed at L4 whose L7 rules no proxy enforces (--l7 l4-only; Cilium would filter requests, R9.1)."""
     out = []
     for e in dp.policy:
-        if e.verdict.proxy:
+        if e.verdict.l7:
             subjects = ",".join(sorted({x.name for x in dp.endpoints if x.policy_id == e.policy_id}))
             where = "from" if e.direction is Direction.INGRESS else "to"
             proto = "any" if e.protocol is None else Protocol(e.protocol).label
@@ -110,7 +113,7 @@ def run(args) -> int:
     inventory = load_inventory_arg(args)
     step(f"compiling {len(policy.rules)} rules for {len(inventory.endpoints)} endpoints", args.quiet)
     result = compile_artifact(policy, inventory, out, list(args.paths) + list(args.inventory),
-                              parse_sizes(args.map_size), (list(args.paths), list(args.inventory)))
+                              parse_sizes(args.map_size), (list(args.paths), list(args.inventory)), args.l7)
     report = {"output": str(out), "rules": len(policy.rules), "features": result.datapath.features.as_dict(),
               "maps": [s.manifest() for s in result.maps], "warnings": list(result.warnings),
               "l7_flows": l7_flows(result.datapath)}
@@ -125,7 +128,7 @@ def run(args) -> int:
                  "features: " + " ".join(f"{k}={'yes' if v else 'no'}" for k, v in report["features"].items())]
         lines += [f"  {m['name']:<13} {m['type']:<13} {m['entries']:>7} / {m['max_entries']} entries"
                   for m in report["maps"] if m["type"] != "ringbuf"]
-        lines += [f"  L7 proxy: {flow}" for flow in report["l7_flows"]]
+        lines += [f"  L7 rules enforced as L4 only: {flow}" for flow in report["l7_flows"]]
         for warning in result.warnings:
             warn(args, warning)
         if args.validate:

@@ -1,9 +1,11 @@
 """`policyc endpoint add|remove|relabel`: change a loaded artifact's pods by map updates, no recompile."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
+from ..compiler.ir import NamedPort, Protocol
 from .common import add_format_arg, structured, subcommand
 from .runtime_common import bpf_errors, through_agent
 
@@ -29,6 +31,10 @@ def register(sub) -> None:
             p.add_argument("--service-account", metavar="SA")
             p.add_argument("--attach", metavar="IFACE", help="the pod's host-side veth: put from_pod/to_pod on it "
                            "(detached again by `endpoint remove`; relabel: a pod without hooks yet)")
+        if op == "add":
+            p.add_argument("--port", action="append", metavar="NAME=PORT[/PROTO]",
+                           help="a named container port, e.g. http=8080/TCP (repeatable; protocol TCP by default): "
+                           "rules naming the port resolve against it")
         add_format_arg(p)
         p.set_defaults(run=run)
 
@@ -45,6 +51,33 @@ def parse_labels(items: list[str] | None) -> dict | None:
     return out
 
 
+PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$")  # IANA_SVC_NAME, as Kubernetes checks it
+
+
+def parse_ports(items: list[str] | None) -> tuple[NamedPort, ...] | None:
+    """``NAME=PORT[/PROTO]`` items as named ports; a clear error for anything Kubernetes would refuse."""
+    if items is None:
+        return None
+    out = []
+    for item in items:
+        name, sep, rest = item.partition("=")
+        number, _, proto = rest.partition("/")
+        try:
+            protocol = Protocol.parse(proto or "TCP")
+            port = int(number)
+        except (KeyError, ValueError):
+            protocol, port = None, 0
+        if (not sep or len(name) > 15 or not PORT_NAME.match(name) or not 0 < port < 65536
+                or protocol not in (Protocol.TCP, Protocol.UDP, Protocol.SCTP)):
+            raise PolicycError(Diagnostic.simple(
+                f"--port {item!r}: expected NAME=PORT[/PROTO] with a port name of at most 15 lower-case letters, "
+                "digits and '-', a port from 1 to 65535 and TCP, UDP or SCTP"))
+        out.append(NamedPort(name, port, protocol))
+    if len({np.name for np in out}) != len(out):
+        raise PolicycError(Diagnostic.simple("--port: a port name is given twice"))
+    return tuple(out)
+
+
 def run(args) -> int:
     from ..agent.client import agent_for
     from ..bpf_runtime.attach import Attachment
@@ -56,6 +89,7 @@ def run(args) -> int:
     if args.endpoint.count("/") != 1 or "" in args.endpoint.split("/"):
         raise PolicycError(Diagnostic.simple(f"{args.endpoint!r}: expected NS/POD"))
     labels = parse_labels(getattr(args, "label", None))
+    ports = parse_ports(getattr(args, "port", None))
     ips = getattr(args, "ip", None)
     if args.op == "add" and (not ips or labels is None):
         raise PolicycError(Diagnostic.simple("endpoint add needs --ip and at least one --label"))
@@ -67,14 +101,15 @@ def run(args) -> int:
     if agent is not None:  # the agent owns the name: it applies the change with what it keeps in memory
         answer = through_agent(agent, "POST", "/v1/endpoint", {
             "op": args.op, "endpoint": args.endpoint, "ips": ips, "labels": labels,
-            "service_account": getattr(args, "service_account", None), "attach": attach})
+            "service_account": getattr(args, "service_account", None), "attach": attach,
+            "ports": None if ports is None else [[np.name, np.port, np.protocol.label] for np in ports]})
         result, hooks, detached = answer, [Attachment(**a) for a in answer["attachments"]], answer["detached"]
     else:
         with bpf_errors(), name_lock(args.name):
             state = loaded_state(args.name)
             hooked = [a for a in state.attachments if a.endpoint == args.endpoint]
             change_ = change(state, manifest_of(state)["features"], args.op, args.endpoint, ips, labels,
-                             getattr(args, "service_account", None), attach)
+                             getattr(args, "service_account", None), attach, ports=ports)
         result = asdict(change_)
         hooks = [a for a in state.attachments if a.endpoint == args.endpoint]  # none left after a remove
         detached = sorted({a.iface for a in hooked}) if args.op == "remove" else []

@@ -30,10 +30,20 @@ def _text(s: dict) -> list[str]:
         who = f" ({a['endpoint']})" if a["endpoint"] else ""
         out.append(f"  {a['program']:<9} on {a['iface']} {a['hook']:<7} [{a['mode']}]{who}"
                    + ("" if a["present"] else "  MISSING PIN"))
+    if s["l7"] == "l4-only":
+        out.append("  L7 rules enforced as L4 only (compiled with --l7 l4-only: no proxy filters requests)")
     if s["node_ips"]:
         out.append(f"  host identity: {', '.join(s['node_ips'])}")
     out.append("  maps:")
     out += [f"    {m['name']:<10} {m['entries']:>7} / {m['max_entries']}" for m in s["maps"]]
+    st = s["datapath"]["stats"]
+    if st:
+        out.append(f"  events: {st['events_lost']} lost (ring buffer full), {st['events_ratelimited_allow']} allow "
+                   f"and {st['events_ratelimited_drop']} drop over budget; passed as control traffic: "
+                   f"{st['nd_passed']} neighbour discovery, {st['icmp_related']} related ICMP errors; "
+                   f"{st['frag_map_full']} first fragments not recorded")
+    for d in s["datapath"]["drops"]:
+        out.append(f"  dropped ({d['reason']}): {d['packets']} packets, {d['bytes']} bytes")
     out.append("  rules (packets / bytes of new flows):")
     for r in s["rules"]:
         where = f"  {r['file']}:{r['line']}" if r["file"] else ""

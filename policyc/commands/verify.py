@@ -24,7 +24,8 @@ def register(sub) -> None:
     parser = subcommand(sub, "verify", "prove the invariants of a spec file for every flow (Z3)", EXAMPLES)
     add_policy_args(parser, ("text", "json", "yaml", "junit"))
     parser.add_argument("--spec", required=True, metavar="SPEC",
-                        help="invariants: mustAllow, mustDeny, isolation, defaultDeny, worldOnly (docs/spec.md)")
+                        help="invariants: mustAllow, mustDeny, isolation, defaultDeny, worldOnly, noPath, "
+                             "maxBlastRadius (docs/spec.md)")
     add_inventory_arg(parser, required=False)
     parser.set_defaults(run=run)
 
@@ -63,7 +64,8 @@ def outcomes_data(outcomes: list[Outcome]) -> dict:
         loc = o.invariant.location
         return {"name": o.invariant.name, "kind": o.invariant.kind, "holds": o.holds, "message": o.message,
                 "location": {"file": loc.file, "line": loc.line, "column": loc.column, "field": loc.field},
-                "witness": witness_json(o.witness) if o.witness else None, "explanation": o.explanation or None}
+                "witness": witness_json(o.witness) if o.witness else None, "explanation": o.explanation or None,
+                **({"reach": o.reach} if o.reach is not None else {})}
     failed = sum(not o.holds for o in outcomes)
     return {"invariants": [one(o) for o in outcomes], "passed": len(outcomes) - failed, "failed": failed}
 

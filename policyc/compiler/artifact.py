@@ -5,6 +5,7 @@ relative debug paths, so the same inputs give a byte-identical directory.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from .. import __version__
 from .codegen import PROGRAMS, build_object, clang_version, render
-from .diagnostics import Diagnostic, PolicycError
+from .diagnostics import Diagnostic, PolicycError, Severity
 from .inventory import Inventory
 from .ir import PolicySet
 from .lower import Datapath, lower
@@ -23,6 +24,7 @@ FORMAT = "policyc-artifact/1"
 SOURCE, OBJECT = "policyc.bpf.c", "policyc.bpf.o"
 MANIFEST = "manifest.json"
 SOURCES = "sources.json"
+L7_MODES = ("refuse", "l4-only")  # policyc has no L7 proxy: refuse L7 rules, or enforce them as L4 only
 
 
 @dataclass(frozen=True)
@@ -72,14 +74,37 @@ def sources_json(policy_paths: list[str], inventory_paths: list[str], cluster: s
             "inventory": texts(inventory_paths)}
 
 
+def l7_rules(dp: Datapath) -> list:
+    """The rules whose L7 part decides some flow of this datapath (they put FLAG_L7 on an entry)."""
+    ids = sorted({e.verdict.rule for e in dp.policy if e.verdict.l7})
+    return [dp.rules[i - 1] for i in ids]
+
+
+def check_l7(dp: Datapath, mode: str) -> Datapath:
+    """``refuse``: an error naming every rule whose L7 part would not be enforced. ``l4-only``: such
+    rules act as L4 allows, flagged in events; feature ``l7`` is on, so pods added at run time may
+    fall under L7 rules too."""
+    if mode == "l4-only":
+        return dataclasses.replace(dp, features=dataclasses.replace(dp.features, l7=True))
+    rules = l7_rules(dp)
+    if rules:
+        raise PolicycError(*[Diagnostic(Severity.ERROR, f"{r.origin.policy_kind} {r.origin.policy}: its "
+                                        f"{', '.join(sorted({pm.l7.kind for pm in r.ports if pm.l7}))} L7 rules need "
+                                        "a proxy, and policyc has none: compile with `--l7 l4-only` to enforce "
+                                        "them as L4 allows (events then say so)", r.origin.file, r.origin.line,
+                                        r.origin.column, r.origin.path) for r in rules])
+    return dp
+
+
 def compile_artifact(policy: PolicySet, inventory: Inventory, out: Path, inputs: list[str],
                      sizes: dict[str, int] | None = None,
-                     sources: tuple[list[str], list[str]] | None = None) -> CompileResult:
+                     sources: tuple[list[str], list[str]] | None = None, l7: str = "refuse") -> CompileResult:
     """Lower, generate, build and write the artifact directory ``out``.
 
-    ``sources`` (policy paths, inventory paths) adds sources.json, which runtime relabels need.
+    ``sources`` (policy paths, inventory paths) adds sources.json, which runtime relabels need;
+    ``l7`` is one of L7_MODES (check_l7).
     """
-    dp = lower(policy, inventory)
+    dp = check_l7(lower(policy, inventory), l7)
     specs, blowups = build_maps(dp, sizes or {})
     files = [Path(p) for p in inputs]
     source = render(dp, specs, __version__, [str(p) for p in files])
@@ -107,6 +132,7 @@ def compile_artifact(policy: PolicySet, inventory: Inventory, out: Path, inputs:
         "inputs": [{"path": str(f), "sha256": _sha256(f.read_bytes())} for f in input_files(inputs)],
         "clang": clang_version(),
         "features": dp.features.as_dict(),
+        "l7": l7,
         "programs": [{"name": name, "section": section, "hook": hook, "object": OBJECT}
                      for name, section, hook in PROGRAMS],
         "maps": [s.manifest() for s in specs],

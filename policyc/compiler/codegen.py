@@ -2,11 +2,12 @@
 
 Specialization happens here: the templates see the Features of the lowered
 datapath and leave out whatever the policy set does not use (IPv6 parsing,
-port-range look-ups, the deny path, the any-peer look-up, ICMP types, the L7
-proxy mark).  Constants (identities, codes, rates) are baked in.
+port-range look-ups, the deny path, the any-peer look-up, ICMP types).
+Constants (identities, codes, rates) are baked in.
 """
 from __future__ import annotations
 
+import enum
 import os
 import shutil
 import subprocess
@@ -18,14 +19,30 @@ from .diagnostics import Diagnostic, PolicycError
 from .entities import FIRST_CIDR_ID, RESERVED_IDS
 from .evaluate import Reason
 from .layouts import EVENT, addr_words
-from .lower import (ACTION_CODE, ANY_PEER, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, HOST_ID,
+from .lower import (ACTION_CODE, ANY_PEER, DIR_CODE, EP_DEFAULT_DENY, FLAG_L7, HOST_ID,
                     LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Datapath, fallback_levels)
-from .mapdata import POLICY_PREFIX_BITS, MapSpec
+from .mapdata import DROP_SLOTS, POLICY_PREFIX_BITS, STATS, MapSpec
 
-PROXY_MARK = 0x0200          # Cilium's MARK_MAGIC_TO_PROXY
-EVENTS_PER_SECOND = 1000     # per CPU
+EVENTS_PER_SECOND = 1000     # allow events, per CPU
+DROP_EVENTS_PER_SECOND = 1000  # drop events, per CPU: a budget of their own, so allowed churn cannot hide drops
+
+
+class DatapathReason(str, enum.Enum):
+    """Drops no rule decides: what the datapath cannot parse or attribute (events, `drops` counters)."""
+
+    MALFORMED = "malformed-packet"                  # truncated or invalid IP/L4 header
+    EXTHDR = "invalid-ipv6-extension-header"        # no next header, too many headers, two fragment headers
+    FRAG_NOT_FOUND = "fragment-without-first"       # a later fragment whose first fragment was never seen
+    IPV6_DISABLED = "ipv6-not-compiled"             # IPv6 in an artifact compiled without IPv6
+
+
 # Event reason codes: the evaluator's reasons plus the datapath's own.
 REASON_CODES = {r.name: n + 1 for n, r in enumerate(Reason)}
+REASON_CODES |= {r.name: len(REASON_CODES) + n + 1 for n, r in enumerate(DatapathReason)}
+# the words `observe` prints: the evaluator's (`policyc query`, `matrix`) and the datapath's
+REASON_WORDS = {code: (Reason[name] if name in Reason.__members__ else DatapathReason[name]).value
+                for name, code in REASON_CODES.items()}
+assert max(REASON_CODES.values()) < DROP_SLOTS
 PROGRAMS = (("from_pod", "tc", "tc-from-pod"), ("to_pod", "tc", "tc-to-pod"), ("xdp_node", "xdp", "xdp-node"))
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("policyc", "templates"), undefined=jinja2.StrictUndefined,
@@ -48,9 +65,10 @@ def render(dp: Datapath, specs: list[MapSpec], version: str, inputs: list[str]) 
               for s in specs],
         addr_words=addr_words(16 if dp.features.ipv6 else 4),
         dir={d.value: c for d, c in DIR_CODE.items()}, action={a.value: c for a, c in ACTION_CODE.items()},
-        ep_dd={d.value: c for d, c in EP_DEFAULT_DENY.items()}, flag_proxy=FLAG_PROXY, any_peer=ANY_PEER,
+        ep_dd={d.value: c for d, c in EP_DEFAULT_DENY.items()}, flag_l7=FLAG_L7, any_peer=ANY_PEER,
         host_id=HOST_ID, world_ipv4_id=RESERVED_IDS["world-ipv4"], world_ipv6_id=RESERVED_IDS["world-ipv6"],
-        first_cidr_id=FIRST_CIDR_ID, proxy_mark=PROXY_MARK, events_per_second=EVENTS_PER_SECOND,
+        first_cidr_id=FIRST_CIDR_ID, events_per_second=EVENTS_PER_SECOND,
+        drop_events_per_second=DROP_EVENTS_PER_SECOND, stats=STATS,
         reasons=REASON_CODES, policy_prefix_bits=POLICY_PREFIX_BITS,
         level={"port": LEVEL_PORT, "proto": LEVEL_PROTO, "any": LEVEL_ANY}, levels=fallback_levels(dp.rules))
 

@@ -10,11 +10,13 @@ The Z3 encoding and the datapath lowering are held against this module.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import functools
+import re
+from dataclasses import dataclass, replace
 
 from .entities import reserved_label
 from .ir import (ANY_SOURCE, NAMESPACE_KEY, Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
-                 EndpointKind, FQDNPeer, L7Rules, Op, Peer, PolicySet, PortMatch,
+                 EndpointKind, FQDNPeer, HTTPRule, L7Rules, Op, Peer, PolicySet, PortMatch,
                  Protocol, Rule, Selector, SelectorPeer, SubjectKind, pending_scope)
 
 
@@ -26,6 +28,8 @@ class Reason(str, enum.Enum):
     DENIED = "denied-by-rule"        # R4.2
     ALLOWED = "allowed-by-rule"      # R4.1
     DEFAULT_DENY = "default-deny"    # R3.4
+    AUTH_REQUIRED = "authentication-required"  # R10.11: an allowing rule wants a handshake that failed
+    REQUEST_DENIED = "request-denied"  # R9.2: the connection reaches the proxy, which refuses this request
 
 
 @dataclass(frozen=True)
@@ -44,11 +48,62 @@ class DirectionVerdict:
 
 
 @dataclass(frozen=True)
+class Request:
+    """One L7 request: HTTP method, path and host, or a DNS query name.
+
+    ``assumed`` decides the parts of filters policyc cannot read (header
+    matches, Kafka and generic rules, patterns outside the analysed regex
+    subset), keyed by ``opaque_key``: a request satisfies such a part only
+    when it says so.  The verifier decodes its witnesses with every part it
+    left free, so the evaluator replays them to the same verdict.
+    """
+
+    method: str = ""
+    path: str = ""
+    host: str = ""
+    dns: str = ""
+    assumed: tuple[tuple[str, bool], ...] = ()
+
+    def decides(self, key: str) -> bool | None:
+        return dict(self.assumed).get(key)
+
+    def keep(self, kinds) -> "Request":
+        """Only the parts filters of these kinds (http, dns) read: what a witness shows."""
+        http = "http" in kinds
+        return replace(self, method=self.method if http else "", path=self.path if http else "",
+                       host=self.host if http else "", dns=self.dns if "dns" in kinds else "")
+
+
+def opaque_key(kind: str, value) -> str:
+    """The name of an opaque filter part, shared by the evaluator and the Z3 encoding."""
+    return f"{kind}:{value}"
+
+
+@dataclass(frozen=True)
 class Flow:
+    """The first packet of a connection; ``request`` (if any) is what it asks an L7 proxy.
+
+    ``authenticated``: whether the mutual-authentication handshake between the
+    two ends succeeds (R10.11); concrete answers assume it does.
+    """
+
     src: Endpoint
     dst: Endpoint
     protocol: Protocol
     port: int
+    request: Request | None = None
+    authenticated: bool = True
+
+
+def speaks(ep: Endpoint, version: int) -> bool:
+    """An endpoint with addresses sends and receives only their IP versions; one without any may use either."""
+    return not ep.ips or any(ip.version == version for ip in ep.ips)
+
+
+def possible(flow: Flow) -> bool:
+    """ICMP travels on IPv4 and ICMPv6 on IPv6 only: other flows of those protocols are no packets at all."""
+    family = flow.protocol.family
+    return family is None or (speaks(flow.src, family) and speaks(flow.dst, family))
 
 
 @dataclass(frozen=True)
@@ -91,6 +146,44 @@ def peer_labels(peer: Endpoint, subject: Endpoint) -> frozenset:
     return peer.identity.labels
 
 
+_DNS_CHAR = "[-a-z0-9_]"
+
+
+def fqdn_regex(match_name: str | None, match_pattern: str | None) -> str:
+    """A toFQDNs or DNS-rule name as a regex over lower-case names without the trailing dot (R10.2).
+
+    ``*`` stands for zero or more DNS characters within one label, a lone ``*``
+    for every name, a leading ``**.`` for one or more labels.  The result stays
+    inside the regex subset the verifier translates (verify/regex.py).
+    """
+    if match_name is not None:
+        return "".join(c if c.isalnum() else "\\" + c for c in match_name)
+    pattern = match_pattern or ""
+    if pattern == "*":
+        return "[-a-z0-9_.]+"
+    head = ""
+    if pattern.startswith("**."):
+        head, pattern = f"({_DNS_CHAR}+\\.)+", pattern[3:]
+    return head + "".join(f"{_DNS_CHAR}*" if c == "*" else c if c.isalnum() else "\\" + c for c in pattern)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str):
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return None
+
+
+def _full_match(pattern: str, value: str) -> bool:
+    compiled = _compiled(pattern)
+    return bool(compiled and compiled.fullmatch(value))
+
+
+def fqdn_matches(peer: FQDNPeer, name: str) -> bool:
+    return _full_match(fqdn_regex(peer.match_name, peer.match_pattern), name)
+
+
 def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset, pending: str | None = None,
                  possibly: bool = False) -> bool:
     """``pending``: the scope of a peer whose labels are not known yet; then an allow needs a selector that
@@ -101,8 +194,33 @@ def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset, pending: str | Non
         return any(sel.matches(labels) for sel in peer.selectors)
     if isinstance(peer, CIDRPeer):  # R7.1: CIDRs only ever select addresses outside the cluster
         return ep.kind is EndpointKind.EXTERNAL and any(peer.contains(ip) for ip in ep.ips)
-    assert isinstance(peer, FQDNPeer)
-    return False  # R10.2c: nothing is known to resolve statically
+    assert isinstance(peer, FQDNPeer)  # R10.3: outside the cluster, through a name it was learned under
+    return ep.kind is EndpointKind.EXTERNAL and any(fqdn_matches(peer, n) for n in ep.dns_names)
+
+
+def _field_admits(pattern: str | None, value: str, request: Request) -> bool:
+    """An HTTP field regex against the whole value (R9.2); an omitted field matches anything."""
+    if not pattern:
+        return True
+    assumed = request.decides(opaque_key("regex", pattern))
+    return assumed if assumed is not None else _full_match(pattern, value)
+
+
+def _http_admits(rule: HTTPRule, request: Request) -> bool:
+    return (_field_admits(rule.method, request.method, request) and _field_admits(rule.path, request.path, request)
+            and _field_admits(rule.host, request.host, request)
+            and all(request.decides(opaque_key("header", h)) for h in rule.headers))
+
+
+def l7_admits(l7: L7Rules | None, request: Request) -> bool:
+    """Whether one port entry's L7 filter lets ``request`` through; no filter lets everything (R9.3)."""
+    if l7 is None:
+        return True
+    if l7.kind == "http":
+        return any(_http_admits(h, request) for h in l7.http)
+    if l7.kind == "dns":
+        return any(_full_match(fqdn_regex(d.match_name, d.match_pattern), request.dns) for d in l7.dns)
+    return bool(request.decides(opaque_key("l7", l7)))
 
 
 def port_matches(pm: PortMatch, protocol: Protocol, port: int, dst: Endpoint, possibly: bool = False) -> bool:
@@ -207,8 +325,13 @@ class Evaluator:
         return bool(self.subject_rules(subject, direction)[2])
 
     def direction(self, direction: Direction, subject: Endpoint, peer: Endpoint,
-                  protocol: Protocol, port: int, dst: Endpoint) -> DirectionVerdict:
-        """One side's verdict; ``dst`` resolves named ports (R8.4)."""
+                  protocol: Protocol, port: int, dst: Endpoint, request: Request | None = None,
+                  authenticated: bool = True) -> DirectionVerdict:
+        """One side's verdict; ``dst`` resolves named ports (R8.4).
+
+        Without a request the verdict is the connection's (a proxied one counts as
+        allowed); with one, the proxy's decision on that request too.
+        """
         def verdict(action: Action, reason: Reason, rules=(), dd=(), l7=()) -> DirectionVerdict:
             return DirectionVerdict(direction, subject, action, reason, tuple(rules), tuple(dd), tuple(l7))
 
@@ -228,7 +351,22 @@ class Evaluator:
         allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst, pending)]
         if not allowed:
             return verdict(Action.DENY, Reason.DEFAULT_DENY, dd=dd)
-        return verdict(Action.ALLOW, Reason.ALLOWED, allowed, l7=_l7_filters(allowed, protocol, port, dst))
+        l7 = _l7_filters(allowed, protocol, port, dst)
+        wants_auth = [r for r in allowed if r.auth]  # one rule's requirement covers the flow (R10.11)
+        if wants_auth and not authenticated:
+            return verdict(Action.DENY, Reason.AUTH_REQUIRED, wants_auth, l7=l7)
+        if request is not None:
+            admitting = [r for r in allowed
+                         if any(l7_admits(pm.l7, request) for pm in matching_ports(r, protocol, port, dst))]
+            if not admitting:
+                return verdict(Action.DENY, Reason.REQUEST_DENIED, allowed, l7=l7)
+            allowed = admitting
+        return verdict(Action.ALLOW, Reason.ALLOWED, allowed, l7=l7)
+
+    def l7_kinds(self, flow: Flow) -> set[str]:
+        """The kinds of L7 filter the connection meets on either side (R9.1)."""
+        v = self.evaluate(replace(flow, request=None))
+        return {x.kind for x in v.egress.l7 + v.ingress.l7}
 
     def near_misses(self, v: DirectionVerdict, flow: Flow) -> list[tuple[Rule, str]]:
         """For a default-deny verdict, the allow rules of that side that match all but one part of the
@@ -250,8 +388,10 @@ class Evaluator:
         if src == dst:
             ok = lambda d, s: DirectionVerdict(d, s, Action.ALLOW, Reason.SELF)  # noqa: E731
             return Verdict(flow, ok(Direction.EGRESS, src), ok(Direction.INGRESS, dst))
-        egress = self.direction(Direction.EGRESS, src, dst, flow.protocol, flow.port, dst)
-        ingress = self.direction(Direction.INGRESS, dst, src, flow.protocol, flow.port, dst)
+        egress = self.direction(Direction.EGRESS, src, dst, flow.protocol, flow.port, dst, flow.request,
+                                flow.authenticated)
+        ingress = self.direction(Direction.INGRESS, dst, src, flow.protocol, flow.port, dst, flow.request,
+                                 flow.authenticated)
         return Verdict(flow, egress, ingress)
 
 

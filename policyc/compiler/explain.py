@@ -16,7 +16,13 @@ _REASONS = {
     Reason.DENIED: "denied by",
     Reason.ALLOWED: "allowed by",
     Reason.DEFAULT_DENY: "default deny: no allow rule matches (default-deny from",
+    Reason.AUTH_REQUIRED: "the mutual-authentication handshake fails, required by",
+    Reason.REQUEST_DENIED: "the L7 proxy refuses this request; the connection is allowed by",
 }
+
+
+def reason_text(reason: Reason) -> str:
+    return _REASONS[reason]
 
 
 def rule_ref(rule: Rule) -> str:
@@ -32,13 +38,13 @@ def rule_json(rule: Rule) -> dict:
 
 def direction_text(v: DirectionVerdict) -> str:
     head = f"{v.direction.value:<7} {v.subject.display}: {v.action.value}, {_REASONS[v.reason]}"
-    if v.reason in (Reason.DENIED, Reason.ALLOWED):
+    if v.rules and v.reason is not Reason.DEFAULT_DENY:
         head += " " + "; ".join(rule_ref(r) for r in v.rules)
     elif v.reason is Reason.DEFAULT_DENY:
         head += " " + "; ".join(f"{d.origin.policy_kind} {d.origin.policy} ({d.origin})"
                                 for d in v.default_deny) + ")"
     if v.l7:
-        head += f"; requests filtered by {', '.join(sorted({l.kind for l in v.l7}))} L7 rules (proxied)"
+        head += f"; requests filtered by {', '.join(sorted({l.kind for l in v.l7}))} L7 rules (by Cilium's proxy)"
     return head
 
 

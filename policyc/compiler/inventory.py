@@ -3,6 +3,11 @@
 Each pod's identity labels follow R2.3 (pod labels, namespace, namespace
 labels, service account, cluster); equal label sets share one numeric identity
 from 256 up, in a deterministic order so artifacts are reproducible.
+
+A ``hostNetwork: true`` pod is no Cilium endpoint: it shares its node's
+network namespace and addresses, so its traffic carries the node's identity
+(``host`` on that node, ``remote-node`` elsewhere) and no endpointSelector
+selects it.  Such a pod becomes no endpoint; naming it finds its node.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ class Inventory:
     endpoints: tuple[Endpoint, ...] = ()
     namespaces: dict = field(default_factory=dict)  # name -> labels
     cluster: str = DEFAULT_CLUSTER
+    host_network: dict = field(default_factory=dict)  # "ns/pod" of a hostNetwork pod -> its node's name
 
     @property
     def pods(self) -> tuple[Endpoint, ...]:
@@ -39,10 +45,21 @@ class Inventory:
         return tuple(sorted({e.identity for e in self.endpoints}, key=lambda i: i.id))
 
     def find(self, ref: str) -> Endpoint:
-        """``ns/pod``, a node name, or an address (of a pod, a node, or outside the cluster)."""
+        """``ns/pod``, a node name, or an address (of a pod, a node, or outside the cluster).
+
+        A hostNetwork pod is found as its node: that is whose identity its traffic carries.
+        """
         for ep in self.endpoints:
             if ep.display == ref:
                 return ep
+        if ref in self.host_network:
+            node = self.host_network[ref]
+            found = [ep for ep in self.nodes if ep.name == node]
+            if not found:
+                raise PolicycError(Diagnostic.simple(
+                    f"{ref!r} is a hostNetwork pod, so its traffic is its node's, but its node "
+                    f"{node or '(spec.nodeName unset)'} is not in the inventory"))
+            return found[0]
         try:
             ip = ipaddress.ip_address(ref)
         except ValueError:
@@ -193,6 +210,7 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
 
     # Cilium numbers identities as it meets them; we sort label sets for reproducible numbers.
     raw_pods = []
+    host_network: dict[str, str | None] = {}
     seen: dict[str, str] = {}
     for doc, path, obj, meta in pods:
         name = _name(doc, meta, path, "pod")
@@ -202,6 +220,9 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
                                         "(`kubectl get pods -A -o yaml` prints it)"))
         _once(seen, doc, path, f"pod {ns}/{name}")
         spec = _get(doc, obj, path, "spec", dict)
+        if spec.get("hostNetwork") is True:  # the node's identity and addresses, no endpoint of its own
+            host_network[f"{ns}/{name}"] = str(spec["nodeName"]) if spec.get("nodeName") else None
+            continue
         sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         labels = pod_labels(_labels(doc, meta, path + ("metadata",)), ns,
                             namespaces.get(ns, {"kubernetes.io/metadata.name": ns}), str(sa), cluster)
@@ -228,7 +249,7 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
                                   Identity(RESERVED_IDS["remote-node"],
                                            node_labels(_labels(doc, meta, path + ("metadata",))))))
     endpoints.sort(key=lambda e: (e.kind.value, e.namespace, e.name))
-    return Inventory(tuple(endpoints), namespaces, cluster)
+    return Inventory(tuple(endpoints), namespaces, cluster, host_network)
 
 
 def load_inventory(paths: list[str | Path], cluster: str = DEFAULT_CLUSTER) -> Inventory:

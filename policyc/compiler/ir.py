@@ -67,6 +67,11 @@ class Protocol(enum.IntEnum):
     def label(self) -> str:
         return "ICMPv6" if self is Protocol.ICMPV6 else self.name
 
+    @property
+    def family(self) -> int | None:
+        """The one IP version ICMP and ICMPv6 travel on; None for protocols that use both."""
+        return {Protocol.ICMP: 4, Protocol.ICMPV6: 6}.get(self)
+
     @classmethod
     def parse(cls, text: str) -> "Protocol":
         """Case-insensitive name to protocol; raises KeyError for unknown names."""
@@ -255,7 +260,13 @@ class CIDRPeer:
 
 @dataclass(frozen=True)
 class FQDNPeer:
-    """Addresses learned from DNS answers: unknown statically, so matches nothing concrete (R10.2c)."""
+    """Addresses learned from DNS answers for matching names (R10.1, R10.2).
+
+    Which address a name resolves to is unknown statically: a concrete endpoint
+    matches only through the DNS names it carries (``Endpoint.dns_names``, which
+    inventories never fill), so concrete answers treat these peers as matching
+    nothing (R10.2c) while the merge gate treats every name as possible (R10.5).
+    """
 
     match_name: str | None = None
     match_pattern: str | None = None
@@ -373,12 +384,20 @@ class Rule:
 
 @dataclass(frozen=True)
 class DefaultDeny:
-    """Endpoints matching ``subject`` are default-deny in ``direction`` (R3.4)."""
+    """Endpoints matching ``subject`` are default-deny in ``direction`` (R3.4).
+
+    ``implied_by`` lists the rules whose presence alone creates the entry (the
+    section's rules, R3.2/R3.6; a KNP section without policyTypes, R12.7):
+    deleting all of them deletes the entry too, so a rule that looks redundant
+    may still be the only thing switching its subject to default-deny.  Empty
+    when the entry stands on its own (a KNP policyType).
+    """
 
     subject: Selector
     subject_kind: SubjectKind
     direction: Direction
     origin: Origin
+    implied_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -402,6 +421,14 @@ class PolicySet:
     def rules_for(self, direction: Direction, action: Action | None = None) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules
                      if r.direction is direction and (action is None or r.action is action))
+
+    def without(self, rule_ids) -> "PolicySet":
+        """The policy set with these rules deleted from their sources: a default-deny entry that only
+        they implied goes with them (R3.6)."""
+        gone = frozenset(rule_ids)
+        return PolicySet(tuple(r for r in self.rules if r.id not in gone),
+                         tuple(d for d in self.default_deny if not d.implied_by or not set(d.implied_by) <= gone),
+                         self.policies, self.cluster)
 
 
 # ---- endpoints and identities (read by every interpreter, built by inventory.py) ----
@@ -439,9 +466,12 @@ class Endpoint:
     ports: tuple[NamedPort, ...] = ()
     node: str | None = None
     service_account: str = "default"
+    dns_names: tuple[str, ...] = ()  # names an external address was learned under (toFQDNs, R10.1)
 
     @property
     def display(self) -> str:
         if self.kind is EndpointKind.POD:
             return f"{self.namespace}/{self.name}"
+        if self.dns_names:
+            return f"{self.name} ({', '.join(self.dns_names)})"
         return self.name

@@ -115,7 +115,12 @@ def layouts(addr_len: int, port_lpm: bool) -> dict[str, Layout]:
         "ct_value": Layout("ct_value", (Field("last_seen", "u64"), Field("rule", "u32"), Field("flags", "u32"))),
         "index_key": Layout("index_key", (Field("index", "u32"),)),
         "counter": Layout("counter", (Field("packets", "u64"), Field("bytes", "u64"))),
-        "ratelimit": Layout("ratelimit", (Field("window_start", "u64"), Field("count", "u32"),
-                                          Field("_pad", "u32"))),
+        "ratelimit": Layout("ratelimit", (Field("window_start", "u64"), Field("allowed", "u32"),
+                                          Field("dropped", "u32"))),
+        # first fragments' ports, for the later fragments of the same datagram (IP id)
+        "frag_key": Layout("frag_key", (addr("saddr"), addr("daddr"), Field("id", "be32"), Field("proto", "u8"),
+                                        Field("_pad", "u8", 3))),
+        "frag_value": Layout("frag_value", (Field("sport", "u16"), Field("dport", "u16"), Field("port", "u16"),
+                                            Field("_pad", "u16"))),
         "event": EVENT,
     }

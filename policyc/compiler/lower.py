@@ -37,7 +37,7 @@ from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, IPNetwork,
 
 DIR_CODE = {Direction.INGRESS: 1, Direction.EGRESS: 2}
 ACTION_CODE = {Action.ALLOW: 1, Action.DENY: 2}
-FLAG_PROXY = 1               # policy value / event flag: the flow's requests go to an L7 proxy
+FLAG_L7 = 1                  # policy value / event flag: the allow carries L7 rules, enforced as L4 only
 EP_DEFAULT_DENY = {Direction.INGRESS: 1, Direction.EGRESS: 2}
 ANY_PEER = 0
 HOST_ID = RESERVED_IDS["host"]
@@ -69,7 +69,7 @@ class Verdict:
 
     action: Action
     rule: int            # 1-based index into PolicySet.rules
-    proxy: bool = False  # every matching allow carries L7 rules (R9.3)
+    l7: bool = False     # every matching allow carries L7 rules (R9.3)
 
 
 @dataclass(frozen=True)
@@ -394,7 +394,7 @@ def detect_features(policy: PolicySet, inventory: Inventory, entries: list[Polic
                         and (pm.first, pm.last) != (0, 65535) for pm in ports),
         deny=any(e.verdict.action is Action.DENY for e in entries),
         icmp=any(pm.protocol in (Protocol.ICMP, Protocol.ICMPV6) for pm in ports),
-        l7=any(e.verdict.proxy for e in entries),
+        l7=any(e.verdict.l7 for e in entries),
         any_peer=any(e.peer == ANY_PEER for e in entries),
         cidr=any(isinstance(p, CIDRPeer) for r in policy.rules for p in r.peers),
     )

@@ -13,12 +13,17 @@ from dataclasses import dataclass
 
 from .diagnostics import Diagnostic, PolicycError
 from .layouts import Layout, layouts
-from .lower import (ACTION_CODE, DIR_CODE, EP_DEFAULT_DENY, FLAG_PROXY, LEVEL_ANY,
+from .lower import (ACTION_CODE, DIR_CODE, EP_DEFAULT_DENY, FLAG_L7, LEVEL_ANY,
                     LEVEL_PORT, LEVEL_PROTO, Datapath, EndpointEntry, PolicyEntry)
 
 MAPS_BIN_MAGIC = b"PCMAPS\x00\x01"
 RINGBUF_BYTES = 256 * 1024
-DEFAULT_SIZES = {"ipcache": 16384, "ipcache_hosts": 16384, "endpoints": 4096, "policy": 65536, "conntrack": 65536}
+DEFAULT_SIZES = {"ipcache": 16384, "ipcache_hosts": 16384, "endpoints": 4096, "policy": 65536, "conntrack": 65536,
+                 "fragments": 8192}
+# Slots of the `stats` map (STAT_* in the C): what no rule counter sees, for `status` and metrics.
+STATS = ("events_lost", "events_ratelimited_allow", "events_ratelimited_drop", "nd_passed", "icmp_related",
+         "frag_map_full")
+DROP_SLOTS = 64  # the `drops` map: packets and bytes per drop reason code (codegen.REASON_CODES)
 POLICY_PREFIX_BITS = 96  # the whole LPM policy key: look-ups use every bit
 BLOWUP_ENTRIES = 1024  # warn when one rule decides more policy entries than this ...
 BLOWUP_SHARE = 0.1     # ... and than this share of the policy map
@@ -75,7 +80,7 @@ def policy_key(lay: Layout, e: PolicyEntry, port_lpm: bool) -> bytes:
 
 def policy_value(lay: dict[str, Layout], e: PolicyEntry) -> bytes:
     return lay["policy_value"].pack(action=ACTION_CODE[e.verdict.action], rule=e.verdict.rule,
-                                    flags=FLAG_PROXY if e.verdict.proxy else 0)
+                                    flags=FLAG_L7 if e.verdict.l7 else 0)
 
 
 def endpoint_value(lay: dict[str, Layout], e: EndpointEntry) -> bytes:
@@ -120,7 +125,7 @@ def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list
     policy = [(policy_key(lay["policy_key"], e, port_lpm), policy_value(lay, e),
                {"policy_id": e.policy_id, "peer": e.peer, "direction": e.direction.value,
                 "protocol": "any" if e.protocol is None else e.protocol, "ports": port_text(e),
-                "action": e.verdict.action.value, "rule": e.verdict.rule, "proxy": e.verdict.proxy})
+                "action": e.verdict.action.value, "rule": e.verdict.rule, "l7": e.verdict.l7})
               for e in dp.policy]
 
     def spec(name, kind, key, value, rows, max_entries, flags=""):
@@ -136,6 +141,9 @@ def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list
         spec("conntrack", "lru_hash", "ct_key", "ct_value", [], size["conntrack"]),
         MapSpec("counters", "percpu_array", lay["index_key"], lay["counter"], len(dp.rules) + 1),
         MapSpec("ratelimit", "percpu_array", lay["index_key"], lay["ratelimit"], 1),
+        spec("fragments", "lru_hash", "frag_key", "frag_value", [], size["fragments"]),
+        MapSpec("stats", "percpu_array", lay["index_key"], lay["counter"], len(STATS)),
+        MapSpec("drops", "percpu_array", lay["index_key"], lay["counter"], DROP_SLOTS),
         MapSpec("events", "ringbuf", None, None, RINGBUF_BYTES),
     ]
     check_capacity(specs, sizes)

@@ -6,9 +6,41 @@ hundred classes.  `policyc matrix`, `paths`, `blast-radius` and `graph` all read
 """
 from __future__ import annotations
 
-from .evaluate import LabelIndex, matching_ports, peer_matches, subject_labels
+from dataclasses import dataclass
+from functools import cached_property
+
+from .evaluate import Evaluator, LabelIndex, Reason, matching_ports, peer_labels, peer_matches, subject_labels
 from .ir import (Action, Direction, Endpoint, EndpointKind, PolicySet, Protocol, Rule, Selector,
                  SelectorPeer, SubjectKind)
+from .portset import EVERY, NONE, PortSet, rule_ports
+
+
+@dataclass(frozen=True)
+class Side:
+    """What one direction of one endpoint allows toward one peer, over every port, and why.
+
+    ``Evaluator.direction`` for every port at once: ``rules`` are the allow rules that allow some of
+    ``ports``, ``denies`` the deny rules that took some away, and ``l7`` the part of ``ports`` that
+    only an L7 filter lets through (the proxy sees every request, R9.1).
+    """
+
+    reason: Reason
+    ports: PortSet
+    l7: PortSet = NONE
+    rules: tuple[Rule, ...] = ()
+    denies: tuple[Rule, ...] = ()
+
+
+OUTSIDE = Side(Reason.NOT_ENDPOINT, EVERY)
+OPEN = Side(Reason.NOT_ENFORCED, EVERY)
+LOCALHOST = Side(Reason.LOCALHOST, EVERY)
+
+
+def _union(sets) -> PortSet:
+    out = NONE
+    for s in sets:
+        out = out | s
+    return out
 
 
 def _class_key(ep: Endpoint) -> tuple:
@@ -43,7 +75,12 @@ class ClassVerdicts:
     def __init__(self, policy: PolicySet, reps: list[Endpoint]):
         if any(ep.kind is EndpointKind.NODE for ep in reps):
             raise ValueError("ClassVerdicts covers pods and addresses only")
+        self.policy = policy
         self.reps = reps
+        self._ports_cache: dict[tuple, PortSet] = {}
+        self._side_cache: dict[tuple, Side] = {}
+        self._names_cache: dict[tuple, bool] = {}
+        self._pair_cache: dict[tuple, Side] = {}
         self.every = frozenset(range(len(reps)))
         self._outside = [c for c, ep in enumerate(reps) if ep.kind is EndpointKind.EXTERNAL]
         self._index = LabelIndex([ep.identity.labels for ep in reps])
@@ -72,7 +109,7 @@ class ClassVerdicts:
             hit = self._selector_cache[sel] = frozenset(self._index.matching(sel))
         return hit
 
-    def _peer_classes(self, rule: Rule) -> frozenset[int]:
+    def peer_classes(self, rule: Rule) -> frozenset[int]:
         """Classes matching any peer of ``rule`` (peer_matches, for non-node peers)."""
         hit = self._rule_cache.get(id(rule))
         if hit is None:
@@ -91,8 +128,8 @@ class ClassVerdicts:
         """Peer classes ``rule`` matches on this port; named ports resolve at the destination (R8.4)."""
         if direction is Direction.INGRESS or all(pm.name is None for pm in rule.ports):
             dst = subject  # ingress: the subject is the destination; numbered ports ignore it
-            return self._peer_classes(rule) if matching_ports(rule, protocol, port, dst) else frozenset()
-        return {c for c in self._peer_classes(rule) if matching_ports(rule, protocol, port, self.reps[c])}
+            return self.peer_classes(rule) if matching_ports(rule, protocol, port, dst) else frozenset()
+        return {c for c in self.peer_classes(rule) if matching_ports(rule, protocol, port, self.reps[c])}
 
     def _allowed_peers(self, c: int, direction: Direction, protocol: Protocol, port: int) -> frozenset[int]:
         subject = self.reps[c]
@@ -114,6 +151,113 @@ class ClassVerdicts:
             for src in self._allowed_peers(dst, Direction.INGRESS, protocol, port):
                 admits[src].add(dst)
         return [egress[c] & admits[c] for c in range(n)]
+
+    # ---- every port at once: what the connectivity graph's edges carry
+
+    def _ports(self, rule: Rule, dst: Endpoint, plain: bool = False) -> PortSet:
+        """``rule_ports``, cached per rule and (for named ports only) destination's container ports."""
+        key = (id(rule), dst.ports if any(pm.name for pm in rule.ports) else None, plain)
+        hit = self._ports_cache.get(key)
+        if hit is None:
+            hit = self._ports_cache[key] = rule_ports(rule, dst, plain)
+        return hit
+
+    def decide(self, allows: list[Rule], denies: list[Rule], default_deny: bool, dst: Endpoint) -> Side:
+        """One side over every port, from the allow and deny rules whose peers match (R4.4, R9.3).
+
+        Remembered per rules and destination ports: most pairs of a large cluster repeat a few sides.
+        """
+        key = (tuple(map(id, allows)), tuple(map(id, denies)), default_deny, dst.ports)
+        hit = self._side_cache.get(key)
+        if hit is None:
+            hit = self._side_cache[key] = self._decide(allows, denies, default_deny, dst)
+        return hit
+
+    def _decide(self, allows: list[Rule], denies: list[Rule], default_deny: bool, dst: Endpoint) -> Side:
+        denied = _union(self._ports(r, dst) for r in denies)
+        if not default_deny:
+            return Side(Reason.NOT_ENFORCED, EVERY - denied, denies=tuple(r for r in denies if self._ports(r, dst)))
+        allowed = _union(self._ports(r, dst) for r in allows)
+        ports = allowed - denied
+        plain = _union(self._ports(r, dst, True) for r in allows)
+        return Side(Reason.ALLOWED, ports, ports - plain, tuple(r for r in allows if self._ports(r, dst) & ports),
+                    tuple(r for r in denies if self._ports(r, dst) & allowed))
+
+    def sides(self, c: int, direction: Direction) -> "Sides":
+        """What ``direction`` of class ``c`` allows toward each peer class, over every port."""
+        subject = self.reps[c]
+        if subject.kind is EndpointKind.EXTERNAL:
+            return Sides(self, direction, subject, (), (), False, OUTSIDE)
+        allows, denies, dd = self._subject[(c, direction)]
+        return Sides(self, direction, subject, tuple(allows), tuple(denies), dd, None if dd else OPEN)
+
+    @cached_property
+    def evaluator(self) -> Evaluator:
+        return Evaluator(self.policy)
+
+    def endpoint_side(self, direction: Direction, subject: Endpoint, peer: Endpoint, c: int | None = None) -> Side:
+        """``sides`` for one pair of any endpoints, nodes included (``c``: the subject's class, if any).
+
+        A node is ``host`` to the pods it runs and ``remote-node`` to the others, and always reaches
+        its own pods (R3.9), so node pairs are decided one by one, as ``Evaluator.direction`` does.
+        """
+        if subject.kind is EndpointKind.EXTERNAL:
+            return OUTSIDE
+        if (direction is Direction.INGRESS and subject.kind is EndpointKind.POD
+                and peer.kind is EndpointKind.NODE and subject.node == peer.name):
+            return LOCALHOST
+        labels = peer_labels(peer, subject)
+        dst = peer if direction is Direction.EGRESS else subject
+        key = (subject.name if c is None else c, direction, labels, peer.ips if peer.kind is EndpointKind.EXTERNAL
+               else (), dst.ports)  # all a side depends on: the pods of a class are alike on every node
+        hit = self._pair_cache.get(key)
+        if hit is None:
+            allows, denies, dd = self._subject[(c, direction)] if c is not None else \
+                self.evaluator.subject_rules(subject, direction)
+            hit = self._pair_cache[key] = self.decide([r for r in allows if self._names(r, peer, labels)],
+                                                      [r for r in denies if self._names(r, peer, labels)], bool(dd),
+                                                      dst)
+        return hit
+
+    def _names(self, rule: Rule, peer: Endpoint, labels: frozenset) -> bool:
+        """Whether a peer of ``rule`` matches ``peer`` seen with ``labels``, remembered per label set."""
+        key = (id(rule), labels, peer.ips if peer.kind is EndpointKind.EXTERNAL else ())
+        hit = self._names_cache.get(key)
+        if hit is None:
+            hit = self._names_cache[key] = any(peer_matches(p, peer, labels) for p in rule.peers)
+        return hit
+
+
+@dataclass(frozen=True)
+class Sides:
+    """One direction of one class toward every peer class, decided when a peer is asked for.
+
+    ``default`` is the side toward the peers no rule names (None: nothing is allowed), so a
+    default-deny class costs its rules' peers and nothing is held per pair: most pairs one side
+    names, the other side never admits.
+    """
+
+    verdicts: ClassVerdicts
+    direction: Direction
+    subject: Endpoint
+    allows: tuple[Rule, ...]
+    denies: tuple[Rule, ...]
+    default_deny: bool
+    default: Side | None
+
+    def named(self) -> set[int]:
+        """The peer classes some allow rule names (those a default-deny side may allow)."""
+        return set().union(*(self.verdicts.peer_classes(r) for r in self.allows))
+
+    def names(self, peer: int) -> bool:
+        return any(peer in self.verdicts.peer_classes(r) for r in self.allows + self.denies)
+
+    def get(self, peer: int) -> Side | None:
+        if not self.names(peer):
+            return self.default
+        dst = self.verdicts.reps[peer] if self.direction is Direction.EGRESS else self.subject
+        hit = lambda rules: [r for r in rules if peer in self.verdicts.peer_classes(r)]  # noqa: E731
+        return self.verdicts.decide(hit(self.allows), hit(self.denies), self.default_deny, dst)
 
 
 def tables(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]]):

@@ -224,21 +224,22 @@ def parse_cilium_rule(r: FieldReader, value, path: tuple, kind: str, namespace: 
     flags = r.mapping(obj.get("enableDefaultDeny"), path + ("enableDefaultDeny",), ("ingress", "egress"))
     rules: list[Rule] = []
     dd: list[DefaultDeny] = []
-    for direction in Direction:
-        present = [s for s, d, _ in _SECTIONS if d is direction and r.sequence(obj, s, path)]
-        flag = flags.get(direction.value)
-        wants = r.boolean(flag, path + ("enableDefaultDeny", direction.value)) if flag is not None else bool(present)
-        if present and wants:  # R3.2, R3.4
-            dd.append(DefaultDeny(subject, subject_kind, direction,
-                                  origin_at(r, path + (present[0],), kind, namespace, name)))
-        elif flag and not present:
-            r.warn(path + ("enableDefaultDeny", direction.value),
-                   f"enableDefaultDeny.{direction.value} without an {direction.value} section does nothing (R3.4)")
     for section, direction, action in _SECTIONS:
         for i, item in enumerate(r.sequence(obj, section, path)):
             where = path + (section, i)
             rules.append(parse_rule(r, item, where, scope, direction, action,
                                     origin_at(r, where, kind, namespace, name)))
+    for direction in Direction:
+        present = [s for s, d, _ in _SECTIONS if d is direction and r.sequence(obj, s, path)]
+        flag = flags.get(direction.value)
+        wants = r.boolean(flag, path + ("enableDefaultDeny", direction.value)) if flag is not None else bool(present)
+        if present and wants:  # R3.2, R3.4: the sections' rules imply it, even with the flag set
+            dd.append(DefaultDeny(subject, subject_kind, direction,
+                                  origin_at(r, path + (present[0],), kind, namespace, name),
+                                  tuple(x.id for x in rules if x.direction is direction)))
+        elif flag and not present:
+            r.warn(path + ("enableDefaultDeny", direction.value),
+                   f"enableDefaultDeny.{direction.value} without an {direction.value} section does nothing (R3.4)")
     for rule in rules:
         if subject_kind is SubjectKind.NODE and any(pm.l7 for pm in rule.ports):
             if rule.direction is Direction.INGRESS or any(pm.l7.kind != "dns" for pm in rule.ports if pm.l7):

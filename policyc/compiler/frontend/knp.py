@@ -83,11 +83,11 @@ def parse_knp(r: FieldReader, spec, path: tuple, namespace: str, name: str) -> t
             origin = origin_at(r, where, KNP, namespace, name)
             rules.append(Rule(f"{KNP}/{namespace}/{name}/{origin.path}", origin, subject, SubjectKind.ENDPOINT,
                               direction, Action.ALLOW, peers, ports))
-        on = bool(items) or (type_name in types if direction is Direction.EGRESS
-                             else (type_name in types or "Egress" not in types))  # R12.7, R12.9
-        if on:
+        typed = type_name in types if direction is Direction.EGRESS else (type_name in types or "Egress" not in types)
+        if items or typed:  # R12.7, R12.9: without its policy type, only the section's rules imply it
             dd.append(DefaultDeny(subject, SubjectKind.ENDPOINT, direction,
-                                  origin_at(r, path + (section,) if items else path, KNP, namespace, name)))
+                                  origin_at(r, path + (section,) if items else path, KNP, namespace, name),
+                                  () if typed else tuple(x.id for x in rules if x.direction is direction)))
     return rules, dd
 
 

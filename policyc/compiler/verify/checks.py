@@ -4,21 +4,26 @@ Syntactic checks run first and cost nothing; semantic ones ask Z3 small
 questions about one rule and its neighbours (``prefilter.Index``).  Rules are
 visited once each: a rule found redundant is simply left out of later
 covering sets, so equal rules report only the later one.
+
+A finding that recommends deleting something (PC001-PC003, PC005, PC018,
+PC019) is only made after one more question proves the deletion changes no
+verdict (``_deletable``): for any request, DNS name or authentication outcome,
+and with the default-deny the rule may be the only one to imply (R3.6).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import z3
 
 from .. import explain
 from ..cliselector import format_selector
-from ..entities import world_labels
+from ..entities import RESERVED_IDS, reserved_label, world_labels
 from ..evaluate import Evaluator, selects, subject_labels
 from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
-from . import prefilter, regex
+from . import exposure, prefilter, regex
 from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, space_for
 from .findings import Finding, Location, Witness, rule_location
 
@@ -34,13 +39,23 @@ class Context:
     bypassed: set = field(default_factory=set)   # rule ids whose L7 is bypassed (reported as PC013 only)
 
     def __post_init__(self) -> None:
+        self.evaluator = Evaluator(self.policy)
         self.index = prefilter.Index([r for r in self.policy.rules])
         self.dd_index = prefilter.Index(self.policy.default_deny)
-        # One inventory space for every query: it remembers which endpoints each selector picks.
-        self._inventory_space = space_for((), (), self.policy.cluster, self.inventory) if self.inventory else None
+        # One inventory space per model for every query: it remembers which endpoints each selector picks.
+        self._inventory_spaces = {u: space_for((), (), self.policy.cluster, self.inventory, unknowns=u)
+                                  for u in (False, True)} if self.inventory else {}
 
-    def space(self, rules, dds=(), selectors=()) -> Space:
-        return self._inventory_space or space_for(rules, dds, self.policy.cluster, self.inventory, selectors)
+    def space(self, rules, dds=(), selectors=(), unknowns: bool = False) -> Space:
+        return self._inventory_spaces.get(unknowns) or space_for(rules, dds, self.policy.cluster, self.inventory,
+                                                                 selectors, unknowns)
+
+    def decode(self, flow, model, request: Request | None = None):
+        """A witness flow, its request cut to what the L7 filters on its way read."""
+        concrete = flow.decode(model, request)
+        if concrete.request is None:
+            return concrete
+        return replace(concrete, request=concrete.request.keep(self.evaluator.l7_kinds(concrete)))
 
     def neighbours(self, rule: Rule, action: Action) -> list[Rule]:
         return [r for r in self.index.near(rule.direction, rule.subject_kind, rule.subject) if r.action is action and r.id != rule.id
@@ -94,7 +109,7 @@ def check_duplicates(ctx: Context) -> list[Finding]:
         if r.id in ctx.excluded:
             continue
         key = _rule_key(r)
-        if key in first_rule:
+        if key in first_rule and _deletable(ctx, r):
             ctx.excluded.add(r.id)
             other = first_rule[key]
             witness = _allowed_example(ctx, r, also=(other,)) if r.action is Action.ALLOW else None
@@ -102,11 +117,36 @@ def check_duplicates(ctx: Context) -> list[Finding]:
                                             f"{explain.rule_ref(other)}",
                                 (rule_location(other, "the earlier rule"),), witness, key=other.origin.path))
         else:
-            first_rule[key] = r
+            first_rule.setdefault(key, r)
     return out
 
 
 # ------------------------------------------------------------------ Z3 helpers
+
+def _deletable(ctx: Context, rule: Rule) -> bool:
+    """Deleting ``rule`` from its source changes no verdict in its direction, for any request, DNS name or
+    authentication outcome: the question every finding that recommends deleting it must settle first.
+
+    Only subjects ``rule`` selects can change, so only their neighbouring rules and default-deny entries
+    enter; a default-deny entry only this rule implied goes with it (``PolicySet.without``).
+    """
+    near = PolicySet(tuple(ctx.index.near(rule.direction, rule.subject_kind, rule.subject)),
+                     tuple(ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)), (), ctx.policy.cluster)
+    after = near.without([rule.id])
+    space = ctx.space(near.rules, near.default_deny, unknowns=True)
+    solver = z3.Solver()
+    flow = new_flow(space, solver)
+    request = Request() if any(pm.l7 for r in near.rules for pm in r.ports) else None
+    subject, _ = space.sides(flow, rule.direction)
+    solver.add(z3.Not(flow.same), space.selects(rule.subject_kind, rule.subject, subject),
+               space.direction_allows(near, rule.direction, flow, request)
+               != space.direction_allows(after, rule.direction, flow, request))
+    return solver.check() == z3.unsat
+
+def _decided(space: Space, flow, direction: Direction) -> z3.BoolRef:
+    """Policy decides the flow in ``direction``: not a flow to itself (R11.5), nor one nothing enforces."""
+    return z3.And(z3.Not(flow.same), space.enforced(direction, flow))
+
 
 def _minimal_core(solver: z3.Solver, lits: list) -> list:
     """Deletion-based minimisation of an unsat core: each literal left is needed."""
@@ -117,13 +157,6 @@ def _minimal_core(solver: z3.Solver, lits: list) -> list:
         if solver.check(*trial) == z3.unsat:
             keep = trial
     return keep
-
-
-def _http(model, request: Request, rule: Rule):
-    if not any(pm.l7 and pm.l7.kind == "http" for pm in rule.ports):
-        return None
-    return tuple(model.eval(v, model_completion=True).as_string()
-                 for v in (request.method, request.path, request.host))
 
 
 def _matching(model, matches: dict) -> tuple[str, ...]:
@@ -140,7 +173,7 @@ def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, al
     solver = z3.Solver()
     flow = new_flow(space, solver)
     _, peer = space.sides(flow, rule.direction)
-    solver.add(space.rule_matches(rule, flow), space.enforced(rule.direction, flow),
+    solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction),
                *[z3.Not(space.rule_matches(d, flow)) for d in denies])
     if peer_kind is not None:
         solver.add(peer.is_kind(peer_kind))
@@ -152,11 +185,18 @@ def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, al
 
 # ------------------------------------------------------------------ shadowed and dead allows
 
+def _sees_local_node(rule: Rule) -> bool:
+    """An ingress rule whose peers may be the local node: the traffic it matches may never meet policy (R3.9)."""
+    host = frozenset({reserved_label("host")})
+    return rule.direction is Direction.INGRESS and any(
+        isinstance(p, SelectorPeer) and any(s.matches(host) for s in p.selectors) for p in rule.peers)
+
+
 def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
     denies = ctx.neighbours(rule, Action.DENY)
     allows = [r for r in ctx.neighbours(rule, Action.ALLOW) if r.id not in ctx.redundant]
-    if not denies and not allows:
-        return None
+    if not denies and not allows and not _sees_local_node(rule):
+        return None  # nothing covers it, and policy decides some of its flows
     space = ctx.space([rule] + denies + allows)
     solver = z3.Solver()
     flow, request = new_flow(space, solver), Request()
@@ -164,6 +204,12 @@ def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
     solver.add(own)
     if solver.check() != z3.sat:
         return None  # matches nothing at all: other checks say why
+    never = Witness(ctx.decode(flow, solver.model(), request), rule.direction, True, (rule.id,))
+    solver.add(_decided(space, flow, rule.direction))
+    if solver.check() == z3.unsat:
+        return _finding("PC001", rule, "everything this rule allows is always allowed: a pod's traffic to itself "
+                                       "(R11.5), the local node's to its pods (allow-localhost, R3.9)", (), never,
+                        key="always-allowed")
     matches, lits = {}, {}
     for i, other in enumerate(denies + allows):
         expr = space.rule_matches(other, flow, request if other.action is Action.ALLOW else None)
@@ -176,8 +222,7 @@ def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
         solver.check()
         model = solver.model()
         cover = [by_lit[x.get_id()] for x in _minimal_core(solver, deny_lits)]
-        witness = Witness(flow.decode(model), rule.direction, False, (rule.id,) + _matching(model, matches),
-                          http=_http(model, request, rule))
+        witness = Witness(ctx.decode(flow, model, request), rule.direction, False, (rule.id,) + _matching(model, matches))
         return _finding("PC002", rule, f"every flow this allow rule matches is denied by "
                                        f"{len(cover)} deny rule(s)", [rule_location(c) for c in cover],
                         witness, key=",".join(sorted(c.origin.path for c in cover)))
@@ -185,8 +230,7 @@ def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
     if solver.check(*deny_lits, *[lits[r.id] for r in allows]) == z3.sat:
         return None
     cover = [by_lit[x.get_id()] for x in _minimal_core(solver, list(lits.values()))]
-    witness = Witness(flow.decode(model), rule.direction, True, (rule.id,) + _matching(model, matches),
-                      http=_http(model, request, rule))
+    witness = Witness(ctx.decode(flow, model, request), rule.direction, True, (rule.id,) + _matching(model, matches))
     differs = any(c.action is Action.DENY for c in cover)
     note = " (some of them deny: their action differs)" if differs else ""
     return _finding("PC001", rule, f"everything this rule allows is already decided by {len(cover)} other "
@@ -195,26 +239,62 @@ def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
                     witness, key=",".join(sorted(f"{c.origin.policy}:{c.origin.path}" for c in cover)))
 
 
-def check_redundant_allows(ctx: Context) -> list[Finding]:
+def _removable(ctx: Context, rules, find) -> list[Finding]:
+    """``find``'s findings, later rules first so that of two rules covering each other the later one is
+    reported; a reported rule leaves later covering sets, and only a deletable one is reported."""
     out = []
-    for rule in reversed(ctx.policy.rules):
-        if rule.action is not Action.ALLOW or rule.id in ctx.excluded or _matches_nothing(rule):
-            continue
-        if rule.id in ctx.bypassed or any(isinstance(p, FQDNPeer) for p in rule.peers):
-            continue
-        finding = _redundancy(ctx, rule)
-        if finding:
+    for rule in reversed(rules):
+        finding = find(ctx, rule)
+        if finding and _deletable(ctx, rule):
             ctx.redundant.add(rule.id)
             out.append(finding)
     return out[::-1]
 
 
+def check_redundant_allows(ctx: Context) -> list[Finding]:
+    return _removable(ctx, [r for r in ctx.policy.rules if r.action is Action.ALLOW and r.id not in ctx.excluded
+                            and not _matches_nothing(r) and r.id not in ctx.bypassed
+                            and not any(isinstance(p, FQDNPeer) for p in r.peers)], _redundancy)
+
+
 # ------------------------------------------------------------------ denies without effect
+
+def _shadowed_deny(ctx: Context, rule: Rule) -> Finding | None:
+    """Every flow the deny drops (where policy decides) is dropped by other deny rules too."""
+    denies = [r for r in ctx.neighbours(rule, Action.DENY) if r.id not in ctx.redundant]
+    if not denies:
+        return None
+    space = ctx.space([rule] + denies)
+    solver = z3.Solver()
+    flow = new_flow(space, solver)
+    solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction))
+    if solver.check() != z3.sat:
+        return None  # never decides anything: PC005 says so
+    matches = {r.id: space.rule_matches(r, flow) for r in denies}
+    lits = {r.id: z3.Bool(f"cover{i}") for i, r in enumerate(denies)}
+    for rid, lit in lits.items():
+        solver.add(z3.Implies(lit, z3.Not(matches[rid])))
+    if solver.check(*lits.values()) != z3.unsat:
+        return None
+    by_lit = {lits[r.id].get_id(): r for r in denies}
+    cover = [by_lit[x.get_id()] for x in _minimal_core(solver, list(lits.values()))]
+    solver.check()
+    model = solver.model()
+    witness = Witness(flow.decode(model), rule.direction, False, (rule.id,) + _matching(model, matches))
+    return _finding("PC018", rule, f"every flow this deny rule drops is also dropped by {len(cover)} other deny "
+                                   "rule(s)", [rule_location(c, f"covers it: {explain.rule_ref(c)}") for c in cover],
+                    witness, key=",".join(sorted(f"{c.origin.policy}:{c.origin.path}" for c in cover)))
+
+
+def check_shadowed_denies(ctx: Context) -> list[Finding]:
+    return _removable(ctx, [r for r in ctx.policy.rules if r.action is Action.DENY and r.id not in ctx.excluded
+                            and not r.is_empty], _shadowed_deny)
+
 
 def check_ineffective_denies(ctx: Context) -> list[Finding]:
     out = []
     for rule in ctx.policy.rules:
-        if rule.action is not Action.DENY or rule.id in ctx.excluded:
+        if rule.action is not Action.DENY or rule.id in ctx.excluded or rule.id in ctx.redundant:
             continue
         allows = ctx.neighbours(rule, Action.ALLOW)
         dds = ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)
@@ -224,8 +304,8 @@ def check_ineffective_denies(ctx: Context) -> list[Finding]:
         subject, _ = space.sides(flow, rule.direction)
         would_allow = z3.Or(z3.Not(space.default_deny(dds, rule.direction, subject)),
                             *[space.rule_matches(a, flow) for a in allows])
-        solver.add(space.rule_matches(rule, flow), space.enforced(rule.direction, flow), would_allow)
-        if solver.check() == z3.unsat:
+        solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction), would_allow)
+        if solver.check() == z3.unsat and _deletable(ctx, rule):
             out.append(_finding("PC005", rule, "nothing this deny rule matches would be allowed without it"))
     return out
 
@@ -276,7 +356,6 @@ def check_inventory_selectors(ctx: Context) -> list[Finding]:
     inv = ctx.inventory
     if inv is None:
         return []
-    from ..entities import RESERVED_IDS, reserved_label
     reserved = [frozenset({reserved_label(n)}) for n in RESERVED_IDS] + [world_labels(4), world_labels(6)]
     identities = list(dict.fromkeys([ep.identity.labels for ep in inv.endpoints] + reserved))
     subjects = list({(ep.kind, subject_labels(ep)): ep for ep in inv.endpoints}.values())  # one per label set
@@ -353,31 +432,23 @@ def check_default_deny(ctx: Context) -> list[Finding]:
     return _missing_dd_inventory(ctx) if ctx.inventory is not None else _missing_dd_symbolic(ctx)
 
 
-# ------------------------------------------------------------------ exposure (syntactic)
-
-def _world_peers(rule: Rule) -> list[str]:
-    out = []
-    for peer in rule.peers:
-        if isinstance(peer, SelectorPeer) and any(s.matches(world_labels(v)) for s in peer.selectors for v in (4, 6)):
-            out.append(str(peer))
-        elif isinstance(peer, CIDRPeer) and peer.network.prefixlen == 0:
-            out.append(str(peer))
-    return out
-
+# ------------------------------------------------------------------ exposure
 
 def check_exposure(ctx: Context) -> list[Finding]:
     out = []
     for rule in ctx.policy.rules:
         if rule.direction is not Direction.INGRESS or rule.action is not Action.ALLOW or rule.is_empty:
             continue
-        world = _world_peers(rule)
-        if world:
-            all_ports = any(pm.is_l3_only or (pm.name is None and (pm.first, pm.last) == (0, 65535))
-                            for pm in rule.ports)
-            witness = _allowed_example(ctx, rule, Kind.EXTERNAL)
-            if all_ports:
+        world = exposure.world_peers(rule)
+        witness = _allowed_example(ctx, rule, Kind.EXTERNAL) if world else None
+        if witness is not None:  # without one, deny rules drop all of it
+            protocols = exposure.open_protocols(rule)
+            if any(pm.is_l3_only for pm in rule.ports):
                 out.append(_finding("PC011", rule, f"every port and protocol is open to {', '.join(world)}",
                                     witness=witness))
+            elif protocols:
+                out.append(_finding("PC011", rule, f"every {'/'.join(p.label for p in protocols)} port is open "
+                                                   f"to {', '.join(world)}", witness=witness))
             else:
                 ports = ", ".join(str(pm) for pm in rule.ports)
                 out.append(_finding("PC010", rule, f"admits {', '.join(world)} on {ports}", witness=witness))
@@ -408,7 +479,7 @@ def _l7_ineffective(ctx: Context, rule: Rule) -> Finding | None:
     subject, _ = space.sides(flow, rule.direction)
     wildcards = {r.id: space.rule_matches(r, flow, ports=ps) for r, ps in plain}
     solver.add(space.rule_matches(rule, flow, ports=l7_ports), z3.Or(list(wildcards.values())),
-               space.default_deny(dds, rule.direction, subject), space.enforced(rule.direction, flow),
+               space.default_deny(dds, rule.direction, subject), _decided(space, flow, rule.direction),
                *[z3.Not(space.rule_matches(d, flow)) for d in denies])
     if solver.check() != z3.sat:
         return None
@@ -420,6 +491,62 @@ def _l7_ineffective(ctx: Context, rule: Rule) -> Finding | None:
                                    "without L7 (every request passes)", related,
                     Witness(flow.decode(model), rule.direction, True, (rule.id,) + culprits),
                     key=",".join(sorted(culprits)))
+
+
+def _entry_text(entry) -> str:
+    """An HTTP entry or DNS pattern as its YAML fields."""
+    yaml_name = {"match_name": "matchName", "match_pattern": "matchPattern"}
+    fields = ", ".join(f"{yaml_name.get(k, k)}: {v}" for k, v in vars(entry).items() if v not in (None, ()))
+    return f"{{{fields}}}"
+
+
+def _covered_entries(l7) -> list[tuple[int, list[int]]]:
+    """(entry, covering entries) for each HTTP entry or DNS pattern of ``l7`` whose requests the other entries
+    all admit; the later of two equal entries is the one reported, a covered entry never covers another."""
+    entries = l7.http if l7.kind == "http" else l7.dns
+    solver, request = z3.Solver(), Request()
+    admits = [request.http_rule(e) if l7.kind == "http" else request.dns_rule(e) for e in entries]
+    lits = [z3.Bool(f"entry{i}") for i in range(len(entries))]
+    for lit, expr in zip(lits, admits):
+        solver.add(z3.Implies(lit, z3.Not(expr)))
+    out, covered = [], set()
+    for i in reversed(range(len(entries))):
+        others = [lits[j] for j in range(len(entries)) if j != i and j not in covered]
+        solver.push()
+        solver.add(admits[i])
+        if others and solver.check(*others) == z3.unsat:
+            core = _minimal_core(solver, others)
+            covered.add(i)
+            out.append((i, sorted(lits.index(x) for x in lits if any(x.eq(c) for c in core))))
+        solver.pop()
+    return out[::-1]
+
+
+def _l7_entries(ctx: Context, rule: Rule) -> list[Finding]:
+    out = []
+    for l7 in dict.fromkeys(pm.l7 for pm in rule.ports if pm.l7 and pm.l7.kind in ("http", "dns")):
+        entries = l7.http if l7.kind == "http" else l7.dns
+        for i, cover in _covered_entries(l7) if len(entries) > 1 else ():
+            names = ", ".join(f"{l7.kind}[{j}] ({_entry_text(entries[j])})" for j in cover)
+            out.append(_finding("PC019", rule, f"{l7.kind}[{i}] ({_entry_text(entries[i])}) admits no request "
+                                               f"that {names} does not", witness=_l7_example(ctx, rule, l7, i),
+                                key=f"{l7.kind}[{i}]"))
+    return out
+
+
+def _l7_example(ctx: Context, rule: Rule, l7, index: int) -> Witness | None:
+    """A flow the rule lets through carrying a request the covered entry admits."""
+    denies = ctx.neighbours(rule, Action.DENY)
+    space = ctx.space([rule, *denies])
+    solver = z3.Solver()
+    flow, request = new_flow(space, solver), Request()
+    entry = (l7.http if l7.kind == "http" else l7.dns)[index]
+    solver.add(space.rule_matches(rule, flow, ports=tuple(pm for pm in rule.ports if pm.l7 == l7)),
+               request.http_rule(entry) if l7.kind == "http" else request.dns_rule(entry),
+               _decided(space, flow, rule.direction), *[z3.Not(space.rule_matches(d, flow)) for d in denies])
+    if solver.check() != z3.sat:
+        return None
+    return Witness(ctx.decode(flow, flow.minimal_model(solver, request=request), request), rule.direction, True, (rule.id,))
 
 
 def check_l7(ctx: Context) -> list[Finding]:
@@ -442,6 +569,8 @@ def check_l7(ctx: Context) -> list[Finding]:
             if finding:
                 ctx.bypassed.add(rule.id)
                 out.append(finding)
+        if has_l7:
+            out += _l7_entries(ctx, rule)
     return out
 
 
@@ -488,11 +617,13 @@ def check_cidr_pods(ctx: Context) -> list[Finding]:
 
 
 CHECKS = (check_duplicates, check_contradictory, check_inventory_selectors, check_l7, check_redundant_allows,
-          check_ineffective_denies, check_default_deny, check_exposure, check_fqdn, check_cidr_pods)
+          check_shadowed_denies, check_ineffective_denies, check_default_deny, check_exposure, check_fqdn,
+          check_cidr_pods)
 
 
 def run_checks(policy: PolicySet, inventory: Inventory | None = None) -> list[Finding]:
-    """Every check, sorted by location; duplicates first and L7 before shadowing, so later checks skip them."""
+    """Every check, sorted by location; duplicates first, L7 before shadowing and shadowed denies before
+    ineffective ones, so later checks skip what earlier ones reported."""
     ctx = Context(policy, inventory)
     findings = [f for check in CHECKS for f in check(ctx)]
     return sorted(findings, key=lambda f: ((f.location.file, f.location.line, f.location.column)

@@ -12,6 +12,12 @@ the same verdict.  Two universes of endpoints:
 * ``InventorySpace``: exactly the inventory's endpoints, plus addresses no
   endpoint holds (world) and the reserved identities.
 
+A space built with ``unknowns=True`` (the merge gate's model) also leaves free
+what concrete answers cannot know: the DNS name an external address was
+learned under (toFQDNs, R10.5) and whether a mutual-authentication handshake
+succeeds (R10.11).  Models decode them into the flow, so the evaluator still
+replays every witness.
+
 Formulas are built per query from only the rules that query involves, so the
 domains stay small (the pre-filters in ``checks.py`` choose those rules).
 """
@@ -19,12 +25,13 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 import z3
 
 from ..entities import RESERVED, reserved_label, world_labels
-from ..evaluate import Flow, LabelIndex, subject_labels
+from ..evaluate import Flow, LabelIndex, Request as ConcreteRequest, fqdn_regex, opaque_key, subject_labels
 from ..inventory import Inventory, external
 from ..ir import (ANY_SOURCE, CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY,
                   Action, CIDRPeer, Direction, Endpoint, EndpointKind, FQDNPeer, Identity,
@@ -103,14 +110,29 @@ class Domain:
         return len(self.values[key]) + 1
 
 
+_NAME_CHARS = re.compile(r"[-a-z0-9_.]+")
+_LABEL = z3.Plus(z3.Range("a", "z"))
+_TYPICAL_NAME = z3.Concat(_LABEL, z3.Plus(z3.Concat(z3.Re("."), _LABEL)))
+
+
 class Term:
-    """One symbolic flow endpoint: kind, labels as selectors see them, address, named ports."""
+    """One symbolic flow endpoint: kind, labels as selectors see them, address, named ports.
+
+    ``dns`` is the name an external address was learned under ("" for none);
+    only spaces with ``unknowns`` constrain and read it.
+    """
 
     def __init__(self, name: str):
         self.name = name
         self.v4 = z3.Bool(f"{name}.v4")
         self.ip4 = z3.BitVec(f"{name}.ip4", 32)
         self.ip6 = z3.BitVec(f"{name}.ip6", 128)
+        self.dns = z3.String(f"{name}.dns")
+        self.reads_dns = False  # some encoded toFQDNs peer reads ``dns`` (Space.peer_matches)
+
+    def speaks(self, version: int) -> z3.BoolRef:
+        """The endpoint may send or receive IP ``version`` packets (an external address has one family)."""
+        return z3.Implies(self.is_kind(Kind.EXTERNAL), self.v4 if version == 4 else z3.Not(self.v4))
 
     def in_network(self, net) -> z3.BoolRef:
         bits = 32 if net.version == 4 else 128
@@ -247,12 +269,22 @@ class InventoryTerm(Term):
         self.space = space
         self.choice = z3.Int(f"{name}.choice")
         self.reserved = z3.Int(f"{name}.reserved")
+        self._formulas: dict = {}  # is_kind and match, built once per term: every rule asks again
 
     @property
     def external_slot(self) -> int:
         return len(self.space.endpoints)
 
+    def _once(self, key, build) -> z3.BoolRef:
+        hit = self._formulas.get(key)
+        if hit is None:
+            hit = self._formulas[key] = build()
+        return hit
+
     def is_kind(self, kind: Kind) -> z3.BoolRef:
+        return self._once(kind, lambda: self._is_kind(kind))
+
+    def _is_kind(self, kind: Kind) -> z3.BoolRef:
         if kind is Kind.EXTERNAL:
             return self.choice == self.external_slot
         if kind is Kind.RESERVED:
@@ -274,6 +306,9 @@ class InventoryTerm(Term):
 
     def match(self, sel: Selector, view: View) -> z3.BoolRef:
         """Selector.matches, decided in Python per endpoint; only the world family is symbolic."""
+        return self._once((sel, view), lambda: self._match(sel, view))
+
+    def _match(self, sel: Selector, view: View) -> z3.BoolRef:
         if view is View.HOST:
             return z3.BoolVal(sel.matches(frozenset({reserved_label("host")})))
 
@@ -292,6 +327,13 @@ class InventoryTerm(Term):
                 hits.append(z3.And(self.is_kind(Kind.RESERVED), z3.Or([self.reserved == i for i in names])))
         return z3.Or(hits) if hits else z3.BoolVal(False)
 
+    def speaks(self, version: int) -> z3.BoolRef:
+        """An inventory endpoint with addresses speaks only their families (one without any: either)."""
+        mute = self.space.memo(("mute", version), lambda: runs(
+            i for i, ep in enumerate(self.space.endpoints) if ep.ips and all(ip.version != version for ip in ep.ips)))
+        ok = z3.Not(one_of(self.choice, mute)) if mute else z3.BoolVal(True)
+        return z3.And(ok, super().speaks(version))
+
     def named_port(self, name: str, protocol, port) -> z3.BoolRef:
         """The chosen endpoint has port ``name`` = (port, protocol); endpoints grouped by that pair."""
         def holders():
@@ -306,36 +348,69 @@ class InventoryTerm(Term):
 
 
 class Request:
-    """An HTTP request (method, path, host) plus one opaque bit per non-HTTP L7 filter."""
+    """An L7 request (HTTP method, path, host; DNS query name) plus one free bit per part of a filter
+    policyc cannot read (evaluate.Request.assumed decides the same parts concretely)."""
 
     def __init__(self, name: str = "req"):
         self.method = z3.String(f"{name}.method")
         self.path = z3.String(f"{name}.path")
         self.host = z3.String(f"{name}.host")
+        self.dns = z3.String(f"{name}.dns")
         self.name = name
         self.unsupported: list[str] = []
+        self._opaque: dict[str, z3.BoolRef] = {}
+        self._kinds: set[str] = set()  # http, dns: which fields some filter reads (the others decode empty)
 
-    def opaque(self, what) -> z3.BoolRef:
-        return z3.Bool(f"{self.name}.opaque.{what!r}")
+    def typical(self) -> list:
+        """What a witness preferably shows, for the fields some filter reads: a common method, a path from
+        the root, a dotted name.  (Any string is a possible request: the gate must not miss odd ones.)"""
+        methods = z3.Union(*[z3.Re(m) for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")])
+        http = [z3.InRe(self.method, methods), z3.PrefixOf(z3.StringVal("/"), self.path)]
+        return (http if "http" in self._kinds else []) + (
+            [z3.InRe(self.dns, _TYPICAL_NAME)] if "dns" in self._kinds else [])
 
-    def _field(self, var, pattern: str | None, l7: L7Rules) -> z3.BoolRef:
+    def opaque(self, kind: str, value) -> z3.BoolRef:
+        key = opaque_key(kind, value)
+        if key not in self._opaque:
+            self._opaque[key] = z3.Bool(f"{self.name}.opaque.{key}")
+        return self._opaque[key]
+
+    def _field(self, var, pattern: str | None) -> z3.BoolRef:
         if not pattern:
             return z3.BoolVal(True)
         try:
             return z3.InRe(var, regex.to_z3(pattern))
         except regex.UnsupportedRegex as exc:
             self.unsupported.append(str(exc))
-            return self.opaque(("regex", pattern))
+            return self.opaque("regex", pattern)
+
+    def http_rule(self, h) -> z3.BoolRef:
+        """evaluate._http_admits: every given field matches, every header is present."""
+        self._kinds.add("http")
+        return z3.And(self._field(self.method, h.method), self._field(self.path, h.path),
+                      self._field(self.host, h.host), *[self.opaque("header", x) for x in h.headers])
+
+    def dns_rule(self, d) -> z3.BoolRef:
+        self._kinds.add("dns")
+        return self._field(self.dns, fqdn_regex(d.match_name, d.match_pattern))
 
     def allowed_by(self, l7: L7Rules | None) -> z3.BoolRef:
-        """Which requests one port entry lets through; no L7 means every request (R9.3)."""
+        """evaluate.l7_admits: which requests one port entry lets through; no L7 means every request (R9.3)."""
         if l7 is None:
             return z3.BoolVal(True)
-        if l7.kind != "http":
-            return self.opaque(l7)
-        return z3.Or([z3.And(self._field(self.method, h.method, l7), self._field(self.path, h.path, l7),
-                             self._field(self.host, h.host, l7),
-                             *[self.opaque(("header", x)) for x in h.headers]) for h in l7.http])
+        if l7.kind == "http":
+            return z3.Or([self.http_rule(h) for h in l7.http])
+        if l7.kind == "dns":
+            return z3.Or([self.dns_rule(d) for d in l7.dns])
+        return self.opaque("l7", l7)
+
+    def decode(self, model) -> ConcreteRequest:
+        def text(var, kind: str) -> str:
+            return model.eval(var, model_completion=True).as_string() if kind in self._kinds else ""
+        return ConcreteRequest(text(self.method, "http"), text(self.path, "http"), text(self.host, "http"),
+                               text(self.dns, "dns"),
+                               tuple((k, z3.is_true(model.eval(v, model_completion=True)))
+                                     for k, v in sorted(self._opaque.items())))
 
 
 class SymbolicFlow:
@@ -349,12 +424,18 @@ class SymbolicFlow:
         self.port = z3.BitVec(f"port{tag}", 16)
         self.local = space.local(self.src, self.dst, tag)
         self.same = space.same(self.src, self.dst)
+        self.authenticated = z3.Bool(f"auth{tag}") if space.unknowns else z3.BoolVal(True)
+        self.memo: dict = {}  # rule formulas over this flow (Space.rule_matches)
+        self.reads_auth = False  # some encoded rule wants mutual authentication (Space.authenticated)
 
     def wellformed(self) -> list:
         icmp = z3.Or(self.protocol == int(Protocol.ICMP), self.protocol == int(Protocol.ICMPV6))
+        family = [z3.Implies(self.protocol == int(p), z3.And(self.src.speaks(p.family), self.dst.speaks(p.family)))
+                  for p in FLOW_PROTOCOLS if p.family]  # evaluate.possible
         return (self.src.wellformed() + self.dst.wellformed() + self.space.pair_constraints(self)
                 + [z3.Or([self.protocol == int(p) for p in FLOW_PROTOCOLS]),
-                   z3.Implies(icmp, z3.ULE(self.port, 255))])  # for ICMP the port slot is the type (R8.6)
+                   z3.Implies(icmp, z3.ULE(self.port, 255))]  # for ICMP the port slot is the type (R8.6)
+                + family)
 
     def fix(self, flow: Flow) -> list:
         """Constraints pinning this symbolic flow to a concrete one (for cross-checking the evaluator)."""
@@ -362,10 +443,12 @@ class SymbolicFlow:
                 + [self.protocol == int(flow.protocol), self.port == flow.port]
                 + self.space.pin_local(self, flow))
 
-    def minimal_model(self, solver: z3.Solver, *assumptions) -> z3.ModelRef:
+    def minimal_model(self, solver: z3.Solver, *assumptions, request: Request | None = None) -> z3.ModelRef:
         """A model of ``solver`` (under ``assumptions``) that reads like a person's example: TCP,
         addresses outside the cluster IPv4 from the documentation ranges, invented pods without the
-        labels the question does not need. A preference stays only while the constraints still hold,
+        labels the question does not need; where some encoded rule reads them, a handshake that
+        succeeds, an ordinary request and an ordinary DNS name (only then: string theory stays out
+        of queries that need none). A preference stays only while the constraints still hold,
         one check each, so a witness is as plain as the question allows (never ``::``, nor a pod
         labelled ``k8s-app=kube-dns`` where any pod would do). The solver is left as it was."""
         scopes = 0
@@ -390,6 +473,12 @@ class SymbolicFlow:
                 if optional and not keep(z3.And(optional)):  # all absent at once, else one key at a time
                     for constraint in optional[:MAX_LABEL_PREFERENCES]:
                         keep(constraint)
+            if self.reads_auth:
+                keep(self.authenticated)
+            for wish in (request.typical() if request is not None else []) + [
+                    z3.Implies(t.is_kind(Kind.EXTERNAL), z3.InRe(t.dns, _TYPICAL_NAME))
+                    for t in (self.src, self.dst) if t.reads_dns]:
+                keep(wish)
             if solver.check(*assumptions) != z3.sat:
                 raise AssertionError("minimal_model: constraints unsatisfiable")
             return solver.model()
@@ -397,14 +486,30 @@ class SymbolicFlow:
             for _ in range(scopes):
                 solver.pop()
 
-    def decode(self, model) -> Flow:
+    def decode(self, model, request: Request | None = None) -> Flow:
         src, dst = self.space.decode_pair(self, model)
+        if self.space.unknowns:
+            src, dst = (_named(t, ep, model) for t, ep in ((self.src, src), (self.dst, dst)))
         proto = Protocol(model.eval(self.protocol, model_completion=True).as_long())
-        return Flow(src, dst, proto, model.eval(self.port, model_completion=True).as_long())
+        return Flow(src, dst, proto, model.eval(self.port, model_completion=True).as_long(),
+                    request.decode(model) if request is not None else None,
+                    not self.reads_auth or z3.is_true(model.eval(self.authenticated, model_completion=True)))
+
+
+def _named(term: Term, ep: Endpoint, model) -> Endpoint:
+    """An external address with the DNS name the model gave it, if any (toFQDNs peers match by name).
+
+    A value no toFQDNs pattern can match (empty, or with characters names never have) is no name."""
+    name = model.eval(term.dns, model_completion=True).as_string() if term.reads_dns else ""
+    if ep.kind is not EndpointKind.EXTERNAL or not ep.ips or not _NAME_CHARS.fullmatch(name):
+        return ep
+    return replace(ep, dns_names=(name,))
 
 
 class Space:
     """Common encoding of rules over whichever universe of endpoints a subclass provides."""
+
+    unknowns = False  # the gate's model: DNS names and handshake outcomes are free (module docstring)
 
     def sides(self, flow: SymbolicFlow, direction: Direction):
         """(subject, peer) of a direction: egress is decided at the source, ingress at the destination."""
@@ -426,8 +531,12 @@ class Space:
             inside = z3.And(other.in_network(peer.network),
                             *[z3.Not(other.in_network(ex)) for ex in peer.excepts])
             return z3.And(other.is_kind(Kind.EXTERNAL), inside)
-        assert isinstance(peer, FQDNPeer)
-        return z3.BoolVal(False)
+        assert isinstance(peer, FQDNPeer)  # evaluate.peer_matches: by the name an address was learned under
+        if not self.unknowns:
+            return z3.BoolVal(False)
+        other.reads_dns = True
+        return z3.And(other.is_kind(Kind.EXTERNAL), z3.Length(other.dns) > 0,  # "": no name was learned
+                      z3.InRe(other.dns, regex.to_z3(fqdn_regex(peer.match_name, peer.match_pattern))))
 
     def port_matches(self, pm: PortMatch, flow: SymbolicFlow) -> z3.BoolRef:
         """evaluate.port_matches; named ports resolve at the destination."""
@@ -442,12 +551,18 @@ class Space:
 
         ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry).
         """
-        subject, _ = self.sides(flow, rule.direction)
-        ports = [z3.And(self.port_matches(pm, flow), request.allowed_by(pm.l7) if request else True)
-                 for pm in (rule.ports if ports is None else ports)]
-        return z3.And(self.selects(rule.subject_kind, rule.subject, subject),
-                      z3.Or([self.peer_matches(p, flow, rule.direction) for p in rule.peers]),
-                      z3.Or(ports))
+        key = (rule, ports, id(request) if request is not None else None)
+        if key not in flow.memo:  # the same rule meets the same flow in both policy sets and both sides
+            where = flow.memo.get(rule)
+            if where is None:
+                subject, _ = self.sides(flow, rule.direction)
+                where = flow.memo[rule] = z3.And(self.selects(rule.subject_kind, rule.subject, subject),
+                                                 z3.Or([self.peer_matches(p, flow, rule.direction)
+                                                        for p in rule.peers]))
+            matching = [z3.And(self.port_matches(pm, flow), request.allowed_by(pm.l7) if request else True)
+                        for pm in (rule.ports if ports is None else ports)]
+            flow.memo[key] = z3.And(where, z3.Or(matching))
+        return flow.memo[key]
 
     def default_deny(self, dds, direction: Direction, subject) -> z3.BoolRef:
         return z3.Or([self.selects(d.subject_kind, d.subject, subject) for d in dds if d.direction is direction])
@@ -461,13 +576,23 @@ class Space:
             return z3.And(enforcing, z3.Not(localhost))
         return enforcing
 
+    def authenticated(self, allows, flow: SymbolicFlow) -> z3.BoolRef:
+        """Evaluator.direction: when a matching allow rule wants mutual authentication, the handshake must succeed."""
+        wanting = [r for r in allows if r.auth]
+        if not wanting:
+            return z3.BoolVal(True)
+        flow.reads_auth = True
+        return z3.Or(flow.authenticated, z3.Not(z3.Or([self.rule_matches(r, flow) for r in wanting])))
+
     def direction_allows(self, policy: PolicySet, direction: Direction, flow: SymbolicFlow,
                          request: Request | None = None) -> z3.BoolRef:
-        """Evaluator.direction: deny wins; not default-deny allows; else some allow rule must match."""
+        """Evaluator.direction: deny wins; not default-deny allows; else some allow rule must match
+        (the request too, if given) and the handshake succeed where a matching rule wants one."""
         subject, _ = self.sides(flow, direction)
         rules = policy.rules_for(direction)
+        allows = [r for r in rules if r.action is Action.ALLOW]
         deny = z3.Or([self.rule_matches(r, flow) for r in rules if r.action is Action.DENY])
-        allow = z3.Or([self.rule_matches(r, flow, request) for r in rules if r.action is Action.ALLOW])
+        allow = z3.And(z3.Or([self.rule_matches(r, flow, request) for r in allows]), self.authenticated(allows, flow))
         dd = self.default_deny(policy.default_deny, direction, subject)
         return z3.Or(z3.Not(self.enforced(direction, flow)), z3.And(z3.Not(deny), z3.Or(z3.Not(dd), allow)))
 
@@ -502,6 +627,10 @@ class SymbolicSpace(Space):
 
     def term(self, name: str) -> SymbolicTerm:
         return SymbolicTerm(name, self.domain, self.port_names)
+
+    def named_numbers(self, name: str, protocol: Protocol) -> None:
+        """Invented pods may give a port name any number."""
+        return None
 
     def local(self, src, dst, tag: str) -> z3.BoolRef:
         return z3.Bool(f"local{tag}")
@@ -613,6 +742,11 @@ class InventorySpace(Space):
     def term(self, name: str) -> InventoryTerm:
         return InventoryTerm(name, self)
 
+    def named_numbers(self, name: str, protocol: Protocol) -> tuple[int, ...]:
+        """The numbers the inventory's endpoints give port ``name`` of ``protocol``."""
+        return tuple(sorted({p.port for ep in self.endpoints for p in ep.ports
+                             if p.name == name and p.protocol is protocol}))
+
     def local(self, src: InventoryTerm, dst: InventoryTerm, tag: str) -> z3.BoolRef:
         index = {ep.name: i for i, ep in enumerate(self.endpoints) if ep.kind is EndpointKind.NODE}
         pairs = [(i, index[ep.node]) for i, ep in enumerate(self.endpoints)
@@ -651,15 +785,16 @@ class InventorySpace(Space):
         return out[0], out[1]
 
 
-def space_for(policy_rules, dds, cluster: str, inventory: Inventory | None = None, selectors=()) -> Space:
+def space_for(policy_rules, dds, cluster: str, inventory: Inventory | None = None, selectors=(),
+              unknowns: bool = False) -> Space:
     """The universe a query ranges over: the inventory's, or every endpoint the rules could name."""
-    if inventory is not None:
-        return InventorySpace(inventory)
-    return SymbolicSpace.for_rules(policy_rules, dds, cluster, selectors)
+    space = InventorySpace(inventory) if inventory is not None else \
+        SymbolicSpace.for_rules(policy_rules, dds, cluster, selectors)
+    space.unknowns = unknowns
+    return space
 
 
 def new_flow(space: Space, solver: z3.Solver, tag: str = "") -> SymbolicFlow:
     flow = SymbolicFlow(space, tag)
     solver.add(*flow.wellformed())
     return flow
-

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from .. import explain
 from ..diagnostics import sarif_location
 from ..evaluate import Flow
-from ..ir import CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Direction, Endpoint, Origin
+from ..ir import (CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Direction, Endpoint,
+                  EndpointKind, Origin)
 
 DOCS_URL = "https://github.com/policyc/policyc/blob/main/docs/checks.md"
 
@@ -40,13 +41,15 @@ class Check:
 CATALOGUE: dict[str, Check] = {c.id: c for c in (
     Check("PC001", "shadowed-allow", Level.WARNING, "Allow rule is shadowed by other rules",
           "Everything this rule allows is already allowed by the listed rules of the same subject and "
-          "direction (or denied by listed deny rules). Remove it, or narrow the covering rules if the "
-          "overlap is unintended."),
+          "direction (or denied by listed deny rules), or is always allowed (a pod reaching itself, the local "
+          "node reaching its pods). Deleting it changes no verdict: remove it, or narrow the covering rules if the overlap is "
+          "unintended."),
     Check("PC002", "dead-allow", Level.WARNING, "Allow rule is overridden by deny rules",
           "Every flow this rule allows is dropped by the listed deny rules (deny always wins, R4.2). "
-          "Remove the rule or the deny."),
+          "Deleting the rule changes no verdict. Remove the rule or the deny."),
     Check("PC003", "duplicate-rule", Level.WARNING, "Duplicate rule",
-          "The rule is identical to an earlier rule of the same subject and direction."),
+          "The rule is identical to an earlier rule of the same subject and direction; deleting it changes "
+          "no verdict."),
     Check("PC004", "duplicate-policy", Level.WARNING, "Duplicate policy",
           "The policy has exactly the rules of an earlier policy: one of them can go."),
     Check("PC005", "ineffective-deny", Level.NOTE, "Deny rule has no effect",
@@ -64,11 +67,13 @@ CATALOGUE: dict[str, Check] = {c.id: c for c in (
           "These endpoints may open any connection not explicitly denied. Add a namespace-wide policy with "
           "an egress section if egress should be restricted."),
     Check("PC010", "world-exposure", Level.WARNING, "Ingress allowed from outside the cluster",
-          "The rule admits traffic from world (entities world/all, 0.0.0.0/0, ::/0, a peer-less toPorts "
-          "rule, or a selector that also matches world, R2.10). Make sure this is intended."),
+          "The rule admits every public address: entities world/all, a peer-less toPorts rule, a selector "
+          "that also matches world (R2.10), or CIDRs that together cover every public address of IPv4 or "
+          "IPv6 (0.0.0.0/0, 0.0.0.0/1 + 128.0.0.0/1, 0.0.0.0/0 except private ranges). Make sure this is "
+          "intended."),
     Check("PC011", "world-all-ports", Level.ERROR, "Every port open to the world",
-          "The rule admits traffic from outside the cluster on every port and protocol. Restrict it with "
-          "toPorts."),
+          "The rule admits every public address (from any mix of entities and CIDRs) on every port of "
+          "TCP, UDP or SCTP, or on every protocol. Restrict it with toPorts."),
     Check("PC012", "clusterwide-any-pod", Level.WARNING, "Cluster-wide policy admits every pod",
           "`fromEndpoints: [{}]` in a CiliumClusterwideNetworkPolicy selects all pods of all namespaces "
           "(R2.13), not the pods of one namespace."),
@@ -87,6 +92,12 @@ CATALOGUE: dict[str, Check] = {c.id: c for c in (
     Check("PC017", "l7-pattern-not-analysed", Level.NOTE, "L7 pattern outside the analysed regex subset",
           "The HTTP pattern uses a feature outside the RE2 subset policyc translates; checks treat the rule "
           "as opaque (they never prove anything about its requests)."),
+    Check("PC018", "shadowed-deny", Level.WARNING, "Deny rule is shadowed by other deny rules",
+          "Every flow this deny rule drops is also dropped by the listed deny rules. Deleting it changes no "
+          "verdict: remove it, or narrow the covering rules if the overlap is unintended."),
+    Check("PC019", "shadowed-l7-entry", Level.WARNING, "L7 entry covered by other entries of its list",
+          "Every request this HTTP entry (or DNS name pattern) admits is admitted by the listed entries of "
+          "the same rules list. Deleting it changes no verdict."),
     Check("PC020", "access-widened", Level.NOTE, "Traffic newly allowed (policyc diff)",
           "Flows of this group are dropped by the old policies and allowed by the new ones."),
     Check("PC021", "access-narrowed", Level.NOTE, "Traffic newly denied (policyc diff)",
@@ -123,7 +134,6 @@ class Witness:
     allowed: bool | None = None
     matching: tuple[str, ...] = ()
     endpoint: Endpoint | None = None
-    http: tuple[str, str, str] | None = None  # method, path, host
 
 
 @dataclass(frozen=True)
@@ -162,7 +172,18 @@ def endpoint_text(ep: Endpoint) -> str:
                    and (lab.key, lab.value) != (SERVICE_ACCOUNT_KEY, "default"))
     labels = f" {{{', '.join(shown)}}}" if shown else ""
     ips = f" [{', '.join(map(str, ep.ips))}]" if ep.ips else ""
-    return f"{ep.kind.value} {ep.display}{labels}{ips}"
+    return f"{ep.kind.value} {ep.name if ep.kind is not EndpointKind.POD else ep.display}{labels}{ips}" + (
+        f" named {', '.join(ep.dns_names)}" if ep.dns_names else "")
+
+
+def request_text(r) -> str:
+    """The L7 part of a witness: an HTTP request, a DNS query, or nothing."""
+    text = ""
+    if r.method or r.path or r.host:
+        text += f" HTTP {r.method} {r.path}" + (f" host {r.host}" if r.host else "")
+    if r.dns:
+        text += f" DNS query {r.dns}"
+    return text
 
 
 def witness_text(w: Witness) -> str:
@@ -170,9 +191,10 @@ def witness_text(w: Witness) -> str:
         return f"e.g. {endpoint_text(w.endpoint)}" if w.endpoint else ""
     f = w.flow
     text = f"e.g. {endpoint_text(f.src)} -> {endpoint_text(f.dst)} {f.port}/{f.protocol.label}"
-    if w.http:
-        method, path, host = w.http
-        text += f" HTTP {method or '*'} {path or '/'}" + (f" host {host}" if host else "")
+    if f.request is not None:
+        text += request_text(f.request)
+    if not f.authenticated:
+        text += " without mutual authentication"
     if w.allowed is not None:
         where = f"{w.direction.value} " if w.direction is not None else ""
         text += f" ({where}{'allowed' if w.allowed else 'denied'})"
@@ -180,7 +202,8 @@ def witness_text(w: Witness) -> str:
 
 
 def _endpoint_json(ep: Endpoint) -> dict:
-    return {"kind": ep.kind.value, "name": ep.display, "namespace": ep.namespace,
+    return {"kind": ep.kind.value, "name": ep.name if ep.kind is not EndpointKind.POD else ep.display,
+            "namespace": ep.namespace, **({"dns_names": list(ep.dns_names)} if ep.dns_names else {}),
             "labels": sorted(str(lab) for lab in ep.identity.labels), "ips": [str(i) for i in ep.ips],
             "named_ports": [{"name": p.name, "port": p.port, "protocol": p.protocol.label} for p in ep.ports]}
 
@@ -198,8 +221,16 @@ def witness_json(w: Witness) -> dict:
         out["verdict"] = "allow" if w.allowed else "deny"
     if w.matching:
         out["matching_rules"] = list(w.matching)
-    if w.http:
-        out["http"] = dict(zip(("method", "path", "host"), w.http))
+    if w.flow is not None and w.flow.request is not None:
+        r = w.flow.request
+        if r.method or r.path or r.host:
+            out["http"] = {"method": r.method, "path": r.path, "host": r.host}
+        if r.dns:
+            out["dns"] = r.dns
+        if r.assumed:
+            out["assumed"] = {k: v for k, v in r.assumed}
+    if w.flow is not None and not w.flow.authenticated:
+        out["authenticated"] = False
     return out
 
 
@@ -228,18 +259,16 @@ def render_text(findings: list[Finding]) -> str:
     return "\n".join(lines)
 
 
-def render_json(findings: list[Finding]) -> str:
-    return json.dumps({"findings": [finding_json(f) for f in findings]}, indent=2)
-
-
 def _physical(loc: Location) -> dict:
     return sarif_location(loc.file, loc.line, loc.column)
 
 
-def render_sarif(findings: list[Finding], version: str, fallback: str = "") -> str:
+def render_sarif(findings: list[Finding], version: str, fallback: str = "",
+                 notifications: tuple[tuple[Level, str], ...] = ()) -> str:
     """SARIF 2.1.0; a finding about no rule in particular (a namespace without any policy, say) is placed
     at line 1 of ``fallback`` (the inventory or first policy file): GitHub code scanning refuses results
-    without a location."""
+    without a location.  ``notifications`` (a gate's verdict, a search cut short) go to the run's
+    invocation, where SARIF keeps what the tool says about its own run."""
     ids = sorted(CATALOGUE)
     rules = [{"id": c.id, "name": c.name, "shortDescription": {"text": c.summary},
               "fullDescription": {"text": c.help}, "help": {"text": c.help, "markdown": c.help},
@@ -259,10 +288,12 @@ def render_sarif(findings: list[Finding], version: str, fallback: str = "") -> s
         if f.witness:
             res["properties"] = {"witness": witness_json(f.witness)}
         results.append(res)
-    log = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
-           "runs": [{"tool": {"driver": {"name": "policyc", "version": version, "informationUri": DOCS_URL,
-                                         "rules": rules}},
-                     "results": results}]}
+    run = {"tool": {"driver": {"name": "policyc", "version": version, "informationUri": DOCS_URL, "rules": rules}},
+           "results": results}
+    if notifications:
+        run["invocations"] = [{"executionSuccessful": True, "toolExecutionNotifications": [
+            {"level": level.value, "message": {"text": text}} for level, text in notifications]}]
+    log = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0", "runs": [run]}
     return json.dumps(log, indent=2)
 
 

@@ -82,7 +82,9 @@ def _klass(node: Tree) -> z3.ReRef:
     negated = bool(children) and isinstance(children[0], Token) and children[0].type == "NEG"
     pairs: list[tuple[str, str]] = []
     for item in children[1:] if negated else children:
-        if item.data == "crange":
+        if isinstance(item, Token):  # DASH
+            pairs.append(("-", "-"))
+        elif item.data == "crange":
             lo, hi = (_class_char(str(t)) for t in item.children)
             if lo > hi:
                 raise UnsupportedRegex(f"invalid class range {lo}-{hi}")
@@ -98,6 +100,8 @@ def _klass(node: Tree) -> z3.ReRef:
                 pairs.extend(sub)
             else:
                 pairs.append((tok, tok))
+    if not pairs:
+        raise UnsupportedRegex("an empty character class")
     re = _ranges(pairs)
     return _negate(re) if negated else re
 

@@ -22,7 +22,7 @@ from .findings import Location
 
 API_VERSION = "policyc.io/v1alpha1"
 KIND = "VerificationSpec"
-KINDS = ("mustAllow", "mustDeny", "isolation", "defaultDeny", "worldOnly")
+KINDS = ("mustAllow", "mustDeny", "isolation", "defaultDeny", "worldOnly", "noPath", "maxBlastRadius")
 WORLD = {"world": (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")),
          "world-ipv4": (ipaddress.ip_network("0.0.0.0/0"),),
          "world-ipv6": (ipaddress.ip_network("::/0"),)}
@@ -139,7 +139,38 @@ class WorldOnly:
     kind = "worldOnly"
 
 
-Invariant = Union[MustAllow, MustDeny, Isolation, DefaultDenyIn, WorldOnly]
+@dataclass(frozen=True)
+class NoPath:
+    """No chain of allowed connections leads from ``src`` to ``dst`` in at most ``max_hops`` hops (None:
+    any number), each hop on one of ``ports`` (empty: any); ``trust_nodes``: no chain passes a node."""
+
+    name: str
+    location: Location
+    src: Peer
+    dst: Peer
+    max_hops: int | None = None
+    ports: tuple[PortRange, ...] = ()
+    trust_nodes: bool = False
+    kind = "noPath"
+
+
+@dataclass(frozen=True)
+class MaxBlastRadius:
+    """No pod of ``src`` reaches more than ``pods`` other pods by such chains."""
+
+    name: str
+    location: Location
+    src: Peer
+    pods: int
+    max_hops: int | None = None
+    ports: tuple[PortRange, ...] = ()
+    trust_nodes: bool = False
+    kind = "maxBlastRadius"
+
+
+MULTI_HOP = (NoPath, MaxBlastRadius)  # questions about chains: they need the inventory's pods
+
+Invariant = Union[MustAllow, MustDeny, Isolation, DefaultDenyIn, WorldOnly, NoPath, MaxBlastRadius]
 
 
 @dataclass(frozen=True)
@@ -284,9 +315,43 @@ def _world_only(r: FieldReader, name: str, loc: Location, body, path: tuple) -> 
     return WorldOnly(name, loc, dst, _ports(r, obj, path, required=True))
 
 
+def _count(r: FieldReader, obj: dict, key: str, path: tuple, least: int) -> int:
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        r.fail(path + (key,), f"{key} must be a whole number, at least {least}, not {value!r}")
+    return value
+
+
+def _chain_limits(r: FieldReader, obj: dict, path: tuple) -> tuple:
+    """maxHops, ports and trustNodes: how far, over which ports, and whether chains may cross nodes."""
+    max_hops = _count(r, obj, "maxHops", path, 1) if "maxHops" in obj else None
+    trust = r.boolean(obj["trustNodes"], path + ("trustNodes",)) if "trustNodes" in obj else False
+    return max_hops, _ports(r, obj, path, required=False), trust
+
+
+_CHAIN_KEYS = ("maxHops", "ports", "trustNodes")
+
+
+def _no_path(r: FieldReader, name: str, loc: Location, body, path: tuple) -> NoPath:
+    obj = _mapping(r, body, path, ("from", "to") + _CHAIN_KEYS)
+    src = parse_peer(r, _need(r, obj, "from", path), path + ("from",))
+    dst = parse_peer(r, _need(r, obj, "to", path), path + ("to",))
+    return NoPath(name, loc, src, dst, *_chain_limits(r, obj, path))
+
+
+def _max_blast_radius(r: FieldReader, name: str, loc: Location, body, path: tuple) -> MaxBlastRadius:
+    obj = _mapping(r, body, path, ("from", "pods") + _CHAIN_KEYS)
+    src = parse_peer(r, _need(r, obj, "from", path), path + ("from",))
+    if isinstance(src, Addresses):
+        r.fail(path + ("from",), "maxBlastRadius measures what a pod reaches: `from` must be a selector or a pod")
+    _need(r, obj, "pods", path)
+    return MaxBlastRadius(name, loc, src, _count(r, obj, "pods", path, 0), *_chain_limits(r, obj, path))
+
+
 _PARSERS = {"mustAllow": lambda r, n, loc, body, path: _flow(r, MustAllow, n, loc, body, path),
             "mustDeny": lambda r, n, loc, body, path: _flow(r, MustDeny, n, loc, body, path),
-            "isolation": _isolation, "defaultDeny": _default_deny, "worldOnly": _world_only}
+            "isolation": _isolation, "defaultDeny": _default_deny, "worldOnly": _world_only,
+            "noPath": _no_path, "maxBlastRadius": _max_blast_radius}
 
 
 def parse_invariant(r: FieldReader, value, path: tuple) -> Invariant:

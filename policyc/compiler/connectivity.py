@@ -1,0 +1,420 @@
+"""The connectivity graph: which endpoint may open a connection to which, on which ports, and chains of them.
+
+A node ("place") is an endpoint class (pods no policy can tell apart: same identity labels and
+named ports and, when nodes take part, the same node), a node of the inventory, a range of
+addresses outside the cluster that the policies' CIDRs cut apart, or a reserved identity a policy
+names as an entity (kube-apiserver, health, ...).  An edge u -> v is a connection that both sides
+allow, u's egress and v's ingress (R3.8), with the ports it may use, the rules that decide it and
+the ports that only an L7 filter lets through.  A chain of edges is an attack path; what chains
+reach is a blast radius.  docs/paths.md says what the graph does not know.
+
+Working on classes keeps 10,000 pods to a few thousand places (docs/benchmarks.md); edges
+between two places outside the cluster are left out, since no policy has a say there.
+"""
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, replace
+from typing import Iterable, Iterator
+
+import networkx as nx
+
+from .entities import RESERVED_IDS, reserved_identity, world_labels
+from .inventory import Inventory
+from .ir import Direction, Endpoint, EndpointKind, Identity, IPAddress, IPNetwork, PolicySet, CIDRPeer, SelectorPeer
+from .portset import PortSet
+from .reachability import ClassVerdicts, Side, classify
+
+ROOTS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+# Entities naming identities that are neither pods, nodes nor world: a place each when a policy names them.
+RESERVED_PLACES = tuple(n for n in RESERVED_IDS if n not in ("host", "remote-node", "world", "world-ipv4",
+                                                             "world-ipv6"))
+
+
+class Kind(str, enum.Enum):
+    PODS = "pods"
+    NODE = "node"
+    WORLD = "world"
+    RESERVED = "reserved"
+
+    @property
+    def outside(self) -> bool:
+        return self in (Kind.WORLD, Kind.RESERVED)
+
+
+@dataclass(frozen=True)
+class Place:
+    """One node of the graph; ``members`` are the endpoints it stands for (one for nodes and outside)."""
+
+    id: int
+    kind: Kind
+    name: str
+    members: tuple[Endpoint, ...]
+
+    @property
+    def rep(self) -> Endpoint:
+        return self.members[0]
+
+    @property
+    def namespace(self) -> str:
+        return self.rep.namespace
+
+
+@dataclass(frozen=True)
+class Hop:
+    """An allowed connection from place ``src`` to place ``dst``: egress and ingress both allow ``ports``."""
+
+    src: int
+    dst: int
+    ports: PortSet
+    l7: PortSet
+    egress: Side
+    ingress: Side
+
+    def within(self, ports: PortSet | None) -> "Hop":
+        """The same hop on the ports an attacker may use only."""
+        if ports is None:
+            return self
+        return Hop(self.src, self.dst, self.ports & ports, self.l7 & ports, self.egress, self.ingress)
+
+
+Chain = tuple[Hop, ...]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a question names: inventory pods and nodes, networks outside the cluster, reserved identities."""
+
+    text: str
+    endpoints: tuple[Endpoint, ...] = ()
+    networks: tuple[IPNetwork, ...] = ()
+    reserved: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outside:
+    """Addresses outside the cluster that every policy treats alike: ``network`` less its ``holes``."""
+
+    network: IPNetwork
+    holes: tuple[IPNetwork, ...]
+    endpoint: Endpoint
+
+    def within(self, net: IPNetwork) -> bool:
+        """Wholly inside ``net`` (a network the cut was made with: never partly inside)."""
+        return self.network.version == net.version and self.network.subnet_of(net)
+
+    def contains(self, ip: IPAddress) -> bool:
+        return ip.version == self.network.version and ip in self.network and not any(ip in h for h in self.holes)
+
+
+# ---------------------------------------------------------------- outside the cluster
+
+def policy_networks(policy: PolicySet) -> set[IPNetwork]:
+    """Every network a CIDR peer names, excepts included: where verdicts on outside addresses may change."""
+    return {net for r in policy.rules for p in r.peers if isinstance(p, CIDRPeer)
+            for net in (p.network,) + p.excepts}
+
+
+def _free_address(net: IPNetwork, holes: list[IPNetwork], taken: set) -> IPAddress | None:
+    """The first address of ``net`` in no hole and held by no pod or node (those are never outside)."""
+    at, end = int(net.network_address), int(net.broadcast_address)
+    for hole in holes + [None]:
+        stop = int(hole.network_address) if hole is not None else end + 1
+        while at < stop:
+            ip = ipaddress.ip_address(at) if net.version == 4 else ipaddress.IPv6Address(at)
+            if ip not in taken:
+                return ip
+            at += 1
+        if hole is not None:
+            at = max(at, int(hole.broadcast_address) + 1)
+    return None
+
+
+def _outside_name(net: IPNetwork, holes: list[IPNetwork]) -> str:
+    base = {ROOTS[0]: "world-ipv4", ROOTS[1]: "world-ipv6"}.get(net, str(net))
+    if not holes:
+        return base
+    return f"{base} except {', '.join(map(str, holes))}" if len(holes) <= 2 else f"{base} except {len(holes)} prefixes"
+
+
+def cut_outside(networks: Iterable[IPNetwork], taken: set) -> list[Outside]:
+    """The address space cut by ``networks``: one piece per network, less the networks inside it.
+
+    CIDRs nest or are disjoint, so they form a tree; each network less its children is a set of
+    addresses that every CIDR peer (and every network a question names) matches all or nothing of.
+    """
+    nets = sorted(set(networks) | set(ROOTS), key=lambda n: (n.version, int(n.network_address), n.prefixlen))
+    children: dict[IPNetwork, list[IPNetwork]] = {n: [] for n in nets}
+    stack: list[IPNetwork] = []
+    for net in nets:
+        while stack and not (stack[-1].version == net.version and net.subnet_of(stack[-1])):
+            stack.pop()
+        if stack:
+            children[stack[-1]].append(net)
+        stack.append(net)
+    out = []
+    for net in nets:
+        holes = children[net]
+        ip = _free_address(net, holes, taken)
+        if ip is not None:
+            ident = Identity(RESERVED_IDS["world-ipv4" if ip.version == 4 else "world-ipv6"], world_labels(ip.version))
+            out.append(Outside(net, tuple(holes), Endpoint(EndpointKind.EXTERNAL, _outside_name(net, holes), "",
+                                                           (ip,), ident)))
+    return out
+
+
+def reserved_named(policy: PolicySet) -> list[str]:
+    """Reserved identities a policy names as an entity (kube-apiserver, health, ...), in a stable order."""
+    named = {p.name for r in policy.rules for p in r.peers if isinstance(p, SelectorPeer) and p.kind == "entity"}
+    return [n for n in RESERVED_PLACES if n in named]
+
+
+def reserved_endpoint(name: str) -> Endpoint:
+    return Endpoint(EndpointKind.EXTERNAL, f"reserved:{name}", "", (), reserved_identity(name))
+
+
+# ---------------------------------------------------------------- the graph
+
+def _class_name(members: list[Endpoint]) -> str:
+    first = members[0].display
+    return first if len(members) == 1 else f"{first} (+{len(members) - 1})"
+
+
+def _join(u: Place, v: Place, egress: Side | None, ingress: Side | None) -> Hop | None:
+    if egress is None or ingress is None:
+        return None
+    ports = egress.ports & ingress.ports
+    if not ports:
+        return None
+    return Hop(u.id, v.id, ports, (egress.l7 | ingress.l7) & ports, egress, ingress)
+
+
+def _class_hops(verdicts: ClassVerdicts, places: list[Place]) -> Iterator[Hop]:
+    """Hops between classes (pods and outside), from each class's sides: sparse where policies are.
+
+    A default-deny egress reaches only the classes its allow rules name.  An egress not enforced
+    may reach every class whose ingress admits it: the classes with an open ingress, and those
+    whose ingress rules name it.
+    """
+    n = len(places)
+    egress = [verdicts.sides(c, Direction.EGRESS) for c in range(n)]
+    ingress = [verdicts.sides(c, Direction.INGRESS) for c in range(n)]
+    open_egress = frozenset(u for u in range(n) if egress[u].default is not None)
+    open_in = {w for w in range(n) if ingress[w].default is not None}
+    naming: dict[int, set[int]] = {u: set(open_in) for u in open_egress}  # open source -> possible destinations
+    for w in range(n):
+        for rule in ingress[w].allows:
+            for u in verdicts.peer_classes(rule) & open_egress:
+                naming[u].add(w)
+    for u in range(n):
+        for w in sorted(naming[u] if u in open_egress else egress[u].named()):
+            if (u == w and (places[u].kind.outside or len(places[u].members) < 2)) \
+                    or (places[u].kind.outside and places[w].kind.outside):
+                continue  # one endpoint to itself, or two outside the cluster: no policy decides
+            e = egress[u].get(w)
+            if e is not None and e.ports:
+                hop = _join(places[u], places[w], e, ingress[w].get(u))
+                if hop is not None:
+                    yield hop
+
+
+def _node_hops(verdicts: ClassVerdicts, nodes: list[Place], others: list[Place], classes: list[int]) -> Iterator[Hop]:
+    """Hops to and from nodes, pair by pair (a node looks different from the pods it runs: R3.9);
+    ``classes``: the verdicts' class of each place of ``others``, by place id."""
+    def hop(u: Place, v: Place) -> Hop | None:
+        cu, cv = (None if p.kind is Kind.NODE else classes[p.id] for p in (u, v))
+        e = verdicts.endpoint_side(Direction.EGRESS, u.rep, v.rep, cu)
+        return _join(u, v, e, verdicts.endpoint_side(Direction.INGRESS, v.rep, u.rep, cv)) if e.ports else None
+
+    for node in nodes:
+        for other in others + [m for m in nodes if m is not node]:
+            for h in (hop(node, other), hop(other, node) if other.kind is not Kind.NODE else None):
+                if h is not None:
+                    yield h
+
+
+def _by_node(places: list[Place]) -> list[list[Place]]:
+    """Each class parted by the node its pods run on (numbered anew, in order); others stay whole."""
+    out: list[list[Place]] = []
+    at = 0
+    for place in places:
+        groups: dict[str | None, list[Endpoint]] = {}
+        for ep in place.members:
+            groups.setdefault(ep.node if place.kind is Kind.PODS else None, []).append(ep)
+        out.append([Place(at + i, place.kind, _class_name(m) if place.kind is Kind.PODS else place.name, tuple(m))
+                    for i, m in enumerate(groups.values())])
+        at += len(groups)
+    return out
+
+
+class Connectivity:
+    """The graph (networkx: node attribute ``place``, edge attribute ``hop``) and the questions asked of it."""
+
+    def __init__(self, places: list[Place], hops: Iterable[Hop], outside: list[Outside], notes: list[str]):
+        self.places = places
+        self.outside = outside
+        self.notes = notes
+        self.graph = nx.DiGraph()
+        for p in places:
+            self.graph.add_node(p.id, place=p)
+        for h in hops:
+            self.graph.add_edge(h.src, h.dst, hop=h)
+        self._of = {ep.display: p.id for p in places for ep in p.members}  # names are unique per kind
+        # Outside addresses start and end chains but never relay one: the policies say nothing
+        # about a host outside the cluster, and whoever holds one is asked about as `world`.
+        self.ends = frozenset(p.id for p in places if p.kind.outside)
+
+    # ---- where endpoints are
+
+    def place_of(self, ep: Endpoint) -> int:
+        """The place of an inventory endpoint, an outside address or a reserved identity."""
+        if ep.kind is EndpointKind.EXTERNAL and ep.ips:
+            return self.place_in(ep.ips[0])
+        return self._of[ep.display]
+
+    def place_in(self, ip: IPAddress) -> int:
+        for piece in self.outside:
+            if piece.contains(ip):
+                return self._of[piece.endpoint.display]
+        raise KeyError(str(ip))
+
+    def places_within(self, net: IPNetwork) -> set[int]:
+        return {self._of[o.endpoint.display] for o in self.outside if o.within(net)}
+
+    def places_of(self, target: Target) -> set[int]:
+        """The places a target covers (the graph was built with its networks and reserved names)."""
+        out = {self.place_of(ep) for ep in target.endpoints}
+        out |= {p for net in target.networks for p in self.places_within(net)}
+        return out | {self._of[f"reserved:{name}"] for name in target.reserved}
+
+    def pinned(self, src: Target, dst: Target) -> frozenset[int]:
+        """Places holding exactly one pod of each target, the same pod (see ``chains``)."""
+        def pods(t: Target) -> dict[int, set[str]]:
+            out: dict[int, set[str]] = {}
+            for ep in t.endpoints:
+                out.setdefault(self.place_of(ep), set()).add(ep.display)
+            return out
+        a, b = pods(src), pods(dst)
+        return frozenset(p for p, names in a.items() if len(names) == 1 and b.get(p) == names)
+
+    def nodes(self) -> set[int]:
+        return {p.id for p in self.places if p.kind is Kind.NODE}
+
+    # ---- questions
+
+    def usable(self, ports: PortSet | None) -> nx.DiGraph:
+        """The graph, or a view of the edges that allow one of ``ports`` (those an attacker may use)."""
+        if ports is None:
+            return self.graph
+        return nx.subgraph_view(self.graph, filter_edge=lambda u, v: bool(self.graph[u][v]["hop"].ports & ports))
+
+    def hop(self, u: int, v: int, ports: PortSet | None = None) -> Hop:
+        return self.graph[u][v]["hop"].within(ports)
+
+    def chains(self, srcs: set[int], dsts: set[int], k: int = 1, max_hops: int | None = None,
+               ports: PortSet | None = None, avoid: frozenset[int] = frozenset(),
+               pinned: frozenset[int] = frozenset()) -> list[Chain]:
+        """The ``k`` shortest chains of at least one hop from a place of ``srcs`` to one of ``dsts``,
+        passing through no place of ``avoid`` nor outside the cluster (those only start or end a chain).
+
+        ``pinned``: places where the question's one source pod is also its one destination, so that a
+        hop inside the place (from that pod to another of its class) does not end a chain there.
+        Chains are simple (no place twice after the first); the first hop leaves the first source (in
+        place order) that has it.  A virtual source and sink make the many-to-many question one
+        networkx ``shortest_simple_paths`` (Yen's algorithm).
+        """
+        g = self.usable(ports)
+        avoid = avoid | self.ends
+        h = nx.DiGraph()
+        h.add_edges_from((u, v) for u, v in g.edges if u not in avoid)
+        first: dict[int, int] = {}
+        for s in sorted(srcs):
+            for v in g.successors(s):
+                if not (v == s and s in pinned):
+                    first.setdefault(v, s)
+        h.add_edges_from(("src", v) for v in first)
+        h.add_edges_from((d, "dst") for d in dsts if d in h)
+        if "src" not in h or "dst" not in h or not nx.has_path(h, "src", "dst"):
+            return []
+        out: list[Chain] = []
+        for path in nx.shortest_simple_paths(h, "src", "dst"):
+            if max_hops is not None and len(path) - 2 > max_hops:
+                break
+            nodes = [first[path[1]]] + path[1:-1]
+            out.append(tuple(self.hop(a, b, ports) for a, b in zip(nodes, nodes[1:])))
+            if len(out) == k:
+                break
+        return out
+
+    def reach(self, srcs: set[int], max_hops: int | None = None, ports: PortSet | None = None,
+              avoid: frozenset[int] = frozenset()) -> dict[int, tuple[int, Hop]]:
+        """Every place a chain of 1..``max_hops`` hops from ``srcs`` reaches: its distance and the hop
+        that first reaches it (breadth first, in place order).  A source is in it only when a chain
+        leads back to it (another pod of its class); a place of ``avoid`` or outside the cluster is
+        reached but not left."""
+        g = self.usable(ports)
+        avoid = avoid | self.ends
+        found: dict[int, tuple[int, Hop]] = {}
+        frontier, hops = sorted(srcs), 0
+        while frontier and (max_hops is None or hops < max_hops):
+            hops += 1
+            nxt = []
+            for u in frontier:
+                for v in g.successors(u):
+                    if v not in found:
+                        found[v] = (hops, self.hop(u, v, ports))
+                        if v not in avoid:
+                            nxt.append(v)
+            frontier = nxt
+        return found
+
+    @staticmethod
+    def chain_to(found: dict[int, tuple[int, Hop]], place: int) -> Chain:
+        """The breadth-first chain that reaches ``place`` (found by ``reach``)."""
+        out = []
+        distance, hop = found[place]
+        while True:
+            out.append(hop)
+            distance -= 1
+            if distance == 0:
+                return tuple(reversed(out))
+            hop = found[hop.src][1]
+
+
+def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: Iterable[Target] = ()) -> Connectivity:
+    """The graph of ``policy`` over the inventory's pods (and nodes, unless ``nodes`` is false), the
+    outside addresses cut by the policy's CIDRs and the targets' networks, and the reserved
+    identities the policy or a target names."""
+    targets = list(targets)
+    networks = {net for t in targets for net in t.networks}
+    reserved = set(reserved_named(policy)) | {n for t in targets for n in t.reserved}
+    pods = list(inventory.pods)
+    node_eps = list(inventory.nodes) if nodes else []
+    cls, reps = classify(pods)
+    members: list[list[Endpoint]] = [[] for _ in reps]
+    for ep, c in zip(pods, cls):
+        members[c].append(ep)
+    taken = {ip for ep in inventory.endpoints for ip in ep.ips}
+    outside = cut_outside(policy_networks(policy) | networks, taken)
+    places = [Place(c, Kind.PODS, _class_name(m), tuple(m)) for c, m in enumerate(members)]
+    places += [Place(len(places) + i, Kind.WORLD, o.endpoint.name, (o.endpoint,)) for i, o in enumerate(outside)]
+    places += [Place(len(places) + i, Kind.RESERVED, f"reserved:{n}", (reserved_endpoint(n),))
+               for i, n in enumerate(n for n in RESERVED_PLACES if n in reserved)]
+    verdicts = ClassVerdicts(policy, [p.rep for p in places])
+    hops: list[Hop] = list(_class_hops(verdicts, places))
+    node_places: list[Place] = []
+    if node_eps:  # a node is host to its own pods (R3.9): classes part by node, and take their class's hops
+        parts = _by_node(places)
+        hops = [replace(h, src=u.id, dst=w.id) for h in hops for u in parts[h.src] for w in parts[h.dst]
+                if u is not w or len(u.members) > 1]
+        places = [p for part in parts for p in part]
+        classes = [c for c, part in enumerate(parts) for _ in part]
+        node_places = [Place(len(places) + i, Kind.NODE, ep.name, (ep,)) for i, ep in enumerate(node_eps)]
+        hops += _node_hops(verdicts, node_places, places, classes)
+    notes = []
+    named = {p.name for r in policy.rules for p in r.peers if isinstance(p, SelectorPeer) and p.kind == "entity"}
+    if not node_eps and named & {"host", "remote-node"}:
+        notes.append("policies name the host or remote-node entity, but no node takes part "
+                     + ("(--no-nodes)" if inventory.nodes else "(the inventory lists no Node objects)"))
+    return Connectivity(places + node_places, hops, outside, notes)

@@ -1,0 +1,127 @@
+"""`noPath` and `maxBlastRadius`: invariants about chains of connections, decided on the connectivity graph.
+
+A chain is a path in a graph, not one flow, so these two are decided by exact search over the
+inventory's endpoint classes (``connectivity``) rather than by Z3; each hop of the graph is
+held equal to the evaluator (tests/test_paths.py).  They need the inventory: without one, a
+chain could pass through any pod that might ever exist.
+"""
+from __future__ import annotations
+
+import networkx as nx
+
+from ..chains import blast_json, blast_text, chain_json, chain_text, plural
+from ..connectivity import Connectivity, Kind, Target, build
+from ..evaluate import subject_labels
+from ..inventory import Inventory
+from ..ir import PolicySet
+from ..portset import PortSet
+from .spec import Addresses, MaxBlastRadius, NamedPod, NoPath, Peer, Pods, PortRange
+
+
+def target(peer: Peer, inventory: Inventory) -> Target:
+    if isinstance(peer, Pods):
+        return Target(str(peer), tuple(ep for ep in inventory.pods if peer.selector.matches(subject_labels(ep))))
+    if isinstance(peer, NamedPod):
+        return Target(str(peer), (inventory.find(peer.ref),))
+    assert isinstance(peer, Addresses)
+    return Target(str(peer), networks=peer.networks)
+
+
+def _names(t: Target) -> frozenset[str]:
+    return frozenset(ep.display for ep in t.endpoints)
+
+
+def _ports(ranges: tuple[PortRange, ...]) -> PortSet | None:
+    return PortSet.of((p.protocol, p.first, p.last) for p in ranges) if ranges else None
+
+
+def _limits(inv) -> str:
+    parts = [f"within {inv.max_hops} hops" if inv.max_hops else "",
+             f"on {', '.join(map(str, inv.ports))}" if inv.ports else "",
+             "through no node" if inv.trust_nodes else ""]
+    return "".join(" " + p for p in parts if p)
+
+
+class MultiHop:
+    """One graph for every multi-hop invariant of a spec (built with each one's networks)."""
+
+    def __init__(self, policy: PolicySet, inventory: Inventory, invariants: list):
+        self.inventory = inventory
+        peers = [p for inv in invariants for p in (inv.src, getattr(inv, "dst", None)) if p is not None]
+        self.conn: Connectivity = build(policy, inventory, targets=[target(p, inventory) for p in peers])
+
+    def _avoid(self, inv) -> frozenset[int]:
+        return frozenset(self.conn.nodes()) if inv.trust_nodes else frozenset()
+
+    def prove(self, inv) -> tuple[bool, str, str, dict | None]:
+        """(holds, message, explanation, counter-example as JSON)."""
+        if isinstance(inv, NoPath):
+            return self.no_path(inv)
+        return self.max_blast_radius(inv)
+
+    def no_path(self, inv: NoPath) -> tuple[bool, str, str, dict | None]:
+        src, dst = target(inv.src, self.inventory), target(inv.dst, self.inventory)
+        chains = self.conn.chains(self.conn.places_of(src), self.conn.places_of(dst), 1, inv.max_hops,
+                                  _ports(inv.ports), self._avoid(inv), self.conn.pinned(src, dst))
+        if not chains:
+            return True, f"no chain of allowed connections leads from {inv.src} to {inv.dst}{_limits(inv)}", "", None
+        chain, ends = chains[0], (_names(src), _names(dst))
+        return (False, f"a chain of {len(chain)} allowed connection{'s' if len(chain) > 1 else ''} leads from "
+                       f"{inv.src} to {inv.dst}{_limits(inv)}",
+                "\n".join(chain_text(self.conn, chain, *ends)), chain_json(self.conn, chain, *ends))
+
+    def max_blast_radius(self, inv: MaxBlastRadius) -> tuple[bool, str, str, dict | None]:
+        src = target(inv.src, self.inventory)
+        ports, avoid = _ports(inv.ports), self._avoid(inv)
+        classes = sorted(p for p in self.conn.places_of(src) if self.conn.places[p].kind is Kind.PODS)
+        if not classes:
+            return True, f"no pod matches {inv.src} (vacuously)", "", None
+        counts = (reach_counts(self.conn, ports, avoid) if inv.max_hops is None else
+                  {c: _count(self.conn, c, self.conn.reach({c}, inv.max_hops, ports, avoid)) for c in classes})
+        worst = max(classes, key=lambda c: (counts[c], -c))
+        pod = next(ep.display for ep in self.conn.places[worst].members if ep in src.endpoints)
+        found = self.conn.reach({worst}, inv.max_hops, ports, avoid)
+        data = {"from": pod, **blast_json(self.conn, found, frozenset({pod}))}
+        if counts[worst] <= inv.pods:
+            return True, (f"no pod of {inv.src} reaches more than {plural(inv.pods, 'pod')}{_limits(inv)} (the most: "
+                          f"{pod}, {counts[worst]})"), "", None
+        return (False, f"{pod} reaches {plural(counts[worst], 'pod')}{_limits(inv)}, more than {inv.pods}",
+                "\n".join(blast_text(self.conn, data)), data)
+
+
+def _count(conn: Connectivity, c: int, found: dict) -> int:
+    """Pods reached from one pod of class ``c``: every member of a reached class but that pod itself."""
+    return sum(len(conn.places[p].members) for p in found if conn.places[p].kind is Kind.PODS) - (c in found)
+
+
+def reach_counts(conn: Connectivity, ports: PortSet | None, avoid: frozenset[int]) -> dict[int, int]:
+    """For every pod class, how many pods one of its pods reaches by chains of any length.
+
+    One pass over the condensation (strongly connected components, in reverse topological order),
+    the pods reached held as bit sets: every class at the cost of a few breadth-first searches.
+    """
+    g = nx.DiGraph(conn.usable(ports).edges)
+    g.remove_edges_from([e for e in list(g.edges) if e[0] in avoid | conn.ends])
+    g.add_nodes_from(p.id for p in conn.places)
+    bits, at = {}, 0
+    for p in conn.places:
+        size = len(p.members) if p.kind is Kind.PODS else 0
+        bits[p.id] = ((1 << size) - 1) << at
+        at += size
+    dag = nx.condensation(g)
+    pods: dict[int, int] = {}
+    for comp, members in dag.nodes(data="members"):
+        pods[comp] = 0
+        for m in members:
+            pods[comp] |= bits[m]
+    reached: dict[int, int] = {}
+    for comp in reversed(list(nx.topological_sort(dag))):
+        members = dag.nodes[comp]["members"]
+        cycle = len(members) > 1 or any(g.has_edge(m, m) for m in members)
+        own = pods[comp] if cycle else 0
+        for nxt in dag.successors(comp):
+            own |= reached[nxt] | pods[nxt]
+        reached[comp] = own
+    mapping = dag.graph["mapping"]
+    return {c: reached[mapping[c]].bit_count() - bool(reached[mapping[c]] & bits[c])
+            for c in range(len(conn.places)) if conn.places[c].kind is Kind.PODS}

@@ -1,0 +1,470 @@
+"""Attack paths and blast radius (`paths`, `blast-radius`, `graph`, verify's `noPath` and `maxBlastRadius`).
+
+Hand-built clusters with known chains, and properties: every edge of the connectivity graph is the
+evaluator's verdict on every port, every hop of a reported chain is allowed by `query`, and `noPath`
+holds exactly when breadth-first search over `matrix` finds no chain.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import xml.etree.ElementTree as ET
+from collections import deque
+from pathlib import Path
+
+import networkx as nx
+import pydot
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from irgen import EXTERNALS, inventories, policy_sets, selectors
+
+from policyc.cli import main
+from policyc.commands.matrix import compute
+from policyc.compiler.connectivity import Kind, build
+from policyc.compiler.evaluate import Evaluator, Flow
+from policyc.compiler.frontend import load_policies
+from policyc.compiler.inventory import Inventory, load_inventory
+from policyc.compiler.ir import EndpointKind, Protocol, Selector
+from policyc.compiler.portset import PROTOCOLS, PortSet, parse_ports
+from policyc.compiler.verify.findings import Location
+from policyc.compiler.verify.multihop import MultiHop, reach_counts
+from policyc.compiler.diagnostics import PolicycError
+from policyc.compiler.source import parse_text
+from policyc.compiler.verify.spec import WORLD, Addresses, MaxBlastRadius, NoPath, Pods, PortRange, parse_spec
+
+DATA = Path(__file__).parent / "data" / "paths"
+POLICIES, INVENTORY = str(DATA / "policies.yaml"), str(DATA / "inventory.yaml")
+CLUSTER = (POLICIES, "--inventory", INVENTORY)
+_HERE = Location("gen.yaml", 1, 1, "invariants[0]")
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def paths_json(capsys, *argv: str) -> tuple[int, dict]:
+    code, out, _ = run(capsys, "paths", *argv, *CLUSTER, "-o", "json")
+    return code, json.loads(out)
+
+
+# ---------------------------------------------------------------- known chains
+
+def test_world_reaches_postgres_in_three_hops_through_no_node(capsys):
+    code, data = paths_json(capsys, "world", "db/postgres-0", "--trust-nodes")
+    assert code == 1 and data["found"]
+    chain = data["chains"][0]
+    assert [p["name"] for p in chain["places"]][1:] == ["web/frontend-0", "app/api-0", "db/postgres-0"]
+    assert chain["places"][0]["kind"] == "world"
+    assert [h["ports"] for h in chain["hops"]] == [["443/TCP"], ["9000/TCP"], ["5432/TCP"]]
+    assert [h["l7_filtered"] for h in chain["hops"]] == [[], ["9000/TCP"], []]
+    last = chain["hops"][2]
+    assert [r["path"] for r in last["egress"]["rules"]] == ["spec.egress[0]"]
+    assert [r["path"] for r in last["egress"]["less_denied_by"]] == ["spec.egressDeny[0]"]  # 5433 of 5432-5433
+    assert last["ingress"]["reason"] == "allowed-by-rule" and chain["hops"][0]["egress"]["reason"] == "not-an-endpoint"
+
+
+def test_an_untrusted_node_is_a_shorter_chain(capsys):
+    """Nothing enforces on the nodes (no host policy), and a node always reaches its own pods (R3.9)."""
+    code, data = paths_json(capsys, "world", "db/postgres-0")
+    assert code == 1
+    hops = data["chains"][0]["hops"]
+    assert [h["to"] for h in hops] == ["n2", "db/postgres-0"]
+    assert hops[1]["ingress"]["reason"] == "allow-localhost" and hops[1]["ports"] == [
+        f"*/{p.label}" for p in PROTOCOLS]
+
+
+@pytest.mark.parametrize("limits", [("--ports", "443/TCP,5432/TCP"), ("--max-hops", "2"), ("--ports", "9000-9001/TCP")])
+def test_limits_that_break_the_chain_exit_zero(capsys, limits):
+    code, out, _ = run(capsys, "paths", "world", "db/postgres-0", *CLUSTER, "--trust-nodes", *limits)
+    assert code == 0 and out.startswith("no chain of allowed connections from world to db/postgres-0")
+
+
+def test_k_shortest_chains_in_order(capsys):
+    code, data = paths_json(capsys, "world", "db/postgres-0", "-k", "5")
+    lengths = [c["length"] for c in data["chains"]]
+    assert lengths == sorted(lengths) and lengths[0] == 2 and len(lengths) == 5
+    assert len({tuple(p["name"] for p in c["places"]) for c in data["chains"]}) == 5  # distinct chains
+    _, trusted = paths_json(capsys, "world", "db/postgres-0", "-k", "5", "--trust-nodes")
+    assert [c["length"] for c in trusted["chains"]] == [3, 3]  # through either frontend replica
+    assert {c["hops"][0]["to"] for c in trusted["chains"]} == {"web/frontend-0", "web/frontend-1"}
+
+
+def test_outside_addresses_end_chains_but_never_relay_them(capsys):
+    """api-0 reaches 203.0.113.0/24 on 443 and the world reaches the frontend on 443: no chain api -> frontend."""
+    assert paths_json(capsys, "app/api-0", "203.0.113.0/24", "--trust-nodes")[0] == 1
+    assert paths_json(capsys, "app/api-0", "web/frontend-0", "--trust-nodes")[0] == 0
+    assert paths_json(capsys, "app/api-0", "203.0.113.5")[0] == 1
+    assert paths_json(capsys, "app/api-0", "203.0.113.200")[0] == 0  # in the except
+    assert paths_json(capsys, "app/api-0", "203.0.113.128/25")[0] == 0
+
+
+def test_replicas_reach_each_other_in_one_hop_when_admitted(capsys):
+    code, data = paths_json(capsys, "ops/debug-0", "ops/debug-1")
+    assert code == 1 and [h["from"] + ">" + h["to"] for h in data["chains"][0]["hops"]] == ["ops/debug-0>ops/debug-1"]
+    assert paths_json(capsys, "web/frontend-0", "web/frontend-1", "--trust-nodes")[0] == 0
+
+
+def test_blast_radius_by_hops_and_namespace(capsys):
+    code, out, _ = run(capsys, "blast-radius", "web/frontend-0", *CLUSTER, "--trust-nodes", "-o", "json")
+    data = json.loads(out)
+    assert code == 0 and data["pods"] == 2 and data["nodes"] == 0 and data["outside"] == 1
+    assert [(h["hops"], h["pods"], h["outside"]) for h in data["by_hops"]] == [(1, 1, 0), (2, 1, 1)]
+    assert data["by_namespace"] == [{"namespace": "app", "pods": 1, "nearest": 1},
+                                    {"namespace": "db", "pods": 1, "nearest": 2}]
+    first = {r["name"]: r["first_hop"] for r in data["reached"]}
+    assert (first["db/postgres-0"]["from"], first["db/postgres-0"]["ports"]) == ("app/api-0", ["5432/TCP"])
+    assert paths_json(capsys, "web/frontend-0", "db/postgres-0", "--max-hops", "1")[0] == 0
+    code, out, _ = run(capsys, "blast-radius", "web/frontend-0", *CLUSTER, "--max-hops", "1", "-o", "yaml")
+    assert "pods: 1\n" in out
+
+
+def test_blast_radius_of_a_class_leaves_out_the_compromised_pods(capsys):
+    _, out, _ = run(capsys, "blast-radius", "app=debug", *CLUSTER, "--trust-nodes", "-o", "json")
+    data = json.loads(out)
+    assert data["pods"] == 0 and data["nodes"] == 2  # debug-0 and debug-1 are both the source
+    _, out, _ = run(capsys, "blast-radius", "ops/debug-0", *CLUSTER, "--trust-nodes", "-o", "json")
+    assert [r["members"] for r in json.loads(out)["reached"] if r["kind"] == "pods"] == [["ops/debug-1"]]
+    _, out, _ = run(capsys, "blast-radius", "ops/debug-0", *CLUSTER, "-o", "json")
+    assert json.loads(out)["pods"] == 5  # through the nodes, every pod: the local node reaches its pods
+
+
+@pytest.mark.parametrize("command, refs, extra, message", [
+    ("paths", ("world", "db/nope"), (), "unknown endpoint 'db/nope'"),
+    ("paths", ("10.0.0.1/8", "db/postgres-0"), (), "did you mean 10.0.0.0/8"),
+    ("paths", ("world", "app=nothing"), (), "matches no pod"),
+    ("paths", ("db/postgres-0", "db/postgres-0"), (), "same endpoint"),
+    ("paths", ("world", "db/postgres-0"), ("--ports", "99999/TCP"), "--ports: invalid port"),
+    ("paths", ("world", "db/postgres-0"), ("--ports", "80/XTP"), "--ports: invalid port"),
+    ("paths", ("world", "db/postgres-0"), ("-k", "0"), "--count: 0"),
+    ("blast-radius", ("10.244.1.1/32",), (), "names no endpoint"),  # a pod's address: never outside
+])
+def test_bad_references_are_errors(capsys, command, refs, extra, message):
+    code, out, err = run(capsys, command, *refs, *CLUSTER, *extra)
+    assert code == 2 and message in err and out == ""
+
+
+def test_zero_hops_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["paths", "world", "db/postgres-0", *CLUSTER, "--max-hops", "0"])
+    assert exc.value.code == 2
+
+
+# ---------------------------------------------------------------- the graph as data and picture
+
+def test_graph_json_and_graphml_hold_the_edges(capsys, tmp_path):
+    code, out, _ = run(capsys, "graph", *CLUSTER, "-o", "json")
+    g = nx.node_link_graph(json.loads(out), edges="edges")
+    edge = g.edges["web/frontend-0", "app/api-0"]
+    assert code == 0 and edge["ports"] == ["9000/TCP"] and edge["l7_filtered"] == ["9000/TCP"]
+    assert g.nodes["ops/debug-0 (+1)"]["members"] == ["ops/debug-0", "ops/debug-1"]
+    assert g.nodes["n2"]["kind"] == "node" and g.has_edge("n2", "db/postgres-0")
+    run(capsys, "graph", *CLUSTER, "-o", "graphml", "--out", str(tmp_path / "g.graphml"))
+    h = nx.read_graphml(tmp_path / "g.graphml")
+    assert set(h.edges) == set(g.edges) and h.edges["web/frontend-0", "app/api-0"]["ports"] == "9000/TCP"
+
+
+def test_graph_filters_ports_namespaces_pods_and_nodes(capsys):
+    def edges(*argv):
+        _, out, _ = run(capsys, "graph", *CLUSTER, "-o", "json", "--no-nodes", *argv)
+        return {(e["source"], e["target"]) for e in json.loads(out)["edges"]}
+    assert edges("--namespace", "db") == {("app/api-0", "db/postgres-0")}
+    assert edges("--namespace", "app") == {("web/frontend-0 (+1)", "app/api-0"), ("app/api-0", "db/postgres-0"),
+                                           ("app/api-0", "203.0.113.0/24 except 203.0.113.128/25")}
+    assert edges("--namespace", "app", "--ports", "5432/TCP") == {("app/api-0", "db/postgres-0")}
+    assert ("ops/debug-0", "ops/debug-1") in edges("--pods", "--namespace", "ops")
+    assert ("ops/debug-0 (+1)", "ops/debug-0 (+1)") in edges("--namespace", "ops")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pydot's parser on a newer pyparsing
+def test_dot_has_namespaces_as_clusters_and_the_highlighted_chain(capsys):
+    code, out, _ = run(capsys, "graph", *CLUSTER, "-o", "dot", "--highlight", "world", "db/postgres-0")
+    (dot,) = pydot.graph_from_dot_data(out)
+    labels = {sub.get_label().strip('"') for sub in dot.get_subgraphs()}
+    assert {"namespace web", "namespace app", "namespace db", "namespace ops", "nodes",
+            "outside the cluster"} <= labels
+    red = {(e.get_source().strip('"'), e.get_destination().strip('"')) for e in dot.get_edges()
+           if e.get("color") == '"#d93025"'}
+    assert red == {("world-ipv4 except 203.0.113.0/24", "n2"), ("n2", "db/postgres-0")}
+    assert any(e.get("style") == "dashed" for e in dot.get_edges())  # the L7-filtered frontend -> api
+
+
+def test_svg_and_png_come_from_graphviz(capsys, tmp_path, monkeypatch):
+    import shutil
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz is not installed (scripts/install-deps.sh installs it)")
+    assert run(capsys, "graph", *CLUSTER, "-o", "svg", "--out", str(tmp_path / "g.svg"))[0] == 0
+    assert ET.parse(tmp_path / "g.svg").getroot().tag.endswith("svg")
+    run(capsys, "graph", *CLUSTER, "-o", "png", "--out", str(tmp_path / "g.png"))
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    monkeypatch.setenv("PATH", str(tmp_path))
+    code, _, err = run(capsys, "graph", *CLUSTER, "-o", "svg", "--out", str(tmp_path / "h.svg"))
+    assert code == 2 and "apt-get install graphviz" in err
+
+
+# ---------------------------------------------------------------- invariants
+
+SPEC = """\
+apiVersion: policyc.io/v1alpha1
+kind: VerificationSpec
+invariants:
+- name: internet-needs-three-hops-to-postgres
+  noPath: {from: {entity: world}, to: 'namespace=db', maxHops: 2, trustNodes: true}
+- name: internet-never-reaches-postgres
+  noPath: {from: {entity: world}, to: {pod: db/postgres-0}, trustNodes: true}
+- name: frontend-reaches-two-pods
+  maxBlastRadius: {from: app=frontend, pods: 2, trustNodes: true}
+- name: debug-reaches-its-replica-through-no-node
+  maxBlastRadius: {from: app=debug, pods: 1, ports: [443/TCP], trustNodes: true}
+- name: debug-is-contained
+  maxBlastRadius: {from: app=debug, pods: 1}
+"""
+
+
+def test_verify_no_path_and_max_blast_radius(capsys, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    code, out, _ = run(capsys, "verify", *CLUSTER, "--spec", str(spec), "--format", "json")
+    results = {r["name"]: r for r in json.loads(out)["invariants"]}
+    assert code == 1
+    assert [n for n, r in results.items() if not r["holds"]] == ["internet-never-reaches-postgres",
+                                                                 "debug-is-contained"]
+    chain = results["internet-never-reaches-postgres"]["reach"]
+    assert [p["name"] for p in chain["places"]][1:] == ["web/frontend-0", "app/api-0", "db/postgres-0"]
+    blast = results["debug-is-contained"]["reach"]
+    assert blast["from"] == "ops/debug-0" and blast["pods"] == 5
+    assert "(the most: web/frontend-0, 2)" in results["frontend-reaches-two-pods"]["message"]
+    code, out, _ = run(capsys, "verify", *CLUSTER, "--spec", str(spec), "--format", "junit")
+    failures = ET.fromstring(out.split("\n", 1)[1]).iter("failure")
+    text = {f.get("type"): f.text for f in failures}
+    assert "-> app/api-0 -> db/postgres-0  (3 hops)" in text["noPath"]
+    assert "5 pods in 4 namespaces" in text["maxBlastRadius"]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("noPath: {from: world, to: 'app=a', maxHops: 0}", "maxHops must be a whole number, at least 1"),
+    ("maxBlastRadius: {from: {cidr: 10.0.0.0/8}, pods: 1}", "`from` must be a selector or a pod"),
+    ("maxBlastRadius: {from: 'app=a', pods: -1}", "pods must be a whole number, at least 0"),
+    ("maxBlastRadius: {from: 'app=a'}", "missing field 'pods'"),
+    ("noPath: {from: 'app=a', to: 'app=b', trustNodes: maybe}", "must be true or false"),
+])
+def test_bad_multi_hop_invariants_point_at_the_field(capsys, tmp_path, body, message):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"invariants:\n- {body}\n")
+    code, _, err = run(capsys, "verify", *CLUSTER, "--spec", str(spec))
+    assert code == 2 and message in err and f"{spec}:2:" in err
+
+
+_body = st.dictionaries(st.sampled_from(["from", "to", "pods", "maxHops", "ports", "trustNodes", "between"]),
+                        st.none() | st.booleans() | st.integers(-2, 70000) | st.sampled_from(
+                            ["app=a", "*", "80/TCP", "x/y", "world", "10.0.0.0/8"])
+                        | st.lists(st.sampled_from(["80/TCP", "1-2/UDP", 3, None]), max_size=2)
+                        | st.dictionaries(st.sampled_from(["entity", "cidr", "pod", "pods"]),
+                                          st.sampled_from(["world", "10.0.0.0/8", "db/postgres-0", "app=a", 7]),
+                                          max_size=2), max_size=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(["noPath", "maxBlastRadius"]), body=_body | st.none() | st.integers())
+def test_any_multi_hop_invariant_is_parsed_or_refused_with_positions(kind, body):
+    try:
+        spec = parse_spec(parse_text(json.dumps({"invariants": [{kind: body}]}), "s.json"), "s.json")
+    except PolicycError as exc:
+        assert exc.diagnostics and all(d.file == "s.json" for d in exc.diagnostics)
+    else:
+        inv = spec.invariants[0]
+        assert inv.kind == kind and (inv.max_hops is None or inv.max_hops >= 1)
+
+
+def test_multi_hop_invariants_need_the_inventory(capsys, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    code, _, err = run(capsys, "verify", POLICIES, "--spec", str(spec))
+    assert code == 2 and f"{spec}:4:3" in err and "noPath needs --inventory" in err
+
+
+# ---------------------------------------------------------------- properties
+
+def _probe_ports(policy, endpoints) -> list[tuple[Protocol, int]]:
+    """Every port where a verdict may change: each rule range's edges and the named ports, with neighbours."""
+    cuts = {0, 65535}
+    for rule in policy.rules:
+        for pm in rule.ports:
+            cuts |= {pm.first - 1, pm.first, pm.last, pm.last + 1}
+    cuts |= {np.port + d for ep in endpoints for np in ep.ports for d in (-1, 0, 1)}
+    return [(p, port) for p in (Protocol.TCP, Protocol.UDP, Protocol.ICMP) for port in sorted(cuts)
+            if 0 <= port <= 65535]
+
+
+def _outside(a, b) -> bool:
+    return a.kind is EndpointKind.EXTERNAL and b.kind is EndpointKind.EXTERNAL
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(policy=policy_sets(), inventory=inventories())
+def test_every_edge_is_the_evaluators_verdict_on_every_port(policy, inventory):
+    """Pod by pod, node by node and address by address: an edge (and its L7 mark and rules) exactly where
+    the evaluator allows, on exactly the ports it allows."""
+    conn = build(policy, inventory, targets=[])
+    outside = [p.rep for p in conn.places if p.kind.outside]
+    endpoints = list(inventory.endpoints) + outside + list(EXTERNALS)
+    evaluator = Evaluator(policy)
+    ports = _probe_ports(policy, endpoints)
+    for a in endpoints:
+        for b in endpoints:
+            if a == b or _outside(a, b):
+                continue
+            u, v = conn.place_of(a), conn.place_of(b)
+            hop = conn.graph.edges[u, v]["hop"] if conn.graph.has_edge(u, v) else None
+            for protocol, port in ports:
+                verdict = evaluator.evaluate(Flow(a, b, protocol, port))
+                on_edge = hop is not None and hop.ports.contains(protocol, port)
+                assert verdict.allowed == on_edge, (a.display, b.display, protocol, port, hop)
+                if on_edge:
+                    assert bool(verdict.l7) == hop.l7.contains(protocol, port)
+                    assert set(verdict.egress.rules) <= set(hop.egress.rules)
+                    assert set(verdict.ingress.rules) <= set(hop.ingress.rules)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(policy=policy_sets(), inventory=inventories(), data=st.data())
+def test_every_hop_of_a_reported_chain_is_allowed_by_query(policy, inventory, data):
+    conn = build(policy, inventory, targets=[])
+    ids = st.sampled_from(range(len(conn.places)))
+    srcs, dsts = data.draw(st.sets(ids, min_size=1, max_size=3)), data.draw(st.sets(ids, min_size=1, max_size=3))
+    max_hops = data.draw(st.none() | st.integers(1, 4))
+    ports = data.draw(st.none() | st.sampled_from([parse_ports("80/TCP,53/UDP"), parse_ports("8080-8090/TCP")]))
+    trusted = frozenset(conn.nodes()) if data.draw(st.booleans()) else frozenset()
+    evaluator = Evaluator(policy)
+    chains = conn.chains(srcs, dsts, 3, max_hops, ports, trusted)
+    for chain in chains:
+        assert chain[0].src in srcs and chain[-1].dst in dsts and len(chain) <= (max_hops or len(chain))
+        assert all(h.src == g.dst for g, h in zip(chain, chain[1:]))
+        assert not any(h.src in conn.ends | trusted for h in chain[1:])  # outside and trusted places never relay
+        for hop in chain:
+            src, dst = conn.places[hop.src].members, conn.places[hop.dst].members
+            a, b = (src[0], dst[1]) if hop.src == hop.dst else (src[0], dst[0])
+            assert hop.ports and (ports is None or not hop.ports - ports)
+            for protocol, lo, hi in hop.ports.spans:
+                for port in (lo, hi):
+                    assert evaluator.evaluate(Flow(a, b, protocol, port)).allowed, (a.display, b.display, port)
+    assert [len(c) for c in chains] == sorted(len(c) for c in chains)
+
+
+PORTS = [(80, Protocol.TCP), (53, Protocol.UDP), (8080, Protocol.TCP), (8, Protocol.ICMP)]
+
+
+def _bfs_chain(edges: dict, starts: set, goals: set, max_hops: int | None, relays: set) -> bool:
+    """Breadth-first search over pods: a chain of at least one hop from a start to a goal."""
+    seen: set = set()
+    queue = deque((s, 0) for s in starts)
+    while queue:
+        node, depth = queue.popleft()
+        if max_hops is not None and depth == max_hops or (depth and node not in relays):
+            continue
+        for nxt in edges.get(node, ()):
+            if nxt in goals:
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append((nxt, depth + 1))
+    return False
+
+
+_peers = st.one_of(selectors.map(lambda s: Pods(s, str(s))), st.just(Addresses(WORLD["world"], "world")))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(policy=policy_sets(), inventory=inventories(), src=_peers, dst=_peers,
+       max_hops=st.none() | st.integers(1, 4))
+def test_no_path_holds_exactly_when_bfs_over_matrix_finds_no_chain(policy, inventory, src, dst, max_hops):
+    pods = Inventory(inventory.pods, inventory.namespaces)  # the matrix holds pods and addresses, not nodes
+    inv = NoPath("n", _HERE, src, dst, max_hops, tuple(PortRange(p, n, n) for n, p in PORTS))
+    graph = MultiHop(policy, pods, [inv])
+    holds = graph.prove(inv)[0]
+    outside = [p.rep for p in graph.conn.places if p.kind.outside]
+    endpoints = list(pods.pods) + outside
+    edges: dict = {}
+    for row in compute(policy, endpoints, PORTS):
+        if row["verdict"] == "allow":
+            edges.setdefault(row["from"], set()).add(row["to"])
+    for a in outside:  # two addresses outside the cluster: no policy decides, no hop
+        edges[a.display] = {b for b in edges.get(a.display, ()) if b not in {o.display for o in outside}}
+
+    def members(peer) -> set[str]:
+        if isinstance(peer, Pods):
+            return {ep.display for ep in pods.pods if peer.selector.matches(ep.identity.labels)}
+        return {o.display for o in outside if o.kind is EndpointKind.EXTERNAL and o.ips}
+
+    relays = {ep.display for ep in pods.pods}
+    assert holds == (not _bfs_chain(edges, members(src), members(dst), max_hops, relays))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(policy=policy_sets(), inventory=inventories(), trust=st.booleans(), ports=st.none() | st.just(PortSet.of(
+    [(Protocol.TCP, 80, 80), (Protocol.UDP, 53, 53)])))
+def test_blast_radius_counts_over_the_condensation_equal_breadth_first_search(policy, inventory, trust, ports):
+    conn = build(policy, inventory, targets=[])
+    avoid = frozenset(conn.nodes()) if trust else frozenset()
+    counts = reach_counts(conn, ports, avoid)
+    for place in conn.places:
+        if place.kind is Kind.PODS:
+            found = conn.reach({place.id}, None, ports, avoid)
+            pods = sum(len(conn.places[p].members) for p in found if conn.places[p].kind is Kind.PODS)
+            assert counts[place.id] == pods - (place.id in found)
+
+
+def test_max_blast_radius_bounded_and_unbounded_agree_on_the_example():
+    policy, inventory = load_policies([POLICIES])[0], load_inventory([INVENTORY])
+    every = Pods(Selector(), "*")
+    unbounded, bounded = MaxBlastRadius("a", _HERE, every, 3), MaxBlastRadius("b", _HERE, every, 3, max_hops=9)
+    graph = MultiHop(policy, inventory, [unbounded, bounded])
+    (held, one, _, worst), (held_too, other, _, worst_too) = graph.prove(unbounded), graph.prove(bounded)
+    assert not held and not held_too and worst == worst_too and worst["pods"] == 5
+    assert one.split(" pods")[0] == other.split(" pods")[0]
+
+
+def test_the_cut_of_outside_addresses_follows_the_policy_cidrs():
+    policy = load_policies([POLICIES])[0]
+    conn = build(policy, load_inventory([INVENTORY]), targets=[])
+    names = sorted(p.name for p in conn.places if p.kind is Kind.WORLD)
+    assert names == ["203.0.113.0/24 except 203.0.113.128/25", "203.0.113.128/25",
+                     "world-ipv4 except 203.0.113.0/24", "world-ipv6"]
+    assert conn.places[conn.place_in(ipaddress.ip_address("203.0.113.200"))].name == "203.0.113.128/25"
+
+
+# ---------------------------------------------------------------- the bundled example (its README says so)
+
+SHOP = Path(__file__).resolve().parents[1] / "examples" / "shop"
+SHOP_INPUTS = (str(SHOP / "policies"), "--inventory", str(SHOP / "inventory.yaml"))
+
+
+def test_the_shop_chains_its_readme_shows(capsys):
+    code, out, _ = run(capsys, "paths", "world", "data/postgres", *SHOP_INPUTS, "--trust-nodes", "-o", "json")
+    chain = json.loads(out)["chains"][0]
+    assert code == 1 and [p["name"] for p in chain["places"]][1:] == [
+        "ops/ingress", "shop/frontend", "shop/catalog", "data/postgres"]
+    assert chain["hops"][2]["l7_filtered"] == ["8080/TCP"]
+    _, out, _ = run(capsys, "paths", "world", "data/postgres", *SHOP_INPUTS, "-o", "json")
+    assert [h["to"] for h in json.loads(out)["chains"][0]["hops"]] == ["node-2", "data/postgres"]
+    _, out, _ = run(capsys, "blast-radius", "shop/frontend", *SHOP_INPUTS, "--trust-nodes", "-o", "json")
+    data = json.loads(out)
+    assert data["pods"] == 8 and [h["pods"] for h in data["by_hops"]] == [4, 4]
+
+
+def test_the_shop_paths_spec_holds(capsys):
+    code, out, _ = run(capsys, "verify", *SHOP_INPUTS, "--spec", str(SHOP / "paths.yaml"), "--format", "json")
+    assert code == 0 and len(json.loads(out)["invariants"]) == 3
+
+
+def test_the_shop_picture_shows_the_shortest_chain_in_red():
+    """graph.svg is `policyc graph ... --no-nodes --highlight world data/postgres`: its red edges are the chain."""
+    ns = "{http://www.w3.org/2000/svg}"
+    red = set()
+    for g in ET.parse(SHOP / "graph.svg").getroot().iter(f"{ns}g"):
+        if g.get("class") == "edge" and any(p.get("stroke") == "#d93025" for p in g.iter(f"{ns}path")):
+            red.add(g.find(f"{ns}title").text)
+    assert red == {"world-ipv4 except 169.254.169.254/32, 198.51.100.0/24->ops/ingress",
+                   "ops/ingress->shop/frontend", "shop/frontend->shop/catalog", "shop/catalog->data/postgres"}
