@@ -29,6 +29,7 @@ import clusters  # noqa: E402
 
 from policyc.bpf_runtime.artifact import open_artifact  # noqa: E402
 from policyc.bpf_runtime.libbpf import BPFObject, Program  # noqa: E402
+from policyc.bpf_runtime.bindings import bind, object_maps  # noqa: E402
 from policyc.bpf_runtime.testrun import SKB_CTX_BYTES, frame  # noqa: E402
 from policyc.compiler.artifact import compile_artifact  # noqa: E402
 from policyc.compiler.codegen import clang, include_dirs  # noqa: E402
@@ -115,6 +116,8 @@ def measure(n: int, empty: BPFObject, hw_path: Path, repeat: int, trials: int) -
         entries = {m["name"]: m["entries"] for m in manifest["maps"]}
         gen, hw = open_artifact(artifact), load_handwritten(n, hw_path)
         try:
+            # every generated TC path here runs on the server's veth: a test run's lo, bound to the server
+            bind(object_maps(gen), manifest["features"], 1, [clusters.SERVER_IP])
             rows = []
             for label, gprog, hprog, src, dst, port in PATHS:
                 data = frame(ipaddress.ip_address(address(src, n)), ipaddress.ip_address(address(dst, n)),

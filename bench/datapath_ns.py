@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from policyc.bpf_runtime.artifact import open_artifact
+from policyc.bpf_runtime.artifact import open_artifact, read_manifest
 from policyc.bpf_runtime.testrun import Hooks, frame
 from policyc.compiler.artifact import compile_artifact
 from policyc.compiler.frontend import load_policies
@@ -32,9 +32,12 @@ def main(repeat: int) -> None:
             compile_artifact(policy, load_inventory([CONFORMANCE / "inventory.yaml"]), Path(out), [])
             obj = open_artifact(Path(out))
             try:
+                hooks = Hooks(obj, read_manifest(Path(out))["features"])
                 for label, (src, dst) in flows.items():
                     data = frame(ipaddress.ip_address(src), ipaddress.ip_address(dst), Protocol.TCP, 33333, 80)
-                    print(name, label, Hooks(obj).time_per_packet(data, repeat))
+                    # the world address has no hook: from_pod's figure is the one that counts there
+                    print(name, label, hooks.time_per_packet(data, (src,), (dst,) if label == "pod-pod" else (src,),
+                                                             repeat))
             finally:
                 obj.close()
 

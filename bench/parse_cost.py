@@ -24,7 +24,8 @@ from scapy.layers.inet import IP, TCP, UDP, fragment
 from scapy.layers.inet6 import ICMPv6ND_NS, IPv6, IPv6ExtHdrDestOpt
 from scapy.layers.l2 import Ether
 
-from policyc.bpf_runtime.artifact import open_artifact
+from policyc.bpf_runtime.artifact import open_artifact, read_manifest
+from policyc.bpf_runtime.bindings import bind, object_maps
 from policyc.bpf_runtime.testrun import SKB_CTX_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +75,19 @@ def export(ref: str, into: Path) -> None:
         tar.extractall(into, filter="data")
 
 
-def ns(obj, hook: str, data: bytes, repeat: int) -> int:
+def bind_pod(obj, manifest: dict, hook: str, data: bytes) -> None:
+    """A pod hook runs on lo in a test run: lo is bound to the pod at the hook's end (the source for
+    from_pod, the destination for to_pod), where the artifact binds pods to interfaces."""
+    if hook == "xdp_node" or "interfaces" not in {m["name"] for m in manifest["maps"]}:
+        return
+    ip = Ether(data).payload
+    end = str(ip.src if hook == "from_pod" else ip.dst)
+    pod = next((p for p in ((FRONT4, FRONT6), (CART4, CART6), (INGRESS4,)) if end in p), (FRONT4, FRONT6))
+    bind(object_maps(obj), manifest["features"], 1, list(pod))
+
+
+def ns(obj, hook: str, data: bytes, repeat: int, manifest: dict) -> int:
+    bind_pod(obj, manifest, hook, data)
     prog = obj.program(hook)
     ctx = None if hook == "xdp_node" else bytes(SKB_CTX_BYTES)
     return prog.test_run(data, ctx=ctx, repeat=repeat).duration_ns
@@ -92,17 +105,18 @@ def main() -> None:
         compile_with(tmp / "before", tmp / "art-before", [])
         compile_with(ROOT, tmp / "art-after", ["--l7", "l4-only"])
         objs = {"before": open_artifact(tmp / "art-before"), "after": open_artifact(tmp / "art-after")}
+        manifests = {"before": read_manifest(tmp / "art-before"), "after": read_manifest(tmp / "art-after")}
         try:
             for name, (hook, _, _) in PATHS.items():
-                for obj in objs.values():
+                for which, obj in objs.items():
                     for data in SETUP.get(name, []):
-                        ns(obj, hook, data, 1)
+                        ns(obj, hook, data, 1, manifests[which])
             times: dict = {(n, w): [] for n in PATHS for w in objs}
             for _ in range(opts.trials):  # interleaved: both see the same machine load
                 for name, (hook, data, new) in PATHS.items():
                     for which, obj in objs.items():
                         if not (new and which == "before"):
-                            times[(name, which)].append(ns(obj, hook, data, opts.repeat))
+                            times[(name, which)].append(ns(obj, hook, data, opts.repeat, manifests[which]))
         finally:
             for obj in objs.values():
                 obj.close()

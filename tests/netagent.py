@@ -26,6 +26,12 @@ udpecho PORT
     prints ``ready``, then answers each UDP datagram with one of the same size.
 udpbig ADDR PORT NBYTES TIMEOUT
     sends one NBYTES datagram (the kernel fragments it) and prints the size of the answer, or 0.
+spoof SRC ADDR PORT STREAM
+    sends one ``seq STREAM 0`` UDP datagram to ADDR:PORT from source address SRC (any address: a raw
+    socket, as a compromised pod can), then prints ``sent``.
+synflood ADDR PORT COUNT
+    sends COUNT TCP SYNs to ADDR:PORT from the pod's address and COUNT source ports, as fast as it can
+    (bounded by COUNT), then prints ``sent N``.
 """
 from __future__ import annotations
 
@@ -236,6 +242,30 @@ def udpbig(addr: str, port: int, nbytes: int, timeout: float) -> None:
             print(0)
 
 
+def _raw_send(packets: list[bytes], dst: str) -> int:
+    """IPv4 packets with their own headers (any source address) through a raw socket."""
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+        for pkt in packets:
+            sock.sendto(pkt, (dst, 0))
+    return len(packets)
+
+
+def spoof(src: str, addr: str, port: int, name: str) -> None:
+    from scapy.layers.inet import IP, UDP  # crafted packets: scapy builds, a raw socket sends
+    _raw_send([bytes(IP(src=src, dst=addr) / UDP(sport=40999, dport=port) / f"seq {name} 0".encode())], addr)
+    print("sent", flush=True)
+
+
+def synflood(addr: str, port: int, count: int) -> None:
+    from scapy.layers.inet import IP, TCP
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((addr, port))
+        src = probe.getsockname()[0]  # the pod's own address: source validation lets it out
+    packets = [bytes(IP(src=src, dst=addr) / TCP(sport=1024 + n % 60000, dport=port, flags="S", seq=n))
+               for n in range(count)]
+    print(f"sent {_raw_send(packets, addr)}", flush=True)
+
+
 def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "serve":
@@ -259,6 +289,10 @@ def main(argv: list[str]) -> None:
         udpecho(int(argv[1]))
     elif mode == "udpbig":
         udpbig(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))
+    elif mode == "spoof":
+        spoof(argv[1], argv[2], int(argv[3]), argv[4])
+    elif mode == "synflood":
+        synflood(argv[1], int(argv[2]), int(argv[3]))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -12,9 +12,12 @@ from pathlib import Path
 
 from cases import inventory, own
 from policyc.bpf_runtime import bpffs
-from policyc.bpf_runtime.libbpf import Program, get_pinned, link_ids
-from policyc.bpf_runtime.testrun import SKB_CTX_BYTES, TC_ACT_OK, frame
+from policyc.bpf_runtime.bindings import MAPS, bind, layouts_for
+from policyc.bpf_runtime.libbpf import Map, Program, get_pinned, link_ids
+from policyc.bpf_runtime.loaded import loaded_state, manifest_of
+from policyc.bpf_runtime.testrun import LOOPBACK_IFINDEX, TC_ACT_OK, frame, skb_ctx
 from policyc.cli import main
+from policyc.compiler.diagnostics import PolicycError
 from policyc.compiler.ir import Protocol
 
 CASE3 = own("L12-knp-pod-peer-is-own-namespace")  # x/a admits only x/b, on 80/TCP
@@ -63,13 +66,30 @@ def pins(name: str) -> Path:
     return bpffs.pin_dir(name)
 
 
+def bind_loopback(name: str, pod_ip: str) -> None:
+    """Bind ``lo`` (where a test run executes) to the pod holding ``pod_ip`` in a loaded name's pinned maps,
+    as the loader binds a pod's veth; unbound when no endpoint holds the address."""
+    features = manifest_of(loaded_state(name))["features"]
+    maps = {n: Map.open_pinned(str(pins(name) / "maps" / n)) for n in MAPS}
+    try:
+        try:
+            bind(maps, features, LOOPBACK_IFINDEX, [pod_ip])
+        except PolicycError:
+            maps["interfaces"].delete(layouts_for(features)[0]["interface_key"].pack(ifindex=LOOPBACK_IFINDEX))
+    finally:
+        for m in maps.values():
+            m.close()
+
+
 def passes(name: str, program: str, src: str, dst: str, dport: int = 80, sport: int = 40000,
            protocol: Protocol = Protocol.TCP) -> bool:
-    """One packet through a pinned program with BPF_PROG_TEST_RUN (it shares the pinned maps)."""
+    """One packet through a pinned program with BPF_PROG_TEST_RUN (it shares the pinned maps), on ``lo``
+    bound to the pod whose hook it is: the source for from_pod, the destination for to_pod."""
+    bind_loopback(name, src if program == "from_pod" else dst)
     prog = Program.open_pinned(str(pins(name) / "progs" / program))
     try:
         data = frame(ipaddress.ip_address(src), ipaddress.ip_address(dst), protocol, sport, dport)
-        return prog.test_run(data, ctx=bytes(SKB_CTX_BYTES)).retval == TC_ACT_OK
+        return prog.test_run(data, ctx=skb_ctx()).retval == TC_ACT_OK
     finally:
         prog.close()
 

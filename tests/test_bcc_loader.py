@@ -58,7 +58,7 @@ def test_translation_refuses_what_it_does_not_know(artifact):
     c_text = (artifact / "policyc.bpf.c").read_text()
     with pytest.raises(PolicycError, match=r"bpf_map_push_elem\(&"):
         bcc_source(c_text + "\nstatic void f(void) { bpf_map_push_elem(&events, 0, 0); }\n")
-    with pytest.raises(PolicycError, match="map conntrack has type STACK"):
+    with pytest.raises(PolicycError, match="map ct_tcp has type STACK"):
         bcc_source(c_text.replace("BPF_MAP_TYPE_LRU_HASH", "BPF_MAP_TYPE_STACK"))
 
 

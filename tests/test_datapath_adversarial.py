@@ -23,16 +23,16 @@ from scapy.layers.l2 import Ether  # noqa: E402
 
 from dpgen import make_rule, policy_set, selector, standard_inventory  # noqa: E402
 from kernelreq import require_kernel  # noqa: E402
-from policyc.bpf_runtime.artifact import fill_maps  # noqa: E402
+from policyc.bpf_runtime.artifact import fill_maps, read_manifest  # noqa: E402
 from policyc.bpf_runtime.events import decode_event  # noqa: E402
 from policyc.bpf_runtime.libbpf import BPFObject, RingBuffer  # noqa: E402
-from policyc.bpf_runtime.testrun import SKB_CTX_BYTES, TC_ACT_OK, XDP_PASS  # noqa: E402
+from policyc.bpf_runtime.testrun import TC_ACT_OK, XDP_PASS, Hooks, skb_ctx  # noqa: E402
 from policyc.compiler.artifact import OBJECT, compile_artifact  # noqa: E402
 from policyc.compiler.codegen import REASON_WORDS  # noqa: E402
 from policyc.compiler.entities import entity_selectors  # noqa: E402
 from policyc.compiler.ir import L3_ONLY, Action, Direction, PortMatch, Protocol, SelectorPeer  # noqa: E402
 from policyc.compiler.layouts import layouts  # noqa: E402
-from policyc.compiler.mapdata import STATS  # noqa: E402
+from policyc.compiler.mapdata import CT_MAPS, STATS  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 
@@ -45,14 +45,18 @@ RING_BYTES = 4096  # small, so the loss test fills it with a few dozen events
 
 
 class Datapath:
-    """The three hooks of one loaded artifact, its events, and its counters."""
+    """The three hooks of one loaded artifact, its events, and its counters. A pod hook runs on the
+    interface of the pod at its end of the packet (the source for from_pod, the destination for to_pod;
+    x/b for what a pod sends from a link-local or unspecified address), as the loader binds it."""
 
-    def __init__(self, obj: BPFObject):
+    def __init__(self, obj: BPFObject, features: dict):
         self.obj = obj
         self.progs = {name: obj.program(name) for name in ("from_pod", "to_pod", "xdp_node")}
         self.events: list = []
         self.ring = RingBuffer(obj.map("events"), lambda raw: self.events.append(decode_event(raw)))
         self.lay = layouts(16, False)
+        self.hooks = Hooks(obj, features)
+        self.pods = {str(ip): tuple(ep.ips) for ep in standard_inventory(v6=True).pods for ip in ep.ips}
 
     def passes(self, hook: str, pkt) -> bool:
         return self.passes_frame(hook, bytes(Ether(**MACS) / pkt))
@@ -60,7 +64,10 @@ class Datapath:
     def passes_frame(self, hook: str, data: bytes) -> bool:
         if hook == "xdp_node":
             return self.progs[hook].test_run(data).retval == XDP_PASS
-        return self.progs[hook].test_run(data, ctx=bytes(SKB_CTX_BYTES)).retval == TC_ACT_OK
+        ip = Ether(data).payload
+        end = str(ip.src if hook == "from_pod" else ip.dst)
+        self.hooks.bind(self.pods.get(end, self.pods[XB6]))
+        return self.progs[hook].test_run(data, ctx=skb_ctx()).retval == TC_ACT_OK
 
     def drained(self) -> list:
         self.ring.consume()
@@ -78,7 +85,7 @@ class Datapath:
         return self.counter("stats", STATS.index(name))
 
     def conntrack(self) -> list[dict]:
-        return [self.lay["ct_key"].unpack(k) for k in self.obj.map("conntrack").keys()]
+        return [self.lay["ct_key"].unpack(k) for name in CT_MAPS for k in self.obj.map(name).keys()]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +108,7 @@ def dp(tmp_path_factory):
         obj.set_max_entries("events", RING_BYTES)
         obj.load()
         fill_maps(obj, out)
-        d = Datapath(obj)
+        d = Datapath(obj, read_manifest(out)["features"])
         yield d
         d.ring.close()
     finally:

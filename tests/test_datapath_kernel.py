@@ -132,7 +132,8 @@ def test_events_and_counters_name_the_deciding_rule(tmp_path):
     events = []
     ring = RingBuffer(obj.map("events"), lambda raw: events.append(decode_event(raw)))
     try:
-        results = Hooks(obj).send(yb.ips[0], ya.ips[0], Protocol.TCP, 40001, 80, True, True, False)
+        features = json.loads((tmp_path / "manifest.json").read_text())["features"]
+        results = Hooks(obj, features).send(yb.ips[0], ya.ips[0], Protocol.TCP, 40001, 80, yb.ips, ya.ips, False)
         assert [r.passed for r in results] == [True, False]  # y/b egress free, y/a ingress denies
         ring.consume()
         counters = obj.map("counters")

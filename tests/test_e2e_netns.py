@@ -10,6 +10,7 @@ import copy
 import ipaddress
 import json
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ import yaml
 from bccreq import require_bcc
 from cases import E2E_INVENTORY, inventory as case_inventory, own, own_cases, params, policy_paths
 from kernelreq import require_kernel
-from netmodel import PIN_ROOT, STATE_DIR, NetModel, in_netns, leftovers, policyc_argv, policyc_env, run
+from netmodel import AGENT, PIN_ROOT, STATE_DIR, NetModel, in_netns, leftovers, policyc_argv, policyc_env, run
 from policyc.compiler.inventory import Inventory, load_inventory
 
 pytestmark = pytest.mark.kernel
@@ -300,7 +301,8 @@ def relabelled_inventory(source: Path, changes: dict[str, dict], out: Path) -> P
 def test_relabel_under_traffic(model, tmp_path, empty):
     """`policyc endpoint relabel` swaps the labels of x/b and x/c while a TCP connection x/b -> x/a:80
     is open: new connections get the verdicts `matrix` gives for the relabelled inventory at once,
-    and the established connection goes on (conntrack is untouched)."""
+    and so does the established one: x/a admits only pod=b, so x/b's packets on it are dropped now
+    (conntrack entries are decided again under the new revision)."""
     inventory = case_inventory(RELABEL_CASE)
     paths = policy_paths(RELABEL_CASE, empty)
     before = matrix(paths, inventory)
@@ -332,7 +334,7 @@ def test_relabel_under_traffic(model, tmp_path, empty):
 
     bad = mismatches(after, observed)
     assert not bad, f"after relabel {len(bad)} flows differ from matrix:\n" + "\n".join(bad)
-    assert still == "x/a", f"the connection established before the relabel broke: {still!r}"
+    assert still == "timeout", f"the connection x/a no longer admits still carries data: {still!r}"
 
 
 # -- observe --------------------------------------------------------------------------------------
@@ -576,3 +578,145 @@ def test_node_traffic_through_the_hooks(tmp_path, empty):
     stats = status["datapath"]["stats"]
     assert stats["nd_passed"] > 0 and stats["icmp_related"] > 0, stats
     assert not status["datapath"]["drops"], status["datapath"]["drops"]
+
+
+# -- bypasses closed, over real traffic (docs/runtime.md, Threat model) ------------------------------------
+
+EGRESS_LOCKED = own("L15-knp-egress-type-without-rules")  # x/a sends nothing: its answers need conntrack
+
+
+def observer(model: NetModel, name: str, seconds: float) -> subprocess.Popen:
+    """`policyc observe --follow` of denied flows in the node namespace, for ``seconds``."""
+    proc = subprocess.Popen(
+        ["nsenter", f"--net=/var/run/netns/{model.node}",
+         *policyc_argv("observe", name, "--follow", "--timeout", str(seconds), "--verdict", "deny",
+                       "--format", "json")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=policyc_env())
+    time.sleep(1.0)  # the observer opens the ring buffer before the traffic starts
+    return proc
+
+
+def test_kubelet_probe_reaches_a_pod_whose_egress_is_default_deny(model, tmp_path, empty):
+    """A TCP probe from the node's own namespace (as the kubelet probes: its source is the pod veth's
+    gateway address, 169.254.1.1, a local address and so `host`) to x/a, which may send nothing: the
+    probe connects and gets x/a's answer, while x/a still cannot open a connection itself."""
+    paths = policy_paths(EGRESS_LOCKED, empty)
+    artifact = compile_case(paths, case_inventory(EGRESS_LOCKED), tmp_path / "artifact")
+    xa = model.by_name["x/a"]
+    with loaded(model, artifact, f"{PREFIX}-kubelet"):
+        probe = run(in_netns(model.node, [sys.executable, str(AGENT), "probe", "0.4"]),
+                    input=json.dumps([[str(xa.ips[0]), 80, "TCP"], [str(xa.ips[0]), 81, "TCP"]]))
+        own = model.probe([("x/a", "y/a", 80, "TCP")])
+        events = model.policyc("observe", f"{PREFIX}-kubelet", "--format", "json", "--verdict", "allow")
+    assert json.loads(probe.stdout) == [["allow", "x/a"], ["allow", "x/a"]], probe.stdout
+    assert own[("x/a", "y/a", 80, "TCP")][0] == "deny"
+    allowed = [json.loads(line) for line in events.stdout.splitlines()]
+    assert {(e["source"].split(" ")[0], e["reason"]) for e in allowed if e["destination"] == "x/a"} == \
+        {("169.254.1.1", "allow-localhost")}, allowed
+
+
+def test_a_spoofed_source_from_a_pod_is_dropped_and_observed(model, tmp_path, empty):
+    """From inside x/c's netns, a raw socket sends a datagram to x/a as x/b (whom x/a would admit; here
+    nothing is filtered at all): from_pod drops it, observe names x/c as the sender, and the same
+    datagram from x/c's own address arrives."""
+    case = own("L10-no-policy-allows-everything")
+    artifact = compile_case(policy_paths(case, empty), case_inventory(case), tmp_path / "artifact")
+    xa, xb, xc = (model.by_name[p] for p in ("x/a", "x/b", "x/c"))
+    name = f"{PREFIX}-spoof"
+    with loaded(model, artifact, name):
+        watch = observer(model, name, 4)
+        for src, stream in ((xb.ips[0], "spoofed"), (xc.ips[0], "own")):
+            sender = model.spawn(xc.netns, ["spoof", str(src), str(xa.ips[0]), "80", stream])
+            assert sender.stdout.readline().strip() == "sent", sender.stderr.read()
+            sender.wait()
+            model.procs.remove(sender)
+        out, err = watch.communicate(timeout=30)
+        time.sleep(0.3)
+        status = json.loads(model.policyc("status", name, "--format", "json").stdout)
+    got = {(ip, stream) for ip, stream, _ in model.received(xa)}
+    assert (str(xc.ips[0]), "own") in got and not any(stream == "spoofed" for _, stream in got), got
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert [(e["source"], e["destination"], e["reason"], e["endpoint"]) for e in events] == [
+        ("x/b", "x/a", "invalid-source", "x/c")], (events, err)
+    assert {d["reason"]: d["packets"] for d in status["datapath"]["drops"]}["invalid-source"] == 1
+
+
+def test_a_new_pod_reusing_an_address_inherits_nothing(tmp_path, empty):
+    """z/a streams UDP to x/d (namespace x admits everything); x/d leaves and y/d (namespace y admits
+    nothing) takes its address while the stream goes on, on the very same 5-tuple: nothing reaches y/d,
+    the entry x/d's hook made answers for x/d alone."""
+    require_kernel()
+    case = own("L11-knp-empty-podselector-isolates-namespace")
+    inventory = case_inventory(case)
+    artifact = compile_case(policy_paths(case, empty), inventory, tmp_path / "artifact")
+    prefix, name, address = "pcu", "pcu-reuse", "10.244.1.9"
+    with NetModel(load_inventory([inventory]), tmp_path / "work", prefix=prefix) as m:
+        with loaded(m, artifact, name):
+            def plug(display: str) -> None:
+                pod = m.add_pod(display, (ipaddress.ip_address(address),))
+                add = m.policyc("endpoint", "add", name, display, "--ip", address, "--label", "pod=d",
+                                "--attach", pod.host_if)
+                assert add.returncode == 0, add.stderr
+
+            plug("x/d")
+            stream = m.spawn(m.by_name["z/a"].netns, ["stream", address, "80", "reuse", "0.01"])
+            assert stream.stdout.readline().strip() == "started"
+            deadline = time.monotonic() + 10
+            while not m.received(m.by_name["x/d"]) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            before = len(m.received(m.by_name["x/d"]))
+            remove = m.policyc("endpoint", "remove", name, "x/d")
+            assert remove.returncode == 0, remove.stderr
+            m.remove_pod("x/d")
+            plug("y/d")
+            time.sleep(1.5)
+            stream.communicate(input="", timeout=30)
+            m.procs.remove(stream)
+            time.sleep(0.3)
+            inherited = m.received(m.by_name["y/d"])
+            fresh = m.probe([("z/b", "y/d", 80, "UDP")])
+    assert before > 0, "the stream never reached x/d: the test proves nothing"
+    assert inherited == [], f"y/d got {len(inherited)} datagrams of x/d's connection"
+    assert fresh[("z/b", "y/d", 80, "UDP")][0] == "deny"
+
+
+def test_a_syn_flood_leaves_established_connections_working(model, tmp_path, empty):
+    """Three connections into x/a (whose answers pass only through conntrack) are established; then
+    x/c floods y/b:80, which everyone may reach, with 6000 SYNs, twelve times what ct_new holds here.
+    The three connections still carry data both ways; ct_new churned, the answered entries stayed."""
+    paths = policy_paths(EGRESS_LOCKED, empty)
+    artifact = tmp_path / "artifact"
+    policyc("compile", *paths, "--inventory", str(case_inventory(EGRESS_LOCKED)), "--output-dir", str(artifact),
+            "--map-size", "ct_new=512")
+    xa = model.by_name["x/a"]
+    name = f"{PREFIX}-flood"
+    held = {}
+    with loaded(model, artifact, name):
+        try:
+            for client in ("y/a", "z/b", "x/b"):
+                proc = model.spawn(model.by_name[client].netns, ["hold", str(xa.ips[0]), "80"])
+                assert proc.stdout.readline().strip() == "connected"
+                held[client] = proc
+
+            def exchange() -> dict:
+                for proc in held.values():
+                    proc.stdin.write("ping\n")
+                    proc.stdin.flush()
+                return {client: proc.stdout.readline().strip() for client, proc in held.items()}
+
+            assert set(exchange().values()) == {"x/a"}
+            flood = model.spawn(model.by_name["x/c"].netns, ["synflood", str(model.by_name["y/b"].ips[0]), "80",
+                                                             "6000"])
+            assert flood.stdout.readline().strip() == "sent 6000", flood.stderr.read()
+            flood.wait()
+            model.procs.remove(flood)
+            after = exchange()
+            status = json.loads(model.policyc("status", name, "--format", "json").stdout)
+        finally:
+            for proc in held.values():
+                proc.stdin.close()
+                proc.wait(timeout=10)
+                model.procs.remove(proc)
+    assert set(after.values()) == {"x/a"}, after
+    levels = {m["name"]: m["entries"] for m in status["maps"]}
+    assert levels["ct_tcp"] >= 6 and levels["ct_new"] <= 512, levels

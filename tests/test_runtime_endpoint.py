@@ -1,4 +1,5 @@
-"""policyc endpoint add/remove/relabel: map updates only, new identities in force at once, conntrack untouched."""
+"""policyc endpoint add/remove/relabel: map updates only, new identities in force at once, for established
+flows too (conntrack entries are decided again under the new revision)."""
 from __future__ import annotations
 
 import json
@@ -62,10 +63,10 @@ def test_relabel_moves_a_peer_into_and_out_of_policy(art, capsys):
     with loaded_name("pcrtest-ep1") as name:
         assert main(["load", str(art), "--name", name]) == 0
         assert passes(name, "to_pod", XB, XA) and not passes(name, "to_pod", XC, XA)
-        # x/b leaves pod=b: a new identity no rule allows; its open connection (conntrack) keeps going
+        # x/b leaves pod=b: a new identity no rule allows; its open connection is decided again, and ends
         moved = _endpoint(capsys, "relabel", name, "x/b", "--label", "pod=zzz")
         assert moved["new_identity"] and moved["identity"] > 264
-        assert passes(name, "to_pod", XB, XA, sport=40000)          # established before the relabel
+        assert not passes(name, "to_pod", XB, XA, sport=40000)      # established before the relabel
         assert not passes(name, "to_pod", XB, XA, sport=40001)      # a new connection: denied at once
         # x/c takes pod=b: the identity x/b had (257) and its policy
         took = _endpoint(capsys, "relabel", name, "x/c", "--label", "pod=b")

@@ -33,7 +33,8 @@ def test_load_status_observe_unload(art3, capsys):
         assert f"from_pod  on {if0} ingress [tcx] (x/a)" in out and "xdp_node  on pcr1b xdp     [native]" in out
         assert sorted(p.name for p in (pins(name) / "links").iterdir()) == [
             "egress-pcr0a", "egress-pcr1a", "ingress-pcr0a", "ingress-pcr1a", "xdp-pcr1b"]
-        assert {p.name for p in (pins(name) / "maps").iterdir()} >= {"ipcache", "policy", "conntrack", "events"}
+        assert {p.name for p in (pins(name) / "maps").iterdir()} >= {"ipcache", "policy", "interfaces", "ct_tcp",
+                                                                     "ct_any", "ct_new", "events"}
         ids = pinned_link_ids(name)
         assert len(ids) == 5 and all(link_alive(i) for i in ids)
         state = read_state(name)
@@ -46,7 +47,7 @@ def test_load_status_observe_unload(art3, capsys):
         status = json.loads(capsys.readouterr().out)
         levels = {m["name"]: (m["entries"], m["max_entries"]) for m in status["maps"]}
         assert levels["endpoints"] == (9, 4096) and levels["policy"][0] == 1
-        assert levels["conntrack"][0] == 1  # the allowed flow
+        assert levels["ct_new"][0] == 1 and levels["ct_tcp"][0] == 0  # the allowed flow, not answered yet
         rules = {r["id"]: r for r in status["rules"]}
         assert rules[1]["packets"] == 1 and rules[1]["policy"] == "x/a-from-b" and rules[0]["packets"] == 1
         assert all(a["present"] for a in status["attachments"])

@@ -11,7 +11,7 @@ import pytest
 from cases import inventory as case_inventory, own_cases, params, policy_paths
 from kernelreq import require_kernel
 from policyc.bpf_runtime.endpoints import current, load_sources
-from policyc.bpf_runtime.libbpf import Program
+from policyc.bpf_runtime.libbpf import Map, Program
 from policyc.bpf_runtime.loaded import loaded_state, manifest_of
 from policyc.bpf_runtime.endpoints import change
 from policyc.bpf_runtime.testrun import Hooks
@@ -31,7 +31,7 @@ RELABELS = ({"pod": "b", "pcr": "new"}, {"pod": "a"}, {"pod": "zz"})
 
 
 class PinnedObject:
-    """The pinned programs of a loaded name, shaped like a BPFObject for testrun.Hooks."""
+    """The pinned programs and maps of a loaded name, shaped like a BPFObject for testrun.Hooks."""
 
     def __init__(self, name: str):
         self.opened = []
@@ -41,6 +41,11 @@ class PinnedObject:
         p = Program.open_pinned(str(pins(self.name) / "progs" / prog))
         self.opened.append(p)
         return p
+
+    def map(self, name: str) -> Map:
+        m = Map.open_pinned(str(pins(self.name) / "maps" / name))
+        self.opened.append(m)
+        return m
 
     def close(self) -> None:
         for p in self.opened:
@@ -58,7 +63,7 @@ def test_relabel_matches_the_evaluator(case, tmp_path, capsys):
     with loaded_name("pcrtest-val") as name:
         assert main(["load", str(out), "--name", name]) == 0
         obj = PinnedObject(name)
-        hooks = Hooks(obj)
+        hooks = Hooks(obj, manifest_of(loaded_state(name))["features"])
         try:
             sport = 20000
             for labels in RELABELS:

@@ -136,22 +136,29 @@ def test_policy_enforced_on_real_connections_and_observed(cluster, art, mode):
     assert connects("x/c", XA)  # nothing filters any more
 
 
-def test_relabel_under_traffic_keeps_the_open_connection(cluster, art):
+def test_relabel_under_traffic_decides_the_open_connection_again(cluster, art):
+    """An open connection meets every relabel of its client: one the policy still allows (an extra label)
+    leaves it flowing, one into a label set nothing allows cuts it, in the direction that opened it."""
     assert policyc("load", str(art), "--name", "pcrtest-traffic", *_attach()).returncode == 0
     client = subprocess.Popen(["nsenter", f"--net=/var/run/netns/{PODS['x/b'][0]}", sys.executable, "-c", CLIENT,
                                XA], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert client.stdout.readline().strip() == "connected"
+
+    def exchange() -> str:
         client.stdin.write("\n")
         client.stdin.flush()
-        assert client.stdout.readline().strip() == "ok"
-        done = policyc("endpoint", "relabel", "pcrtest-traffic", "x/b", "--label", "pod=zzz", "--format", "json")
+        return client.stdout.readline().strip()
+
+    try:
+        assert client.stdout.readline().strip() == "connected"
+        assert exchange() == "ok"
+        done = policyc("endpoint", "relabel", "pcrtest-traffic", "x/b", "--label", "pod=b", "--label", "tier=x",
+                       "--format", "json")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["new_identity"]
-        for _ in range(3):  # the established connection keeps flowing both ways
-            client.stdin.write("\n")
-            client.stdin.flush()
-            assert client.stdout.readline().strip() == "ok"
+        assert [exchange() for _ in range(3)] == ["ok"] * 3  # still allowed: decided again, kept
+        done = policyc("endpoint", "relabel", "pcrtest-traffic", "x/b", "--label", "pod=zzz", "--format", "json")
+        assert done.returncode == 0, done.stderr
+        assert exchange() == "fail"  # quarantined: the established connection's packets are dropped
         assert not connects("x/b", XA)  # a new one meets the new identity's policy at once
     finally:
         client.kill()

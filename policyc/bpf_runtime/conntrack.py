@@ -2,24 +2,34 @@
 
 The new programs decide, not a Python copy of their logic: every old entry
 becomes its flow's first packet, run with BPF_PROG_TEST_RUN through the hook
-that created it (``from_pod`` for egress entries, ``to_pod`` for ingress).
-If the new policy lets it through, the new program records the connection
-in its own conntrack map exactly as it would have; if not, the connection
-is not carried over.  The test runs bump counters and emit events, so the
-caller resets those before the new object sees real traffic.
+that created it (``from_pod`` for egress entries, ``to_pod`` for ingress) on
+the interface its endpoint is bound to, so the new program reads the same
+pod from its own ``interfaces`` map (endpoint ids may differ between
+artifacts).  If the new policy lets it through, the new program records the
+connection in its own maps exactly as it would have; an entry the peer had
+answered is then moved to the answered table with its TCP state.  Entries
+whose endpoint is bound nowhere any more are not carried over.  The test
+runs bump counters and emit events, so the caller resets those before the
+new object sees real traffic.
 """
 from __future__ import annotations
 
 import ipaddress
+import time
+from pathlib import Path
 
+from ..compiler.codegen import CT_LIFETIMES, CT_TCP_BITS
 from ..compiler.ir import Direction, Protocol
-from ..compiler.layouts import layouts
 from ..compiler.lower import DIR_CODE
+from ..compiler.mapdata import CT_MAPS, addr_bytes
+from .bindings import layouts_for
 from .libbpf import BPFObject, Map, RingBuffer, possible_cpus
-from .testrun import SKB_CTX_BYTES, TC_ACT_OK, frame
+from .loaded import open_map
+from .testrun import TC_ACT_OK, frame, skb_ctx
 
 _HOOK = {DIR_CODE[Direction.EGRESS]: "from_pod", DIR_CODE[Direction.INGRESS]: "to_pod"}
-_ECHO_REQUEST = {4: 8, 6: 128}
+ANSWERED = {int(Protocol.TCP): "ct_tcp"}  # every other protocol: ct_any
+CLOCK_MONOTONIC_COARSE = 6  # linux/time.h; Python's time module does not name it
 
 
 def _ip(raw: bytes):
@@ -27,48 +37,114 @@ def _ip(raw: bytes):
     return ip.ipv4_mapped or ip if ip.version == 6 else ip
 
 
-def first_packet(fields: dict) -> bytes | None:
-    """The frame that opened the connection recorded in one conntrack key (None: cannot be rebuilt)."""
+def first_packet(key: dict, value: dict) -> bytes | None:
+    """The frame that opened the connection recorded in one conntrack entry (None: cannot be rebuilt)."""
     try:
-        proto = Protocol(fields["proto"])
+        proto = Protocol(key["proto"])
     except ValueError:
         return None
-    src, dst = _ip(fields["saddr"]), _ip(fields["daddr"])
+    src, dst = _ip(key["saddr"]), _ip(key["daddr"])
     if src.version != dst.version:
         return None
-    dport = _ECHO_REQUEST[src.version] if proto in (Protocol.ICMP, Protocol.ICMPV6) else fields["dport"]
+    dport = value["port"] if proto in (Protocol.ICMP, Protocol.ICMPV6) else key["dport"]  # ICMP: its type
     try:
-        return frame(src, dst, proto, fields["sport"], dport)
+        return frame(src, dst, proto, key["sport"], dport)
     except ValueError:
         return None
 
 
-def migrate(old: Map, old_features: dict, new: BPFObject, seen: set[bytes]) -> tuple[int, int]:
+def expired(value: dict, proto: int, now_ns: int) -> bool:
+    """The datapath's own rule (conntrack.h.j2 ct_lifetime): absent for every look-up, so never carried."""
+    if value["tcp"] & CT_TCP_BITS["CLOSING"]:
+        lifetime = CT_LIFETIMES["CLOSE_TIMEOUT"]
+    elif proto != Protocol.TCP:
+        lifetime = CT_LIFETIMES["LIFETIME_NONTCP"]
+    else:
+        lifetime = CT_LIFETIMES["LIFETIME_TCP" if value["tcp"] & CT_TCP_BITS["SEEN_NON_SYN"] else "SYN_TIMEOUT"]
+    return now_ns - value["last_seen"] > lifetime * 10**9
+
+
+def interfaces_by_endpoint(interfaces: Map, lay: dict) -> dict[int, int]:
+    """endpoint id -> the ifindex its hooks are bound to."""
+    out = {}
+    for key in interfaces.keys():
+        raw = interfaces.lookup(key)
+        if raw is not None:
+            out[lay["interface_value"].unpack(raw)["endpoint_id"]] = lay["interface_key"].unpack(key)["ifindex"]
+    return out
+
+
+def _mark_answered(new: BPFObject, lay: dict, addr_len: int, key: dict, endpoint: int, tcp_state: int) -> None:
+    """Move the entry the replay made in ct_new to its answered table, with the old TCP state."""
+    packed = lay["ct_key"].pack(**{**key, "endpoint": endpoint,
+                                   "saddr": addr_bytes(_ip(key["saddr"]), addr_len),
+                                   "daddr": addr_bytes(_ip(key["daddr"]), addr_len)})
+    fresh = new.map("ct_new")
+    raw = fresh.lookup(packed)
+    if raw is None:
+        return  # the replay passed without recording (a pod talking to itself)
+    value = lay["ct_value"].unpack(raw)
+    new.map(ANSWERED.get(key["proto"], "ct_any")).update(packed, lay["ct_value"].pack(**{**value, "tcp": tcp_state}))
+    fresh.delete(packed)
+
+
+def migrate(old_pins: Path, old_features: dict, new: BPFObject, new_features: dict,
+            seen: set[tuple[str, bytes]]) -> tuple[int, int]:
     """Replay every old entry not yet in ``seen`` through the new programs; (kept, dropped).
 
-    ``seen`` collects the keys replayed, so a second pass (after the swap) only
+    ``seen`` collects the entries replayed, so a second pass (after the swap) only
     handles the connections the old programs opened in between.
     """
-    key_layout = layouts(16 if old_features.get("ipv6") else 4, bool(old_features.get("port_ranges")))["ct_key"]
-    new_ct = new.map("conntrack")
+    if not (Path(old_pins) / "maps" / "interfaces").exists():  # an artifact of policyc before endpoint binding
+        fresh = [("conntrack", k) for k in _legacy_keys(old_pins) if ("conntrack", k) not in seen]
+        seen.update(fresh)
+        return 0, len(fresh)
+    old_lay, _ = layouts_for(old_features)
+    new_lay, new_len = layouts_for(new_features)
     progs = {d: new.program(name) for d, name in _HOOK.items()}
+    new_endpoint = {ifindex: endpoint for endpoint, ifindex in interfaces_by_endpoint(new.map("interfaces"),
+                                                                                      new_lay).items()}
+    interfaces = open_map(old_pins, "interfaces")
+    try:
+        old_ifindex = interfaces_by_endpoint(interfaces, old_lay)
+    finally:
+        interfaces.close()
     kept = dropped = 0
-    new_size = new_ct.key_size
-    for key in old.keys():
-        if key in seen or (new_size == len(key) and new_ct.lookup(key) is not None):
-            continue
-        seen.add(key)
-        fields = key_layout.unpack(key)
-        data = first_packet(fields)
-        prog = progs.get(fields["dir"])
-        if data is None or prog is None:
-            dropped += 1
-            continue
-        if prog.test_run(data, ctx=bytes(SKB_CTX_BYTES)).retval == TC_ACT_OK:
-            kept += 1
-        else:
-            dropped += 1
+    now = time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE)  # what bpf_ktime_get_coarse_ns reads
+    for table in CT_MAPS:
+        old = open_map(old_pins, table)
+        try:
+            for raw_key in old.keys():
+                raw_value = old.lookup(raw_key)
+                if (table, raw_key) in seen or raw_value is None:
+                    continue
+                seen.add((table, raw_key))
+                key, value = old_lay["ct_key"].unpack(raw_key), old_lay["ct_value"].unpack(raw_value)
+                ifindex = old_ifindex.get(key["endpoint"])
+                data = first_packet(key, value)
+                prog = progs.get(key["dir"])
+                if (ifindex is None or data is None or prog is None or ifindex not in new_endpoint
+                        or expired(value, key["proto"], now)):
+                    dropped += 1
+                    continue
+                if prog.test_run(data, ctx=skb_ctx(ifindex)).retval != TC_ACT_OK:
+                    dropped += 1
+                    continue
+                kept += 1
+                if table != "ct_new":
+                    _mark_answered(new, new_lay, new_len, key, new_endpoint[ifindex], value["tcp"])
+        finally:
+            old.close()
     return kept, dropped
+
+
+def _legacy_keys(old_pins: Path) -> list[bytes]:
+    """The entries of a pre-binding artifact's single conntrack map: they name no endpoint, so none is kept."""
+    old = open_map(old_pins, "conntrack")
+    try:
+        return old.keys()
+    finally:
+        old.close()
 
 
 def reset_side_effects(obj: BPFObject) -> None:

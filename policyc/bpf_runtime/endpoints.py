@@ -40,8 +40,10 @@ from ..compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Endp
 from ..compiler.mapdata import addr_bytes, endpoint_value, ipcache_host_key, policy_key, policy_value
 from ..compiler.source import parse_text
 from .attach import detach, ifindex
+from .bindings import bind, bump_revision, set_identity, unbind
 from .errors import error
 from .hooks import attach_endpoint, check_owners
+from .hostaddrs import node_addresses, set_host_identity
 from .libbpf import Map
 from .loaded import artifact_json, manifest_of
 from .state import State, journal_change
@@ -366,42 +368,56 @@ def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] 
         _check_attach(state, endpoint, attach)
     addr_len = 16 if features.get("ipv6") else 4
     lay = layouts(addr_len, bool(features.get("port_ranges")))
-    before = list(state.attachments)
-    maps = {n: Map.open_pinned(str(Path(state.pin_dir) / "maps" / n)) for n in ("ipcache_hosts", "endpoints", "policy")}
+    before, node_ips_before = list(state.attachments), list(state.node_ips)
+    maps = {n: Map.open_pinned(str(Path(state.pin_dir) / "maps" / n))
+            for n in ("ipcache_hosts", "endpoints", "policy", "interfaces", "revision")}
+    hooked = sorted({a.ifindex for a in state.attachments if a.endpoint == endpoint and a.hook != "xdp"})
     try:
         if op == "remove":
             for a in [a for a in state.attachments if a.endpoint == endpoint]:
                 detach(Path(a.pin))  # the pod leaves: its hooks first, then its identity
             state.attachments = [a for a in state.attachments if a.endpoint != endpoint]
             t0 = time.perf_counter()
+            for index in hooked:
+                unbind(maps, features, index, prior.endpoint.ips)
             _forget(maps, lay, prior.endpoint.ips, addr_len)
+            bump_revision(maps["revision"])  # its conntrack entries name an endpoint id never used again
             t1 = time.perf_counter()
             record = {"op": op, "endpoint": endpoint}
             result = Change(op, endpoint, prior.endpoint.identity.id, False, prior.policy_id, 0, t1 - start, t1 - t0)
         else:
             result, record = _set(cat, prior, op, endpoint, ips, labels, service_account, extra, lay, maps, start,
                                   ports)
+            addrs = record["ips"]
+            if op == "add":  # a CNI adds addresses (a bridge, a gateway) as it plugs a pod in: they are host
+                state.node_ips = node_addresses(Path(state.artifact), tuple(state.node_ips))
+                set_host_identity(maps["ipcache_hosts"], features, state.node_ips)
+            hooked += [ifindex(attach)] if attach is not None else []
+            for index in hooked:  # the pod's hooks read its new record (and addresses) from their interface
+                bind(maps, features, index, addrs)
+            bump_revision(maps["revision"])  # tracked flows of the pod and of its peers are decided again
             if attach is not None:
                 try:
                     state.attachments += attach_endpoint(state, endpoint, attach)
                 except BaseException:
+                    unbind(maps, features, hooked[-1], addrs)
                     if prior is None:  # a new pod leaves nothing; a relabel stays done and recorded
-                        _forget(maps, lay, [ipaddress.ip_address(i) for i in record["ips"]], addr_len)
+                        _forget(maps, lay, [ipaddress.ip_address(i) for i in addrs], addr_len)
                         raise
-                    _record(state, cat, record, before, save)
+                    _record(state, cat, record, before, save, node_ips_before)
                     raise
     finally:
         for m in maps.values():
             m.close()
-    _record(state, cat, record, before, save)
+    _record(state, cat, record, before, save, node_ips_before)
     return result
 
 
-def _record(state: State, cat: Catalog, record: dict, before: list, save: bool) -> None:
+def _record(state: State, cat: Catalog, record: dict, before: list, save: bool, node_ips_before: list) -> None:
     state.runtime.append(record)
     cat.apply(record)
     if save:
-        journal_change(state, record, before)
+        journal_change(state, record, before, node_ips_before=node_ips_before)
 
 
 def record_extra(rec: dict) -> Extra:
@@ -442,6 +458,8 @@ def _set(cat: Catalog, prior: Pod | None, op: str, endpoint: str, ips, labels, s
     addrs = tuple(ipaddress.ip_address(i) for i in ips) if ips else (prior.endpoint.ips if prior else ())
     if not addrs:
         raise error(f"endpoint add {endpoint}: give its address with --ip")
+    if len({ip.version for ip in addrs}) != len(addrs):
+        raise error(f"{endpoint}: --ip {', '.join(map(str, addrs))}: a pod has at most one address per family")
     if any(ip.version == 6 for ip in addrs) and not features.get("ipv6"):
         raise error(f"{endpoint}: the artifact was compiled IPv4-only; an IPv6 address needs a recompile")
     clash = sorted({cat.by_ip[ip] for ip in addrs if cat.by_ip.get(ip, endpoint) != endpoint})
@@ -484,7 +502,7 @@ def _set(cat: Catalog, prior: Pod | None, op: str, endpoint: str, ips, labels, s
     for ip in addrs:
         entry = EndpointEntry(ip, endpoint_id, identity, policy_id, default_deny, endpoint)
         maps["endpoints"].update(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)), endpoint_value(lay, entry))
-        maps["ipcache_hosts"].update(ipcache_host_key(lay, ip, addr_len), lay["ipcache_value"].pack(identity=identity))
+        set_identity(maps["ipcache_hosts"], lay, addr_len, ip, identity)
     t1 = time.perf_counter()
     record.update(identity=identity, policy_id=policy_id, endpoint_id=endpoint_id,
                   ports=[[np.name, np.port, np.protocol.label] for np in ep.ports])

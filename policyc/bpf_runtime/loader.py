@@ -18,6 +18,7 @@ from pathlib import Path
 from . import bpffs
 from .artifact import read_manifest
 from .attach import detach, ifindex
+from .bindings import bind, object_maps
 from .errors import error
 from .hooks import attach_all, check_owners
 from .hostaddrs import node_addresses
@@ -65,8 +66,9 @@ def load(req: Request) -> LoadResult:
     require_root()
     # absolute, symlinks kept: a ConfigMap mount swaps the target behind ..data, the path stays valid
     artifact = Path(os.path.abspath(req.artifact))
-    read_manifest(artifact)
-    check_request(req, artifact_endpoints(artifact))
+    features = read_manifest(artifact)["features"]
+    endpoints = artifact_endpoints(artifact)
+    check_request(req, endpoints)
     bpffs.ensure_bpffs()
     pins = bpffs.pin_dir(bpffs.check_name(req.name))
     with name_lock(req.name):
@@ -81,6 +83,10 @@ def _load_new(req: Request, artifact: Path, pins: Path, start: float) -> LoadRes
     try:
         node_ips = node_addresses(artifact, req.node_ips)
         obj = build(artifact, pins, node_ips, undo, req.compiler)
+        ips = {e["name"]: e["ips"] for e in endpoints}
+        maps = object_maps(obj)
+        for endpoint, iface in req.attach:  # each pod's hooks know their pod before they run
+            bind(maps, features, ifindex(iface), ips[endpoint])
         (pins / "links").mkdir()
         attachments = attach_all(obj, req, pins / "links", undo)
         os.symlink(str(artifact), pins / "artifact")

@@ -11,6 +11,8 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from ..compiler.mapdata import CT_MAPS
+
 RULE_LABELS = ["name", "rule_id", "rule", "policy", "direction", "verdict"]
 
 
@@ -48,6 +50,8 @@ def _datapath_families(statuses: list[dict]) -> list:
                                labels=["name"])
     limited = CounterMetricFamily("policyc_events_ratelimited",
                                   "Events not sent because their verdict's budget was spent.", labels=["name", "verdict"])
+    ct_full = CounterMetricFamily("policyc_conntrack_insert_failures", "Conntrack entries the kernel refused to "
+                                  "insert, per table (the packet passed unrecorded).", labels=["name", "map"])
     passed = CounterMetricFamily("policyc_datapath_packets", "Packets passed without policy as control traffic, or "
                                  "fragments the fragment map could not record.", labels=["name", "counter"])
     drops = CounterMetricFamily("policyc_drop_packets", "Packets dropped for a datapath reason.",
@@ -59,12 +63,14 @@ def _datapath_families(statuses: list[dict]) -> list:
         lost.add_metric([s["name"]], stats.get("events_lost", 0))
         for verdict in ("allow", "drop"):
             limited.add_metric([s["name"], verdict], stats.get(f"events_ratelimited_{verdict}", 0))
+        for table in CT_MAPS:
+            ct_full.add_metric([s["name"], table], stats.get(f"{table}_full", 0))
         for what in ("nd_passed", "icmp_related", "frag_map_full"):
             passed.add_metric([s["name"], what], stats.get(what, 0))
         for d in s["datapath"]["drops"]:
             drops.add_metric([s["name"], d["reason"]], d["packets"])
             dropped_bytes.add_metric([s["name"], d["reason"]], d["bytes"])
-    return [lost, limited, passed, drops, dropped_bytes]
+    return [lost, limited, ct_full, passed, drops, dropped_bytes]
 
 
 def render(statuses: list[dict]) -> str:

@@ -1,7 +1,8 @@
 """Atomic replace: a new artifact takes over a loaded name with no unfiltered and no wrongly dropped window.
 
 Order (docs/runtime.md):
-1. build the new object completely (maps filled, host addresses set) and pin it under ``next/``;
+1. build the new object completely (maps filled, host addresses set, runtime pods carried over, every
+   pod hook's interface bound to its pod) and pin it under ``next/``;
 2. carry over the conntrack entries the new policy still allows (conntrack.py);
 3. swap the program of every attachment in one step each (bpf_link_update, or tc replace);
 4. carry over the entries the old programs created meanwhile, then
@@ -18,13 +19,13 @@ from pathlib import Path
 
 from . import bpffs
 from .artifact import read_manifest
-from .attach import Attachment, detach, update
+from .attach import Attachment, detach, ifindex, update
+from .bindings import bind, object_maps
 from .conntrack import migrate, reset_side_effects
-from .endpoints import carry_over
+from .endpoints import carry_over, current_pods
 from .errors import error
 from .hooks import attach_all
 from .hostaddrs import node_addresses
-from .libbpf import Map
 from .loaded import manifest_of, open_program
 from .objects import Undo, build
 from .request import LoadResult, Request
@@ -48,13 +49,13 @@ def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResul
         # runtime endpoint changes the new artifact does not override, in its maps before anything runs it
         new = State(req.name, str(artifact), manifest_sha256(artifact), str(nxt), req.tc_mode, time.time(),
                     [], node_ips)
-        carried = carry_over(old, new, read_manifest(artifact)["features"])
+        features = read_manifest(artifact)["features"]
+        carried = carry_over(old, new, features)
         staying, leaving = _split(old, req, set(carried))
-        old_ct = Map.open_pinned(str(pins / "maps" / "conntrack"))
-        undo.add(old_ct.close)
+        _bind(obj, features, new, staying, req)
         old_features = manifest_of(old)["features"]
-        seen: set[bytes] = set()
-        kept, dropped = migrate(old_ct, old_features, obj, seen)
+        seen: set = set()
+        kept, dropped = migrate(pins, old_features, obj, features, seen)
         reset_side_effects(obj)
         for a in staying:
             previous = open_program(pins, a.program)
@@ -62,7 +63,7 @@ def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResul
             update(Path(a.pin), obj.program(a.program))
             undo.add(update, Path(a.pin), previous)
         added = attach_all(obj, req, pins / "links", undo, frozenset((a.iface, a.hook) for a in staying))
-        more, lost = migrate(old_ct, old_features, obj, seen)  # connections opened between steps 2 and 3
+        more, lost = migrate(pins, old_features, obj, features, seen)  # connections opened between steps 2 and 3
     except BaseException:
         undo.run()
         raise
@@ -71,9 +72,21 @@ def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResul
     _promote(pins, nxt, artifact)
     state = dc_replace(new, pin_dir=str(pins), attachments=staying + added)
     write_state(state)
-    old_ct.close()
     obj.close()
     return LoadResult(state, True, time.monotonic() - start, kept + more, dropped + lost)
+
+
+def _bind(obj, features: dict, new: State, staying: list[Attachment], req: Request) -> None:
+    """Bind every pod hook that will run the new programs to its pod, in the new maps, before any does.
+
+    A hook whose pod the new artifact does not know stays unbound: the new programs drop its packets."""
+    pods = current_pods(new)
+    hooked = {(a.endpoint, a.ifindex) for a in staying if a.hook != "xdp"}
+    hooked |= {(endpoint, ifindex(iface)) for endpoint, iface in req.attach}
+    maps = object_maps(obj)
+    for endpoint, index in sorted(hooked):
+        if endpoint in pods:
+            bind(maps, features, index, pods[endpoint][0])
 
 
 def _split(old: State, req: Request, carried: set[str]) -> tuple[list[Attachment], list[Attachment]]:

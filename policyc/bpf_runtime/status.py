@@ -1,4 +1,4 @@
-"""What is loaded where: attachments, map fill levels and per-rule counters read from the pins."""
+"""What is loaded where: attachments, map fill levels, per-rule counters, drops and datapath counters."""
 from __future__ import annotations
 
 import struct

@@ -14,7 +14,7 @@ from ..compiler.evaluate import Evaluator, Flow
 from ..compiler.inventory import Inventory, external
 from ..compiler.ir import Endpoint, EndpointKind, PolicySet, Protocol
 from ..compiler.lower import Datapath
-from .artifact import open_artifact
+from .artifact import open_artifact, read_manifest
 from .testrun import Hooks, HookResult
 
 ICMP_REPLY = {(Protocol.ICMP, 8): 0, (Protocol.ICMPV6, 128): 129}
@@ -54,16 +54,20 @@ def _ip_pairs(src: Endpoint, dst: Endpoint):
             yield s[0], d[0]
 
 
+def _pod(ep: Endpoint) -> tuple:
+    """The addresses whose hooks a packet meets at this end: a pod's, none for a node or outside."""
+    return ep.ips if ep.kind is EndpointKind.POD else ()
+
+
 def _word(passed: bool) -> str:
     return "allow" if passed else "deny"
 
 
 def check_probe(hooks: Hooks, evaluator: Evaluator, probe: Probe, sport: int) -> list[Mismatch]:
     verdict = evaluator.evaluate(Flow(probe.src, probe.dst, probe.protocol, probe.port))
-    src_local, dst_local = probe.src.kind is EndpointKind.POD, probe.dst.kind is EndpointKind.POD
     out = []
     for sip, dip in _ip_pairs(probe.src, probe.dst):
-        results = hooks.send(sip, dip, probe.protocol, sport, probe.port, src_local, dst_local,
+        results = hooks.send(sip, dip, probe.protocol, sport, probe.port, _pod(probe.src), _pod(probe.dst),
                              probe.src.kind is EndpointKind.EXTERNAL)
         for r in results:
             want = (verdict.egress if r.hook == "from_pod" else verdict.ingress).allowed
@@ -80,9 +84,8 @@ def _check_reply(hooks: Hooks, probe: Probe, sip, dip, sport: int) -> list[Misma
         rsport, rdport = sport, ICMP_REPLY.get((probe.protocol, probe.port), probe.port)
     else:
         rsport, rdport = probe.port, sport
-    results: list[HookResult] = hooks.send(dip, sip, probe.protocol, rsport, rdport,
-                                           probe.dst.kind is EndpointKind.POD, probe.src.kind is EndpointKind.POD,
-                                           probe.dst.kind is EndpointKind.EXTERNAL)
+    results: list[HookResult] = hooks.send(dip, sip, probe.protocol, rsport, rdport, _pod(probe.dst),
+                                           _pod(probe.src), probe.dst.kind is EndpointKind.EXTERNAL)
     return [Mismatch(probe, r.hook, "deny", "allow", reply=True) for r in results if not r.passed]
 
 
@@ -90,9 +93,10 @@ def run_probes(directory: Path, policy: PolicySet, probes: list[Probe], opener=o
     """Load the artifact once (``opener``: its object file, or bcc_loader.compile_and_load), run every
     probe (unique source ports keep conntrack entries apart)."""
     evaluator = Evaluator(policy)
+    features = read_manifest(directory)["features"]
     obj = opener(directory)
     try:
-        hooks = Hooks(obj)
+        hooks = Hooks(obj, features)
         out = []
         for n, probe in enumerate(probes):
             if probe.src != probe.dst:

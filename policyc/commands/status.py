@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from ..compiler.mapdata import CT_MAPS
 from .common import add_format_arg, structured, subcommand
 from .runtime_common import bpf_errors
 
@@ -42,6 +43,7 @@ def _text(s: dict) -> list[str]:
                    f"and {st['events_ratelimited_drop']} drop over budget; passed as control traffic: "
                    f"{st['nd_passed']} neighbour discovery, {st['icmp_related']} related ICMP errors; "
                    f"{st['frag_map_full']} first fragments not recorded")
+        out.append("  conntrack inserts refused: " + ", ".join(f"{t} {st[f'{t}_full']}" for t in CT_MAPS))
     for d in s["datapath"]["drops"]:
         out.append(f"  dropped ({d['reason']}): {d['packets']} packets, {d['bytes']} bytes")
     out.append("  rules (packets / bytes of new flows):")
@@ -78,8 +80,8 @@ def run(args) -> int:
     from ..agent.client import agent_for
     from ..bpf_runtime import bpffs
     from ..bpf_runtime.loaded import loaded_state
-    from ..bpf_runtime.privileges import require_root
     from ..bpf_runtime.metrics import render
+    from ..bpf_runtime.privileges import require_root
     from ..bpf_runtime.status import collect
     from .runtime_common import through_agent
 

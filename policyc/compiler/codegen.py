@@ -19,7 +19,7 @@ from .diagnostics import Diagnostic, PolicycError
 from .entities import FIRST_CIDR_ID, RESERVED_IDS
 from .evaluate import Reason
 from .layouts import EVENT, addr_words
-from .lower import (ACTION_CODE, ANY_PEER, DIR_CODE, EP_DEFAULT_DENY, FLAG_L7, HOST_ID,
+from .lower import (ACTION_CODE, ANY_PEER, DIR_CODE, EP_DEFAULT_DENY, FLAG_L7, HOST_ID, IPCACHE_LOCAL,
                     LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Datapath, fallback_levels)
 from .mapdata import DROP_SLOTS, POLICY_PREFIX_BITS, STATS, MapSpec
 
@@ -34,6 +34,10 @@ class DatapathReason(str, enum.Enum):
     EXTHDR = "invalid-ipv6-extension-header"        # no next header, too many headers, two fragment headers
     FRAG_NOT_FOUND = "fragment-without-first"       # a later fragment whose first fragment was never seen
     IPV6_DISABLED = "ipv6-not-compiled"             # IPv6 in an artifact compiled without IPv6
+    INVALID_SOURCE = "invalid-source"               # from_pod: a source address that is not the pod's own
+    NOT_FOR_ENDPOINT = "not-for-endpoint"           # to_pod: unicast for an address the pod does not hold
+    UNBOUND = "unbound-interface"                   # a pod hook on an interface no endpoint is bound to
+    LOCAL_SOURCE_FROM_OUTSIDE = "local-source-from-outside"  # xdp_node: a local pod's or the node's address
 
 
 # Event reason codes: the evaluator's reasons plus the datapath's own.
@@ -43,6 +47,9 @@ REASON_CODES |= {r.name: len(REASON_CODES) + n + 1 for n, r in enumerate(Datapat
 REASON_WORDS = {code: (Reason[name] if name in Reason.__members__ else DatapathReason[name]).value
                 for name, code in REASON_CODES.items()}
 assert max(REASON_CODES.values()) < DROP_SLOTS
+# Conntrack lifetimes after a flow's last packet, seconds (Cilium's defaults), and the TCP state bits.
+CT_LIFETIMES = {"LIFETIME_TCP": 21600, "LIFETIME_NONTCP": 60, "SYN_TIMEOUT": 60, "CLOSE_TIMEOUT": 10}
+CT_TCP_BITS = {"SEEN_NON_SYN": 1, "FIN_FORWARD": 2, "FIN_REPLY": 4, "CLOSING": 8}
 PROGRAMS = (("from_pod", "tc", "tc-from-pod"), ("to_pod", "tc", "tc-to-pod"), ("xdp_node", "xdp", "xdp-node"))
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("policyc", "templates"), undefined=jinja2.StrictUndefined,
@@ -69,7 +76,8 @@ def render(dp: Datapath, specs: list[MapSpec], version: str, inputs: list[str]) 
         host_id=HOST_ID, world_ipv4_id=RESERVED_IDS["world-ipv4"], world_ipv6_id=RESERVED_IDS["world-ipv6"],
         first_cidr_id=FIRST_CIDR_ID, events_per_second=EVENTS_PER_SECOND,
         drop_events_per_second=DROP_EVENTS_PER_SECOND, stats=STATS,
-        reasons=REASON_CODES, policy_prefix_bits=POLICY_PREFIX_BITS,
+        reasons=REASON_CODES, policy_prefix_bits=POLICY_PREFIX_BITS, ipcache_local=IPCACHE_LOCAL,
+        ct_lifetimes=CT_LIFETIMES, ct_tcp_bits=CT_TCP_BITS,
         level={"port": LEVEL_PORT, "proto": LEVEL_PROTO, "any": LEVEL_ANY}, levels=fallback_levels(dp.rules))
 
 

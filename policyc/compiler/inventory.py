@@ -138,8 +138,12 @@ def _ips(doc: Document, path: tuple, status: dict) -> tuple[IPAddress, ...]:
             ip = ipaddress.ip_address(value if isinstance(value, str) else "")
         except ValueError:
             raise PolicycError(doc.diag(where + sub, f"invalid pod IP {value!r}")) from None
-        if ip not in out:
-            out.append(ip)
+        if ip in out:
+            continue
+        if any(o.version == ip.version for o in out):  # the datapath binds one address per family to a pod
+            raise PolicycError(doc.diag(where + sub, f"pod IP {ip} is a second IPv{ip.version} address: "
+                                                     "Kubernetes gives a pod at most one address per family"))
+        out.append(ip)
     return tuple(out)
 
 
@@ -195,6 +199,29 @@ def _once(seen: dict, doc: Document, path: tuple, what: str) -> None:
     seen[what] = f"{doc.file}:{line}:{col}"
 
 
+# Node annotations where CNIs record a node's gateway or tunnel address (Cilium's cilium_host router address,
+# Calico's IPIP/VXLAN tunnel and BGP addresses): a node reaches pods from them, so they are the node's too.
+NODE_ADDRESS_ANNOTATIONS = (
+    "network.cilium.io/ipv4-cilium-host", "network.cilium.io/ipv6-cilium-host",
+    "io.cilium.network.ipv4-cilium-host", "io.cilium.network.ipv6-cilium-host",
+    "projectcalico.org/IPv4Address", "projectcalico.org/IPv6Address", "projectcalico.org/IPv4IPIPTunnelAddr",
+    "projectcalico.org/IPv4VXLANTunnelAddr", "projectcalico.org/IPv6VXLANTunnelAddr")
+
+
+def _annotated_addresses(doc: Document, path: tuple, meta: dict) -> list[IPAddress]:
+    """A node's addresses from NODE_ADDRESS_ANNOTATIONS (a value may carry a /prefix, as Calico writes it)."""
+    notes = _get(doc, meta, path + ("metadata",), "annotations", dict)
+    out = []
+    for key in NODE_ADDRESS_ANNOTATIONS:
+        if notes.get(key):
+            try:
+                out.append(ipaddress.ip_interface(str(notes[key]).strip()).ip)
+            except ValueError:
+                raise PolicycError(doc.diag(path + ("metadata", "annotations", key),
+                                            f"invalid node address {notes[key]!r}")) from None
+    return out
+
+
 def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inventory:
     namespaces: dict[str, dict] = {}
     pods, nodes = [], []
@@ -245,6 +272,7 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
                 except ValueError:
                     raise PolicycError(doc.diag(path + ("status", "addresses", ai, "address"),
                                                 f"invalid node address {addr.get('address')!r}")) from None
+        addrs += [ip for ip in _annotated_addresses(doc, path, meta) if ip not in addrs]
         endpoints.append(Endpoint(EndpointKind.NODE, name, "", tuple(addrs),
                                   Identity(RESERVED_IDS["remote-node"],
                                            node_labels(_labels(doc, meta, path + ("metadata",))))))

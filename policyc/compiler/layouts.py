@@ -87,6 +87,11 @@ EVENT = Layout("event", (Field("ts", "u64"), Field("src_identity", "u32"), Field
                Field("saddr", "be32", 4), Field("daddr", "be32", 4)))
 
 
+# An endpoint's record; the by-interface record starts with the same fields, so the C code reads both as one.
+ENDPOINT_FIELDS = (Field("endpoint_id", "u32"), Field("identity", "u32"), Field("policy_id", "u32"),
+                   Field("flags", "u32"))
+
+
 def addr_words(addr_len: int) -> int:
     return addr_len // 4
 
@@ -102,17 +107,22 @@ def layouts(addr_len: int, port_lpm: bool) -> dict[str, Layout]:
         policy_key += (Field("level", "u8"), Field("_pad", "u8", 3))
     return {
         "ipcache_key": Layout("ipcache_key", (Field("prefixlen", "u32"), addr("addr"))),
-        "ipcache_value": Layout("ipcache_value", (Field("identity", "u32"),)),
+        "ipcache_value": Layout("ipcache_value", (Field("identity", "u32"), Field("flags", "u32"))),
         "ipcache_host_key": Layout("ipcache_host_key", (addr("addr"),)),
         "endpoint_key": Layout("endpoint_key", (addr("addr"),)),
-        "endpoint_value": Layout("endpoint_value", (Field("endpoint_id", "u32"), Field("identity", "u32"),
-                                                    Field("policy_id", "u32"), Field("flags", "u32"))),
+        "endpoint_value": Layout("endpoint_value", ENDPOINT_FIELDS),
+        # a hook's endpoint by the interface it runs on: the endpoint's record and its (at most two) addresses
+        "interface_key": Layout("interface_key", (Field("ifindex", "u32"),)),
+        "interface_value": Layout("interface_value", ENDPOINT_FIELDS + (Field("addrs", "be32", 2 * words),)),
         "policy_key": Layout("policy_key", policy_key),
         "policy_value": Layout("policy_value", (Field("action", "u8"), Field("flags", "u8"),
                                                 Field("_pad", "u16"), Field("rule", "u32"))),
-        "ct_key": Layout("ct_key", (addr("saddr"), addr("daddr"), Field("sport", "be16"), Field("dport", "be16"),
-                                    Field("proto", "u8"), Field("dir", "u8"), Field("_pad", "u16"))),
-        "ct_value": Layout("ct_value", (Field("last_seen", "u64"), Field("rule", "u32"), Field("flags", "u32"))),
+        "ct_key": Layout("ct_key", (Field("endpoint", "u32"), addr("saddr"), addr("daddr"), Field("sport", "be16"),
+                                    Field("dport", "be16"), Field("proto", "u8"), Field("dir", "u8"),
+                                    Field("_pad", "u16"))),
+        "ct_value": Layout("ct_value", (Field("last_seen", "u64"), Field("rule", "u32"), Field("revision", "u32"),
+                                        Field("port", "u16"), Field("flags", "u8"), Field("tcp", "u8"))),
+        "revision": Layout("revision", (Field("value", "u32"),)),
         "index_key": Layout("index_key", (Field("index", "u32"),)),
         "counter": Layout("counter", (Field("packets", "u64"), Field("bytes", "u64"))),
         "ratelimit": Layout("ratelimit", (Field("window_start", "u64"), Field("allowed", "u32"),

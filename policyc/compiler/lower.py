@@ -39,6 +39,7 @@ DIR_CODE = {Direction.INGRESS: 1, Direction.EGRESS: 2}
 ACTION_CODE = {Action.ALLOW: 1, Action.DENY: 2}
 FLAG_L7 = 1                  # policy value / event flag: the allow carries L7 rules, enforced as L4 only
 EP_DEFAULT_DENY = {Direction.INGRESS: 1, Direction.EGRESS: 2}
+IPCACHE_LOCAL = 1            # ipcache flag the loader sets: a pod bound on this node (xdp_node anti-spoofing)
 ANY_PEER = 0
 HOST_ID = RESERVED_IDS["host"]
 REMOTE_NODE_ID = RESERVED_IDS["remote-node"]

@@ -18,11 +18,15 @@ from .lower import (ACTION_CODE, DIR_CODE, EP_DEFAULT_DENY, FLAG_L7, LEVEL_ANY,
 
 MAPS_BIN_MAGIC = b"PCMAPS\x00\x01"
 RINGBUF_BYTES = 256 * 1024
-DEFAULT_SIZES = {"ipcache": 16384, "ipcache_hosts": 16384, "endpoints": 4096, "policy": 65536, "conntrack": 65536,
-                 "fragments": 8192}
-# Slots of the `stats` map (STAT_* in the C): what no rule counter sees, for `status` and metrics.
+# Conntrack: answered TCP and other flows in maps of their own, unanswered flows (TCP handshakes, a UDP
+# request without reply) apart, so a flood of unanswered packets evicts only its kind (docs/artifact.md).
+DEFAULT_SIZES = {"ipcache": 16384, "ipcache_hosts": 16384, "endpoints": 4096, "policy": 65536, "interfaces": 1024,
+                 "ct_tcp": 65536, "ct_any": 32768, "ct_new": 16384, "fragments": 8192}
+CT_MAPS = ("ct_tcp", "ct_any", "ct_new")
+# Slots of the `stats` map (STAT_* in the C): what no rule counter sees, for `status` and metrics;
+# ct_*_full: conntrack inserts the kernel refused, per table.
 STATS = ("events_lost", "events_ratelimited_allow", "events_ratelimited_drop", "nd_passed", "icmp_related",
-         "frag_map_full")
+         "frag_map_full", "ct_tcp_full", "ct_any_full", "ct_new_full")
 DROP_SLOTS = 64  # the `drops` map: packets and bytes per drop reason code (codegen.REASON_CODES)
 POLICY_PREFIX_BITS = 96  # the whole LPM policy key: look-ups use every bit
 BLOWUP_ENTRIES = 1024  # warn when one rule decides more policy entries than this ...
@@ -138,7 +142,9 @@ def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list
         spec("endpoints", "hash", "endpoint_key", "endpoint_value", endpoints, size["endpoints"]),
         spec("policy", "lpm_trie" if port_lpm else "hash", "policy_key", "policy_value", policy, size["policy"],
              "BPF_F_NO_PREALLOC" if port_lpm else ""),
-        spec("conntrack", "lru_hash", "ct_key", "ct_value", [], size["conntrack"]),
+        spec("interfaces", "hash", "interface_key", "interface_value", [], size["interfaces"]),
+        *(spec(name, "lru_hash", "ct_key", "ct_value", [], size[name]) for name in CT_MAPS),
+        MapSpec("revision", "array", lay["index_key"], lay["revision"], 1),
         MapSpec("counters", "percpu_array", lay["index_key"], lay["counter"], len(dp.rules) + 1),
         MapSpec("ratelimit", "percpu_array", lay["index_key"], lay["ratelimit"], 1),
         spec("fragments", "lru_hash", "frag_key", "frag_value", [], size["fragments"]),

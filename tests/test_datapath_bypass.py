@@ -1,0 +1,327 @@
+"""The datapath's bypasses closed, packet by packet: scapy frames through the loaded programs with
+BPF_PROG_TEST_RUN, each attack beside the legitimate packet that must still pass.
+
+The artifact is tests/data/bypass (x/a the victim: it admits x/b on 80 and sends only to the world on
+443; x/c a co-located attacker; x/r a pod of another node).  A test run executes a TC program on ``lo``,
+so before each pod hook runs, ``lo`` is bound to that pod, as the loader binds a pod's veth; the node's
+addresses are ``host`` as the loader sets them.
+"""
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import ARP, Ether
+
+from kernelreq import require_kernel
+from policyc.bpf_runtime.artifact import open_artifact, read_manifest
+from policyc.bpf_runtime.bindings import bind, bump_revision, layouts_for, object_maps
+from policyc.bpf_runtime.events import decode_event
+from policyc.bpf_runtime.hostaddrs import set_host_identity
+from policyc.bpf_runtime.libbpf import RingBuffer
+from policyc.bpf_runtime.status import percpu_counter
+from policyc.bpf_runtime.testrun import TC_ACT_OK, XDP_PASS, skb_ctx
+from policyc.cli import main
+from policyc.compiler.codegen import REASON_CODES, REASON_WORDS
+from policyc.compiler.mapdata import CT_MAPS, addr_bytes, ipcache_host_key
+
+pytestmark = pytest.mark.kernel
+
+DATA = Path(__file__).resolve().parent / "data" / "bypass"
+PODS = {"x/a": ("10.244.1.1", "fd00::1:1"), "x/b": ("10.244.1.2", "fd00::1:2"), "x/c": ("10.244.1.3", "fd00::1:3")}
+REMOTE_POD = ("10.244.2.1", "fd00::2:1")
+NODE = ("192.0.2.10", "fe80::1")   # the node's InternalIP; the link-local gateway address of its pod veths
+WORLD = ("198.51.100.7", "2001:db8::7")
+FAMILIES = (0, 1)  # index into the address pairs: IPv4, IPv6
+
+
+def frame(src: str, dst: str, l4) -> bytes:
+    ip = IPv6(src=src, dst=dst) if ":" in dst else IP(src=src, dst=dst)
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / ip / l4)
+
+
+def syn(src, dst, sport, dport, flags="S") -> bytes:
+    return frame(src, dst, TCP(sport=sport, dport=dport, flags=flags, seq=1000, ack=0 if flags == "S" else 2000))
+
+
+class Node:
+    """One artifact loaded as a node runs it: x/a, x/b, x/c local (bound), the node's addresses ``host``."""
+
+    def __init__(self, artifact: Path):
+        self.features = read_manifest(artifact)["features"]
+        self.lay, self.addr_len = layouts_for(self.features)
+        self.obj = open_artifact(artifact)
+        self.maps = object_maps(self.obj)
+        set_host_identity(self.obj.map("ipcache_hosts"), self.features, list(NODE))
+        for ips in PODS.values():
+            bind(self.maps, self.features, 1, list(ips))  # every local pod flagged local; lo ends bound to x/c
+        self.bound = None
+        self.seen = []
+        self.ring = RingBuffer(self.obj.map("events"), lambda raw: self.seen.append(decode_event(raw)))
+
+    def close(self) -> None:
+        self.ring.close()
+        self.obj.close()
+
+    def tc(self, hook: str, pod: str, data: bytes, ingress_ifindex: int = 0) -> bool:
+        """``data`` through ``hook`` on the interface of ``pod``: True when it passes."""
+        if self.bound != pod:
+            bind(self.maps, self.features, 1, list(PODS[pod]))
+            self.bound = pod
+        run = self.obj.program(hook).test_run(data, ctx=skb_ctx(ingress_ifindex=ingress_ifindex))
+        return run.retval == TC_ACT_OK
+
+    def xdp(self, data: bytes) -> bool:
+        return self.obj.program("xdp_node").test_run(data).retval == XDP_PASS
+
+    def drops(self, word: str) -> int:
+        name = next(n for n, w in REASON_WORDS.items() if w == word)
+        return percpu_counter(self.obj.map("drops"), REASON_CODES[name])[0]
+
+    def events(self) -> list:
+        self.ring.consume()
+        out, self.seen = self.seen, []
+        return out
+
+    def endpoint_id(self, pod: str) -> int:
+        raw = self.obj.map("endpoints").lookup(self.lay["endpoint_key"].pack(
+            addr=addr_bytes(ipaddress.ip_address(PODS[pod][0]), self.addr_len)))
+        return self.lay["endpoint_value"].unpack(raw)["endpoint_id"]
+
+    def age(self, seconds: int) -> None:
+        """Every conntrack entry's last packet ``seconds`` earlier: time passes without waiting."""
+        for name in CT_MAPS:
+            m = self.obj.map(name)
+            for key in m.keys():
+                value = self.lay["ct_value"].unpack(m.lookup(key))
+                earlier = (value["last_seen"] - seconds * 10**9) % 2**64  # the datapath subtracts modulo 2**64 too
+                m.update(key, self.lay["ct_value"].pack(**{**value, "last_seen": earlier}))
+
+    def entries(self, name: str) -> int:
+        return len(self.obj.map(name).keys())
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory) -> Path:
+    require_kernel()
+    out = tmp_path_factory.mktemp("bypass") / "art"
+    assert main(["compile", str(DATA / "policies"), "--inventory", str(DATA / "inventory.yaml"),
+                 "--output-dir", str(out), "--map-size", "ct_tcp=1024", "--map-size", "ct_new=256"]) == 0
+    return out
+
+
+@pytest.fixture
+def node(artifact):
+    n = Node(artifact)
+    yield n
+    n.close()
+
+
+# -- item 2: the hook knows its endpoint, and a pod sends only from its own addresses ----------------
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_a_pod_cannot_send_with_another_pods_source(node, fam):
+    a, b, c, world = PODS["x/a"][fam], PODS["x/b"][fam], PODS["x/c"][fam], WORLD[fam]
+    assert node.tc("from_pod", "x/c", syn(c, b, 40000, 80))           # its own address: its own policy (open)
+    assert not node.tc("from_pod", "x/c", syn(b, a, 40001, 80))       # as x/b, whom x/a admits
+    # the planted entry: as x/a to the world on 443 (x/a's egress allows it), then the world "answers"
+    assert not node.tc("from_pod", "x/c", syn(a, world, 22, 443))
+    assert not node.tc("to_pod", "x/a", syn(world, a, 443, 22, "SA"))
+    assert node.drops("invalid-source") == 2
+    events = [e for e in node.events() if e.reason == "invalid-source"]
+    assert [(e.src, e.endpoint_id, e.direction) for e in events] == [
+        (b, node.endpoint_id("x/c"), "egress"), (a, node.endpoint_id("x/c"), "egress")]
+    # x/a itself may open that connection, and its answer comes back
+    assert node.tc("from_pod", "x/a", syn(a, world, 22, 443))
+    assert node.tc("to_pod", "x/a", syn(world, a, 443, 22, "SA"))
+
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_to_pod_decides_for_the_pod_behind_its_interface(node, fam):
+    """Traffic for x/c's address steered to x/a's veth (ARP spoofing on a bridge) is not decided by x/c's
+    open policy and delivered to x/a: the interface is x/a's, and the address is not."""
+    a, b, c = PODS["x/a"][fam], PODS["x/b"][fam], PODS["x/c"][fam]
+    assert not node.tc("to_pod", "x/a", syn(b, c, 40000, 22))
+    assert node.drops("not-for-endpoint") == 1
+    assert [(e.reason, e.endpoint_id) for e in node.events()] == [("not-for-endpoint", node.endpoint_id("x/a"))]
+    assert node.tc("to_pod", "x/c", syn(b, c, 40000, 22))             # on x/c's own interface it passes
+    assert node.tc("to_pod", "x/a", syn(b, a, 40001, 80))             # and x/a gets what x/a admits
+
+
+# -- item 3: to_pod fails closed for what it cannot attribute; what a pod really receives passes ------
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_to_pod_fails_closed_for_addresses_no_pod_holds(node, fam):
+    a, b = PODS["x/a"][fam], PODS["x/b"][fam]
+    stray = ("10.244.1.99", "fd00::1:99")[fam]                         # a second address, not in the inventory
+    assert not node.tc("to_pod", "x/a", frame(b, stray, UDP(sport=40000, dport=80)))
+    assert node.drops("not-for-endpoint") == 1
+    assert node.tc("to_pod", "x/a", frame(b, a, UDP(sport=40000, dport=80)))
+
+
+def test_to_pod_passes_arp_broadcast_and_multicast_under_policy(node):
+    a, b, c = PODS["x/a"][0], PODS["x/b"][0], PODS["x/c"][0]
+    arp = bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=b, pdst=a))
+    assert node.tc("to_pod", "x/a", arp)                                # not IP: the neighbour layer works
+    broadcast = frame(b, "255.255.255.255", UDP(sport=40000, dport=80))
+    assert node.tc("to_pod", "x/a", broadcast)                          # x/a admits x/b on 80/UDP
+    assert not node.tc("to_pod", "x/a", frame(c, "255.255.255.255", UDP(sport=40000, dport=80)))
+    assert [e.reason for e in node.events()] == ["allowed-by-rule", "default-deny"]  # decided, not unattributed
+    assert node.tc("to_pod", "x/b", frame(c, "224.0.0.251", UDP(sport=5353, dport=5353)))
+    assert node.tc("to_pod", "x/b", frame(PODS["x/c"][1], "ff02::fb", UDP(sport=5353, dport=5353)))
+    assert not node.tc("to_pod", "x/a", frame(PODS["x/c"][1], "ff02::fb", UDP(sport=5353, dport=5353)))
+    assert node.drops("not-for-endpoint") == 0
+
+
+# -- item 4: the node's connections to its pods are tracked ---------------------------------------------
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_host_connections_to_a_pod_are_tracked(node, fam):
+    """A kubelet probe (the node's address, or the link-local gateway address of the pod's veth) into x/a,
+    whose egress is default deny: the probe is allowed (R3.9) and its answers pass as replies."""
+    a, host = PODS["x/a"][fam], NODE[fam]
+    assert node.tc("to_pod", "x/a", syn(host, a, 50000, 8080))
+    assert node.tc("from_pod", "x/a", syn(a, host, 8080, 50000, "SA"))
+    assert node.tc("from_pod", "x/a", frame(a, host, TCP(sport=8080, dport=50000, flags="PA") / b"HTTP/1.1 200"))
+    assert not node.tc("from_pod", "x/a", syn(a, host, 8081, 50001))  # x/a opening one itself: its policy
+    events = node.events()
+    assert [(e.direction, e.verdict, e.reason) for e in events] == [
+        ("ingress", "allow", "allow-localhost"), ("egress", "deny", "default-deny")]
+
+
+# -- item 5: conntrack lifetimes, close, re-check, address reuse ------------------------------------------
+
+def test_expired_entries_are_absent(node):
+    a, world = PODS["x/a"][0], WORLD[0]
+    assert node.tc("from_pod", "x/a", syn(a, world, 40000, 443))      # a SYN: 60 s to be answered
+    node.age(59)
+    assert node.tc("to_pod", "x/a", syn(world, a, 443, 40000, "SA"))
+    assert node.tc("from_pod", "x/a", syn(a, world, 40001, 443))
+    node.age(61)
+    assert not node.tc("to_pod", "x/a", syn(world, a, 443, 40001, "SA"))
+    assert node.entries("ct_new") == 1                                 # the expired one was deleted where met
+
+
+def test_answered_tcp_lives_long_and_closes_on_rst_and_fin(node):
+    a, world = PODS["x/a"][0], WORLD[0]
+
+    def handshake(sport: int) -> None:
+        assert node.tc("from_pod", "x/a", syn(a, world, sport, 443))
+        assert node.tc("to_pod", "x/a", syn(world, a, 443, sport, "SA"))
+        assert node.tc("from_pod", "x/a", syn(a, world, sport, 443, "A"))
+        assert node.tc("to_pod", "x/a", syn(world, a, 443, sport, "A"))  # the peer's first segment: answered
+
+    handshake(41000)
+    assert node.entries("ct_tcp") == 1 and node.entries("ct_new") == 0
+    node.age(3600)
+    assert node.tc("to_pod", "x/a", syn(world, a, 443, 41000, "PA"))  # established: 6 h
+    assert node.tc("to_pod", "x/a", syn(world, a, 443, 41000, "R"))   # a reset: 10 s more
+    node.age(5)
+    assert node.tc("from_pod", "x/a", syn(a, world, 41000, 443, "A"))
+    node.age(11)
+    assert not node.tc("to_pod", "x/a", syn(world, a, 443, 41000, "A"))
+    handshake(41001)
+    assert node.tc("from_pod", "x/a", syn(a, world, 41001, 443, "FA"))
+    assert node.tc("to_pod", "x/a", syn(world, a, 443, 41001, "FA"))  # both FINs: closing
+    node.age(11)
+    assert not node.tc("to_pod", "x/a", syn(world, a, 443, 41001, "A"))
+    handshake(41002)
+    node.age(6 * 3600 + 1)
+    assert not node.tc("to_pod", "x/a", syn(world, a, 443, 41002, "A"))
+
+
+def test_a_syn_reopens_a_closing_connection_as_a_new_flow(node):
+    a, b = PODS["x/a"][0], PODS["x/b"][0]
+    assert node.tc("to_pod", "x/a", syn(b, a, 42000, 80))
+    assert node.tc("to_pod", "x/a", syn(b, a, 42000, 80, "R"))
+    node.events()
+    assert node.tc("to_pod", "x/a", syn(b, a, 42000, 80))              # decided again: an event, not a hit
+    assert [e.reason for e in node.events()] == ["allowed-by-rule"]
+
+
+def _relabel(node: Node, pod: str, identity: int) -> None:
+    """What `endpoint relabel` does to the maps a packet reads: the pod's identity, then a new revision."""
+    hosts = node.obj.map("ipcache_hosts")
+    for ip in PODS[pod]:
+        key = ipcache_host_key(node.lay, ipaddress.ip_address(ip), node.addr_len)
+        value = node.lay["ipcache_value"].unpack(hosts.lookup(key))
+        hosts.update(key, node.lay["ipcache_value"].pack(**{**value, "identity": identity}))
+    bump_revision(node.obj.map("revision"))
+
+
+def test_a_change_decides_established_flows_again_both_ways(node):
+    """x/b's connection to x/a:80 survives a change that still allows it and ends with one that does not:
+    x/b's packets (forward) and x/a's answers (reply; x/a's egress is default deny) are dropped."""
+    a, b = PODS["x/a"][0], PODS["x/b"][0]
+    assert node.tc("to_pod", "x/a", syn(b, a, 43000, 80))
+    assert node.tc("from_pod", "x/a", syn(a, b, 80, 43000, "SA"))
+    bump_revision(node.obj.map("revision"))                            # a change that concerns nobody here
+    assert node.tc("to_pod", "x/a", syn(b, a, 43000, 80, "A"))
+    assert node.tc("from_pod", "x/a", syn(a, b, 80, 43000, "A"))
+    assert node.tc("to_pod", "x/a", syn(b, a, 43001, 80))              # a second connection
+    _relabel(node, "x/b", 300)                                         # x/b's label set: nothing admits it
+    assert not node.tc("from_pod", "x/a", syn(a, b, 80, 43001, "SA"))  # reply of an entry now denied
+    assert not node.tc("to_pod", "x/a", syn(b, a, 43000, 80, "A"))     # forward
+    assert not node.tc("from_pod", "x/a", syn(a, b, 80, 43000, "A"))   # and the reply after it
+
+
+# -- item 9: a SYN flood on an allowed port cannot evict answered connections ------------------------------
+
+def test_a_syn_flood_cannot_evict_established_connections(node):
+    """ct_new holds 256 entries here, ct_tcp 1024. 100 connections x/b -> x/a:80 are answered (in ct_tcp);
+    then x/b floods x/a:80 with 4000 SYNs, 15 times what ct_new holds. Every connection still passes both
+    ways, x/a's answers included (its egress is default deny: only conntrack lets them out)."""
+    a, b = PODS["x/a"][0], PODS["x/b"][0]
+    conns = range(30000, 30100)
+    for sport in conns:
+        assert node.tc("from_pod", "x/b", syn(b, a, sport, 80))
+        assert node.tc("to_pod", "x/a", syn(b, a, sport, 80))
+    for sport in conns:
+        assert node.tc("from_pod", "x/a", syn(a, b, 80, sport, "SA"))
+        assert node.tc("to_pod", "x/b", syn(a, b, 80, sport, "SA"))
+    for sport in conns:
+        assert node.tc("from_pod", "x/b", syn(b, a, sport, 80, "A"))
+        assert node.tc("to_pod", "x/a", syn(b, a, sport, 80, "A"))
+    for sport in conns:
+        assert node.tc("from_pod", "x/a", syn(a, b, 80, sport, "A"))
+        assert node.tc("to_pod", "x/b", syn(a, b, 80, sport, "A"))
+    assert node.entries("ct_tcp") == 2 * len(conns)
+    flood = range(1024, 5024)
+    assert all(node.tc("from_pod", "x/b", syn(b, a, sport, 80)) for sport in flood)
+    assert all(node.tc("to_pod", "x/a", syn(b, a, sport, 80)) for sport in flood)
+    assert node.entries("ct_tcp") == 2 * len(conns) and node.entries("ct_new") <= 256
+    assert all(node.tc("to_pod", "x/a", syn(b, a, sport, 80, "PA")) for sport in conns)
+    assert all(node.tc("from_pod", "x/a", syn(a, b, 80, sport, "PA")) for sport in conns)
+
+
+# -- item 10: anti-spoofing on the uplink, and a self shortcut that cannot be forged -------------------------
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_xdp_drops_local_sources_from_outside(node, fam):
+    a, b, c = PODS["x/a"][fam], PODS["x/b"][fam], PODS["x/c"][fam]
+    assert not node.xdp(syn(b, a, 40000, 80))                          # a local pod's address from outside
+    assert not node.xdp(syn(NODE[fam], a, 40000, 8080))                # the node's own address from outside
+    assert node.drops("local-source-from-outside") == 2
+    assert node.xdp(syn(REMOTE_POD[fam], a, 40000, 80))                # another node's pod: routed here, fine
+    assert node.xdp(syn(WORLD[fam], c, 40000, 80))                     # the world to an open pod
+    assert not node.xdp(syn(WORLD[fam], a, 40000, 80))                 # and to x/a, which admits only x/b
+
+
+def test_the_self_shortcut_needs_the_pods_own_interface(node):
+    """R11.5 passes a pod's packet to itself that left and re-entered its own veth (the kernel sets
+    ingress_ifindex, a packet cannot); x/a's address arriving from elsewhere is decided by policy."""
+    a = PODS["x/a"][0]
+    assert node.tc("to_pod", "x/a", syn(a, a, 44000, 22), ingress_ifindex=1)
+    assert not node.tc("to_pod", "x/a", syn(a, a, 44001, 22), ingress_ifindex=0)
+    assert not node.tc("to_pod", "x/a", syn(a, a, 44002, 22), ingress_ifindex=7)
+
+
+def test_an_unbound_interface_drops_everything(node):
+    b, a = PODS["x/b"][0], PODS["x/a"][0]
+    node.maps["interfaces"].delete(node.lay["interface_key"].pack(ifindex=1))
+    node.bound = None
+    run = node.obj.program("to_pod").test_run(syn(b, a, 45000, 80), ctx=skb_ctx())
+    assert run.retval != TC_ACT_OK and node.drops("unbound-interface") == 1
