@@ -32,9 +32,11 @@ NAMESPACES = [{"apiVersion": "v1", "kind": "Namespace",
               for ns, team in (("x", "a"), ("y", "b"))]
 
 
-def pod(ns: str, name: str, labels: dict, ip: str | None = None, node: str = "node-1") -> dict:
+def pod(ns: str, name: str, labels: dict, ip: str | None = None, node: str = "node-1",
+        ports: dict | None = None) -> dict:
+    container = {"name": "c", "ports": [{"name": n, "containerPort": p} for n, p in (ports or {}).items()]}
     obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels},
-           "spec": {"nodeName": node, "containers": [{"name": "c"}]}, "status": {}}
+           "spec": {"nodeName": node, "containers": [container]}, "status": {}}
     if ip:
         obj["status"] = {"podIP": ip, "podIPs": [{"ip": ip}]}
     return obj
@@ -44,9 +46,11 @@ def pod(ns: str, name: str, labels: dict, ip: str | None = None, node: str = "no
 # is compiled in; this node's pods come and go through the CNI plugin.
 COMPILED = NAMESPACES + [pod("x", "web-0", {"app": "web"}, "10.250.0.10", "other"),
                          pod("x", "db-0", {"app": "db"}, "10.250.0.11", "other"),
-                         pod("y", "client-0", {"app": "client"}, "10.250.0.12", "other")]
+                         pod("y", "client-0", {"app": "client"}, "10.250.0.12", "other"),
+                         pod("x", "api-0", {"app": "api"}, "10.250.0.13", "other", {"http": 8080})]
 LOCAL = [pod("x", "web-1", {"app": "web"}), pod("x", "web-2", {"app": "web"}), pod("x", "db-1", {"app": "db"}),
-         pod("y", "client-1", {"app": "client"}), pod("y", "client-2", {"app": "client"})]
+         pod("y", "client-1", {"app": "client"}), pod("y", "client-2", {"app": "client"}),
+         pod("x", "api-1", {"app": "api"}, ports={"http": 8080})]
 
 POLICIES = """\
 apiVersion: networking.k8s.io/v1
@@ -78,6 +82,16 @@ spec:
   egress:
   - to: [{podSelector: {matchLabels: {app: db}}}]
     ports: [{port: 80, protocol: TCP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-on-http, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {team: b}}}]
+    ports: [{port: http, protocol: TCP}]
 """
 # the same, and web may also reach the db on 81 (web's egress and db's ingress)
 WIDER = POLICIES.replace("ports: [{port: 80, protocol: TCP}]",
@@ -203,6 +217,15 @@ def test_a_pod_whose_labels_are_unknown_gets_only_what_its_namespace_is_granted(
         time.sleep(0.1)
     assert verdicts(node, [(web, mystery, 80), (client, mystery, 80), (client, mystery, 81)]) == \
         ["allow", "deny", "allow"]
+
+
+def test_a_pod_gets_its_named_ports_from_the_inventory(node):
+    """api-1's container names 8080 `http`, the port api-on-http admits y on: the agent registers the pod
+    with the inventory's named ports, so that port (and only it) is open from the first packet."""
+    net = conflist("ptp", node.prefix, SUBNET, node.ipam, node.socket)
+    api, client = add(node, net, "x/api-1"), add(node, net, "y/client-1")
+    node.serve(api, 80, 8080, 8081)
+    assert verdicts(node, [(client, api, 8080), (client, api, 8081), (client, api, 80)]) == ["allow", "deny", "deny"]
 
 
 def test_an_agent_restart_under_traffic_loses_no_policy(node, tmp_path):

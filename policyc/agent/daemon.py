@@ -303,26 +303,29 @@ class Agent:
         if self.state is not None:
             self._reconcile(gone=set(before.pods) - set(book.pods))
 
-    def _wanted(self, pod: str) -> tuple[dict, str, Extra]:
-        """(labels, service account, extra) a pod should have: the book's; else the artifact's when it
-        compiled the pod; else pending (its namespace's labels only, docs/agent.md)."""
+    def _wanted(self, pod: str) -> tuple[dict, str, Extra, tuple | None]:
+        """(labels, service account, extra, named ports) a pod should have: the book's; else the artifact's
+        when it compiled the pod; else pending (its namespace's labels only, docs/agent.md).  Ports None:
+        whatever the catalog has (the compiled pod's, or none)."""
         ns = pod.split("/", 1)[0]
         ns_labels = self.book.namespaces.get(ns)
         facts = self.book.pods.get(pod)
         known_ns = ns_labels is not None or ns in self.catalog.src.inventory.namespaces
         if facts is not None and known_ns:
-            return facts.labels, facts.service_account, Extra(ns_labels)
+            return facts.labels, facts.service_account, Extra(ns_labels), facts.ports
         compiled = self.catalog.pods.get(pod)
         if compiled is not None and not pending_scope(compiled.endpoint.identity.labels):
-            return own_labels(compiled.endpoint.identity.labels), compiled.endpoint.service_account, Extra(ns_labels)
-        return {}, "default", Extra(ns_labels, "pod" if known_ns else "namespace")
+            return (own_labels(compiled.endpoint.identity.labels), compiled.endpoint.service_account,
+                    Extra(ns_labels), None)
+        return {}, "default", Extra(ns_labels, "pod" if known_ns else "namespace"), None
 
-    def _differs(self, pod: str, ips: tuple[str, ...], labels: dict, sa: str, extra: Extra) -> bool:
+    def _differs(self, pod: str, ips: tuple[str, ...], labels: dict, sa: str, extra: Extra, ports) -> bool:
         have = self.catalog.pods.get(pod)
         if have is None:
             return True
         want = self.catalog.identity_labels(pod, labels, sa, extra)
-        return have.endpoint.identity.labels != want or sorted(map(str, have.endpoint.ips)) != sorted(ips)
+        return (have.endpoint.identity.labels != want or sorted(map(str, have.endpoint.ips)) != sorted(ips)
+                or (ports is not None and set(have.endpoint.ports) != set(ports)))
 
     def _reconcile(self, gone: set[str] = frozenset()) -> None:
         """Bring every pod the agent knows to what it should be: local (CNI) pods to the book's labels,
@@ -331,25 +334,26 @@ class Agent:
             return
         for pod in sorted(self.registry):
             reg = self.registry[pod]
-            labels, sa, extra = self._wanted(pod)
-            if self._differs(pod, reg.ips, labels, sa, extra):
+            labels, sa, extra, ports = self._wanted(pod)
+            if self._differs(pod, reg.ips, labels, sa, extra, ports):
                 op = "relabel" if pod in self.catalog.pods else "add"
-                self._try(op, pod, list(reg.ips), labels, sa, extra)
+                self._try(op, pod, list(reg.ips), labels, sa, extra, ports)
         if self.config.inventory_dir is None:
             return
         for pod, facts in sorted(self.directory.pods.items()):
             if pod in self.registry or not facts.ips or (self.config.node_name and facts.node == self.config.node_name):
                 continue  # the CNI plugin is the authority for this node's pods and their addresses
-            labels, sa, extra = self._wanted(pod)
-            if extra.pending is None and self._differs(pod, facts.ips, labels, sa, extra):
-                self._try("relabel" if pod in self.catalog.pods else "add", pod, list(facts.ips), labels, sa, extra)
+            labels, sa, extra, ports = self._wanted(pod)
+            if extra.pending is None and self._differs(pod, facts.ips, labels, sa, extra, ports):
+                self._try("relabel" if pod in self.catalog.pods else "add", pod, list(facts.ips), labels, sa, extra,
+                          ports)
         for pod in sorted(gone - set(self.registry)):
             if pod in self.catalog.pods:
                 self._try("remove", pod)
 
-    def _try(self, op: str, pod: str, ips=None, labels=None, sa=None, extra=Extra()) -> None:
+    def _try(self, op: str, pod: str, ips=None, labels=None, sa=None, extra=Extra(), ports=None) -> None:
         try:
-            result = self._change(op, pod, ips, labels, sa, extra=extra)
+            result = self._change(op, pod, ips, labels, sa, extra=extra, ports=ports)
             self.log.info(f"{op} {pod}", extra={"fields": {"identity": result.identity, "pending": extra.pending,
                                                              "seconds": round(result.seconds_total, 5)}})
         except (PolicycError, BPFError, OSError) as exc:
@@ -372,9 +376,9 @@ class Agent:
                 self.log.info(f"{pod}: a new container replaces {reg.container}", extra={"fields": {"new": container}})
                 self._unregister(reg)
             self._evict(pod, ips)
-            labels, sa, extra = self._wanted(pod)
+            labels, sa, extra, ports = self._wanted(pod)
             op = "relabel" if pod in self.catalog.pods else "add"
-            result = self._change(op, pod, list(ips), labels, sa, iface, extra)
+            result = self._change(op, pod, list(ips), labels, sa, iface, extra, ports)
             self.registry[pod] = Registration(pod, container, ifname, iface, socket.if_nametoindex(iface), ips,
                                               str(req.get("netns", "")))
             lowered = result.seconds_total

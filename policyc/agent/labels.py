@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..compiler.inventory import load_inventory, own_labels
+from ..compiler.ir import NamedPort
 from . import watch
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -22,6 +23,7 @@ class PodFacts:
     service_account: str
     ips: tuple[str, ...]
     node: str | None
+    ports: tuple[NamedPort, ...] = ()  # its containers' named ports: rules naming a port resolve against them
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ def read_book(paths: list[Path], cluster: str) -> Book:
         return Book()
     inv = load_inventory(paths, cluster)
     pods = {ep.display: PodFacts(own_labels(ep.identity.labels), ep.service_account,
-                                 tuple(str(ip) for ip in ep.ips), ep.node) for ep in inv.pods}
+                                 tuple(str(ip) for ip in ep.ips), ep.node, ep.ports) for ep in inv.pods}
     return Book(dict(inv.namespaces), pods)
 
 

@@ -352,8 +352,8 @@ def change(state: State, features: dict, op: str, endpoint: str, ips: list[str] 
 
     ``attach`` (add or relabel) puts from_pod/to_pod on the pod's host-side veth after its entries are
     written, so its policy is in force from the first packet the hooks see; remove detaches every hook
-    of the pod first.  ``ports`` (add) are the pod's named ports, which named-port rules resolve
-    against; a relabel keeps the pod's ports.  ``save=False`` leaves recording to the caller (replace.py
+    of the pod first.  ``ports`` are the pod's named ports, which named-port rules resolve
+    against (None keeps the ones it has: `endpoint relabel` changes labels and addresses only).  ``save=False`` leaves recording to the caller (replace.py
     applies changes to the maps of an object that is not in place yet).  ``catalog`` (the state's, as a
     resident agent keeps it) saves rebuilding one and is updated with the change.
     """
