@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netmodel import AGENT as NETAGENT, NETNS_DIR, policyc_env, remove_netns, run
+from netmodel import AGENT as NETAGENT, NETNS_DIR, kill_all, policyc_env, remove_netns, run
 from policyc.agent.client import AgentError, AgentUnavailable, Client
 
 CNI_BIN = Path("/usr/lib/cni")
@@ -108,10 +108,7 @@ class Node:
         self.close()
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+        kill_all(self.procs)
         self.procs.clear()
         self.cleanup()
 
