@@ -26,6 +26,7 @@ pytestmark = pytest.mark.kernel
 
 NAME = "pcctest"
 SUBNET = "10.245.0.0/24"
+METRICS = "127.0.0.1:19971"  # the agent's HTTP listener, on the node namespace's loopback
 
 NAMESPACES = [{"apiVersion": "v1", "kind": "Namespace",
                "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns, "team": team}}}
@@ -147,7 +148,7 @@ def node(tmp_path, artifacts):
     with Node(tmp_path) as n:
         n.volume, n.inventory = volume, inventory
         n.start_agent(NAME, volume, "--inventory-dir", str(inventory), "--node-name", "node-1",
-                      "--listen", "off")
+                      "--listen", METRICS)
         yield n
 
 
@@ -277,10 +278,14 @@ def test_the_watched_artifact_is_replaced_and_a_broken_one_refused(node, artifac
     assert status["manifest_sha256"] == before and verdicts(node, [(web, db, 81)]) == ["deny"]
     assert "REFUSED" in node.policyc("status", NAME).stdout
     assert any(line["msg"].startswith("refused the artifact") for line in node.log_lines())
+    refused = _get(node, f"http://{METRICS}/metrics")
+    assert "policyc_agent_artifact_refused 1.0" in refused
+    assert 'policyc_agent_artifact_loads_total{result="refused"} 1.0' in refused
     # the complete one: replaced in place, the pods keep their hooks, the new verdict holds
     publish(node.volume, artifacts[1], "2024_01_01_00_00_00.3")
     status = _wait(node, lambda s: s["manifest_sha256"] != before)
     assert status["agent"]["artifact"]["refused"] is None
+    assert "policyc_agent_artifact_refused 0.0" in _get(node, f"http://{METRICS}/metrics")
     assert verdicts(node, [(web, db, 81), (web, db, 80)]) == ["allow", "allow"]
     assert {a["endpoint"] for a in status["attachments"]} == {web.display, db.display}
 
