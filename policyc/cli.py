@@ -8,15 +8,16 @@ import sys
 
 from . import __version__
 from .commands.common import EXIT_STATUS
+from .commands.parser import Parser, UsageError, sniff_format
 from .commands.terminal import colourise
-from .compiler.diagnostics import PolicycError, render
+from .compiler.diagnostics import Diagnostic, PolicycError, render
 
 COMMANDS = ("validate", "query", "matrix", "paths", "blast-radius", "graph", "check", "diff", "verify",
             "compile", "load", "unload", "status", "observe", "endpoint", "agent")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="policyc", description="Compile and verify Cilium network policies.",
         epilog="`policyc COMMAND --help` shows a command's options and examples; docs/cli.md the conventions.\n\n"
         + EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,20 +40,38 @@ def _complete(parser: argparse.ArgumentParser) -> None:
 
 
 def report(exc: PolicycError, fmt: str) -> None:
-    """Bad input in the chosen format: SARIF on stdout (it is the report file code scanning reads),
-    JSON and YAML diagnostics on stderr, text coloured on a terminal."""
+    """Bad input in the chosen format: SARIF and markdown on stdout (the report file code scanning reads,
+    the pull-request comment), JSON and YAML diagnostics on stderr, text coloured on a terminal."""
     if fmt == "sarif":
         print(render(exc.diagnostics, "sarif", __version__))
+    elif fmt == "markdown":  # the pull-request comment shows the mistake; the details go to stderr too
+        print(render(exc.diagnostics, "markdown"))
+        print(colourise(render(exc.diagnostics), sys.stderr), file=sys.stderr)
     elif fmt in ("json", "yaml"):
         print(render(exc.diagnostics, fmt), file=sys.stderr)
     else:
         print(colourise(render(exc.diagnostics), sys.stderr), file=sys.stderr)
 
 
+def usage_error(exc: UsageError, fmt: str) -> None:
+    """A command-line mistake: as a diagnostic in a machine-readable format, else argparse's usage
+    line of the (sub)command it was given to, then the message."""
+    if fmt in ("json", "yaml", "sarif", "markdown"):
+        report(PolicycError(Diagnostic.simple(exc.args[0], code="invalid-argument")), fmt)
+    else:
+        print(exc.parser.format_usage().rstrip(), file=sys.stderr)
+        print(colourise(f"{exc.parser.prog}: error: {exc.args[0]}", sys.stderr), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _complete(parser)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        usage_error(exc, sniff_format(argv))
+        return 2
     try:
         return args.run(args)
     except PolicycError as exc:

@@ -35,5 +35,5 @@ def test_pre_commit_hooks_name_commands():
     hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     assert {h["id"] for h in hooks} >= {"policyc-validate", "policyc-check"}
     for hook in hooks:
-        program, command = hook["entry"].split()
+        program, command, *options = hook["entry"].split()
         assert program == "policyc" and command in COMMANDS and hook["language"] == "python"

@@ -36,23 +36,37 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
     return out
 
 
+# Commands that can answer "no" (exit 1), and the option or result their table names for it.
+ANSWER_NO = {"query": "--expect", "check": "--fail-on", "diff": "--no-new-access", "verify": "invariant fails",
+             "compile": "--validate", "paths": "a chain exists"}
+
+
 @pytest.mark.parametrize("name", sorted(parsers()))
-def test_help_has_examples_and_exit_status(name):
+def test_help_has_examples_and_its_own_exit_status(name):
+    """Every --help ends with examples and the exit statuses of that command: status 1 only where the
+    command has a "no" answer, described by what gives it."""
     text = parsers()[name].format_help()
     assert "examples:" in text and "policyc " in text.split("examples:")[1]
-    for status in ("0 ", "1 ", "2 ", "3 ", "130"):
-        assert f"\n  {status}" in text.split("exit status:")[1], (name, status)
+    table = text.split("exit status:")[1]
+    for status in ("0 ", "2 ", "3 ", "130"):
+        assert f"\n  {status}" in table, (name, status)
+    one = [line for line in table.splitlines() if line.startswith("  1 ")]
+    if name in ANSWER_NO:
+        assert one and ANSWER_NO[name] in " ".join(table.split()), name
+    else:
+        assert not one, name
 
 
 @pytest.mark.parametrize("name", sorted(parsers()))
 def test_format_is_dash_o_with_shared_names(name):
     actions = {s: a for a in parsers()[name]._actions for s in a.option_strings}
     if "--format" not in actions:
-        # unload prints one line; the agent prints nothing but its log (--log-format json|text)
-        assert name in ("unload", "agent"), f"{name} has no -o/--format"
+        # the agent prints nothing but its log (--log-format json|text)
+        assert name == "agent", f"{name} has no -o/--format"
         return
     action = actions["--format"]
-    assert actions.get("-o") is action, f"{name}: -o and --format must be one option"
+    assert actions.get("-o") is action and actions.get("--output") is action, \
+        f"{name}: -o, --format and --output (kubectl's spelling) must be one option"
     assert action.default == "text"
     if name != "compile":  # compile takes any word after -o for the deprecated -o DIR
         assert set(action.choices) <= VOCABULARY and {"text", "json"} <= set(action.choices), name
@@ -159,3 +173,42 @@ def test_check_speaks_markdown(capsys):
 def test_diff_takes_verbose_and_quiet(capsys):
     code, _, err = run(capsys, "diff", POLICY, POLICY, "-v", "-q")
     assert code == 0, err
+
+
+def _minimal_argv(name: str, parser: argparse.ArgumentParser) -> list[str]:
+    """A command line the parser accepts: a value for every positional and required option."""
+    argv = name.split()
+    for action in parser._actions:
+        if action.option_strings and action.required:
+            argv += [action.option_strings[-1], action.choices[0] if action.choices else "1"]
+        elif not action.option_strings and not isinstance(action, argparse._SubParsersAction):
+            argv.append("x")
+    return argv
+
+
+@pytest.mark.parametrize("name", sorted(parsers()))
+def test_a_repeated_option_adds_up_or_is_refused(name):
+    """docs/cli.md: repeating an option never keeps only the last value. Every option that takes a value
+    either collects every one (append) or refuses a second (given twice, exit 2); none silently
+    overwrites (argparse's plain store)."""
+    from policyc.commands.parser import StoreOnce, UsageError
+
+    parser = parsers()[name]
+    base = _minimal_argv(name, parser)
+    for action in parser._actions:
+        if not action.option_strings or action.nargs == 0 or isinstance(action, argparse._HelpAction):
+            continue
+        option = action.option_strings[-1]
+        first, second = (action.choices[0], action.choices[-1]) if action.choices else ("1", "2")
+        argv = [a for a in base]
+        if option in argv:  # a required option: give it twice in place of once
+            at = argv.index(option)
+            del argv[at:at + 2]
+        width = action.nargs if isinstance(action.nargs, int) else 1  # --highlight SRC DST takes two
+        argv += [option, *[str(first)] * width, option, *[str(second)] * width]
+        if isinstance(action, argparse._AppendAction):
+            assert getattr(build_parser().parse_args(argv), action.dest)[-2:] == [first, second], (name, option)
+        else:
+            assert isinstance(action, StoreOnce), (name, option, type(action).__name__)
+            with pytest.raises(UsageError, match="given twice"):
+                build_parser().parse_args(argv)

@@ -26,12 +26,21 @@ TOP_LEVEL_DESCRIPTION = ("warning", "description", 3, 1,
                          "unknown top-level field 'description' is dropped by the API server; "
                          "description belongs in the rule (spec.description)")
 
+
+
+def assumed_default(name: str, line: int = 3) -> tuple:
+    """Cilium's own examples leave the namespace to `kubectl apply -n`: policyc says which it assumes."""
+    return ("warning", "metadata", line, 1, f"CiliumNetworkPolicy {name} has no metadata.namespace: policyc assumes "
+            "'default' (kubectl apply would use -n or its context's namespace); write it down (R1.3b)")
+
+
 # file name -> [(severity, field, line, column, message)], in output order.
 EXPECTED = {
     # `operator: "in"`: the CRD schema only admits In, NotIn, Exists, DoesNotExist (R1.6), so the
     # API server rejects the file. The first key also has a '.' where Cilium needs ':' after the
     # source, so even with `In` that branch would select nothing.
     "l3__match-expressions__or-statement.yaml": [
+        assumed_default("or-statement-policy"),
         ("warning", "spec.ingress[0].fromEndpoints[0].matchExpressions[0].key", 10, 9,
          "no identity carries the label key 'k8s.io.kubernetes.pod.namespace': a source prefix is "
          "separated by ':', not '.'; did you mean 'k8s:io.kubernetes.pod.namespace'?"),
@@ -42,12 +51,17 @@ EXPECTED = {
     # Kafka L7 rules: deprecated in 1.18, removed for 1.20 (V2); the port is still allowed.
     "getting-started__kafka.yaml": [
         TOP_LEVEL_DESCRIPTION,
+        assumed_default("rule2", 4),
         ("warning", "spec.ingress[0].toPorts[0].rules.kafka", 19, 9,
          "Kafka L7 rules are deprecated and removed in Cilium 1.20 (V2); modelled as an opaque L7 "
          "filter on an allowed port"),
     ],
     # `description` written next to `metadata` instead of inside the rule: not part of the CRD.
     "kubernetes__clusterwide__wildcard-from-endpoints.yaml": [TOP_LEVEL_DESCRIPTION],
+    **{f"{file}.yaml": [assumed_default(name)] for file, name in (
+        ("getting-started__l7-policy", "l7-rule"), ("kubernetes__serviceaccount__serviceaccount-policy", "k8s-svc-account"),
+        ("l3__cidr__cidr", "cidr-rule"), ("l3__egress-deny__egress-deny", "deny-egress-example"),
+        ("l3__entities__world", "from-world-to-role-public"), ("l3__fqdn__fqdn", "to-fqdn"), ("l4__icmp", "icmp-rule"))},
 }
 
 

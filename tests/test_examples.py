@@ -231,3 +231,16 @@ def test_without_inventory_checkout_may_sit_in_an_unlabelled_namespace(capsys):
     assert code == 1
     failed = {r["name"] for r in json.loads(out)["invariants"] if not r["holds"]}
     assert failed == {"checkout-reaches-postgres"}
+
+
+def test_readme_outputs_are_current(capsys, monkeypatch):
+    """Every console block of examples/shop/README.md is what its command prints (the layout drifted)."""
+    import re
+    import shlex
+
+    monkeypatch.chdir(ROOT)
+    blocks = re.findall(r"```console\n\$ policyc (.*?)\n(.*?)```", (SHOP / "README.md").read_text(), re.S)
+    assert len(blocks) >= 2
+    for command, output in blocks:
+        main(shlex.split(command))
+        assert capsys.readouterr().out == output, command

@@ -63,7 +63,10 @@ def test_validate_and_check_of_no_policy_are_errors(capsys, tmp_path):
         code, out, err = run(capsys, cmd, str(tmp_path))
         assert code == 2 and "no network policy" in out + err, cmd
     code, _, err = run(capsys, "matrix", str(tmp_path), "--inventory", INV, "--ports", "80/TCP")
-    assert code == 0 and "warning" in err and "no network policy" in err  # a legitimate question, said so
+    assert code == 2 and "none of them a network policy" in err  # objects, but the wrong ones (attack M4)
+    (tmp_path / "pods.yaml").unlink()
+    code, _, err = run(capsys, "matrix", str(tmp_path), "--inventory", INV, "--ports", "80/TCP")
+    assert code == 0 and "warning" in err and "no network policy" in err  # no policy at all: a legitimate question
 
 
 # -- item 3: SARIF when inputs are invalid ----------------------------------------------------------------

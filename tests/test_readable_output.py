@@ -56,7 +56,7 @@ def test_deny_names_the_rule_that_nearly_matched_and_lines_wrap(capsys):
     assert all(len(line) <= 100 or len(line.split()) == 1 for line in out.splitlines())  # a long path stays whole
     main(["query", str(case / "policies"), "--inventory", str(E2E_INVENTORY), "--from", "y/b", "--to", "x/a",
           "--port", "80/TCP"])
-    assert "allows this port, but from/to namespace=x,pod=b" in " ".join(capsys.readouterr().out.split())
+    assert "allows this port, but only from namespace=x,pod=b" in " ".join(capsys.readouterr().out.split())
 
 
 def test_witnesses_are_plain_examples(capsys):

@@ -24,8 +24,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     conn, (src,) = load_graph(args, [(args.src, "SRC")])
-    found = conn.reach(places(conn, src, "SRC"), args.max_hops, ports_arg(args), avoid(conn, args))
-    data = {"from": args.src, "max_hops": args.max_hops, "ports": args.ports, "trust_nodes": args.trust_nodes,
+    ports = ports_arg(args)
+    found = conn.reach(places(conn, src, "SRC"), args.max_hops, ports, avoid(conn, args))
+    data = {"from": args.src, "max_hops": args.max_hops, "ports": ports.texts() if ports else None,
+            "trust_nodes": args.trust_nodes,
             **blast_json(conn, found, frozenset(ep.display for ep in src.endpoints))}
     if args.format == "text":
         sources = len(src.endpoints)

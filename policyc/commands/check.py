@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from .. import __version__
-from ..compiler.diagnostics import Diagnostic, PolicycError
-from ..compiler.source import expand_paths
+from ..compiler.diagnostics import Diagnostic, PolicycError, Severity
+from ..compiler.frontend import IGNORE_ANNOTATION
+from ..compiler.source import expand_paths, read_capped
 from ..compiler.verify.checks import run_checks, suppress
-from ..compiler.verify.findings import Level, finding_json, render_sarif, render_text, witness_text
+from ..compiler.verify.findings import CATALOGUE, Level, finding_json, render_sarif, render_text, witness_text
 from .common import (add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, structured,
                      subcommand)
 from .terminal import say
@@ -22,26 +24,29 @@ policyc check policies/ -o json > baseline.json && policyc check policies/ --bas
 
 
 def register(sub) -> None:
-    parser = subcommand(sub, "check", "find shadowed, dead, duplicate and over-broad rules (Z3)", EXAMPLES)
+    parser = subcommand(sub, "check", "find shadowed, dead, duplicate and over-broad rules (Z3)", EXAMPLES,
+                        answer_no="a finding at or above --fail-on remains")
     add_policy_args(parser, ("text", "json", "yaml", "sarif", "markdown"))
     add_inventory_arg(parser, required=False)
     parser.add_argument("--fail-on", choices=FAIL_ON, default="error",
                         help="exit 1 when a finding of this severity or worse remains (default: error)")
-    parser.add_argument("--baseline", metavar="FILE",
-                        help="accepted findings: a previous `check -o json` output")
+    parser.add_argument("--baseline", action="append", metavar="FILE",
+                        help="accepted findings: a previous `check -o json` output (repeatable: all of them)")
     parser.set_defaults(run=run)
 
 
-def load_baseline(path: str | None) -> set[str]:
+def load_baselines(paths: list[str] | None) -> set[str]:
+    """Fingerprints of the findings every baseline file accepts."""
+    return set().union(*(load_baseline(p) for p in paths or ()))
+
+
+def load_baseline(path: str) -> set[str]:
     """Fingerprints of accepted findings; the file is what `-o json` printed."""
-    if not path:
-        return set()
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = json.loads(read_capped(path))
         return {str(f["fingerprint"]) for f in data["findings"]}
-    except OSError as exc:
-        problem = f"cannot read it ({exc.strerror or exc})"
+    except PolicycError as exc:
+        problem = exc.diagnostics[0].message
     except ValueError as exc:
         problem = f"not JSON ({exc})"
     except (KeyError, TypeError):
@@ -74,17 +79,31 @@ def render_markdown(findings) -> str:
     return "\n".join([head] + rows)
 
 
+def unknown_ignores(policy) -> list[Diagnostic]:
+    """``policyc.io/ignore`` ids of the right form that name no check: they would suppress nothing."""
+    return [Diagnostic(Severity.WARNING, f"{i!r} in {IGNORE_ANNOTATION} is no check of `policyc check` "
+                       "(docs/checks.md): it suppresses nothing", p.origin.file, p.origin.line, p.origin.column,
+                       "metadata.annotations", "unknown-check-id")
+            for p in policy.policies for i in p.ignore if i != "all" and i not in CATALOGUE]
+
+
 def run(args) -> int:
     policy = load_policy_args(args, require=True)
     inventory = load_inventory_arg(args) if args.inventory else None
-    baseline = load_baseline(args.baseline)
-    findings = suppress(run_checks(policy, inventory), policy, baseline)
+    baseline = load_baselines(args.baseline)
+    if not args.quiet:
+        for diag in unknown_ignores(policy):
+            print(diag, file=sys.stderr)
+    found = run_checks(policy, inventory)
+    findings = suppress(found, policy, baseline)
+    hidden = len(found) - len(findings)
     if args.format in ("json", "yaml"):
-        print(structured({"findings": [finding_json(f) for f in findings]}, args.format))
+        print(structured({"findings": [finding_json(f) for f in findings], "suppressed": hidden}, args.format))
     elif args.format == "sarif":
         print(render_sarif(findings, __version__, sarif_fallback(args.inventory, args.paths)))
     elif args.format == "markdown":
-        print(render_markdown(findings))
+        print(render_markdown(findings) + (f"\n\n{hidden} finding(s) suppressed ({IGNORE_ANNOTATION}, --baseline)"
+                                           if hidden else ""))
     else:
-        say(render_text(findings))
+        say(render_text(findings) + (f", {hidden} suppressed ({IGNORE_ANNOTATION}, --baseline)" if hidden else ""))
     return 1 if fails(findings, args.fail_on) else 0

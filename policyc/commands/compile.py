@@ -9,8 +9,9 @@ from ..compiler.entities import RESERVED_IDS
 from ..compiler.ir import DEFAULT_CLUSTER, Direction, Protocol
 from ..compiler.lower import ANY_PEER
 from ..compiler.mapdata import DEFAULT_SIZES, port_text
-from .common import (STRUCTURED, add_inventory_arg, add_verbosity_args, load_inventory_arg, load_policy_args,
-                     structured, subcommand, warn)
+from .common import (FORMAT_NAMES, STRUCTURED, add_inventory_arg, add_verbosity_args, load_inventory_arg,
+                     load_policy_args, structured, subcommand, warn)
+from .parser import FORMAT_OPTIONS
 from .terminal import progress, say, step
 
 FORMATS = ("text",) + STRUCTURED
@@ -22,11 +23,12 @@ policyc compile P --inventory INV --output-dir out/ -o json        # the report 
 
 
 def register(sub) -> None:
-    parser = subcommand(sub, "compile", "compile policies to an eBPF datapath artifact", EXAMPLES)
+    parser = subcommand(sub, "compile", "compile policies to an eBPF datapath artifact", EXAMPLES,
+                        answer_no="--validate found a kernel verdict that differs from the evaluator's")
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="policy files or directories (.yaml, .yml, .json); - reads standard input")
     # -o is the output format as everywhere; `-o DIR` (its old meaning here) still works, with a warning
-    parser.add_argument("-o", "--format", default="text", metavar="FORMAT",
+    parser.add_argument(*FORMAT_OPTIONS, dest="format", default="text", metavar="FORMAT",
                         help=f"output format: {', '.join(FORMATS)} (default: text)")
     parser.add_argument("--cluster-name", default=DEFAULT_CLUSTER, help="the local cluster's name (entity cluster)")
     add_verbosity_args(parser)
@@ -43,6 +45,9 @@ def register(sub) -> None:
     parser.set_defaults(run=run)
 
 
+MAX_ENTRIES = (1 << 32) - 1  # the kernel's max_entries is a u32
+
+
 def parse_sizes(items: list[str]) -> dict[str, int]:
     sizes = {}
     for item in items:
@@ -51,8 +56,12 @@ def parse_sizes(items: list[str]) -> dict[str, int]:
             value = int(number)
         except ValueError:
             value = 0
-        if value <= 0:
-            raise PolicycError(Diagnostic.simple(f"--map-size {item!r}: expected NAME=N with N a positive number"))
+        if not 0 < value <= MAX_ENTRIES:
+            raise PolicycError(Diagnostic.simple(f"--map-size {item!r}: expected NAME=N with N from 1 to {MAX_ENTRIES} "
+                                                 "(a map's max_entries is 32 bits)", code="invalid-argument"))
+        if name.strip() not in DEFAULT_SIZES:
+            raise PolicycError(Diagnostic.simple(f"--map-size {item!r}: no map {name.strip()!r}; the maps are "
+                                                 f"{', '.join(DEFAULT_SIZES)}", code="invalid-argument"))
         sizes[name.strip()] = value
     return sizes
 
@@ -85,6 +94,10 @@ def l7_flows(dp) -> list[str]:
 def output_dir(args) -> Path:
     """--output-dir, or the deprecated `-o DIR` (anything after -o that is not a format name)."""
     if args.format not in FORMATS:
+        if args.format in FORMAT_NAMES:  # `-o sarif` meant a format compile does not have, not a directory
+            asked, args.format = args.format, "text"  # so the error itself is not written as SARIF
+            raise PolicycError(Diagnostic.simple(f"-o {asked}: compile writes {', '.join(FORMATS)}; the "
+                                                 "artifact goes to --output-dir DIR", code="invalid-argument"))
         if args.output_dir:
             raise PolicycError(Diagnostic.simple(f"-o {args.format!r}: not a format ({', '.join(FORMATS)})",
                                                  code="invalid-argument"))

@@ -5,7 +5,9 @@ import argparse
 
 from .. import __version__
 from ..compiler import explain
+from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.ir import DEFAULT_CLUSTER
+from ..compiler.source import STDIN
 from ..compiler.verify.diff import Limits, connection_text, gate_lines, render_markdown, semantic_diff
 from ..compiler.verify.findings import Level, finding_json, render_sarif, render_text, witness_json
 from .check import sarif_fallback
@@ -32,7 +34,8 @@ def _positive(text: str) -> int:
 
 
 def register(sub) -> None:
-    parser = subcommand(sub, "diff", "semantic difference between two policy sets (Z3)", EXAMPLES)
+    parser = subcommand(sub, "diff", "semantic difference between two policy sets (Z3)", EXAMPLES,
+                        answer_no="the change is one that --fail-on-change or --no-new-access refuses")
     parser.add_argument("old", metavar="OLD", help="policy file or directory before the change (- : standard input)")
     parser.add_argument("new", metavar="NEW", help="policy file or directory after the change (- : standard input)")
     add_inventory_arg(parser, required=False)
@@ -71,6 +74,10 @@ def _gate_json(result, gate: bool) -> dict:
 
 
 def run(args) -> int:
+    if args.old == args.new == STDIN:
+        raise PolicycError(Diagnostic.simple("OLD and NEW are both standard input, which is read once, so the "
+                                             "change would be compared with itself; give one of them as a file "
+                                             "(git show main:p.yaml | policyc diff - p.yaml)", code="invalid-argument"))
     old, new = load_policy_args(args, [args.old]), load_policy_args(args, [args.new])
     inventory = load_inventory_arg(args) if args.inventory else None
     result = semantic_diff(old, new, inventory, Limits(args.max_groups, args.max_port_intervals))

@@ -8,7 +8,7 @@ import sys
 
 from ..compiler.connectivity import RESERVED_PLACES, Connectivity, Target, build
 from ..compiler.diagnostics import Diagnostic, PolicycError
-from ..compiler.ir import EndpointKind
+from ..compiler.ir import EndpointKind, unmapped
 from ..compiler.portset import PortSet, parse_ports
 from ..compiler.verify.spec import WORLD
 from .common import add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, resolve_endpoints
@@ -32,9 +32,9 @@ def add_graph_args(parser: argparse.ArgumentParser, formats: tuple[str, ...], ch
     """Policies, inventory and ``--ports``; ``chains``: also ``--max-hops`` and ``--trust-nodes``."""
     add_policy_args(parser, formats)
     add_inventory_arg(parser, required=True)
-    parser.add_argument("--ports", metavar="PORTS",
+    parser.add_argument("--ports", action="append", metavar="PORTS",
                         help="only connections on these ports, the services an attacker may use: "
-                             "443/TCP,8000-8100/TCP,*/UDP,53/ANY (default: any port)")
+                             "443/TCP,8000-8100/TCP,*/UDP,53/ANY (repeatable; default: any port)")
     if chains:
         parser.add_argument("--max-hops", type=_hops, metavar="N", help="chains of at most N hops (default: any)")
         parser.add_argument("--trust-nodes", action="store_true",
@@ -42,12 +42,14 @@ def add_graph_args(parser: argparse.ArgumentParser, formats: tuple[str, ...], ch
 
 
 def ports_arg(args) -> PortSet | None:
-    if not args.ports:
+    """Every --ports given, as one set; None (any port) only when the option is absent: an empty value
+    is a mistake, not a wish for every port."""
+    if args.ports is None:
         return None
     try:
-        return parse_ports(args.ports)
+        return parse_ports(",".join(args.ports))
     except ValueError as exc:
-        raise PolicycError(Diagnostic.simple(f"--ports: {exc}")) from None
+        raise PolicycError(Diagnostic.simple(f"--ports: {exc}", code="invalid-argument")) from None
 
 
 def parse_target(inventory, text: str, option: str) -> Target:
@@ -59,7 +61,7 @@ def parse_target(inventory, text: str, option: str) -> Target:
         return Target(ref, reserved=(ref.removeprefix("reserved:"),))
     if "/" in ref:
         try:
-            return Target(ref, networks=(ipaddress.ip_network(ref),))
+            return Target(ref, networks=(unmapped(ipaddress.ip_network(ref)),))  # as a dual-stack socket sends
         except ValueError:
             try:
                 fixed = ipaddress.ip_network(ref, strict=False)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
+from ..compiler.source import read_text
 from .common import add_format_arg, structured, subcommand
 from .runtime_common import bpf_errors
 
@@ -51,9 +52,9 @@ def parse_attach(items: list[str], where: str) -> list[tuple[str, str]]:
 
 def attach_file_lines(path: str) -> list[tuple[str, str]]:
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise PolicycError(Diagnostic.simple(f"--attach-file {path}: {exc.strerror or exc}")) from None
+        lines = read_text(Path(path)).splitlines()
+    except PolicycError as exc:
+        raise PolicycError(Diagnostic.simple(f"--attach-file {path}: {exc.diagnostics[0].message}")) from None
     out = []
     for n, line in enumerate(lines, 1):
         text = line.split("#", 1)[0].strip()

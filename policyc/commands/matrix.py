@@ -16,10 +16,10 @@ from dataclasses import replace
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.evaluate import Evaluator, Flow
 from ..compiler.inventory import Inventory, external
-from ..compiler.ir import Endpoint, EndpointKind, PolicySet, Protocol
+from ..compiler.ir import CIDRPeer, Endpoint, EndpointKind, PolicySet, Protocol, unmapped
 from ..compiler.reachability import tables
 from .common import (add_inventory_arg, add_policy_args, load_inventory_arg, load_policy_args, parse_port,
-                     resolve_endpoints, subcommand, warn)
+                     resolve_endpoints, split_items, subcommand, warn)
 from .terminal import progress, say
 
 ALLOW, DENY, L7, SELF = ".", "X", "L", "-"
@@ -51,14 +51,10 @@ def register(sub) -> None:
 
 # ---- what the table is about
 
-def _items(values: list[str] | None) -> list[str]:
-    return [x.strip() for v in values or () for x in v.split(",") if x.strip()]
-
-
 def parse_ports(values: list[str]) -> list[tuple[int, Protocol]]:
     """``80/TCP``, ``8000-8010/TCP`` (each port of the range), comma-separated and repeatable."""
     out: list[tuple[int, Protocol]] = []
-    for item in _items(values):
+    for item in split_items(values, "--ports"):
         span, slash, proto = item.partition("/")
         first, dash, last = span.partition("-")
         if not dash:
@@ -81,25 +77,74 @@ def default_ports(policy: PolicySet, inventory: Inventory) -> list[tuple[int, Pr
     return sorted(found, key=lambda pp: (pp[1].label, pp[0]))
 
 
-def _cidr_endpoint(net) -> Endpoint:
-    """A CIDR row: an address of it outside the cluster, shown as the CIDR."""
-    host = net.network_address + 1 if net.num_addresses > 2 else net.network_address
-    return replace(external(host), name=str(net))
+def _first_outside(net, holes) -> object | None:
+    """The first address of ``net`` (past its network address, when it has more than two) in none of
+    ``holes``, or None when they cover it."""
+    at = net.network_address + 1 if net.num_addresses > 2 else net.network_address
+    for hole in sorted(holes, key=lambda h: h.network_address):
+        if at in hole:
+            at = hole.broadcast_address + 1 if hole.broadcast_address < net.broadcast_address else None
+            if at is None:
+                return None
+    return at if at <= net.broadcast_address else None
 
 
-def extra_endpoints(inventory: Inventory, values: list[str] | None) -> list[Endpoint]:
+def cidr_rows(policy: PolicySet, net) -> list[Endpoint]:
+    """A CIDR's rows: one per part of it that the rules' CIDRs and excepts tell apart, each computed
+    at an address of that part and named exactly (``169.254.0.0/16 except 169.254.169.254/32``), so a
+    verdict never speaks for addresses that would get another one. Nothing else tells addresses
+    outside the cluster apart (R7.1), so each part's verdict holds for all of it."""
+    cuts = {n for rule in policy.rules for peer in rule.peers if isinstance(peer, CIDRPeer)
+            for n in (peer.network,) + peer.excepts if n.version == net.version}
+
+    def parts(whole) -> list[Endpoint]:
+        inner = [c for c in cuts if c != whole and c.subnet_of(whole)]
+        top = sorted((c for c in inner if not any(c != o and c.subnet_of(o) for o in inner)),
+                     key=lambda c: c.network_address)
+        out = []
+        at = _first_outside(whole, top)
+        if at is not None:
+            name = str(whole) + (f" except {', '.join(map(str, top))}" if top else "")
+            out.append(replace(external(at), name=name))
+        return out + [row for c in top for row in parts(c)]
+
+    return parts(net)
+
+
+def cidr_endpoints(inventory: Inventory, policy: PolicySet, item: str) -> list[Endpoint] | None:
+    """``item`` written as a CIDR: its rows (a single address: that endpoint, as query finds it; an
+    IPv4-mapped one as IPv4), or None when it is no CIDR."""
+    try:
+        net = unmapped(ipaddress.ip_network(item, strict=False)) if "/" in item else None
+    except ValueError:
+        return None
+    if net is None:
+        return None
+    return [inventory.find(str(net.network_address))] if net.num_addresses == 1 else cidr_rows(policy, net)
+
+
+def extra_endpoints(inventory: Inventory, policy: PolicySet, values: list[str] | None) -> list[Endpoint]:
     out = []
-    for item in _items(values):
-        try:
-            net = ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            try:
-                out.append(inventory.find(item))  # a node name, ns/pod, or an address (of a node: the node)
-            except PolicycError as exc:
-                raise PolicycError(Diagnostic.simple(f"--external: {exc.diagnostics[0].message}; or a CIDR",
-                                                     code="invalid-argument")) from None
+    for item in split_items(values, "--external"):
+        rows = cidr_endpoints(inventory, policy, item)
+        if rows is not None:
+            out += rows
             continue
-        out.append(inventory.find(str(net.network_address)) if net.num_addresses == 1 else _cidr_endpoint(net))
+        try:
+            out.append(inventory.find(item))  # a node name, ns/pod, or an address (of a node: the node)
+        except PolicycError as exc:
+            raise PolicycError(Diagnostic.simple(f"--external: {exc.diagnostics[0].message}; or a CIDR",
+                                                 code="invalid-argument")) from None
+    return out
+
+
+def picked(inventory: Inventory, policy: PolicySet, refs: list[str], option: str) -> list[Endpoint]:
+    """The rows (--from) or columns (--to) asked for: a CIDR is its rows (as --external makes them),
+    anything else what query's --from resolves."""
+    out: list[Endpoint] = []
+    for ref in refs:
+        rows = cidr_endpoints(inventory, policy, ref)
+        out += rows if rows is not None else resolve_endpoints(inventory, [ref], option)
     return out
 
 
@@ -183,14 +228,14 @@ def run(args) -> int:
         ports = default_ports(policy, inventory) or [(80, Protocol.TCP)]
         warn(args, f"no --ports given: {len(ports)} port(s) the inventory's containers and the rules name: "
                    + ", ".join(f"{p}/{proto.label}" for p, proto in ports))
+    srcs = picked(inventory, policy, args.src or [], "--from")
+    dsts = picked(inventory, policy, args.dst or [], "--to")
+    # an address or CIDR asked for with --from/--to is a row and a column, as if given with --external
     endpoints = list(dict.fromkeys(list(inventory.pods) + list(inventory.nodes)
-                                   + extra_endpoints(inventory, args.external)))
+                                   + extra_endpoints(inventory, policy, args.external) + srcs + dsts))
     index = {ep: k for k, ep in enumerate(endpoints)}
-    rows = {index[ep] for ep in resolve_endpoints(inventory, args.src, "--from")} if args.src else None
-    cols = {index[ep] for ep in resolve_endpoints(inventory, args.dst, "--to")} if args.dst else None
-    for chosen, option in ((rows, "--from"), (cols, "--to")):
-        if chosen is not None and not chosen:
-            raise PolicycError(Diagnostic.simple(f"{option}: none of these endpoints is a row of the table"))
+    rows = {index[ep] for ep in srcs} if args.src else None
+    cols = {index[ep] for ep in dsts} if args.dst else None
     if args.format == "json":
         write_json(policy, endpoints, ports, sys.stdout, rows, cols)
     elif args.format in ("csv", "yaml"):
@@ -201,7 +246,7 @@ def run(args) -> int:
         else:
             writer = csv.DictWriter(sys.stdout, fieldnames=FIELDS, lineterminator="\n")
             writer.writeheader()
-            writer.writerows({**f, "l7": f.get("l7", False)} for f in flows)
+            writer.writerows({**f, "l7": "true" if f.get("l7") else "false"} for f in flows)  # as JSON spells it
     else:
         print_tables(args, policy, endpoints, ports, rows, cols)
     return 0

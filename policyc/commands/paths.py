@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..compiler.chains import chain_json, chain_text
 from ..compiler.diagnostics import Diagnostic, PolicycError
+from ..compiler.portset import label
 from .common import structured, subcommand
 from .graphcli import ENDPOINT_HELP, add_graph_args, avoid, load_graph, places, ports_arg
 from .terminal import say
@@ -22,7 +23,7 @@ def register(sub) -> None:
         sub, "paths", "shortest chains of allowed connections from SRC to DST (exit 1 when one exists)", EXAMPLES,
         "Chains of connections the policies allow, hop after hop (each hop: egress of its source and ingress of "
         "its destination), shortest first; outside addresses start and end chains but never relay them "
-        "(docs/paths.md). Exit status 0: no chain; 1: a chain exists.")
+        "(docs/paths.md).", answer_no="a chain exists (within --max-hops and --ports): the gate's \"no\"")
     parser.add_argument("src", metavar="SRC", help=f"where chains start: {ENDPOINT_HELP}")
     parser.add_argument("dst", metavar="DST", help="where chains end, same forms as SRC")
     add_graph_args(parser, ("text", "json", "yaml"))
@@ -42,7 +43,7 @@ def run(args) -> int:
                          avoid(conn, args), conn.pinned(src, dst))
     ends = (frozenset(ep.display for ep in src.endpoints), frozenset(ep.display for ep in dst.endpoints))
     if args.format == "text":
-        say(_text(conn, args, chains, ends))
+        say(_text(conn, args, ports, chains, ends))
     else:
         print(structured({"from": args.src, "to": args.dst, "max_hops": args.max_hops,
                     "ports": ports.texts() if ports else None, "trust_nodes": args.trust_nodes,
@@ -50,16 +51,17 @@ def run(args) -> int:
     return 1 if chains else 0
 
 
-def _limits(args) -> str:
-    parts = [f"within {args.max_hops} hops" if args.max_hops else "", f"on {args.ports}" if args.ports else "",
+def _limits(args, ports) -> str:
+    parts = [f"within {args.max_hops} hops" if args.max_hops else "", f"on {label(ports.texts())}" if ports else "",
              "through no node" if args.trust_nodes else ""]
     return "".join(" " + p for p in parts if p)
 
 
-def _text(conn, args, chains, ends) -> str:
+def _text(conn, args, ports, chains, ends) -> str:
+    limits = _limits(args, ports)
     if not chains:
-        return f"no chain of allowed connections from {args.src} to {args.dst}{_limits(args)}"
-    lines = [f"{len(chains)} chain{'s' if len(chains) > 1 else ''} from {args.src} to {args.dst}{_limits(args)}:"]
+        return f"no chain of allowed connections from {args.src} to {args.dst}{limits}"
+    lines = [f"{len(chains)} chain{'s' if len(chains) > 1 else ''} from {args.src} to {args.dst}{limits}:"]
     for n, chain in enumerate(chains, 1):
         lines += [""] + [f"{n}) {line}" if i == 0 else line for i, line in enumerate(chain_text(conn, chain, *ends))]
     return "\n".join(lines)

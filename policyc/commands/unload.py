@@ -1,7 +1,7 @@
 """`policyc unload`: detach and unpin a loaded artifact; works from the pins alone after a crash."""
 from __future__ import annotations
 
-from .common import subcommand
+from .common import add_format_arg, structured, subcommand
 from .runtime_common import bpf_errors
 
 EXAMPLES = """
@@ -12,6 +12,7 @@ policyc unload shop
 def register(sub) -> None:
     parser = subcommand(sub, "unload", "detach and remove a loaded artifact (idempotent)", EXAMPLES)
     parser.add_argument("name", metavar="NAME")
+    add_format_arg(parser)
     parser.set_defaults(run=run)
 
 
@@ -20,6 +21,9 @@ def run(args) -> int:
 
     with bpf_errors():
         detached = unload(args.name)
+    if args.format != "text":
+        print(structured({"name": args.name, "detached": detached}, args.format))
+        return 0
     print(f"unloaded {args.name}: {len(detached)} attachment(s) detached" if detached
           else f"unloaded {args.name} (nothing was attached)")
     return 0

@@ -18,6 +18,9 @@ policyc validate policies/ -o sarif > policyc.sarif   # upload to code scanning
 def register(sub) -> None:
     parser = subcommand(sub, "validate", "parse and validate policies", EXAMPLES)
     add_policy_args(parser, ("text", "json", "yaml", "sarif"))
+    parser.add_argument("--allow-no-policies", action="store_true",
+                        help="inputs without any network policy are valid, not an error (a pre-commit hook is "
+                        "given whichever YAML files changed)")
     parser.set_defaults(run=run)
 
 
@@ -26,7 +29,8 @@ def run(args) -> int:
     result = build_policy_set(docs, args.cluster_name)
     result.diagnostics[:0] = problems  # files that did not parse or were empty, then the parsed ones
     policy = result.policy
-    if not policy.policies and not any(d.severity is Severity.ERROR for d in result.diagnostics):
+    if not policy.policies and not args.allow_no_policies \
+            and not any(d.severity is Severity.ERROR for d in result.diagnostics):
         result.diagnostics.append(no_policies(args.paths, "nothing was validated"))
     errors = [d for d in result.diagnostics if d.severity is Severity.ERROR]
     if args.format == "sarif":

@@ -21,11 +21,12 @@ policyc verify policies/ --spec invariants.yaml -o junit > verify.xml   # one te
 
 
 def register(sub) -> None:
-    parser = subcommand(sub, "verify", "prove the invariants of a spec file for every flow (Z3)", EXAMPLES)
+    parser = subcommand(sub, "verify", "prove the invariants of spec files for every flow (Z3)", EXAMPLES,
+                        answer_no="an invariant fails")
     add_policy_args(parser, ("text", "json", "yaml", "junit"))
-    parser.add_argument("--spec", required=True, metavar="SPEC",
+    parser.add_argument("--spec", required=True, action="append", metavar="SPEC",
                         help="invariants: mustAllow, mustDeny, isolation, defaultDeny, worldOnly, noPath, "
-                             "maxBlastRadius (docs/spec.md)")
+                        "maxBlastRadius (docs/spec.md); repeatable: the invariants of every file")
     add_inventory_arg(parser, required=False)
     parser.set_defaults(run=run)
 
@@ -40,16 +41,19 @@ def _text(o: Outcome) -> str:
 
 
 def vacuous(spec, inventory) -> list[Diagnostic]:
-    """Warnings for selectors that match no pod of the inventory: their invariants hold for these pods
-    only because there are none (a typo would pass as a proof)."""
+    """Warnings for selectors and namespaces that match no pod of the inventory: their invariants hold
+    for these pods only because there are none (a typo would pass as a proof)."""
     out = []
+    namespaces = {ep.namespace for ep in inventory.pods}
     for inv in spec.invariants:
-        for peer in (getattr(inv, a) for a in ("src", "dst", "a", "b") if hasattr(inv, a)):
-            if isinstance(peer, Pods) and not any(peer.selector.matches(subject_labels(ep)) for ep in inventory.pods):
-                loc = inv.location
-                out.append(Diagnostic(Severity.WARNING, f"{peer} matches no pod of the inventory: {inv.kind} "
-                                      f"{inv.name!r} holds for the inventory without checking anything",
-                                      loc.file, loc.line, loc.column, loc.field, "vacuous-invariant"))
+        empty = [str(peer) for peer in (getattr(inv, a) for a in ("src", "dst", "a", "b") if hasattr(inv, a))
+                 if isinstance(peer, Pods) and not any(peer.selector.matches(subject_labels(ep))
+                                                       for ep in inventory.pods)]
+        empty += [f"namespace {ns!r}" for ns in getattr(inv, "namespaces", ()) if ns not in namespaces]
+        loc = inv.location
+        out += [Diagnostic(Severity.WARNING, f"{what} matches no pod of the inventory: {inv.kind} {inv.name!r} "
+                           "holds for the inventory without checking anything", loc.file, loc.line, loc.column,
+                           loc.field, "vacuous-invariant") for what in empty]
     return out
 
 

@@ -18,7 +18,7 @@ from .inventory import Inventory
 from .ir import PolicySet
 from .lower import Datapath, lower
 from .mapdata import MapSpec, build_maps, encode_maps_bin
-from .source import expand_paths, read_text
+from .source import STDIN, STDIN_NAME, expand_paths, read_capped, read_text
 
 FORMAT = "policyc-artifact/1"
 SOURCE, OBJECT = "policyc.bpf.c", "policyc.bpf.o"
@@ -40,14 +40,6 @@ def _json(value) -> bytes:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def input_files(paths: list[str]) -> list[Path]:
-    """Every file behind the given paths (directories expanded), in a stable order."""
-    out = []
-    for p in map(Path, paths):
-        out += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    return out
 
 
 def rules_json(dp: Datapath) -> list[dict]:
@@ -129,7 +121,8 @@ def compile_artifact(policy: PolicySet, inventory: Inventory, out: Path, inputs:
     manifest = {
         "format": FORMAT,
         "policyc_version": __version__,
-        "inputs": [{"path": str(f), "sha256": _sha256(f.read_bytes())} for f in input_files(inputs)],
+        "inputs": [{"path": STDIN_NAME if str(f) == STDIN else str(f), "sha256": _sha256(read_capped(f))}
+                   for f in expand_paths(inputs)],
         "clang": clang_version(),
         "features": dp.features.as_dict(),
         "l7": l7,

@@ -86,13 +86,26 @@ class PolicycError(Exception):
 
 
 def render(diagnostics, fmt: str = "text", version: str = "") -> str:
-    """Diagnostics as text, JSON, YAML or SARIF (then each one is a result, so code scanning shows it)."""
+    """Diagnostics as text, JSON, YAML, markdown or SARIF (then each one is a result, so code scanning shows it)."""
     if fmt == "sarif":
         return render_sarif(diagnostics, version)
     if fmt in ("json", "yaml"):
         data = {"diagnostics": [d.to_json() for d in diagnostics]}
         return json.dumps(data, indent=2) if fmt == "json" else yaml.safe_dump(data, sort_keys=False).rstrip("\n")
+    if fmt == "markdown":
+        return render_markdown(diagnostics)
     return "\n".join(str(d) for d in diagnostics)
+
+
+def render_markdown(diagnostics) -> str:
+    """A table for the pull-request comment a CI step posts, so invalid input is never an empty comment."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    errors = sum(d.severity is Severity.ERROR for d in diagnostics)
+    rows = [f"| {d.severity.value} | {cell(d.location)} | {cell(d.field)} | {cell(d.message)} |" for d in diagnostics]
+    return "\n".join([f"### policyc: invalid input, {errors} error(s)", "", "| severity | where | field | message |",
+                      "|---|---|---|---|"] + rows)
 
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 
 from .cliselector import format_peer
 from .evaluate import DirectionVerdict, Reason, Verdict
-from .ir import Rule
+from .ir import Direction, Rule
 
 WIDTH = 100  # explanation lines wrap here, continuation lines indented
 _REASONS = {
@@ -48,14 +49,24 @@ def direction_text(v: DirectionVerdict) -> str:
     return head
 
 
+def ports_text(ports) -> str:
+    """A rule's ports as the command line writes them (``80/TCP``, ``*/any``), L7 filters in words."""
+    def one(pm) -> str:
+        plain = str(replace(pm, l7=None))
+        return f"{plain} with {pm.l7.kind.upper() if pm.l7.kind in ('http', 'dns') else pm.l7.kind} rules" \
+            if pm.l7 else plain
+    return ", ".join(one(pm) for pm in ports)
+
+
 def near_miss_text(rule: Rule, missed: str, v: Verdict) -> str:
     """One rule that would have allowed the flow but for its port or its peer."""
     f = v.flow
     if missed == "port":
-        ports = ", ".join(str(pm) for pm in rule.ports)
-        return f"{rule_ref(rule)} would have allowed this but for port {f.port}/{f.protocol.label} (it allows {ports})"
+        return (f"{rule_ref(rule)} would have allowed this but for port {f.port}/{f.protocol.label} "
+                f"(it allows {ports_text(rule.ports)})")
     peers = " | ".join(format_peer(p) for p in rule.peers)
-    return f"{rule_ref(rule)} allows this port, but from/to {peers}"
+    side = "from" if rule.direction is Direction.INGRESS else "to"
+    return f"{rule_ref(rule)} allows this port, but only {side} {peers}"
 
 
 def verdict_text(v: Verdict, near: dict | None = None) -> str:

@@ -16,12 +16,12 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .diagnostics import Diagnostic, PolicycError
+from .diagnostics import Diagnostic, PolicycError, Severity
 from .entities import FIRST_CLUSTER_ID, RESERVED_IDS, reserved_label, world_labels
 from .ir import (CLUSTER_KEY, DEFAULT_CLUSTER, NAMESPACE_KEY,
                  NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Endpoint,
-                 EndpointKind, Identity, IPAddress, Label, NamedPort, Protocol)
-from .source import Document, load_documents
+                 EndpointKind, Identity, IPAddress, Label, NamedPort, Protocol, unmapped)
+from .source import Document, kube_objects, load_documents
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Inventory:
     endpoints: tuple[Endpoint, ...] = ()
     namespaces: dict = field(default_factory=dict)  # name -> labels
     cluster: str = DEFAULT_CLUSTER
+    diagnostics: tuple[Diagnostic, ...] = ()  # what the dump leaves unknown or ambiguous (warnings, notes)
     host_network: dict = field(default_factory=dict)  # "ns/pod" of a hostNetwork pod -> its node's name
 
     @property
@@ -61,7 +62,7 @@ class Inventory:
                     f"{node or '(spec.nodeName unset)'} is not in the inventory"))
             return found[0]
         try:
-            ip = ipaddress.ip_address(ref)
+            ip = unmapped(ipaddress.ip_address(ref))
         except ValueError:
             names = [e.display for e in self.endpoints]
             close = difflib.get_close_matches(ref, names, n=1, cutoff=0.6)
@@ -148,15 +149,16 @@ def _ips(doc: Document, path: tuple, status: dict) -> tuple[IPAddress, ...]:
 
 
 def _named_ports(doc: Document, path: tuple, spec: dict) -> tuple[NamedPort, ...]:
+    """Every container port is checked (a typo is no port); the named ones are kept (R8.4)."""
     ports = []
     for ci, cont in enumerate(_get(doc, spec, path + ("spec",), "containers", list)):
         cpath = path + ("spec", "containers", ci)
         if not isinstance(cont, dict):
             raise PolicycError(doc.diag(cpath, "a container must be a mapping"))
         for pi, port in enumerate(_get(doc, cont, cpath, "ports", list)):
-            if not isinstance(port, dict) or not port.get("name"):
-                continue
             where = cpath + ("ports", pi)
+            if not isinstance(port, dict):
+                raise PolicycError(doc.diag(where, "a container port must be a mapping"))
             number = port.get("containerPort")
             try:
                 proto = Protocol.parse(str(port.get("protocol") or "TCP"))
@@ -166,21 +168,17 @@ def _named_ports(doc: Document, path: tuple, spec: dict) -> tuple[NamedPort, ...
                     or not isinstance(number, int) or not 1 <= number <= 65535:
                 raise PolicycError(doc.diag(where, "container port needs a containerPort 1-65535 "
                                                    "and protocol TCP, UDP or SCTP"))
-            ports.append(NamedPort(str(port["name"]).lower(), number, proto))
+            if port.get("name"):
+                ports.append(NamedPort(str(port["name"]).lower(), number, proto))
     return tuple(ports)
 
 
 def _objects(docs: list[Document]):
-    """(document, path, object) for every item, unfolding ``kind: List``."""
+    """(document, path, object) for every item, lists unfolded."""
     for doc in docs:
-        if not isinstance(doc.value, dict):
-            continue
-        if str(doc.value.get("kind", "")).endswith("List"):
-            for i, item in enumerate(_get(doc, doc.value, (), "items", list)):
-                if isinstance(item, dict):
-                    yield doc, ("items", i), item
-        else:
-            yield doc, (), doc.value
+        for path, obj in kube_objects(doc):
+            if isinstance(obj, dict):
+                yield doc, path, obj
 
 
 def _name(doc: Document, meta: dict, path: tuple, what: str) -> str:
@@ -222,23 +220,71 @@ def _annotated_addresses(doc: Document, path: tuple, meta: dict) -> list[IPAddre
     return out
 
 
+FINISHED = ("Succeeded", "Failed")  # a pod in these phases has no sandbox, so no endpoint and no identity
+
+
+def _where(doc: Document, path: tuple) -> tuple[str, int, int]:
+    line, col = doc.position(path)
+    return doc.file, line, col
+
+
+def _gaps(pods: list, namespaces: dict, node_names: set) -> list[Diagnostic]:
+    """What a partial dump (`kubectl get pods -A` alone) leaves unknown, said once per kind of gap."""
+    out = []
+    missing_ns = sorted({ns for ns, _, _ in pods if ns not in namespaces})
+    if missing_ns:
+        file, line, col = next(w for ns, _, w in pods if ns == missing_ns[0])
+        out.append(Diagnostic(Severity.WARNING, f"pods are in namespace(s) {', '.join(missing_ns)} but the inventory "
+                              "holds no Namespace object for them: their namespace labels are unknown, so "
+                              "namespaceSelector peers that ask for labels other than kubernetes.io/metadata.name "
+                              "do not match them; add `kubectl get namespaces -o yaml`", file, line, col,
+                              code="missing-namespaces"))
+    missing_nodes = sorted({node for _, node, _ in pods if node and node not in node_names})
+    if missing_nodes:
+        file, line, col = next(w for _, node, w in pods if node == missing_nodes[0])
+        out.append(Diagnostic(Severity.WARNING, f"pods run on node(s) {', '.join(missing_nodes)} that the inventory "
+                              "holds no Node object for: those nodes cannot be named, and their addresses answer "
+                              "as the world; add `kubectl get nodes -o yaml`", file, line, col, code="missing-nodes"))
+    return out
+
+
+def _shared_addresses(endpoints: list[Endpoint], where: dict) -> list[Diagnostic]:
+    """Two endpoints with one address: an address on the command line names only the first (find)."""
+    owner: dict = {}
+    out = []
+    for ep in endpoints:
+        for ip in ep.ips:
+            if ip in owner:
+                file, line, col = where[ep.display]
+                out.append(Diagnostic(Severity.WARNING, f"{ep.display} has the address {ip} of {owner[ip].display}: "
+                                      f"an address on the command line names {owner[ip].display}", file, line, col,
+                                      code="duplicate-address"))
+            else:
+                owner[ip] = ep
+    return out
+
+
 def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inventory:
     namespaces: dict[str, dict] = {}
     pods, nodes = [], []
+    seen: dict[str, str] = {}
     for doc, path, obj in _objects(docs):
         kind = obj.get("kind")
         if kind not in ("Namespace", "Pod", "Node"):
             continue
         meta = _get(doc, obj, path, "metadata", dict)
         if kind == "Namespace":
-            namespaces[_name(doc, meta, path, "namespace")] = _labels(doc, meta, path + ("metadata",))
+            name = _name(doc, meta, path, "namespace")
+            _once(seen, doc, path, f"namespace {name}")
+            namespaces[name] = _labels(doc, meta, path + ("metadata",))
         else:
             (pods if kind == "Pod" else nodes).append((doc, path, obj, meta))
 
     # Cilium numbers identities as it meets them; we sort label sets for reproducible numbers.
     raw_pods = []
+    diagnostics: list[Diagnostic] = []
+    where: dict[str, tuple] = {}
     host_network: dict[str, str | None] = {}
-    seen: dict[str, str] = {}
     for doc, path, obj, meta in pods:
         name = _name(doc, meta, path, "pod")
         ns = meta.get("namespace")
@@ -246,6 +292,11 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
             raise PolicycError(doc.diag(path + ("metadata",), f"pod {name!r} without metadata.namespace "
                                         "(`kubectl get pods -A -o yaml` prints it)"))
         _once(seen, doc, path, f"pod {ns}/{name}")
+        status = _get(doc, obj, path, "status", dict)
+        if status.get("phase") in FINISHED:
+            diagnostics.append(Diagnostic(Severity.INFO, f"pod {ns}/{name} is {status['phase']}: it has no "
+                                          "endpoint and is left out", *_where(doc, path), code="finished-pod"))
+            continue
         spec = _get(doc, obj, path, "spec", dict)
         if spec.get("hostNetwork") is True:  # the node's identity and addresses, no endpoint of its own
             host_network[f"{ns}/{name}"] = str(spec["nodeName"]) if spec.get("nodeName") else None
@@ -254,7 +305,8 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
         labels = pod_labels(_labels(doc, meta, path + ("metadata",)), ns,
                             namespaces.get(ns, {"kubernetes.io/metadata.name": ns}), str(sa), cluster)
         node = spec.get("nodeName")
-        raw_pods.append((name, ns, labels, _ips(doc, path, _get(doc, obj, path, "status", dict)),
+        where[f"{ns}/{name}"] = _where(doc, path)
+        raw_pods.append((name, ns, labels, _ips(doc, path, status),
                          _named_ports(doc, path, spec), str(node) if node else None, str(sa)))
     ids = {lbls: FIRST_CLUSTER_ID + i for i, lbls in enumerate(sorted({p[2] for p in raw_pods}, key=sorted))}
     endpoints = [Endpoint(EndpointKind.POD, name, ns, ips, Identity(ids[lbls], lbls), ports, node, sa)
@@ -263,6 +315,7 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
     for doc, path, obj, meta in nodes:
         name = _name(doc, meta, path, "node")
         _once(seen, doc, path, f"node {name}")
+        where[name] = _where(doc, path)
         status = _get(doc, obj, path, "status", dict)
         addrs = []
         for ai, addr in enumerate(_get(doc, status, path + ("status",), "addresses", list)):
@@ -276,8 +329,12 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
         endpoints.append(Endpoint(EndpointKind.NODE, name, "", tuple(addrs),
                                   Identity(RESERVED_IDS["remote-node"],
                                            node_labels(_labels(doc, meta, path + ("metadata",))))))
+    diagnostics += _gaps([(ep.namespace, ep.node, where[ep.display]) for ep in endpoints
+                          if ep.kind is EndpointKind.POD], namespaces,
+                         {ep.name for ep in endpoints if ep.kind is EndpointKind.NODE})
     endpoints.sort(key=lambda e: (e.kind.value, e.namespace, e.name))
-    return Inventory(tuple(endpoints), namespaces, cluster, host_network)
+    diagnostics += _shared_addresses(endpoints, where)  # in find()'s order
+    return Inventory(tuple(endpoints), namespaces, cluster, tuple(diagnostics), host_network)
 
 
 def load_inventory(paths: list[str | Path], cluster: str = DEFAULT_CLUSTER) -> Inventory:

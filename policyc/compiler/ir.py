@@ -23,6 +23,18 @@ from typing import Union
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
+def unmapped(value):
+    """An IPv4-mapped IPv6 address or prefix (``::ffff:a.b.c.d``) as the IPv4 one: a dual-stack socket
+    connecting to ``::ffff:169.254.169.254`` sends IPv4 packets to 169.254.169.254, and policyc's datapath
+    keeps IPv4 in that very range of its one trie, so an address asked about is answered as IPv4 (R7.7b)."""
+    if isinstance(value, ipaddress.IPv6Address):
+        return value.ipv4_mapped or value
+    if isinstance(value, ipaddress.IPv6Network) and value.prefixlen >= 96 and value.subnet_of(IPV4_MAPPED):
+        return ipaddress.ip_network(f"{value.network_address.ipv4_mapped}/{value.prefixlen - 96}")
+    return value
 
 ANY_SOURCE = "any"
 NAMESPACE_KEY = "io.kubernetes.pod.namespace"

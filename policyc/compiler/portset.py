@@ -14,6 +14,7 @@ from .ir import Endpoint, PortMatch, Protocol, Rule
 
 PROTOCOLS = (Protocol.TCP, Protocol.UDP, Protocol.SCTP, Protocol.ICMP, Protocol.ICMPV6)
 MAX_PORT = 65535
+MAX_ICMP_TYPE = 255  # an ICMP type is one byte; a policy's icmps refuse more too
 
 Span = tuple[Protocol, int, int]
 
@@ -155,6 +156,8 @@ def parse_ports(text: str) -> PortSet:
         first, last = int(lo), int(hi or lo)
         if not first <= last <= MAX_PORT:
             raise ValueError(f"invalid port {item!r}: ports are 0-65535, first <= last")
+        if protocol.family and where != "*" and last > MAX_ICMP_TYPE:
+            raise ValueError(f"invalid port {item!r}: ICMP and ICMPv6 types are 0-{MAX_ICMP_TYPE}")
         protocols = (Protocol.TCP, Protocol.UDP, Protocol.SCTP) if protocol is Protocol.ANY else (protocol,)
         spans += [(p, first, last) for p in protocols]
     if not spans:

@@ -8,6 +8,7 @@ memory instead of crashing or expanding.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,8 +200,37 @@ def parse_text(text: str, file: str) -> list[Document]:
     return composer.docs
 
 
+def kube_objects(doc: Document, path: tuple = (), value=None):
+    """(path, object) of every Kubernetes object in a document, lists unfolded: ``kind: List`` (what
+    kubectl prints), typed lists such as ``CiliumNetworkPolicyList`` (what the API, client-go and backup
+    tools return), and lists inside lists. An item of a typed list that lacks kind or apiVersion (the
+    API serves them so) takes the list's."""
+    value = doc.value if value is None and not path else value
+    kind = value.get("kind") if isinstance(value, dict) else None
+    if not (isinstance(kind, str) and kind.endswith("List") and value.get("items") is not None):
+        yield path, value
+        return
+    if not isinstance(value["items"], list):
+        raise PolicycError(doc.diag(path + ("items",), f"must be a list, not {type(value['items']).__name__}"))
+    item_kind = kind.removesuffix("List")
+    for i, item in enumerate(value["items"]):
+        if item_kind and isinstance(item, dict):
+            item = {"apiVersion": value.get("apiVersion"), "kind": item_kind, **item}
+        yield from kube_objects(doc, path + ("items", i), item)
+
+
 def _language(file: str) -> str:
     return "JSON" if file.lower().endswith(".json") else "YAML"
+
+
+def _over_limit(name: str, size: int | None) -> PolicycError:
+    """An input past MAX_FILE_BYTES: a regular file by its size, a stream once the cap is read."""
+    cap = MAX_FILE_BYTES
+    limit = f"{cap // (1 << 20)} MiB" if cap % (1 << 20) == 0 else f"{cap // 1024} KiB"
+    what = f"file is {size} bytes" if size is not None else \
+        "input goes on past the cap (a stream or a device?), refused after reading that much"
+    return PolicycError(Diagnostic(Severity.ERROR, f"{what}: over the {limit} limit for one input", name,
+                                   code="input-too-large"))
 
 
 @functools.lru_cache(maxsize=1)
@@ -210,24 +240,32 @@ def _stdin_bytes() -> bytes:
     return sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
 
 
-def read_text(path: Path) -> str:
+def read_capped(path: Path | str) -> bytes:
+    """At most MAX_FILE_BYTES of one input, refused beyond: a regular file by its size, anything else
+    (standard input, a pipe, a device such as /dev/zero, /dev/stdin) by reading one byte past the cap,
+    so an endless stream costs bounded memory instead of all of it."""
     name = STDIN_NAME if str(path) == STDIN else str(path)
     try:
         if str(path) == STDIN:
             data = _stdin_bytes()
-            if len(data) > MAX_FILE_BYTES:
-                raise PolicycError(Diagnostic(Severity.ERROR, "standard input is over the "
-                                              f"{MAX_FILE_BYTES // (1024 * 1024)} MiB limit", name))
         else:
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                raise PolicycError(Diagnostic(Severity.ERROR, f"file is {size} bytes, over the "
-                                              f"{MAX_FILE_BYTES // (1024 * 1024)} MiB limit", name))
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size > MAX_FILE_BYTES:
+                    raise _over_limit(name, size)
+                data = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise PolicycError(Diagnostic(Severity.ERROR, f"cannot read: {exc.strerror}", name)) from None
     if b"\x00" in data:
         raise PolicycError(Diagnostic(Severity.ERROR, "binary file (contains NUL bytes), not YAML or JSON", name))
+    if len(data) > MAX_FILE_BYTES:
+        raise _over_limit(name, None)
+    return data
+
+
+def read_text(path: Path) -> str:
+    name = STDIN_NAME if str(path) == STDIN else str(path)
+    data = read_capped(path)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -235,21 +273,42 @@ def read_text(path: Path) -> str:
         raise PolicycError(Diagnostic(Severity.ERROR, "file is not valid UTF-8", name, line, 1)) from None
 
 
+def _hidden(path: Path, root: Path) -> bool:
+    """A dot-file or dot-directory below ``root`` (.git, .github, .pre-commit-config.yaml): never a
+    policy in a directory walk, as linters and `git ls-files` habits expect."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
 def expand_paths(paths) -> list[Path]:
-    """Files as given; directories recursively (.yaml, .yml, .json), in a stable order."""
+    """Files as given; directories recursively (.yaml, .yml, .json; dot-files and dot-directories
+    skipped), in a stable order; a file reached twice (``validate P P``, or P and P/sub) only once.
+    A broken symbolic link found in a directory is kept, for read_documents to report."""
     out: list[Path] = []
+    seen: set = set()
+
+    def add(path: Path) -> None:
+        key = path if str(path) == STDIN else path.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+
     for raw in paths:
         path = Path(raw)
         if str(raw) == STDIN:
-            out.append(path)
+            add(path)
         elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
-            out.extend(found)
+            for p in sorted(path.rglob("*")):
+                if p.suffix.lower() in SUFFIXES and not _hidden(p, path) and (p.is_file() or _broken_link(p)):
+                    add(p)
         elif path.exists():
-            out.append(path)
+            add(path)
         else:
             raise PolicycError(Diagnostic(Severity.ERROR, "no such file or directory", str(raw)))
     return out
+
+
+def _broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
 
 
 def read_documents(paths) -> tuple[list[Document], list[Diagnostic]]:
@@ -262,6 +321,10 @@ def read_documents(paths) -> tuple[list[Document], list[Diagnostic]]:
     problems: list[Diagnostic] = []
     named = {Path(p) for p in paths if not Path(p).is_dir()}
     for path in expand_paths(paths):
+        if _broken_link(path):
+            problems.append(Diagnostic(Severity.WARNING, f"broken symbolic link (to {os.readlink(path)}): skipped",
+                                       str(path), code="broken-link"))
+            continue
         try:
             found = parse_text(read_text(path), STDIN_NAME if str(path) == STDIN else str(path))
         except PolicycError as exc:

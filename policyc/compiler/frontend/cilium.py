@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from ..entities import ENTITY_NAMES, RESERVED, entity_selectors
 from ..ir import (L3_ONLY, Action, CIDRPeer, DefaultDeny, Direction, DNSRule, HTTPRule, L7Rules, Op, Origin, Peer,
                   PortMatch, Protocol, Requirement, Rule, Selector, SelectorPeer, SubjectKind)
+from .goregex import go_regex_error
 from .meta import CNP, Meta
 from .reader import FieldReader, origin_at
 from .selectors import parse_selector, scope_peer, scope_subject
-from .values import (MAX_PORTS, parse_cidr, parse_cidr_rule, parse_fqdn, parse_icmps, parse_port_number,
-                     parse_protocol, port_range)
+from .values import (MAX_PORTS, parse_cidr_rule, parse_fqdn, parse_icmps, parse_port_number, parse_protocol,
+                     policy_cidr, port_range)
 
 def parse_l7(r: FieldReader, value, path: tuple, direction: Direction, protocols: set, numbers: list) -> L7Rules | None:
     """L7 rules of a PortRule (R1.12, R1.19–R1.22, R9.x)."""
@@ -41,6 +42,11 @@ def parse_l7(r: FieldReader, value, path: tuple, direction: Direction, protocols
             if h.get("headerMatches"):
                 r.warn(where + ("headerMatches",), "headerMatches is not modelled: verdicts treat it as "
                                                    "matching every request", "unsupported-field")
+            for key in ("method", "path"):  # Cilium compiles both with Go's regexp and rejects the rule
+                problem = go_regex_error(r.text(h[key], where + (key,))) if h.get(key) is not None else None
+                if problem:
+                    r.error(where + (key,), f"{key} {h[key]!r} is not a valid regular expression ({problem}); "
+                                            "Cilium rejects the rule (R1.19b)", "invalid-regex")
             rules.append(HTTPRule(*(r.text(h[k], where + (k,)) if h.get(k) is not None else None
                                     for k in ("method", "path", "host")),
                                   tuple(r.text(x, where + ("headers", j))
@@ -151,7 +157,7 @@ def parse_peers(r: FieldReader, obj: dict, path: tuple, scope: _Scope, direction
             elif kind.endswith("CIDRSet"):
                 peers.append(parse_cidr_rule(r, item, where))
             elif kind.endswith("CIDR"):
-                peers.append(CIDRPeer(parse_cidr(r, item, where, bare_ip_ok=True)))  # R1.24, R7.4
+                peers.append(CIDRPeer(policy_cidr(r, item, where, bare_ip_ok=True)))  # R1.24, R7.4
             else:
                 peers.append(parse_fqdn(r, item, where))
     return tuple(dict.fromkeys(peers))
@@ -217,6 +223,8 @@ def parse_cilium_rule(r: FieldReader, value, path: tuple, kind: str, namespace: 
         if kind == CNP:
             subject = scope_subject(r, subject, namespace, path + ("endpointSelector",))
         subject_kind = SubjectKind.ENDPOINT
+    for section, _, _ in _SECTIONS:  # `egress: {}` is a section of the wrong type, not a missing one
+        r.sequence(obj, section, path)
     if not any(obj.get(s) for s, _, _ in _SECTIONS):  # Rule.Validate and the CRD schema refuse it
         r.fail(path, "a rule needs at least one of ingress, ingressDeny, egress, egressDeny; Cilium rejects "
                      "it (R1.5). To deny all traffic in a direction write `ingress: [{}]`", "empty-rule")

@@ -6,11 +6,13 @@ import difflib
 import re
 
 from ..entities import RESERVED
-from ..ir import (ANY_SOURCE, CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Op,
+from ..ir import (ANY_SOURCE, CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY, Label, Op,
                   Requirement, Selector)
 from .reader import FieldReader, kind_of
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_PREFIX = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 _OPS = {op.value: op for op in Op}
 
@@ -46,6 +48,7 @@ def parse_selector(r: FieldReader, value, path: tuple, default_source: str = ANY
         r.fail(path + ("matchLabels",), f"must be a mapping of label keys to values, not {kind_of(labels)}")
     for key, val in labels.items():
         where = path + ("matchLabels", key)
+        label_key(r, str(key), where)
         check_dotted_source(r, str(key), where)
         if val is None:
             val = ""
@@ -58,6 +61,7 @@ def parse_selector(r: FieldReader, value, path: tuple, default_source: str = ANY
         where = path + ("matchExpressions", i)
         expr = r.mapping(expr, where, ("key", "operator", "values"))
         key = r.text(expr.get("key"), where + ("key",), "key")
+        label_key(r, key, where + ("key",))
         check_dotted_source(r, key, where + ("key",))
         op_text = expr.get("operator")
         op = _OPS.get(op_text) if isinstance(op_text, str) else None
@@ -78,6 +82,20 @@ def parse_selector(r: FieldReader, value, path: tuple, default_source: str = ANY
         source, k = split_key(key_map(key), default_source)
         reqs.append(Requirement(source, k, op, tuple(sorted(set(values)))))
     return Selector(tuple(sorted(set(reqs))))
+
+def label_key(r: FieldReader, key: str, path: tuple) -> None:
+    """A pod-label key (bare or ``k8s:``/``any:``) is a Kubernetes qualified name, as Cilium's selector
+    validation and the API server require: ``[prefix/]name``, the name at most 63 characters of
+    alphanumerics and -_. inside, the prefix a lower-case DNS subdomain."""
+    source, rest = split_key(key, ANY_SOURCE)
+    if source not in (ANY_SOURCE, "k8s"):
+        return  # reserved:, cidr:, ... keys are Cilium's own
+    prefix, slash, name = rest.rpartition("/")
+    if not _LABEL_NAME.match(name) or (slash and not _LABEL_PREFIX.match(prefix)):
+        r.error(path, f"{key!r} is not a valid label key: [prefix/]name, the name at most 63 letters, digits, "
+                      "'-', '_' and '.' starting and ending with a letter or digit, the prefix a lower-case DNS "
+                      "name; Cilium rejects the selector (R1.6b)", "invalid-label-key")
+
 
 def label_value(r: FieldReader, value: str, path: tuple) -> None:
     """R1.6: selector values are Kubernetes label values (at most 63 characters, alphanumerics and -_. inside)."""
@@ -104,11 +122,19 @@ def scope_peer(sel: Selector, namespace: str | None, subject: Selector) -> Selec
 def scope_subject(r: FieldReader, sel: Selector, namespace: str, path: tuple) -> Selector:
     """R2.5: a CNP selects only its own namespace; a different namespace written in matchLabels is overwritten."""
     kept = []
+    own = frozenset({Label("k8s", NAMESPACE_KEY, namespace)})
     for req in sel.requirements:
         if req.source == "k8s" and req.key == NAMESPACE_KEY and req.op is Op.IN and len(req.values) == 1:
             if req.values[0] != namespace:
                 r.warn(path, f"namespace {req.values[0]!r} in the endpointSelector is overwritten with the "
                              f"policy's namespace {namespace!r} (R2.5)")
             continue
+        if req.key == NAMESPACE_KEY and not req.matches(own):  # Cilium keeps it: nothing can match
+            wanted = f"namespace {req.values[0]!r}" if req.op is Op.IN and len(req.values) == 1 else f"'{req}'"
+            how = " without the k8s: prefix" if req.source != "k8s" else ""
+            r.warn(path, f"the endpointSelector asks for {wanted}{how}, which Cilium keeps beside the policy's own "
+                         f"namespace {namespace!r}: the rule selects no pod (R2.5). Only "
+                         "k8s:io.kubernetes.pod.namespace in matchLabels is replaced; a CiliumNetworkPolicy applies "
+                         "in its own namespace", "subject-never-matches")
         kept.append(req)
     return Selector(tuple(kept)).with_requirements(namespace_requirement(namespace))

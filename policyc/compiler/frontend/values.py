@@ -5,7 +5,7 @@ import difflib
 import ipaddress
 import re
 
-from ..ir import CIDRPeer, FQDNPeer, PortMatch, Protocol
+from ..ir import CIDRPeer, FQDNPeer, PortMatch, Protocol, unmapped
 from .reader import UNSUPPORTED, FieldReader, Invalid, kind_of
 
 MAX_PORTS = 40  # R1.5 PortRule.ports and R1.27 ICMP fields
@@ -44,6 +44,18 @@ def parse_cidr(r: FieldReader, value, path: tuple, bare_ip_ok: bool):
     except ValueError:
         r.fail(path, f"invalid CIDR {text!r}")
 
+def policy_cidr(r: FieldReader, value, path: tuple, bare_ip_ok: bool):
+    """A CIDR of a policy rule; an IPv4-mapped IPv6 one is kept as written (Cilium keeps the families
+    apart, so it matches only IPv6 packets carrying such addresses) but warned about: it never matches
+    the IPv4 traffic its author meant."""
+    net = parse_cidr(r, value, path, bare_ip_ok)
+    if unmapped(net) != net:
+        r.warn(path, f"{value} is an IPv4-mapped IPv6 prefix: it matches no IPv4 packet (traffic to "
+                     f"{unmapped(net)} carries IPv4 addresses, which Cilium keeps apart from IPv6); write "
+                     f"{unmapped(net)} (R1.24b)", "ipv4-mapped-cidr")
+    return net
+
+
 def parse_cidr_rule(r: FieldReader, value, path: tuple, cidr_key: str = "cidr") -> CIDRPeer:
     """A CIDRRule (R1.25, R1.26) or a KNP ipBlock (R12.5)."""
     obj = r.mapping(value, path, (cidr_key, "except"))
@@ -51,11 +63,11 @@ def parse_cidr_rule(r: FieldReader, value, path: tuple, cidr_key: str = "cidr") 
         if any(key in UNSUPPORTED for key in obj):
             raise Invalid  # a CIDR group instead of a cidr: already reported as unsupported
         r.fail(path, f"missing field {cidr_key!r}")
-    net = parse_cidr(r, obj[cidr_key], path + (cidr_key,), bare_ip_ok=False)
+    net = policy_cidr(r, obj[cidr_key], path + (cidr_key,), bare_ip_ok=False)
     excepts = []
     for i, ex in enumerate(r.sequence(obj, "except", path)):
         where = path + ("except", i)
-        sub = parse_cidr(r, ex, where, bare_ip_ok=False)
+        sub = policy_cidr(r, ex, where, bare_ip_ok=False)
         if sub.version != net.version:
             r.fail(where, f"except {sub} is not the same address family as {net}")
         if not sub.subnet_of(net):
@@ -142,7 +154,8 @@ def parse_protocol(r: FieldReader, value, path: tuple, knp: bool) -> tuple[Proto
                      "enable-extended-ip-protocols, V7) that policyc does not model: its verdicts would be wrong",
                      "unsupported-protocol")
     if text not in choices:
-        hint = f"; write {text.upper()!r}: the CRD's enum is upper case and the API server rejects {text!r}" \
+        schema = "NetworkPolicy's protocol is" if knp else "the CRD's enum is"
+        hint = f"; write {text.upper()!r}: {schema} upper case and the API server rejects {text!r}" \
             if text.upper() in choices else ""
         r.fail(path, f"unknown protocol {text!r}: expected one of {', '.join(choices)}{hint}", "invalid-protocol")
     if text == "ANY":

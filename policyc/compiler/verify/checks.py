@@ -450,8 +450,8 @@ def check_exposure(ctx: Context) -> list[Finding]:
                 out.append(_finding("PC011", rule, f"every {'/'.join(p.label for p in protocols)} port is open "
                                                    f"to {', '.join(world)}", witness=witness))
             else:
-                ports = ", ".join(str(pm) for pm in rule.ports)
-                out.append(_finding("PC010", rule, f"admits {', '.join(world)} on {ports}", witness=witness))
+                out.append(_finding("PC010", rule, f"admits {', '.join(world)} on {explain.ports_text(rule.ports)}",
+                                    witness=witness))
         if rule.origin.policy_kind == CCNP:
             for peer in rule.peers:
                 if isinstance(peer, SelectorPeer) and peer.kind == "endpoints" and any(

@@ -77,6 +77,7 @@ def selectors_of(rules, dds=()) -> list[Selector]:
 # Witness addresses outside the cluster (minimal_model): documentation ranges, one per side.
 DOC_ADDRESSES = ((ipaddress.IPv4Address("203.0.113.7"), ipaddress.IPv6Address("2001:db8::7")),
                  (ipaddress.IPv4Address("198.51.100.9"), ipaddress.IPv6Address("2001:db8::9")))
+PLAIN_PORTS = (443, 80)  # witness ports a reader recognises, used where the question allows any
 MAX_LABEL_PREFERENCES = 16  # label keys tried one by one when a witness pod cannot drop them all
 
 
@@ -444,9 +445,9 @@ class SymbolicFlow:
                 + self.space.pin_local(self, flow))
 
     def minimal_model(self, solver: z3.Solver, *assumptions, request: Request | None = None) -> z3.ModelRef:
-        """A model of ``solver`` (under ``assumptions``) that reads like a person's example: TCP,
-        addresses outside the cluster IPv4 from the documentation ranges, invented pods without the
-        labels the question does not need; where some encoded rule reads them, a handshake that
+        """A model of ``solver`` (under ``assumptions``) that reads like a person's example: TCP on
+        443 or 80, addresses outside the cluster IPv4 from the documentation ranges, invented pods
+        without the labels the question does not need; where some encoded rule reads them, a handshake that
         succeeds, an ordinary request and an ordinary DNS name (only then: string theory stays out
         of queries that need none). A preference stays only while the constraints still hold,
         one check each, so a witness is as plain as the question allows (never ``::``, nor a pod
@@ -465,6 +466,7 @@ class SymbolicFlow:
 
         try:
             keep(self.protocol == int(Protocol.TCP))
+            keep(z3.Or([self.port == p for p in PLAIN_PORTS]))  # one check: 443, not 256, where any port would do
             for term, v4, v6 in ((self.src, *DOC_ADDRESSES[0]), (self.dst, *DOC_ADDRESSES[1])):
                 keep(term.v4)
                 keep(term.ip4 == int(v4))

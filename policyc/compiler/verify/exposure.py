@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from ..cliselector import format_peer
 from ..entities import world_labels
 from ..ir import CIDRPeer, IPNetwork, Protocol, Rule, SelectorPeer
 
@@ -61,6 +62,13 @@ def _cidr_spans(peer: CIDRPeer) -> Spans:
     return _minus([_span(peer.network)], _merge(_span(x) for x in peer.excepts))
 
 
+def _peer_text(peer: SelectorPeer | CIDRPeer) -> str:
+    """A peer as the CLI spells it; a rule that names no peer says so rather than printing an empty selector."""
+    if isinstance(peer, SelectorPeer) and peer.kind == "wildcard":
+        return "every peer (the rule names none)"
+    return format_peer(peer)
+
+
 def world_peers(rule: Rule) -> list[str]:
     """The rule's peers that together admit every public address of IPv4 or IPv6 (R2.10: a selector that
     matches world does, whatever else it names); empty when the rule does not."""
@@ -69,13 +77,13 @@ def world_peers(rule: Rule) -> list[str]:
         selectors = [p for p in rule.peers if isinstance(p, SelectorPeer)
                      and any(s.matches(world_labels(version)) for s in p.selectors)]
         if selectors:
-            out += [str(p) for p in selectors if str(p) not in out]
+            out += [n for n in map(_peer_text, selectors) if n not in out]
             continue
         cidrs = [p for p in rule.peers if isinstance(p, CIDRPeer) and p.network.version == version]
         whole = _span(ipaddress.ip_network("0.0.0.0/0" if version == 4 else "::/0"))
         missing = _minus([whole], _merge(s for p in cidrs for s in _cidr_spans(p)))
         if cidrs and not _minus(missing, _merge(_span(ipaddress.ip_network(n)) for n in _NOT_PUBLIC[version])):
-            out += [str(p) for p in cidrs]
+            out += [_peer_text(p) for p in cidrs]
     return out
 
 

@@ -175,9 +175,10 @@ def to_z3(pattern: str) -> z3.ReRef:
         raise UnsupportedRegex(f"flags {flags.group(0)!r} (case-insensitive and other modes) are not supported")
     try:
         tree = _parser().parse(pattern)
-    except LarkError as exc:
-        raise UnsupportedRegex(f"cannot parse {pattern!r} as a supported RE2 pattern: "
-                               f"{str(exc).splitlines()[0]}") from None
+    except LarkError as exc:  # lark's own message lists grammar tokens: say where instead
+        column = getattr(exc, "column", -1)
+        where = f"at character {column}" if isinstance(column, int) and column > 0 else "at its end"
+        raise UnsupportedRegex(f"{pattern!r} uses syntax outside the analysed RE2 subset, {where}") from None
     return _Translator().alt(tree.children[0], True)
 
 

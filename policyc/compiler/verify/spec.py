@@ -16,7 +16,7 @@ from typing import Union
 from ..cliselector import looks_like_selector, parse_cli_selector
 from ..diagnostics import Diagnostic, PolicycError, Severity, format_path
 from ..frontend import FieldReader, Invalid, kind_of, parse_cidr
-from ..ir import NAMESPACE_KEY, Direction, IPNetwork, Op, Protocol, Requirement, Selector
+from ..ir import NAMESPACE_KEY, Direction, IPNetwork, Op, Protocol, Requirement, Selector, unmapped
 from ..source import Document, load_documents
 from .findings import Location
 
@@ -218,7 +218,7 @@ def parse_peer(r: FieldReader, value, path: tuple) -> Peer:
             r.fail(where, f"{ref!r} is not namespace/name")
         return NamedPod(ref, _location(r, where))
     if key == "cidr":
-        net = parse_cidr(r, val, where, bare_ip_ok=True)
+        net = unmapped(parse_cidr(r, val, where, bare_ip_ok=True))  # as query reads ::ffff:a.b.c.d
         return Addresses((net,), f"cidr:{net}")
     name = r.text(val, where, "entity")
     if name not in WORLD:
@@ -245,6 +245,8 @@ def parse_port(r: FieldReader, value, path: tuple) -> tuple[PortRange, ...]:
         first, last = int(first), int(end or first)
     if not 0 <= first <= last <= 65535:
         r.fail(path, f"invalid port range {span!r}: ports are 0-65535, first <= last")
+    if protocol in (Protocol.ICMP, Protocol.ICMPV6) and last > 255 and span != "*":
+        r.fail(path, f"invalid {protocol.label} type {span!r}: ICMP types are 0-255, as in a policy's icmps")
     protocols = _L4 if protocol is Protocol.ANY else (protocol,)
     return tuple(PortRange(p, first, last) for p in protocols)
 
@@ -354,17 +356,19 @@ _PARSERS = {"mustAllow": lambda r, n, loc, body, path: _flow(r, MustAllow, n, lo
             "noPath": _no_path, "maxBlastRadius": _max_blast_radius}
 
 
-def parse_invariant(r: FieldReader, value, path: tuple) -> Invariant:
+def parse_invariant(r: FieldReader, value, path: tuple, prefix: str = "") -> Invariant:
+    """One invariant; an unnamed one is called ``kind[index]``, after its file (``prefix``) when a run
+    reads several, so that names stay unique test-case names."""
     obj = r.mapping(value, path, ("name",) + KINDS)
     kinds = [k for k in KINDS if k in obj]
     if len(kinds) != 1:
         r.fail(path, f"needs exactly one of {', '.join(KINDS)}" + (f" (found {', '.join(kinds)})" if kinds else ""))
     kind = kinds[0]
-    name = r.text(obj["name"], path + ("name",), "name") if "name" in obj else f"{kind}[{path[-1]}]"
+    name = r.text(obj["name"], path + ("name",), "name") if "name" in obj else f"{prefix}{kind}[{path[-1]}]"
     return _PARSERS[kind](r, name, _location(r, path), obj[kind], path + (kind,))
 
 
-def _document(r: FieldReader) -> list[Invariant]:
+def _document(r: FieldReader, prefix: str = "") -> list[Invariant]:
     top = r.mapping(r.doc.value, (), ("apiVersion", "kind", "invariants"))
     for key, want in (("apiVersion", API_VERSION), ("kind", KIND)):
         if key in top and top[key] != want:
@@ -374,7 +378,7 @@ def _document(r: FieldReader) -> list[Invariant]:
     out = []
     for i, item in enumerate(r.sequence(top, "invariants", ())):
         try:
-            out.append(parse_invariant(r, item, ("invariants", i)))
+            out.append(parse_invariant(r, item, ("invariants", i), prefix))
         except Invalid:
             pass  # recorded; go on so that one run reports every bad invariant
     return out
@@ -383,10 +387,11 @@ def _document(r: FieldReader) -> list[Invariant]:
 def parse_spec(docs: list[Document], name: str = "") -> Spec:
     """Every invariant of every document; any error raises PolicycError with all of them."""
     invariants, diagnostics = [], []
+    several = len({doc.file for doc in docs}) > 1
     for doc in docs:
         r = FieldReader(doc)
         try:
-            invariants += _document(r)
+            invariants += _document(r, f"{doc.file}:" if several else "")
         except Invalid:
             pass
         diagnostics += r.diagnostics
@@ -405,8 +410,10 @@ def parse_spec(docs: list[Document], name: str = "") -> Spec:
     return Spec(tuple(invariants))
 
 
-def load_spec(path: str) -> Spec:
-    return parse_spec(load_documents([path]), path)
+def load_spec(paths: str | list[str]) -> Spec:
+    """One spec file, or several read as one (``verify --spec a --spec b``: every invariant of each)."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    return parse_spec(load_documents(paths), ", ".join(paths))
 
 
 def namespace_pods(namespace: str) -> Selector:
