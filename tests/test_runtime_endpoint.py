@@ -120,9 +120,10 @@ def test_feature_compiled_out_is_refused(tmp_path, capsys):
 
 
 def test_a_refused_change_leaves_nothing_in_a_kept_catalog(tmp_path):
-    """The agent keeps one catalog across changes.  A refused relabel tried the next free number for its label
-    set (one that pod=b rules match); the next new label set gets that number and must be lowered for its own
-    labels, not for what the refused one matched."""
+    """The agent keeps one catalog across changes.  A refused relabel (role=locked needs the deny checks the
+    artifact compiled out) tried the next free number for its label set, which pod=b rules do not match;
+    the next new label set gets that number and must be lowered for its own labels: pod=b, admitted by
+    x/a on 80 as x/b is."""
     require_kernel()
     art = compile_to(tmp_path / "deny", POLICIES + "---\n" + DENY)
     with loaded_name("pcrtest-ep7") as name:
@@ -131,11 +132,10 @@ def test_a_refused_change_leaves_nothing_in_a_kept_catalog(tmp_path):
         features = manifest_of(state)["features"]
         cat = catalog_of(state, features)
         with pytest.raises(PolicycError, match="compiled without"):
-            change(state, features, "relabel", "x/c", labels={"pod": "b", "role": "locked"}, catalog=cat)
-        moved = change(state, features, "relabel", "x/c", labels={"pod": "zzz"}, catalog=cat)
+            change(state, features, "relabel", "x/c", labels={"role": "locked"}, catalog=cat)
+        moved = change(state, features, "relabel", "x/c", labels={"pod": "b", "team": "t"}, catalog=cat)
         assert moved.new_identity
-        assert not passes(name, "to_pod", XC, XA)  # pod=zzz is not pod=b: x/a's policy admits it nowhere
-        assert passes(name, "to_pod", XB, XA)
+        assert passes(name, "to_pod", XC, XA) and not passes(name, "to_pod", XC, XA, dport=81)
 
 
 def test_artifact_without_sources_is_a_clear_error(art, tmp_path, capsys):
