@@ -75,10 +75,11 @@ def load(req: Request) -> LoadResult:
         check_owners(req.name, [iface for _, iface in req.attach], req.xdp)
         if pins.exists():
             return replace(req, artifact, pins, start)
-        return _load_new(req, artifact, pins, start)
+        return _load_new(req, artifact, pins, start, features, endpoints)
 
 
-def _load_new(req: Request, artifact: Path, pins: Path, start: float) -> LoadResult:
+def _load_new(req: Request, artifact: Path, pins: Path, start: float, features: dict,
+              endpoints: list[dict]) -> LoadResult:
     undo = Undo()
     try:
         node_ips = node_addresses(artifact, req.node_ips)
