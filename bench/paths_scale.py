@@ -9,12 +9,14 @@ in-process pass splits one run into loading, building the graph and each questio
     python3 bench/paths_scale.py --sizes 1000,5000,10000 --flavours k8s,cilium --out /tmp/paths-scale \\
         --json docs/bench-paths.json
     python3 bench/paths_scale.py --report docs/bench-paths.json
+    python3 bench/paths_scale.py --sizes 500,1000 --flavours open --repeat 1 --limit 300   # few policies
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -49,11 +51,28 @@ class Result:
     load: float
 
 
+# The "open" flavour: the cilium cluster's pods with one policy that selects none of them, a cluster
+# that has not adopted policies yet: every class reaches every class (docs/benchmarks.md, F16).
+NO_POLICY = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: selects-nothing, namespace: nothing-here}
+spec:
+  endpointSelector: {matchLabels: {app: none}}
+  ingress:
+  - fromEndpoints: [{}]
+"""
+
+
 def cluster(out: Path, pods: int, flavour: str) -> tuple[Path, str]:
     """The generated cluster (reused when present) with its nodes; returns (directory, DST)."""
     d = out / f"{flavour}-{pods}"
     if not (d / "inventory.yaml").exists():
-        gen_cluster.generate(d, pods, pods, flavour, seed=1)
+        gen_cluster.generate(d, pods, pods, "cilium" if flavour == "open" else flavour, seed=1)
+        if flavour == "open":
+            shutil.rmtree(d / "policies")
+            (d / "policies").mkdir()
+            (d / "policies" / "selects-nothing.yaml").write_text(NO_POLICY)
     nodes = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"node-{i}"},
               "status": {"addresses": [{"type": "InternalIP", "address": f"172.18.0.{i + 2}"}]}}
              for i in range(NODES)]

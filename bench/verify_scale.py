@@ -50,6 +50,7 @@ class Run:
     peak_mb: float
     status: str  # ok, exit N, timeout, skipped (timed out at a smaller size)
     load: float = 0.0  # 1-minute load average when the run started: the machine is shared (noise)
+    cpu: float = 0.0   # user + system seconds of the child (0: not recorded)
 
     @property
     def shown(self) -> str:
@@ -59,8 +60,9 @@ class Run:
 
 
 def measure(cmd: list[str], limit: float, stdout: Path, stderr: Path,
-            env: dict | None = None) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB, status) of one fresh child; killed with its group past ``limit``."""
+            env: dict | None = None) -> tuple[float, float, str, float]:
+    """(wall seconds, peak RSS MiB, status, CPU seconds) of one fresh child; killed with its group past
+    ``limit``.  CPU time (user + system) is the figure a shared, loaded machine distorts least."""
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         start = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
@@ -79,7 +81,7 @@ def measure(cmd: list[str], limit: float, stdout: Path, stderr: Path,
                 break
             time.sleep(0.02)
         proc.returncode = 0  # reaped above; keeps Popen from waiting again
-    return elapsed, usage.ru_maxrss / 1024, status
+    return elapsed, usage.ru_maxrss / 1024, status, usage.ru_utime + usage.ru_stime
 
 
 def commands(d: Path, nca: list[str], python: str) -> dict[tuple[str, str], tuple[list[str], str]]:
@@ -211,12 +213,13 @@ def bench_size(size: int, policies: int, out: Path, nca: list[str], limits: dict
             # The matrix is timed without the disk: its output (gigabytes at 5000 pods) goes to /dev/null.
             output = Path(os.devnull) if task == "matrix" else d / name
             load = os.getloadavg()[0]
-            seconds, peak, status = measure(cmd, limit, output, (d / name).with_suffix(".err"), env)
-            run = Run(flavour, size, policies, tool, task, round(seconds, 3), round(peak, 1), status, load)
+            seconds, peak, status, cpu = measure(cmd, limit, output, (d / name).with_suffix(".err"), env)
+            run = Run(flavour, size, policies, tool, task, round(seconds, 3), round(peak, 1), status, load,
+                      round(cpu, 2))
         if run.status in ("timeout", "skipped"):
             timed_out.add((tool, task))
         print(f"{size:>6} pods {policies:>6} pol  {tool:8} {task:18} {run.shown:>10} s {run.peak_mb:9.1f} MiB"
-              f"  load {run.load:.1f}",
+              f"  cpu {run.cpu:.1f} s  load {run.load:.1f}",
               file=sys.stderr, flush=True)
         runs.append(run)
     agreement: dict = {}
@@ -285,7 +288,8 @@ def markdown(runs: list[Run], agreements: list[dict]) -> str:
             return "–"
         if r.status == "skipped":
             return f"> {r.seconds:.0f} s (not run)"
-        return f"{r.shown} s / {r.peak_mb:.0f} MiB" + (f" (load {r.load:.1f})" if r.load else "")
+        cpu = f", cpu {r.cpu:.1f} s" if r.cpu else ""
+        return f"{r.shown} s / {r.peak_mb:.0f} MiB" + (f" (load {r.load:.1f}{cpu})" if r.load else "")
 
     out = []
     for flavour in dict.fromkeys(r.flavour for r in runs):

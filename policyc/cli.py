@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from . import __version__
@@ -73,14 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         usage_error(exc, sniff_format(argv))
         return 2
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a reader that left must be seen here, not after the status is decided
+        return status
     except PolicycError as exc:
         report(exc, getattr(args, "format", "text"))
         return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        return 0
+        # The reader left before the answer was written: no status may claim it was given (docs/cli.md).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # stdout's last flush goes nowhere
+        return 128 + signal.SIGPIPE
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("POLICYC_DEBUG") == "1":
             raise

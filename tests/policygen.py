@@ -70,8 +70,10 @@ def _l7(draw, direction: str, protocol: str, port: str):
     if protocol == "UDP" and port == "53" and direction == "egress":
         return {"dns": draw(st.lists(st.sampled_from(FQDNS), min_size=1, max_size=2, unique_by=str))}
     if protocol == "TCP":
-        entries = draw(st.lists(st.builds(lambda m, p: {k: v for k, v in (("method", m), ("path", p)) if v},
-                                          st.sampled_from(METHODS + (None,)), st.sampled_from(PATHS + (None,))),
+        entries = draw(st.lists(st.builds(lambda m, p, h: {k: v for k, v in (("method", m), ("path", p),
+                                                                             ("headerMatches", h)) if v},
+                                          st.sampled_from(METHODS + (None,)), st.sampled_from(PATHS + (None,)),
+                                          st.sampled_from((None, None, None, [HEADER_MATCH]))),
                                 min_size=1, max_size=2))
         return {"http": entries}
     return None
@@ -100,6 +102,8 @@ def _ports(draw, direction: str, allow: bool, fqdn: bool):
         l7 = draw(_l7(direction, entry["protocol"], port))
         if l7:
             rule["rules"] = l7
+    elif allow and entry["protocol"] == "TCP" and draw(st.integers(0, 5)) == 0:
+        rule["serverNames"] = ["api.example.com"]  # opaque to policyc: no request proves the SNI
     return {"toPorts": [rule]}
 
 
@@ -110,7 +114,7 @@ def cilium_rule(draw, direction: str, allow: bool):
     if not peer and not body:  # an empty rule: allows nothing, implies default-deny (R5.1)
         return {}
     if allow and draw(st.integers(0, 5)) == 0 and "toFQDNs" not in peer:
-        body["authentication"] = {"mode": "required"}
+        body["authentication"] = {"mode": draw(st.sampled_from(("required", "required", "test-always-fail")))}
     return body
 
 
@@ -227,6 +231,9 @@ def changed(draw, docs: list):
     return new
 
 
+HEADER_MATCH = {"name": "X-Token", "value": "s3cret"}  # opaque to policyc: a request never proves it
+
+
 def _widen(draw, rule: dict) -> dict:
     """One edit that lets more through: ports, L7, authentication, a name pattern or an except go."""
     rule = copy.deepcopy(rule)
@@ -239,6 +246,9 @@ def _widen(draw, rule: dict) -> dict:
             options.append(lambda tp=tp: tp.pop("rules"))
             if "http" in tp["rules"]:
                 options.append(lambda tp=tp: tp["rules"].update(http=[{}]))
+                options.append(lambda tp=tp: [h.pop("headerMatches", None) for h in tp["rules"]["http"]])
+        if "serverNames" in tp:
+            options.append(lambda tp=tp: tp.pop("serverNames"))
     if "toFQDNs" in rule:
         options.append(lambda: rule.update(toFQDNs=[{"matchPattern": "*"}]))
     for key in ("fromCIDRSet", "toCIDRSet"):
@@ -346,7 +356,7 @@ PROBES = (Probe(Protocol.TCP, 80, (None, Request("GET", "/public/a"), Request("P
           Probe(Protocol.TCP, 443), Probe(Protocol.TCP, 1000),
           Probe(Protocol.UDP, 53, (None, Request(dns="api.example.com"), Request(dns="z.other.net"))),
           Probe(Protocol.UDP, 80), Probe(Protocol.SCTP, 8080),
-          Probe(Protocol.ICMP, 8), Probe(Protocol.ICMPV6, 128))
+          Probe(Protocol.ICMP, 8), Probe(Protocol.ICMPV6, 128), Probe(Protocol.OTHER, 0))
 
 
 def flows(inventory: Inventory, *policies: PolicySet):
@@ -354,7 +364,7 @@ def flows(inventory: Inventory, *policies: PolicySet):
     and failed handshakes where some rule of ``policies`` could tell them apart: the judge's universe.
     ICMP only where its IP version can carry it."""
     rules = [r for p in policies for r in p.rules]
-    l7 = any(pm.l7 for r in rules for pm in r.ports)
+    l7 = any(pm.filtered for r in rules for pm in r.ports)
     handshakes = (True, False) if any(r.auth for r in rules) else (True,)
     peers = inventory.endpoints + externals()
     for src in peers:

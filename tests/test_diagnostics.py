@@ -352,12 +352,29 @@ def test_top_level_unknown_field_is_a_warning(tmp_path, capsys):
     assert "description belongs in the rule (spec.description)" in out
 
 
-def test_duplicate_policy_name_is_a_warning(tmp_path, capsys):
-    doc = CNP + "  ingress: [{}]\n"
-    path = write(tmp_path, doc + "---\n" + doc)
-    rc, out = run_cli(capsys, "validate", str(path))
-    assert rc == 0, out
-    assert f"{path}:15:3: warning: metadata.name: CiliumNetworkPolicy x/p is defined twice" in out
+@pytest.mark.parametrize("command", [
+    ("validate", "{new}"), ("check", "{new}"),
+    ("compile", "{new}", "--inventory", "{inv}", "--output-dir", "{tmp}/out"),
+    ("query", "{new}", "--inventory", "{inv}", "--from", "203.0.113.7", "--to", "x/a", "--port", "80/TCP"),
+    ("matrix", "{new}", "--inventory", "{inv}"), ("diff", "{old}", "{new}", "--no-new-access"),
+    ("diff", "{new}", "{old}", "--no-new-access")])
+def test_duplicate_policy_name_is_an_error(tmp_path, capsys, command):
+    """Two files defining one kind/namespace/name are one object to the API server: the one
+    applied last wins (R1.3b). Keeping both modelled a cluster that cannot exist: the deny of the
+    first file decided verdicts and PC004 compared the union of both with itself."""
+    deny = CNP + "  ingressDeny: [{fromEntities: [world]}]\n  ingress: [{fromEntities: [all]}]\n"
+    write(tmp_path, deny, "old/a.yaml")
+    write(tmp_path, deny, "new/a.yaml")
+    write(tmp_path, CNP + "  ingress: [{fromEntities: [all]}]\n", "new/b.yaml")
+    inv = write(tmp_path, "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {app: a}}\n"
+                "status: {podIP: 10.0.0.1}\n", "inv.yaml")
+    old, new = tmp_path / "old", tmp_path / "new"
+    argv = [a.format(old=old, new=new, tmp=tmp_path, inv=inv) for a in command]
+    rc, out = run_cli(capsys, *argv)
+    assert rc == 2, out
+    assert (f"{new}/b.yaml:4:3: error: metadata.name: CiliumNetworkPolicy x/p is defined twice "
+            f"(first at {new}/a.yaml:4:3)") in out
+    assert "Traceback" not in out
 
 
 # ---------------------------------------------------------------- files

@@ -15,12 +15,14 @@ from policyc.compiler.entities import FIRST_CIDR_ID
 from policyc.compiler.evaluate import Evaluator, Flow
 from policyc.compiler.inventory import external, pod_labels
 from policyc.compiler.ir import (Action, CIDRPeer, Direction, L3_ONLY, L7Rules, NamedPort, PortMatch, Protocol,
-                                 Selector, SelectorPeer, SubjectKind)
+                                 SERVICE_ACCOUNT_KEY, Selector, SelectorPeer, SubjectKind, pending_label)
 from policyc.compiler.codegen import render
 from policyc.compiler.layouts import layouts
-from policyc.compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, PeerIdentity, PeerMatcher,
-                                   fallback_levels, lower, prefix_blocks)
-from policyc.compiler.mapdata import build_maps, decode_maps_bin, encode_maps_bin
+from policyc.compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Item, PeerIdentity, PeerIndex,
+                                   exact_blocks,
+                                   fallback_levels, lower, lpm_blocks, merge, peer_identities)
+from policyc.compiler.prefixes import prefix_blocks
+from policyc.compiler.mapdata import DEFAULT_SIZES, HEADROOM, build_maps, capacity, decode_maps_bin, encode_maps_bin
 
 IN, EG = Direction.INGRESS, Direction.EGRESS
 net = ipaddress.ip_network
@@ -231,12 +233,74 @@ def test_generated_c_leaves_out_unused_paths():
         assert marker not in sources["plain"] and marker in sources["rich"], marker
 
 
-def test_the_peer_matcher_answers_for_the_labels_a_number_has_now():
-    """A resident agent keeps one matcher across changes; a refused change leaves its trial number free, and
-    the next label set that takes the number must be matched for its own labels."""
-    rule = make_rule(1, selector("x", "a"), IN, Action.ALLOW, [SelectorPeer((selector(pod="b"),))], [])
-    matcher = PeerMatcher(policy_set([rule]))
-    b = pod_labels({"pod": "b"}, "x", {"kubernetes.io/metadata.name": "x"}, "default", "default")
-    c = pod_labels({"pod": "c"}, "x", {"kubernetes.io/metadata.name": "x"}, "default", "default")
-    assert matcher.matches(rule, PeerIdentity(300, b))
-    assert not matcher.matches(rule, PeerIdentity(300, c))
+def _pairwise(peer, identity) -> bool:
+    """The definition PeerIndex must equal, one (peer, identity) pair at a time."""
+    if isinstance(peer, SelectorPeer):
+        return any(s.matches(identity.labels) for s in peer.selectors)
+    if isinstance(peer, CIDRPeer) and identity.region is not None:
+        def inside(n):
+            return n.version == identity.region.version and identity.region.subnet_of(n)
+        return inside(peer.network) and not any(inside(ex) for ex in peer.excepts)
+    return False
+
+
+@settings(max_examples=60, deadline=None)
+@given(policy_sets())
+def test_peer_index_equals_pairwise_matching(policy):
+    inv = standard_inventory(v6=True, node=True)
+    identities = peer_identities(policy, inv, True)
+    index = PeerIndex(identities)
+    for rule in policy.rules:
+        for peer in rule.peers:
+            assert index.peer(peer) == {n for n, i in enumerate(identities) if _pairwise(peer, i)}, peer
+
+
+def test_peer_index_answers_a_pending_identity_by_the_rules_action():
+    """Labels not known yet: a deny's peer counts if it may match them, an allow's only if it matches
+    whatever they turn out to be; peers that cannot match (another namespace) count for neither."""
+    known = frozenset(lab for lab in pod_labels({}, "x", {"kubernetes.io/metadata.name": "x"}, "default",
+                                                "default") if lab.key != SERVICE_ACCOUNT_KEY)
+    pending = PeerIdentity(300, known | {pending_label("pod")}, pending="pod")
+    index = PeerIndex((pending,))
+
+    def rule(n, action, sel):
+        return make_rule(n, selector("x", "a"), IN, action, [SelectorPeer((sel,))], [])
+    assert index.rule(rule(1, Action.DENY, selector(pod="b"))) == {0}
+    assert index.rule(rule(2, Action.ALLOW, selector(pod="b"))) == set()
+    assert index.rule(rule(3, Action.ALLOW, selector("x"))) == {0}
+    assert index.rule(rule(4, Action.DENY, selector("y"))) == set()
+    assert index.peer(SelectorPeer((selector("x"),))) == set()  # ``peer`` answers for known labels only
+
+
+ITEMS = st.builds(Item, st.just(6), st.integers(0, 40), st.integers(0, 40), st.sampled_from(list(Action)),
+                  st.integers(1, 6), st.booleans()).map(lambda i: replace(i, last=max(i.first, i.last)))
+FULL = st.builds(Item, st.just(6), st.just(0), st.just(65535), st.sampled_from(list(Action)),
+                 st.integers(1, 6), st.booleans())
+COMMON = st.builds(Item, st.none(), st.just(0), st.just(65535), st.sampled_from(list(Action)),
+                   st.integers(1, 6), st.booleans())
+
+
+def _most_specific(blocks, port):
+    hits = [(bits, v) for start, bits, v in blocks if port >> (16 - bits) == start >> (16 - bits)]
+    return max(hits, key=lambda h: h[0])[1] if hits else None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(ITEMS | FULL, max_size=8), st.lists(COMMON, max_size=2))
+def test_port_sweep_equals_merge_per_port(own, common):
+    """The sweep's blocks, read as the datapath reads them, give ``merge`` of the items covering each port."""
+    singles = [i for i in own if i.first == i.last or (i.first, i.last) == (0, 65535)]
+    ports = sorted({p for i in own for p in (i.first - 1, i.first, i.last, i.last + 1) if 0 <= p <= 65535} | {41})
+    for blocks_of, items in ((lpm_blocks, own), (exact_blocks, singles)):
+        blocks = blocks_of(items, common)
+        for port in ports:
+            covering = [i for i in items if i.first <= port <= i.last]
+            want = merge(covering + common) if covering else None
+            assert _most_specific(blocks, port) == want, (blocks_of.__name__, port)
+
+
+def test_map_capacity_follows_the_input():
+    assert capacity("ipcache", 10, {}) == DEFAULT_SIZES["ipcache"]
+    big = capacity("ipcache", 100_000, {})
+    assert big >= 100_000 * HEADROOM and big & (big - 1) == 0
+    assert capacity("ipcache", 100_000, {"ipcache": 7}) == 7  # asked for: check_capacity judges it

@@ -59,23 +59,23 @@ def inventory_without(tmp_path, kind: str):
 
 # -- W2: one name defined twice -------------------------------------------------------------------------------
 
-def test_a_name_defined_twice_is_replaced_by_the_later_one(capsys, tmp_path):
-    """Two CNPs shop/cart selecting different pods: a cluster keeps the later apply, so only it is
-    evaluated, the warning names both places, and PC004 no longer calls them identical."""
+def test_a_name_defined_twice_is_an_error(capsys, tmp_path):
+    """Two CNPs shop/cart selecting different pods: the cluster keeps whichever is applied last, so
+    which rules it has depends on apply order (R1.3b). Every command refuses the input and names both
+    places, rather than answer for one of two clusters (or, keeping both, for one that cannot exist)."""
     first = CNP + ("metadata: {name: cart, namespace: shop}\nspec:\n  endpointSelector: {matchLabels: {app: cart}}\n"
                    "  ingress:\n  - fromEndpoints: [{matchLabels: {app: frontend}}]\n")
     (tmp_path / "a.yaml").write_text(first)
     (tmp_path / "b.yaml").write_text(first.replace("{app: cart}", "{app: checkout}"))
-    code, out, _ = run(capsys, "validate", tmp_path)
-    assert code == 0 and "valid: 1 policies, 1 rules" in out
-    assert f"{tmp_path / 'b.yaml'}:3:12: warning" in out and f"replaces the one at {tmp_path / 'a.yaml'}:1:1" in out
-    code, out, _ = run(capsys, "check", tmp_path, "--fail-on", "never", "-o", "json")
-    assert "PC004" not in {f["id"] for f in json.loads(out)["findings"]}
-    policy, _ = load_policies([tmp_path, tmp_path / "a.yaml"])  # ids name rules in findings and baselines
+    for argv in (("validate", tmp_path), ("check", tmp_path, "--fail-on", "never"),
+                 ("query", tmp_path, "--inventory", INV, "--from", "shop/payment-gw", "--to", "shop/cart",
+                  "--port", "8080/TCP")):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and f"{tmp_path / 'b.yaml'}:3:12: error: metadata.name: CiliumNetworkPolicy shop/cart is " \
+            f"defined twice (first at {tmp_path / 'a.yaml'}:3:12)" in out + err, (argv, out, err)
+    (tmp_path / "b.yaml").unlink()
+    policy, _ = load_policies([tmp_path, tmp_path / "a.yaml"])  # a file reached twice is read once
     assert len({r.id for r in policy.rules}) == len(policy.rules) == 1
-    code, out, _ = run(capsys, "query", tmp_path, "--inventory", INV, "--from", "shop/payment-gw", "--to", "shop/cart",
-                       "--port", "8080/TCP", "-o", "json")
-    assert json.loads(out)["queries"][0]["verdict"] == "allow"  # a.yaml's default-deny of cart is gone
 
 
 def test_the_same_path_twice_is_read_once(capsys):
@@ -354,7 +354,8 @@ def test_a_default_deny_invariant_over_an_empty_namespace_is_vacuous(capsys, tmp
     spec = tmp_path / "spec.yaml"
     spec.write_text("invariants:\n- defaultDeny: {namespaces: [shopp]}\n")
     code, _, err = run(capsys, "verify", P, "--inventory", INV, "--spec", spec)
-    assert code == 0 and "namespace 'shopp' matches no pod of the inventory" in err
+    assert code == 1 and "namespace 'shopp' matches no pod of the inventory" in err  # vacuous: no pass
+    assert run(capsys, "verify", P, "--inventory", INV, "--spec", spec, "--allow-vacuous")[0] == 0
 
 
 def test_standard_input_twice(capsys, monkeypatch):

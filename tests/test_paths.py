@@ -139,7 +139,11 @@ def test_blast_radius_of_a_class_leaves_out_the_compromised_pods(capsys):
     ("paths", ("world", "db/postgres-0"), ("--ports", "99999/TCP"), "--ports: invalid port"),
     ("paths", ("world", "db/postgres-0"), ("--ports", "80/XTP"), "--ports: invalid port"),
     ("paths", ("world", "db/postgres-0"), ("-k", "0"), "--count: 0"),
-    ("blast-radius", ("10.244.1.1/32",), (), "names no endpoint"),  # a pod's address: never outside
+    ("blast-radius", ("host",), (), "'host' is a policy entity, not an endpoint: name a node (n1, n2)"),
+    ("blast-radius", ("nope",), (), "here also a CIDR, world, world-ipv4, world-ipv6 or a reserved identity"),
+    ("paths", ("world", "db/postgres-0"), ("-k", "100000"), "--count: 100000 is not a number of chains (1 to 1000"),
+    ("paths", ("world", "db/postgres-0"), ("--ports", "5432/ICMP"), "ICMP and ICMPv6 types are 0-255"),
+    ("blast-radius", ("world",), ("--ports", "0-65535/ICMPv6"), "ICMP and ICMPv6 types are 0-255"),
 ])
 def test_bad_references_are_errors(capsys, command, refs, extra, message):
     code, out, err = run(capsys, command, *refs, *CLUSTER, *extra)
@@ -397,8 +401,9 @@ def test_no_path_holds_exactly_when_bfs_over_matrix_finds_no_chain(policy, inven
             return {ep.display for ep in pods.pods if peer.selector.matches(ep.identity.labels)}
         return {o.display for o in outside if o.kind is EndpointKind.EXTERNAL and o.ips}
 
-    relays = {ep.display for ep in pods.pods}
-    assert holds == (not _bfs_chain(edges, members(src), members(dst), max_hops, relays))
+    relays, goals = {ep.display for ep in pods.pods}, members(dst)
+    # a pod coming back to itself reaches no destination
+    assert holds == (not any(_bfs_chain(edges, {s}, goals - {s}, max_hops, relays) for s in members(src)))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
@@ -467,3 +472,137 @@ def test_the_shop_picture_shows_the_shortest_chain_in_red():
             red.add(g.find(f"{ns}title").text)
     assert red == {"world-ipv4 except 169.254.169.254/32, 198.51.100.0/24->ops/ingress",
                    "ops/ingress->shop/frontend", "shop/frontend->shop/catalog", "shop/catalog->data/postgres"}
+
+
+# ---------------------------------------------------------------- what an adversarial review found
+
+ATTACK = DATA / "attack"
+
+
+def _cluster(name: str) -> tuple[str, str, str]:
+    return str(ATTACK / name / "pol.yaml"), "--inventory", str(ATTACK / name / "inv.yaml")
+
+
+def _verify(capsys, tmp_path, cluster: str, body: str, *extra: str) -> tuple[int, str, str]:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"invariants:\n{body}")
+    return run(capsys, "verify", *_cluster(cluster), "--spec", str(spec), *extra)
+
+
+def _query(capsys, cluster: str, src: str, dst: str, port: str) -> str:
+    code, out, _ = run(capsys, "query", *_cluster(cluster), "--from", src, "--to", dst, "--port", port)
+    assert code in (0, 1), out
+    return out.splitlines()[0].rsplit(": ", 1)[1]
+
+
+def test_a_cidr_of_a_node_or_pod_address_is_that_node_or_pod(capsys, tmp_path):
+    """The judge: query lets the node at 192.168.0.1 reach a/db; a pod address is its pod, as on the command line."""
+    assert _query(capsys, "hn", "192.168.0.1", "a/db", "5432/TCP") == "ALLOW"
+    body = ("- {name: node, noPath: {from: {cidr: 192.168.0.1}, to: a/db}}\n"
+            "- {name: pod, noPath: {from: {cidr: 10.0.1.5/32}, to: a/db}}\n")
+    code, out, _ = _verify(capsys, tmp_path, "hn", body, "-o", "json")
+    assert code == 1 and [r["holds"] for r in json.loads(out)["invariants"]] == [False, False]
+    code, out, _ = run(capsys, "paths", "10.0.1.5/32", "a/db", *_cluster("hn"))
+    assert code == 1 and "a/web -> node-1 -> a/db" in out
+
+
+def test_host_network_pods_are_their_nodes_in_selectors_and_specs(capsys, tmp_path):
+    """kube-system/agent runs on node-1's network: query lets node-1 reach a/db, so no gate about it passes."""
+    assert _query(capsys, "hn", "kube-system/agent", "a/db", "5432/TCP") == "ALLOW"
+    body = ("- {name: by-selector, noPath: {from: 'namespace=kube-system,app=agent', to: a/db}}\n"
+            "- {name: by-name, noPath: {from: kube-system/agent, to: a/db}}\n"
+            "- {name: blast, maxBlastRadius: {from: 'namespace=kube-system,app=agent', pods: 0}}\n"
+            "- {name: blast-by-name, maxBlastRadius: {from: kube-system/agent, pods: 0}}\n")
+    code, out, err = _verify(capsys, tmp_path, "hn", body, "-o", "json")
+    assert code == 1 and [r["holds"] for r in json.loads(out)["invariants"]] == [False] * 4, err
+    code, out, _ = run(capsys, "paths", "app=agent", "a/db", *_cluster("hn"), "--trust-nodes")
+    assert code == 1 and "node-1 -> a/db" in out
+    code, out, err = run(capsys, "paths", "kube-system/agent", "a/db", *_cluster("hn"), "--trust-nodes")
+    assert code == 1 and "kube-system/agent is a hostNetwork pod" in err and "answered as node node-1" in err
+
+
+def test_a_pod_coming_back_to_itself_reaches_no_destination(capsys, tmp_path):
+    """a/x and a/y admit each other, a/z nobody: x -> y -> x is no chain to 'app in (x,z)'."""
+    assert _query(capsys, "pin", "a/x", "a/z", "80/TCP") == "DENY"
+    assert _query(capsys, "pin", "a/y", "a/z", "80/TCP") == "DENY"
+    code, out, _ = run(capsys, "paths", "a/x", "app in (x,z)", *_cluster("pin"), "--trust-nodes")
+    assert code == 0 and out.startswith("no chain"), out
+    code, out, _ = _verify(capsys, tmp_path, "pin", "- {name: x, noPath: {from: a/x, to: 'app in (x,z)', trustNodes: true}}\n")
+    assert code == 0, out
+    assert run(capsys, "paths", "a/x", "app in (y,z)", *_cluster("pin"), "--trust-nodes")[0] == 1
+    code, out, _ = run(capsys, "paths", "app in (x,y)", "a/x", *_cluster("pin"), "--trust-nodes")
+    assert code == 1 and "1) a/y -> a/x  (1 hop)" in out  # another source reaching a/x is a chain
+
+
+def test_a_node_named_world_ipv4_is_not_the_internet(capsys):
+    assert _query(capsys, "coll", "8.8.8.8", "a/db", "80/TCP") == "DENY"
+    assert _query(capsys, "coll", "8.8.8.8", "a/x", "80/TCP") == "ALLOW"
+    code, out, _ = run(capsys, "paths", "world", "a/db", *_cluster("coll"), "--trust-nodes", "-o", "json")
+    places = json.loads(out)["chains"][0]["places"]
+    assert code == 1 and [(p["kind"], p["name"]) for p in places] == [
+        ("world", "world-ipv4"), ("pods", "a/x"), ("pods", "a/db")]  # through a/x, not from the node
+    code, out, _ = run(capsys, "graph", *_cluster("coll"), "-o", "json")
+    g = nx.node_link_graph(json.loads(out), edges="edges")
+    assert g.nodes["node:world-ipv4"]["kind"] == "node" and g.nodes["world-ipv4"]["kind"] == "world"
+    assert not g.has_edge("world-ipv4", "world-ipv4")
+
+
+def test_an_invariant_that_checks_nothing_is_vacuous_in_every_format(capsys, tmp_path):
+    """A typo in a selector ('app=wbe') checks nothing: never PASS, a failure unless --allow-vacuous."""
+    body = ("- {name: typo, noPath: {from: 'namespace=a,app=wbe', to: a/db}}\n"
+            "- {name: checked, noPath: {from: a/web, to: a/db, trustNodes: true}}\n")
+    code, out, _ = _verify(capsys, tmp_path, "hn", body, "-q")
+    assert code == 1 and out.startswith("VACUOUS noPath 'typo'") and "1 hold, 1 vacuous, 0 failed" in out
+    code, out, _ = _verify(capsys, tmp_path, "hn", body, "-o", "json")
+    assert [(r["holds"], r["vacuous"]) for r in json.loads(out)["invariants"]] == [(True, True), (True, False)]
+    for extra, tag, status in (((), "failure", 1), (("--allow-vacuous",), "skipped", 0)):
+        code, out, _ = _verify(capsys, tmp_path, "hn", body, "-o", "junit", *extra)
+        case = ET.fromstring(out.split("\n", 1)[1]).find(".//testcase[@name='typo']")
+        assert code == status and case.find(tag) is not None and "checked nothing" in case.find(tag).get("message")
+
+
+
+@pytest.mark.parametrize("namespace, message", [("nope", "(namespaces: app, db, ops, web)"),
+                                                ("dbb", "did you mean 'db'?")])
+def test_graph_of_a_namespace_no_pod_is_in_is_an_error(capsys, namespace, message):
+    code, out, err = run(capsys, "graph", *CLUSTER, "--namespace", namespace)
+    assert code == 2 and out == "" and f"--namespace {namespace}: no pod of the inventory" in err and message in err
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_gate_whose_reader_left_never_exits_zero(fmt):
+    """`paths ... | head` under pipefail: exit 0 would say "no chain" while one exists; 141 is SIGPIPE's."""
+    import os
+    import subprocess
+    import sys
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first byte
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    done = subprocess.run([sys.executable, "-m", "policyc.cli", "paths", "world", "db/postgres-0", *CLUSTER,
+                           "-k", "3", "-o", fmt], stdout=write, stderr=subprocess.PIPE, env=env, timeout=120)
+    os.close(write)
+    assert done.returncode == 141 and b"Traceback" not in done.stderr and b"Exception" not in done.stderr
+
+
+def test_answers_that_leave_out_fqdn_peers_say_so(capsys, tmp_path):
+    """Every pod may reach every Internet name (toFQDNs '*'): 'no chain to world' must carry the caveat."""
+    code, _, err = run(capsys, "paths", "a/p1", "world", *_cluster("fq"), "--trust-nodes")
+    assert code == 0 and "allow toFQDNs peers, which the graph leaves out" in err
+    code, out, _ = _verify(capsys, tmp_path, "fq", "- {name: x, noPath: {from: 'namespace=a', to: {entity: world}, "
+                                                    "trustNodes: true}}\n", "-o", "json")
+    assert code == 0 and "caveat: " in json.loads(out)["invariants"][0]["message"]
+
+
+def test_the_highlighted_chain_is_drawn_whole_with_namespace(capsys):
+    code, out, _ = run(capsys, "graph", *CLUSTER, "-o", "json", "--namespace", "db", "--highlight", "world",
+                       "db/postgres-0", "--no-nodes")
+    lit = [(e["source"], e["target"]) for e in json.loads(out)["edges"] if e["highlighted"]]
+    assert code == 0 and {b for _, b in lit} - {a for a, _ in lit} == {"db/postgres-0"}
+    assert {a for a, _ in lit} - {b for _, b in lit} == {"world-ipv4 except 203.0.113.0/24"}  # the whole chain
+
+
+def test_answers_over_a_backend_of_cilium_ingress_say_the_proxy_does_not_relay(capsys):
+    code, _, err = run(capsys, "paths", "world", "a/backend", *_cluster("ing"), "--trust-nodes")
+    assert code == 0 and "chains never pass through it" in err
+    code, out, _ = run(capsys, "paths", "ingress", "a/backend", *_cluster("ing"), "--trust-nodes")
+    assert code == 1 and "reserved:ingress -> a/backend" in out

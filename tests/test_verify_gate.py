@@ -198,6 +198,28 @@ def test_fqdn_widening_is_new_access_but_concrete_answers_stay_honest(tmp_path, 
     assert not Evaluator(_policy(old)).evaluate(Flow(_pod("web", "app=web"), unnamed, Protocol.TCP, 443)).egress.allowed
 
 
+def test_gate_keeps_unchanged_fqdn_rules_that_meet_a_changed_cidr_rule(tmp_path, capsys):
+    """Removing a CIDR deny opens the addresses an unchanged toFQDNs allow admits by name: the diff
+    encodes only rules that can meet a changed one, and in the gate's model a name meets any address."""
+    web = {"matchLabels": {"app": "web"}}
+    https = {"toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]}
+    named = {"toFQDNs": [{"matchPattern": "*.example.com"}], **https}
+    blocked = {"toCIDR": ["198.51.100.0/24"], **https}
+    dns = {"toEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": "kube-system"}}],  # R10.1: lookups
+           "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}], "rules": {"dns": [{"matchPattern": "*"}]}}]}
+    old = _write(tmp_path / "old.yaml", _cnp("web", web, egress=[dns, named], egressDeny=[blocked]))
+    new = _write(tmp_path / "new.yaml", _cnp("web", web, egress=[dns, named]))
+    code, out = _run(capsys, "diff", old, new, "--no-new-access")
+    assert code == 1 and "new connection: shop/pod-src -> " in out, out
+    result = semantic_diff(_policy(old), _policy(new))
+    assert result.new_connections
+    for c in result.new_connections:
+        assert ipaddress.ip_address(c.witness.flow.dst.ips[0]) in ipaddress.ip_network("198.51.100.0/24")
+        assert c.witness.flow.dst.dns_names
+    assert _run(capsys, "diff", new, old, "--no-new-access")[0] == 0  # the deny back: a narrowing only
+    assert "newly denied" in _run(capsys, "diff", new, old)[1]
+
+
 def _pod(name: str, label: str) -> Endpoint:
     key, value = label.split("=")
     labels = pod_labels({key: value}, "shop", {"kubernetes.io/metadata.name": "shop"}, "default", "default")

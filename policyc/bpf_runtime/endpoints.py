@@ -35,8 +35,8 @@ from ..compiler.inventory import Inventory, build_inventory, own_labels, pod_lab
 from ..compiler.ir import (NAMESPACE_NAME_LABEL, SERVICE_ACCOUNT_KEY, Action, Direction, Endpoint, EndpointKind,
                            Identity, NamedPort, PolicySet, Protocol, pending_label, pending_scope)
 from ..compiler.layouts import layouts
-from ..compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, EndpointEntry, PeerIdentity, PeerMatcher,
-                              PolicyEntry, fallback_levels, peer_identities, peer_matches, subject_entries)
+from ..compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, EndpointEntry, PeerIdentity, PeerIndex,
+                              PolicyEntry, fallback_levels, peer_identities, subject_entries)
 from ..compiler.mapdata import addr_bytes, endpoint_value, ipcache_host_key, policy_key, policy_value
 from ..compiler.source import parse_text
 from .attach import detach, ifindex
@@ -71,7 +71,6 @@ class Sources:
     inventory: Inventory
     evaluator: Evaluator  # one per artifact: its rule selection per label set is cached across changes
     levels: tuple[int, ...]  # the exact-mode fall-back levels the compiled program tries (lower.fallback_levels)
-    matcher: PeerMatcher     # rule peers against identities, memoized across changes
 
 
 def load_sources(state: State) -> Sources:
@@ -101,7 +100,7 @@ def _sources(artifact: str, manifest_sha256: str) -> Sources:
         raise error(f"{path}: its policies give {len(result.policy.rules)} rules, rules.json lists a different "
                      "number; recompile the artifact with this policyc version")
     return Sources(result.policy, build_inventory(docs("inventory"), data["cluster"]), Evaluator(result.policy),
-                   fallback_levels(result.policy.rules), PeerMatcher(result.policy))
+                   fallback_levels(result.policy.rules))
 
 
 @dataclass(frozen=True)
@@ -451,8 +450,24 @@ def carry_over(old: State, new: State, features: dict) -> list[str]:
     return [endpoint for endpoint, _ in todo]
 
 
-def _set(cat: Catalog, prior: Pod | None, op: str, endpoint: str, ips, labels, service_account, extra: Extra,
-         lay, maps, start: float, ports: tuple[NamedPort, ...] | None = None) -> tuple[Change, dict]:
+@dataclass(frozen=True)
+class Plan:
+    """What setting one endpoint writes: decided without touching a map (bench/scale.py times this part)."""
+
+    endpoint: Endpoint
+    record: dict         # the state's record of the change, numbers included (State.runtime, the journal)
+    endpoint_id: int
+    policy_id: int
+    default_deny: tuple[Direction, ...]
+    entries: tuple[PolicyEntry, ...]
+    new_identity: bool   # the identity takes a number never used before
+
+
+def plan_set(cat: Catalog, prior: Pod | None, op: str, endpoint: str, ips: list[str] | None, labels: dict | None,
+             service_account: str | None, extra: Extra = Extra(),
+             ports: tuple[NamedPort, ...] | None = None) -> Plan:
+    """The identity, numbers and policy entries of ``endpoint`` after an add or relabel; ``cat`` is read,
+    never changed (the change updates it once the maps hold the plan)."""
     features, src = cat.features, cat.src
     ns, name = endpoint.split("/", 1)
     addrs = tuple(ipaddress.ip_address(i) for i in ips) if ips else (prior.endpoint.ips if prior else ())
@@ -474,12 +489,10 @@ def _set(cat: Catalog, prior: Pod | None, op: str, endpoint: str, ips, labels, s
     identity, shared = cat.identity_of(full, endpoint)
     if prior is not None and prior.endpoint.identity.labels == full:
         identity = prior.endpoint.identity.id
-    fresh = identity > cat.top["identity"]
     if ports is None:
         ports = prior.endpoint.ports if prior else ()
     ep = Endpoint(EndpointKind.POD, name, ns, addrs, Identity(identity, full), tuple(ports), None, sa)
-    key = _class_key(ep)
-    pid, members = cat.classes.get(key, (None, ()))
+    pid, members = cat.classes.get(_class_key(ep), (None, ()))
     joined = pid if _another(members, endpoint) is not None else None
     policy_id = joined if joined is not None else cat.top["policy_id"] + 1
     try:
@@ -492,21 +505,29 @@ def _set(cat: Catalog, prior: Pod | None, op: str, endpoint: str, ips, labels, s
         # labels are known (its own hooks see all of its traffic, so its peers' entries do not matter)
         entries, default_deny, record["lockdown"] = [], tuple(Direction), True
     endpoint_id = prior.endpoint_id if prior else cat.top["endpoint_id"] + 1
+    record.update(identity=identity, policy_id=policy_id, endpoint_id=endpoint_id,
+                  ports=[[np.name, np.port, np.protocol.label] for np in ep.ports])
+    return Plan(ep, record, endpoint_id, policy_id, default_deny, tuple(entries), identity > cat.top["identity"])
+
+
+def _set(cat: Catalog, prior: Pod | None, op: str, endpoint: str, ips, labels, service_account, extra: Extra,
+         lay, maps, start: float, ports: tuple[NamedPort, ...] | None = None) -> tuple[Change, dict]:
+    plan = plan_set(cat, prior, op, endpoint, ips, labels, service_account, extra, ports)
+    ep, features = plan.endpoint, cat.features
     addr_len = 16 if features.get("ipv6") else 4
     port_lpm = bool(features.get("port_ranges"))
     t0 = time.perf_counter()
-    for e in entries:  # policy first: the identity is in force the moment the endpoint points at it
+    for e in plan.entries:  # policy first: the identity is in force the moment the endpoint points at it
         maps["policy"].update(policy_key(lay["policy_key"], e, port_lpm), policy_value(lay, e))
     if prior is not None:
-        _forget(maps, lay, set(prior.endpoint.ips) - set(addrs), addr_len)
-    for ip in addrs:
-        entry = EndpointEntry(ip, endpoint_id, identity, policy_id, default_deny, endpoint)
+        _forget(maps, lay, set(prior.endpoint.ips) - set(ep.ips), addr_len)
+    for ip in ep.ips:
+        entry = EndpointEntry(ip, plan.endpoint_id, ep.identity.id, plan.policy_id, plan.default_deny, endpoint)
         maps["endpoints"].update(lay["endpoint_key"].pack(addr=addr_bytes(ip, addr_len)), endpoint_value(lay, entry))
-        set_identity(maps["ipcache_hosts"], lay, addr_len, ip, identity)
+        set_identity(maps["ipcache_hosts"], lay, addr_len, ip, ep.identity.id)
     t1 = time.perf_counter()
-    record.update(identity=identity, policy_id=policy_id, endpoint_id=endpoint_id,
-                  ports=[[np.name, np.port, np.protocol.label] for np in ep.ports])
-    return Change(op, endpoint, identity, fresh, policy_id, len(entries), t1 - start, t1 - t0), record
+    return (Change(op, endpoint, ep.identity.id, plan.new_identity, plan.policy_id, len(plan.entries),
+                   t1 - start, t1 - t0), plan.record)
 
 
 def _entries(cat: Catalog, ep: Endpoint, shared: bool, policy_id: int, new_class: bool) -> list[PolicyEntry]:
@@ -518,23 +539,19 @@ def _entries(cat: Catalog, ep: Endpoint, shared: bool, policy_id: int, new_class
     entries: list[PolicyEntry] = []
     held = cat.held_ports(ep.identity.labels, ep.display)
     if not shared or set(ep.ports) - set(held):
-        peer = cat.peer(ep, held)
+        peer = PeerIndex((cat.peer(ep, held),))
         # only rules whose peers match the new identity give it entries: find them once, then lower only
         # the classes such a rule selects (the evaluator's selection per class is cached)
-        if peer.pending:  # an allow must match whatever its labels turn out to be, a deny may
-            hits = {id(r) for r in cat.src.policy.rules
-                    if any(peer_matches(p, peer, r.action is Action.DENY) for p in r.peers)}
-        else:
-            hits = {id(r) for r in cat.src.policy.rules if cat.src.matcher.matches(r, peer)}
+        hits = {id(r) for r in cat.src.policy.rules if peer.rule(r)}
         for _, pid, rep in cat.other_classes(ep.display):
             for d in Direction:
                 allows, denies, _ = evaluator.subject_rules(rep, d)
                 if any(id(r) in hits for r in allows + denies):
-                    entries += [e for e in subject_entries(evaluator, pid, rep, d, (peer,), port_lpm)
+                    entries += [e for e in subject_entries(evaluator, pid, rep, d, peer, port_lpm)
                                 if e.peer == ep.identity.id]
     if new_class:
-        identities = cat.peers(extra=ep, without=ep.display)
+        every = PeerIndex(cat.peers(extra=ep, without=ep.display))
         for d in Direction:
-            entries += subject_entries(evaluator, policy_id, ep, d, identities, port_lpm, cat.src.matcher)
+            entries += subject_entries(evaluator, policy_id, ep, d, every, port_lpm)
     _features_needed(entries, features, cat.src.levels)
     return entries

@@ -27,7 +27,8 @@ def exit_status(answer_no: str | None) -> str:
     if answer_no:
         lines += textwrap.wrap(answer_no, 88, initial_indent="  1    ", subsequent_indent="       ")
     lines += ["  2    bad input: an invalid policy or inventory, an unknown endpoint, a bad option",
-              "  3    internal error (POLICYC_DEBUG=1 prints the traceback)", "  130  interrupted"]
+              "  3    internal error (POLICYC_DEBUG=1 prints the traceback)", "  130  interrupted",
+              "  141  standard output closed before the answer was written (SIGPIPE: `... | head`)"]
     return "\n".join(lines)
 
 
@@ -175,7 +176,6 @@ def resolve_endpoints(inventory: Inventory, refs: list[str] | str, option: str) 
     """Endpoints named by one or more references (repeated options add up): ``ns/pod``, a node, an
     address, or a label selector over the inventory's pods."""
     from ..compiler.cliselector import looks_like_selector, parse_cli_selector
-    from ..compiler.evaluate import subject_labels
 
     found: list = []
     for ref in [refs] if isinstance(refs, str) else refs:
@@ -187,7 +187,7 @@ def resolve_endpoints(inventory: Inventory, refs: list[str] | str, option: str) 
             found.append(inventory.find(ref))
             continue
         selector = parse_cli_selector(ref, option)
-        matched = [ep for ep in inventory.pods if selector.matches(subject_labels(ep))]
+        matched = inventory.select(selector)
         if not matched:
             raise PolicycError(Diagnostic.simple(f"{option}: selector {ref!r} matches no pod of the inventory"))
         found.extend(matched)

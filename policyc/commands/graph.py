@@ -1,8 +1,10 @@
 """`policyc graph`: the connectivity graph as DOT, GraphML or JSON, or drawn as SVG or PNG by Graphviz."""
 from __future__ import annotations
 
+import difflib
 import sys
 
+from ..compiler.connectivity import Kind
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.graphexport import RENDERED, export_graph, render, to_dot, to_graphml, to_json, to_text
 from .common import structured, subcommand
@@ -40,6 +42,7 @@ def run(args) -> int:
         raise PolicycError(Diagnostic.simple(f"-o {args.format} writes binary data: give --out FILE or redirect"))
     refs = [(args.highlight[0], "--highlight SRC"), (args.highlight[1], "--highlight DST")] if args.highlight else []
     conn, targets = load_graph(args, refs, nodes=not args.no_nodes)
+    _check_namespaces(conn, args.namespace)
     ports = ports_arg(args)
     chain = ()
     if targets:
@@ -68,6 +71,17 @@ def run(args) -> int:
                 raise PolicycError(Diagnostic.simple(str(exc))) from None
     _write(data, args.out)
     return 0
+
+
+def _check_namespaces(conn, wanted: list[str]) -> None:
+    """A --namespace no pod is in would draw an empty picture, which reads as "nothing connects"."""
+    known = sorted({ep.namespace for p in conn.places if p.kind is Kind.PODS for ep in p.members})
+    for ns in wanted:
+        if ns not in known:
+            close = difflib.get_close_matches(ns, known, n=1)
+            raise PolicycError(Diagnostic.simple(
+                f"--namespace {ns}: no pod of the inventory is in namespace {ns!r}"
+                + (f"; did you mean {close[0]!r}?" if close else f" (namespaces: {', '.join(known) or 'none'})")))
 
 
 def _write(data: str | bytes, path: str | None) -> None:

@@ -5,8 +5,9 @@ import argparse
 import gc
 import ipaddress
 import sys
+from dataclasses import replace
 
-from ..compiler.connectivity import RESERVED_PLACES, Connectivity, Target, build
+from ..compiler.connectivity import RESERVED_PLACES, Connectivity, Target, address_target, build
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.ir import EndpointKind, unmapped
 from ..compiler.portset import PortSet, parse_ports
@@ -16,6 +17,9 @@ from .terminal import step
 
 ENDPOINT_HELP = ("namespace/pod, a node, a label selector (app=web,namespace=shop), an IP address, a CIDR "
                  "(outside the cluster), world, world-ipv4, world-ipv6, or a reserved identity (kube-apiserver)")
+
+
+POLICY_ENTITIES = ("host", "remote-node", "cluster", "all")  # entities that name many endpoints or a role
 
 
 def _hops(text: str) -> int:
@@ -61,7 +65,7 @@ def parse_target(inventory, text: str, option: str) -> Target:
         return Target(ref, reserved=(ref.removeprefix("reserved:"),))
     if "/" in ref:
         try:
-            return Target(ref, networks=(unmapped(ipaddress.ip_network(ref)),))  # as a dual-stack socket sends
+            net = unmapped(ipaddress.ip_network(ref))  # as a dual-stack socket sends
         except ValueError:
             try:
                 fixed = ipaddress.ip_network(ref, strict=False)
@@ -70,7 +74,19 @@ def parse_target(inventory, text: str, option: str) -> Target:
             if fixed is not None:
                 raise PolicycError(Diagnostic.simple(f"{option}: {ref!r} has host bits set; did you mean {fixed}?")) \
                     from None
-    found = resolve_endpoints(inventory, ref, option)
+        else:
+            return address_target(ref, (net,), inventory)
+    if ref in POLICY_ENTITIES:
+        nodes = ", ".join(ep.name for ep in inventory.nodes) or "none in the inventory"
+        raise PolicycError(Diagnostic.simple(
+            f"{option}: {ref!r} is a policy entity, not an endpoint: name a node ({nodes}), a selector "
+            "(namespace=NS) or world"))
+    try:
+        found = resolve_endpoints(inventory, ref, option)
+    except PolicycError as exc:  # query's forms, plus the ones these commands add
+        raise PolicycError(*(replace(d, message=f"{d.message}; here also a CIDR, world, world-ipv4, world-ipv6 "
+                                     f"or a reserved identity ({', '.join(RESERVED_PLACES)})")
+                             for d in exc.diagnostics)) from None
     return Target(ref, tuple(ep for ep in found if ep.kind is not EndpointKind.EXTERNAL),
                   tuple(ipaddress.ip_network(ep.ips[0]) for ep in found if ep.kind is EndpointKind.EXTERNAL))
 
@@ -83,7 +99,9 @@ def load_graph(args, refs: list[tuple[str, str]], nodes: bool = True) -> tuple[C
     targets = [parse_target(inventory, text, option) for text, option in refs]
     step(f"building the connectivity graph of {len(inventory.pods)} pods", args.quiet)
     conn = build(policy, inventory, nodes=nodes, targets=targets)
-    for note in conn.notes if not args.quiet else ():
+    hosts = [f"{text} is a hostNetwork pod: its traffic is its node's, so it is answered as node "
+             f"{inventory.host_network[text]}" for text, _ in refs if text.strip() in inventory.host_network]
+    for note in hosts + conn.notes if not args.quiet else ():
         print(f"note: {note}", file=sys.stderr)
     return conn, targets
 

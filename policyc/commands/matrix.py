@@ -14,7 +14,7 @@ import sys
 from dataclasses import replace
 
 from ..compiler.diagnostics import Diagnostic, PolicycError
-from ..compiler.evaluate import Evaluator, Flow
+from ..compiler.evaluate import Evaluator, Flow, possible
 from ..compiler.inventory import Inventory, external
 from ..compiler.ir import CIDRPeer, Endpoint, EndpointKind, PolicySet, Protocol, unmapped
 from ..compiler.reachability import tables
@@ -175,6 +175,8 @@ def verdict_rows(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple
             for j, dst in enumerate(endpoints):
                 if i == j:
                     row.append(SELF)
+                elif protocol.family and not possible(Flow(src, dst, protocol, port)):
+                    row.append(DENY)  # no such packet (evaluate.possible): the gate agrees
                 elif reach is None or j not in position:
                     row.append(asked(src, dst, protocol, port))
                 elif cls[position[j]] not in reach:

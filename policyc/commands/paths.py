@@ -11,6 +11,7 @@ from .common import structured, subcommand
 from .graphcli import ENDPOINT_HELP, add_graph_args, avoid, load_graph, places, ports_arg
 from .terminal import say
 
+MAX_CHAINS = 1000  # Yen's algorithm runs one more search per chain: bounded so a -k never runs for ever
 EXAMPLES = """
 policyc paths world data/postgres examples/shop/policies --inventory examples/shop/inventory.yaml -k 3
 policyc paths world namespace=data P --inventory INV --trust-nodes --ports 80/TCP,443/TCP,8080/TCP
@@ -28,13 +29,14 @@ def register(sub) -> None:
     parser.add_argument("dst", metavar="DST", help="where chains end, same forms as SRC")
     add_graph_args(parser, ("text", "json", "yaml"))
     parser.add_argument("-k", "--count", type=int, default=1, metavar="K",
-                        help="the K shortest chains (default 1)")
+                        help=f"the K shortest chains (default 1, at most {MAX_CHAINS})")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
-    if args.count < 1:
-        raise PolicycError(Diagnostic.simple(f"--count: {args.count} is not a number of chains (1 or more)"))
+    if not 1 <= args.count <= MAX_CHAINS:
+        raise PolicycError(Diagnostic.simple(f"--count: {args.count} is not a number of chains (1 to {MAX_CHAINS}: "
+                                             "each one more is another search, and a list that long is read by no one)"))
     conn, (src, dst) = load_graph(args, [(args.src, "SRC"), (args.dst, "DST")])
     if src.endpoints and src.endpoints == dst.endpoints and len(src.endpoints) == 1 and not src.networks:
         raise PolicycError(Diagnostic.simple(f"SRC and DST are the same endpoint {src.endpoints[0].display!r}"))

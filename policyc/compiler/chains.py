@@ -126,7 +126,9 @@ def plural(n: int, word: str) -> str:
 
 def blast_text(conn: Connectivity, data: dict) -> list[str]:
     lines = [f"{plural(data['pods'], 'pod')} in {plural(len(data['by_namespace']), 'namespace')}, "
-             f"{plural(data['nodes'], 'node')}, {plural(data['outside'], 'outside place')} reached"]
+             f"{plural(data['nodes'], 'node')} reached"
+             + (f", and outside the cluster {plural(data['outside'], 'range')} the policies tell apart"
+                if data["outside"] else "")]
     if data["by_hops"]:
         lines.append("by hops:")
         lines += [f"  {h['hops']}: {plural(h['pods'], 'pod')}, {plural(h['nodes'], 'node')}, {h['outside']} outside"

@@ -14,6 +14,7 @@ between two places outside the cluster are left out, since no policy has a say t
 from __future__ import annotations
 
 import enum
+import heapq
 import ipaddress
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
@@ -22,7 +23,8 @@ import networkx as nx
 
 from .entities import RESERVED_IDS, reserved_identity, world_labels
 from .inventory import Inventory
-from .ir import Direction, Endpoint, EndpointKind, Identity, IPAddress, IPNetwork, PolicySet, CIDRPeer, SelectorPeer
+from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, FQDNPeer, Identity, IPAddress, IPNetwork, PolicySet,
+                 SelectorPeer)
 from .portset import PortSet
 from .reachability import ClassVerdicts, Side, classify
 
@@ -90,6 +92,19 @@ class Target:
     endpoints: tuple[Endpoint, ...] = ()
     networks: tuple[IPNetwork, ...] = ()
     reserved: tuple[str, ...] = ()
+
+
+def address_target(text: str, networks: Iterable[IPNetwork], inventory: Inventory) -> Target:
+    """Networks a question names; a single address a pod or node holds is that pod or node (as in
+    ``query``): it is never outside the cluster, so as a network it would name nothing."""
+    endpoints, outside = [], []
+    for net in networks:
+        held = inventory.holder(net.network_address) if net.num_addresses == 1 else None
+        if held is None:
+            outside.append(net)
+        else:
+            endpoints.append(held)
+    return Target(text, tuple(dict.fromkeys(endpoints)), tuple(outside))
 
 
 @dataclass(frozen=True)
@@ -202,7 +217,9 @@ def _class_hops(verdicts: ClassVerdicts, places: list[Place]) -> Iterator[Hop]:
     ingress = [verdicts.sides(c, Direction.INGRESS) for c in range(n)]
     open_egress = frozenset(u for u in range(n) if egress[u].default is not None)
     open_in = {w for w in range(n) if ingress[w].default is not None}
-    naming: dict[int, set[int]] = {u: set(open_in) for u in open_egress}  # open source -> possible destinations
+    open_in_cluster = {w for w in open_in if not places[w].kind.outside}  # outside to outside: no policy decides
+    naming: dict[int, set[int]] = {u: set(open_in_cluster if places[u].kind.outside else open_in)
+                                   for u in open_egress}  # open source -> possible destinations
     for w in range(n):
         for rule in ingress[w].allows:
             for u in verdicts.peer_classes(rule) & open_egress:
@@ -260,7 +277,8 @@ class Connectivity:
             self.graph.add_node(p.id, place=p)
         for h in hops:
             self.graph.add_edge(h.src, h.dst, hop=h)
-        self._of = {ep.display: p.id for p in places for ep in p.members}  # names are unique per kind
+        # Keyed by kind and name: a node may be called world-ipv4, like the Internet's place.
+        self._of = {(ep.kind, ep.display): p.id for p in places for ep in p.members}
         # Outside addresses start and end chains but never relay one: the policies say nothing
         # about a host outside the cluster, and whoever holds one is asked about as `world`.
         self.ends = frozenset(p.id for p in places if p.kind.outside)
@@ -271,22 +289,25 @@ class Connectivity:
         """The place of an inventory endpoint, an outside address or a reserved identity."""
         if ep.kind is EndpointKind.EXTERNAL and ep.ips:
             return self.place_in(ep.ips[0])
-        return self._of[ep.display]
+        return self._of[(ep.kind, ep.display)]
 
     def place_in(self, ip: IPAddress) -> int:
         for piece in self.outside:
             if piece.contains(ip):
-                return self._of[piece.endpoint.display]
+                return self.place_of_outside(piece)
         raise KeyError(str(ip))
 
     def places_within(self, net: IPNetwork) -> set[int]:
-        return {self._of[o.endpoint.display] for o in self.outside if o.within(net)}
+        return {self.place_of_outside(o) for o in self.outside if o.within(net)}
+
+    def place_of_outside(self, piece: Outside) -> int:
+        return self._of[(EndpointKind.EXTERNAL, piece.endpoint.display)]
 
     def places_of(self, target: Target) -> set[int]:
         """The places a target covers (the graph was built with its networks and reserved names)."""
         out = {self.place_of(ep) for ep in target.endpoints}
         out |= {p for net in target.networks for p in self.places_within(net)}
-        return out | {self._of[f"reserved:{name}"] for name in target.reserved}
+        return out | {self._of[(EndpointKind.EXTERNAL, f"reserved:{name}")] for name in target.reserved}
 
     def pinned(self, src: Target, dst: Target) -> frozenset[int]:
         """Places holding exactly one pod of each target, the same pod (see ``chains``)."""
@@ -318,33 +339,21 @@ class Connectivity:
         """The ``k`` shortest chains of at least one hop from a place of ``srcs`` to one of ``dsts``,
         passing through no place of ``avoid`` nor outside the cluster (those only start or end a chain).
 
-        ``pinned``: places where the question's one source pod is also its one destination, so that a
-        hop inside the place (from that pod to another of its class) does not end a chain there.
+        ``pinned``: places whose one source pod is also their one destination pod: a chain that
+        starts there never ends there (that is the pod coming back to itself, or reaching a replica
+        that is no destination), though chains from other sources may end there.
         Chains are simple (no place twice after the first); the first hop leaves the first source (in
-        place order) that has it.  A virtual source and sink make the many-to-many question one
-        networkx ``shortest_simple_paths`` (Yen's algorithm).
+        place order) that has it.
         """
         g = self.usable(ports)
-        avoid = avoid | self.ends
         h = nx.DiGraph()
-        h.add_edges_from((u, v) for u, v in g.edges if u not in avoid)
-        first: dict[int, int] = {}
-        for s in sorted(srcs):
-            for v in g.successors(s):
-                if not (v == s and s in pinned):
-                    first.setdefault(v, s)
-        h.add_edges_from(("src", v) for v in first)
-        h.add_edges_from((d, "dst") for d in dsts if d in h)
-        if "src" not in h or "dst" not in h or not nx.has_path(h, "src", "dst"):
-            return []
+        h.add_edges_from((u, v) for u, v in g.edges if u not in avoid | self.ends)
+        groups = [(srcs - pinned, dsts)] + [({p}, dsts - {p}) for p in sorted(srcs & pinned)]
         out: list[Chain] = []
-        for path in nx.shortest_simple_paths(h, "src", "dst"):
-            if max_hops is not None and len(path) - 2 > max_hops:
+        for nodes in heapq.merge(*(_shortest(g, h, s, d, pinned) for s, d in groups), key=len):
+            if max_hops is not None and len(nodes) - 1 > max_hops or len(out) == k:
                 break
-            nodes = [first[path[1]]] + path[1:-1]
             out.append(tuple(self.hop(a, b, ports) for a, b in zip(nodes, nodes[1:])))
-            if len(out) == k:
-                break
         return out
 
     def reach(self, srcs: set[int], max_hops: int | None = None, ports: PortSet | None = None,
@@ -382,6 +391,35 @@ class Connectivity:
             hop = found[hop.src][1]
 
 
+def fqdn_caveat(policy: PolicySet) -> str:
+    """toFQDNs peers match nothing statically, so their hops are missing from every answer: say so
+    wherever the answer is given (an exfiltration gate would otherwise pass with no caveat)."""
+    rules = [r for r in policy.rules if r.action is Action.ALLOW and any(isinstance(p, FQDNPeer) for p in r.peers)]
+    if not rules:
+        return ""
+    return (f"{len(rules)} rule{'s' if len(rules) > 1 else ''} allow toFQDNs peers, which the graph leaves out "
+            "(addresses learned from DNS are unknown statically): chains to or through them are not counted")
+
+
+def _shortest(g: nx.DiGraph, relays: nx.DiGraph, srcs: set[int], dsts: set[int],
+               pinned: frozenset[int]) -> Iterator[list[int]]:
+    """Simple chains from ``srcs`` to ``dsts``, shortest first: the first hop on ``g``, the rest on
+    ``relays`` (the edges of places that relay).  A virtual source and sink make the many-to-many
+    question one networkx ``shortest_simple_paths`` (Yen's algorithm)."""
+    first: dict[int, int] = {}
+    for s in sorted(srcs):
+        for v in g.successors(s):
+            if not (v == s and s in pinned):
+                first.setdefault(v, s)
+    h = relays.copy()
+    h.add_edges_from(("src", v) for v in first)
+    h.add_edges_from((d, "dst") for d in dsts if d in h)
+    if "src" not in h or "dst" not in h or not nx.has_path(h, "src", "dst"):
+        return
+    for path in nx.shortest_simple_paths(h, "src", "dst"):
+        yield [first[path[1]]] + path[1:-1]
+
+
 def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: Iterable[Target] = ()) -> Connectivity:
     """The graph of ``policy`` over the inventory's pods (and nodes, unless ``nodes`` is false), the
     outside addresses cut by the policy's CIDRs and the targets' networks, and the reserved
@@ -412,9 +450,13 @@ def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: 
         classes = [c for c, part in enumerate(parts) for _ in part]
         node_places = [Place(len(places) + i, Kind.NODE, ep.name, (ep,)) for i, ep in enumerate(node_eps)]
         hops += _node_hops(verdicts, node_places, places, classes)
-    notes = []
+    notes = [fqdn] if (fqdn := fqdn_caveat(policy)) else []
     named = {p.name for r in policy.rules for p in r.peers if isinstance(p, SelectorPeer) and p.kind == "entity"}
     if not node_eps and named & {"host", "remote-node"}:
         notes.append("policies name the host or remote-node entity, but no node takes part "
                      + ("(--no-nodes)" if inventory.nodes else "(the inventory lists no Node objects)"))
+    if "ingress" in named:  # a proxy, yet a place that never relays: chains through it are missing
+        notes.append("policies admit the ingress entity (Cilium's Ingress/Gateway proxy, which forwards "
+                     "requests from outside the cluster); chains never pass through it, so a chain from world "
+                     "through the proxy is not counted: ask about `ingress` itself (paths ingress DST)")
     return Connectivity(places + node_places, hops, outside, notes)

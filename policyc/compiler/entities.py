@@ -5,6 +5,8 @@ matches them exactly like any other selector.
 """
 from __future__ import annotations
 
+import functools
+
 from .ir import CLUSTER_KEY, Identity, Label, Op, Requirement, Selector
 
 RESERVED = "reserved"
@@ -42,8 +44,12 @@ def reserved_identity(name: str) -> Identity:
     return Identity(RESERVED_IDS[name], frozenset({reserved_label(name)}))
 
 
+@functools.lru_cache(maxsize=None)
 def world_labels(version: int) -> frozenset:
-    """Labels of an address outside the cluster: world plus its family (R6.1)."""
+    """Labels of an address outside the cluster: world plus its family (R6.1).
+
+    One shared set per family: every CIDR identity carries it, and there may be 100,000 of them.
+    """
     family = "world-ipv4" if version == 4 else "world-ipv6"
     return frozenset({reserved_label("world"), reserved_label(family)})
 

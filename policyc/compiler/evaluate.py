@@ -12,12 +12,13 @@ from __future__ import annotations
 import enum
 import functools
 import re
+from collections import Counter
 from dataclasses import dataclass, replace
 
 from .entities import reserved_label
-from .ir import (ANY_SOURCE, NAMESPACE_KEY, Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
+from .ir import (ANY_SOURCE, Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
                  EndpointKind, FQDNPeer, HTTPRule, L7Rules, Op, Peer, PolicySet, PortMatch,
-                 Protocol, Rule, Selector, SelectorPeer, SubjectKind, pending_scope)
+                 Protocol, Rule, Selector, SelectorPeer, SubjectKind, PENDING_SCOPES, pending_scope)
 
 
 class Reason(str, enum.Enum):
@@ -30,6 +31,7 @@ class Reason(str, enum.Enum):
     DEFAULT_DENY = "default-deny"    # R3.4
     AUTH_REQUIRED = "authentication-required"  # R10.11: an allowing rule wants a handshake that failed
     REQUEST_DENIED = "request-denied"  # R9.2: the connection reaches the proxy, which refuses this request
+    NO_PACKET = "no-such-packet"     # ICMP(v6) between ends without an address of its IP version
 
 
 @dataclass(frozen=True)
@@ -184,9 +186,19 @@ def fqdn_matches(peer: FQDNPeer, name: str) -> bool:
     return _full_match(fqdn_regex(peer.match_name, peer.match_pattern), name)
 
 
-def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset, pending: str | None = None,
+ALWAYS_FAIL = "test-always-fail"  # Cilium's handler for it returns an error on every handshake (pkg/auth)
+
+
+def sees_lookups(rule: Rule) -> bool:
+    """A rule whose DNS L7 filter sends its subject's lookups through the proxy: only then does
+    Cilium learn addresses for toFQDNs peers (R10.1, PC014)."""
+    return rule.action is Action.ALLOW and any(pm.l7 is not None and pm.l7.kind == "dns" for pm in rule.ports)
+
+
+def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset, names: bool = True, pending: str | None = None,
                  possibly: bool = False) -> bool:
-    """``pending``: the scope of a peer whose labels are not known yet; then an allow needs a selector that
+    """``names``: whether the subject's lookups are proxied, so that toFQDNs peers can match at all.
+    ``pending``: the scope of a peer whose labels are not known yet; then an allow needs a selector that
     matches whatever they turn out to be, and a deny (``possibly``) one that may match (docs/agent.md)."""
     if isinstance(peer, SelectorPeer):
         if pending:
@@ -195,7 +207,7 @@ def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset, pending: str | Non
     if isinstance(peer, CIDRPeer):  # R7.1: CIDRs only ever select addresses outside the cluster
         return ep.kind is EndpointKind.EXTERNAL and any(peer.contains(ip) for ip in ep.ips)
     assert isinstance(peer, FQDNPeer)  # R10.3: outside the cluster, through a name it was learned under
-    return ep.kind is EndpointKind.EXTERNAL and any(fqdn_matches(peer, n) for n in ep.dns_names)
+    return names and ep.kind is EndpointKind.EXTERNAL and any(fqdn_matches(peer, n) for n in ep.dns_names)
 
 
 def _field_admits(pattern: str | None, value: str, request: Request) -> bool:
@@ -209,7 +221,7 @@ def _field_admits(pattern: str | None, value: str, request: Request) -> bool:
 def _http_admits(rule: HTTPRule, request: Request) -> bool:
     return (_field_admits(rule.method, request.method, request) and _field_admits(rule.path, request.path, request)
             and _field_admits(rule.host, request.host, request)
-            and all(request.decides(opaque_key("header", h)) for h in rule.headers))
+            and all(request.decides(opaque_key("header", h)) for h in rule.header_parts))
 
 
 def l7_admits(l7: L7Rules | None, request: Request) -> bool:
@@ -221,6 +233,12 @@ def l7_admits(l7: L7Rules | None, request: Request) -> bool:
     if l7.kind == "dns":
         return any(_full_match(fqdn_regex(d.match_name, d.match_pattern), request.dns) for d in l7.dns)
     return bool(request.decides(opaque_key("l7", l7)))
+
+
+def port_admits(pm: PortMatch, request: Request) -> bool:
+    """Whether one port entry lets ``request`` through: its L7 filter and every TLS condition, an
+    opaque part the request decides (without a request, concrete answers ignore TLS: L3/L4 only)."""
+    return l7_admits(pm.l7, request) and all(request.decides(opaque_key("tls", t)) for t in pm.tls)
 
 
 def port_matches(pm: PortMatch, protocol: Protocol, port: int, dst: Endpoint, possibly: bool = False) -> bool:
@@ -240,65 +258,107 @@ def matching_ports(rule: Rule, protocol: Protocol, port: int, dst: Endpoint) -> 
 
 
 def rule_matches(rule: Rule, peer: Endpoint, labels: frozenset, protocol: Protocol, port: int,
-                 dst: Endpoint, pending: str | None = None) -> bool:
+                 dst: Endpoint, names: bool = True, pending: str | None = None) -> bool:
     possibly = rule.action is Action.DENY
     return bool(matching_ports(rule, protocol, port, dst)) and any(
-        peer_matches(p, peer, labels, pending, possibly) for p in rule.peers)
+        peer_matches(p, peer, labels, names, pending=pending, possibly=possibly) for p in rule.peers)
 
 
-def _by_namespace(items) -> dict[str | None, list[int]]:
-    """Positions of rules (or default-deny entries) by the one namespace their subject requires."""
-    out: dict[str | None, list[int]] = {}
-    for i, item in enumerate(items):
-        out.setdefault(item.subject.namespace, []).append(i)
-    return out
+class SubjectBuckets:
+    """Rules (or default-deny entries) by one ``In`` requirement of their subject, so that the items that
+    may select a label set are found from its labels instead of by testing every item.
 
+    Each item sits under the values of its requirement naming the rarest labels (a pod's namespace
+    rather than an app name repeated in every namespace); items without an ``In`` requirement are
+    candidates for every label set.  ``selects`` stays the judge.
 
-def _candidates(items, buckets: dict, labels: frozenset) -> list:
-    """Items that may select a subject with ``labels``: those of its namespace and those of none, in order."""
-    namespaces = {lab.value for lab in labels if lab.key == NAMESPACE_KEY}
-    return [items[i] for i in sorted(buckets.get(None, []) + [i for ns in namespaces for i in buckets.get(ns, [])])]
+    A pending pod lacks the labels it will get, so an item anchored on one of those may still select
+    it: such items are candidates for every pending label set of that scope (``bounds`` judges them).
+    """
+
+    def __init__(self, items):
+        ins = [[r for r in item.subject.requirements if r.op is Op.IN] for item in items]
+        freq = Counter((r.key, v) for reqs in ins for r in reqs for v in set(r.values))
+        self._buckets: dict[tuple[str, str], list[int]] = {}
+        self._everywhere: list[int] = []
+        self._unknown: dict[str, list[int]] = {scope: [] for scope in PENDING_SCOPES}
+        for i, reqs in enumerate(ins):
+            if not reqs:
+                self._everywhere.append(i)
+                continue
+            anchor = min(reqs, key=lambda r: sum(freq[(r.key, v)] for v in set(r.values)))
+            for v in set(anchor.values):
+                self._buckets.setdefault((anchor.key, v), []).append(i)
+            for scope in PENDING_SCOPES:
+                if not anchor.known_when_pending(scope):
+                    self._unknown[scope].append(i)
+
+    def candidates(self, labels: frozenset, pending: str | None = None) -> list[int]:
+        """Positions of the items whose subject may select ``labels`` (of a pod pending in scope
+        ``pending``, if given), ascending."""
+        hits = set(self._everywhere)
+        if pending:
+            hits.update(self._unknown[pending])
+        for lab in labels:
+            hits.update(self._buckets.get((lab.key, lab.value), ()))
+        return sorted(hits)
 
 
 class LabelIndex:
     """Which of many label sets a selector matches, without testing every set.
 
-    An ``In`` requirement holds only for sets carrying one of its labels, so the index narrows to
-    those and only they are matched in full (``Selector.matches`` stays the judge).
+    An ``In`` requirement holds only for sets carrying one of its labels, an ``Exists`` only for sets
+    carrying its key, so the index narrows to those and only they are matched in full
+    (``Selector.matches`` stays the judge).
     """
 
     def __init__(self, label_sets: list[frozenset]):
         self.label_sets = label_sets
-        self._by_label: dict[tuple[str, str, str], set[int]] = {}
+        positions: dict[frozenset, list[int]] = {}  # equal sets (100,000 CIDR identities share one) once
         for i, labels in enumerate(label_sets):
+            positions.setdefault(labels, []).append(i)
+        self._distinct = list(positions)
+        self._positions = list(positions.values())
+        self._by_label: dict[tuple[str, str, str], set[int]] = {}
+        self._by_key: dict[tuple[str, str], set[int]] = {}
+        for d, labels in enumerate(self._distinct):
             for lab in labels:
-                self._by_label.setdefault((lab.source, lab.key, lab.value), set()).add(i)
-                self._by_label.setdefault((ANY_SOURCE, lab.key, lab.value), set()).add(i)
+                for source in (lab.source, ANY_SOURCE):
+                    self._by_label.setdefault((source, lab.key, lab.value), set()).add(d)
+                    self._by_key.setdefault((source, lab.key), set()).add(d)
+
+    def _holders(self, req) -> set[int] | None:
+        """The sets ``req`` can hold for, or None when it may hold for sets without its key."""
+        if req.op is Op.IN:
+            return set().union(*(self._by_label.get((req.source, req.key, v), ()) for v in req.values))
+        if req.op is Op.EXISTS:
+            return self._by_key.get((req.source, req.key), set())
+        return None
 
     def matching(self, sel: Selector) -> list[int]:
         """Positions of the label sets ``sel`` matches, ascending."""
-        candidates: set[int] | None = None
-        for req in sel.requirements:
-            if req.op is Op.IN:
-                hit = set().union(*(self._by_label.get((req.source, req.key, v), ()) for v in req.values))
-                candidates = hit if candidates is None else candidates & hit
-        pool = range(len(self.label_sets)) if candidates is None else sorted(candidates)
-        return [i for i in pool if sel.matches(self.label_sets[i])]
+        narrowed = [h for h in map(self._holders, sel.requirements) if h is not None]
+        if not narrowed:
+            pool = range(len(self._distinct))
+        else:
+            smallest = min(narrowed, key=len)
+            pool = smallest.intersection(*(h for h in narrowed if h is not smallest))
+        return sorted(i for d in pool if sel.matches(self._distinct[d]) for i in self._positions[d])
 
 
 class Evaluator:
     """Verdicts over one policy set, with the per-subject rule selection cached.
 
-    Subjects are tested only against rules whose subject may be in their namespace (a pod carries its
-    namespace as a label), which keeps large policy sets cheap without changing any answer.
+    Subjects are tested only against the rules ``SubjectBuckets`` finds from their labels, which keeps
+    large policy sets cheap without changing any answer.
     """
 
     def __init__(self, policy: PolicySet):
         self.policy = policy
         self._subject_cache: dict[tuple, tuple] = {}
         self.rule_number = {id(r): n + 1 for n, r in enumerate(policy.rules)}  # 1-based, as the datapath counts
-        self._rule_buckets = _by_namespace(policy.rules)
-        self._dd_buckets = _by_namespace(policy.default_deny)
+        self._rule_buckets = SubjectBuckets(policy.rules)
+        self._dd_buckets = SubjectBuckets(policy.default_deny)
 
     def subject_rules(self, subject: Endpoint, direction: Direction):
         """(allow rules, deny rules, default-deny entries) selecting ``subject`` in ``direction``, cached per labels."""
@@ -312,12 +372,14 @@ class Evaluator:
                                                 and item.subject.bounds(labels, scope)[possibly])
             else:
                 picks = lambda item, possibly: selects(item.subject_kind, item.subject, subject)  # noqa: E731
-            rules = [r for r in _candidates(self.policy.rules, self._rule_buckets, labels)
-                     if r.direction is direction and picks(r, r.action is Action.DENY)]
+
+            def selecting(items, buckets, possibly):
+                return [x for x in map(items.__getitem__, buckets.candidates(labels, scope))
+                        if x.direction is direction and picks(x, possibly(x))]
+            rules = selecting(self.policy.rules, self._rule_buckets, lambda r: r.action is Action.DENY)
             hit = (tuple(r for r in rules if r.action is Action.ALLOW),
                    tuple(r for r in rules if r.action is Action.DENY),
-                   tuple(d for d in _candidates(self.policy.default_deny, self._dd_buckets, labels)
-                         if d.direction is direction and picks(d, True)))
+                   tuple(selecting(self.policy.default_deny, self._dd_buckets, lambda d: True)))
             self._subject_cache[key] = hit
         return hit
 
@@ -343,29 +405,40 @@ class Evaluator:
             return verdict(Action.ALLOW, Reason.LOCALHOST)
         allows, denies, dd = self.subject_rules(subject, direction)
         pending = pending_scope(labels) if peer.kind is EndpointKind.POD else None
-        denied = [r for r in denies if rule_matches(r, peer, labels, protocol, port, dst, pending)]
+        denied = [r for r in denies if rule_matches(r, peer, labels, protocol, port, dst, pending=pending)]
         if denied:
             return verdict(Action.DENY, Reason.DENIED, denied)
-        if not dd:
-            return verdict(Action.ALLOW, Reason.NOT_ENFORCED)
-        allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst, pending)]
+        names = any(sees_lookups(r) for r in allows)
+        allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst, names, pending=pending)]
+        if not dd:  # R3.4c: the proxy still filters the requests of ports an allow rule redirects
+            if request is None or not allowed:
+                return verdict(Action.ALLOW, Reason.NOT_ENFORCED)
+            l7 = _l7_filters(allowed, protocol, port, dst)
+            if not self._admitting(allowed, protocol, port, dst, request):
+                return verdict(Action.DENY, Reason.REQUEST_DENIED, allowed, l7=l7)
+            return verdict(Action.ALLOW, Reason.NOT_ENFORCED, l7=l7)
         if not allowed:
             return verdict(Action.DENY, Reason.DEFAULT_DENY, dd=dd)
         l7 = _l7_filters(allowed, protocol, port, dst)
         wants_auth = [r for r in allowed if r.auth]  # one rule's requirement covers the flow (R10.11)
-        if wants_auth and not authenticated:
+        if wants_auth and not (authenticated and all(r.auth != ALWAYS_FAIL for r in wants_auth)):
             return verdict(Action.DENY, Reason.AUTH_REQUIRED, wants_auth, l7=l7)
         if request is not None:
-            admitting = [r for r in allowed
-                         if any(l7_admits(pm.l7, request) for pm in matching_ports(r, protocol, port, dst))]
+            admitting = self._admitting(allowed, protocol, port, dst, request)
             if not admitting:
                 return verdict(Action.DENY, Reason.REQUEST_DENIED, allowed, l7=l7)
             allowed = admitting
         return verdict(Action.ALLOW, Reason.ALLOWED, allowed, l7=l7)
 
+    @staticmethod
+    def _admitting(allowed, protocol: Protocol, port: int, dst: Endpoint, request: Request) -> list[Rule]:
+        """The matching allow rules whose port entry lets the request through (R9.3: the union)."""
+        return [r for r in allowed if any(port_admits(pm, request) for pm in matching_ports(r, protocol, port, dst))]
+
     def l7_kinds(self, flow: Flow) -> set[str]:
-        """The kinds of L7 filter the connection meets on either side (R9.1)."""
-        v = self.evaluate(replace(flow, request=None))
+        """The kinds of L7 filter the connection meets on either side (R9.1), or that refuse its request
+        where the direction is not default-deny (R3.4c)."""
+        v = self.evaluate(flow)
         return {x.kind for x in v.egress.l7 + v.ingress.l7}
 
     def near_misses(self, v: DirectionVerdict, flow: Flow) -> list[tuple[Rule, str]]:
@@ -375,9 +448,10 @@ class Evaluator:
             return []
         peer = flow.dst if v.direction is Direction.EGRESS else flow.src
         labels = peer_labels(peer, v.subject)
-        out = []
-        for rule in self.subject_rules(v.subject, v.direction)[0]:
-            peer_ok = any(peer_matches(p, peer, labels) for p in rule.peers)
+        out, allows = [], self.subject_rules(v.subject, v.direction)[0]
+        names = any(sees_lookups(r) for r in allows)
+        for rule in allows:
+            peer_ok = any(peer_matches(p, peer, labels, names) for p in rule.peers)
             port_ok = bool(matching_ports(rule, flow.protocol, flow.port, flow.dst))
             if peer_ok != port_ok:
                 out.append((rule, "port" if peer_ok else "peer"))
@@ -388,6 +462,9 @@ class Evaluator:
         if src == dst:
             ok = lambda d, s: DirectionVerdict(d, s, Action.ALLOW, Reason.SELF)  # noqa: E731
             return Verdict(flow, ok(Direction.EGRESS, src), ok(Direction.INGRESS, dst))
+        if not possible(flow):  # an IPv4-only pod sends no ICMPv6: nothing can pass, whatever the rules
+            none = lambda d, s: DirectionVerdict(d, s, Action.DENY, Reason.NO_PACKET)  # noqa: E731
+            return Verdict(flow, none(Direction.EGRESS, src), none(Direction.INGRESS, dst))
         egress = self.direction(Direction.EGRESS, src, dst, flow.protocol, flow.port, dst, flow.request,
                                 flow.authenticated)
         ingress = self.direction(Direction.INGRESS, dst, src, flow.protocol, flow.port, dst, flow.request,

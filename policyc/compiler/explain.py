@@ -19,6 +19,7 @@ _REASONS = {
     Reason.DEFAULT_DENY: "default deny: no allow rule matches (default-deny from",
     Reason.AUTH_REQUIRED: "the mutual-authentication handshake fails, required by",
     Reason.REQUEST_DENIED: "the L7 proxy refuses this request; the connection is allowed by",
+    Reason.NO_PACKET: "no such packet: ICMP needs IPv4 and ICMPv6 needs IPv6 at both ends",
 }
 
 

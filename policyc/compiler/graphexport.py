@@ -32,7 +32,8 @@ def _edge_attrs(hop: Hop, highlighted: bool) -> dict:
 def export_graph(conn: Connectivity, ports: PortSet | None = None, pods: bool = False,
                  namespaces: frozenset[str] = frozenset(), highlight: Chain = ()) -> nx.DiGraph:
     """The graph with plain attributes: one node per place (or per pod, with ``pods``), edges usable on
-    ``ports``; with ``namespaces``, only their pods and the places those connect to directly."""
+    ``ports``; with ``namespaces``, only their pods and the places those connect to directly, and
+    the ``highlight`` chain whole."""
     g = conn.usable(ports)
     keep = inside = set(g.nodes)
     if namespaces:
@@ -40,10 +41,17 @@ def export_graph(conn: Connectivity, ports: PortSet | None = None, pods: bool = 
         keep = inside | {v for u in inside for v in g.successors(u)} | {u for v in inside for u in g.predecessors(v)}
     lit = {(h.src, h.dst) for h in highlight}
     lit_places = {p for h in highlight for p in (h.src, h.dst)}
+    keep = keep | lit_places  # the highlighted chain is drawn whole, whatever the namespaces
     out = nx.DiGraph()
 
+    taken = {p.name for p in conn.places if p.kind is not Kind.NODE}
+
     def names(pid: int) -> list[str]:
+        """Graph keys: a node named like another place (world-ipv4) is ``node:NAME``, which no pod,
+        outside range or reserved identity can be called."""
         place = conn.places[pid]
+        if place.kind is Kind.NODE and place.name in taken:
+            return [f"node:{place.name}"]
         return [ep.display for ep in place.members] if pods and place.kind is Kind.PODS else [place.name]
 
     for pid in sorted(keep):
@@ -53,7 +61,7 @@ def export_graph(conn: Connectivity, ports: PortSet | None = None, pods: bool = 
                          members=[ep.display for ep in place.members] if place.kind is Kind.PODS else [],
                          highlighted=pid in lit_places)
     for u, v in g.edges:
-        if u in inside or v in inside:
+        if u in inside or v in inside or (u, v) in lit:
             attrs = _edge_attrs(conn.hop(u, v, ports), (u, v) in lit)
             out.add_edges_from((a, b, attrs) for a in names(u) for b in names(v) if a != b or not pods)
     return out

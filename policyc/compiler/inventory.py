@@ -31,6 +31,7 @@ class Inventory:
     cluster: str = DEFAULT_CLUSTER
     diagnostics: tuple[Diagnostic, ...] = ()  # what the dump leaves unknown or ambiguous (warnings, notes)
     host_network: dict = field(default_factory=dict)  # "ns/pod" of a hostNetwork pod -> its node's name
+    host_labels: dict = field(default_factory=dict)  # "ns/pod" of a hostNetwork pod -> the labels it would carry
 
     @property
     def pods(self) -> tuple[Endpoint, ...]:
@@ -44,6 +45,17 @@ class Inventory:
     def identities(self) -> tuple[Identity, ...]:
         """Every identity an inventory endpoint carries, without repeats, by number."""
         return tuple(sorted({e.identity for e in self.endpoints}, key=lambda i: i.id))
+
+    def select(self, selector) -> tuple[Endpoint, ...]:
+        """The pods a label selector matches, a matching hostNetwork pod as its node (whose traffic
+        its traffic is): a question about such pods is about their nodes, never about nothing."""
+        pods = [ep for ep in self.pods if selector.matches(ep.identity.labels)]
+        hosts = [self.find(ref) for ref, labels in self.host_labels.items() if selector.matches(labels)]
+        return tuple(dict.fromkeys(pods + hosts))
+
+    def holder(self, ip: IPAddress) -> Endpoint | None:
+        """The pod or node that holds ``ip``, if any."""
+        return next((ep for ep in self.endpoints if ip in ep.ips), None)
 
     def find(self, ref: str) -> Endpoint:
         """``ns/pod``, a node name, or an address (of a pod, a node, or outside the cluster).
@@ -61,6 +73,8 @@ class Inventory:
                     f"{ref!r} is a hostNetwork pod, so its traffic is its node's, but its node "
                     f"{node or '(spec.nodeName unset)'} is not in the inventory"))
             return found[0]
+        if ref.removeprefix("reserved:") in RESERVED_PEERS and ref.startswith("reserved:"):
+            return reserved_peer(ref.removeprefix("reserved:"))
         try:
             ip = unmapped(ipaddress.ip_address(ref))
         except ValueError:
@@ -71,10 +85,16 @@ class Inventory:
                 f"unknown endpoint {ref!r}: expected namespace/pod, a node name or an IP address"
                 + (f"; did you mean {close[0]!r}?" if close else f" (known: {known}, ...)" if known else ""))
             ) from None
-        for ep in self.endpoints:
-            if ip in ep.ips:
-                return ep
-        return external(ip)
+        return self.holder(ip) or external(ip)
+
+
+RESERVED_PEERS = ("health", "init", "unmanaged", "kube-apiserver", "ingress")  # identities without an address we model
+
+
+def reserved_peer(name: str) -> Endpoint:
+    """A reserved identity as a flow's peer (``reserved:init``): the verifier's witnesses name these,
+    so ``query`` takes them too and every witness replays."""
+    return Endpoint(EndpointKind.EXTERNAL, f"reserved:{name}", "", (), Identity(0, frozenset({reserved_label(name)})))
 
 
 def external(ip: IPAddress) -> Endpoint:
@@ -285,6 +305,7 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
     diagnostics: list[Diagnostic] = []
     where: dict[str, tuple] = {}
     host_network: dict[str, str | None] = {}
+    host_labels: dict[str, frozenset] = {}
     for doc, path, obj, meta in pods:
         name = _name(doc, meta, path, "pod")
         ns = meta.get("namespace")
@@ -298,12 +319,13 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
                                           "endpoint and is left out", *_where(doc, path), code="finished-pod"))
             continue
         spec = _get(doc, obj, path, "spec", dict)
-        if spec.get("hostNetwork") is True:  # the node's identity and addresses, no endpoint of its own
-            host_network[f"{ns}/{name}"] = str(spec["nodeName"]) if spec.get("nodeName") else None
-            continue
         sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         labels = pod_labels(_labels(doc, meta, path + ("metadata",)), ns,
                             namespaces.get(ns, {"kubernetes.io/metadata.name": ns}), str(sa), cluster)
+        if spec.get("hostNetwork") is True:  # the node's identity and addresses, no endpoint of its own
+            host_network[f"{ns}/{name}"] = str(spec["nodeName"]) if spec.get("nodeName") else None
+            host_labels[f"{ns}/{name}"] = labels
+            continue
         node = spec.get("nodeName")
         where[f"{ns}/{name}"] = _where(doc, path)
         raw_pods.append((name, ns, labels, _ips(doc, path, status),
@@ -334,7 +356,7 @@ def build_inventory(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Inv
                          {ep.name for ep in endpoints if ep.kind is EndpointKind.NODE})
     endpoints.sort(key=lambda e: (e.kind.value, e.namespace, e.name))
     diagnostics += _shared_addresses(endpoints, where)  # in find()'s order
-    return Inventory(tuple(endpoints), namespaces, cluster, tuple(diagnostics), host_network)
+    return Inventory(tuple(endpoints), namespaces, cluster, tuple(diagnostics), host_network, host_labels)
 
 
 def load_inventory(paths: list[str | Path], cluster: str = DEFAULT_CLUSTER) -> Inventory:

@@ -66,7 +66,9 @@ class SubjectKind(str, enum.Enum):
 
 
 class Protocol(enum.IntEnum):
-    """IP protocol numbers; ANY stands for every IP protocol (L3-only rules)."""
+    """IP protocol numbers; ANY stands for every IP protocol (L3-only rules) in a rule. OTHER stands, in a
+    flow, for every IP protocol no rule can name (GRE, ESP, IPIP, OSPF, ...; 255 is IANA's reserved
+    number): only L3-only rules match it, so the verifier must see it or a change that opens GRE passes."""
 
     ANY = 0
     ICMP = 1
@@ -74,6 +76,7 @@ class Protocol(enum.IntEnum):
     UDP = 17
     ICMPV6 = 58
     SCTP = 132
+    OTHER = 255
 
     @property
     def label(self) -> str:
@@ -292,10 +295,20 @@ Peer = Union[SelectorPeer, CIDRPeer, FQDNPeer]
 
 @dataclass(frozen=True)
 class HTTPRule:
+    """One HTTP entry. ``header_matches`` keeps each ``headerMatches`` item as canonical JSON: policyc
+    cannot read secrets or mismatch actions, but two entries that differ in them must not compare
+    equal, and each item is an opaque condition on the request, as a ``headers`` item is."""
+
     method: str | None = None
     path: str | None = None
     host: str | None = None
     headers: tuple[str, ...] = ()
+    header_matches: tuple[str, ...] = ()
+
+    @property
+    def header_parts(self) -> tuple[str, ...]:
+        """Every header condition, each an opaque part of the filter (evaluate.opaque_key)."""
+        return self.headers + self.header_matches
 
 
 @dataclass(frozen=True)
@@ -322,7 +335,10 @@ class L7Rules:
 class PortMatch:
     """One protocol and destination-port range, or a named port resolved at the destination (R8.4).
 
-    For ICMP and ICMPv6 the port slot holds the ICMP type (R8.6).
+    For ICMP and ICMPv6 the port slot holds the ICMP type (R8.6). ``tls`` keeps ``serverNames``,
+    ``terminatingTLS``, ``originatingTLS`` and ``listener`` as canonical JSON: the datapath and
+    concrete answers ignore them (L3/L4 only), the verifier treats each as an opaque condition on
+    the connection's requests, so a change to them is never "no change".
     """
 
     protocol: Protocol
@@ -330,6 +346,12 @@ class PortMatch:
     last: int = 65535
     name: str | None = None
     l7: L7Rules | None = None
+    tls: tuple[str, ...] = ()
+
+    @property
+    def filtered(self) -> bool:
+        """Whether something beyond L3/L4 (an L7 rule, TLS or a listener) decides requests here."""
+        return self.l7 is not None or bool(self.tls)
 
     @property
     def is_l3_only(self) -> bool:

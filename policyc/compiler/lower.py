@@ -24,16 +24,19 @@ ingress, the peer identity's ports for egress.
 """
 from __future__ import annotations
 
+import heapq
 import ipaddress
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
 from .entities import FIRST_CIDR_ID, FIRST_CLUSTER_ID, RESERVED_IDS, reserved_label, world_labels
-from .evaluate import Evaluator, subject_labels
+from .evaluate import Evaluator, LabelIndex, subject_labels
 from .inventory import Inventory
 from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, IPNetwork,
                  NamedPort, PolicySet, PortMatch, Protocol, Rule, SelectorPeer,
                  SubjectKind, pending_scope)
+from .prefixes import PrefixIndex, prefix_blocks
 
 DIR_CODE = {Direction.INGRESS: 1, Direction.EGRESS: 2}
 ACTION_CODE = {Action.ALLOW: 1, Action.DENY: 2}
@@ -127,12 +130,17 @@ class Datapath:
 def used_prefixes(policy: PolicySet) -> list[IPNetwork]:
     """Every CIDR and except prefix any rule names, in address order."""
     nets = {n for r in policy.rules for p in r.peers if isinstance(p, CIDRPeer) for n in (p.network, *p.excepts)}
-    return sorted(nets, key=lambda n: (n.version, n.network_address, n.prefixlen))
+    return sorted(nets, key=network_order)
+
+
+def network_order(net: IPNetwork) -> tuple[int, int, int]:
+    """Address order as integers: comparing ``ipaddress`` objects is slow when there are 100,000."""
+    return net.version, int(net.network_address), net.prefixlen
 
 
 def wants_ipv6(policy: PolicySet, inventory: Inventory) -> bool:
     return (any(ip.version == 6 for ep in inventory.endpoints for ip in ep.ips)
-            or any(n.version == 6 for n in used_prefixes(policy)))
+            or any(p.network.version == 6 for r in policy.rules for p in r.peers if isinstance(p, CIDRPeer)))
 
 
 def pods_by_identity(inventory: Inventory) -> dict[int, list[Endpoint]]:
@@ -181,54 +189,63 @@ def ipcache_entries(inventory: Inventory, identities: tuple[PeerIdentity, ...]) 
                for ep in inventory.endpoints if ep.kind is not EndpointKind.EXTERNAL for ip in ep.ips]
     entries += [IPCacheEntry(i.region, i.id, "world" if i.region.prefixlen == 0 else "cidr")
                 for i in identities if i.region is not None]
-    return tuple(sorted(entries, key=lambda e: (e.network.version, e.network.network_address,
-                                                e.network.prefixlen)))
+    return tuple(sorted(entries, key=lambda e: network_order(e.network)))
 
 
-def cidr_peer_matches(peer: CIDRPeer, region: IPNetwork) -> bool:
-    """Exact for a whole LPM region: inside the CIDR and outside every except (see module doc)."""
-    def covers(net: IPNetwork) -> bool:
-        return net.version == region.version and region.subnet_of(net)
-    return covers(peer.network) and not any(covers(ex) for ex in peer.excepts)
+class PeerIndex:
+    """Which identities each peer of a rule matches, found through indexes, kept per distinct peer.
 
+    Selectors go through a label index over the identities' labels, CIDR peers through a prefix index
+    over their regions: a CIDR peer matches the regions inside its CIDR and inside none of its excepts,
+    which is exact for whole regions (see the module doc).  The cost is the size of the answers, never
+    peers × identities; one lowering shares one index, and each distinct peer is looked up once.
 
-def peer_matches(p, peer: PeerIdentity, possibly: bool = False) -> bool:
-    """``possibly``: for a deny rule, whose peer a pending identity may turn out to match (evaluate.peer_matches)."""
-    if isinstance(p, SelectorPeer):
-        if peer.pending:
-            return any(s.bounds(peer.labels, peer.pending)[possibly] for s in p.selectors)
-        return any(s.matches(peer.labels) for s in p.selectors)
-    if isinstance(p, CIDRPeer):
-        return peer.region is not None and cidr_peer_matches(p, peer.region)
-    return False  # FQDN peers match nothing statically (R10.2c)
-
-
-class PeerMatcher:
-    """Does any of a rule's peers match an identity? Memoized per (distinct peer, identity) for one policy set.
-
-    Policies repeat the same peers (DNS, a neighbour app, the internet) across
-    rules and every policy class asks about every identity; one lower() shares
-    one matcher, so each distinct peer meets each identity once.  The memo is
-    keyed by number *and* labels: a resident agent keeps one matcher across
-    changes, and a refused change leaves its trial number free for the next
-    label set.
+    Pending identities (labels not known yet) stay out of the label index: whether a rule's peer matches
+    one depends on the rule's action (an allow must match whatever the labels turn out to be, a deny
+    may), so ``rule`` tests them one by one (there are a few per namespace at most).
     """
 
-    def __init__(self, policy: PolicySet):
-        index: dict = {}
-        self._peers = {id(r): tuple(index.setdefault(p, len(index)) for p in r.peers) for r in policy.rules}
-        self._distinct = tuple(index)
-        self._memo: dict[tuple[int, int, frozenset], bool] = {}
+    def __init__(self, identities: tuple[PeerIdentity, ...]):
+        self.identities = identities
+        self._known = [n for n, i in enumerate(identities) if not i.pending]
+        self._pending = [n for n, i in enumerate(identities) if i.pending]
+        self._labels = LabelIndex([identities[n].labels for n in self._known])
+        self._regions = PrefixIndex((i.region, n) for n, i in enumerate(identities) if i.region is not None)
+        self._peers: dict = {}
+        self._rules: dict[int, frozenset[int]] = {}
 
-    def matches(self, rule: Rule, peer: PeerIdentity) -> bool:
-        for i in self._peers[id(rule)]:
-            key = (i, peer.id, peer.labels)  # a frozenset keeps its hash: the labels cost one lookup
-            hit = self._memo.get(key)
-            if hit is None:
-                hit = self._memo[key] = peer_matches(self._distinct[i], peer)
-            if hit:
-                return True
-        return False
+    def _match(self, p) -> frozenset[int]:
+        if isinstance(p, SelectorPeer):
+            return frozenset(self._known[k] for s in p.selectors for k in self._labels.matching(s))
+        if isinstance(p, CIDRPeer):
+            out = set(self._regions.within(p.network))
+            for ex in p.excepts:
+                out.difference_update(self._regions.within(ex))
+            return frozenset(out)
+        return frozenset()  # FQDN peers match nothing statically (R10.2c)
+
+    def peer(self, p) -> frozenset[int]:
+        """Positions in ``identities`` of the identities with known labels that peer ``p`` matches."""
+        hit = self._peers.get(p)
+        if hit is None:
+            hit = self._peers[p] = self._match(p)
+        return hit
+
+    def rule(self, rule: Rule) -> frozenset[int]:
+        """Positions of the identities some peer of ``rule`` matches."""
+        hit = self._rules.get(id(rule))
+        if hit is None:
+            possibly = rule.action is Action.DENY
+            pending = {n for n in self._pending if any(pending_peer_matches(p, self.identities[n], possibly)
+                                                      for p in rule.peers)}
+            hit = self._rules[id(rule)] = frozenset().union(pending, *map(self.peer, rule.peers))
+        return hit
+
+
+def pending_peer_matches(p, peer: PeerIdentity, possibly: bool) -> bool:
+    """Whether rule peer ``p`` matches a pending identity: for sure, or (``possibly``, a deny's) maybe
+    (evaluate.peer_matches).  A pending pod has no CIDR region and no name, so only selectors can."""
+    return isinstance(p, SelectorPeer) and any(s.bounds(peer.labels, peer.pending)[possibly] for s in p.selectors)
 
 
 def is_any_peer(rule: Rule) -> bool:
@@ -287,63 +304,112 @@ def merge(items: Iterable[Item]) -> Verdict | None:
     return Verdict(Action.ALLOW, min(i.rule for i in allows), all(i.l7 for i in allows))
 
 
-def prefix_blocks(first: int, last: int, width: int = 16) -> list[tuple[int, int]]:
-    """The fewest aligned (start, fixed_bits) blocks covering [first, last]."""
-    out = []
-    while first <= last:
-        size = first & -first if first else 1 << width
-        while size > last - first + 1:
-            size >>= 1
-        out.append((first, width - size.bit_length() + 1))
-        first += size
-    return out
+class Covering:
+    """The items covering one port during a sweep, so that their merged verdict costs a heap look-up.
 
+    ``merge`` over the covering items of every elementary interval would cost intervals × items
+    (quadratic in the ports of one rule); here each item enters and leaves once.
+    """
 
-def _intervals(items: list[Item]) -> list[tuple[int, int]]:
-    """The elementary intervals the items' ranges cut [0, 65535] into, keeping only covered ones."""
-    cuts = sorted({0, 65536} | {i.first for i in items} | {i.last + 1 for i in items})
-    return [(a, b - 1) for a, b in zip(cuts, cuts[1:])
-            if any(i.first <= a and b - 1 <= i.last for i in items)]
+    def __init__(self, items: Iterable[Item] = ()):
+        self._heaps: dict[Action, list[int]] = {Action.DENY: [], Action.ALLOW: []}
+        self._gone: dict[Action, Counter] = {Action.DENY: Counter(), Action.ALLOW: Counter()}
+        self._size = {Action.DENY: 0, Action.ALLOW: 0}
+        self._plain = 0  # allows without L7
+        for i in items:
+            self.add(i)
+
+    def add(self, i: Item) -> None:
+        heapq.heappush(self._heaps[i.action], i.rule)
+        self._size[i.action] += 1
+        self._plain += i.action is Action.ALLOW and not i.l7
+
+    def remove(self, i: Item) -> None:
+        self._gone[i.action][i.rule] += 1  # dropped from the heap when it reaches the top
+        self._size[i.action] -= 1
+        self._plain -= i.action is Action.ALLOW and not i.l7
+
+    def _first(self, action: Action) -> int:
+        heap, gone = self._heaps[action], self._gone[action]
+        while gone[heap[0]]:
+            gone[heap[0]] -= 1
+            heapq.heappop(heap)
+        return heap[0]
+
+    def verdict(self) -> Verdict | None:
+        """``merge`` of the covering items."""
+        if self._size[Action.DENY]:
+            return Verdict(Action.DENY, self._first(Action.DENY))
+        if self._size[Action.ALLOW]:
+            return Verdict(Action.ALLOW, self._first(Action.ALLOW), self._plain == 0)
+        return None
 
 
 def lpm_blocks(own: list[Item], common: list[Item]) -> list[tuple[int, int, Verdict]]:
-    """Port blocks for one protocol in LPM mode; ``common`` (L3-only items) hold at every port."""
-    runs: list[list] = []
-    for a, b in _intervals(own):
-        v = merge([i for i in own if i.first <= a and b <= i.last] + common)
+    """Port blocks for one protocol in LPM mode; ``common`` (L3-only items) hold at every port.
+
+    A sweep over the cuts of the items' ranges: each elementary interval some item of ``own`` covers
+    gets the merged verdict, and runs of equal verdicts become aligned prefix blocks.
+    """
+    starts: dict[int, list[Item]] = {}
+    ends: dict[int, list[Item]] = {}
+    for i in own:
+        starts.setdefault(i.first, []).append(i)
+        ends.setdefault(i.last + 1, []).append(i)
+    cuts = sorted({0, 65536} | starts.keys() | ends.keys())
+    cover, active, runs = Covering(common), 0, []
+    for a, nxt in zip(cuts, cuts[1:]):
+        for i in ends.get(a, ()):
+            cover.remove(i)
+        for i in starts.get(a, ()):
+            cover.add(i)
+        active += len(starts.get(a, ())) - len(ends.get(a, ()))
+        if not active:
+            continue  # no own item here: the L3-only entry answers
+        v = cover.verdict()
         if runs and runs[-1][1] + 1 == a and runs[-1][2] == v:
-            runs[-1][1] = b
+            runs[-1][1] = nxt - 1
         else:
-            runs.append([a, b, v])
+            runs.append([a, nxt - 1, v])
     return [(start, bits, v) for a, b, v in runs if v is not None for start, bits in prefix_blocks(a, b)]
 
 
 def exact_blocks(own: list[Item], common: list[Item]) -> list[tuple[int, int, Verdict]]:
     """Port blocks in exact mode: single ports plus one every-port entry (no ranges exist)."""
     full = [i for i in own if (i.first, i.last) == (0, 65535)]
-    singles = sorted({i.first for i in own if i.first == i.last})
-    out = []
-    if full:
-        out.append((0, 0, merge(full + common)))
-    for port in singles:
-        out.append((port, 16, merge([i for i in own if i.first <= port <= i.last] + common)))
+    singles: dict[int, list[Item]] = {}
+    for i in own:
+        if i.first == i.last:
+            singles.setdefault(i.first, []).append(i)
+    cover = Covering(full + common)
+    out = [(0, 0, cover.verdict())] if full else []
+    for port in sorted(singles):
+        for i in singles[port]:
+            cover.add(i)
+        out.append((port, 16, cover.verdict()))
+        for i in singles[port]:
+            cover.remove(i)
     return [(p, bits, v) for p, bits, v in out if v is not None]
 
 
-def peer_entries(policy_id: int, peer: int, direction: Direction, items: list[Item],
-                 port_lpm: bool) -> list[PolicyEntry]:
-    """Entries for one (policy, peer, direction): one per protocol port block, one L3-only fall-back."""
+def verdict_blocks(items: list[Item], port_lpm: bool) -> list[tuple[int | None, int, int, Verdict]]:
+    """(protocol, port, port bits, verdict) for one peer: one per protocol port block, one L3-only fall-back."""
     common = [i for i in items if i.protocol is None]
-    out = []
     any_verdict = merge(common)
-    if any_verdict is not None:
-        out.append(PolicyEntry(policy_id, peer, direction, None, 0, 0, any_verdict))
+    out = [] if any_verdict is None else [(None, 0, 0, any_verdict)]
     blocks = lpm_blocks if port_lpm else exact_blocks
-    for proto in sorted({i.protocol for i in items if i.protocol is not None}):
-        own = [i for i in items if i.protocol == proto]
-        out += [PolicyEntry(policy_id, peer, direction, proto, port, bits, v)
-                for port, bits, v in blocks(own, common)]
+    by_proto: dict[int, list[Item]] = {}
+    for i in items:
+        if i.protocol is not None:
+            by_proto.setdefault(i.protocol, []).append(i)
+    for proto in sorted(by_proto):
+        out += [(proto, port, bits, v) for port, bits, v in blocks(by_proto[proto], common)]
     return out
+
+
+def peer_entries(policy_id: int, peer: int, direction: Direction,
+                 blocks: list[tuple[int | None, int, int, Verdict]]) -> list[PolicyEntry]:
+    return [PolicyEntry(policy_id, peer, direction, proto, port, bits, v) for proto, port, bits, v in blocks]
 
 
 # ---- subjects ----
@@ -357,10 +423,9 @@ def policy_classes(inventory: Inventory) -> list[tuple[int, Endpoint, tuple[Endp
 
 
 def subject_entries(evaluator: Evaluator, policy_id: int, subject: Endpoint,
-                    direction: Direction, identities: tuple[PeerIdentity, ...], port_lpm: bool,
-                    matcher: PeerMatcher | None = None) -> list[PolicyEntry]:
-    """One policy class's entries in one direction; ``matcher`` is shared by the calls of one lowering
-    (a single call, as a run-time relabel makes per class, matches peers directly)."""
+                    direction: Direction, peers: PeerIndex, port_lpm: bool) -> list[PolicyEntry]:
+    """One policy class's entries in one direction, against the identities of ``peers`` (one index is
+    shared by the calls of one lowering; a run-time relabel indexes only the identities it needs)."""
     allows, denies, _ = evaluator.subject_rules(subject, direction)  # the evaluator's selection, cached per labels
     numbered = sorted(((evaluator.rule_number[id(r)], r) for r in allows + denies if not r.is_empty),
                       key=lambda item: item[0])
@@ -371,17 +436,21 @@ def subject_entries(evaluator: Evaluator, policy_id: int, subject: Endpoint,
     if direction is Direction.EGRESS and any(pm.name for _, r in wild for pm in r.ports):
         specific, wild = numbered, []  # egress named ports depend on each peer's ports: expand per peer
     own_ports = None if pending_scope(subject.identity.labels) else subject.ports
-    out = peer_entries(policy_id, ANY_PEER, direction, items_for(wild, own_ports), port_lpm)
-    for peer in identities if specific else ():
-        if peer.pending:  # an allow must match whatever its labels turn out to be, a deny may
-            matching = [(n, r) for n, r in specific
-                        if any(peer_matches(p, peer, r.action is Action.DENY) for p in r.peers)]
-        else:
-            matching = [(n, r) for n, r in specific
-                        if (matcher.matches(r, peer) if matcher else any(peer_matches(p, peer) for p in r.peers))]
-        if matching:  # no rule, no entry: skipping the merge keeps big inventories linear per subject
-            dst_ports = own_ports if direction is Direction.INGRESS else (None if peer.pending else peer.ports)
-            out += peer_entries(policy_id, peer.id, direction, items_for(matching, dst_ports), port_lpm)
+    out = peer_entries(policy_id, ANY_PEER, direction, verdict_blocks(items_for(wild, own_ports), port_lpm))
+    matching: dict[int, list[tuple[int, Rule]]] = {}  # identity position -> its rules, in rule order
+    for n, r in specific:
+        for pos in peers.rule(r):
+            matching.setdefault(pos, []).append((n, r))
+    # Peers with the same rules (and, for named ports, the same ports) get the same blocks: merge once.
+    shared: dict[tuple, list] = {}
+    for pos in sorted(matching):  # no rule, no entry: identities no rule names cost nothing
+        peer = peers.identities[pos]
+        dst_ports = own_ports if direction is Direction.INGRESS else (None if peer.pending else peer.ports)
+        key = (tuple(n for n, _ in matching[pos]), dst_ports)
+        blocks = shared.get(key)
+        if blocks is None:
+            blocks = shared[key] = verdict_blocks(items_for(matching[pos], dst_ports), port_lpm)
+        out += peer_entries(policy_id, peer.id, direction, blocks)
     return out
 
 
@@ -407,12 +476,12 @@ def lower(policy: PolicySet, inventory: Inventory) -> Datapath:
     identities = peer_identities(policy, inventory, ipv6)
     port_lpm = _needs_port_lpm(policy)
     evaluator = Evaluator(policy)
-    matcher = PeerMatcher(policy)
+    peers = PeerIndex(identities)
     endpoints, entries = [], []
     for policy_id, rep, members in policy_classes(inventory):
         dd = tuple(d for d in Direction if evaluator.is_default_deny(rep, d))
         for direction in (Direction.INGRESS, Direction.EGRESS):
-            entries += subject_entries(evaluator, policy_id, rep, direction, identities, port_lpm, matcher)
+            entries += subject_entries(evaluator, policy_id, rep, direction, peers, port_lpm)
         endpoints += [EndpointEntry(ip, 0, ep.identity.id, policy_id, dd, ep.display)
                       for ep in members for ip in ep.ips]
     ids = {name: n + 1 for n, name in enumerate(ep.display for ep in inventory.pods)}

@@ -8,21 +8,26 @@ descriptions the C structs are rendered from.
 from __future__ import annotations
 
 import ipaddress
+import math
 import struct
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 from .diagnostics import Diagnostic, PolicycError
 from .layouts import Layout, layouts
 from .lower import (ACTION_CODE, DIR_CODE, EP_DEFAULT_DENY, FLAG_L7, LEVEL_ANY,
-                    LEVEL_PORT, LEVEL_PROTO, Datapath, EndpointEntry, PolicyEntry)
+                    LEVEL_PORT, LEVEL_PROTO, Datapath, EndpointEntry, IPCacheEntry, PolicyEntry)
 
 MAPS_BIN_MAGIC = b"PCMAPS\x00\x01"
 RINGBUF_BYTES = 256 * 1024
+# The smallest capacity of each sizable map; a map whose initial entries need more gets the next power
+# of two above entries × HEADROOM (run-time endpoint changes add entries without a recompile).
 # Conntrack: answered TCP and other flows in maps of their own, unanswered flows (TCP handshakes, a UDP
 # request without reply) apart, so a flood of unanswered packets evicts only its kind (docs/artifact.md).
 DEFAULT_SIZES = {"ipcache": 16384, "ipcache_hosts": 16384, "endpoints": 4096, "policy": 65536, "interfaces": 1024,
                  "ct_tcp": 65536, "ct_any": 32768, "ct_new": 16384, "fragments": 8192}
 CT_MAPS = ("ct_tcp", "ct_any", "ct_new")
+HEADROOM = 1.25
 # Slots of the `stats` map (STAT_* in the C): what no rule counter sees, for `status` and metrics;
 # ct_*_full: conntrack inserts the kernel refused, per table.
 STATS = ("events_lost", "events_ratelimited_allow", "events_ratelimited_drop", "nd_passed", "icmp_related",
@@ -42,7 +47,7 @@ class MapSpec:
     max_entries: int
     flags: str = ""
     entries: tuple[tuple[bytes, bytes], ...] = ()
-    readable: tuple[dict, ...] = ()
+    readable: Callable[[], Iterable[dict]] = lambda: ()  # the entries decoded, made when maps.json is written
 
     @property
     def c_type(self) -> str:
@@ -115,45 +120,53 @@ def build_maps(dp: Datapath, sizes: dict[str, int]) -> tuple[list[MapSpec], list
     addr_len = 16 if dp.features.ipv6 else 4
     port_lpm = dp.features.port_ranges
     lay = layouts(addr_len, port_lpm)
-    size = {**DEFAULT_SIZES, **sizes}
-    ipcache = [(ipcache_key(lay, e.network, addr_len), lay["ipcache_value"].pack(identity=e.identity),
-                {"prefix": str(e.network), "identity": e.identity, "source": e.source})
-               for e in dp.ipcache if not is_host_route(e.network)]
-    hosts = [(ipcache_host_key(lay, e.network.network_address, addr_len), lay["ipcache_value"].pack(identity=e.identity),
-              {"prefix": str(e.network), "identity": e.identity, "source": e.source})
-             for e in dp.ipcache if is_host_route(e.network)]
-    endpoints = [(lay["endpoint_key"].pack(addr=addr_bytes(e.ip, addr_len)), endpoint_value(lay, e),
-                  {"ip": str(e.ip), "endpoint": e.name, "endpoint_id": e.endpoint_id, "identity": e.identity,
-                   "policy_id": e.policy_id, "default_deny": [d.value for d in e.default_deny]})
-                 for e in dp.endpoints]
-    policy = [(policy_key(lay["policy_key"], e, port_lpm), policy_value(lay, e),
-               {"policy_id": e.policy_id, "peer": e.peer, "direction": e.direction.value,
-                "protocol": "any" if e.protocol is None else e.protocol, "ports": port_text(e),
-                "action": e.verdict.action.value, "rule": e.verdict.rule, "l7": e.verdict.l7})
-              for e in dp.policy]
 
-    def spec(name, kind, key, value, rows, max_entries, flags=""):
-        return MapSpec(name, kind, lay[key] if key else None, lay[value] if value else None, max_entries, flags,
-                       tuple((k, v) for k, v, _ in rows), tuple(r for _, _, r in rows))
+    def spec(name, kind, key, value, items, pack, describe, flags=""):
+        return MapSpec(name, kind, lay[key], lay[value], capacity(name, len(items), sizes), flags,
+                       tuple(map(pack, items)), lambda: map(describe, items))
 
+    def prefix_row(e: IPCacheEntry) -> dict:
+        return {"prefix": str(e.network), "identity": e.identity, "source": e.source}
+
+    def identity(e: IPCacheEntry) -> bytes:
+        return lay["ipcache_value"].pack(identity=e.identity)
+
+    prefixes = [e for e in dp.ipcache if not is_host_route(e.network)]
+    hosts = [e for e in dp.ipcache if is_host_route(e.network)]
     specs = [
-        spec("ipcache", "lpm_trie", "ipcache_key", "ipcache_value", ipcache, size["ipcache"], "BPF_F_NO_PREALLOC"),
-        spec("ipcache_hosts", "hash", "ipcache_host_key", "ipcache_value", hosts, size["ipcache_hosts"]),
-        spec("endpoints", "hash", "endpoint_key", "endpoint_value", endpoints, size["endpoints"]),
-        spec("policy", "lpm_trie" if port_lpm else "hash", "policy_key", "policy_value", policy, size["policy"],
+        spec("ipcache", "lpm_trie", "ipcache_key", "ipcache_value", prefixes,
+             lambda e: (ipcache_key(lay, e.network, addr_len), identity(e)), prefix_row, "BPF_F_NO_PREALLOC"),
+        spec("ipcache_hosts", "hash", "ipcache_host_key", "ipcache_value", hosts,
+             lambda e: (ipcache_host_key(lay, e.network.network_address, addr_len), identity(e)), prefix_row),
+        spec("endpoints", "hash", "endpoint_key", "endpoint_value", dp.endpoints,
+             lambda e: (lay["endpoint_key"].pack(addr=addr_bytes(e.ip, addr_len)), endpoint_value(lay, e)),
+             lambda e: {"ip": str(e.ip), "endpoint": e.name, "endpoint_id": e.endpoint_id, "identity": e.identity,
+                        "policy_id": e.policy_id, "default_deny": [d.value for d in e.default_deny]}),
+        spec("policy", "lpm_trie" if port_lpm else "hash", "policy_key", "policy_value", dp.policy,
+             lambda e: (policy_key(lay["policy_key"], e, port_lpm), policy_value(lay, e)),
+             lambda e: {"policy_id": e.policy_id, "peer": e.peer, "direction": e.direction.value,
+                        "protocol": "any" if e.protocol is None else e.protocol, "ports": port_text(e),
+                        "action": e.verdict.action.value, "rule": e.verdict.rule, "l7": e.verdict.l7},
              "BPF_F_NO_PREALLOC" if port_lpm else ""),
-        spec("interfaces", "hash", "interface_key", "interface_value", [], size["interfaces"]),
-        *(spec(name, "lru_hash", "ct_key", "ct_value", [], size[name]) for name in CT_MAPS),
+        spec("interfaces", "hash", "interface_key", "interface_value", [], None, None),
+        *(spec(name, "lru_hash", "ct_key", "ct_value", [], None, None) for name in CT_MAPS),
         MapSpec("revision", "array", lay["index_key"], lay["revision"], 1),
         MapSpec("counters", "percpu_array", lay["index_key"], lay["counter"], len(dp.rules) + 1),
         MapSpec("ratelimit", "percpu_array", lay["index_key"], lay["ratelimit"], 1),
-        spec("fragments", "lru_hash", "frag_key", "frag_value", [], size["fragments"]),
+        spec("fragments", "lru_hash", "frag_key", "frag_value", [], None, None),
         MapSpec("stats", "percpu_array", lay["index_key"], lay["counter"], len(STATS)),
         MapSpec("drops", "percpu_array", lay["index_key"], lay["counter"], DROP_SLOTS),
         MapSpec("events", "ringbuf", None, None, RINGBUF_BYTES),
     ]
     check_capacity(specs, sizes)
-    return specs, blowup_warnings(dp, size["policy"])
+    return specs, blowup_warnings(dp, next(s.max_entries for s in specs if s.name == "policy"))
+
+
+def capacity(name: str, entries: int, sizes: dict[str, int]) -> int:
+    """``--map-size`` when given (check_capacity refuses one too small), else room for the entries and more."""
+    if name in sizes:
+        return sizes[name]
+    return max(DEFAULT_SIZES[name], _next_pow2(math.ceil(entries * HEADROOM)))
 
 
 def check_capacity(specs: list[MapSpec], sizes: dict[str, int]) -> None:

@@ -6,13 +6,15 @@ hundred classes.  `policyc matrix`, `paths`, `blast-radius` and `graph` all read
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from functools import cached_property
 
 from .evaluate import Evaluator, LabelIndex, Reason, matching_ports, peer_labels, peer_matches, subject_labels
-from .ir import (Action, Direction, Endpoint, EndpointKind, PolicySet, Protocol, Rule, Selector,
+from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, PolicySet, Protocol, Rule, Selector,
                  SelectorPeer, SubjectKind)
 from .portset import EVERY, NONE, PortSet, rule_ports
+from .prefixes import PrefixIndex
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,11 @@ class ClassVerdicts:
         self._names_cache: dict[tuple, bool] = {}
         self._pair_cache: dict[tuple, Side] = {}
         self.every = frozenset(range(len(reps)))
-        self._outside = [c for c, ep in enumerate(reps) if ep.kind is EndpointKind.EXTERNAL]
+        outside = [c for c, ep in enumerate(reps) if ep.kind is EndpointKind.EXTERNAL]
+        # CIDR peers find their classes by prefix (the graph has a class per CIDR the policies name),
+        # toFQDNs peers among the addresses learned under a name
+        self._addresses = PrefixIndex((ipaddress.ip_network(ip), c) for c in outside for ip in reps[c].ips)
+        self._named = [c for c in outside if reps[c].dns_names]
         self._index = LabelIndex([ep.identity.labels for ep in reps])
         self._selector_cache: dict[Selector, frozenset[int]] = {}
         self._rule_cache: dict[int, frozenset[int]] = {}
@@ -119,7 +125,8 @@ class ClassVerdicts:
                     for sel in peer.selectors:
                         out |= self._selector_classes(sel)
                 else:  # CIDR and FQDN peers only ever match addresses outside the cluster (R7.1)
-                    out |= {c for c in self._outside if peer_matches(peer, self.reps[c], self.reps[c].identity.labels)}
+                    near = self._addresses.within(peer.network) if isinstance(peer, CIDRPeer) else self._named
+                    out |= {c for c in near if peer_matches(peer, self.reps[c], self.reps[c].identity.labels)}
             hit = self._rule_cache[id(rule)] = frozenset(out)
         return hit
 

@@ -129,7 +129,7 @@ def build_policy_set(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Fr
     policies: list[Policy] = []
     diagnostics: list[Diagnostic] = []
     skipped: list[str] = []
-    kept: dict[tuple, tuple] = {}  # (kind, namespace, name) -> (rules, default-deny entries, Policy)
+    seen: dict[tuple, str] = {}  # (kind, namespace, name) -> file:line:column of its metadata.name
     error_count = 0
     for doc, base, obj in ((d, b, o) for d in docs for b, o in kube_objects(d)):
         if error_count >= MAX_ERRORS:
@@ -148,16 +148,18 @@ def build_policy_set(docs: list[Document], cluster: str = DEFAULT_CLUSTER) -> Fr
         if got is None:
             skipped.append(_skipped_label(doc, base, obj))
             continue
-        policy = got[2]
+        got_rules, got_dd, policy = got
         key = (policy.kind, policy.namespace, policy.name)
-        if key in kept:
-            first = kept.pop(key)[2]
-            diagnostics.append(doc.diag(base + ("metadata", "name"),
-                                        f"{policy.kind} {_ref(policy)} is defined twice: this one replaces the "
-                                        f"one at {first.origin}, as a second `kubectl apply` would, and only "
-                                        "this one is evaluated (R1.3b)", Severity.WARNING, "duplicate-name"))
-        kept[key] = got
-    for got_rules, got_dd, policy in kept.values():
+        name_at = doc.diag(base + ("metadata", "name"), "")
+        if key in seen:
+            diagnostics.append(doc.diag(
+                base + ("metadata", "name"),
+                f"{policy.kind} {_ref(policy)} is defined twice (first at {seen[key]}): the cluster keeps one "
+                "object per kind, namespace and name, the one applied last, so its rules depend on apply "
+                "order; rename one or remove it (R1.3b)", code="duplicate-name"))
+            error_count += 1
+            continue
+        seen[key] = f"{name_at.file}:{name_at.line}:{name_at.column}"
         rules.extend(got_rules)
         dd.extend(got_dd)
         policies.append(policy)

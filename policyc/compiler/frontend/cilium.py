@@ -39,9 +39,11 @@ def parse_l7(r: FieldReader, value, path: tuple, direction: Direction, protocols
         for i, h in enumerate(r.sequence(obj, "http", path)):
             where = path + ("http", i)
             h = r.mapping(h, where, ("method", "path", "host", "headers", "headerMatches"))
-            if h.get("headerMatches"):
-                r.warn(where + ("headerMatches",), "headerMatches is not modelled: verdicts treat it as "
-                                                   "matching every request", "unsupported-field")
+            matches = tuple(json.dumps(x, sort_keys=True) for x in r.sequence(h, "headerMatches", where))
+            if matches:
+                r.warn(where + ("headerMatches",), "headerMatches is not enforced by policyc: concrete verdicts "
+                                                   "treat it as matching every request, the verifier as an "
+                                                   "unknown condition", "unsupported-field")
             for key in ("method", "path"):  # Cilium compiles both with Go's regexp and rejects the rule
                 problem = go_regex_error(r.text(h[key], where + (key,))) if h.get(key) is not None else None
                 if problem:
@@ -50,7 +52,7 @@ def parse_l7(r: FieldReader, value, path: tuple, direction: Direction, protocols
             rules.append(HTTPRule(*(r.text(h[k], where + (k,)) if h.get(k) is not None else None
                                     for k in ("method", "path", "host")),
                                   tuple(r.text(x, where + ("headers", j))
-                                        for j, x in enumerate(r.sequence(h, "headers", where)))))
+                                        for j, x in enumerate(r.sequence(h, "headers", where))), matches))
         return L7Rules("http", http=tuple(rules))
     if family == "dns":
         rules = []
@@ -65,10 +67,12 @@ def parse_l7(r: FieldReader, value, path: tuple, direction: Direction, protocols
     opaque = tuple(json.dumps(x, sort_keys=True) for x in (obj.get(family) or [obj.get("l7proto")]))
     return L7Rules("kafka" if family == "kafka" else "generic", opaque=opaque)
 
+TLS_KEYS = ("serverNames", "terminatingTLS", "originatingTLS", "listener")
+
+
 def parse_port_rules(r: FieldReader, items: list, path: tuple, direction: Direction, deny: bool) -> tuple[PortMatch, ...]:
     """toPorts of a CNP rule (R1.16–R1.23, R5.6, R8.2)."""
-    allowed = ("ports",) if deny else ("ports", "rules", "terminatingTLS", "originatingTLS",
-                                        "serverNames", "listener")
+    allowed = ("ports",) if deny else ("ports", "rules") + TLS_KEYS
     out: list[PortMatch] = []
     for i, item in enumerate(items):
         where = path + (i,)
@@ -83,9 +87,12 @@ def parse_port_rules(r: FieldReader, items: list, path: tuple, direction: Direct
         for j, name in enumerate(r.sequence(obj, "serverNames", where)):
             if not r.text(name, where + ("serverNames", j), "server name"):
                 r.fail(where + ("serverNames", j), "an empty server name is not allowed (R1.23)")
-        for key in ("terminatingTLS", "originatingTLS", "serverNames", "listener"):
+        tls = tuple(json.dumps({key: obj[key]}, sort_keys=True) for key in TLS_KEYS if obj.get(key))
+        for key in TLS_KEYS:
             if obj.get(key):
-                r.warn(where + (key,), f"{key} is not modelled: verdicts cover L3/L4 only", "unsupported-field")
+                r.warn(where + (key,), f"{key} is not enforced by policyc: concrete verdicts and the datapath "
+                                       "cover L3/L4 only, the verifier treats it as an unknown condition",
+                       "unsupported-field")
         parsed = []
         for j, port in enumerate(ports):
             pwhere = where + ("ports", j)
@@ -112,7 +119,7 @@ def parse_port_rules(r: FieldReader, items: list, path: tuple, direction: Direct
             if l7 and obj.get("serverNames") and not obj.get("terminatingTLS"):
                 r.fail(where + ("serverNames",), "serverNames with L7 rules need terminatingTLS (R1.23)")
         for protos, first, last, name, _ in parsed:
-            out.extend(PortMatch(p, first, last, name, l7) for p in protos)
+            out.extend(PortMatch(p, first, last, name, l7, tls) for p in protos)
     return tuple(dict.fromkeys(out))
 
 @dataclass(frozen=True)
@@ -187,6 +194,9 @@ def parse_rule(r: FieldReader, item, path: tuple, scope: _Scope, direction: Dire
                                                       "required, test-always-fail")
         if auth == "disabled":
             auth = None
+        elif auth == "test-always-fail":
+            r.warn(path + ("authentication",), "test-always-fail fails every handshake: the flows this rule "
+                                               "alone allows are denied (auth-required)", "always-fail-auth")
         else:
             r.warn(path + ("authentication",), "mutual authentication is not modelled: verdicts assume it "
                                                "succeeds", "unsupported-field")

@@ -12,6 +12,7 @@ and with the default-deny the rule may be the only one to imply (R3.6).
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field, replace
 
 import z3
@@ -19,10 +20,11 @@ import z3
 from .. import explain
 from ..cliselector import format_selector
 from ..entities import RESERVED_IDS, reserved_label, world_labels
-from ..evaluate import Evaluator, selects, subject_labels
+from ..evaluate import Evaluator, LabelIndex, sees_lookups, subject_labels
 from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, CIDRPeer, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
+from ..prefixes import PrefixIndex
 from . import exposure, prefilter, regex
 from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, space_for
 from .findings import Finding, Location, Witness, rule_location
@@ -58,8 +60,8 @@ class Context:
         return replace(concrete, request=concrete.request.keep(self.evaluator.l7_kinds(concrete)))
 
     def neighbours(self, rule: Rule, action: Action) -> list[Rule]:
-        return [r for r in self.index.near(rule.direction, rule.subject_kind, rule.subject) if r.action is action and r.id != rule.id
-                and r.id not in self.excluded and prefilter.rules_overlap(rule, r)]
+        return [r for r in self.index.overlapping(rule)
+                if r.action is action and r.id != rule.id and r.id not in self.excluded]
 
 
 def _policy_name(origin) -> str:
@@ -128,15 +130,17 @@ def _deletable(ctx: Context, rule: Rule) -> bool:
     authentication outcome: the question every finding that recommends deleting it must settle first.
 
     Only subjects ``rule`` selects can change, so only their neighbouring rules and default-deny entries
-    enter; a default-deny entry only this rule implied goes with it (``PolicySet.without``).
+    enter; a default-deny entry only this rule implied goes with it (``PolicySet.without``). The
+    question is asked over every possible endpoint, even with an inventory: the rule also decides
+    for pods created after the deletion, which today's inventory does not hold.
     """
     near = PolicySet(tuple(ctx.index.near(rule.direction, rule.subject_kind, rule.subject)),
                      tuple(ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)), (), ctx.policy.cluster)
     after = near.without([rule.id])
-    space = ctx.space(near.rules, near.default_deny, unknowns=True)
+    space = space_for(near.rules, near.default_deny, ctx.policy.cluster, None, unknowns=True)
     solver = z3.Solver()
     flow = new_flow(space, solver)
-    request = Request() if any(pm.l7 for r in near.rules for pm in r.ports) else None
+    request = Request() if any(pm.filtered for r in near.rules for pm in r.ports) else None
     subject, _ = space.sides(flow, rule.direction)
     solver.add(z3.Not(flow.same), space.selects(rule.subject_kind, rule.subject, subject),
                space.direction_allows(near, rule.direction, flow, request)
@@ -174,6 +178,7 @@ def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, al
     flow = new_flow(space, solver)
     _, peer = space.sides(flow, rule.direction)
     solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction),
+               space.authenticated([rule], flow),  # test-always-fail: the rule never lets anything through
                *[z3.Not(space.rule_matches(d, flow)) for d in denies])
     if peer_kind is not None:
         solver.add(peer.is_kind(peer_kind))
@@ -204,11 +209,12 @@ def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
     solver.add(own)
     if solver.check() != z3.sat:
         return None  # matches nothing at all: other checks say why
-    never = Witness(ctx.decode(flow, solver.model(), request), rule.direction, True, (rule.id,))
+    never = solver.model()  # decoded only for a finding: a witness replays the flow over all the subject's rules
     solver.add(_decided(space, flow, rule.direction))
     if solver.check() == z3.unsat:
         return _finding("PC001", rule, "everything this rule allows is always allowed: a pod's traffic to itself "
-                                       "(R11.5), the local node's to its pods (allow-localhost, R3.9)", (), never,
+                                       "(R11.5), the local node's to its pods (allow-localhost, R3.9)", (),
+                        Witness(ctx.decode(flow, never, request), rule.direction, True, (rule.id,)),
                         key="always-allowed")
     matches, lits = {}, {}
     for i, other in enumerate(denies + allows):
@@ -357,16 +363,17 @@ def check_inventory_selectors(ctx: Context) -> list[Finding]:
     if inv is None:
         return []
     reserved = [frozenset({reserved_label(n)}) for n in RESERVED_IDS] + [world_labels(4), world_labels(6)]
-    identities = list(dict.fromkeys([ep.identity.labels for ep in inv.endpoints] + reserved))
-    subjects = list({(ep.kind, subject_labels(ep)): ep for ep in inv.endpoints}.values())  # one per label set
+    identities = LabelIndex(list(dict.fromkeys([ep.identity.labels for ep in inv.endpoints] + reserved)))
+    wanted = {SubjectKind.ENDPOINT: EndpointKind.POD, SubjectKind.NODE: EndpointKind.NODE}
+    subjects = {kind: LabelIndex(list({subject_labels(ep) for ep in inv.endpoints if ep.kind is ep_kind}))
+                for kind, ep_kind in wanted.items()}  # selects(), one index per subject kind
     seen: dict[tuple, bool] = {}
     out = []
     for rule in ctx.policy.rules:
         for role, sel in _rule_selectors(rule):
             key = (role == "subject", sel, rule.subject_kind)
             if key not in seen:
-                seen[key] = any(selects(rule.subject_kind, sel, ep) for ep in subjects) if key[0] else \
-                    any(sel.matches(labels) for labels in identities)
+                seen[key] = bool((subjects[rule.subject_kind] if key[0] else identities).matching(sel))
             if not seen[key]:
                 out.append(_finding("PC007", rule, f"the {role} selector {format_selector(sel)} matches no endpoint "
                                     "of the inventory",
@@ -465,7 +472,17 @@ def check_exposure(ctx: Context) -> list[Finding]:
 
 # ------------------------------------------------------------------ L7
 
+def _feeds_fqdn(ctx: Context, rule: Rule) -> bool:
+    """A DNS rule whose subject may also be one of a toFQDNs rule's: bypassed or not, it is what sends the
+    lookups through the proxy, without which toFQDNs matches nothing (R9.3, R10.1): never "ineffective"."""
+    return sees_lookups(rule) and any(
+        isinstance(p, FQDNPeer) for r in ctx.index.near(rule.direction, rule.subject_kind, rule.subject)
+        if r.action is Action.ALLOW for p in r.peers)
+
+
 def _l7_ineffective(ctx: Context, rule: Rule) -> Finding | None:
+    if _feeds_fqdn(ctx, rule):
+        return None
     l7_ports = tuple(pm for pm in rule.ports if pm.l7 is not None)
     plain = [(r, tuple(pm for pm in r.ports if pm.l7 is None)) for r in [rule] + ctx.neighbours(rule, Action.ALLOW)]
     plain = [(r, ps) for r, ps in plain if ps and prefilter.rules_overlap(rule, r, l7_ports, ps)]
@@ -495,8 +512,9 @@ def _l7_ineffective(ctx: Context, rule: Rule) -> Finding | None:
 
 def _entry_text(entry) -> str:
     """An HTTP entry or DNS pattern as its YAML fields."""
-    yaml_name = {"match_name": "matchName", "match_pattern": "matchPattern"}
-    fields = ", ".join(f"{yaml_name.get(k, k)}: {v}" for k, v in vars(entry).items() if v not in (None, ()))
+    yaml_name = {"match_name": "matchName", "match_pattern": "matchPattern", "header_matches": "headerMatches"}
+    fields = ", ".join(f"{yaml_name.get(k, k)}: {'[' + ', '.join(v) + ']' if isinstance(v, tuple) else v}"
+                       for k, v in vars(entry).items() if v not in (None, ()))
     return f"{{{fields}}}"
 
 
@@ -601,13 +619,17 @@ def check_fqdn(ctx: Context) -> list[Finding]:
 def check_cidr_pods(ctx: Context) -> list[Finding]:
     if ctx.inventory is None:
         return []
-    held = [(ip, ep) for ep in ctx.inventory.endpoints if ep.kind is not EndpointKind.EXTERNAL for ip in ep.ips]
+    held = PrefixIndex((ipaddress.ip_network(ip), (ip, ep)) for ep in ctx.inventory.endpoints
+                       if ep.kind is not EndpointKind.EXTERNAL for ip in ep.ips)
+    order = {id(ep): n for n, ep in enumerate(ctx.inventory.endpoints)}
     out = []
     for rule in ctx.policy.rules:
         for peer in rule.peers:
             if not isinstance(peer, CIDRPeer) or peer.network.prefixlen == 0:
                 continue
-            inside = [(ip, ep) for ip, ep in held if peer.contains(ip)]
+            # the addresses inside the CIDR and outside its excepts, by prefix index, in inventory order
+            inside = sorted((x for x in held.within(peer.network) if peer.contains(x[0])),
+                            key=lambda x: (order[id(x[1])], x[1].ips.index(x[0])))
             if inside:
                 ip, ep = inside[0]
                 out.append(_finding("PC016", rule, f"{peer} covers {len(inside)} address(es) of pods or nodes "

@@ -26,9 +26,9 @@ import z3
 
 from .. import explain
 from ..cliselector import format_peer, format_selector
-from ..evaluate import DirectionVerdict, Evaluator, Reason
+from ..evaluate import DirectionVerdict, Evaluator, Reason, sees_lookups
 from ..inventory import Inventory
-from ..ir import Action, Direction, PolicySet, Protocol, Rule
+from ..ir import Action, Direction, FQDNPeer, PolicySet, Protocol, Rule, SelectorPeer, SubjectKind
 from . import prefilter
 from .encode import FLOW_PROTOCOLS, Request, Space, SymbolicFlow, new_flow, space_for
 from .findings import Finding, Location, Witness, request_text, rule_location
@@ -113,25 +113,72 @@ def _dd_key(d) -> tuple:
     return (d.subject, d.subject_kind, d.direction)
 
 
-def _relevant(old: PolicySet, new: PolicySet, direction: Direction) -> tuple[PolicySet, PolicySet] | None:
-    """The parts of both sets whose subjects a changed rule or default-deny could share; None if nothing changed."""
-    old_rules = {_rule_key(r) for r in old.rules_for(direction)}
-    new_rules = {_rule_key(r) for r in new.rules_for(direction)}
+def _changed(old: PolicySet, new: PolicySet, direction: Direction) -> tuple[list[Rule], list[tuple]] | None:
+    """The rules in one set only, and the (subject kind, subject) of default-denies in one set only."""
+    old_rules = {_rule_key(r): r for r in old.rules_for(direction)}
+    new_rules = {_rule_key(r): r for r in new.rules_for(direction)}
     old_dd = {_dd_key(d) for d in old.default_deny if d.direction is direction}
     new_dd = {_dd_key(d) for d in new.default_deny if d.direction is direction}
-    changed = [(k[1], k[0]) for k in (old_rules ^ new_rules) | (old_dd ^ new_dd)]
-    if not changed:
-        return None
+    rules = [r for k, r in old_rules.items() if k not in new_rules] + \
+            [r for k, r in new_rules.items() if k not in old_rules]
+    dds = [(k[1], k[0]) for k in old_dd ^ new_dd]
+    return (rules, dds) if rules or dds else None
 
-    def near(item) -> bool:
-        return any(item.subject_kind is kind and not prefilter.selectors_disjoint(item.subject, sel)
-                   for kind, sel in changed)
 
-    def part(ps: PolicySet) -> PolicySet:
-        return PolicySet(tuple(r for r in ps.rules_for(direction) if near(r)),
-                         tuple(d for d in ps.default_deny if d.direction is direction and near(d)), ps.policies,
-                         ps.cluster)
-    return part(old), part(new)
+def _names(rule: Rule) -> bool:
+    return any(isinstance(p, FQDNPeer) for p in rule.peers)
+
+
+def _relevant(ps: PolicySet, direction: Direction, changed: list[Rule], changed_dd: list[tuple]) -> PolicySet:
+    """The part of ``ps`` that can decide a flow whose verdict changed in ``direction``.
+
+    A verdict changes only where a changed rule matches the flow or a changed default-deny selects its
+    subject.  Every rule matching such a flow meets that changed rule (``rules_overlap``) or shares that
+    subject, so only those rules are encoded; an unchanged rule is kept on both sides or on neither,
+    so no other flow can seem to change.  The indexes find them without a scan per changed item.
+    ``rules_overlap`` reads toFQDNs as matching nothing, as concrete answers do; in the gate's model
+    a name may resolve to any address, so a rule with a toFQDNs peer meets every rule of its subjects,
+    and the DNS rules of its subjects stay (they decide whether it can match at all, R10.1).
+    """
+    rules = ps.rules_for(direction)
+    dds = tuple(d for d in ps.default_deny if d.direction is direction)
+    rule_index, dd_index = prefilter.Index(rules), prefilter.Index(dds)
+    keep = {id(r) for c in changed for r in rule_index.overlapping(c)}
+    named_index = prefilter.Index([r for r in rules if _names(r)])
+    keep |= {id(r) for c in changed
+             for r in (rule_index if _names(c) else named_index).near(direction, c.subject_kind, c.subject)}
+    keep |= {id(r) for kind, sel in changed_dd for r in rule_index.near(direction, kind, sel)}
+    lookups = prefilter.Index([r for r in rules if sees_lookups(r)])  # whether a kept toFQDNs peer can match
+    keep |= {id(d) for r in rules if id(r) in keep and _names(r)
+             for d in lookups.near(direction, r.subject_kind, r.subject)}
+    subjects = [(r.subject_kind, r.subject) for r in changed] + changed_dd
+    keep_dd = {id(d) for kind, sel in subjects for d in dd_index.near(direction, kind, sel)}
+    return PolicySet(tuple(r for r in rules if id(r) in keep), tuple(d for d in dds if id(d) in keep_dd),
+                     ps.policies, ps.cluster)
+
+
+def _other_end(ps: PolicySet, other: Direction, changed: list[Rule], changed_dd: list[tuple]) -> PolicySet:
+    """The part of ``ps`` in the ``other`` direction that can decide a flow of a changed group.
+
+    The other end enforces at the changed rule's peer, against the rule's subject: pods have the same
+    labels as subjects and as peers, so an endpoint rule is kept when it meets the changed rule seen
+    from that end (subject: its peer selectors, peer: its subject, the same ports).  Peers outside the
+    cluster enforce nothing.  A node's labels differ between the two views, so host rules, and every
+    rule when a changed rule or default-deny selects the host, are kept whole.
+    """
+    rules = ps.rules_for(other)
+    dds = tuple(d for d in ps.default_deny if d.direction is other)
+    if any(c.subject_kind is not SubjectKind.ENDPOINT for c in changed) or changed_dd:
+        return PolicySet(rules, dds, ps.policies, ps.cluster)
+    mirrors = [replace(c, direction=other, subject=sel, peers=(SelectorPeer((c.subject,)),))
+               for c in changed for p in c.peers if isinstance(p, SelectorPeer) for sel in p.selectors]
+    rule_index, dd_index = prefilter.Index(rules), prefilter.Index(dds)
+    keep = {id(r) for m in mirrors for r in rule_index.overlapping(m)}
+    keep |= {id(r) for r in rules if r.subject_kind is not SubjectKind.ENDPOINT}
+    keep_dd = {id(d) for m in mirrors for d in dd_index.near(other, SubjectKind.ENDPOINT, m.subject)}
+    keep_dd |= {id(d) for d in dds if d.subject_kind is not SubjectKind.ENDPOINT}
+    return PolicySet(tuple(r for r in rules if id(r) in keep), tuple(d for d in dds if id(d) in keep_dd),
+                     ps.policies, ps.cluster)
 
 
 class _Side:
@@ -140,17 +187,22 @@ class _Side:
     def __init__(self, space: Space, policy: PolicySet, direction: Direction, flow: SymbolicFlow,
                  request: Request | None):
         subject, _ = space.sides(flow, direction)
-        self.match = {r: space.rule_matches(r, flow) for r in policy.rules}
         allows = [r for r in policy.rules if r.action is Action.ALLOW]
-        self.admit = {r: space.rule_matches(r, flow, request) if request else self.match[r] for r in allows}
+        names = space.sees_lookups(allows, flow, direction)  # per side: a new DNS rule can wake toFQDNs up
+        self.match = {r: space.rule_matches(r, flow, names=names) for r in policy.rules}
+        self.admit = {r: space.rule_matches(r, flow, request, names=names) if request else self.match[r]
+                      for r in allows}
         self.deny = z3.Or([e for r, e in self.match.items() if r.action is Action.DENY])
         self.allow = z3.Or([self.match[r] for r in allows])
         self.admitted = z3.Or(list(self.admit.values()))
-        self.auth = space.authenticated(allows, flow)
+        self.auth = space.authenticated(allows, flow, names)
         self.dd = space.default_deny(policy.default_deny, direction, subject)
         self.enforced = space.enforced(direction, flow)
+        # R3.4c: without default deny the proxy still filters the requests of redirected ports
+        self.filtered = z3.And(self.allow, z3.Not(self.admitted))
         self.allowed = z3.Or(z3.Not(self.enforced),
-                             z3.And(z3.Not(self.deny), z3.Or(z3.Not(self.dd), z3.And(self.admitted, self.auth))))
+                             z3.And(z3.Not(self.deny), z3.If(self.dd, z3.And(self.admitted, self.auth),
+                                                             z3.Not(self.filtered))))
 
     def reason(self, v: DirectionVerdict) -> z3.BoolRef:
         """The set of flows decided for the same reason as ``v`` (by any of the same rules)."""
@@ -162,9 +214,10 @@ class _Side:
             Reason.DENIED: lambda: z3.And(self.enforced, by(self.match)),
             Reason.ALLOWED: lambda: z3.And(decided, self.dd, self.auth, by(self.admit)),
             Reason.AUTH_REQUIRED: lambda: z3.And(proxied, z3.Not(self.auth), by(self.match)),
-            Reason.REQUEST_DENIED: lambda: z3.And(proxied, self.auth, z3.Not(self.admitted), by(self.match)),
+            Reason.REQUEST_DENIED: lambda: z3.And(decided, self.filtered, z3.Or(z3.Not(self.dd), self.auth),
+                                                  by(self.match)),
             Reason.DEFAULT_DENY: lambda: z3.And(decided, self.dd, z3.Not(self.allow)),
-            Reason.NOT_ENFORCED: lambda: z3.And(decided, z3.Not(self.dd)),
+            Reason.NOT_ENFORCED: lambda: z3.And(decided, z3.Not(self.dd), z3.Not(self.filtered)),
         }.get(v.reason, lambda: z3.Not(self.enforced))()
 
 
@@ -287,15 +340,15 @@ def _ports(solver: z3.Solver, space: Space, flow: SymbolicFlow, group: z3.BoolRe
 # ---- the search
 
 def _has_l7(rules) -> bool:
-    return any(pm.l7 is not None for r in rules for pm in r.ports)
+    return any(pm.filtered for r in rules for pm in r.ports)
 
 
 def _direction_changes(old: PolicySet, new: PolicySet, direction: Direction, inventory: Inventory | None,
                        limits: Limits) -> tuple[list[Change], list[Truncation]]:
-    parts = _relevant(old, new, direction)
-    if parts is None:
+    changes = _changed(old, new, direction)
+    if changes is None:
         return [], []
-    old_d, new_d = parts
+    old_d, new_d = (_relevant(ps, direction, *changes) for ps in (old, new))
     other = Direction.INGRESS if direction is Direction.EGRESS else Direction.EGRESS
     involved = old_d.rules + new_d.rules + old.rules_for(other) + new.rules_for(other)
     space = space_for(involved, old_d.default_deny + new_d.default_deny + old.default_deny + new.default_deny,
@@ -307,8 +360,8 @@ def _direction_changes(old: PolicySet, new: PolicySet, direction: Direction, inv
     a, b = _Side(space, old_d, direction, flow, request), _Side(space, new_d, direction, flow, request)
     # A connection needs both sides: a widening counts when the new policy's other side lets the flow
     # through, a narrowing when the old one did.
-    other_allows = {True: space.direction_allows(new, other, flow, request),
-                    False: space.direction_allows(old, other, flow, request)}
+    other_allows = {widened: space.direction_allows(_other_end(ps, other, *changes), other, flow, request)
+                    for widened, ps in ((True, new), (False, old))}
     search = _Search(solver, space, flow, request, a, b, Evaluator(old), Evaluator(new), direction,
                      old_d.rules + new_d.rules, limits)
     for widened in (True, False):

@@ -31,8 +31,9 @@ from dataclasses import dataclass, replace
 import z3
 
 from ..entities import RESERVED, reserved_label, world_labels
-from ..evaluate import Flow, LabelIndex, Request as ConcreteRequest, fqdn_regex, opaque_key, subject_labels
-from ..inventory import Inventory, external
+from ..evaluate import (ALWAYS_FAIL, Flow, LabelIndex, Request as ConcreteRequest, fqdn_regex, opaque_key, sees_lookups,
+                        subject_labels)
+from ..inventory import RESERVED_PEERS, Inventory, external, reserved_peer
 from ..ir import (ANY_SOURCE, CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, SERVICE_ACCOUNT_KEY,
                   Action, CIDRPeer, Direction, Endpoint, EndpointKind, FQDNPeer, Identity,
                   L7Rules, Label, NamedPort, Op, Peer, PolicySet, PortMatch, Protocol, Requirement, Rule,
@@ -49,8 +50,7 @@ class Kind(enum.IntEnum):
     RESERVED = 3
 
 
-RESERVED_PEERS = ("health", "init", "unmanaged", "kube-apiserver", "ingress")
-FLOW_PROTOCOLS = (Protocol.ICMP, Protocol.TCP, Protocol.UDP, Protocol.ICMPV6, Protocol.SCTP)
+FLOW_PROTOCOLS = (Protocol.ICMP, Protocol.TCP, Protocol.UDP, Protocol.ICMPV6, Protocol.SCTP, Protocol.OTHER)
 _LABEL_SOURCE = {Kind.POD: "k8s", Kind.NODE: "node"}
 _POD_ONLY_KEYS = (NAMESPACE_KEY, CLUSTER_KEY, SERVICE_ACCOUNT_KEY)
 _NS_NAME_KEY = NAMESPACE_LABELS_PREFIX + "kubernetes.io/metadata.name"
@@ -306,7 +306,11 @@ class InventoryTerm(Term):
                 z3.Implies(self.is_kind(Kind.EXTERNAL), not_taken)]
 
     def match(self, sel: Selector, view: View) -> z3.BoolRef:
-        """Selector.matches, decided in Python per endpoint; only the world family is symbolic."""
+        """Selector.matches, decided in Python per endpoint; only the world family is symbolic.
+
+        Built once per term, selector and view: a flow's terms live as long as its space (``new_flow``),
+        and a selector matching pods of many namespaces is a disjunction as long as the inventory.
+        """
         return self._once((sel, view), lambda: self._match(sel, view))
 
     def _match(self, sel: Selector, view: View) -> z3.BoolRef:
@@ -389,7 +393,7 @@ class Request:
         """evaluate._http_admits: every given field matches, every header is present."""
         self._kinds.add("http")
         return z3.And(self._field(self.method, h.method), self._field(self.path, h.path),
-                      self._field(self.host, h.host), *[self.opaque("header", x) for x in h.headers])
+                      self._field(self.host, h.host), *[self.opaque("header", x) for x in h.header_parts])
 
     def dns_rule(self, d) -> z3.BoolRef:
         self._kinds.add("dns")
@@ -404,6 +408,10 @@ class Request:
         if l7.kind == "dns":
             return z3.Or([self.dns_rule(d) for d in l7.dns])
         return self.opaque("l7", l7)
+
+    def admitted_by(self, pm: PortMatch) -> z3.BoolRef:
+        """evaluate.port_admits: the entry's L7 filter and each of its TLS conditions."""
+        return z3.And(self.allowed_by(pm.l7), *[self.opaque("tls", t) for t in pm.tls])
 
     def decode(self, model) -> ConcreteRequest:
         def text(var, kind: str) -> str:
@@ -435,7 +443,8 @@ class SymbolicFlow:
                   for p in FLOW_PROTOCOLS if p.family]  # evaluate.possible
         return (self.src.wellformed() + self.dst.wellformed() + self.space.pair_constraints(self)
                 + [z3.Or([self.protocol == int(p) for p in FLOW_PROTOCOLS]),
-                   z3.Implies(icmp, z3.ULE(self.port, 255))]  # for ICMP the port slot is the type (R8.6)
+                   z3.Implies(icmp, z3.ULE(self.port, 255)),  # for ICMP the port slot is the type (R8.6)
+                   z3.Implies(self.protocol == int(Protocol.OTHER), self.port == 0)]  # no ports: slot unused
                 + family)
 
     def fix(self, flow: Flow) -> list:
@@ -513,6 +522,13 @@ class Space:
 
     unknowns = False  # the gate's model: DNS names and handshake outcomes are free (module docstring)
 
+    def memo(self, key: tuple, compute):
+        """Computed once per space: flows, the endpoints a kind, a selector or a port name picks, ..."""
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = compute()
+        return hit
+
     def sides(self, flow: SymbolicFlow, direction: Direction):
         """(subject, peer) of a direction: egress is decided at the source, ingress at the destination."""
         return (flow.src, flow.dst) if direction is Direction.EGRESS else (flow.dst, flow.src)
@@ -522,8 +538,10 @@ class Space:
         want = Kind.POD if kind is SubjectKind.ENDPOINT else Kind.NODE
         return z3.And(subject.is_kind(want), subject.match(sel, View.SUBJECT))
 
-    def peer_matches(self, peer: Peer, flow: SymbolicFlow, direction: Direction) -> z3.BoolRef:
-        """evaluate.peer_matches with peer_labels: a pod sees its own node as reserved:host."""
+    def peer_matches(self, peer: Peer, flow: SymbolicFlow, direction: Direction,
+                     names: z3.BoolRef | None = None) -> z3.BoolRef:
+        """evaluate.peer_matches with peer_labels: a pod sees its own node as reserved:host; ``names``
+        (Space.sees_lookups) whether the subject's lookups are proxied, None for "assume they are"."""
         subject, other = self.sides(flow, direction)
         if isinstance(peer, SelectorPeer):
             host_view = z3.And(other.is_kind(Kind.NODE), subject.is_kind(Kind.POD), flow.local)
@@ -538,7 +556,8 @@ class Space:
             return z3.BoolVal(False)
         other.reads_dns = True
         return z3.And(other.is_kind(Kind.EXTERNAL), z3.Length(other.dns) > 0,  # "": no name was learned
-                      z3.InRe(other.dns, regex.to_z3(fqdn_regex(peer.match_name, peer.match_pattern))))
+                      z3.InRe(other.dns, regex.to_z3(fqdn_regex(peer.match_name, peer.match_pattern))),
+                      z3.BoolVal(True) if names is None else names)
 
     def port_matches(self, pm: PortMatch, flow: SymbolicFlow) -> z3.BoolRef:
         """evaluate.port_matches; named ports resolve at the destination."""
@@ -548,23 +567,46 @@ class Space:
         return z3.And(proto, flow.dst.named_port(pm.name, flow.protocol, flow.port))
 
     def rule_matches(self, rule: Rule, flow: SymbolicFlow, request: Request | None = None,
-                     ports: tuple[PortMatch, ...] | None = None) -> z3.BoolRef:
+                     ports: tuple[PortMatch, ...] | None = None, names: z3.BoolRef | None = None) -> z3.BoolRef:
         """The rule selects the subject, matches the peer and a port (and the request, if given).
 
-        ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry).
+        ``ports`` narrows the rule to some of its port entries (L7 checks look at one entry); ``names``
+        is the policy set's Space.sees_lookups (toFQDNs peers match only when lookups are proxied).  Without
+        L7 requests in play the formula depends only on the rule and the flow, which live as long as the
+        space: it is built once (a check asks about the same neighbours again and again).
         """
-        key = (rule, ports, id(request) if request is not None else None)
-        if key not in flow.memo:  # the same rule meets the same flow in both policy sets and both sides
-            where = flow.memo.get(rule)
-            if where is None:
-                subject, _ = self.sides(flow, rule.direction)
-                where = flow.memo[rule] = z3.And(self.selects(rule.subject_kind, rule.subject, subject),
-                                                 z3.Or([self.peer_matches(p, flow, rule.direction)
-                                                        for p in rule.peers]))
-            matching = [z3.And(self.port_matches(pm, flow), request.allowed_by(pm.l7) if request else True)
-                        for pm in (rule.ports if ports is None else ports)]
-            flow.memo[key] = z3.And(where, z3.Or(matching))
-        return flow.memo[key]
+        entries = rule.ports if ports is None else ports
+        where, fqdn = self._where(rule, flow)
+        if fqdn and self.unknowns:  # a memoized formula still reads the peer's name in this query
+            self.sides(flow, rule.direction)[1].reads_dns = True
+        if fqdn and names is not None:  # this policy set's lookups decide: a formula of its own
+            subject, _ = self.sides(flow, rule.direction)
+            where = z3.And(self.selects(rule.subject_kind, rule.subject, subject),
+                           z3.Or([self.peer_matches(p, flow, rule.direction, names) for p in rule.peers]))
+            return z3.And(where, self._ports_match(entries, flow, request))
+        if request is not None and any(pm.filtered for pm in entries):  # a request's formulas are this query's
+            return z3.And(where, self._ports_match(entries, flow, request))
+        kept, expr = flow.memo.get((id(rule), ports), (None, None))
+        if kept is not rule:  # the memo holds the rule, so its id is not reused while the entry lives
+            expr = z3.And(where, self._ports_match(entries, flow, None))
+            flow.memo[(id(rule), ports)] = (rule, expr)
+        return expr
+
+    def _where(self, rule: Rule, flow: SymbolicFlow) -> tuple[z3.BoolRef, bool]:
+        """The rule selects the subject and matches the peer, whatever the port: shared by every
+        subset of its port entries; and whether a toFQDNs peer of it reads the peer's name."""
+        kept, where, fqdn = flow.memo.get(id(rule), (None, None, False))
+        if kept is not rule:
+            subject, _ = self.sides(flow, rule.direction)
+            where = z3.And(self.selects(rule.subject_kind, rule.subject, subject),
+                           z3.Or([self.peer_matches(p, flow, rule.direction) for p in rule.peers]))
+            fqdn = any(isinstance(p, FQDNPeer) for p in rule.peers)
+            flow.memo[id(rule)] = (rule, where, fqdn)
+        return where, fqdn
+
+    def _ports_match(self, entries, flow: SymbolicFlow, request: Request | None) -> z3.BoolRef:
+        return z3.Or([z3.And(self.port_matches(pm, flow), request.admitted_by(pm) if request else True)
+                      for pm in entries])
 
     def default_deny(self, dds, direction: Direction, subject) -> z3.BoolRef:
         return z3.Or([self.selects(d.subject_kind, d.subject, subject) for d in dds if d.direction is direction])
@@ -578,13 +620,24 @@ class Space:
             return z3.And(enforcing, z3.Not(localhost))
         return enforcing
 
-    def authenticated(self, allows, flow: SymbolicFlow) -> z3.BoolRef:
+    def sees_lookups(self, allows, flow: SymbolicFlow, direction: Direction) -> z3.BoolRef | None:
+        """evaluate.sees_lookups over the subject: some allow rule with a DNS filter selects it. None
+        (no condition) where no toFQDNs peer can be affected: concrete spaces match none anyway."""
+        if not self.unknowns or not any(isinstance(p, FQDNPeer) for r in allows for p in r.peers):
+            return None
+        subject, _ = self.sides(flow, direction)
+        return z3.Or([self.selects(r.subject_kind, r.subject, subject) for r in allows if sees_lookups(r)])
+
+    def authenticated(self, allows, flow: SymbolicFlow, names: z3.BoolRef | None = None) -> z3.BoolRef:
         """Evaluator.direction: when a matching allow rule wants mutual authentication, the handshake must succeed."""
         wanting = [r for r in allows if r.auth]
         if not wanting:
             return z3.BoolVal(True)
         flow.reads_auth = True
-        return z3.Or(flow.authenticated, z3.Not(z3.Or([self.rule_matches(r, flow) for r in wanting])))
+        failing = [r for r in wanting if r.auth == ALWAYS_FAIL]  # no handshake ever succeeds for these
+        return z3.And(z3.Or(flow.authenticated, z3.Not(z3.Or([self.rule_matches(r, flow, names=names)
+                                                             for r in wanting]))),
+                      *[z3.Not(self.rule_matches(r, flow, names=names)) for r in failing])
 
     def direction_allows(self, policy: PolicySet, direction: Direction, flow: SymbolicFlow,
                          request: Request | None = None) -> z3.BoolRef:
@@ -594,9 +647,13 @@ class Space:
         rules = policy.rules_for(direction)
         allows = [r for r in rules if r.action is Action.ALLOW]
         deny = z3.Or([self.rule_matches(r, flow) for r in rules if r.action is Action.DENY])
-        allow = z3.And(z3.Or([self.rule_matches(r, flow, request) for r in allows]), self.authenticated(allows, flow))
+        names = self.sees_lookups(allows, flow, direction)
+        matched = z3.Or([self.rule_matches(r, flow, names=names) for r in allows])
+        admitted = z3.Or([self.rule_matches(r, flow, request, names=names) for r in allows])
+        allow = z3.And(admitted, self.authenticated(allows, flow, names))
+        unfiltered = z3.Or(z3.Not(matched), admitted)  # R3.4c: without default deny the proxy still filters
         dd = self.default_deny(policy.default_deny, direction, subject)
-        return z3.Or(z3.Not(self.enforced(direction, flow)), z3.And(z3.Not(deny), z3.Or(z3.Not(dd), allow)))
+        return z3.Or(z3.Not(self.enforced(direction, flow)), z3.And(z3.Not(deny), z3.If(dd, allow, unfiltered)))
 
     def allows(self, policy: PolicySet, flow: SymbolicFlow, request: Request | None = None) -> z3.BoolRef:
         """Evaluator.evaluate: a flow to itself passes; otherwise both ends must allow."""
@@ -609,9 +666,7 @@ def _external_or_reserved(term: Term, model, reserved) -> Endpoint | None:
     if kind_external:
         return external(term.decode_ip(model))
     if z3.is_true(model.eval(term.is_kind(Kind.RESERVED), model_completion=True)):
-        name = RESERVED_PEERS[model.eval(reserved, model_completion=True).as_long()]
-        return Endpoint(EndpointKind.EXTERNAL, f"reserved:{name}", "", (),
-                        Identity(0, frozenset({reserved_label(name)})))
+        return reserved_peer(RESERVED_PEERS[model.eval(reserved, model_completion=True).as_long()])
     return None
 
 
@@ -621,6 +676,7 @@ class SymbolicSpace(Space):
     def __init__(self, domain: Domain, port_names=()):
         self.domain = domain
         self.port_names = tuple(sorted(set(port_names)))
+        self._memo: dict[tuple, object] = {}
 
     @classmethod
     def for_rules(cls, rules, dds=(), cluster: str = "default", selectors=()) -> "SymbolicSpace":
@@ -734,13 +790,6 @@ class InventorySpace(Space):
         self.endpoints = tuple(inventory.endpoints)
         self._memo: dict[tuple, object] = {}
 
-    def memo(self, key: tuple, compute):
-        """Computed once per space: the endpoints a kind, a selector or a port name picks, taken addresses."""
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._memo[key] = compute()
-        return hit
-
     def term(self, name: str) -> InventoryTerm:
         return InventoryTerm(name, self)
 
@@ -750,11 +799,17 @@ class InventorySpace(Space):
                              if p.name == name and p.protocol is protocol}))
 
     def local(self, src: InventoryTerm, dst: InventoryTerm, tag: str) -> z3.BoolRef:
-        index = {ep.name: i for i, ep in enumerate(self.endpoints) if ep.kind is EndpointKind.NODE}
-        pairs = [(i, index[ep.node]) for i, ep in enumerate(self.endpoints)
-                 if ep.kind is EndpointKind.POD and ep.node in index]
-        return z3.Or([z3.Or(z3.And(src.choice == p, dst.choice == n), z3.And(src.choice == n, dst.choice == p))
-                      for p, n in pairs])
+        """A pod and the node it runs on, either way round: per node, its pods as runs of indices."""
+        def pods_by_node():
+            index = {ep.name: i for i, ep in enumerate(self.endpoints) if ep.kind is EndpointKind.NODE}
+            out: dict[int, list[int]] = {}
+            for i, ep in enumerate(self.endpoints):
+                if ep.kind is EndpointKind.POD and ep.node in index:
+                    out.setdefault(index[ep.node], []).append(i)
+            return [(n, runs(pods)) for n, pods in out.items()]
+        return z3.Or([z3.Or(z3.And(one_of(src.choice, pods), dst.choice == n),
+                            z3.And(src.choice == n, one_of(dst.choice, pods)))
+                      for n, pods in self.memo(("local",), pods_by_node)])
 
     def same(self, src: InventoryTerm, dst: InventoryTerm) -> z3.BoolRef:
         """Endpoint equality: the same inventory entry, reserved identity or world address."""
@@ -797,6 +852,13 @@ def space_for(policy_rules, dds, cluster: str, inventory: Inventory | None = Non
 
 
 def new_flow(space: Space, solver: z3.Solver, tag: str = "") -> SymbolicFlow:
-    flow = SymbolicFlow(space, tag)
-    solver.add(*flow.wellformed())
+    """A symbolic flow over ``space``, well-formed in ``solver``.
+
+    Built once per space and tag: a check asks thousands of queries over one inventory space, and the
+    flow's variables and constraints are the same terms every time (only each solver is new).  What
+    the encoded rules read (a peer's DNS name, the handshake) is the query's own: it starts unread.
+    """
+    flow = space.memo(("flow", tag), lambda: SymbolicFlow(space, tag))
+    flow.reads_auth = flow.src.reads_dns = flow.dst.reads_dns = False  # what this query's rules read
+    solver.add(*space.memo(("wellformed", tag), flow.wellformed))
     return flow

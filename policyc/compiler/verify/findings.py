@@ -79,7 +79,8 @@ CATALOGUE: dict[str, Check] = {c.id: c for c in (
           "(R2.13), not the pods of one namespace."),
     Check("PC013", "ineffective-l7", Level.WARNING, "L7 rule made ineffective by an L4-only allow",
           "Another rule allows the same peer and port without L7 rules, so every request is allowed "
-          "(Cilium turns the L7 filter into a wildcard, R9.3)."),
+          "(Cilium turns the L7 filter into a wildcard, R9.3). Not reported for a DNS rule a toFQDNs rule "
+          "of the same subject may depend on: it still sends the lookups through the proxy (R10.1)."),
     Check("PC014", "fqdn-without-dns", Level.ERROR, "toFQDNs without a DNS rule",
           "toFQDNs only matches addresses seen in DNS answers through Cilium's DNS proxy; without an egress "
           "rule with `rules: {dns: [...]}` for the subject, the rule never matches (R10.1)."),
@@ -176,6 +177,9 @@ def endpoint_text(ep: Endpoint) -> str:
         f" named {', '.join(ep.dns_names)}" if ep.dns_names else "")
 
 
+UNREAD_PARTS = ("header:", "tls:", "l7:")
+
+
 def request_text(r) -> str:
     """The L7 part of a witness: an HTTP request, a DNS query, or nothing."""
     text = ""
@@ -183,6 +187,9 @@ def request_text(r) -> str:
         text += f" HTTP {r.method} {r.path}" + (f" host {r.host}" if r.host else "")
     if r.dns:
         text += f" DNS query {r.dns}"
+    unread = [f"{k} {'met' if v else 'not met'}" for k, v in r.assumed if k.startswith(UNREAD_PARTS)]
+    if unread:  # conditions policyc cannot read (query cannot replay them): the witness names its assumption
+        text += f" (assuming {'; '.join(unread)})"
     return text
 
 

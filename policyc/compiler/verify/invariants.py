@@ -12,7 +12,7 @@ query (``prefilter``), so a spec costs little more on a large policy set.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import z3
 
@@ -39,6 +39,7 @@ class Outcome:
     witness: Witness | None = None
     explanation: str = ""
     reach: dict | None = None  # noPath: the chain; maxBlastRadius: what the worst pod reaches (JSON)
+    vacuous: str = ""  # why an invariant that holds checked nothing (a peer that names nothing)
 
 
 class _Prover:
@@ -68,7 +69,11 @@ class _Prover:
             loc = peer.location
             if self.inventory is None:
                 problem = f"{peer} needs --inventory (without one, write a selector such as namespace=NS,app=X)"
-            elif not any(ep.display == peer.ref for ep in self.inventory.pods):
+            elif peer.ref in self.inventory.host_network and not isinstance(inv, MULTI_HOP):
+                problem = (f"{peer} is a hostNetwork pod (its traffic is node "
+                           f"{self.inventory.host_network[peer.ref]}'s): {inv.kind} takes pods only")
+            elif peer.ref not in self.inventory.host_network and not any(
+                    ep.display == peer.ref for ep in self.inventory.pods):
                 problem = f"{peer} is not a pod of the inventory"
             else:
                 continue
@@ -103,9 +108,9 @@ class _Prover:
         eg, ing = self._subjects(Direction.EGRESS, src), self._subjects(Direction.INGRESS, dst)
         return PolicySet(eg.rules + ing.rules, eg.default_deny + ing.default_deny, (), self.policy.cluster)
 
-    def _space(self, policy: PolicySet, *peers: Peer) -> Space:
+    def _space(self, policy: PolicySet, *peers: Peer, unknowns: bool = False) -> Space:
         selectors = [p.selector for p in peers if isinstance(p, Pods)]
-        return space_for(policy.rules, policy.default_deny, policy.cluster, self.inventory, selectors)
+        return space_for(policy.rules, policy.default_deny, policy.cluster, self.inventory, selectors, unknowns)
 
     # ---- flows
 
@@ -121,7 +126,9 @@ class _Prover:
         """(some flow src → dst on ``ports`` (or on any other port) exists,
         one whose verdict is not ``promised`` or None, the evaluator's account of it)."""
         policy = self._relevant(src, dst)
-        space = self._space(policy, src, dst)
+        # A deny is proved in the gate's model: a toFQDNs peer may be any outside address a DNS answer
+        # names (R10.1), so no FQDN allow can break the proof; an allow needs no such freedom.
+        space = self._space(policy, src, dst, unknowns=not promised)
         solver = z3.Solver()
         flow = new_flow(space, solver)
         in_ports = self._ports(flow, ports)
@@ -214,7 +221,25 @@ def prove(policy: PolicySet, spec: Spec, inventory: Inventory | None = None) -> 
         raise PolicycError(*bad)
     multi = [inv for inv in spec.invariants if isinstance(inv, MULTI_HOP)]
     graph = MultiHop(policy, inventory, multi) if multi else None
-    return [_chains(graph, inv) if isinstance(inv, MULTI_HOP) else prover.prove(inv) for inv in spec.invariants]
+    out = []
+    for inv in spec.invariants:
+        outcome = _chains(graph, inv) if isinstance(inv, MULTI_HOP) else prover.prove(inv)
+        reasons = vacuity(inv, inventory) + (graph.empty(inv) if isinstance(inv, MULTI_HOP) else [])
+        out.append(replace(outcome, vacuous="; ".join(reasons)) if outcome.holds and reasons else outcome)
+    return out
+
+
+def vacuity(inv: Invariant, inventory: Inventory | None) -> list[str]:
+    """Peers that match no pod of the inventory: with one, the proof is over its pods only, so the
+    invariant then holds without checking anything (what a typo in a selector looks like)."""
+    if inventory is None:
+        return []
+    peers = [getattr(inv, a) for a in ("src", "dst", "a", "b") if hasattr(inv, a)]
+    namespaces = {ep.namespace for ep in inventory.pods}
+    return [f"{p} matches no pod of the inventory" for p in peers
+            if isinstance(p, Pods) and not inventory.select(p.selector)] + [
+        f"namespace {ns!r} matches no pod of the inventory" for ns in getattr(inv, "namespaces", ())
+        if ns not in namespaces]
 
 
 def _chains(graph: MultiHop, inv: Invariant) -> Outcome:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import networkx as nx
 
 from ..chains import blast_json, blast_text, chain_json, chain_text, plural
-from ..connectivity import Connectivity, Kind, Target, build
-from ..evaluate import subject_labels
+from ..connectivity import Connectivity, Kind, Target, address_target, build
 from ..inventory import Inventory
 from ..ir import PolicySet
 from ..portset import PortSet
@@ -20,11 +19,11 @@ from .spec import Addresses, MaxBlastRadius, NamedPod, NoPath, Peer, Pods, PortR
 
 def target(peer: Peer, inventory: Inventory) -> Target:
     if isinstance(peer, Pods):
-        return Target(str(peer), tuple(ep for ep in inventory.pods if peer.selector.matches(subject_labels(ep))))
+        return Target(str(peer), inventory.select(peer.selector))
     if isinstance(peer, NamedPod):
         return Target(str(peer), (inventory.find(peer.ref),))
     assert isinstance(peer, Addresses)
-    return Target(str(peer), networks=peer.networks)
+    return address_target(str(peer), peer.networks, inventory)
 
 
 def _names(t: Target) -> frozenset[str]:
@@ -53,6 +52,13 @@ class MultiHop:
     def _avoid(self, inv) -> frozenset[int]:
         return frozenset(self.conn.nodes()) if inv.trust_nodes else frozenset()
 
+    def empty(self, inv) -> list[str]:
+        """Peers (other than selectors, which ``invariants.vacuity`` covers) that name no place of the
+        graph, such as a CIDR whose every address a pod or node holds, so that nothing was checked."""
+        peers = [p for p in (inv.src, getattr(inv, "dst", None)) if p is not None and not isinstance(p, Pods)]
+        return [f"{p} names no endpoint of the graph" for p in peers
+                if not self.conn.places_of(target(p, self.inventory))]
+
     def prove(self, inv) -> tuple[bool, str, str, dict | None]:
         """(holds, message, explanation, counter-example as JSON)."""
         if isinstance(inv, NoPath):
@@ -64,7 +70,9 @@ class MultiHop:
         chains = self.conn.chains(self.conn.places_of(src), self.conn.places_of(dst), 1, inv.max_hops,
                                   _ports(inv.ports), self._avoid(inv), self.conn.pinned(src, dst))
         if not chains:
-            return True, f"no chain of allowed connections leads from {inv.src} to {inv.dst}{_limits(inv)}", "", None
+            caveat = "".join(f" (caveat: {note})" for note in self.conn.notes)
+            return (True, f"no chain of allowed connections leads from {inv.src} to {inv.dst}{_limits(inv)}{caveat}",
+                    "", None)
         chain, ends = chains[0], (_names(src), _names(dst))
         return (False, f"a chain of {len(chain)} allowed connection{'s' if len(chain) > 1 else ''} leads from "
                        f"{inv.src} to {inv.dst}{_limits(inv)}",
@@ -73,7 +81,7 @@ class MultiHop:
     def max_blast_radius(self, inv: MaxBlastRadius) -> tuple[bool, str, str, dict | None]:
         src = target(inv.src, self.inventory)
         ports, avoid = _ports(inv.ports), self._avoid(inv)
-        classes = sorted(p for p in self.conn.places_of(src) if self.conn.places[p].kind is Kind.PODS)
+        classes = sorted(p for p in self.conn.places_of(src) if self.conn.places[p].kind in (Kind.PODS, Kind.NODE))
         if not classes:
             return True, f"no pod matches {inv.src} (vacuously)", "", None
         counts = (reach_counts(self.conn, ports, avoid) if inv.max_hops is None else
@@ -91,11 +99,12 @@ class MultiHop:
 
 def _count(conn: Connectivity, c: int, found: dict) -> int:
     """Pods reached from one pod of class ``c``: every member of a reached class but that pod itself."""
-    return sum(len(conn.places[p].members) for p in found if conn.places[p].kind is Kind.PODS) - (c in found)
+    pods = sum(len(conn.places[p].members) for p in found if conn.places[p].kind is Kind.PODS)
+    return pods - (c in found and conn.places[c].kind is Kind.PODS)
 
 
 def reach_counts(conn: Connectivity, ports: PortSet | None, avoid: frozenset[int]) -> dict[int, int]:
-    """For every pod class, how many pods one of its pods reaches by chains of any length.
+    """For every pod class (and node), how many pods one of its pods reaches by chains of any length.
 
     One pass over the condensation (strongly connected components, in reverse topological order),
     the pods reached held as bit sets: every class at the cost of a few breadth-first searches.
@@ -124,4 +133,4 @@ def reach_counts(conn: Connectivity, ports: PortSet | None, avoid: frozenset[int
         reached[comp] = own
     mapping = dag.graph["mapping"]
     return {c: reached[mapping[c]].bit_count() - bool(reached[mapping[c]] & bits[c])
-            for c in range(len(conn.places)) if conn.places[c].kind is Kind.PODS}
+            for c in range(len(conn.places)) if conn.places[c].kind in (Kind.PODS, Kind.NODE)}
