@@ -74,15 +74,13 @@ def argv(command: str, d: Path, dimension: str, python: str) -> list[str]:
 
 def relabel(artifact: Path, endpoint: str) -> None:
     """The relabel path up to the map writes: sources, current pods, the plan for a new label set."""
-    from policyc.bpf_runtime.endpoints import current, load_sources, plan_set
+    from policyc.bpf_runtime.endpoints import catalog_of, plan_set
     from policyc.bpf_runtime.state import State
 
     manifest = json.loads((artifact / "manifest.json").read_text())
     state = State("bench", str(artifact.resolve()), "", "", "tcx", 0.0)
-    src = load_sources(state)
-    pods = current(state, src)
-    plan = plan_set(state, manifest["features"], src, pods, pods[endpoint], endpoint, None,
-                    {"app": "relabelled", "version": "v2"}, None)
+    cat = catalog_of(state, manifest["features"])
+    plan = plan_set(cat, cat.pods[endpoint], "relabel", endpoint, None, {"app": "relabelled", "version": "v2"}, None)
     print(json.dumps({"endpoint": endpoint, "entries": len(plan.entries)}))
 
 

@@ -14,7 +14,7 @@ from .commands.terminal import colourise
 from .compiler.diagnostics import Diagnostic, PolicycError, render
 
 COMMANDS = ("validate", "query", "matrix", "paths", "blast-radius", "graph", "check", "diff", "verify",
-            "compile", "load", "unload", "status", "observe", "endpoint")
+            "compile", "load", "unload", "status", "observe", "endpoint", "agent")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="clang llvm libbpf-dev libelf-dev bpftool iproute2 iptables linux-libc-dev"
+# The reference CNI plugins (ptp, bridge, host-local, loopback in /usr/lib/cni): tests/test_cni.py chains
+# policyc-cni after them as a container runtime does.
+APT_PACKAGES="$APT_PACKAGES containernetworking-plugins"
 # `policyc graph -o svg|png` draws with Graphviz's dot.
 APT_PACKAGES="$APT_PACKAGES graphviz"
 # The bcc loader (policyc load --compiler bcc) and its tests: bcc and kernel headers. Where the

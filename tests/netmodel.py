@@ -90,6 +90,14 @@ def leftovers(prefix: str) -> tuple[list[str], list[Path]]:
     return netns, pins
 
 
+def kill_all(procs) -> None:
+    """Kill and reap every process still running (a test's servers, probes, agents)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
 def remove_netns(name: str) -> None:
     """Stop every process in ``name`` (only ours ever run there), then delete it with its links."""
     pids = run(["ip", "netns", "pids", name], check=False).stdout.split()
@@ -143,10 +151,7 @@ class NetModel:
         self.close()
 
     def close(self) -> None:
-        for proc in [*self.procs, *self.servers.values()]:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+        kill_all([*self.procs, *self.servers.values()])
         self.procs.clear()
         self.servers.clear()
         cleanup(self.prefix)

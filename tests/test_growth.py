@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from policyc.bpf_runtime.endpoints import current, load_sources, plan_set
+from policyc.bpf_runtime.endpoints import catalog_of, plan_set
 from policyc.bpf_runtime.state import State
 from policyc.compiler import connectivity
 from policyc.compiler.artifact import SOURCES, endpoints_json, rules_json, sources_json
@@ -77,11 +77,9 @@ def commands(d: Path, graph: bool) -> dict:
     def relabel():
         import json
         state = State("growth", str(d / "artifact"), "", "", "tcx", 0.0)
-        src = load_sources(state)
-        pods = current(state, src)
+        cat = catalog_of(state, json.loads((d / "artifact" / "features.json").read_text()))
         endpoint = (d / "relabel").read_text()
-        plan = plan_set(state, json.loads((d / "artifact" / "features.json").read_text()), src, pods,
-                        pods[endpoint], endpoint, None, {"app": "relabelled"}, None)
+        plan = plan_set(cat, cat.pods[endpoint], "relabel", endpoint, None, {"app": "relabelled"}, None)
         return len(plan.entries)
 
     def matrix():

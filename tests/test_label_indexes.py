@@ -8,8 +8,9 @@ from irgen import inventories, policy_sets, selectors
 from policyc.compiler.evaluate import LabelIndex, SubjectBuckets, subject_labels
 from policyc.compiler.inventory import external
 from dpgen import ORIGIN
-from policyc.compiler.ir import (NAMESPACE_KEY, DefaultDeny, Direction, Label, Op, Requirement, Selector,
-                                 SubjectKind)
+from policyc.compiler.ir import (NAMESPACE_KEY, PENDING_SCOPES, DefaultDeny, Direction, EndpointKind, Label, Op,
+                                 Requirement, Selector, SubjectKind)
+from test_pending_labels import pending_version
 
 
 @settings(max_examples=100, deadline=None)
@@ -32,6 +33,19 @@ def test_subject_buckets_keep_every_item_that_selects(policy, inventory):
             found = buckets.candidates(labels)
             assert found == sorted(found)
             assert {i for i, x in enumerate(items) if x.subject.matches(labels)} <= set(found)
+
+
+@settings(max_examples=100, deadline=None)
+@given(policy_sets(max_rules=8), inventories(), st.sampled_from(PENDING_SCOPES))
+def test_subject_buckets_keep_every_item_that_may_select_a_pending_pod(policy, inventory, scope):
+    """A pod whose labels are not known yet lacks the label an item may be bucketed under: every item
+    that may select it is still a candidate."""
+    pods = [pending_version(ep, scope).identity.labels for ep in inventory.endpoints if ep.kind is EndpointKind.POD]
+    for items in (policy.rules, policy.default_deny):
+        buckets = SubjectBuckets(items)
+        for labels in pods:
+            may = {i for i, x in enumerate(items) if x.subject.bounds(labels, scope)[1]}
+            assert may <= set(buckets.candidates(labels, scope))
 
 
 def test_an_item_sits_under_its_rarest_requirement():

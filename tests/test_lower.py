@@ -13,12 +13,13 @@ from dpgen import (inventory, make_rule, policy_set, policy_sets, selector,
 from policyc.compiler.diagnostics import PolicycError
 from policyc.compiler.entities import FIRST_CIDR_ID
 from policyc.compiler.evaluate import Evaluator, Flow
-from policyc.compiler.inventory import external
+from policyc.compiler.inventory import external, pod_labels
 from policyc.compiler.ir import (Action, CIDRPeer, Direction, L3_ONLY, L7Rules, NamedPort, PortMatch, Protocol,
-                                 Selector, SelectorPeer, SubjectKind)
+                                 SERVICE_ACCOUNT_KEY, Selector, SelectorPeer, SubjectKind, pending_label)
 from policyc.compiler.codegen import render
 from policyc.compiler.layouts import layouts
-from policyc.compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Item, PeerIndex, exact_blocks,
+from policyc.compiler.lower import (ANY_PEER, LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Item, PeerIdentity, PeerIndex,
+                                   exact_blocks,
                                    fallback_levels, lower, lpm_blocks, merge, peer_identities)
 from policyc.compiler.prefixes import prefix_blocks
 from policyc.compiler.mapdata import DEFAULT_SIZES, HEADROOM, build_maps, capacity, decode_maps_bin, encode_maps_bin
@@ -252,6 +253,23 @@ def test_peer_index_equals_pairwise_matching(policy):
     for rule in policy.rules:
         for peer in rule.peers:
             assert index.peer(peer) == {n for n, i in enumerate(identities) if _pairwise(peer, i)}, peer
+
+
+def test_peer_index_answers_a_pending_identity_by_the_rules_action():
+    """Labels not known yet: a deny's peer counts if it may match them, an allow's only if it matches
+    whatever they turn out to be; peers that cannot match (another namespace) count for neither."""
+    known = frozenset(lab for lab in pod_labels({}, "x", {"kubernetes.io/metadata.name": "x"}, "default",
+                                                "default") if lab.key != SERVICE_ACCOUNT_KEY)
+    pending = PeerIdentity(300, known | {pending_label("pod")}, pending="pod")
+    index = PeerIndex((pending,))
+
+    def rule(n, action, sel):
+        return make_rule(n, selector("x", "a"), IN, action, [SelectorPeer((sel,))], [])
+    assert index.rule(rule(1, Action.DENY, selector(pod="b"))) == {0}
+    assert index.rule(rule(2, Action.ALLOW, selector(pod="b"))) == set()
+    assert index.rule(rule(3, Action.ALLOW, selector("x"))) == {0}
+    assert index.rule(rule(4, Action.DENY, selector("y"))) == set()
+    assert index.peer(SelectorPeer((selector("x"),))) == set()  # ``peer`` answers for known labels only
 
 
 ITEMS = st.builds(Item, st.just(6), st.integers(0, 40), st.integers(0, 40), st.sampled_from(list(Action)),

@@ -7,7 +7,10 @@ import json
 import pytest
 
 from kernelreq import require_kernel
+from policyc.bpf_runtime.endpoints import catalog_of, change
+from policyc.bpf_runtime.loaded import loaded_state, manifest_of
 from policyc.cli import main
+from policyc.compiler.diagnostics import PolicycError
 from runtimekit import XA, XB, XC, compile_to, loaded_name, passes
 
 pytestmark = pytest.mark.kernel
@@ -114,6 +117,25 @@ def test_feature_compiled_out_is_refused(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "compiled without (deny)" in err and "Traceback" not in err
         assert passes(name, "to_pod", XA, XC)  # nothing changed
+
+
+def test_a_refused_change_leaves_nothing_in_a_kept_catalog(tmp_path):
+    """The agent keeps one catalog across changes.  A refused relabel (role=locked needs the deny checks the
+    artifact compiled out) tried the next free number for its label set, which pod=b rules do not match;
+    the next new label set gets that number and must be lowered for its own labels: pod=b, admitted by
+    x/a on 80 as x/b is."""
+    require_kernel()
+    art = compile_to(tmp_path / "deny", POLICIES + "---\n" + DENY)
+    with loaded_name("pcrtest-ep7") as name:
+        assert main(["load", str(art), "--name", name]) == 0
+        state = loaded_state(name)
+        features = manifest_of(state)["features"]
+        cat = catalog_of(state, features)
+        with pytest.raises(PolicycError, match="compiled without"):
+            change(state, features, "relabel", "x/c", labels={"role": "locked"}, catalog=cat)
+        moved = change(state, features, "relabel", "x/c", labels={"pod": "b", "team": "t"}, catalog=cat)
+        assert moved.new_identity
+        assert passes(name, "to_pod", XC, XA) and not passes(name, "to_pod", XC, XA, dport=81)
 
 
 def test_artifact_without_sources_is_a_clear_error(art, tmp_path, capsys):

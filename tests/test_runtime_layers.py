@@ -43,3 +43,28 @@ def test_one_error_helper():
     own = sorted(p.name for p in PACKAGE.glob("*.py")
                  if p.name != "errors.py" and ("Diagnostic.simple(" in p.read_text() or "def _error" in p.read_text()))
     assert not own, own
+
+
+def _policyc_imports(path: Path) -> set[str]:
+    """The policyc modules ``path`` imports (absolute names), lazy imports included."""
+    parts = path.relative_to(PACKAGE.parents[1]).with_suffix("").parts
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = list(parts[:-node.level]) if node.level else []
+            out.add(".".join(base + ([node.module] if node.module else [])))
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+    return {m for m in out if m.startswith("policyc")}
+
+
+def test_the_agent_is_a_front_door_above_the_runtime():
+    """CLI and agent -> operations -> primitives: the runtime imports neither front door, the agent not the
+    CLI, and the CNI plugin nothing but the agent's client (it starts on every pod start)."""
+    policyc = PACKAGE.parent
+    for path in PACKAGE.glob("*.py"):
+        assert not {m for m in _policyc_imports(path) if m.startswith(("policyc.agent", "policyc.commands"))}, path
+    for path in (policyc / "agent").glob("*.py"):
+        assert not {m for m in _policyc_imports(path) if m.startswith("policyc.commands")}, path
+    assert _policyc_imports(policyc / "cni.py") == {"policyc.agent.client"}
+    assert _policyc_imports(policyc / "agent" / "client.py") == set()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kernelreq import require_kernel
 from policyc.bpf_runtime.libbpf import link_alive
@@ -52,9 +53,11 @@ def test_load_status_observe_unload(art3, capsys):
         assert all(a["present"] for a in status["attachments"])
 
         assert main(["status", "--metrics"]) == 0
-        metrics = capsys.readouterr().out
-        assert ('policyc_rule_packets_total{name="pcrtest-load",rule_id="1",rule="NetworkPolicy/x/a-from-b/spec.ingress[0]",'
-                'policy="x/a-from-b",direction="ingress",verdict="allow"} 1') in metrics
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(capsys.readouterr().out) for s in family.samples}
+        assert samples[("policyc_rule_packets_total", tuple(sorted({
+            "name": "pcrtest-load", "rule_id": "1", "rule": "NetworkPolicy/x/a-from-b/spec.ingress[0]",
+            "policy": "x/a-from-b", "direction": "ingress", "verdict": "allow"}.items())))] == 1
 
         assert main(["observe", name, "--verdict", "deny", "--format", "json"]) == 0
         flows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -1,7 +1,9 @@
 #!/bin/sh
-# policyc on one node: find the host-side veth of every local pod, load the artifact onto them,
-# and load again (an atomic replace) whenever the local pods or the artifact change.
-# Runs in the DaemonSet of daemonset.yaml; docs/deploy.md explains every step.
+# FALLBACK ONLY. The way to run policyc on a node is `policyc agent` with the policyc-cni plugin
+# (daemonset.yaml, docs/deploy.md): every pod is enforced from its first packet. This script is for
+# nodes where no CNI plugin can be added: it finds the host-side veth of every local pod, loads the
+# artifact onto them, and loads again (an atomic replace) whenever the local pods or the artifact
+# change, every POLICYC_INTERVAL seconds; a pod created in between runs without its hooks until then.
 #
 #   policyc-node.sh attachments   stdin "ns/pod ip" lines -> stdout "ns/pod=iface" lines
 #   policyc-node.sh run           the reconcile loop (needs NODE_NAME, kubectl, policyc)

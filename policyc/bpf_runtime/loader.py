@@ -26,7 +26,7 @@ from .objects import Undo, build
 from .privileges import require_root
 from .replace import replace
 from .request import LoadResult, Request
-from .state import State, manifest_sha256, remove_state, write_state
+from .state import State, manifest_sha256, name_lock, remove_state, write_state
 
 __all__ = ["Request", "LoadResult", "load", "unload"]
 
@@ -71,9 +71,15 @@ def load(req: Request) -> LoadResult:
     check_request(req, endpoints)
     bpffs.ensure_bpffs()
     pins = bpffs.pin_dir(bpffs.check_name(req.name))
-    check_owners(req.name, [iface for _, iface in req.attach], req.xdp)
-    if pins.exists():
-        return replace(req, artifact, pins, start)
+    with name_lock(req.name):
+        check_owners(req.name, [iface for _, iface in req.attach], req.xdp)
+        if pins.exists():
+            return replace(req, artifact, pins, start)
+        return _load_new(req, artifact, pins, start, features, endpoints)
+
+
+def _load_new(req: Request, artifact: Path, pins: Path, start: float, features: dict,
+              endpoints: list[dict]) -> LoadResult:
     undo = Undo()
     try:
         node_ips = node_addresses(artifact, req.node_ips)
@@ -105,12 +111,13 @@ def unload(name: str) -> list[str]:
     bpffs.check_name(name)
     pins = bpffs.pin_dir(name)
     detached = []
-    if bpffs.is_bpffs(bpffs.BPFFS) and pins.is_dir():
-        for links in (pins / "links", pins / "next" / "links"):
-            if links.is_dir():
-                for pin in sorted(links.iterdir()):
-                    detach(pin)
-                    detached.append(pin.name)
-        bpffs.remove_tree(pins)
-    remove_state(name)
+    with name_lock(name):
+        if bpffs.is_bpffs(bpffs.BPFFS) and pins.is_dir():
+            for links in (pins / "links", pins / "next" / "links"):
+                if links.is_dir():
+                    for pin in sorted(links.iterdir()):
+                        detach(pin)
+                        detached.append(pin.name)
+            bpffs.remove_tree(pins)
+        remove_state(name)
     return detached

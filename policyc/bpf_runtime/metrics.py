@@ -1,74 +1,80 @@
-"""Prometheus text exposition (format 0.0.4) of what `status` collects: verdict counters and map fill levels."""
+"""Prometheus metrics of what `status` collects: verdict counters and map fill levels per loaded name.
+
+prometheus_client does the exposition (format 0.0.4, escaping, HELP/TYPE): ``StatusCollector``
+turns status dictionaries into metric families at scrape time, so `policyc status --metrics` and the
+agent's ``/metrics`` print the same families from the same code.
+"""
 from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..compiler.mapdata import CT_MAPS
 
-
-def _escape(value) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+RULE_LABELS = ["name", "rule_id", "rule", "policy", "direction", "verdict"]
 
 
-def _labels(**labels) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+class StatusCollector:
+    """A prometheus_client collector over ``statuses()`` (bpf_runtime.status.collect of each loaded name)."""
 
+    def __init__(self, statuses: Callable[[], list[dict]]):
+        self.statuses = statuses
 
-def _datapath_lines(statuses: list[dict]) -> list[str]:
-    """Event losses and suppressions, control traffic passed, drops per datapath reason."""
-    lines = ["# HELP policyc_events_lost_total Events lost because the ring buffer was full.",
-             "# TYPE policyc_events_lost_total counter"]
-    lines += [f"policyc_events_lost_total{_labels(name=s['name'])} {s['datapath']['stats'].get('events_lost', 0)}"
-              for s in statuses]
-    lines += ["# HELP policyc_events_ratelimited_total Events not sent because their verdict's budget was spent.",
-              "# TYPE policyc_events_ratelimited_total counter"]
-    for s in statuses:
-        for verdict in ("allow", "drop"):
-            value = s["datapath"]["stats"].get(f"events_ratelimited_{verdict}", 0)
-            lines.append("policyc_events_ratelimited_total" + _labels(name=s["name"], verdict=verdict) + f" {value}")
-    lines += ["# HELP policyc_conntrack_insert_failures_total Conntrack entries the kernel refused to insert, "
-              "per table (the packet passed unrecorded).", "# TYPE policyc_conntrack_insert_failures_total counter"]
-    for s in statuses:
-        for table in CT_MAPS:
-            value = s["datapath"]["stats"].get(f"{table}_full", 0)
-            lines.append("policyc_conntrack_insert_failures_total" + _labels(name=s["name"], map=table) + f" {value}")
-    lines += ["# HELP policyc_datapath_packets_total Packets passed without policy as control traffic, or "
-              "fragments the fragment map could not record.", "# TYPE policyc_datapath_packets_total counter"]
-    for s in statuses:
-        for what in ("nd_passed", "icmp_related", "frag_map_full"):
-            value = s["datapath"]["stats"].get(what, 0)
-            lines.append("policyc_datapath_packets_total" + _labels(name=s["name"], counter=what) + f" {value}")
-    for metric, field, help_text in (
-            ("policyc_drop_packets_total", "packets", "Packets dropped for a datapath reason."),
-            ("policyc_drop_bytes_total", "bytes", "Bytes dropped for a datapath reason.")):
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+    def collect(self):
+        statuses = self.statuses()
+        packets = CounterMetricFamily("policyc_rule_packets", "Packets of new flows decided by a rule.",
+                                      labels=RULE_LABELS)
+        nbytes = CounterMetricFamily("policyc_rule_bytes", "Bytes of new-flow packets decided by a rule.",
+                                     labels=RULE_LABELS)
+        entries = GaugeMetricFamily("policyc_map_entries", "Entries in a BPF map.", labels=["name", "map"])
+        capacity = GaugeMetricFamily("policyc_map_max_entries", "Capacity of a BPF map.", labels=["name", "map"])
+        attached = GaugeMetricFamily("policyc_attachments", "Programs attached per loaded artifact.",
+                                     labels=["name"])
         for s in statuses:
-            lines += [metric + _labels(name=s["name"], reason=d["reason"]) + f" {d[field]}"
-                      for d in s["datapath"]["drops"]]
-    return lines
+            for r in s["rules"]:  # rule 0 (no rule) carries verdict "default"
+                labels = [s["name"], str(r["id"]), r["rule"], r["policy"], r["direction"], r["action"] or "default"]
+                packets.add_metric(labels, r["packets"])
+                nbytes.add_metric(labels, r["bytes"])
+            for m in s["maps"]:
+                entries.add_metric([s["name"], m["name"]], m["entries"])
+                capacity.add_metric([s["name"], m["name"]], m["max_entries"])
+            attached.add_metric([s["name"]], sum(a["present"] for a in s["attachments"]))
+        return [packets, nbytes, entries, capacity, *_datapath_families(statuses), attached]
+
+
+def _datapath_families(statuses: list[dict]) -> list:
+    """Event losses and suppressions, control traffic passed, drops per datapath reason."""
+    lost = CounterMetricFamily("policyc_events_lost", "Events lost because the ring buffer was full.",
+                               labels=["name"])
+    limited = CounterMetricFamily("policyc_events_ratelimited",
+                                  "Events not sent because their verdict's budget was spent.", labels=["name", "verdict"])
+    ct_full = CounterMetricFamily("policyc_conntrack_insert_failures", "Conntrack entries the kernel refused to "
+                                  "insert, per table (the packet passed unrecorded).", labels=["name", "map"])
+    passed = CounterMetricFamily("policyc_datapath_packets", "Packets passed without policy as control traffic, or "
+                                 "fragments the fragment map could not record.", labels=["name", "counter"])
+    drops = CounterMetricFamily("policyc_drop_packets", "Packets dropped for a datapath reason.",
+                                labels=["name", "reason"])
+    dropped_bytes = CounterMetricFamily("policyc_drop_bytes", "Bytes dropped for a datapath reason.",
+                                        labels=["name", "reason"])
+    for s in statuses:
+        stats = s["datapath"]["stats"]
+        lost.add_metric([s["name"]], stats.get("events_lost", 0))
+        for verdict in ("allow", "drop"):
+            limited.add_metric([s["name"], verdict], stats.get(f"events_ratelimited_{verdict}", 0))
+        for table in CT_MAPS:
+            ct_full.add_metric([s["name"], table], stats.get(f"{table}_full", 0))
+        for what in ("nd_passed", "icmp_related", "frag_map_full"):
+            passed.add_metric([s["name"], what], stats.get(what, 0))
+        for d in s["datapath"]["drops"]:
+            drops.add_metric([s["name"], d["reason"]], d["packets"])
+            dropped_bytes.add_metric([s["name"], d["reason"]], d["bytes"])
+    return [lost, limited, ct_full, passed, drops, dropped_bytes]
 
 
 def render(statuses: list[dict]) -> str:
-    """One text page for every loaded artifact; rule 0 (no rule) carries verdict "default"."""
-    families = {
-        "policyc_rule_packets_total": ("counter", "Packets of new flows decided by a rule.", "packets"),
-        "policyc_rule_bytes_total": ("counter", "Bytes of new-flow packets decided by a rule.", "bytes"),
-    }
-    lines = []
-    for metric, (kind, help_text, field) in families.items():
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
-        for s in statuses:
-            for r in s["rules"]:
-                lines.append(metric + _labels(name=s["name"], rule_id=r["id"], rule=r["rule"], policy=r["policy"],
-                                              direction=r["direction"], verdict=r["action"] or "default")
-                             + f" {r[field]}")
-    for metric, field, help_text in (("policyc_map_entries", "entries", "Entries in a BPF map."),
-                                     ("policyc_map_max_entries", "max_entries", "Capacity of a BPF map.")):
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
-        for s in statuses:
-            for m in s["maps"]:
-                lines.append(metric + _labels(name=s["name"], map=m["name"]) + f" {m[field]}")
-    lines += _datapath_lines(statuses)
-    lines += ["# HELP policyc_attachments Programs attached per loaded artifact.", "# TYPE policyc_attachments gauge"]
-    for s in statuses:
-        lines.append("policyc_attachments" + _labels(name=s["name"])
-                     + f" {sum(a['present'] for a in s['attachments'])}")
-    return "\n".join(lines) + "\n"
+    """One text page for every loaded artifact (`policyc status --metrics`)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatusCollector(lambda: statuses))
+    return generate_latest(registry).decode()

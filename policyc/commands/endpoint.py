@@ -7,7 +7,7 @@ from dataclasses import asdict
 from ..compiler.diagnostics import Diagnostic, PolicycError
 from ..compiler.ir import NamedPort, Protocol
 from .common import add_format_arg, structured, subcommand
-from .runtime_common import bpf_errors
+from .runtime_common import bpf_errors, through_agent
 
 
 EXAMPLES = """
@@ -29,12 +29,12 @@ def register(sub) -> None:
             p.add_argument("--ip", action="append", metavar="IP", help="the pod's address (repeatable)")
             p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a pod label (repeatable)")
             p.add_argument("--service-account", metavar="SA")
+            p.add_argument("--attach", metavar="IFACE", help="the pod's host-side veth: put from_pod/to_pod on it "
+                           "(detached again by `endpoint remove`; relabel: a pod without hooks yet)")
         if op == "add":
             p.add_argument("--port", action="append", metavar="NAME=PORT[/PROTO]",
                            help="a named container port, e.g. http=8080/TCP (repeatable; protocol TCP by default): "
                            "rules naming the port resolve against it")
-            p.add_argument("--attach", metavar="IFACE", help="the pod's host-side veth: put from_pod/to_pod on it "
-                           "(detached again by `endpoint remove`)")
         add_format_arg(p)
         p.set_defaults(run=run)
 
@@ -79,9 +79,12 @@ def parse_ports(items: list[str] | None) -> tuple[NamedPort, ...] | None:
 
 
 def run(args) -> int:
+    from ..agent.client import agent_for
+    from ..bpf_runtime.attach import Attachment
     from ..bpf_runtime.endpoints import change
     from ..bpf_runtime.loaded import loaded_state, manifest_of
     from ..bpf_runtime.privileges import require_root
+    from ..bpf_runtime.state import name_lock
 
     if args.endpoint.count("/") != 1 or "" in args.endpoint.split("/"):
         raise PolicycError(Diagnostic.simple(f"{args.endpoint!r}: expected NS/POD"))
@@ -90,24 +93,37 @@ def run(args) -> int:
     ips = getattr(args, "ip", None)
     if args.op == "add" and (not ips or labels is None):
         raise PolicycError(Diagnostic.simple("endpoint add needs --ip and at least one --label"))
-    if args.op == "relabel" and not ips and labels is None:
-        raise PolicycError(Diagnostic.simple("endpoint relabel needs --label and/or --ip"))
+    if args.op == "relabel" and not ips and labels is None and getattr(args, "attach", None) is None:
+        raise PolicycError(Diagnostic.simple("endpoint relabel needs --label, --ip or --attach"))
     require_root()
-    with bpf_errors():
-        state = loaded_state(args.name)
-        hooked = [a for a in state.attachments if a.endpoint == args.endpoint]
-        result = change(state, manifest_of(state)["features"], args.op, args.endpoint, ips, labels,
-                        getattr(args, "service_account", None), getattr(args, "attach", None), ports=ports)
-    hooks = [a for a in state.attachments if a.endpoint == args.endpoint]  # none left after a remove
-    if args.format != "text":
-        print(structured({**asdict(result), "attachments": [a.as_dict() for a in hooks]}, args.format))
+    attach = getattr(args, "attach", None)
+    agent = agent_for(args.name)
+    if agent is not None:  # the agent owns the name: it applies the change with what it keeps in memory
+        answer = through_agent(agent, "POST", "/v1/endpoint", {
+            "op": args.op, "endpoint": args.endpoint, "ips": ips, "labels": labels,
+            "service_account": getattr(args, "service_account", None), "attach": attach,
+            "ports": None if ports is None else [[np.name, np.port, np.protocol.label] for np in ports]})
+        result, hooks, detached = answer, [Attachment(**a) for a in answer["attachments"]], answer["detached"]
     else:
-        ident = f"identity {result.identity}" + (" (new)" if result.new_identity else "")
-        print(f"{result.op} {result.endpoint}: {ident}, policy id {result.policy_id}, "
-              f"{result.policy_entries} policy entries written; maps updated in "
-              f"{result.seconds_maps * 1000:.2f} ms (total {result.seconds_total * 1000:.1f} ms)")
+        with bpf_errors(), name_lock(args.name):
+            state = loaded_state(args.name)
+            hooked = [a for a in state.attachments if a.endpoint == args.endpoint]
+            change_ = change(state, manifest_of(state)["features"], args.op, args.endpoint, ips, labels,
+                             getattr(args, "service_account", None), attach, ports=ports)
+        result = asdict(change_)
+        hooks = [a for a in state.attachments if a.endpoint == args.endpoint]  # none left after a remove
+        detached = sorted({a.iface for a in hooked}) if args.op == "remove" else []
+    if args.format != "text":
+        print(structured({**{k: v for k, v in result.items() if k not in ("attachments", "detached")},
+                          "attachments": [a.as_dict() for a in hooks]}, args.format))
+    else:
+        ident = f"identity {result['identity']}" + (" (new)" if result["new_identity"] else "")
+        print(f"{result['op']} {result['endpoint']}: {ident}, policy id {result['policy_id']}, "
+              f"{result['policy_entries']} policy entries written; maps updated in "
+              f"{result['seconds_maps'] * 1000:.2f} ms (total {result['seconds_total'] * 1000:.1f} ms)"
+              + (" [through the agent]" if agent is not None else ""))
         for a in hooks:
             print(f"  {a.program:<9} on {a.iface} {a.hook:<7} [{a.mode}]")
-        if args.op == "remove" and hooked:
-            print(f"  detached from {', '.join(sorted({a.iface for a in hooked}))}")
+        if detached:
+            print(f"  detached from {', '.join(detached)}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
+from ..compiler.diagnostics import Diagnostic, PolicycError
 from .common import add_format_arg, subcommand
 from .runtime_common import bpf_errors
 
@@ -25,8 +26,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..agent.client import AgentError, AgentUnavailable, agent_for
     from ..bpf_runtime.loaded import default_name, loaded_state
-    from ..bpf_runtime.observe import observe
+    from ..bpf_runtime.observe import Flow, observe
     from ..bpf_runtime.privileges import require_root
 
     require_root()
@@ -34,9 +36,22 @@ def run(args) -> int:
     def emit(flow) -> None:
         print(json.dumps(flow.as_dict(), sort_keys=True) if args.format == "json" else flow.text(), flush=True)
 
-    with bpf_errors():
-        state = loaded_state(args.name or default_name())
-        count = observe(state, emit, args.follow or args.timeout is not None, args.timeout, args.verdict)
+    follow = args.follow or args.timeout is not None
+    agent = agent_for(args.name)
+    if agent is not None:  # the agent reads the ring buffer for us (it has one consumer position)
+        count = 0
+        try:
+            for item in agent.stream("/v1/observe", follow=int(follow), timeout=args.timeout, verdict=args.verdict):
+                if "error" in item:
+                    raise PolicycError(Diagnostic.simple(f"policyc agent: {item['error']}"))
+                emit(Flow(**item))
+                count += 1
+        except (AgentError, AgentUnavailable) as exc:
+            raise PolicycError(Diagnostic.simple(f"policyc agent: {exc}")) from None
+    else:
+        with bpf_errors():
+            state = loaded_state(args.name or default_name())
+            count = observe(state, emit, follow, args.timeout, args.verdict)
     if args.format == "text" and not count and not args.follow:
         print("no flows pending", file=sys.stderr)
     return 0

@@ -55,24 +55,55 @@ def _text(s: dict) -> list[str]:
     return out
 
 
+def _agent_text(a: dict) -> list[str]:
+    art = a["artifact"]
+    out = [f"agent (pid {a['pid']}): {'ready' if a['ready'] else 'NOT READY'}; watching {art['source']}"]
+    if art["in_force"]:
+        out.append(f"  artifact in force: sha256 {art['in_force'][:12]} ({art['path']})")
+    if art["refused"]:
+        out.append(f"  REFUSED sha256 {str(art['refused']['sha256'])[:12]}: {art['refused']['reason']} "
+                   "(the artifact in force stays)")
+    ep = a["endpoints"]
+    out.append(f"  pods registered by the CNI plugin: {ep['cni']}")
+    for pod in ep["pending"]:
+        how = "denied everything (the artifact cannot express more)" if pod in ep["lockdown"] else \
+            "only what its namespace's labels are granted"
+        out.append(f"    {pod}: labels not known yet: {how}")
+    inv = a["inventory"]
+    out.append(f"  inventory: {inv['pods']} pods, {inv['namespaces']} namespaces"
+               + (f" (directory {inv['directory']})" if inv["directory"] else "")
+               + (f"; last read FAILED: {inv['error']}" if inv["error"] else ""))
+    return out
+
+
 def run(args) -> int:
+    from ..agent.client import agent_for
     from ..bpf_runtime import bpffs
     from ..bpf_runtime.loaded import loaded_state
     from ..bpf_runtime.metrics import render
     from ..bpf_runtime.privileges import require_root
     from ..bpf_runtime.status import collect
+    from .runtime_common import through_agent
 
     require_root()
+    agent = agent_for(args.name)
+    seen = through_agent(agent, "GET", "/v1/status") if agent is not None else None
     with bpf_errors():
         names = [args.name] if args.name else (bpffs.loaded_names() if bpffs.is_bpffs(bpffs.BPFFS) else [])
-        statuses = [collect(loaded_state(n)) for n in names]
+        mine = seen["agent"]["name"] if seen else None
+        statuses = [seen["loaded"] if n == mine and seen["loaded"] else collect(loaded_state(n)) for n in names]
+        for s in statuses:
+            if s["name"] == mine:
+                s["agent"] = seen["agent"]
     if args.metrics:
         print(render(statuses), end="")
     elif args.format != "text":
         print(structured(statuses if not args.name else statuses[0], args.format))
     elif not statuses:
-        print("nothing is loaded")
+        print("nothing is loaded" + ("; the agent is waiting for a valid artifact" if seen else ""))
+        if seen:
+            print("\n".join(_agent_text(seen["agent"])))
     else:
         for s in statuses:
-            print("\n".join(_text(s)))
+            print("\n".join(_text(s) + (_agent_text(s["agent"]) if "agent" in s else [])))
     return 0

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from .entities import reserved_label
 from .ir import (ANY_SOURCE, Action, CIDRPeer, DefaultDeny, Direction, Endpoint,
                  EndpointKind, FQDNPeer, HTTPRule, L7Rules, Op, Peer, PolicySet, PortMatch,
-                 Protocol, Rule, Selector, SelectorPeer, SubjectKind)
+                 Protocol, Rule, Selector, SelectorPeer, SubjectKind, PENDING_SCOPES, pending_scope)
 
 
 class Reason(str, enum.Enum):
@@ -196,9 +196,14 @@ def sees_lookups(rule: Rule) -> bool:
     return rule.action is Action.ALLOW and any(pm.l7 is not None and pm.l7.kind == "dns" for pm in rule.ports)
 
 
-def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset, names: bool = True) -> bool:
-    """``names``: whether the subject's lookups are proxied, so that toFQDNs peers can match at all."""
+def peer_matches(peer: Peer, ep: Endpoint, labels: frozenset, names: bool = True, pending: str | None = None,
+                 possibly: bool = False) -> bool:
+    """``names``: whether the subject's lookups are proxied, so that toFQDNs peers can match at all.
+    ``pending``: the scope of a peer whose labels are not known yet; then an allow needs a selector that
+    matches whatever they turn out to be, and a deny (``possibly``) one that may match (docs/agent.md)."""
     if isinstance(peer, SelectorPeer):
+        if pending:
+            return any(sel.bounds(labels, pending)[possibly] for sel in peer.selectors)
         return any(sel.matches(labels) for sel in peer.selectors)
     if isinstance(peer, CIDRPeer):  # R7.1: CIDRs only ever select addresses outside the cluster
         return ep.kind is EndpointKind.EXTERNAL and any(peer.contains(ip) for ip in ep.ips)
@@ -237,22 +242,27 @@ def port_admits(pm: PortMatch, request: Request) -> bool:
     return l7_admits(pm.l7, request) and all(request.decides(opaque_key("tls", t)) for t in pm.tls)
 
 
-def port_matches(pm: PortMatch, protocol: Protocol, port: int, dst: Endpoint) -> bool:
+def port_matches(pm: PortMatch, protocol: Protocol, port: int, dst: Endpoint, possibly: bool = False) -> bool:
+    """A named port of a pending destination is unknown: it may be any port (a deny, ``possibly``), it is
+    none for sure (an allow)."""
     if pm.protocol is not Protocol.ANY and pm.protocol is not protocol:
         return False
     if pm.name is None:
         return pm.first <= port <= pm.last
+    if pending_scope(dst.identity.labels):
+        return possibly
     return any(np.name == pm.name and np.port == port and np.protocol is protocol for np in dst.ports)
 
 
 def matching_ports(rule: Rule, protocol: Protocol, port: int, dst: Endpoint) -> tuple[PortMatch, ...]:
-    return tuple(pm for pm in rule.ports if port_matches(pm, protocol, port, dst))
+    return tuple(pm for pm in rule.ports if port_matches(pm, protocol, port, dst, rule.action is Action.DENY))
 
 
 def rule_matches(rule: Rule, peer: Endpoint, labels: frozenset, protocol: Protocol, port: int,
-                 dst: Endpoint, names: bool = True) -> bool:
+                 dst: Endpoint, names: bool = True, pending: str | None = None) -> bool:
+    possibly = rule.action is Action.DENY
     return bool(matching_ports(rule, protocol, port, dst)) and any(
-        peer_matches(p, peer, labels, names) for p in rule.peers)
+        peer_matches(p, peer, labels, names, pending=pending, possibly=possibly) for p in rule.peers)
 
 
 class SubjectBuckets:
@@ -262,6 +272,9 @@ class SubjectBuckets:
     Each item sits under the values of its requirement naming the rarest labels (a pod's namespace
     rather than an app name repeated in every namespace); items without an ``In`` requirement are
     candidates for every label set.  ``selects`` stays the judge.
+
+    A pending pod lacks the labels it will get, so an item anchored on one of those may still select
+    it: such items are candidates for every pending label set of that scope (``bounds`` judges them).
     """
 
     def __init__(self, items):
@@ -269,6 +282,7 @@ class SubjectBuckets:
         freq = Counter((r.key, v) for reqs in ins for r in reqs for v in set(r.values))
         self._buckets: dict[tuple[str, str], list[int]] = {}
         self._everywhere: list[int] = []
+        self._unknown: dict[str, list[int]] = {scope: [] for scope in PENDING_SCOPES}
         for i, reqs in enumerate(ins):
             if not reqs:
                 self._everywhere.append(i)
@@ -276,10 +290,16 @@ class SubjectBuckets:
             anchor = min(reqs, key=lambda r: sum(freq[(r.key, v)] for v in set(r.values)))
             for v in set(anchor.values):
                 self._buckets.setdefault((anchor.key, v), []).append(i)
+            for scope in PENDING_SCOPES:
+                if not anchor.known_when_pending(scope):
+                    self._unknown[scope].append(i)
 
-    def candidates(self, labels: frozenset) -> list[int]:
-        """Positions of the items whose subject may select ``labels``, ascending."""
+    def candidates(self, labels: frozenset, pending: str | None = None) -> list[int]:
+        """Positions of the items whose subject may select ``labels`` (of a pod pending in scope
+        ``pending``, if given), ascending."""
         hits = set(self._everywhere)
+        if pending:
+            hits.update(self._unknown[pending])
         for lab in labels:
             hits.update(self._buckets.get((lab.key, lab.value), ()))
         return sorted(hits)
@@ -346,13 +366,21 @@ class Evaluator:
         key = (subject.kind, subject_labels(subject), direction)
         hit = self._subject_cache.get(key)
         if hit is None:
-            def selecting(items, buckets):
-                return [x for x in map(items.__getitem__, buckets.candidates(key[1]))
-                        if x.direction is direction and selects(x.subject_kind, x.subject, subject)]
-            rules = selecting(self.policy.rules, self._rule_buckets)
+            labels = key[1]
+            scope = pending_scope(labels) if subject.kind is EndpointKind.POD else None
+            if scope:  # allows must select whatever the labels turn out to be; denies and default-deny may
+                picks = lambda item, possibly: (item.subject_kind is SubjectKind.ENDPOINT  # noqa: E731
+                                                and item.subject.bounds(labels, scope)[possibly])
+            else:
+                picks = lambda item, possibly: selects(item.subject_kind, item.subject, subject)  # noqa: E731
+
+            def selecting(items, buckets, possibly):
+                return [x for x in map(items.__getitem__, buckets.candidates(labels, scope))
+                        if x.direction is direction and picks(x, possibly(x))]
+            rules = selecting(self.policy.rules, self._rule_buckets, lambda r: r.action is Action.DENY)
             hit = (tuple(r for r in rules if r.action is Action.ALLOW),
                    tuple(r for r in rules if r.action is Action.DENY),
-                   tuple(selecting(self.policy.default_deny, self._dd_buckets)))
+                   tuple(selecting(self.policy.default_deny, self._dd_buckets, lambda d: True)))
             self._subject_cache[key] = hit
         return hit
 
@@ -377,11 +405,12 @@ class Evaluator:
                 and peer.kind is EndpointKind.NODE and subject.node == peer.name):
             return verdict(Action.ALLOW, Reason.LOCALHOST)
         allows, denies, dd = self.subject_rules(subject, direction)
-        denied = [r for r in denies if rule_matches(r, peer, labels, protocol, port, dst)]
+        pending = pending_scope(labels) if peer.kind is EndpointKind.POD else None
+        denied = [r for r in denies if rule_matches(r, peer, labels, protocol, port, dst, pending=pending)]
         if denied:
             return verdict(Action.DENY, Reason.DENIED, denied)
         names = any(sees_lookups(r) for r in allows)
-        allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst, names)]
+        allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst, names, pending=pending)]
         if not dd:  # R3.4c: the proxy still filters the requests of ports an allow rule redirects
             if request is None or not allowed:
                 return verdict(Action.ALLOW, Reason.NOT_ENFORCED)

@@ -119,6 +119,13 @@ def pod_labels(pod_lbls: dict, namespace: str, ns_lbls: dict, service_account: s
     return frozenset(labels)
 
 
+def own_labels(labels: frozenset) -> dict[str, str]:
+    """A pod's own labels back from its identity labels (``pod_labels`` without what it derives)."""
+    derived = (NAMESPACE_KEY, SERVICE_ACCOUNT_KEY, CLUSTER_KEY)
+    return {lab.key: lab.value for lab in labels if lab.source == "k8s" and lab.key not in derived
+            and not lab.key.startswith(NAMESPACE_LABELS_PREFIX)}
+
+
 def node_labels(lbls: dict) -> frozenset:
     """A remote node's identity: remote-node plus its node labels (R2.16, R6.3)."""
     return frozenset({Label("node", k, str(v)) for k, v in lbls.items()} | {reserved_label("remote-node")})

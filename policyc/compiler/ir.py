@@ -42,6 +42,10 @@ NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
 SERVICE_ACCOUNT_KEY = "io.cilium.k8s.policy.serviceaccount"
 CLUSTER_KEY = "io.cilium.k8s.policy.cluster"
 DEFAULT_CLUSTER = "default"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # the one namespace label its name alone gives
+# A pod registered before its labels are known (the node agent) carries this marker: value "pod" when
+# only its own labels and service account are unknown, "namespace" when its namespace's are too.
+PENDING_SOURCE, PENDING_KEY = "policyc", "labels-pending"
 
 
 class Direction(str, enum.Enum):
@@ -109,6 +113,22 @@ class Label:
 
 
 LabelSet = frozenset  # frozenset[Label]
+PENDING_SCOPES = ("pod", "namespace")
+
+
+def pending_label(scope: str) -> Label:
+    return Label(PENDING_SOURCE, PENDING_KEY, scope)
+
+
+_PENDING_LABELS = tuple((scope, Label(PENDING_SOURCE, PENDING_KEY, scope)) for scope in PENDING_SCOPES)
+
+
+def pending_scope(labels: frozenset) -> str | None:
+    """``pod`` or ``namespace`` for a pod whose labels are not known yet, else None."""
+    for scope, label in _PENDING_LABELS:
+        if label in labels:
+            return scope
+    return None
 
 
 @functools.lru_cache(maxsize=1 << 18)
@@ -143,6 +163,15 @@ class Requirement:
         hit = bool(present & frozenset(self.values))
         return hit if self.op is Op.IN else not hit
 
+    def known_when_pending(self, scope: str) -> bool:
+        """Whether a pending pod's labels already decide this requirement: its namespace, cluster and
+        (scope ``pod``) namespace labels are known; its own labels and service account are not."""
+        if self.source not in ("k8s", ANY_SOURCE) or self.key in (NAMESPACE_KEY, CLUSTER_KEY):
+            return True  # pods carry k8s labels only, and these two keys come from where the pod runs
+        if self.key.startswith(NAMESPACE_LABELS_PREFIX):
+            return scope == "pod" or self.key == NAMESPACE_LABELS_PREFIX + NAMESPACE_NAME_LABEL
+        return False
+
     def __str__(self) -> str:
         key = f"{self.source}:{self.key}"
         if self.op is Op.EXISTS:
@@ -163,6 +192,21 @@ class Selector:
 
     def matches(self, labels: frozenset) -> bool:
         return all(req.matches(labels) for req in self.requirements)
+
+    def bounds(self, labels: frozenset, scope: str) -> tuple[bool, bool]:
+        """(matches whatever the unknown labels turn out to be, may match) for a pending pod's ``labels``.
+
+        A requirement on an unknown label could go either way; treating contradictory ones as possible
+        only makes "may match" larger, which is the safe side (denies and default-deny use it).
+        """
+        certain = True
+        for req in self.requirements:
+            if req.known_when_pending(scope):
+                if not req.matches(labels):
+                    return False, False
+            else:
+                certain = False
+        return certain, True
 
     @property
     def is_wildcard(self) -> bool:

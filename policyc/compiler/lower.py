@@ -35,7 +35,7 @@ from .evaluate import Evaluator, LabelIndex, subject_labels
 from .inventory import Inventory
 from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, IPNetwork,
                  NamedPort, PolicySet, PortMatch, Protocol, Rule, SelectorPeer,
-                 SubjectKind)
+                 SubjectKind, pending_scope)
 from .prefixes import PrefixIndex, prefix_blocks
 
 DIR_CODE = {Direction.INGRESS: 1, Direction.EGRESS: 2}
@@ -98,6 +98,7 @@ class PeerIdentity:
     labels: frozenset
     region: IPNetwork | None = None
     ports: tuple[NamedPort, ...] = ()
+    pending: str | None = None  # a pod whose labels are not known yet (ir.pending_scope)
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,8 @@ def peer_identities(policy: PolicySet, inventory: Inventory, ipv6: bool) -> tupl
     pods = pods_by_identity(inventory)
     for ident in inventory.identities:
         if ident.id >= FIRST_CLUSTER_ID:  # pods; nodes share remote-node below
-            out[ident.id] = PeerIdentity(ident.id, ident.labels, None, _union_ports(pods.get(ident.id, ())))
+            out[ident.id] = PeerIdentity(ident.id, ident.labels, None, _union_ports(pods.get(ident.id, ())),
+                                         pending_scope(ident.labels))
     nodes = inventory.nodes
     node_lbls = nodes[0].identity.labels if nodes else frozenset({reserved_label("remote-node")})
     out[REMOTE_NODE_ID] = PeerIdentity(REMOTE_NODE_ID, node_lbls)
@@ -203,18 +205,24 @@ class PeerIndex:
     over their regions: a CIDR peer matches the regions inside its CIDR and inside none of its excepts,
     which is exact for whole regions (see the module doc).  The cost is the size of the answers, never
     peers × identities; one lowering shares one index, and each distinct peer is looked up once.
+
+    Pending identities (labels not known yet) stay out of the label index: whether a rule's peer matches
+    one depends on the rule's action (an allow must match whatever the labels turn out to be, a deny
+    may), so ``rule`` tests them one by one (there are a few per namespace at most).
     """
 
     def __init__(self, identities: tuple[PeerIdentity, ...]):
         self.identities = identities
-        self._labels = LabelIndex([i.labels for i in identities])
+        self._known = [n for n, i in enumerate(identities) if not i.pending]
+        self._pending = [n for n, i in enumerate(identities) if i.pending]
+        self._labels = LabelIndex([identities[n].labels for n in self._known])
         self._regions = PrefixIndex((i.region, n) for n, i in enumerate(identities) if i.region is not None)
         self._peers: dict = {}
         self._rules: dict[int, frozenset[int]] = {}
 
     def _match(self, p) -> frozenset[int]:
         if isinstance(p, SelectorPeer):
-            return frozenset(n for s in p.selectors for n in self._labels.matching(s))
+            return frozenset(self._known[k] for s in p.selectors for k in self._labels.matching(s))
         if isinstance(p, CIDRPeer):
             out = set(self._regions.within(p.network))
             for ex in p.excepts:
@@ -223,7 +231,7 @@ class PeerIndex:
         return frozenset()  # FQDN peers match nothing statically (R10.2c)
 
     def peer(self, p) -> frozenset[int]:
-        """Positions in ``identities`` of the identities peer ``p`` matches."""
+        """Positions in ``identities`` of the identities with known labels that peer ``p`` matches."""
         hit = self._peers.get(p)
         if hit is None:
             hit = self._peers[p] = self._match(p)
@@ -233,8 +241,17 @@ class PeerIndex:
         """Positions of the identities some peer of ``rule`` matches."""
         hit = self._rules.get(id(rule))
         if hit is None:
-            hit = self._rules[id(rule)] = frozenset().union(*map(self.peer, rule.peers))
+            possibly = rule.action is Action.DENY
+            pending = {n for n in self._pending if any(pending_peer_matches(p, self.identities[n], possibly)
+                                                      for p in rule.peers)}
+            hit = self._rules[id(rule)] = frozenset().union(pending, *map(self.peer, rule.peers))
         return hit
+
+
+def pending_peer_matches(p, peer: PeerIdentity, possibly: bool) -> bool:
+    """Whether rule peer ``p`` matches a pending identity: for sure, or (``possibly``, a deny's) maybe
+    (evaluate.peer_matches).  A pending pod has no CIDR region and no name, so only selectors can."""
+    return isinstance(p, SelectorPeer) and any(s.bounds(peer.labels, peer.pending)[possibly] for s in p.selectors)
 
 
 def is_any_peer(rule: Rule) -> bool:
@@ -256,8 +273,16 @@ class Item:
     l7: bool
 
 
-def resolve_port(pm: PortMatch, dst_ports: tuple[NamedPort, ...]) -> list[tuple[int | None, int, int]]:
-    """(protocol, first, last) triples; a named port becomes the destination's numbers (R8.4)."""
+def resolve_port(pm: PortMatch, dst_ports: tuple[NamedPort, ...] | None,
+                 action: Action = Action.ALLOW) -> list[tuple[int | None, int, int]]:
+    """(protocol, first, last) triples; a named port becomes the destination's numbers (R8.4).
+
+    ``dst_ports`` None: a pending destination, whose named ports are unknown: an allow resolves to no
+    port, a deny to every port of its protocol (evaluate.port_matches)."""
+    if pm.name is not None and dst_ports is None:
+        if action is Action.ALLOW:
+            return []
+        return [(None, 0, 65535)] if pm.protocol is Protocol.ANY else [(int(pm.protocol), 0, 65535)]
     if pm.name is not None:
         return [(int(np.protocol), np.port, np.port) for np in dst_ports
                 if np.name == pm.name and (pm.protocol is Protocol.ANY or np.protocol is pm.protocol)]
@@ -268,9 +293,9 @@ def resolve_port(pm: PortMatch, dst_ports: tuple[NamedPort, ...]) -> list[tuple[
     return [(int(pm.protocol), pm.first, pm.last)]
 
 
-def items_for(rules: Iterable[tuple[int, Rule]], dst_ports: tuple[NamedPort, ...]) -> list[Item]:
+def items_for(rules: Iterable[tuple[int, Rule]], dst_ports: tuple[NamedPort, ...] | None) -> list[Item]:
     return [Item(proto, lo, hi, r.action, num, pm.l7 is not None)
-            for num, r in rules for pm in r.ports for proto, lo, hi in resolve_port(pm, dst_ports)]
+            for num, r in rules for pm in r.ports for proto, lo, hi in resolve_port(pm, dst_ports, r.action)]
 
 
 def merge(items: Iterable[Item]) -> Verdict | None:
@@ -416,7 +441,8 @@ def subject_entries(evaluator: Evaluator, policy_id: int, subject: Endpoint,
     specific = [(n, r) for n, r in numbered if not is_any_peer(r)]
     if direction is Direction.EGRESS and any(pm.name for _, r in wild for pm in r.ports):
         specific, wild = numbered, []  # egress named ports depend on each peer's ports: expand per peer
-    out = peer_entries(policy_id, ANY_PEER, direction, verdict_blocks(items_for(wild, subject.ports), port_lpm))
+    own_ports = None if pending_scope(subject.identity.labels) else subject.ports
+    out = peer_entries(policy_id, ANY_PEER, direction, verdict_blocks(items_for(wild, own_ports), port_lpm))
     matching: dict[int, list[tuple[int, Rule]]] = {}  # identity position -> its rules, in rule order
     for n, r in specific:
         for pos in peers.rule(r):
@@ -425,7 +451,7 @@ def subject_entries(evaluator: Evaluator, policy_id: int, subject: Endpoint,
     shared: dict[tuple, list] = {}
     for pos in sorted(matching):  # no rule, no entry: identities no rule names cost nothing
         peer = peers.identities[pos]
-        dst_ports = subject.ports if direction is Direction.INGRESS else peer.ports
+        dst_ports = own_ports if direction is Direction.INGRESS else (None if peer.pending else peer.ports)
         key = (tuple(n for n, _ in matching[pos]), dst_ports)
         blocks = shared.get(key)
         if blocks is None:
