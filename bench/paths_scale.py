@@ -49,6 +49,7 @@ class Result:
     peak_mb: float
     status: str
     load: float
+    cpu: float | None = None  # user + system seconds (older result files lack it)
 
 
 # The "open" flavour: the cilium cluster's pods with one policy that selects none of them, a cluster
@@ -122,7 +123,8 @@ def in_process(d: Path, dst: str) -> dict[str, float]:
     world = Target("world", networks=WORLD["world"])
     conn = build(policy, inventory, targets=[world])
     mark("build graph")
-    marks["places"], marks["edges"] = len(conn.places), conn.graph.number_of_edges()
+    marks["places"], marks["edges"], marks["open pairs"] = (len(conn.places), conn.graph.number_of_edges(),
+                                                            conn.open.count())
     src, target = {conn.place_of(inventory.find(SRC))}, {conn.place_of(inventory.find(dst))}
     conn.chains(conn.places_of(world), target)
     mark("shortest chain world -> db")
@@ -135,13 +137,13 @@ def in_process(d: Path, dst: str) -> dict[str, float]:
     return marks
 
 
-def best(cmd: list[str], limit: float, out: Path, env: dict, repeat: int) -> tuple[float, float, str, float]:
+def best(cmd: list[str], limit: float, out: Path, env: dict, repeat: int) -> tuple[float, float, str, float, float]:
     """The fastest of ``repeat`` runs (the machine is shared: the minimum is the least disturbed), with
-    its peak RSS, status and the load average when the first started."""
+    its peak RSS, status, CPU seconds and the load average when the first started."""
     load = os.getloadavg()[0]
     runs = [measure(cmd, limit, out / "stdout", out / "stderr", env) for _ in range(repeat)]
-    secs, peak, status = min(runs)
-    return secs, peak, status, load
+    secs, peak, status, cpu = min(runs)
+    return secs, peak, status, load, cpu
 
 
 def run(sizes: list[int], flavours: list[str], out: Path, limit: float, repeat: int) -> dict:
@@ -152,10 +154,11 @@ def run(sizes: list[int], flavours: list[str], out: Path, limit: float, repeat: 
         for pods in sizes:
             d, dst = cluster(out, pods, flavour)
             for task, cmd in tasks(d, dst, python).items():
-                secs, peak, status, load = best(cmd, limit, out, env, repeat)
+                secs, peak, status, load, cpu = best(cmd, limit, out, env, repeat)
                 if task.startswith(("paths", "verify")) and status == "exit 1":
                     status = "ok"  # a chain exists / an invariant fails: the answer, not an error
-                results.append(Result(flavour, pods, task, round(secs, 2), round(peak, 1), status, round(load, 1)))
+                results.append(Result(flavour, pods, task, round(secs, 2), round(peak, 1), status, round(load, 1),
+                                      round(cpu, 2)))
                 print(results[-1], flush=True)
             child = [python, __file__, "--stages", str(d), dst]
             marks = [json.loads(subprocess.run(child, env=env, capture_output=True, text=True, check=True).stdout)
@@ -174,7 +177,8 @@ def report(data: dict) -> str:
     lines = ["| flavour / pods | " + " | ".join(tasks_) + " |", "|---|" + "---|" * len(tasks_)]
     for f, p in keys:
         lines.append(f"| {f} / {p} | " + " | ".join(
-            f"{cell[f, p, t].seconds:.2f} s / {cell[f, p, t].peak_mb:.0f} MiB"
+            f"{cell[f, p, t].seconds:.2f} s" + (f" (CPU {cell[f, p, t].cpu:.2f} s)" if cell[f, p, t].cpu is not None else "")
+            + f" / {cell[f, p, t].peak_mb:.0f} MiB"
             + ("" if cell[f, p, t].status == "ok" else f" ({cell[f, p, t].status})") for t in tasks_) + " |")
     lines += ["", "| flavour / pods | " + " | ".join(t for t in tasks_[1:]) + " |", "|---|" + "---|" * (len(tasks_) - 1)]
     for f, p in keys:
@@ -183,7 +187,7 @@ def report(data: dict) -> str:
             f"+{cell[f, p, t].seconds - floor:.2f} s ({cell[f, p, t].seconds / floor:.2f}×)" for t in tasks_[1:]) + " |")
     lines.append("")
     for key, marks in data["stages"].items():
-        size = f" ({marks.pop('places')} places, {marks.pop('edges')} edges)"
+        size = f" ({marks.pop('places')} places, {marks.pop('edges')} ruled edges, {marks.pop('open pairs', 0)} open pairs)"
         lines.append(f"- {key}{size}: " + "; ".join(f"{k} {v:.2f} s" for k, v in marks.items()))
     return "\n".join(lines)
 

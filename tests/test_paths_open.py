@@ -111,3 +111,68 @@ def _first(it, k: int) -> list[int]:
             break
         out.append(n)
     return out
+
+
+# ---------------------------------------------------------------- a hand-built open cluster, end to end
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_chain_through_open_pairs_is_reported_hop_by_hop(capsys):
+    code, out, _ = run(capsys, "paths", "world", "locked/db-0", *CLUSTER, "--trust-nodes", "-k", "3", "-o", "json")
+    chains = json.loads(out)["chains"]
+    assert code == 1 and [c["length"] for c in chains] == [2, 3, 3]
+    first = chains[0]
+    assert [p["name"] for p in first["places"]][1:] == ["open/b-0 (+1)", "locked/db-0"]
+    assert [h["egress"]["reason"] for h in first["hops"]] == ["not-an-endpoint", "not-enforced"]
+    assert first["hops"][0]["ingress"]["reason"] == "not-enforced" and first["hops"][1]["l7_filtered"] == ["8080/TCP"]
+    code, out, _ = run(capsys, "paths", "world", "locked/db-0", *CLUSTER, "--trust-nodes", "--ports", "8080/TCP",
+                       "-o", "json")
+    assert code == 1 and json.loads(out)["chains"][0]["hops"][1]["ports"] == ["8080/TCP"]
+
+
+def test_a_hop_to_a_service_ends_at_its_backends(capsys):
+    code, out, _ = run(capsys, "paths", "open/a-0", "svc:locked/db", *CLUSTER, "--trust-nodes", "-o", "json")
+    (chain,) = json.loads(out)["chains"]
+    assert code == 1 and [p["name"] for p in chain["places"]] == ["open/a-0", "open/b-0 (+1)", "locked/db-0"]
+
+
+def test_a_deny_rule_keeps_its_class_out_of_the_open_pairs(capsys):
+    """open/c-0 may egress anywhere but 169.254.169.254: only through another pod."""
+    code, out, _ = run(capsys, "paths", "open/c-0", "169.254.169.254", *CLUSTER, "--trust-nodes", "-o", "json")
+    assert code == 1 and json.loads(out)["chains"][0]["length"] == 2
+    assert run(capsys, "paths", "open/c-0", "169.254.169.254", *CLUSTER, "--trust-nodes", "--max-hops", "1")[0] == 0
+    code, out, _ = run(capsys, "blast-radius", "open/c-0", *CLUSTER, "--trust-nodes", "--max-hops", "1", "-o", "json")
+    assert code == 0 and json.loads(out)["pods"] == 3  # a-0, b-0, b-1; db-0 admits app=b only
+
+
+def _edges(capsys, *argv: str) -> tuple[nx.DiGraph, str]:
+    code, out, err = run(capsys, "graph", *CLUSTER, "--no-nodes", "-o", "json", *argv)
+    assert code == 0
+    return nx.node_link_graph(json.loads(out), edges="edges"), err
+
+
+def test_graph_draws_the_open_pairs_through_a_hub_or_each_one(capsys):
+    hub, err = _edges(capsys, "--open-edges", "hub")
+    assert "drawn through the hub" in err and hub.nodes["(every open ingress)"]["kind"] == "hub"
+    assert hub.has_edge("open/a-0", "(every open ingress)") and hub.has_edge("(every open ingress)", "open/b-0 (+1)")
+    assert hub.has_edge("(every open ingress)", "world-ipv6") and not hub.has_edge("open/a-0", "open/b-0 (+1)")
+    assert hub.has_edge("world-ipv6", "(every open ingress in the cluster)")
+    assert not hub.has_edge("(every open ingress in the cluster)", "world-ipv6")  # outside to outside: no hop
+    assert hub.has_edge("open/c-0", "open/a-0") and not hub.has_edge("open/c-0", "(every open ingress)")  # ruled
+    assert hub.edges["(every open ingress)", "world-ipv6"]["ports"] == ["*/TCP", "*/UDP", "*/SCTP"]  # no ICMPv4
+    each, err = _edges(capsys, "--open-edges", "expand")
+    assert err == "" and each.has_edge("open/a-0", "open/b-0 (+1)") and not any(
+        d["kind"] == "hub" for _, d in each.nodes(data=True))
+    conn = build(load_policies([CLUSTER[0]])[0], load_inventory([CLUSTER[2]]), nodes=False)
+    assert each.number_of_edges() == conn.graph.number_of_edges() + conn.open.count()
+    assert set(_edges(capsys)[0].edges) == set(each.edges)  # few pairs: auto draws each
+
+
+def test_a_highlighted_chain_is_drawn_hop_by_hop_beside_the_hub(capsys):
+    g, _ = _edges(capsys, "--open-edges", "hub", "--highlight", "open/a-0", "locked/db-0")
+    red = {(u, v) for u, v, d in g.edges(data=True) if d["highlighted"]}
+    assert red == {("open/a-0", "open/b-0 (+1)"), ("open/b-0 (+1)", "locked/db-0")}
