@@ -56,15 +56,11 @@ def export_graph(conn: Connectivity, ports: PortSet | None = None, pods: bool = 
     through = _hub_edges(conn, ports) if hubs else {}
     edges += through
     lit = {(h.src, h.dst) for h in highlight}
-    edges += [e for e in lit if e not in set(edges)]
-    succ: dict = {}
-    for u, v in edges:
-        succ.setdefault(u, set()).add(v)
-        succ.setdefault(v, set())
-    keep = inside = set(range(len(conn.places))) | set(succ)
+    edges += sorted(lit - set(edges))  # an open pair of the chain, drawn as the hop it is
+    keep = inside = set(range(len(conn.places))) | {n for e in through for n in e}  # places and hubs
     if namespaces:
-        inside = {p for p in keep if isinstance(p, int) and conn.places[p].namespace in namespaces}
-        keep = inside | {v for u in inside for v in succ.get(u, ())} | {u for u, v in edges if v in inside}
+        inside = {p for p in range(len(conn.places)) if conn.places[p].namespace in namespaces}
+        keep = inside | {v for u, v in edges if u in inside} | {u for u, v in edges if v in inside}
     lit_places = {p for h in highlight for p in (h.src, h.dst)}
     keep = keep | lit_places  # the highlighted chain is drawn whole, whatever the namespaces
     out = nx.DiGraph()
@@ -81,10 +77,9 @@ def export_graph(conn: Connectivity, ports: PortSet | None = None, pods: bool = 
             return [f"node:{place.name}"]
         return [ep.display for ep in place.members] if pods and place.kind is Kind.PODS else [place.name]
 
-    for pid in sorted(keep, key=lambda p: (not isinstance(p, int), str(p) if not isinstance(p, int) else p)):
-        if not isinstance(pid, int):
-            out.add_node(names(pid)[0], kind=Kind.HUB.value, namespace="", members=[], highlighted=False)
-            continue
+    for hub in sorted(p for p in keep if not isinstance(p, int)):
+        out.add_node(names(hub)[0], kind=Kind.HUB.value, namespace="", members=[], highlighted=False)
+    for pid in sorted(p for p in keep if isinstance(p, int)):
         place = conn.places[pid]
         for name in names(pid):
             out.add_node(name, kind=place.kind.value, namespace=place.namespace,
