@@ -229,11 +229,13 @@ def _class_hops(verdicts: ClassVerdicts, places: list[Place]) -> tuple[list[Hop]
         for rule in ingress[w].allows:
             for u in verdicts.peer_classes(rule) & open_egress:
                 naming[u].add(w)
+    rest_in = open_in - hub_in  # open ingresses whose deny rules decide their hops
     hops = []
     for u in range(n):
-        if u in open_egress:
-            wide = open_in - hub_in if u in hub_out else open_in  # the rest of the open ingresses
-            candidates = (naming[u] | wide) - (hub_in if u in hub_out else frozenset())
+        if u in hub_out:
+            candidates = (naming[u] - hub_in) | rest_in
+        elif u in open_egress:
+            candidates = naming[u] | open_in
         else:
             candidates = egress[u].named()
         for w in sorted(candidates):
