@@ -10,6 +10,7 @@ in-process pass splits one run into loading, building the graph and each questio
         --json docs/bench-paths.json
     python3 bench/paths_scale.py --report docs/bench-paths.json
     python3 bench/paths_scale.py --sizes 500,1000 --flavours open --repeat 1 --limit 300   # few policies
+    python3 bench/paths_scale.py --sizes 1000 --flavours open --compare /tmp/before   # another checkout beside
 """
 from __future__ import annotations
 
@@ -192,6 +193,26 @@ def report(data: dict) -> str:
     return "\n".join(lines)
 
 
+def compare(tree: Path, sizes: list[int], flavours: list[str], out: Path, limit: float) -> list[dict]:
+    """The floor, `paths` and `blast-radius` of another checkout (``tree``: e.g. ``git archive`` of an
+    older branch) and of this one, alternated in one run.  The children start in ``out``: ``python -m``
+    puts the working directory first on the path, which would shadow ``PYTHONPATH``."""
+    rows = []
+    for flavour in flavours:
+        for pods in sizes:
+            d, dst = cluster(out, pods, flavour)
+            for task, cmd in tasks(d, dst, sys.executable).items():
+                if task not in ("query (floor)", "paths", "blast-radius"):
+                    continue
+                for name, code in (("other", tree), ("this", REPO)):
+                    env = {**os.environ, "PYTHONPATH": str(code)}
+                    secs, peak, status, cpu = measure(cmd, limit, out / "stdout", out / "stderr", env, cwd=out)
+                    rows.append({"flavour": flavour, "pods": pods, "task": task, "code": name, "seconds": round(secs, 2),
+                                 "cpu": round(cpu, 2), "peak_mb": round(peak), "status": status})
+                    print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,5000,10000")
@@ -201,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--repeat", type=int, default=3, help="runs per command; the fastest counts (default 3)")
     ap.add_argument("--report", type=Path, help="print the tables of a results file and stop")
+    ap.add_argument("--compare", type=Path, metavar="TREE", help="time another checkout beside this one and stop")
     ap.add_argument("--stages", nargs=2, metavar=("DIR", "DST"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.stages:
@@ -210,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         print(report(json.loads(args.report.read_text())))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.compare:
+        rows = compare(args.compare, [int(s) for s in args.sizes.split(",")], args.flavours.split(","), args.out,
+                       args.limit)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        return 0
     data = run([int(s) for s in args.sizes.split(",")], args.flavours.split(","), args.out, args.limit, args.repeat)
     if args.json:
         args.json.write_text(json.dumps(data, indent=1) + "\n")
