@@ -64,13 +64,13 @@ def expired(value: dict, proto: int, now_ns: int) -> bool:
     return now_ns - value["last_seen"] > lifetime * 10**9
 
 
-def interfaces_by_endpoint(interfaces: Map, lay: dict) -> dict[int, int]:
-    """endpoint id -> the ifindex its hooks are bound to."""
+def bound_interfaces(interfaces: Map, lay: dict) -> dict[int, int]:
+    """ifindex -> the endpoint id its hooks are bound to (an endpoint may be bound to several)."""
     out = {}
     for key in interfaces.keys():
         raw = interfaces.lookup(key)
         if raw is not None:
-            out[lay["interface_value"].unpack(raw)["endpoint_id"]] = lay["interface_key"].unpack(key)["ifindex"]
+            out[lay["interface_key"].unpack(key)["ifindex"]] = lay["interface_value"].unpack(raw)["endpoint_id"]
     return out
 
 
@@ -102,13 +102,17 @@ def migrate(old_pins: Path, old_features: dict, new: BPFObject, new_features: di
     old_lay, _ = layouts_for(old_features)
     new_lay, new_len = layouts_for(new_features)
     progs = {d: new.program(name) for d, name in _HOOK.items()}
-    new_endpoint = {ifindex: endpoint for endpoint, ifindex in interfaces_by_endpoint(new.map("interfaces"),
-                                                                                      new_lay).items()}
+    new_endpoint = bound_interfaces(new.map("interfaces"), new_lay)
     interfaces = open_map(old_pins, "interfaces")
     try:
-        old_ifindex = interfaces_by_endpoint(interfaces, old_lay)
+        old_bound = bound_interfaces(interfaces, old_lay)
     finally:
         interfaces.close()
+    # an entry names its endpoint, not the interface: replay it on one the new programs bind too
+    old_ifindex: dict[int, int] = {}
+    for index in sorted(old_bound):
+        if index in new_endpoint:
+            old_ifindex.setdefault(old_bound[index], index)
     kept = dropped = 0
     now = time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE)  # what bpf_ktime_get_coarse_ns reads
     for table in CT_MAPS:
