@@ -95,6 +95,11 @@ def bench_cni(pods: int, work: Path) -> None:
         registered = [line for line in node.log_lines() if line["msg"].startswith("registered ")]
         agent_t = [line["seconds"] for line in registered]
         maps_t = [line["seconds_maps"] for line in registered]
+        chained = [m + c for m, c in zip(main_t, policyc_t)]
+        floor = [m + f for m, f in zip(main_t, floor_t)]
+        print(f"ADD of the conflist over {pods} pods, p50 / p99 ms: ptp alone {ms(main_t)}; ptp then tuning "
+              f"{ms(floor)}; ptp then policyc-cni {ms(chained)} (ratio to ptp alone at p50 "
+              f"{pct(chained, 50) / pct(main_t, 50):.2f}, ptp then tuning {pct(floor, 50) / pct(main_t, 50):.2f})")
         print(f"ADD over {pods} pods, p50 / p99 ms: ptp {ms(main_t)}; tuning (a chained plugin that does "
               f"nothing) {ms(floor_t)}; policyc-cni {ms(policyc_t)}, of which the agent's registration "
               f"{ms(agent_t)} (identity and map writes {ms(maps_t)}, the rest mostly the two tcx attachments) and the "

@@ -372,6 +372,11 @@ class Agent:
             if reg is not None and (reg.container, reg.ifname) == (container, ifname):
                 raise Refusal(f"{pod}: container {container} interface {ifname} is registered already "
                               f"(on {reg.iface}); DEL it first", "duplicate", 409)
+            if reg is not None and reg.container == container:
+                raise Refusal(f"{pod}: container {container} is registered already with interface {reg.ifname} "
+                              f"(on {reg.iface}); policyc enforces one interface per pod, so a second one "
+                              f"({ifname}) is refused rather than left unfiltered or taking the first's policy away",
+                              "second-interface", 409)
             if reg is not None:  # a new sandbox of the same pod: the old one's hooks and addresses go first
                 self.log.info(f"{pod}: a new container replaces {reg.container}", extra={"fields": {"new": container}})
                 self._unregister(reg)

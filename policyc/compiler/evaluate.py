@@ -447,7 +447,8 @@ class Evaluator:
         return verdict(Action.ALLOW, Reason.ALLOWED, allowed, l7=l7)
 
     def _may_apply(self, subject: Endpoint, direction: Direction, peer: Endpoint, labels: frozenset,
-                   protocol: Protocol, port: int, dst: Endpoint, pending: str | None, allowed: list[Rule]) -> list[Rule]:
+                   protocol: Protocol, port: int, dst: Endpoint, pending: str | None,
+                   allowed: list[Rule]) -> list[Rule]:
         """The allow rules that may apply to the flow once a pending end's labels are known: ``allowed``, and
         those whose subject, peer or named port need the unknown labels.  An allow grants only if it surely
         applies, but the L7 filter or the handshake it brings may bind the real pod, so answers past L4
@@ -456,7 +457,8 @@ class Evaluator:
             return allowed
         possible = self.possible_allows(subject, direction)
         names = any(sees_lookups(r) for r in possible)
-        return [r for r in possible if rule_matches(r, peer, labels, protocol, port, dst, names, pending, possibly=True)]
+        return [r for r in possible
+                if rule_matches(r, peer, labels, protocol, port, dst, names, pending, possibly=True)]
 
     def _admitted(self, allowed: list[Rule], may: list[Rule], protocol: Protocol, port: int, dst: Endpoint,
                   request: Request) -> bool:
