@@ -260,6 +260,37 @@ def test_an_agent_restart_under_traffic_loses_no_policy(node, tmp_path):
     assert [r.code for r in node.delete(net, web)] == [0, 0]
 
 
+def test_after_an_unload_the_next_agent_puts_the_registered_pods_back_on_their_hooks(node, artifacts, tmp_path):
+    """The operator's remove-and-reinstall: the agent stops, `policyc unload` takes every hook and map away,
+    the CNI registrations stay in /run/policyc. The next agent waits for an artifact (a DEL meanwhile
+    succeeds: nothing is in force to undo), loads it and attaches every registered pod whose veth is
+    there; before, it wrote their entries but no hooks, and the pods ran unfiltered."""
+    net = conflist("ptp", node.prefix, SUBNET, node.ipam, node.socket)
+    web, db = add(node, net, "x/web-1"), add(node, net, "x/db-1")
+    client, gone = add(node, net, "y/client-1"), add(node, net, "y/client-2")
+    node.serve(db, 80, 81)
+    node.serve(client, 80)
+    flows = [(web, db, 80), (web, client, 80), (client, db, 80), (client, db, 81)]
+    assert verdicts(node, flows) == ["allow", "deny", "deny", "allow"]
+    node.stop_agent()
+    assert node.policyc("unload", NAME).returncode == 0
+    assert verdicts(node, flows) == ["allow"] * 4  # no policy at all
+    volume = tmp_path / "later"
+    volume.mkdir()
+    node.start_agent(NAME, volume, "--inventory-dir", str(node.inventory), "--node-name", "node-1",
+                     "--listen", "off", wait=False)
+    _wait(node, lambda s: s.get("agent", {}).get("ready") is False)
+    text = node.policyc("status", NAME).stdout  # nothing loaded: the agent's view says why
+    assert "waiting for a valid artifact" in text and "REFUSED" in text and "manifest.json" in text, text
+    assert [r.code for r in node.delete(net, gone)] == [0, 0], [r.out for r in node.delete(net, gone)]
+    publish(volume, artifacts[0], "2024_01_01_00_00_00.9")
+    status = _wait(node, lambda s: len(s.get("attachments", [])) == 6)
+    assert {a["endpoint"] for a in status["attachments"]} == {web.display, db.display, client.display}
+    assert status["agent"]["endpoints"]["cni"] == 3
+    assert verdicts(node, flows) == ["allow", "deny", "deny", "allow"]
+    assert [r.code for r in node.check(net, web)] == [0, 0]
+
+
 def test_the_watched_artifact_is_replaced_and_a_broken_one_refused(node, artifacts, tmp_path):
     net = conflist("ptp", node.prefix, SUBNET, node.ipam, node.socket)
     web, db = add(node, net, "x/web-1"), add(node, net, "x/db-1")
