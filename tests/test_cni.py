@@ -442,8 +442,9 @@ def _get(node: Node, url: str) -> str:
 def _wait(node: Node, done, timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        status = json.loads(node.policyc("status", NAME, "--format", "json").stdout)
-        if done(status):
+        out = node.policyc("status", NAME, "--format", "json")  # fails while nothing is loaded and no agent answers
+        status = json.loads(out.stdout) if out.returncode == 0 else None
+        if status is not None and done(status):
             return status
         assert time.monotonic() < deadline, node.agent_log.read_text()[-3000:]
         time.sleep(0.2)
