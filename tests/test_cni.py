@@ -289,6 +289,10 @@ def test_after_an_unload_the_next_agent_puts_the_registered_pods_back_on_their_h
     assert status["agent"]["endpoints"]["cni"] == 3
     assert verdicts(node, flows) == ["allow", "deny", "deny", "allow"]
     assert [r.code for r in node.check(net, web)] == [0, 0]
+    # structured logs: every line the agent wrote is one JSON object (no HTTP access lines among them)
+    lines = node.agent_log.read_text().splitlines()
+    assert lines and all(line.startswith("{") and json.loads(line) for line in lines), \
+        [line for line in lines if not line.startswith("{")][:3]
 
 
 def test_the_watched_artifact_is_replaced_and_a_broken_one_refused(node, artifacts, tmp_path):
