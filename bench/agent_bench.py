@@ -9,14 +9,15 @@ Run as root, under the kernel lock, from the repository root:
 with host-local, as a runtime does (tests/cnirt.py). For each pod three timed plugin runs: ptp ADD
 (the main plugin), tuning ADD with no settings (a chained plugin that only passes prevResult on:
 the floor of any chained plugin, process start included), policyc-cni ADD (the agent registers the
-pod and attaches its hooks before it returns). Then artifact replaces through the watched
-directory (the kubelet's ``..data`` swap, agent ``--poll 0.1``): from the swap to the new manifest
-in force, and the replace itself as the agent logs it; then DEL of every pod.
+pod and attaches its hooks before it returns); each pod's ADD of the whole conflist (ptp then
+policyc-cni) is set beside ptp alone. Then artifact replaces through the watched directory (the
+kubelet's ``..data`` swap, agent ``--poll 0.2`` as tests/cnirt.py starts it): from the swap to the
+new manifest in force, and the replace itself as the agent logs it; then DEL of every pod.
 
 ``scale``: an artifact of a generated cluster (bench/gen_cluster.py, --pods 1000, 1000 policies)
 loaded by the agent; pods are added through the agent's API up to each ``--pods`` count (replicas
-of the cluster's apps, no hooks), then the agent's resident memory (VmRSS) is read and relabels
-are timed: client call to return (the map writes are done when it returns: the new verdict is in
+of the cluster's pods: their labels and named ports, new addresses; no veth, no hooks), then the
+agent's resident memory (VmRSS) is read and relabels are timed: client call to return (the map writes are done when it returns: the new verdict is in
 force), to a label set another pod holds and to a new one each time, beside the same relabel as a
 `policyc endpoint relabel` process without the agent.
 """
@@ -95,6 +96,11 @@ def bench_cni(pods: int, work: Path) -> None:
         registered = [line for line in node.log_lines() if line["msg"].startswith("registered ")]
         agent_t = [line["seconds"] for line in registered]
         maps_t = [line["seconds_maps"] for line in registered]
+        chained = [m + c for m, c in zip(main_t, policyc_t)]
+        floor = [m + f for m, f in zip(main_t, floor_t)]
+        print(f"ADD of the conflist over {pods} pods, p50 / p99 ms: ptp alone {ms(main_t)}; ptp then tuning "
+              f"{ms(floor)}; ptp then policyc-cni {ms(chained)} (ratio to ptp alone at p50 "
+              f"{pct(chained, 50) / pct(main_t, 50):.2f}, ptp then tuning {pct(floor, 50) / pct(main_t, 50):.2f})")
         print(f"ADD over {pods} pods, p50 / p99 ms: ptp {ms(main_t)}; tuning (a chained plugin that does "
               f"nothing) {ms(floor_t)}; policyc-cni {ms(policyc_t)}, of which the agent's registration "
               f"{ms(agent_t)} (identity and map writes {ms(maps_t)}, the rest mostly the two tcx attachments) and the "
@@ -113,7 +119,7 @@ def bench_cni(pods: int, work: Path) -> None:
         replaces += logged
         print(f"artifact replace through the watched directory ({len(swaps)} swaps, {pods} pods with hooks), "
               f"p50 / max ms: swap to in force {pct(swaps, 50) * 1000:.0f} / {max(swaps) * 1000:.0f} "
-              f"(poll 0.1 s); the replace itself {pct(replaces, 50) * 1000:.0f} / {max(replaces) * 1000:.0f}")
+              f"(poll 0.2 s); the replace itself {pct(replaces, 50) * 1000:.0f} / {max(replaces) * 1000:.0f}")
         dels = []
         for p in made:
             start = time.perf_counter()
@@ -142,7 +148,9 @@ def bench_scale(counts: list[int], relabels: int, work: Path) -> None:
     assert cli(["compile", str(cluster / "policies"), "--inventory", str(cluster / "inventory.yaml"),
                 "--output-dir", str(art), *[x for s in sizes for x in ("--map-size", s)]]) == 0
     print(f"compiled the 1000-pod cluster in {time.perf_counter() - start:.1f} s")
-    pods = {e["name"]: own(e["labels"]) for e in json.loads((art / "endpoints.json").read_text())}
+    ports = named_ports_of(cluster / "inventory.yaml")
+    pods = {e["name"]: {**own(e["labels"]), "ports": ports.get(e["name"], [])}
+            for e in json.loads((art / "endpoints.json").read_text())}
     # the target relabels between the label sets of two other pods of its namespace: both stay held
     ns = next(n for n in sorted({p.split("/")[0] for p in pods})
               if len({json.dumps(spec, sort_keys=True) for p, spec in pods.items() if p.startswith(n + "/")}) > 1)
@@ -196,6 +204,21 @@ def bench_scale(counts: list[int], relabels: int, work: Path) -> None:
                   f"relabel through the agent p50 / p99 ms: to a held label set {ms(known)}, to a new one "
                   f"{ms(new)}; `policyc endpoint relabel` process without the agent p50 "
                   f"{pct(cli_times, 50) * 1000:.0f} ms (ratio {pct(cli_times, 50) / pct(known, 50):.0f}x)")
+
+
+def named_ports_of(inventory: Path) -> dict[str, list]:
+    """Each pod's named container ports, ``[[name, port, protocol], ...]`` as the agent's API takes them: a
+    pod joins its label set's policy class only with the same named ports (endpoints._class_key)."""
+    import yaml
+    out = {}
+    for doc in yaml.safe_load_all(inventory.read_text()):
+        for item in (doc or {}).get("items", [doc]) if isinstance(doc, dict) else ():
+            if isinstance(item, dict) and item.get("kind") == "Pod":
+                meta = item["metadata"]
+                out[f"{meta.get('namespace', 'default')}/{meta['name']}"] = [
+                    [p["name"], p["containerPort"], p.get("protocol", "TCP")]
+                    for c in item["spec"].get("containers", []) for p in c.get("ports", []) if p.get("name")]
+    return out
 
 
 def own(labels: list[str]) -> dict:

@@ -26,7 +26,7 @@ INCOMPATIBLE, UNSUPPORTED_FIELD, UNKNOWN_CONTAINER, BAD_ENV, IO_FAILURE, DECODE,
 REFUSED, DUPLICATE, CHECK_FAILED = 100, 101, 102
 AGENT_CODES = {"bad-request": BAD_CONFIG, "bad-prev-result": BAD_CONFIG, "not-ready": TRY_AGAIN,
                "duplicate": DUPLICATE, "unknown-container": UNKNOWN_CONTAINER, "check-failed": CHECK_FAILED,
-               "address-in-use": REFUSED, "refused": REFUSED}
+               "address-in-use": REFUSED, "second-interface": REFUSED, "refused": REFUSED}
 TIMEOUT = 30.0
 PYTHON = "/usr/bin/python3"
 
@@ -105,6 +105,8 @@ def handle(env: dict, stdin: str) -> dict | None:
     if version not in SUPPORTED:
         raise PluginError(INCOMPATIBLE, "incompatible CNI version",
                           f"cniVersion {version}; policyc-cni supports {', '.join(SUPPORTED)}")
+    if command == "CHECK" and version in ("0.3.0", "0.3.1"):  # CHECK came with 0.4.0 (as libcni's skel says)
+        raise PluginError(INCOMPATIBLE, "config version does not allow CHECK", f"cniVersion {version} < 0.4.0")
     _require(env, "CNI_CONTAINERID", "CNI_IFNAME", *(("CNI_NETNS",) if command != "DEL" else ()))
     client = Client(str(conf.get("agentSocket") or socket_path()), timeout=TIMEOUT)
     body = {"container_id": env["CNI_CONTAINERID"], "ifname": env["CNI_IFNAME"], "netns": env.get("CNI_NETNS", "")}

@@ -260,6 +260,41 @@ def test_an_agent_restart_under_traffic_loses_no_policy(node, tmp_path):
     assert [r.code for r in node.delete(net, web)] == [0, 0]
 
 
+def test_after_an_unload_the_next_agent_puts_the_registered_pods_back_on_their_hooks(node, artifacts, tmp_path):
+    """The operator's remove-and-reinstall: the agent stops, `policyc unload` takes every hook and map away,
+    the CNI registrations stay in /run/policyc. The next agent waits for an artifact (a DEL meanwhile
+    succeeds: nothing is in force to undo), loads it and attaches every registered pod whose veth is
+    there; before, it wrote their entries but no hooks, and the pods ran unfiltered."""
+    net = conflist("ptp", node.prefix, SUBNET, node.ipam, node.socket)
+    web, db = add(node, net, "x/web-1"), add(node, net, "x/db-1")
+    client, gone = add(node, net, "y/client-1"), add(node, net, "y/client-2")
+    node.serve(db, 80, 81)
+    node.serve(client, 80)
+    flows = [(web, db, 80), (web, client, 80), (client, db, 80), (client, db, 81)]
+    assert verdicts(node, flows) == ["allow", "deny", "deny", "allow"]
+    node.stop_agent()
+    assert node.policyc("unload", NAME).returncode == 0
+    assert verdicts(node, flows) == ["allow"] * 4  # no policy at all
+    volume = tmp_path / "later"
+    volume.mkdir()
+    node.start_agent(NAME, volume, "--inventory-dir", str(node.inventory), "--node-name", "node-1",
+                     "--listen", "off", wait=False)
+    _wait(node, lambda s: s.get("agent", {}).get("ready") is False)
+    text = node.policyc("status", NAME).stdout  # nothing loaded: the agent's view says why
+    assert "waiting for a valid artifact" in text and "REFUSED" in text and "manifest.json" in text, text
+    assert [r.code for r in node.delete(net, gone)] == [0, 0], [r.out for r in node.delete(net, gone)]
+    publish(volume, artifacts[0], "2024_01_01_00_00_00.9")
+    status = _wait(node, lambda s: len(s.get("attachments", [])) == 6)
+    assert {a["endpoint"] for a in status["attachments"]} == {web.display, db.display, client.display}
+    assert status["agent"]["endpoints"]["cni"] == 3
+    assert verdicts(node, flows) == ["allow", "deny", "deny", "allow"]
+    assert [r.code for r in node.check(net, web)] == [0, 0]
+    # structured logs: every line the agent wrote is one JSON object (no HTTP access lines among them)
+    lines = node.agent_log.read_text().splitlines()
+    assert lines and all(line.startswith("{") and json.loads(line) for line in lines), \
+        [line for line in lines if not line.startswith("{")][:3]
+
+
 def test_the_watched_artifact_is_replaced_and_a_broken_one_refused(node, artifacts, tmp_path):
     net = conflist("ptp", node.prefix, SUBNET, node.ipam, node.socket)
     web, db = add(node, net, "x/web-1"), add(node, net, "x/db-1")
@@ -281,6 +316,16 @@ def test_the_watched_artifact_is_replaced_and_a_broken_one_refused(node, artifac
     refused = _get(node, f"http://{METRICS}/metrics")
     assert "policyc_agent_artifact_refused 1.0" in refused
     assert 'policyc_agent_artifact_loads_total{result="refused"} 1.0' in refused
+    # a manifest cut short (written in place, not through the ..data swap): refused too, the old one stays
+    half = tmp_path / "half"
+    half.mkdir()
+    for f in artifacts[1].iterdir():
+        (half / f.name).write_bytes(f.read_bytes())
+    (half / "manifest.json").write_bytes((half / "manifest.json").read_bytes()[:40])
+    publish(node.volume, half, "2024_01_01_00_00_00.2b")
+    status = _wait(node, lambda s: "not a complete manifest" in
+                   (s["agent"]["artifact"]["refused"] or {}).get("reason", ""))
+    assert status["manifest_sha256"] == before and verdicts(node, [(web, db, 81)]) == ["deny"]
     # the complete one: replaced in place, the pods keep their hooks, the new verdict holds
     publish(node.volume, artifacts[1], "2024_01_01_00_00_00.3")
     status = _wait(node, lambda s: s["manifest_sha256"] != before)
@@ -324,6 +369,58 @@ def test_cni_errors(node, tmp_path):
     assert [r.code for r in node.delete(net, web)] == [0, 0]
     out = node.policyc("endpoint", "add", NAME, "x/p", "--ip", "10.245.0.200", "--label", "app=web")
     assert out.returncode == 0 and "through the agent" not in out.stdout  # the CLI works alone, as before
+    # the agent comes back: web's registration (DEL came while it was down) goes with its veth, hooks too
+    node.start_agent(NAME, node.volume, "--inventory-dir", str(node.inventory), "--node-name", "node-1",
+                     "--listen", "off")
+    status = json.loads(node.policyc("status", NAME, "--format", "json").stdout)
+    assert status["agent"]["endpoints"]["cni"] == 0 and status["attachments"] == []
+    assert node.policyc("endpoint", "remove", NAME, web.display).returncode == 2
+
+
+@pytest.mark.parametrize("version", ["0.4.0", "0.3.1"])
+def test_an_older_cni_version_chains_the_same(node, version):
+    """containerd passes the conflist's cniVersion to every plugin: ptp answers in that version's result
+    format, policyc-cni reads it, enforces from the first packet and answers in the same version; CHECK
+    exists from 0.4.0 on (ptp and policyc-cni both refuse it before, code 1, as libcni's skel does)."""
+    net = {**conflist("ptp", node.prefix, SUBNET, node.ipam, node.socket), "cniVersion": version}
+    db, web = add(node, net, "x/db-1"), add(node, net, "x/web-1")
+    assert web.result["cniVersion"] == version
+    node.serve(db, 80, 81)
+    assert verdicts(node, [(web, db, 80), (web, db, 81)]) == ["allow", "deny"]
+    checks = node.check(net, web)
+    if version == "0.4.0":
+        assert [r.code for r in checks] == [0, 0], [r.out for r in checks]
+    else:
+        assert [(r.code, r.out["code"]) for r in checks] == [(1, 1), (1, 1)], [r.out for r in checks]
+    assert [r.code for r in node.delete(net, web)] == [0, 0]
+    status = json.loads(node.policyc("status", NAME, "--format", "json").stdout)
+    assert {a["endpoint"] for a in status["attachments"]} == {db.display}
+
+
+def test_a_second_interface_of_a_pod_is_refused_and_the_first_keeps_its_policy(node):
+    """A second network for the same container (Multus adds one with CNI_IFNAME=net1) chained with
+    policyc-cni: policyc enforces one interface per pod, so that ADD fails (100) and the runtime's DEL
+    after it removes nothing of eth0's; before, the agent took it for a new sandbox and detached eth0's
+    hooks, leaving the pod's first interface unfiltered."""
+    net = conflist("ptp", node.prefix, SUBNET, node.ipam, node.socket)
+    second = {**conflist("ptp", node.prefix, "10.245.1.0/24", node.ipam, node.socket), "name": f"{node.prefix}-net1"}
+    second["plugins"][0]["ipam"]["routes"] = []  # eth0 has the default route
+    db, client, web = add(node, net, "x/db-1"), add(node, net, "y/client-1"), add(node, net, "x/web-1")
+    node.serve(client, 80)
+    node.serve(db, 80)
+    prev = node.exec_plugin("ptp", "ADD", node.derived(second, second["plugins"][0], None), web, ifname="net1")
+    assert prev.code == 0, prev.err
+    res = node.exec_plugin("policyc-cni", "ADD", node.derived(second, second["plugins"][1], prev.out), web,
+                           ifname="net1")
+    assert res.code == 1 and res.out["code"] == 100 and "one interface per pod" in res.out["details"], res.out
+    for plugin in reversed(second["plugins"]):  # the runtime undoes the failed ADD of the second network
+        assert node.exec_plugin(plugin["type"], "DEL", node.derived(second, plugin, prev.out), web,
+                                ifname="net1").code == 0
+    assert verdicts(node, [(web, db, 80), (web, client, 80)]) == ["allow", "deny"]
+    status = json.loads(node.policyc("status", NAME, "--format", "json").stdout)
+    assert {(a["iface"], a["hook"]) for a in status["attachments"] if a["endpoint"] == web.display} == \
+        {(web.host_veth, "ingress"), (web.host_veth, "egress")}
+    assert [r.code for r in node.check(net, web)] == [0, 0]
 
 
 def test_metrics_and_health(tmp_path, artifacts):
@@ -349,8 +446,9 @@ def _get(node: Node, url: str) -> str:
 def _wait(node: Node, done, timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        status = json.loads(node.policyc("status", NAME, "--format", "json").stdout)
-        if done(status):
+        out = node.policyc("status", NAME, "--format", "json")  # fails while nothing is loaded and no agent answers
+        status = json.loads(out.stdout) if out.returncode == 0 else None
+        if status is not None and done(status):
             return status
         assert time.monotonic() < deadline, node.agent_log.read_text()[-3000:]
         time.sleep(0.2)

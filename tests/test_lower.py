@@ -263,12 +263,11 @@ def test_peer_index_answers_a_pending_identity_by_the_rules_action():
     pending = PeerIdentity(300, known | {pending_label("pod")}, pending="pod")
     index = PeerIndex((pending,))
 
-    def rule(n, action, sel):
-        return make_rule(n, selector("x", "a"), IN, action, [SelectorPeer((sel,))], [])
-    assert index.rule(rule(1, Action.DENY, selector(pod="b"))) == {0}
-    assert index.rule(rule(2, Action.ALLOW, selector(pod="b"))) == set()
-    assert index.rule(rule(3, Action.ALLOW, selector("x"))) == {0}
-    assert index.rule(rule(4, Action.DENY, selector("y"))) == set()
+    # the rules live as long as the index, as a policy set's do: it caches its answers by id(rule)
+    rules = [make_rule(n, selector("x", "a"), IN, action, [SelectorPeer((sel,))], [])
+             for n, action, sel in ((1, Action.DENY, selector(pod="b")), (2, Action.ALLOW, selector(pod="b")),
+                                    (3, Action.ALLOW, selector("x")), (4, Action.DENY, selector("y")))]
+    assert [index.rule(r) for r in rules] == [{0}, set(), {0}, set()]
     assert index.peer(SelectorPeer((selector("x"),))) == set()  # ``peer`` answers for known labels only
 
 

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from irgen import EXTERNALS, inventories, policy_sets
-from policyc.compiler.evaluate import Evaluator, Flow
+from policyc.compiler.evaluate import Evaluator, Flow, Request
 from policyc.compiler.inventory import Inventory
 from policyc.compiler.ir import (CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX, NAMESPACE_NAME_LABEL, Action,
-                                 Direction, Identity, Op, Protocol, Requirement, Selector, pending_label)
+                                 Direction, Identity, Op, PolicySet, Protocol, Requirement, Selector, pending_label)
 from policyc.compiler.lower import lower
 from test_lower import identity_of, lookup
 
@@ -52,6 +52,35 @@ def test_a_pending_pod_is_never_allowed_more_than_its_labels_allow(policy, inv, 
                 truth = ev.evaluate(Flow(src_real, dst_real, proto, port))
                 assert not got.egress.allowed or truth.egress.allowed, (src.display, dst.display, proto, port)
                 assert not got.ingress.allowed or truth.ingress.allowed, (src.display, dst.display, proto, port)
+
+
+REQUESTS = (Request("GET", "/api/v1"), Request("POST", "/"), Request("DELETE", "/admin"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(policy_sets(max_rules=6), inventories(), st.sampled_from(("pod", "namespace")), st.data())
+def test_a_pending_pod_is_never_admitted_a_request_or_spared_a_handshake_its_labels_would_not_be(
+        policy, inv, scope, data):
+    """The query-level answers past L4: an HTTP request to or from a pending pod (filtered by the proxy of
+    every allow that applies, also where the direction is not default-deny, R3.4c), and a flow whose
+    mutual-authentication handshake fails (refused if any allow that applies asks for it, R10.11).  An
+    allow that only *may* apply (its selector needs the unknown labels) may filter or demand, so it counts."""
+    auth = data.draw(st.lists(st.booleans(), min_size=len(policy.rules), max_size=len(policy.rules)))
+    policy = PolicySet(tuple(replace(r, auth="required") if a and r.action is Action.ALLOW else r
+                             for r, a in zip(policy.rules, auth)), policy.default_deny, policy.policies)
+    real = data.draw(st.sampled_from(inv.pods))
+    pending = pending_version(real, scope)
+    ev = Evaluator(policy)
+    others = [e for e in inv.endpoints if e != real] + list(EXTERNALS)
+    for port in (80, 8080):
+        for request, authenticated in [(r, True) for r in REQUESTS] + [(None, False)]:
+            for other in others:
+                for src, dst, src_real, dst_real in ((pending, other, real, other), (other, pending, other, real)):
+                    got = ev.evaluate(Flow(src, dst, Protocol.TCP, port, request, authenticated))
+                    truth = ev.evaluate(Flow(src_real, dst_real, Protocol.TCP, port, request, authenticated))
+                    where = (src.display, dst.display, port, request, authenticated)
+                    assert not got.egress.allowed or truth.egress.allowed, where
+                    assert not got.ingress.allowed or truth.ingress.allowed, where
 
 
 @settings(max_examples=60, deadline=None)

@@ -328,16 +328,18 @@ class Agent:
                 or (ports is not None and set(have.endpoint.ports) != set(ports)))
 
     def _reconcile(self, gone: set[str] = frozenset()) -> None:
-        """Bring every pod the agent knows to what it should be: local (CNI) pods to the book's labels,
-        other nodes' pods (from the inventory directory) to their labels and addresses."""
+        """Bring every pod the agent knows to what it should be: local (CNI) pods to the book's labels and
+        onto their hooks (a load after `policyc unload` has none), other nodes' pods (from the inventory
+        directory) to their labels and addresses."""
         if self.catalog is None:
             return
         for pod in sorted(self.registry):
             reg = self.registry[pod]
             labels, sa, extra, ports = self._wanted(pod)
-            if self._differs(pod, reg.ips, labels, sa, extra, ports):
+            attach = reg.iface if self._unhooked(reg) else None
+            if attach or self._differs(pod, reg.ips, labels, sa, extra, ports):
                 op = "relabel" if pod in self.catalog.pods else "add"
-                self._try(op, pod, list(reg.ips), labels, sa, extra, ports)
+                self._try(op, pod, list(reg.ips), labels, sa, extra, ports, attach)
         if self.config.inventory_dir is None:
             return
         for pod, facts in sorted(self.directory.pods.items()):
@@ -351,10 +353,16 @@ class Agent:
             if pod in self.catalog.pods:
                 self._try("remove", pod)
 
-    def _try(self, op: str, pod: str, ips=None, labels=None, sa=None, extra=Extra(), ports=None) -> None:
+    def _unhooked(self, reg: Registration) -> bool:
+        """A registered pod whose veth is there (the same interface) but carries none of its hooks."""
+        return _alive(reg) and not any(a.endpoint == reg.pod and a.hook != "xdp" for a in self.state.attachments)
+
+    def _try(self, op: str, pod: str, ips=None, labels=None, sa=None, extra=Extra(), ports=None,
+             attach: str | None = None) -> None:
         try:
-            result = self._change(op, pod, ips, labels, sa, extra=extra, ports=ports)
+            result = self._change(op, pod, ips, labels, sa, attach, extra=extra, ports=ports)
             self.log.info(f"{op} {pod}", extra={"fields": {"identity": result.identity, "pending": extra.pending,
+                                                             "attached": attach,
                                                              "seconds": round(result.seconds_total, 5)}})
         except (PolicycError, BPFError, OSError) as exc:
             self.log.error(f"cannot {op} {pod}", extra={"fields": {"reason": reason(exc)}})
@@ -372,6 +380,11 @@ class Agent:
             if reg is not None and (reg.container, reg.ifname) == (container, ifname):
                 raise Refusal(f"{pod}: container {container} interface {ifname} is registered already "
                               f"(on {reg.iface}); DEL it first", "duplicate", 409)
+            if reg is not None and reg.container == container:
+                raise Refusal(f"{pod}: container {container} is registered already with interface {reg.ifname} "
+                              f"(on {reg.iface}); policyc enforces one interface per pod, so a second one "
+                              f"({ifname}) is refused rather than left unfiltered or taking the first's policy away",
+                              "second-interface", 409)
             if reg is not None:  # a new sandbox of the same pod: the old one's hooks and addresses go first
                 self.log.info(f"{pod}: a new container replaces {reg.container}", extra={"fields": {"new": container}})
                 self._unregister(reg)
@@ -420,7 +433,11 @@ class Agent:
             reg = next((r for r in self.registry.values() if (r.container, r.ifname) == (container, ifname)), None)
             if reg is None:
                 return {"deleted": False}  # DEL is idempotent: nothing of this container is here (any more)
-            self._unregister(reg)
+            if self.state is None:  # no policy in force (unloaded): nothing to undo but the registration
+                self.registry.pop(reg.pod)
+                self._save_registry()
+            else:
+                self._unregister(reg)
             self._count()
         self.log.info(f"unregistered {reg.pod}", extra={"fields": {"container": container, "iface": reg.iface}})
         return {"deleted": True, "endpoint": reg.pod}
@@ -438,12 +455,7 @@ class Agent:
         return {"endpoint": reg.pod, "iface": reg.iface, "ok": True}
 
     def _problems(self, reg: Registration, ips: tuple[str, ...]) -> list[str]:
-        out = []
-        try:
-            if socket.if_nametoindex(reg.iface) != reg.ifindex:
-                out.append(f"{reg.iface} is another interface now")
-        except OSError:
-            out.append(f"{reg.iface} does not exist any more")
+        out = [] if _alive(reg) else [f"{reg.iface} is gone (or another interface took its name)"]
         hooks = {a.hook for a in self.state.attachments if a.endpoint == reg.pod
                  and (Path(a.pin).exists() or Path(a.pin).is_symlink())}
         out += [f"no {h} hook on {reg.iface}" for h in ("ingress", "egress") if h not in hooks]
@@ -457,11 +469,7 @@ class Agent:
     def _collect_gone(self) -> None:
         """Pods whose host-side veth went away without a DEL (the runtime lost it, the agent was down)."""
         for reg in list(self.registry.values()):
-            try:
-                alive = socket.if_nametoindex(reg.iface) == reg.ifindex
-            except OSError:
-                alive = False
-            if not alive and self.catalog is not None:
+            if not _alive(reg) and self.catalog is not None:
                 self.log.info(f"{reg.pod}: its interface {reg.iface} is gone; unregistering")
                 try:
                     self._unregister(reg)
@@ -533,6 +541,14 @@ class Agent:
         self.metrics.endpoints.labels("pending").set(len(pending) - len(locked))
         self.metrics.endpoints.labels("lockdown").set(len(locked))
         self.metrics.ready.set(1 if self.ready else 0)
+
+
+def _alive(reg: Registration) -> bool:
+    """The registered host-side veth is still there: its name answers with the index it had."""
+    try:
+        return socket.if_nametoindex(reg.iface) == reg.ifindex
+    except OSError:
+        return False
 
 
 # ---- request fields ------------------------------------------------------------------------------

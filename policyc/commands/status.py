@@ -88,9 +88,11 @@ def run(args) -> int:
     require_root()
     agent = agent_for(args.name)
     seen = through_agent(agent, "GET", "/v1/status") if agent is not None else None
+    mine = seen["agent"]["name"] if seen else None
+    waiting = seen is not None and not seen["loaded"]  # the agent serves the name and has no policy in force yet
     with bpf_errors():
         names = [args.name] if args.name else (bpffs.loaded_names() if bpffs.is_bpffs(bpffs.BPFFS) else [])
-        mine = seen["agent"]["name"] if seen else None
+        names = [n for n in names if not (waiting and n == mine)]  # its view says why (a refused artifact)
         statuses = [seen["loaded"] if n == mine and seen["loaded"] else collect(loaded_state(n)) for n in names]
         for s in statuses:
             if s["name"] == mine:
@@ -98,7 +100,8 @@ def run(args) -> int:
     if args.metrics:
         print(render(statuses), end="")
     elif args.format != "text":
-        print(structured(statuses if not args.name else statuses[0], args.format))
+        print(structured(statuses if not args.name else statuses[0] if statuses else
+                         {"name": args.name, "agent": seen["agent"]}, args.format))
     elif not statuses:
         print("nothing is loaded" + ("; the agent is waiting for a valid artifact" if seen else ""))
         if seen:

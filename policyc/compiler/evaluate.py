@@ -254,14 +254,18 @@ def port_matches(pm: PortMatch, protocol: Protocol, port: int, dst: Endpoint, po
     return any(np.name == pm.name and np.port == port and np.protocol is protocol for np in dst.ports)
 
 
-def matching_ports(rule: Rule, protocol: Protocol, port: int, dst: Endpoint) -> tuple[PortMatch, ...]:
-    return tuple(pm for pm in rule.ports if port_matches(pm, protocol, port, dst, rule.action is Action.DENY))
+def matching_ports(rule: Rule, protocol: Protocol, port: int, dst: Endpoint,
+                   possibly: bool | None = None) -> tuple[PortMatch, ...]:
+    """``possibly``: what may match for a pending end; by default a deny's question (it may), an allow's
+    (it must)."""
+    possibly = rule.action is Action.DENY if possibly is None else possibly
+    return tuple(pm for pm in rule.ports if port_matches(pm, protocol, port, dst, possibly))
 
 
 def rule_matches(rule: Rule, peer: Endpoint, labels: frozenset, protocol: Protocol, port: int,
-                 dst: Endpoint, names: bool = True, pending: str | None = None) -> bool:
-    possibly = rule.action is Action.DENY
-    return bool(matching_ports(rule, protocol, port, dst)) and any(
+                 dst: Endpoint, names: bool = True, pending: str | None = None, possibly: bool | None = None) -> bool:
+    possibly = rule.action is Action.DENY if possibly is None else possibly
+    return bool(matching_ports(rule, protocol, port, dst, possibly)) and any(
         peer_matches(p, peer, labels, names, pending=pending, possibly=possibly) for p in rule.peers)
 
 
@@ -363,6 +367,15 @@ class Evaluator:
 
     def subject_rules(self, subject: Endpoint, direction: Direction):
         """(allow rules, deny rules, default-deny entries) selecting ``subject`` in ``direction``, cached per labels."""
+        return self._selection(subject, direction)[:3]
+
+    def possible_allows(self, subject: Endpoint, direction: Direction) -> tuple[Rule, ...]:
+        """The allow rules that may select ``subject``: those that do, and for a pod whose labels are not known
+        yet those whose selector needs them (``subject_rules`` keeps only the former: an allow must hold
+        whatever the labels turn out to be)."""
+        return self._selection(subject, direction)[3]
+
+    def _selection(self, subject: Endpoint, direction: Direction):
         key = (subject.kind, subject_labels(subject), direction)
         hit = self._subject_cache.get(key)
         if hit is None:
@@ -377,10 +390,11 @@ class Evaluator:
             def selecting(items, buckets, possibly):
                 return [x for x in map(items.__getitem__, buckets.candidates(labels, scope))
                         if x.direction is direction and picks(x, possibly(x))]
-            rules = selecting(self.policy.rules, self._rule_buckets, lambda r: r.action is Action.DENY)
-            hit = (tuple(r for r in rules if r.action is Action.ALLOW),
-                   tuple(r for r in rules if r.action is Action.DENY),
-                   tuple(selecting(self.policy.default_deny, self._dd_buckets, lambda d: True)))
+            may = selecting(self.policy.rules, self._rule_buckets, lambda r: True)
+            hit = (tuple(r for r in may if r.action is Action.ALLOW and (not scope or picks(r, False))),
+                   tuple(r for r in may if r.action is Action.DENY),
+                   tuple(selecting(self.policy.default_deny, self._dd_buckets, lambda d: True)),
+                   tuple(r for r in may if r.action is Action.ALLOW))
             self._subject_cache[key] = hit
         return hit
 
@@ -411,17 +425,18 @@ class Evaluator:
             return verdict(Action.DENY, Reason.DENIED, denied)
         names = any(sees_lookups(r) for r in allows)
         allowed = [r for r in allows if rule_matches(r, peer, labels, protocol, port, dst, names, pending=pending)]
+        may = self._may_apply(subject, direction, peer, labels, protocol, port, dst, pending, allowed)
         if not dd:  # R3.4c: the proxy still filters the requests of ports an allow rule redirects
-            if request is None or not allowed:
+            if request is None or not may:
                 return verdict(Action.ALLOW, Reason.NOT_ENFORCED)
-            l7 = _l7_filters(allowed, protocol, port, dst)
-            if not self._admitting(allowed, protocol, port, dst, request):
-                return verdict(Action.DENY, Reason.REQUEST_DENIED, allowed, l7=l7)
+            l7 = _l7_filters(may, protocol, port, dst)
+            if not self._admitted(allowed, may, protocol, port, dst, request):
+                return verdict(Action.DENY, Reason.REQUEST_DENIED, may, l7=l7)
             return verdict(Action.ALLOW, Reason.NOT_ENFORCED, l7=l7)
         if not allowed:
             return verdict(Action.DENY, Reason.DEFAULT_DENY, dd=dd)
         l7 = _l7_filters(allowed, protocol, port, dst)
-        wants_auth = [r for r in allowed if r.auth]  # one rule's requirement covers the flow (R10.11)
+        wants_auth = [r for r in may if r.auth]  # one rule's requirement covers the flow (R10.11)
         if wants_auth and not (authenticated and all(r.auth != ALWAYS_FAIL for r in wants_auth)):
             return verdict(Action.DENY, Reason.AUTH_REQUIRED, wants_auth, l7=l7)
         if request is not None:
@@ -430,6 +445,27 @@ class Evaluator:
                 return verdict(Action.DENY, Reason.REQUEST_DENIED, allowed, l7=l7)
             allowed = admitting
         return verdict(Action.ALLOW, Reason.ALLOWED, allowed, l7=l7)
+
+    def _may_apply(self, subject: Endpoint, direction: Direction, peer: Endpoint, labels: frozenset,
+                   protocol: Protocol, port: int, dst: Endpoint, pending: str | None,
+                   allowed: list[Rule]) -> list[Rule]:
+        """The allow rules that may apply to the flow once a pending end's labels are known: ``allowed``, and
+        those whose subject, peer or named port need the unknown labels.  An allow grants only if it surely
+        applies, but the L7 filter or the handshake it brings may bind the real pod, so answers past L4
+        (a request, R3.4c and R9.3; mutual authentication, R10.11) count every rule that may apply."""
+        if not (pending or (subject.kind is EndpointKind.POD and pending_scope(subject_labels(subject)))):
+            return allowed
+        possible = self.possible_allows(subject, direction)
+        names = any(sees_lookups(r) for r in possible)
+        return [r for r in possible
+                if rule_matches(r, peer, labels, protocol, port, dst, names, pending, possibly=True)]
+
+    def _admitted(self, allowed: list[Rule], may: list[Rule], protocol: Protocol, port: int, dst: Endpoint,
+                  request: Request) -> bool:
+        """Whether the request passes whichever of ``may`` turn out to apply: a rule that surely applies
+        admits it, or every port entry of every rule that may apply does (R9.3: the union)."""
+        return bool(self._admitting(allowed, protocol, port, dst, request)) or all(
+            port_admits(pm, request) for r in may for pm in matching_ports(r, protocol, port, dst, possibly=True))
 
     @staticmethod
     def _admitting(allowed, protocol: Protocol, port: int, dst: Endpoint, request: Request) -> list[Rule]:
