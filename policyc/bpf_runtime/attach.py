@@ -30,6 +30,8 @@ HOOKS = {"ingress": ("from_pod", L.BPF_TCX_INGRESS, L.BPF_TC_INGRESS),
          "xdp": ("xdp_node", L.BPF_XDP, 0)}
 TC_HANDLE, TC_PRIORITY = 0x5043, 1  # "PC": policyc's cls_bpf filter on every clsact hook
 TC_MODES = ("tcx", "clsact")
+NF_FAMILIES = {"ipv4": L.NFPROTO_IPV4, "ipv6": L.NFPROTO_IPV6}
+NF_PRIORITIES = (L.NF_IP_PRI_NAT_DST + 1, L.NF_IP_PRI_NAT_DST + 2)  # after kube-proxy's DNAT (-100)
 XDP_MODES = ("auto", "native", "generic")
 
 
@@ -39,9 +41,9 @@ class Attachment:
 
     iface: str
     ifindex: int
-    hook: str        # ingress | egress (TC, host side of a pod's veth) | xdp (node interface)
+    hook: str        # ingress | egress (TC, host side of a pod's veth) | xdp (node interface) | netfilter
     program: str
-    mode: str        # tcx | clsact | native | generic
+    mode: str        # tcx | clsact | native | generic | priority N (netfilter; iface is the family)
     endpoint: str    # ns/pod for TC hooks, "" for XDP
     pin: str         # link pin (tcx, XDP) or marker symlink (clsact)
 
@@ -98,6 +100,27 @@ def attach_xdp(prog: L.Program, iface: str, mode: str, links: Path) -> Attachmen
     finally:
         os.close(fd)
     return Attachment(iface, index, "xdp", prog.name, got, "", str(pin))
+
+
+def attach_netfilter(prog: L.Program, family: str, links: Path) -> Attachment:
+    """nf_node in this network namespace's PREROUTING for ``family`` (ipv4 | ipv6), right after the nat
+    table's DNAT: it sees the backend kube-proxy picked, before masquerade. The kernel takes one BPF
+    program per priority and cannot swap a netfilter link's program, so a replace attaches the new one at
+    the other of two priorities (both between the nat and the filter tables) before the old one goes."""
+    pin = link_pin(links, family, "netfilter")
+    for n, priority in enumerate(NF_PRIORITIES):
+        try:
+            fd = L.netfilter_link(prog.fd, NF_FAMILIES[family], L.NF_INET_PRE_ROUTING, priority,
+                                  what=f"attach {prog.name} to netfilter {family} prerouting, priority {priority}")
+            break
+        except L.BPFError as exc:
+            if n == len(NF_PRIORITIES) - 1 or exc.errno != errno.EBUSY:
+                raise
+    try:
+        L.pin_fd(fd, str(pin))
+    finally:
+        os.close(fd)
+    return Attachment(family, 0, "netfilter", prog.name, f"priority {priority}", "", str(pin))
 
 
 def _marker(pin: Path) -> tuple[int, int, int, int] | None:

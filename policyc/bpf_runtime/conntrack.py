@@ -8,7 +8,11 @@ pod from its own ``interfaces`` map (endpoint ids may differ between
 artifacts).  If the new policy lets it through, the new program records the
 connection in its own maps exactly as it would have; an entry the peer had
 answered is then moved to the answered table with its TCP state.  Entries
-whose endpoint is bound nowhere any more are not carried over.  The test
+whose endpoint is bound nowhere any more are not carried over.  A client's entry
+for a Service address records nothing when replayed (``from_pod`` defers it to
+``nf_node``, which alone knows the backend): it is copied as it was, under a
+revision older than the new object's, so ``nf_node`` decides it again against
+its backend at its next packet, whichever direction that packet runs.  The test
 runs bump counters and emit events, so the caller resets those before the
 new object sees real traffic.
 """
@@ -20,8 +24,8 @@ from pathlib import Path
 
 from ..compiler.codegen import CT_LIFETIMES, CT_TCP_BITS
 from ..compiler.ir import Direction, Protocol
-from ..compiler.lower import DIR_CODE
-from ..compiler.mapdata import CT_MAPS, addr_bytes
+from ..compiler.lower import DIR_CODE, SERVICE_ID
+from ..compiler.mapdata import CT_MAPS, addr_bytes, ipcache_host_key
 from .bindings import layouts_for
 from .libbpf import BPFObject, Map, RingBuffer, possible_cpus
 from .loaded import open_map
@@ -74,11 +78,30 @@ def bound_interfaces(interfaces: Map, lay: dict) -> dict[int, int]:
     return out
 
 
+def _packed_key(lay: dict, addr_len: int, key: dict, endpoint: int) -> bytes:
+    return lay["ct_key"].pack(**{**key, "endpoint": endpoint, "saddr": addr_bytes(_ip(key["saddr"]), addr_len),
+                                 "daddr": addr_bytes(_ip(key["daddr"]), addr_len)})
+
+
+def _to_service(new: BPFObject, lay: dict, addr_len: int, key: dict) -> bool:
+    """An egress entry whose destination is a Service address of the new object (from_pod defers those)."""
+    if key["dir"] != DIR_CODE[Direction.EGRESS]:
+        return False
+    raw = new.map("ipcache_hosts").lookup(ipcache_host_key(lay, _ip(key["daddr"]), addr_len))
+    return raw is not None and lay["ipcache_value"].unpack(raw)["identity"] == SERVICE_ID
+
+
+def _carry_stale(new: BPFObject, lay: dict, addr_len: int, key: dict, endpoint: int, value: dict,
+                 table: str) -> None:
+    """The entry as it was, under the revision before the new object's: decided again at its next packet."""
+    current = int.from_bytes(new.map("revision").lookup(bytes(4)) or bytes(4), "little")
+    new.map(table).update(_packed_key(lay, addr_len, key, endpoint),
+                          lay["ct_value"].pack(**{**value, "revision": (current - 1) % 2**32}))
+
+
 def _mark_answered(new: BPFObject, lay: dict, addr_len: int, key: dict, endpoint: int, tcp_state: int) -> None:
     """Move the entry the replay made in ct_new to its answered table, with the old TCP state."""
-    packed = lay["ct_key"].pack(**{**key, "endpoint": endpoint,
-                                   "saddr": addr_bytes(_ip(key["saddr"]), addr_len),
-                                   "daddr": addr_bytes(_ip(key["daddr"]), addr_len)})
+    packed = _packed_key(lay, addr_len, key, endpoint)
     fresh = new.map("ct_new")
     raw = fresh.lookup(packed)
     if raw is None:
@@ -135,7 +158,9 @@ def migrate(old_pins: Path, old_features: dict, new: BPFObject, new_features: di
                     dropped += 1
                     continue
                 kept += 1
-                if table != "ct_new":
+                if _to_service(new, new_lay, new_len, key):
+                    _carry_stale(new, new_lay, new_len, key, new_endpoint[ifindex], value, table)
+                elif table != "ct_new":
                     _mark_answered(new, new_lay, new_len, key, new_endpoint[ifindex], value["tcp"])
         finally:
             old.close()

@@ -29,6 +29,8 @@ class Event:
     sport: int
     dport: int
     l7_as_l4: bool        # the allow carries L7 rules, enforced as L4 only (no proxy sees the flow)
+    service: str = ""     # the Service address the client sent to (nf_node: src -> dst is the backend)
+    service_port: int = 0
 
 
 def _addr(raw: bytes, family: int) -> str:
@@ -46,4 +48,5 @@ def decode_event(raw: bytes) -> Event:
     return Event(f["ts"], _ACTIONS.get(f["verdict"], "?"), _DIRS.get(f["dir"], "?"), REASON_WORDS.get(f["reason"], "?"),
                  f["rule"], f["endpoint_id"], f["src_identity"], f["dst_identity"],
                  _addr(f["saddr"], f["family"]), _addr(f["daddr"], f["family"]), proto,
-                 f["sport"], f["dport"], bool(f["flags"] & FLAG_L7))
+                 f["sport"], f["dport"], bool(f["flags"] & FLAG_L7),
+                 _addr(f["svc_addr"], f["family"]) if f["svc_port"] else "", f["svc_port"])

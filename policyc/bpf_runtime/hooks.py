@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import bpffs
-from .attach import HOOKS, Attachment, attach_tc, attach_xdp, detach
+from .attach import HOOKS, Attachment, attach_netfilter, attach_tc, attach_xdp, detach
 from .errors import error
 from .libbpf import BPFObject
 from .loaded import open_program
@@ -26,6 +26,8 @@ def hook_owners(name: str) -> dict[tuple[str, str], str]:
         for links in (bpffs.pin_dir(other) / "links", bpffs.pin_dir(other) / "next" / "links"):
             for pin in sorted(links.iterdir()) if links.is_dir() else ():
                 hook, _, iface = pin.name.partition("-")  # link_pin(): <hook>-<iface with '.' as ':'>
+                if hook == "netfilter":
+                    continue  # one per name and family: names share the netns's hooks
                 owners.setdefault((iface.replace(":", "."), "xdp" if hook == "xdp" else "tc"), other)
     return owners
 
@@ -42,9 +44,18 @@ def check_owners(name: str, tc_ifaces: list[str], xdp: str | None = None) -> Non
                         f"load over {other!r} (--name {other}) or run `policyc unload {other}` first")
 
 
-def attach_all(obj: BPFObject, req: Request, links: Path, undo: Undo,
-               skip: frozenset = frozenset()) -> list[Attachment]:
-    """Attach from_pod/to_pod on every requested interface and xdp_node on the node interface."""
+def netfilter_families(features: dict) -> tuple[str, ...]:
+    """The families nf_node hooks: none without Service addresses (features.services)."""
+    if not features.get("services"):
+        return ()
+    return ("ipv4", "ipv6") if features.get("ipv6") else ("ipv4",)
+
+
+def attach_all(obj: BPFObject, req: Request, links: Path, undo: Undo, features: dict,
+               skip: frozenset = frozenset(), netfilter_links: Path | None = None) -> list[Attachment]:
+    """Attach from_pod/to_pod on every requested interface, xdp_node on the node interface and nf_node
+    in the namespace's netfilter PREROUTING (where the artifact has Service addresses), its links pinned
+    under ``netfilter_links`` (default ``links``: a replace pins them beside the old ones)."""
     out = []
     for endpoint, iface in req.attach:
         for hook in ("ingress", "egress"):
@@ -57,6 +68,11 @@ def attach_all(obj: BPFObject, req: Request, links: Path, undo: Undo,
         a = attach_xdp(obj.program("xdp_node"), req.xdp, req.xdp_mode, links)
         undo.add(detach, Path(a.pin))
         out.append(a)
+    for family in netfilter_families(features):
+        if (family, "netfilter") not in skip:
+            a = attach_netfilter(obj.program("nf_node"), family, netfilter_links or links)
+            undo.add(detach, Path(a.pin))
+            out.append(a)
     return out
 
 

@@ -89,7 +89,7 @@ def _load_new(req: Request, artifact: Path, pins: Path, start: float, features: 
         for endpoint, iface in req.attach:  # each pod's hooks know their pod before they run
             bind(maps, features, ifindex(iface), ips[endpoint])
         (pins / "links").mkdir()
-        attachments = attach_all(obj, req, pins / "links", undo)
+        attachments = attach_all(obj, req, pins / "links", undo, features)
         os.symlink(str(artifact), pins / "artifact")
         state = State(req.name, str(artifact), manifest_sha256(artifact), str(pins), req.tc_mode, time.time(),
                       attachments, node_ips)

@@ -9,13 +9,9 @@ from pathlib import Path
 from ..compiler.diagnostics import PolicycError
 from . import bpffs
 from .artifact import open_artifact, read_manifest
-from .attach import HOOKS
 from .errors import error
 from .hostaddrs import set_host_identity
 from .libbpf import BPFError, BPFObject
-
-PROGRAMS = tuple(prog for prog, _, _ in HOOKS.values())
-
 
 class Undo:
     """Undo steps run in reverse on failure; errors while undoing never hide the original one."""
@@ -56,6 +52,6 @@ def build(artifact: Path, pins: Path, node_ips: list[str], undo: Undo, compiler:
     undo.add(bpffs.remove_tree, pins)
     for m in manifest["maps"]:
         obj.map(m["name"]).pin(str(pins / "maps" / m["name"]))
-    for prog in PROGRAMS:
-        obj.program(prog).pin(str(pins / "progs" / prog))
+    for prog in manifest["programs"]:
+        obj.program(prog["name"]).pin(str(pins / "progs" / prog["name"]))
     return obj

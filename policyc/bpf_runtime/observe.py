@@ -40,6 +40,7 @@ class Flow:
     src_identity: int
     dst_identity: int
     endpoint: str  # the pod whose hook decided (by endpoint id, not by address: a spoofed source names another)
+    service: str = ""  # through a Service: ``svc:NS/NAME ADDR:PORT`` the client sent to (destination: the backend)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +53,8 @@ class Flow:
         why = f"{self.policy} {self.rule}" if self.rule_id else self.reason
         if self.reason in DATAPATH_WORDS and self.endpoint:
             why += f", at {self.endpoint}"
-        return (f"{self.time}: {src} (ID:{self.src_identity}) -> {dst} (ID:{self.dst_identity}) "
+        via = f" via {self.service}" if self.service else ""
+        return (f"{self.time}: {src} (ID:{self.src_identity}) -> {dst}{via} (ID:{self.dst_identity}) "
                 f"{self.protocol} {self.verdict.upper()}{L7_AS_L4 if self.l7_as_l4 else ''} "
                 f"({self.direction}, {why})")
 
@@ -79,7 +81,15 @@ class Namer:
         return Flow(when, self._name(e.src, e.src_identity), self._name(e.dst, e.dst_identity), e.protocol,
                     e.sport, e.dport, e.verdict, e.direction, e.reason, e.rule, r.get("policy", ""),
                     r.get("rule", ""), e.l7_as_l4, e.src_identity, e.dst_identity,
-                    self.by_endpoint.get(e.endpoint_id, ""))
+                    self.by_endpoint.get(e.endpoint_id, ""), self._service(e))
+
+    def _service(self, e: Event) -> str:
+        """``svc:NS/NAME ADDR:PORT`` (a NodePort: the node's address) for an event of nf_node, else ""."""
+        if not e.service:
+            return ""
+        addr = f"[{e.service}]" if ":" in e.service else e.service
+        name = self.services.get(e.service) or self.by_ip.get(e.service) or "NodePort"
+        return f"{name} {addr}:{e.service_port}"
 
     def _name(self, addr: str, identity: int) -> str:
         if addr in self.by_ip:

@@ -4,7 +4,9 @@ Order (docs/runtime.md):
 1. build the new object completely (maps filled, host addresses set, runtime pods carried over, every
    pod hook's interface bound to its pod) and pin it under ``next/``;
 2. carry over the conntrack entries the new policy still allows (conntrack.py);
-3. swap the program of every attachment in one step each (bpf_link_update, or tc replace);
+3. swap the program of every attachment in one step each (bpf_link_update, or tc replace); nf_node's
+   netfilter link cannot swap (the kernel has no update for it): a new one is attached beside it,
+   under ``next/links/``, and the old one detached after the swap;
 4. carry over the entries the old programs created meanwhile, then
 5. move the new pins into place and drop the old ones.
 Until step 5 any failure puts the old programs back and removes ``next/``.
@@ -62,13 +64,16 @@ def replace(req: Request, artifact: Path, pins: Path, start: float) -> LoadResul
             undo.add(previous.close)
             update(Path(a.pin), obj.program(a.program))
             undo.add(update, Path(a.pin), previous)
-        added = attach_all(obj, req, pins / "links", undo, frozenset((a.iface, a.hook) for a in staying))
+        (nxt / "links").mkdir()
+        added = attach_all(obj, req, pins / "links", undo, features,
+                           frozenset((a.iface, a.hook) for a in staying), netfilter_links=nxt / "links")
         more, lost = migrate(pins, old_features, obj, features, seen)  # connections opened between steps 2 and 3
     except BaseException:
         undo.run()
         raise
     for a in leaving:
         detach(Path(a.pin))
+    added = [_settle(a, pins / "links") for a in added]
     _promote(pins, nxt, artifact)
     state = dc_replace(new, pin_dir=str(pins), attachments=staying + added)
     write_state(state)
@@ -81,7 +86,7 @@ def _bind(obj, features: dict, new: State, staying: list[Attachment], req: Reque
 
     A hook whose pod the new artifact does not know stays unbound: the new programs drop its packets."""
     pods = current_pods(new)
-    hooked = {(a.endpoint, a.ifindex) for a in staying if a.hook != "xdp"}
+    hooked = {(a.endpoint, a.ifindex) for a in staying if a.hook in ("ingress", "egress")}
     hooked |= {(endpoint, ifindex(iface)) for endpoint, iface in req.attach}
     maps = object_maps(obj)
     for endpoint, index in sorted(hooked):
@@ -89,17 +94,29 @@ def _bind(obj, features: dict, new: State, staying: list[Attachment], req: Reque
             bind(maps, features, index, pods[endpoint][0])
 
 
+def _settle(a: Attachment, links: Path) -> Attachment:
+    """A new nf_node link, pinned under next/links/ beside the old one's pin, moved to links/."""
+    if a.hook != "netfilter":
+        return a
+    pin = links / Path(a.pin).name
+    os.rename(a.pin, pin)
+    return dc_replace(a, pin=str(pin))
+
+
 def _split(old: State, req: Request, carried: set[str]) -> tuple[list[Attachment], list[Attachment]]:
     """The old attachments that stay (their programs are swapped) and those to detach after the swap.
 
     Without --attach/--xdp all stay; with them, those requested stay, plus the hooks of pods carried
-    over from run time (`endpoint add --attach`), which no --attach can name.
+    over from run time (`endpoint add --attach`), which no --attach can name. nf_node never stays:
+    the kernel cannot swap a netfilter link's program, so the new one is attached beside it (both
+    run for that moment: a new connection to a Service then passes only if both policies allow it).
     """
     requested = {(i, h) for _, i in req.attach for h in ("ingress", "egress")}
     requested |= {(req.xdp, "xdp")} if req.xdp else set()
     keep_all = not req.attach and not req.xdp
     owner = dict((iface, endpoint) for endpoint, iface in req.attach)
-    stays = lambda a: keep_all or (a.iface, a.hook) in requested or a.endpoint in carried  # noqa: E731
+    stays = lambda a: a.hook != "netfilter" and (  # noqa: E731
+        keep_all or (a.iface, a.hook) in requested or a.endpoint in carried)
     return ([dc_replace(a, endpoint=owner.get(a.iface, a.endpoint)) for a in old.attachments if stays(a)],
             [a for a in old.attachments if not stays(a)])
 

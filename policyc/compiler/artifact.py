@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from .codegen import PROGRAMS, build_object, clang_version, render
+from .codegen import build_object, clang_version, programs, render
 from .diagnostics import Diagnostic, PolicycError, Severity
 from .inventory import Inventory
 from .ir import PolicySet
@@ -146,7 +146,7 @@ def compile_artifact(policy: PolicySet, inventory: Inventory, out: Path, inputs:
         "features": dp.features.as_dict(),
         "l7": l7,
         "programs": [{"name": name, "section": section, "hook": hook, "object": OBJECT}
-                     for name, section, hook in PROGRAMS],
+                     for name, section, hook in programs(dp.features.as_dict())],
         "maps": [s.manifest() for s in specs],
         "files": {name: _sha256(data) for name, data in sorted(payload.items())},
         "warnings": list(warnings),

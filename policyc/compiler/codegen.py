@@ -20,7 +20,7 @@ from .entities import FIRST_CIDR_ID, RESERVED_IDS
 from .evaluate import Reason
 from .layouts import EVENT, addr_words
 from .lower import (ACTION_CODE, ANY_PEER, DIR_CODE, EP_DEFAULT_DENY, FLAG_L7, HOST_ID, IPCACHE_LOCAL,
-                    LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, Datapath, fallback_levels)
+                    LEVEL_ANY, LEVEL_PORT, LEVEL_PROTO, SERVICE_ID, Datapath, fallback_levels)
 from .mapdata import DROP_SLOTS, POLICY_PREFIX_BITS, STATS, MapSpec
 
 EVENTS_PER_SECOND = 1000     # allow events, per CPU
@@ -38,6 +38,7 @@ class DatapathReason(str, enum.Enum):
     NOT_FOR_ENDPOINT = "not-for-endpoint"           # to_pod: unicast for an address the pod does not hold
     UNBOUND = "unbound-interface"                   # a pod hook on an interface no endpoint is bound to
     LOCAL_SOURCE_FROM_OUTSIDE = "local-source-from-outside"  # xdp_node: a local pod's or the node's address
+    SERVICE_NOT_TRANSLATED = "service-not-translated"  # nf_node: a Service address no DNAT rewrote (or a reply's)
 
 
 # Event reason codes: the evaluator's reasons plus the datapath's own.
@@ -50,7 +51,14 @@ assert max(REASON_CODES.values()) < DROP_SLOTS
 # Conntrack lifetimes after a flow's last packet, seconds (Cilium's defaults), and the TCP state bits.
 CT_LIFETIMES = {"LIFETIME_TCP": 21600, "LIFETIME_NONTCP": 60, "SYN_TIMEOUT": 60, "CLOSE_TIMEOUT": 10}
 CT_TCP_BITS = {"SEEN_NON_SYN": 1, "FIN_FORWARD": 2, "FIN_REPLY": 4, "CLOSING": 8}
+# (name, ELF section, hook); nf_node only where the artifact has Service addresses (features.services)
 PROGRAMS = (("from_pod", "tc", "tc-from-pod"), ("to_pod", "tc", "tc-to-pod"), ("xdp_node", "xdp", "xdp-node"))
+NF_NODE = ("nf_node", "netfilter", "netfilter-prerouting")
+
+
+def programs(features: dict[str, bool]) -> tuple[tuple[str, str, str], ...]:
+    """The programs of an artifact with these features, as its manifest lists them."""
+    return PROGRAMS + ((NF_NODE,) if features.get("services") else ())
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("policyc", "templates"), undefined=jinja2.StrictUndefined,
                           trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
@@ -73,7 +81,7 @@ def render(dp: Datapath, specs: list[MapSpec], version: str, inputs: list[str]) 
         addr_words=addr_words(16 if dp.features.ipv6 else 4),
         dir={d.value: c for d, c in DIR_CODE.items()}, action={a.value: c for a, c in ACTION_CODE.items()},
         ep_dd={d.value: c for d, c in EP_DEFAULT_DENY.items()}, flag_l7=FLAG_L7, any_peer=ANY_PEER,
-        host_id=HOST_ID, world_ipv4_id=RESERVED_IDS["world-ipv4"], world_ipv6_id=RESERVED_IDS["world-ipv6"],
+        host_id=HOST_ID, service_id=SERVICE_ID, world_ipv4_id=RESERVED_IDS["world-ipv4"], world_ipv6_id=RESERVED_IDS["world-ipv6"],
         first_cidr_id=FIRST_CIDR_ID, events_per_second=EVENTS_PER_SECOND,
         drop_events_per_second=DROP_EVENTS_PER_SECOND, stats=STATS,
         reasons=REASON_CODES, policy_prefix_bits=POLICY_PREFIX_BITS, ipcache_local=IPCACHE_LOCAL,

@@ -90,8 +90,9 @@ EVENT = Layout("event", (Field("ts", "u64"), Field("src_identity", "u32"), Field
                Field("rule", "u32"), Field("endpoint_id", "u32"), Field("verdict", "u8"),
                Field("dir", "u8"), Field("proto", "u8"), Field("flags", "u8"),
                Field("reason", "u8"), Field("family", "u8"), Field("sport", "be16"),
-               Field("dport", "be16"), Field("_pad", "u16"),
-               Field("saddr", "be32", 4), Field("daddr", "be32", 4)))
+               Field("dport", "be16"), Field("svc_port", "be16"),
+               Field("saddr", "be32", 4), Field("daddr", "be32", 4),
+               Field("svc_addr", "be32", 4)))  # the Service address the client asked for (nf_node), 0 if none
 
 
 # An endpoint's record; the by-interface record starts with the same fields, so the C code reads both as one.

@@ -112,6 +112,7 @@ class Features:
     l7: bool
     any_peer: bool
     cidr: bool
+    services: bool  # Service addresses in the ipcache: from_pod defers to them, nf_node decides after the DNAT
 
     def as_dict(self) -> dict[str, bool]:
         return dict(sorted(vars(self).items()))
@@ -462,7 +463,8 @@ def subject_entries(evaluator: Evaluator, policy_id: int, subject: Endpoint,
 
 # ---- the whole datapath ----
 
-def detect_features(policy: PolicySet, inventory: Inventory, entries: list[PolicyEntry]) -> Features:
+def detect_features(policy: PolicySet, inventory: Inventory, entries: list[PolicyEntry],
+                    ipcache: tuple[IPCacheEntry, ...]) -> Features:
     ports = [pm for r in policy.rules for pm in r.ports]
     return Features(
         ipv6=wants_ipv6(policy, inventory),
@@ -473,6 +475,7 @@ def detect_features(policy: PolicySet, inventory: Inventory, entries: list[Polic
         l7=any(e.verdict.l7 for e in entries),
         any_peer=any(e.peer == ANY_PEER for e in entries),
         cidr=any(isinstance(p, CIDRPeer) for r in policy.rules for p in r.peers),
+        services=any(e.identity == SERVICE_ID for e in ipcache),
     )
 
 
@@ -494,13 +497,14 @@ def lower(policy: PolicySet, inventory: Inventory) -> Datapath:
     endpoints = [EndpointEntry(e.ip, ids[e.name], e.identity, e.policy_id, e.default_deny, e.name)
                  for e in endpoints]
     entries.sort(key=lambda e: (e.policy_id, e.peer, DIR_CODE[e.direction], e.protocol or 0, e.port, e.port_bits))
+    ipcache = ipcache_entries(inventory, identities)
     return Datapath(
-        ipcache=ipcache_entries(inventory, identities),
+        ipcache=ipcache,
         endpoints=tuple(sorted(endpoints, key=lambda e: (e.ip.version, e.ip))),
         policy=tuple(entries),
         identities=identities,
         rules=policy.rules,
-        features=detect_features(policy, inventory, entries),
+        features=detect_features(policy, inventory, entries, ipcache),
         warnings=tuple(named_port_warnings(policy, inventory) + coverage_warnings(policy, inventory)),
     )
 

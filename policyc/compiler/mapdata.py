@@ -31,7 +31,7 @@ HEADROOM = 1.25
 # Slots of the `stats` map (STAT_* in the C): what no rule counter sees, for `status` and metrics;
 # ct_*_full: conntrack inserts the kernel refused, per table.
 STATS = ("events_lost", "events_ratelimited_allow", "events_ratelimited_drop", "nd_passed", "icmp_related",
-         "frag_map_full", "ct_tcp_full", "ct_any_full", "ct_new_full")
+         "frag_map_full", "ct_tcp_full", "ct_any_full", "ct_new_full", "service_deferred")
 DROP_SLOTS = 64  # the `drops` map: packets and bytes per drop reason code (codegen.REASON_CODES)
 POLICY_PREFIX_BITS = 96  # the whole LPM policy key: look-ups use every bit
 BLOWUP_ENTRIES = 1024  # warn when one rule decides more policy entries than this ...
