@@ -82,7 +82,7 @@ def bind_pod(obj, manifest: dict, hook: str, data: bytes) -> None:
         return
     ip = Ether(data).payload
     end = str(ip.src if hook == "from_pod" else ip.dst)
-    pod = next((p for p in ((FRONT4, FRONT6), (CART4, CART6), (INGRESS4,)) if end in p), (FRONT4, FRONT6))
+    pod = next((p for p in ((FRONT4, FRONT6), (CART4, CART6), (INGRESS4,), (DNS4,)) if end in p), (FRONT4, FRONT6))
     bind(object_maps(obj), manifest["features"], 1, list(pod))
 
 
