@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -146,6 +146,16 @@ def pods_case(n: int, flavour: str = "cilium") -> Case:
     return from_gen_cluster("pods", n, n, None, flavour, replicas=max(1, -(-(n - 4) // 50)))
 
 
+def open_case(n: int) -> Case:
+    """``n`` pods of ``n / 2`` apps and one policy that selects none of them: a cluster that has not
+    adopted policies, where every class reaches every class (the connectivity graph's open pairs)."""
+    case = from_gen_cluster("open", n, n, None, "cilium")
+    policy = cnp("selects-nothing", "nothing-here", {"endpointSelector": {"matchLabels": {"app": "none"}},
+                                                     "ingress": [{"fromEndpoints": [{}], "toPorts": tcp(80)}]})
+    return replace(case, policies=(policy,),
+                   changed=with_change([policy], lambda ps: ps[0]["spec"]["ingress"][0].update(toPorts=tcp(81))))
+
+
 def policies_case(n: int, flavour: str = "cilium") -> Case:
     """``n`` policies over 100 pods (the base set, then metrics-scraping extras)."""
     return from_gen_cluster("policies", n, 100, n, flavour)
@@ -259,6 +269,7 @@ def nodes_case(n: int) -> Case:
 GENERATORS = {
     "cidr": cidr_case,
     "pods": pods_case,
+    "open": open_case,
     "policies": policies_case,
     "rules": rules_case,
     "ports": ports_case,

@@ -10,6 +10,7 @@ in-process pass splits one run into loading, building the graph and each questio
         --json docs/bench-paths.json
     python3 bench/paths_scale.py --report docs/bench-paths.json
     python3 bench/paths_scale.py --sizes 500,1000 --flavours open --repeat 1 --limit 300   # few policies
+    python3 bench/paths_scale.py --sizes 1000 --flavours open --compare /tmp/before   # another checkout beside
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class Result:
     peak_mb: float
     status: str
     load: float
+    cpu: float | None = None  # user + system seconds (older result files lack it)
 
 
 # The "open" flavour: the cilium cluster's pods with one policy that selects none of them, a cluster
@@ -122,7 +124,8 @@ def in_process(d: Path, dst: str) -> dict[str, float]:
     world = Target("world", networks=WORLD["world"])
     conn = build(policy, inventory, targets=[world])
     mark("build graph")
-    marks["places"], marks["edges"] = len(conn.places), conn.graph.number_of_edges()
+    marks["places"], marks["edges"], marks["open pairs"] = (len(conn.places), conn.graph.number_of_edges(),
+                                                            conn.open.count())
     src, target = {conn.place_of(inventory.find(SRC))}, {conn.place_of(inventory.find(dst))}
     conn.chains(conn.places_of(world), target)
     mark("shortest chain world -> db")
@@ -135,13 +138,13 @@ def in_process(d: Path, dst: str) -> dict[str, float]:
     return marks
 
 
-def best(cmd: list[str], limit: float, out: Path, env: dict, repeat: int) -> tuple[float, float, str, float]:
+def best(cmd: list[str], limit: float, out: Path, env: dict, repeat: int) -> tuple[float, float, str, float, float]:
     """The fastest of ``repeat`` runs (the machine is shared: the minimum is the least disturbed), with
-    its peak RSS, status and the load average when the first started."""
+    its peak RSS, status, CPU seconds and the load average when the first started."""
     load = os.getloadavg()[0]
     runs = [measure(cmd, limit, out / "stdout", out / "stderr", env) for _ in range(repeat)]
-    secs, peak, status = min(runs)
-    return secs, peak, status, load
+    secs, peak, status, cpu = min(runs)
+    return secs, peak, status, load, cpu
 
 
 def run(sizes: list[int], flavours: list[str], out: Path, limit: float, repeat: int) -> dict:
@@ -152,10 +155,11 @@ def run(sizes: list[int], flavours: list[str], out: Path, limit: float, repeat: 
         for pods in sizes:
             d, dst = cluster(out, pods, flavour)
             for task, cmd in tasks(d, dst, python).items():
-                secs, peak, status, load = best(cmd, limit, out, env, repeat)
+                secs, peak, status, load, cpu = best(cmd, limit, out, env, repeat)
                 if task.startswith(("paths", "verify")) and status == "exit 1":
                     status = "ok"  # a chain exists / an invariant fails: the answer, not an error
-                results.append(Result(flavour, pods, task, round(secs, 2), round(peak, 1), status, round(load, 1)))
+                results.append(Result(flavour, pods, task, round(secs, 2), round(peak, 1), status, round(load, 1),
+                                      round(cpu, 2)))
                 print(results[-1], flush=True)
             child = [python, __file__, "--stages", str(d), dst]
             marks = [json.loads(subprocess.run(child, env=env, capture_output=True, text=True, check=True).stdout)
@@ -174,7 +178,8 @@ def report(data: dict) -> str:
     lines = ["| flavour / pods | " + " | ".join(tasks_) + " |", "|---|" + "---|" * len(tasks_)]
     for f, p in keys:
         lines.append(f"| {f} / {p} | " + " | ".join(
-            f"{cell[f, p, t].seconds:.2f} s / {cell[f, p, t].peak_mb:.0f} MiB"
+            f"{cell[f, p, t].seconds:.2f} s" + (f" (CPU {cell[f, p, t].cpu:.2f} s)" if cell[f, p, t].cpu is not None else "")
+            + f" / {cell[f, p, t].peak_mb:.0f} MiB"
             + ("" if cell[f, p, t].status == "ok" else f" ({cell[f, p, t].status})") for t in tasks_) + " |")
     lines += ["", "| flavour / pods | " + " | ".join(t for t in tasks_[1:]) + " |", "|---|" + "---|" * (len(tasks_) - 1)]
     for f, p in keys:
@@ -183,9 +188,29 @@ def report(data: dict) -> str:
             f"+{cell[f, p, t].seconds - floor:.2f} s ({cell[f, p, t].seconds / floor:.2f}×)" for t in tasks_[1:]) + " |")
     lines.append("")
     for key, marks in data["stages"].items():
-        size = f" ({marks.pop('places')} places, {marks.pop('edges')} edges)"
+        size = f" ({marks.pop('places')} places, {marks.pop('edges')} ruled edges, {marks.pop('open pairs', 0)} open pairs)"
         lines.append(f"- {key}{size}: " + "; ".join(f"{k} {v:.2f} s" for k, v in marks.items()))
     return "\n".join(lines)
+
+
+def compare(tree: Path, sizes: list[int], flavours: list[str], out: Path, limit: float) -> list[dict]:
+    """The floor, `paths` and `blast-radius` of another checkout (``tree``: e.g. ``git archive`` of an
+    older branch) and of this one, alternated in one run.  The children start in ``out``: ``python -m``
+    puts the working directory first on the path, which would shadow ``PYTHONPATH``."""
+    rows = []
+    for flavour in flavours:
+        for pods in sizes:
+            d, dst = cluster(out, pods, flavour)
+            for task, cmd in tasks(d, dst, sys.executable).items():
+                if task not in ("query (floor)", "paths", "blast-radius"):
+                    continue
+                for name, code in (("other", tree), ("this", REPO)):
+                    env = {**os.environ, "PYTHONPATH": str(code)}
+                    secs, peak, status, cpu = measure(cmd, limit, out / "stdout", out / "stderr", env, cwd=out)
+                    rows.append({"flavour": flavour, "pods": pods, "task": task, "code": name, "seconds": round(secs, 2),
+                                 "cpu": round(cpu, 2), "peak_mb": round(peak), "status": status})
+                    print(rows[-1], flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--repeat", type=int, default=3, help="runs per command; the fastest counts (default 3)")
     ap.add_argument("--report", type=Path, help="print the tables of a results file and stop")
+    ap.add_argument("--compare", type=Path, metavar="TREE", help="time another checkout beside this one and stop")
     ap.add_argument("--stages", nargs=2, metavar=("DIR", "DST"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.stages:
@@ -206,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         print(report(json.loads(args.report.read_text())))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.compare:
+        rows = compare(args.compare, [int(s) for s in args.sizes.split(",")], args.flavours.split(","), args.out,
+                       args.limit)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        return 0
     data = run([int(s) for s in args.sizes.split(",")], args.flavours.split(","), args.out, args.limit, args.repeat)
     if args.json:
         args.json.write_text(json.dumps(data, indent=1) + "\n")

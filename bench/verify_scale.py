@@ -60,12 +60,12 @@ class Run:
 
 
 def measure(cmd: list[str], limit: float, stdout: Path, stderr: Path,
-            env: dict | None = None) -> tuple[float, float, str, float]:
+            env: dict | None = None, cwd: Path | None = None) -> tuple[float, float, str, float]:
     """(wall seconds, peak RSS MiB, status, CPU seconds) of one fresh child; killed with its group past
     ``limit``.  CPU time (user + system) is the figure a shared, loaded machine distorts least."""
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd, start_new_session=True)
         status = None
         while True:
             pid, code, usage = os.wait4(proc.pid, os.WNOHANG)

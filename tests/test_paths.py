@@ -320,7 +320,7 @@ def test_every_edge_is_the_evaluators_verdict_on_every_port(policy, inventory):
             if a == b or _outside(a, b):
                 continue
             u, v = conn.place_of(a), conn.place_of(b)
-            hop = conn.graph.edges[u, v]["hop"] if conn.graph.has_edge(u, v) else None
+            hop = conn.edge(u, v)  # ruled or left to both defaults
             for protocol, port in ports:
                 verdict = evaluator.evaluate(Flow(a, b, protocol, port))
                 on_edge = hop is not None and hop.ports.contains(protocol, port)

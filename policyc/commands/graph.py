@@ -6,7 +6,8 @@ import sys
 
 from ..compiler.connectivity import Kind
 from ..compiler.diagnostics import Diagnostic, PolicycError
-from ..compiler.graphexport import RENDERED, export_graph, render, to_dot, to_graphml, to_json, to_text
+from ..compiler.graphexport import (HUBS, OPEN_EDGES, RENDERED, expands, export_graph, render, to_dot, to_graphml,
+                                    to_json, to_text)
 from .common import structured, subcommand
 from .graphcli import ENDPOINT_HELP, add_graph_args, load_graph, places, ports_arg
 
@@ -32,6 +33,10 @@ def register(sub) -> None:
     parser.add_argument("--namespace", action="append", default=[], metavar="NS",
                         help="only the pods of NS and what they connect to directly (repeatable)")
     parser.add_argument("--no-nodes", action="store_true", help="leave the cluster's nodes out")
+    parser.add_argument("--open-edges", choices=OPEN_EDGES, default="auto",
+                        help="pairs of an open egress and an open ingress (no rule decides them): 'expand' draws "
+                             f"an edge each (classes squared with few policies), 'hub' draws them through {HUBS[False]!r}; "
+                             "'auto' (default) expands when there are few")
     parser.add_argument("--highlight", nargs=2, metavar=("SRC", "DST"),
                         help=f"draw the shortest chain from SRC to DST in red ({ENDPOINT_HELP})")
     parser.set_defaults(run=run)
@@ -52,7 +57,10 @@ def run(args) -> int:
             chain = found[0]
         else:
             print(f"note: no chain from {args.highlight[0]} to {args.highlight[1]} to highlight", file=sys.stderr)
-    g = export_graph(conn, ports, args.pods, frozenset(args.namespace), chain)
+    if not expands(conn, ports, args.open_edges) and not args.quiet:
+        print(f"note: {conn.open.count(ports)} connections between an open egress and an open ingress are drawn "
+              f"through the hub {HUBS[False]!r} (--open-edges expand draws each)", file=sys.stderr)
+    g = export_graph(conn, ports, args.pods, frozenset(args.namespace), chain, args.open_edges)
     if args.format in RENDERED and g.number_of_nodes() > BIG_PICTURE:
         print(f"note: drawing {g.number_of_nodes()} nodes and {g.number_of_edges()} edges can take Graphviz "
               "minutes; --namespace or --ports narrow the picture", file=sys.stderr)

@@ -25,8 +25,9 @@ from .entities import RESERVED_IDS, reserved_identity, world_labels
 from .inventory import Inventory
 from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, FQDNPeer, Identity, IPAddress, IPNetwork, PolicySet,
                  SelectorPeer)
-from .portset import PortSet
-from .reachability import ClassVerdicts, Side, classify, possible_ports
+from .portset import NONE, PortSet
+from .openpairs import OpenPairs, Pool, key_of
+from .reachability import OPEN, OUTSIDE, ClassVerdicts, Side, classify, possible_ports
 
 ROOTS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 # Entities naming identities that are neither pods, nodes nor world: a place each when a policy names them.
@@ -39,6 +40,7 @@ class Kind(str, enum.Enum):
     NODE = "node"
     WORLD = "world"
     RESERVED = "reserved"
+    HUB = "hub"  # only in exported graphs: the open pairs drawn through one node (graphexport)
 
     @property
     def outside(self) -> bool:
@@ -205,27 +207,38 @@ def _join(u: Place, v: Place, egress: Side | None, ingress: Side | None) -> Hop 
     return Hop(u.id, v.id, ports, (egress.l7 | ingress.l7) & ports, egress, ingress)
 
 
-def _class_hops(verdicts: ClassVerdicts, places: list[Place]) -> Iterator[Hop]:
-    """Hops between classes (pods and outside), from each class's sides: sparse where policies are.
+def _class_hops(verdicts: ClassVerdicts, places: list[Place]) -> tuple[list[Hop], frozenset[int], frozenset[int]]:
+    """Hops between classes (pods and outside), from each class's sides: sparse where policies are;
+    with the classes whose egress, and those whose ingress, treats every peer alike (``OpenPairs``).
 
     A default-deny egress reaches only the classes its allow rules name.  An egress not enforced
     may reach every class whose ingress admits it: the classes with an open ingress, and those
-    whose ingress rules name it.
+    whose ingress rules name it.  A pair of an open egress and an open ingress with no deny rule
+    on either side is left to ``OpenPairs`` (their defaults decide it, whatever rules name): an
+    edge each would be classes squared in a cluster with few policies.
     """
     n = len(places)
     egress = [verdicts.sides(c, Direction.EGRESS) for c in range(n)]
     ingress = [verdicts.sides(c, Direction.INGRESS) for c in range(n)]
     open_egress = frozenset(u for u in range(n) if egress[u].default is not None)
-    open_in = {w for w in range(n) if ingress[w].default is not None}
-    open_in_cluster = {w for w in open_in if not places[w].kind.outside}  # outside to outside: no policy decides
-    naming: dict[int, set[int]] = {u: set(open_in_cluster if places[u].kind.outside else open_in)
-                                   for u in open_egress}  # open source -> possible destinations
+    open_in = frozenset(w for w in range(n) if ingress[w].default is not None)
+    hub_out = frozenset(u for u in open_egress if not egress[u].denies)
+    hub_in = frozenset(w for w in open_in if not ingress[w].denies)
+    naming: dict[int, set[int]] = {u: set() for u in open_egress}  # open source -> ingresses naming it
     for w in range(n):
         for rule in ingress[w].allows:
             for u in verdicts.peer_classes(rule) & open_egress:
                 naming[u].add(w)
+    rest_in = open_in - hub_in  # open ingresses whose deny rules decide their hops
+    hops = []
     for u in range(n):
-        for w in sorted(naming[u] if u in open_egress else egress[u].named()):
+        if u in hub_out:
+            candidates = (naming[u] - hub_in) | rest_in
+        elif u in open_egress:
+            candidates = naming[u] | open_in
+        else:
+            candidates = egress[u].named()
+        for w in sorted(candidates):
             if (u == w and (places[u].kind.outside or len(places[u].members) < 2)) \
                     or (places[u].kind.outside and places[w].kind.outside):
                 continue  # one endpoint to itself, or two outside the cluster: no policy decides
@@ -233,7 +246,8 @@ def _class_hops(verdicts: ClassVerdicts, places: list[Place]) -> Iterator[Hop]:
             if e is not None and e.ports:
                 hop = _join(places[u], places[w], e, ingress[w].get(u))
                 if hop is not None:
-                    yield hop
+                    hops.append(hop)
+    return hops, hub_out, hub_in
 
 
 def _node_hops(verdicts: ClassVerdicts, nodes: list[Place], others: list[Place], classes: list[int]) -> Iterator[Hop]:
@@ -266,10 +280,14 @@ def _by_node(places: list[Place]) -> list[list[Place]]:
 
 
 class Connectivity:
-    """The graph (networkx: node attribute ``place``, edge attribute ``hop``) and the questions asked of it."""
+    """The graph and the questions asked of it: ``graph`` (networkx: node attribute ``place``, edge
+    attribute ``hop``) holds the hops some rule decides, ``open`` the pairs both sides' defaults decide
+    (``edge`` is either); the searches walk both, so answers are those of an edge per pair."""
 
-    def __init__(self, places: list[Place], hops: Iterable[Hop], outside: list[Outside], notes: list[str]):
+    def __init__(self, places: list[Place], hops: Iterable[Hop], outside: list[Outside], notes: list[str],
+                 open_pairs: OpenPairs):
         self.places = places
+        self.open = open_pairs
         self.outside = outside
         self.notes = notes
         self.graph = nx.DiGraph()
@@ -322,16 +340,60 @@ class Connectivity:
     def nodes(self) -> set[int]:
         return {p.id for p in self.places if p.kind is Kind.NODE}
 
-    # ---- questions
+    # ---- edges
 
-    def usable(self, ports: PortSet | None) -> nx.DiGraph:
-        """The graph, or a view of the edges that allow one of ``ports`` (those an attacker may use)."""
+    def edge(self, u: int, v: int) -> Hop | None:
+        """The hop from u to v, ruled or left to the defaults, or None."""
+        if self.graph.has_edge(u, v):
+            return self.graph[u][v]["hop"]
+        if not self.open.pair(u, v):
+            return None
+        a, b = self.places[u], self.places[v]
+        return Hop(u, v, self.open.ports(u, v), NONE, OUTSIDE if a.kind.outside else OPEN,
+                   OUTSIDE if b.kind.outside else OPEN)
+
+    def hop(self, u: int, v: int, ports: PortSet | None = None) -> Hop:
+        hop = self.edge(u, v)
+        assert hop is not None, (u, v)
+        return hop.within(ports)
+
+    def ruled(self, ports: PortSet | None) -> nx.DiGraph:
+        """The hops some rule decides, or a view of those that allow one of ``ports``."""
         if ports is None:
             return self.graph
         return nx.subgraph_view(self.graph, filter_edge=lambda u, v: bool(self.graph[u][v]["hop"].ports & ports))
 
-    def hop(self, u: int, v: int, ports: PortSet | None = None) -> Hop:
-        return self.graph[u][v]["hop"].within(ports)
+    def edges(self, ports: PortSet | None = None) -> Iterator[tuple[int, int]]:
+        """Every edge usable on ``ports``, one pair at a time: classes squared in an open cluster; the
+        searches never call it (tests and ``graph --open-edges expand`` do)."""
+        yield from self.ruled(ports).edges
+        for u in sorted(self.open.out):
+            yield from ((u, w) for w in self.open.pool(ports).take(u))
+
+    def relay_graph(self, ports: PortSet | None, avoid: frozenset[int]) -> nx.DiGraph:
+        """Every place, the edges usable on ``ports`` that leave places that relay (not ``avoid``, not
+        outside), the open pairs through hubs (``OpenPairs.hubs``): what reaches what, in linear size."""
+        stop = avoid | self.ends
+        g = nx.DiGraph()
+        g.add_nodes_from(range(len(self.places)))
+        g.add_edges_from(e for e in self.ruled(ports).edges if e[0] not in stop)
+        g.add_edges_from(self.open.hubs(ports, (p for p in range(len(self.places)) if p not in stop)))
+        return g
+
+    def _expand(self, u: int, ports: PortSet | None, pool: Pool, seen: set[int],
+                skip: frozenset[int] | set[int] = frozenset()) -> list[int]:
+        """u's successors on ``ports`` not in ``seen`` nor ``skip``: they join ``seen`` and leave the pool."""
+        out = []
+        for v in self.graph.successors(u):
+            if v not in seen and v not in skip and (ports is None or self.graph[u][v]["hop"].ports & ports):
+                seen.add(v)
+                pool.discard(v)
+                out.append(v)
+        taken = pool.take(u, skip)  # the pool holds no place of seen
+        seen.update(taken)
+        return out + taken
+
+    # ---- questions
 
     def chains(self, srcs: set[int], dsts: set[int], k: int = 1, max_hops: int | None = None,
                ports: PortSet | None = None, avoid: frozenset[int] = frozenset(),
@@ -345,12 +407,10 @@ class Connectivity:
         Chains are simple (no place twice after the first); the first hop leaves the first source (in
         place order) that has it.
         """
-        g = self.usable(ports)
-        h = nx.DiGraph()
-        h.add_edges_from((u, v) for u, v in g.edges if u not in avoid | self.ends)
         groups = [(srcs - pinned, dsts)] + [({p}, dsts - {p}) for p in sorted(srcs & pinned)]
+        search = [_Search(self, s, d, ports, avoid | self.ends, pinned, max_hops) for s, d in groups if s and d]
         out: list[Chain] = []
-        for nodes in heapq.merge(*(_shortest(g, h, s, d, pinned) for s, d in groups), key=len):
+        for nodes in heapq.merge(*(_yen(s) for s in search), key=len):
             if max_hops is not None and len(nodes) - 1 > max_hops or len(out) == k:
                 break
             out.append(tuple(self.hop(a, b, ports) for a, b in zip(nodes, nodes[1:])))
@@ -362,19 +422,19 @@ class Connectivity:
         that first reaches it (breadth first, in place order).  A source is in it only when a chain
         leads back to it (another pod of its class); a place of ``avoid`` or outside the cluster is
         reached but not left."""
-        g = self.usable(ports)
-        avoid = avoid | self.ends
+        stop = avoid | self.ends
         found: dict[int, tuple[int, Hop]] = {}
+        seen: set[int] = set()
+        pool = self.open.pool(ports)
         frontier, hops = sorted(srcs), 0
         while frontier and (max_hops is None or hops < max_hops):
             hops += 1
             nxt = []
             for u in frontier:
-                for v in g.successors(u):
-                    if v not in found:
-                        found[v] = (hops, self.hop(u, v, ports))
-                        if v not in avoid:
-                            nxt.append(v)
+                for v in self._expand(u, ports, pool, seen):
+                    found[v] = (hops, self.hop(u, v, ports))
+                    if v not in stop:
+                        nxt.append(v)
             frontier = nxt
         return found
 
@@ -401,23 +461,95 @@ def fqdn_caveat(policy: PolicySet) -> str:
             "(addresses learned from DNS are unknown statically): chains to or through them are not counted")
 
 
-def _shortest(g: nx.DiGraph, relays: nx.DiGraph, srcs: set[int], dsts: set[int],
-               pinned: frozenset[int]) -> Iterator[list[int]]:
-    """Simple chains from ``srcs`` to ``dsts``, shortest first: the first hop on ``g``, the rest on
-    ``relays`` (the edges of places that relay).  A virtual source and sink make the many-to-many
-    question one networkx ``shortest_simple_paths`` (Yen's algorithm)."""
-    first: dict[int, int] = {}
-    for s in sorted(srcs):
-        for v in g.successors(s):
-            if not (v == s and s in pinned):
-                first.setdefault(v, s)
-    h = relays.copy()
-    h.add_edges_from(("src", v) for v in first)
-    h.add_edges_from((d, "dst") for d in dsts if d in h)
-    if "src" not in h or "dst" not in h or not nx.has_path(h, "src", "dst"):
+SOURCE = -1  # the search's virtual start: its edges are the sources' first hops
+
+
+@dataclass(frozen=True)
+class _Search:
+    """Shortest chains from ``srcs`` to ``dsts`` as paths ``[SOURCE, v1, .., vm]`` (vm in ``dsts``):
+    SOURCE -> v for every first hop of a source (but a pinned source to itself), then the edges of
+    places not in ``stop``.  Paths are simple; a path ends with the virtual edge vm -> end."""
+
+    conn: Connectivity
+    srcs: set[int]
+    dsts: set[int]
+    ports: PortSet | None
+    stop: frozenset[int]
+    pinned: frozenset[int]
+    max_hops: int | None
+
+    def first(self, v: int) -> int:
+        """The first source (in place order) whose hop reaches v."""
+        return next(s for s in sorted(self.srcs) if not (v == s and s in self.pinned)
+                    and (hop := self.conn.edge(s, v)) is not None and (self.ports is None or hop.ports & self.ports))
+
+    def shortest(self, root: list[int], banned: set[int]) -> list[int] | None:
+        """The shortest path that starts with ``root`` (its places not visited again) and leaves its last
+        node by no edge to ``banned`` (END: the last node may not end the path), breadth first."""
+        conn, spur = self.conn, root[-1]
+        if spur != SOURCE and spur in self.dsts and END not in banned:
+            return root
+        seen = set(root[1:])
+        pool = conn.open.pool(self.ports)
+        for v in seen:
+            pool.discard(v)
+        parent: dict[int, int] = {}
+        depth = len(root) - 1
+        if spur == SOURCE:
+            level = []
+            for s in sorted(self.srcs):
+                for v in conn._expand(s, self.ports, pool, seen, banned | ({s} if s in self.pinned else set())):
+                    parent[v] = SOURCE
+                    level.append(v)
+        elif spur in self.stop:
+            return None
+        else:
+            level = conn._expand(spur, self.ports, pool, seen, banned)
+            parent.update((v, spur) for v in level)
+        while level:
+            depth += 1
+            for v in level:
+                if v in self.dsts:
+                    path = [v]
+                    while path[-1] != spur:
+                        path.append(parent[path[-1]])
+                    return root[:-1] + path[::-1]
+            if self.max_hops is not None and depth >= self.max_hops:
+                return None
+            nxt = []
+            for u in level:
+                if u not in self.stop:
+                    for v in conn._expand(u, self.ports, pool, seen):
+                        parent[v] = u
+                        nxt.append(v)
+            level = nxt
+        return None
+
+
+END = -2  # the virtual edge from a destination that ends a path
+
+
+def _yen(search: _Search) -> Iterator[list[int]]:
+    """Simple chains shortest first (Yen's algorithm over ``search.shortest``), as place lists whose
+    first place is the source that makes the first hop."""
+    best = search.shortest([SOURCE], set())
+    if best is None:
         return
-    for path in nx.shortest_simple_paths(h, "src", "dst"):
-        yield [first[path[1]]] + path[1:-1]
+    found, seen = [best], {tuple(best)}
+    heap: list[tuple[int, int, list[int]]] = []
+    while True:
+        yield [search.first(found[-1][1])] + found[-1][1:]
+        last = found[-1]
+        for j in range(len(last)):
+            root = last[:j + 1]
+            banned = {p[j + 1] if len(p) > j + 1 else END for p in found if p[:j + 1] == root}
+            path = search.shortest(root, banned)
+            if path is not None and tuple(path) not in seen:
+                seen.add(tuple(path))
+                heapq.heappush(heap, (len(path), len(seen), path))
+        if not heap:
+            return
+        found.append(heapq.heappop(heap)[2])
 
 
 def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: Iterable[Target] = ()) -> Connectivity:
@@ -440,13 +572,14 @@ def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: 
     places += [Place(len(places) + i, Kind.RESERVED, f"reserved:{n}", (reserved_endpoint(n),))
                for i, n in enumerate(n for n in RESERVED_PLACES if n in reserved)]
     verdicts = ClassVerdicts(policy, [p.rep for p in places])
-    hops: list[Hop] = list(_class_hops(verdicts, places))
+    hops, open_out, open_in = _class_hops(verdicts, places)
     node_places: list[Place] = []
     if node_eps:  # a node is host to its own pods (R3.9): classes part by node, and take their class's hops
         parts = _by_node(places)
         hops = [replace(h, src=u.id, dst=w.id) for h in hops for u in parts[h.src] for w in parts[h.dst]
                 if u is not w or len(u.members) > 1]
         places = [p for part in parts for p in part]
+        open_out, open_in = ({p.id for c in side for p in parts[c]} for side in (open_out, open_in))
         classes = [c for c, part in enumerate(parts) for _ in part]
         node_places = [Place(len(places) + i, Kind.NODE, ep.name, (ep,)) for i, ep in enumerate(node_eps)]
         hops += _node_hops(verdicts, node_places, places, classes)
@@ -459,4 +592,7 @@ def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: 
         notes.append("policies admit the ingress entity (Cilium's Ingress/Gateway proxy, which forwards "
                      "requests from outside the cluster); chains never pass through it, so a chain from world "
                      "through the proxy is not counted: ask about `ingress` itself (paths ingress DST)")
-    return Connectivity(places + node_places, hops, outside, notes)
+    every = places + node_places
+    pairs = OpenPairs(frozenset(open_out), frozenset(open_in), tuple(key_of(p.rep, p.kind.outside) for p in every),
+                      tuple(p.rep for p in every), frozenset(p.id for p in every if len(p.members) > 1))
+    return Connectivity(every, hops, outside, notes, pairs)

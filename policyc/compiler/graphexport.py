@@ -3,9 +3,15 @@
 The exported graph holds plain values only (names, kinds, port texts, rule references), so that
 any graph tool can read it; DOT draws namespaces as clusters, L7-filtered edges dashed and a
 highlighted chain in red.
+
+The pairs that only both sides' defaults decide (``OpenPairs``: an open egress to an open ingress)
+are classes squared in a cluster with few policies, and a picture of every one says nothing; they are
+drawn through hub nodes instead (u -> hub: u's egress is not enforced; hub -> w: w's ingress admits
+every peer), unless few or asked for (``open_edges``).  The highlighted chain is drawn hop by hop.
 """
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 
@@ -14,12 +20,18 @@ import pydot
 
 from .connectivity import Chain, Connectivity, Hop, Kind
 from .explain import rule_ref
-from .portset import PortSet, label
+from .portset import NONE, PortSet, label
+from .reachability import OPEN, OUTSIDE, Side
 
 RENDERED = ("svg", "png")  # formats Graphviz's `dot` draws
 _SHAPES = {Kind.PODS: ("box", "rounded,filled", "#e8f0fe"), Kind.NODE: ("box3d", "filled", "#fff4d6"),
-           Kind.WORLD: ("ellipse", "filled", "#fde8e8"), Kind.RESERVED: ("hexagon", "filled", "#eeeeee")}
+           Kind.WORLD: ("ellipse", "filled", "#fde8e8"), Kind.RESERVED: ("hexagon", "filled", "#eeeeee"),
+           Kind.HUB: ("doubleoctagon", "filled", "#e6f4ea")}
 _MAX_LABEL_PORTS = 3
+# Hub nodes, by whether their sources are outside the cluster (those never reach outside places).
+HUBS = {False: "(every open ingress)", True: "(every open ingress in the cluster)"}
+OPEN_EDGES = ("auto", "expand", "hub")
+EXPAND_AT_MOST = 200  # open pairs drawn one by one under `auto`; beyond, a picture of them says nothing
 
 
 def _edge_attrs(hop: Hop, highlighted: bool) -> dict:
@@ -29,42 +41,87 @@ def _edge_attrs(hop: Hop, highlighted: bool) -> dict:
             "ingress_rules": [rule_ref(r) for r in hop.ingress.rules], "highlighted": highlighted}
 
 
+def expands(conn: Connectivity, ports: PortSet | None, open_edges: str) -> bool:
+    """Whether the open pairs are drawn one by one (``auto``: when they are few)."""
+    return open_edges == "expand" or open_edges == "auto" and conn.open.count(ports) <= EXPAND_AT_MOST
+
+
 def export_graph(conn: Connectivity, ports: PortSet | None = None, pods: bool = False,
-                 namespaces: frozenset[str] = frozenset(), highlight: Chain = ()) -> nx.DiGraph:
+                 namespaces: frozenset[str] = frozenset(), highlight: Chain = (), open_edges: str = "auto") -> nx.DiGraph:
     """The graph with plain attributes: one node per place (or per pod, with ``pods``), edges usable on
     ``ports``; with ``namespaces``, only their pods and the places those connect to directly, and
-    the ``highlight`` chain whole."""
-    g = conn.usable(ports)
-    keep = inside = set(g.nodes)
-    if namespaces:
-        inside = {p for p in keep if conn.places[p].namespace in namespaces}
-        keep = inside | {v for u in inside for v in g.successors(u)} | {u for v in inside for u in g.predecessors(v)}
+    the ``highlight`` chain whole; the open pairs through hubs unless ``expands``."""
+    hubs = not expands(conn, ports, open_edges)
+    edges = list(conn.ruled(ports).edges if hubs else conn.edges(ports))
+    through = _hub_edges(conn, ports) if hubs else {}
+    edges += through
     lit = {(h.src, h.dst) for h in highlight}
+    edges += sorted(lit - set(edges))  # an open pair of the chain, drawn as the hop it is
+    keep = inside = set(range(len(conn.places))) | {n for e in through for n in e}  # places and hubs
+    if namespaces:
+        inside = {p for p in range(len(conn.places)) if conn.places[p].namespace in namespaces}
+        keep = inside | {v for u, v in edges if u in inside} | {u for u, v in edges if v in inside}
     lit_places = {p for h in highlight for p in (h.src, h.dst)}
     keep = keep | lit_places  # the highlighted chain is drawn whole, whatever the namespaces
     out = nx.DiGraph()
 
     taken = {p.name for p in conn.places if p.kind is not Kind.NODE}
 
-    def names(pid: int) -> list[str]:
+    def names(pid) -> list[str]:
         """Graph keys: a node named like another place (world-ipv4) is ``node:NAME``, which no pod,
         outside range or reserved identity can be called."""
+        if not isinstance(pid, int):
+            return [HUBS[pid[1]]]
         place = conn.places[pid]
         if place.kind is Kind.NODE and place.name in taken:
             return [f"node:{place.name}"]
         return [ep.display for ep in place.members] if pods and place.kind is Kind.PODS else [place.name]
 
-    for pid in sorted(keep):
+    for hub in sorted(p for p in keep if not isinstance(p, int)):
+        out.add_node(names(hub)[0], kind=Kind.HUB.value, namespace="", members=[], highlighted=False)
+    for pid in sorted(p for p in keep if isinstance(p, int)):
         place = conn.places[pid]
         for name in names(pid):
             out.add_node(name, kind=place.kind.value, namespace=place.namespace,
                          members=[ep.display for ep in place.members] if place.kind is Kind.PODS else [],
                          highlighted=pid in lit_places)
-    for u, v in g.edges:
+    for u, v in edges:
         if u in inside or v in inside or (u, v) in lit:
-            attrs = _edge_attrs(conn.hop(u, v, ports), (u, v) in lit)
+            attrs = through.get((u, v)) or _edge_attrs(conn.hop(u, v, ports), (u, v) in lit)
             out.add_edges_from((a, b, attrs) for a in names(u) for b in names(v) if a != b or not pods)
     return out
+
+
+def _hub_edges(conn: Connectivity, ports: PortSet | None) -> dict[tuple, dict]:
+    """u -> hub for each open egress, hub -> w for each open ingress the hub's sources reach on
+    ``ports``, with their attributes: the ports the pairs may use, and the default side that decides."""
+    pairs, out = conn.open, {}
+    sources: dict[bool, set] = {}
+    for u in sorted(pairs.out):
+        targets = pairs.targets(pairs.keys[u], ports)
+        if targets:
+            hub = ("hub", pairs.keys[u][0])
+            sources.setdefault(hub[1], set()).add(pairs.keys[u])
+            out[(u, hub)] = _open_attrs(_union(pairs.key_ports(pairs.keys[u], k) for k in targets), ports,
+                                        egress=OUTSIDE if conn.places[u].kind.outside else OPEN)
+    for outside, keys in sources.items():
+        for k in set().union(*(pairs.targets(s, ports) for s in keys)):
+            reach = _union(pairs.key_ports(s, k) for s in keys if k in pairs.targets(s, ports))
+            for w in pairs.groups[k]:
+                out[(("hub", outside), w)] = _open_attrs(reach, ports,
+                                                         ingress=OUTSIDE if conn.places[w].kind.outside else OPEN)
+    return out
+
+
+def _union(sets) -> PortSet:
+    return functools.reduce(lambda a, b: a | b, sets, NONE)
+
+
+def _open_attrs(reach: PortSet, ports: PortSet | None, egress: Side | None = None, ingress: Side | None = None) -> dict:
+    """An edge to or from a hub: one side's default decides, no rule."""
+    return {"ports": (reach if ports is None else reach & ports).texts(), "l7_filtered": [],
+            "egress": egress.reason.value if egress else "", "ingress": ingress.reason.value if ingress else "",
+            "egress_rules": [], "ingress_rules": [], "highlighted": False}
 
 
 def to_json(g: nx.DiGraph) -> dict:
@@ -106,7 +163,7 @@ def to_dot(g: nx.DiGraph) -> str:
     for name, attrs in sorted(g.nodes(data=True)):
         kind = Kind(attrs["kind"])
         group = attrs["namespace"] or {"node": "nodes", "world": "outside the cluster",
-                                       "reserved": "outside the cluster"}[kind.value]
+                                       "reserved": "outside the cluster", "hub": "open pairs"}[kind.value]
         if group not in groups:
             label = f"namespace {group}" if attrs["namespace"] else group
             groups[group] = pydot.Cluster(f"c{len(groups)}", label=label, style="rounded", color="#9aa0a6",

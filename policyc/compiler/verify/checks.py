@@ -12,6 +12,7 @@ and with the default-deny the rule may be the only one to imply (R3.6).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import z3
@@ -46,6 +47,12 @@ class Context:
         # One inventory space per model for every query: it remembers which endpoints each selector picks.
         self._inventory_spaces = {u: space_for((), (), self.policy.cluster, self.inventory, unknowns=u)
                                   for u in (False, True)} if self.inventory else {}
+
+    @functools.cached_property
+    def deletion_space(self) -> Space:
+        """Every possible endpoint any rule could name, for ``_deletable``: one space for all its
+        queries, so each rule's formula and the flow's constraints are built once, not per query."""
+        return space_for(self.policy.rules, self.policy.default_deny, self.policy.cluster, None, unknowns=True)
 
     def space(self, rules, dds=(), selectors=(), unknowns: bool = False) -> Space:
         return self._inventory_spaces.get(unknowns) or space_for(rules, dds, self.policy.cluster, self.inventory,
@@ -138,7 +145,7 @@ def _deletable(ctx: Context, rule: Rule) -> bool:
     near = PolicySet(tuple(ctx.index.near(rule.direction, rule.subject_kind, rule.subject)),
                      tuple(ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)), (), ctx.policy.cluster)
     after = near.without([rule.id])
-    space = space_for(near.rules, near.default_deny, ctx.policy.cluster, None, unknowns=True)
+    space = ctx.deletion_space
     solver = z3.Solver()
     flow = new_flow(space, solver)
     request = Request() if any(pm.filtered for r in near.rules for pm in r.ports) else None

@@ -158,6 +158,7 @@ class SymbolicTerm(Term):
         self.kind = z3.Int(f"{name}.kind")
         self.reserved = z3.Int(f"{name}.reserved")
         self.labels = {k: z3.Int(f"{name}.label.{k}") for k in domain.values}
+        self._matches: dict = {}
         self.ports = {n: (z3.Bool(f"{name}.port.{n}"), z3.BitVec(f"{name}.port.{n}.num", 16),
                           z3.Int(f"{name}.port.{n}.proto")) for n in port_names}
 
@@ -230,7 +231,11 @@ class SymbolicTerm(Term):
         return hit if req.op is Op.IN else z3.Not(hit)
 
     def match(self, sel: Selector, view: View) -> z3.BoolRef:
-        return z3.And([self.requirement(r, view) for r in sel.requirements])
+        """Built once per term: a check's queries test the same few selectors against it again and again."""
+        hit = self._matches.get((sel, view))
+        if hit is None:
+            hit = self._matches[(sel, view)] = z3.And([self.requirement(r, view) for r in sel.requirements])
+        return hit
 
     def named_port(self, name: str, protocol, port) -> z3.BoolRef:
         present, num, proto = self.ports[name]

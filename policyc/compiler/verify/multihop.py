@@ -107,16 +107,17 @@ def reach_counts(conn: Connectivity, ports: PortSet | None, avoid: frozenset[int
     """For every pod class (and node), how many pods one of its pods reaches by chains of any length.
 
     One pass over the condensation (strongly connected components, in reverse topological order),
-    the pods reached held as bit sets: every class at the cost of a few breadth-first searches.
+    the pods reached held as bit sets: every class at the cost of a few breadth-first searches.  The
+    open pairs pass through hubs (``Connectivity.relay_graph``), which hold no pod; a place of one pod
+    may seem to reach itself through one, and a pod's own bit is never counted.
     """
-    g = nx.DiGraph(conn.usable(ports).edges)
-    g.remove_edges_from([e for e in list(g.edges) if e[0] in avoid | conn.ends])
-    g.add_nodes_from(p.id for p in conn.places)
+    g = conn.relay_graph(ports, avoid)
     bits, at = {}, 0
     for p in conn.places:
         size = len(p.members) if p.kind is Kind.PODS else 0
         bits[p.id] = ((1 << size) - 1) << at
         at += size
+    bits.update((n, 0) for n in g if n not in bits)  # hubs
     dag = nx.condensation(g)
     pods: dict[int, int] = {}
     for comp, members in dag.nodes(data="members"):
