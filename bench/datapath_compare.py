@@ -11,6 +11,9 @@ over trials of each trial's value.  Paths (client -> server 80/TCP allowed, 81/T
 * new, allowed: NEW distinct 5-tuples, one run each (each creates its conntrack entry), median;
 * new, denied: REPEAT runs of a denied packet (never recorded, so every run decides afresh).
 
+A third worker times the same paths through the empty programs of bench/empty.bpf.c (TC and XDP that
+only pass, built by this tree's clang flags): the floor a test run costs whatever the program does.
+
 Run as root, with a baseline checkout (e.g. `git worktree add /tmp/base main`):
 
     PYTHONPATH=. python3 bench/datapath_compare.py --baseline /tmp/base [--sizes 1000,10000]
@@ -124,10 +127,32 @@ class Worker:
         return self.run(prog, self.packet(src, dst, port, CLIENT_SPORT), repeat).duration_ns
 
 
-def worker_main(n: int) -> None:
+class Floor(Worker):
+    """The same packets through the empty programs: a run's cost when the program does nothing."""
+
+    def __init__(self, n: int, work: Path):
+        sys.path.insert(0, str(BENCH))
+        import clusters
+        from datapath_curve import build
+        from policyc.bpf_runtime.libbpf import BPFObject
+
+        self.clusters, self.n, self.sport = clusters, n, 1024
+        self.obj = BPFObject.open(str(build(BENCH / "empty.bpf.c", work / "empty.bpf.o")))
+        self.obj.load()
+        self.bind = lambda ip: None
+
+    def handshake(self, src: str, dst: str, port: int) -> None:
+        pass  # nothing to establish
+
+    def run(self, prog: str, data: bytes, repeat: int):
+        empty = self.obj.program("empty_xdp" if prog == "xdp_node" else "empty_tc")
+        return empty.test_run(data, ctx=None if prog == "xdp_node" else bytes(192), repeat=repeat)
+
+
+def worker_main(n: int, floor: bool = False) -> None:
     """Line protocol on stdin/stdout: ``ready``, then one JSON trial per ``REPEAT NEW`` line."""
     with tempfile.TemporaryDirectory(prefix="pcb-cmp-") as tmp:
-        w = Worker(n, Path(tmp))
+        w = (Floor if floor else Worker)(n, Path(tmp))
         print("ready", flush=True)
         for line in sys.stdin:
             repeat, new = map(int, line.split())
@@ -136,8 +161,8 @@ def worker_main(n: int) -> None:
 
 # ---- the driver ----
 
-def spawn(tree: Path, n: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, __file__, "--worker", str(n)], cwd=tree, text=True,
+def spawn(tree: Path, n: int, floor: bool = False) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, __file__, "--floor" if floor else "--worker", str(n)], cwd=tree, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={"PYTHONPATH": str(tree),
                                                                                   "PATH": "/usr/bin:/bin"})
     line = proc.stdout.readline().strip()
@@ -148,7 +173,8 @@ def spawn(tree: Path, n: int) -> subprocess.Popen:
 
 def measure(trees: dict[str, Path], n: int, trials: int, repeat: int, new: int) -> dict:
     workers = {name: spawn(tree, n) for name, tree in trees.items()}
-    samples: dict[str, list[dict]] = {name: [] for name in trees}
+    workers["empty"] = spawn(ROOT, n, floor=True)
+    samples: dict[str, list[dict]] = {name: [] for name in workers}
     try:
         for _ in range(trials):
             for name, proc in workers.items():
@@ -164,18 +190,20 @@ def measure(trees: dict[str, Path], n: int, trials: int, repeat: int, new: int) 
 
 
 def table(results: list[dict]) -> str:
-    out = ["| clients | path | baseline ns | this tree ns | change |", "|---:|---|---:|---:|---:|"]
+    out = ["| clients | path | empty ns | baseline ns | this tree ns | change | change over the floor |",
+           "|---:|---|---:|---:|---:|---:|---:|"]
     for res in results:
-        base, mine = res["figures"]["baseline"], res["figures"]["this tree"]
+        base, mine, empty = (res["figures"][k] for k in ("baseline", "this tree", "empty"))
         for label, *_ in PATHS:
-            out.append(f"| {res['n']} | {label} | {base[label]} | {mine[label]} | "
-                       f"{(mine[label] - base[label]) * 100 / base[label]:+.0f}% |")
+            over = (mine[label] - empty[label]) * 100 / max(base[label] - empty[label], 1) - 100
+            out.append(f"| {res['n']} | {label} | {empty[label]} | {base[label]} | {mine[label]} | "
+                       f"{(mine[label] - base[label]) * 100 / base[label]:+.0f}% | {over:+.0f}% |")
     return "\n".join(out)
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        worker_main(int(sys.argv[2]))
+    if len(sys.argv) == 3 and sys.argv[1] in ("--worker", "--floor"):
+        worker_main(int(sys.argv[2]), floor=sys.argv[1] == "--floor")
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", type=Path, required=True, help="a checkout of the tree to compare against")

@@ -62,10 +62,18 @@ SETUP = {  # frames run once first, so the timed frame meets an established conn
 }
 
 
-def compile_with(tree: Path, out: Path, extra: list[str]) -> None:
-    subprocess.run([sys.executable, "-m", "policyc.cli", "compile", str(POLICIES), "--inventory", str(INVENTORY),
-                    "-o", str(out), *extra], check=True, capture_output=True, cwd=tree,
-                   env={**os.environ, "PYTHONPATH": str(tree)})
+def compile_with(tree: Path, out: Path) -> None:
+    """``tree``'s compile of the inputs; the example's L7 rule as L4 (``--l7 l4-only``) where the tree
+    has the option (trees before it had no choice to make)."""
+    for extra in (["--l7", "l4-only"], []):
+        done = subprocess.run([sys.executable, "-m", "policyc.cli", "compile", str(POLICIES), "--inventory",
+                               str(INVENTORY), "--output-dir", str(out), *extra], capture_output=True, text=True,
+                              cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
+        if done.returncode == 0:
+            return
+        if "--l7" not in done.stderr:
+            break
+    raise SystemExit(f"compile in {tree} failed: {done.stderr.strip()}")
 
 
 def export(ref: str, into: Path) -> None:
@@ -82,7 +90,7 @@ def bind_pod(obj, manifest: dict, hook: str, data: bytes) -> None:
         return
     ip = Ether(data).payload
     end = str(ip.src if hook == "from_pod" else ip.dst)
-    pod = next((p for p in ((FRONT4, FRONT6), (CART4, CART6), (INGRESS4,)) if end in p), (FRONT4, FRONT6))
+    pod = next((p for p in ((FRONT4, FRONT6), (CART4, CART6), (INGRESS4,), (DNS4,)) if end in p), (FRONT4, FRONT6))
     bind(object_maps(obj), manifest["features"], 1, list(pod))
 
 
@@ -102,8 +110,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         export(opts.before, tmp / "before")
-        compile_with(tmp / "before", tmp / "art-before", [])
-        compile_with(ROOT, tmp / "art-after", ["--l7", "l4-only"])
+        compile_with(tmp / "before", tmp / "art-before")
+        compile_with(ROOT, tmp / "art-after")
         objs = {"before": open_artifact(tmp / "art-before"), "after": open_artifact(tmp / "art-after")}
         manifests = {"before": read_manifest(tmp / "art-before"), "after": read_manifest(tmp / "art-after")}
         try:

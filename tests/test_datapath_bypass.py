@@ -12,8 +12,9 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
+from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6PacketTooBig, IPv6,
+                                IPv6ExtHdrFragment, fragment6)
 from scapy.layers.l2 import ARP, Ether
 
 from kernelreq import require_kernel
@@ -41,6 +42,30 @@ FAMILIES = (0, 1)  # index into the address pairs: IPv4, IPv6
 def frame(src: str, dst: str, l4) -> bytes:
     ip = IPv6(src=src, dst=dst) if ":" in dst else IP(src=src, dst=dst)
     return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / ip / l4)
+
+
+def fragments(src: str, dst: str, sport: int, dport: int, ident: int) -> list[bytes]:
+    """A 3000-byte UDP datagram in fragments of about 1200 bytes, as the kernel sends it."""
+    payload = UDP(sport=sport, dport=dport) / (b"x" * 3000)
+    if ":" in dst:
+        frags = fragment6(IPv6(src=src, dst=dst) / IPv6ExtHdrFragment(id=ident) / payload, 1280)
+    else:
+        frags = fragment(IP(src=src, dst=dst, id=ident) / payload, fragsize=1200)
+    return [bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / f) for f in frags]
+
+
+def icmp_error(src: str, dst: str, quoted, too_big: bool = False) -> bytes:
+    """An ICMP error from ``src`` to ``dst`` quoting ``quoted`` (port unreachable, or Packet Too Big /
+    fragmentation needed), then 512 bytes of whatever the sender likes."""
+    if ":" in dst:
+        head = ICMPv6PacketTooBig(mtu=1280) if too_big else ICMPv6DestUnreach(code=4)
+    else:
+        head = ICMP(type=3, code=4 if too_big else 3, nexthopmtu=1200 if too_big else 0)
+    return frame(src, dst, head / quoted / (b"d" * 512))
+
+
+def quoted(src: str, dst: str, sport: int, dport: int, flags: str = "A"):
+    return (IPv6(src=src, dst=dst) if ":" in dst else IP(src=src, dst=dst)) / TCP(sport=sport, dport=dport, flags=flags)
 
 
 def syn(src, dst, sport, dport, flags="S") -> bytes:
@@ -324,3 +349,97 @@ def test_an_unbound_interface_drops_everything(node):
     node.bound = None
     run = node.obj.program("to_pod").test_run(syn(b, a, 45000, 80), ctx=skb_ctx())
     assert run.retval != TC_ACT_OK and node.drops("unbound-interface") == 1
+
+
+# -- after the hardening: what a spoofer or a closed flow could still get through ---------------------------
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_a_spoofed_first_fragment_plants_no_ports(node, fam):
+    """x/b sends x/a a fragmented datagram on 80/UDP. Between its first and later fragments, x/c sends a
+    first fragment of the same datagram (x/b's addresses, its IP id) for port 22: dropped as a spoofed
+    source, it used to record its ports first, so x/b's later fragments were decided as port 22 and
+    dropped. A dropped packet now records nothing, and a datagram x/a denies leaves nothing either."""
+    a, b = PODS["x/a"][fam], PODS["x/b"][fam]
+    first, *later = fragments(b, a, 40000, 80, 77)
+    assert node.tc("from_pod", "x/b", first) and node.tc("to_pod", "x/a", first)
+    recorded = node.entries("fragments")
+    assert not node.tc("from_pod", "x/c", fragments(b, a, 40000, 22, 77)[0])
+    assert node.drops("invalid-source") == 1 and node.entries("fragments") == recorded
+    assert all(node.tc("from_pod", "x/b", f) and node.tc("to_pod", "x/a", f) for f in later)
+    assert not node.tc("from_pod", "x/c", fragments(b, PODS["x/c"][fam], 40001, 80, 78)[0])
+    assert node.entries("fragments") == recorded                       # spoofed, to an open pod: nothing
+    denied_first, *denied_later = fragments(PODS["x/c"][fam], a, 40002, 80, 79)
+    assert node.tc("from_pod", "x/c", denied_first) and not node.tc("to_pod", "x/a", denied_first)
+    assert not any(node.tc("to_pod", "x/a", f) for f in denied_later)
+
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_icmp_errors_of_a_flow_a_change_closed_are_decided_by_policy(node, fam):
+    """x/b's connection to x/a:80 is tracked; x/b's port unreachable about x/a's answer reaches x/a as
+    related. Once x/b's labels are admitted by nothing, the connection is closed for its packets, and for
+    ICMP errors about it too: they used to pass as related, 512 bytes of x/b's choosing each."""
+    a, b = PODS["x/a"][fam], PODS["x/b"][fam]
+    assert node.tc("to_pod", "x/a", syn(b, a, 46000, 80))
+    assert node.tc("to_pod", "x/a", icmp_error(b, a, quoted(a, b, 80, 46000, "SA")))
+    _relabel(node, "x/b", 300)
+    assert not node.tc("to_pod", "x/a", icmp_error(b, a, quoted(a, b, 80, 46000, "SA")))
+    assert not node.tc("to_pod", "x/a", syn(b, a, 46000, 80, "A"))
+
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_icmp_errors_still_pass_for_flows_a_change_keeps(node, fam):
+    """A change that still allows the flow keeps its errors related: after an unrelated change, x/a's
+    next packet to the world decides its entry again, and a router's Packet Too Big about it reaches x/a
+    (PMTU discovery keeps working). An error quoting a flow that does not exist is decided by policy."""
+    a, world, router = PODS["x/a"][fam], WORLD[fam], ("203.0.113.1", "2001:db8:ffff::1")[fam]
+    assert node.tc("from_pod", "x/a", syn(a, world, 47000, 443))
+    bump_revision(node.obj.map("revision"))
+    assert node.tc("from_pod", "x/a", syn(a, world, 47000, 443))      # the retransmitted SYN, too big
+    assert node.tc("to_pod", "x/a", icmp_error(router, a, quoted(a, world, 47000, 443, "S"), too_big=True))
+    assert not node.tc("to_pod", "x/a", icmp_error(router, a, quoted(a, world, 47001, 443, "S"), too_big=True))
+
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_a_pod_sends_icmp_errors_only_to_the_sender_of_what_it_quotes(node, fam):
+    """x/a may send only 443/TCP to the world. With one admitted connection from x/b it could send any
+    host anything in "port unreachable" errors quoting x/b's packet; only x/b gets them now."""
+    a, b, world = PODS["x/a"][fam], PODS["x/b"][fam], WORLD[fam]
+    assert node.tc("to_pod", "x/a", syn(b, a, 48000, 80))
+    about_b = quoted(b, a, 48000, 80, "S")
+    assert not node.tc("from_pod", "x/a", icmp_error(a, world, about_b))
+    assert not node.tc("from_pod", "x/a", icmp_error(a, PODS["x/c"][fam], about_b))
+    assert node.tc("from_pod", "x/a", icmp_error(a, b, about_b))
+
+
+def link(src: str, dst: str, nd) -> bytes:
+    """Neighbour discovery as a neighbour sends it: hop limit 255."""
+    return bytes(Ether(src="02:00:00:00:00:01", dst="33:33:00:00:00:01") / IPv6(src=src, dst=dst, hlim=255) / nd)
+
+
+def test_a_pod_advertises_only_its_own_addresses(node):
+    """On a bridge every pod's neighbour cache hears x/c's neighbour discovery: an advertisement for
+    x/b's address or the gateway's (fe80::1, the node's: with Override), or a solicitation from the
+    gateway's address (its link-layer option updates the neighbours' entry for it), steered that
+    traffic to x/c; a router advertisement made x/c its neighbours' default route. All are dropped,
+    from a link-local or from x/c's own address; x/c's own NA and its NS for others pass."""
+    b, c, pod_ll, gateway = PODS["x/b"][1], PODS["x/c"][1], "fe80::c", NODE[1]
+    assert not node.tc("from_pod", "x/c", link(pod_ll, "ff02::1", ICMPv6ND_NA(tgt=b, R=0, S=0, O=1)))
+    assert not node.tc("from_pod", "x/c", link(c, "ff02::1", ICMPv6ND_NA(tgt=b, R=0, S=0, O=1)))
+    assert not node.tc("from_pod", "x/c", link(pod_ll, "ff02::1", ICMPv6ND_NA(tgt=gateway, R=1, S=0, O=1)))
+    assert not node.tc("from_pod", "x/c", link(gateway, "ff02::1:ff00:2", ICMPv6ND_NS(tgt=b)))
+    assert not node.tc("from_pod", "x/c", link(pod_ll, "ff02::1", ICMPv6ND_RA()))
+    assert node.drops("invalid-source") == 5
+    assert node.tc("from_pod", "x/c", link(pod_ll, "ff02::1", ICMPv6ND_NA(tgt=c, R=0, S=0, O=1)))
+    assert node.tc("from_pod", "x/c", link(pod_ll, NODE[1], ICMPv6ND_NA(tgt=pod_ll, R=0, S=1, O=1)))
+    assert node.tc("from_pod", "x/c", link(pod_ll, "ff02::1:ff00:2", ICMPv6ND_NS(tgt=b)))
+
+
+def test_xdp_passes_the_uplink_routers_neighbour_discovery(node):
+    """The upstream router's link-local address is often fe80::1, which the node also holds on its pod
+    veths (host): its NS and NA on the uplink were dropped as a local source from outside, so the node
+    lost its IPv6 neighbours. ND never leaves its link; anything else from that address still drops."""
+    router = NODE[1]
+    assert node.xdp(link(router, "ff02::1:ff00:10", ICMPv6ND_NS(tgt="fe80::10")))
+    assert node.xdp(link(router, "fe80::10", ICMPv6ND_NA(tgt=router, R=1, S=1, O=1)))
+    assert not node.xdp(frame(router, PODS["x/a"][1], TCP(sport=40000, dport=8080, flags="S")))
+    assert not node.xdp(bytes(Ether() / IPv6(src=router, dst=PODS["x/a"][1], hlim=254) / ICMPv6ND_NA(tgt=router)))
