@@ -158,6 +158,9 @@ def compile_and_load(directory: Path) -> BccObject:
     want = manifest.get("files", {}).get(SOURCE)
     if want != hashlib.sha256(c_text.encode()).hexdigest():
         raise error(f"{path}: sha256 differs from {directory / 'manifest.json'}: the artifact was changed")
+    if manifest.get("features", {}).get("services"):
+        raise error(f"{directory}: the artifact decides Services with nf_node, a netfilter program that reads "
+                    "conntrack with CO-RE, which bcc cannot build: load it with the libbpf loader")
     source = bcc_source(c_text)
     if headers_dir() is None:
         raise error(f"the bcc loader needs kernel headers of the running kernel ({os.uname().release}): "
