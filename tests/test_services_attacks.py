@@ -73,3 +73,73 @@ def test_a_datagram_from_outside_claiming_the_backends_address_is_no_hairpin(enf
     time.sleep(0.3)
     got = {stream for _, stream, _ in enforced.received(xc)}
     assert got == set(), got
+
+
+def held_connection(model: NetModel, client: str, addr: str, port: int):
+    """A TCP connection from ``client`` through ``addr``:``port`` that its backend answered (kube-proxy may pick
+    a backend that denies it: then try again)."""
+    for _ in range(5):
+        held = model.spawn(model.by_name[client].netns, ["hold", addr, str(port)])
+        if held.stdout.readline().strip() == "connected":
+            return held
+        held.wait()
+        model.procs.remove(held)
+    pytest.fail(f"no connection from {client} through {addr}:{port} in 5 tries")
+
+
+def say(held, line: str) -> str:
+    held.stdin.write(line + "\n")
+    held.stdin.flush()
+    return held.stdout.readline().strip()
+
+
+def test_a_policy_change_cuts_an_open_connection_through_the_cluster_ip(enforced, tmp_path):
+    """x/d holds a connection through x/web's ClusterIP; a new policy denies x/d every backend of x/web. The
+    connection was opened under the old revision: its next segment is decided again (from_pod defers it, as
+    its entry names the Service address; nf_node decides it against the backend) and goes nowhere."""
+    from test_e2e_netns import compile_case
+
+    held = held_connection(enforced, "x/d", "10.96.0.10", 8080)
+    assert say(held, "before") in {"x/a", "x/b"}
+    revoked = compile_case([str(p) for p in POLICIES] + [str(DATA / "revoke")], CLUSTER, tmp_path / "revoked")
+    try:
+        assert enforced.policyc("load", str(revoked), "--name", f"{PREFIX}svc").returncode == 0
+        assert say(held, "after") == "timeout"
+    finally:
+        original = compile_case([str(p) for p in POLICIES], CLUSTER, tmp_path / "original")
+        assert enforced.policyc("load", str(original), "--name", f"{PREFIX}svc").returncode == 0
+        held.stdin.close()
+        held.wait()
+        enforced.procs.remove(held)
+
+
+REFUSED = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.5)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.send(b"probe")
+try:
+    s.recv(256)
+    print("answered")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+"""
+
+
+def refused(model: NetModel, client: str, addr: str, port: int) -> str:
+    """A connected UDP socket's fate: the ICMP port unreachable its datagram earns surfaces as ECONNREFUSED."""
+    import sys
+
+    return run(in_netns(model.by_name[client].netns, [sys.executable, "-c", REFUSED, addr, str(port)])).stdout.strip()
+
+
+def test_an_icmp_error_from_a_backend_reaches_the_client_through_the_service(enforced):
+    """x/f may send to x/c on 9/UDP, where nothing listens: x/c's port unreachable reaches x/f directly, and
+    through the Service (port 5353 to x/c's 9) conntrack turns it into one from the ClusterIP about the
+    ClusterIP, which x/f's hook must relate to the connection nf_node let through."""
+    xc = str(enforced.by_name["x/c"].ips[0])
+    assert refused(enforced, "x/f", xc, 9) == "refused"
+    assert refused(enforced, "x/f", DNS_IP, 5353) == "refused"
