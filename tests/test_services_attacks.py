@@ -1,0 +1,145 @@
+"""Attacks on the Services datapath (nf_node behind kube-proxy's real rules), and legitimate Service traffic
+it must not break: a UDP Service (kube-dns's shape) and datagrams with forged sources sent through a
+Service address. The cluster is tests/data/services/attacks.yaml: cluster.yaml plus Service x/dns
+(ClusterIP 10.96.0.53, 53/UDP to x/c's 80); x/c admits x/d (any port, tests/data/services/policies) and x/f
+on 80/UDP (attack-policies/dns.yaml), never the world.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from kernelreq import require_kernel
+from kubeproxy import nat_rules
+from netmodel import NetModel, in_netns, leftovers, run
+from policyc.compiler.inventory import load_inventory
+
+pytestmark = pytest.mark.kernel
+
+PREFIX = "pca"
+DATA = Path(__file__).parent / "data" / "services"
+CLUSTER = DATA / "attacks.yaml"
+POLICIES = [DATA / "policies", DATA / "attack-policies"]
+CLUSTER_CIDR = "10.244.0.0/16"
+DNS_IP, DNS_PORT, NODE_IP = "10.96.0.53", 53, "192.168.10.11"
+OUTSIDE = "203.0.113.9"
+
+
+@pytest.fixture(scope="module")
+def enforced(tmp_path_factory):
+    """The model with kube-proxy's iptables rules for both Services, the policies loaded on every veth."""
+    from test_e2e_netns import compile_case, loaded
+
+    require_kernel()
+    cluster = load_inventory([CLUSTER])
+    work = tmp_path_factory.mktemp("svcattack")
+    with NetModel(cluster, work, prefix=PREFIX) as m:
+        m.outside = m.add_outside(OUTSIDE, NODE_IP)
+        run(in_netns(m.node, ["iptables-restore", "--noflush"]), input=nat_rules(cluster.services, CLUSTER_CIDR))
+        artifact = compile_case([str(p) for p in POLICIES], CLUSTER, work / "art")
+        with loaded(m, artifact, f"{PREFIX}svc"):
+            yield m
+    assert leftovers(PREFIX) == ([], []), "namespaces or pins left after teardown"
+
+
+def test_a_udp_service_answers_every_datagram_of_an_allowed_client(enforced):
+    """kube-dns's shape: each datagram to the ClusterIP is DNATed to x/c, decided by nf_node against x/c, and
+    its answer comes back from the ClusterIP. x/f is admitted; x/e (world egress) and x/d (egressDeny
+    tier=c) are not."""
+    assert enforced.connect(enforced.by_name["x/f"].netns, DNS_IP, DNS_PORT, "UDP", 5) == ["x/c"] * 5
+    assert enforced.connect(enforced.by_name["x/e"].netns, DNS_IP, DNS_PORT, "UDP", 2) == [""] * 2
+    assert enforced.connect(enforced.by_name["x/d"].netns, DNS_IP, DNS_PORT, "UDP", 2) == [""] * 2
+
+
+def spoof(model: NetModel, netns: str, src: str, dst: str, port: int, stream: str) -> None:
+    sender = model.spawn(netns, ["spoof", src, dst, str(port), stream])
+    assert sender.stdout.readline().strip() == "sent", sender.stderr.read()
+    sender.wait()
+    model.procs.remove(sender)
+
+
+def test_a_datagram_from_outside_claiming_the_backends_address_is_no_hairpin(enforced):
+    """From outside, a datagram to the ClusterIP whose source claims to be x/c, the Service's only backend:
+    after the DNAT its source equals its destination, the shape of a hairpin (R11.6), which only a pod
+    reaching itself through its own Service can produce. x/c admits nothing from outside: the same datagram
+    sent from the outside client's own address, through the Service or to x/c directly, is dropped, and so
+    must be the forged one (kube-proxy masquerades the 'hairpin', so x/c's own hook would see the node)."""
+    xc = enforced.by_name["x/c"]
+    spoof(enforced, enforced.outside, OUTSIDE, DNS_IP, DNS_PORT, "own-via-service")
+    spoof(enforced, enforced.outside, OUTSIDE, str(xc.ips[0]), 80, "own-direct")
+    spoof(enforced, enforced.outside, str(xc.ips[0]), DNS_IP, DNS_PORT, "forged-hairpin")
+    time.sleep(0.3)
+    got = {stream for _, stream, _ in enforced.received(xc)}
+    assert got == set(), got
+
+
+def held_connection(model: NetModel, client: str, addr: str, port: int):
+    """A TCP connection from ``client`` through ``addr``:``port`` that its backend answered (kube-proxy may pick
+    a backend that denies it: then try again)."""
+    for _ in range(5):
+        held = model.spawn(model.by_name[client].netns, ["hold", addr, str(port)])
+        if held.stdout.readline().strip() == "connected":
+            return held
+        held.wait()
+        model.procs.remove(held)
+    pytest.fail(f"no connection from {client} through {addr}:{port} in 5 tries")
+
+
+def say(held, line: str) -> str:
+    held.stdin.write(line + "\n")
+    held.stdin.flush()
+    return held.stdout.readline().strip()
+
+
+def test_a_policy_change_cuts_an_open_connection_through_the_cluster_ip(enforced, tmp_path):
+    """x/d holds a connection through x/web's ClusterIP; a new policy denies x/d every backend of x/web. The
+    connection was opened under the old revision: its next segment is decided again (from_pod defers it, as
+    its entry names the Service address; nf_node decides it against the backend) and goes nowhere."""
+    from test_e2e_netns import compile_case
+
+    held = held_connection(enforced, "x/d", "10.96.0.10", 8080)
+    assert say(held, "before") in {"x/a", "x/b"}
+    revoked = compile_case([str(p) for p in POLICIES] + [str(DATA / "revoke")], CLUSTER, tmp_path / "revoked")
+    try:
+        assert enforced.policyc("load", str(revoked), "--name", f"{PREFIX}svc").returncode == 0
+        assert say(held, "after") == "timeout"
+    finally:
+        original = compile_case([str(p) for p in POLICIES], CLUSTER, tmp_path / "original")
+        assert enforced.policyc("load", str(original), "--name", f"{PREFIX}svc").returncode == 0
+        held.stdin.close()
+        held.wait()
+        enforced.procs.remove(held)
+
+
+REFUSED = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.5)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.send(b"probe")
+try:
+    s.recv(256)
+    print("answered")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+"""
+
+
+def refused(model: NetModel, client: str, addr: str, port: int) -> str:
+    """A connected UDP socket's fate: the ICMP port unreachable its datagram earns surfaces as ECONNREFUSED."""
+    import sys
+
+    return run(in_netns(model.by_name[client].netns, [sys.executable, "-c", REFUSED, addr, str(port)])).stdout.strip()
+
+
+def test_an_icmp_error_from_a_backend_reaches_the_client_through_the_service(enforced):
+    """x/f may send to x/c on 9/UDP, where nothing listens: x/c's port unreachable reaches x/f directly, and
+    through the Service (port 5353 to x/c's 9) conntrack turns it into one from the ClusterIP about the
+    ClusterIP, which x/f's hook must relate to the connection nf_node let through."""
+    xc = str(enforced.by_name["x/c"].ips[0])
+    assert refused(enforced, "x/f", xc, 9) == "refused"
+    assert refused(enforced, "x/f", DNS_IP, 5353) == "refused"
