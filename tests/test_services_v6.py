@@ -68,9 +68,6 @@ def test_an_ipv6_cluster_ip_is_decided_against_the_backend_it_reached(enforced):
     assert "" in answers, answers  # x/c is picked with probability 1 - (2/3)**20
 
 
-@pytest.mark.xfail(strict=True, reason="nf_node decides an IPv6 packet as the first next header it names: behind a "
-                   "Destination Options header it sees protocol 60 without ports, so x/a's 80/TCP rule never matches "
-                   "(and an L3 allow with a port deny would let it through)")
 def test_an_extension_header_changes_no_verdict_through_an_ipv6_service(enforced):
     """A Destination Options header before TCP: from_pod and to_pod walk extension headers to the ports,
     so x/f reaches x/a directly with one; through the ClusterIP nf_node must decide the same TCP/80."""
