@@ -8,6 +8,8 @@ APT_PACKAGES="clang llvm libbpf-dev libelf-dev bpftool iproute2 iptables linux-l
 # The reference CNI plugins (ptp, bridge, host-local, loopback in /usr/lib/cni): tests/test_cni.py chains
 # policyc-cni after them as a container runtime does.
 APT_PACKAGES="$APT_PACKAGES containernetworking-plugins"
+# kube-proxy's nftables mode in the Services tests (tests/test_services_netns.py): the nft command.
+APT_PACKAGES="$APT_PACKAGES nftables"
 # `policyc graph -o svg|png` draws with Graphviz's dot.
 APT_PACKAGES="$APT_PACKAGES graphviz"
 # The bcc loader (policyc load --compiler bcc) and its tests: bcc and kernel headers. Where the
