@@ -150,8 +150,7 @@ def migrate(old_pins: Path, old_features: dict, new: BPFObject, new_features: di
                 ifindex = old_ifindex.get(key["endpoint"])
                 data = first_packet(key, value)
                 prog = progs.get(key["dir"])
-                if (ifindex is None or data is None or prog is None or ifindex not in new_endpoint
-                        or expired(value, key["proto"], now)):
+                if ifindex is None or data is None or prog is None or expired(value, key["proto"], now):
                     dropped += 1
                     continue
                 if prog.test_run(data, ctx=skb_ctx(ifindex)).retval != TC_ACT_OK:
