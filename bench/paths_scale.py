@@ -11,6 +11,7 @@ in-process pass splits one run into loading, building the graph and each questio
     python3 bench/paths_scale.py --report docs/bench-paths.json
     python3 bench/paths_scale.py --sizes 500,1000 --flavours open --repeat 1 --limit 300   # few policies
     python3 bench/paths_scale.py --sizes 1000 --flavours open --compare /tmp/before   # another checkout beside
+    python3 bench/paths_scale.py --sizes 1000 --flavours allowall --compare /tmp/before   # allow-all + deny
 """
 from __future__ import annotations
 
@@ -66,15 +67,31 @@ spec:
 """
 
 
+# The "allowall" flavour: the same pods under Cilium's advice for deny policies, an allow-all beside the
+# deny in one clusterwide policy: every egress is enforced, by a rule that names every class.
+ALLOW_ALL = """\
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: no-metadata-server}
+spec:
+  endpointSelector: {}
+  egress:
+  - toEntities: [all]
+  egressDeny:
+  - toCIDR: [169.254.169.254/32]
+"""
+FEW_POLICIES = {"open": NO_POLICY, "allowall": ALLOW_ALL}
+
+
 def cluster(out: Path, pods: int, flavour: str) -> tuple[Path, str]:
     """The generated cluster (reused when present) with its nodes; returns (directory, DST)."""
     d = out / f"{flavour}-{pods}"
     if not (d / "inventory.yaml").exists():
-        gen_cluster.generate(d, pods, pods, "cilium" if flavour == "open" else flavour, seed=1)
-        if flavour == "open":
+        gen_cluster.generate(d, pods, pods, "cilium" if flavour in FEW_POLICIES else flavour, seed=1)
+        if flavour in FEW_POLICIES:
             shutil.rmtree(d / "policies")
             (d / "policies").mkdir()
-            (d / "policies" / "selects-nothing.yaml").write_text(NO_POLICY)
+            (d / "policies" / "policy.yaml").write_text(FEW_POLICIES[flavour])
     nodes = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"node-{i}"},
               "status": {"addresses": [{"type": "InternalIP", "address": f"172.18.0.{i + 2}"}]}}
              for i in range(NODES)]

@@ -157,12 +157,15 @@ def _edges(capsys, *argv: str) -> tuple[nx.DiGraph, str]:
 
 def test_graph_draws_the_open_pairs_through_a_hub_or_each_one(capsys):
     hub, err = _edges(capsys, "--open-edges", "hub")
-    assert "drawn through the hub" in err and hub.nodes["(every open ingress)"]["kind"] == "hub"
+    assert "drawn through hubs" in err and hub.nodes["(every open ingress)"]["kind"] == "hub"
     assert hub.has_edge("open/a-0", "(every open ingress)") and hub.has_edge("(every open ingress)", "open/b-0 (+1)")
     assert hub.has_edge("(every open ingress)", "world-ipv6") and not hub.has_edge("open/a-0", "open/b-0 (+1)")
     assert hub.has_edge("world-ipv6", "(every open ingress in the cluster)")
     assert not hub.has_edge("(every open ingress in the cluster)", "world-ipv6")  # outside to outside: no hop
-    assert hub.has_edge("open/c-0", "open/a-0") and not hub.has_edge("open/c-0", "(every open ingress)")  # ruled
+    apart = "(every open ingress, but 1 place ruled apart)"  # c-0's egress is open but toward its deny's peer
+    assert hub.has_edge("open/c-0", apart) and not hub.has_edge("open/c-0", "(every open ingress)")
+    assert hub.has_edge(apart, "open/a-0") and not hub.has_edge(apart, "169.254.169.254/32")
+    assert not hub.has_edge("open/c-0", "169.254.169.254/32")  # denied: no edge at all
     assert hub.edges["(every open ingress)", "world-ipv6"]["ports"] == ["*/TCP", "*/UDP", "*/SCTP"]  # no ICMPv4
     each, err = _edges(capsys, "--open-edges", "expand")
     assert err == "" and each.has_edge("open/a-0", "open/b-0 (+1)") and not any(

@@ -34,9 +34,9 @@ def register(sub) -> None:
                         help="only the pods of NS and what they connect to directly (repeatable)")
     parser.add_argument("--no-nodes", action="store_true", help="leave the cluster's nodes out")
     parser.add_argument("--open-edges", choices=OPEN_EDGES, default="auto",
-                        help="pairs of an open egress and an open ingress (no rule decides them): 'expand' draws "
-                             f"an edge each (classes squared with few policies), 'hub' draws them through {HUBS[False]!r}; "
-                             "'auto' (default) expands when there are few")
+                        help="pairs that uniform sides decide (an open egress or an allow-all toward an open "
+                             "ingress): 'expand' draws an edge each (classes squared with few policies), 'hub' draws "
+                             f"them through hubs such as {HUBS[False]!r}; 'auto' (default) expands when there are few")
     parser.add_argument("--highlight", nargs=2, metavar=("SRC", "DST"),
                         help=f"draw the shortest chain from SRC to DST in red ({ENDPOINT_HELP})")
     parser.set_defaults(run=run)
@@ -58,8 +58,9 @@ def run(args) -> int:
         else:
             print(f"note: no chain from {args.highlight[0]} to {args.highlight[1]} to highlight", file=sys.stderr)
     if not expands(conn, ports, args.open_edges) and not args.quiet:
-        print(f"note: {conn.open.count(ports)} connections between an open egress and an open ingress are drawn "
-              f"through the hub {HUBS[False]!r} (--open-edges expand draws each)", file=sys.stderr)
+        print(f"note: {conn.open.count(ports)} connections that uniform sides decide (an open egress or an allow-all "
+              f"toward an open ingress) are drawn through hubs such as {HUBS[False]!r} (--open-edges expand draws "
+              "each)", file=sys.stderr)
     g = export_graph(conn, ports, args.pods, frozenset(args.namespace), chain, args.open_edges)
     if args.format in RENDERED and g.number_of_nodes() > BIG_PICTURE:
         print(f"note: drawing {g.number_of_nodes()} nodes and {g.number_of_edges()} edges can take Graphviz "

@@ -25,9 +25,9 @@ from .entities import RESERVED_IDS, reserved_identity, world_labels
 from .inventory import Inventory
 from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, FQDNPeer, Identity, IPAddress, IPNetwork, PolicySet,
                  SelectorPeer)
-from .portset import NONE, PortSet
+from .portset import PortSet
 from .openpairs import OpenPairs, Pool, key_of
-from .reachability import OPEN, OUTSIDE, ClassVerdicts, Side, classify, possible_ports
+from .reachability import ClassVerdicts, Side, Uniform, classify, possible_ports
 
 ROOTS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 # Entities naming identities that are neither pods, nodes nor world: a place each when a policy names them.
@@ -207,37 +207,31 @@ def _join(u: Place, v: Place, egress: Side | None, ingress: Side | None) -> Hop 
     return Hop(u.id, v.id, ports, (egress.l7 | ingress.l7) & ports, egress, ingress)
 
 
-def _class_hops(verdicts: ClassVerdicts, places: list[Place]) -> tuple[list[Hop], frozenset[int], frozenset[int]]:
-    """Hops between classes (pods and outside), from each class's sides: sparse where policies are;
-    with the classes whose egress, and those whose ingress, treats every peer alike (``OpenPairs``).
+def _class_hops(verdicts: ClassVerdicts, places: list[Place]) -> tuple[list[Hop], dict[int, Uniform],
+                                                                     dict[int, Uniform]]:
+    """Hops between classes (pods and outside) that a pair's own rules decide, from each class's sides;
+    with the uniform sides of the classes that have one, by direction (``OpenPairs`` decides the
+    pairs of two uniform sides that name each other as no exception).
 
-    A default-deny egress reaches only the classes its allow rules name.  An egress not enforced
-    may reach every class whose ingress admits it: the classes with an open ingress, and those
-    whose ingress rules name it.  A pair of an open egress and an open ingress with no deny rule
-    on either side is left to ``OpenPairs`` (their defaults decide it, whatever rules name): an
-    edge each would be classes squared in a cluster with few policies.
+    A default-deny egress without a broad allow reaches only the classes its allow rules name.  A
+    uniform egress may reach its exceptions, and the classes whose ingress rules name it: those
+    with no uniform ingress (a default-deny of narrow rules), and those whose uniform ingress has
+    it as an exception.  Every other pair is ``OpenPairs``'s: an edge each would be classes squared
+    in a cluster with few policies, or with an allow-all beside a deny.
     """
     n = len(places)
     egress = [verdicts.sides(c, Direction.EGRESS) for c in range(n)]
     ingress = [verdicts.sides(c, Direction.INGRESS) for c in range(n)]
-    open_egress = frozenset(u for u in range(n) if egress[u].default is not None)
-    open_in = frozenset(w for w in range(n) if ingress[w].default is not None)
-    hub_out = frozenset(u for u in open_egress if not egress[u].denies)
-    hub_in = frozenset(w for w in open_in if not ingress[w].denies)
-    naming: dict[int, set[int]] = {u: set() for u in open_egress}  # open source -> ingresses naming it
+    out = {u: side for u in range(n) if (side := egress[u].uniform()) is not None}
+    into = {w: side for w in range(n) if (side := ingress[w].uniform()) is not None}
+    naming: dict[int, set[int]] = {u: set() for u in out}  # uniform source -> ingresses deciding it by rule
     for w in range(n):
-        for rule in ingress[w].allows:
-            for u in verdicts.peer_classes(rule) & open_egress:
-                naming[u].add(w)
-    rest_in = open_in - hub_in  # open ingresses whose deny rules decide their hops
+        named = into[w].exceptions if w in into else set().union(*(verdicts.peer_classes(r) for r in ingress[w].allows))
+        for u in named & out.keys():
+            naming[u].add(w)
     hops = []
     for u in range(n):
-        if u in hub_out:
-            candidates = (naming[u] - hub_in) | rest_in
-        elif u in open_egress:
-            candidates = naming[u] | open_in
-        else:
-            candidates = egress[u].named()
+        candidates = out[u].exceptions | naming[u] if u in out else egress[u].named()
         for w in sorted(candidates):
             if (u == w and (places[u].kind.outside or len(places[u].members) < 2)) \
                     or (places[u].kind.outside and places[w].kind.outside):
@@ -247,7 +241,7 @@ def _class_hops(verdicts: ClassVerdicts, places: list[Place]) -> tuple[list[Hop]
                 hop = _join(places[u], places[w], e, ingress[w].get(u))
                 if hop is not None:
                     hops.append(hop)
-    return hops, hub_out, hub_in
+    return hops, out, into
 
 
 def _node_hops(verdicts: ClassVerdicts, nodes: list[Place], others: list[Place], classes: list[int]) -> Iterator[Hop]:
@@ -276,6 +270,19 @@ def _by_node(places: list[Place]) -> list[list[Place]]:
         out.append([Place(at + i, place.kind, _class_name(m) if place.kind is Kind.PODS else place.name, tuple(m))
                     for i, m in enumerate(groups.values())])
         at += len(groups)
+    return out
+
+
+def _parted(sides: dict[int, Uniform], parts: list[list[Place]]) -> dict[int, Uniform]:
+    """Uniform sides by class as uniform sides by place, once classes part by node: every part of a
+    class has its side, and an exception class stands for all its parts."""
+    mapped: dict[frozenset[int], frozenset[int]] = {}
+    out = {}
+    for c, side in sides.items():
+        if side.exceptions not in mapped:
+            mapped[side.exceptions] = frozenset(p.id for x in side.exceptions for p in parts[x])
+        for p in parts[c]:
+            out[p.id] = replace(side, exceptions=mapped[side.exceptions])
     return out
 
 
@@ -346,11 +353,8 @@ class Connectivity:
         """The hop from u to v, ruled or left to the defaults, or None."""
         if self.graph.has_edge(u, v):
             return self.graph[u][v]["hop"]
-        if not self.open.pair(u, v):
-            return None
-        a, b = self.places[u], self.places[v]
-        return Hop(u, v, self.open.ports(u, v), NONE, OUTSIDE if a.kind.outside else OPEN,
-                   OUTSIDE if b.kind.outside else OPEN)
+        pair = self.open.pair(u, v)
+        return None if pair is None else Hop(u, v, pair.ports, pair.l7, pair.egress, pair.ingress)
 
     def hop(self, u: int, v: int, ports: PortSet | None = None) -> Hop:
         hop = self.edge(u, v)
@@ -572,14 +576,14 @@ def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: 
     places += [Place(len(places) + i, Kind.RESERVED, f"reserved:{n}", (reserved_endpoint(n),))
                for i, n in enumerate(n for n in RESERVED_PLACES if n in reserved)]
     verdicts = ClassVerdicts(policy, [p.rep for p in places])
-    hops, open_out, open_in = _class_hops(verdicts, places)
+    hops, out, into = _class_hops(verdicts, places)
     node_places: list[Place] = []
     if node_eps:  # a node is host to its own pods (R3.9): classes part by node, and take their class's hops
         parts = _by_node(places)
         hops = [replace(h, src=u.id, dst=w.id) for h in hops for u in parts[h.src] for w in parts[h.dst]
                 if u is not w or len(u.members) > 1]
         places = [p for part in parts for p in part]
-        open_out, open_in = ({p.id for c in side for p in parts[c]} for side in (open_out, open_in))
+        out, into = (_parted(side, parts) for side in (out, into))
         classes = [c for c, part in enumerate(parts) for _ in part]
         node_places = [Place(len(places) + i, Kind.NODE, ep.name, (ep,)) for i, ep in enumerate(node_eps)]
         hops += _node_hops(verdicts, node_places, places, classes)
@@ -593,6 +597,6 @@ def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: 
                      "requests from outside the cluster); chains never pass through it, so a chain from world "
                      "through the proxy is not counted: ask about `ingress` itself (paths ingress DST)")
     every = places + node_places
-    pairs = OpenPairs(frozenset(open_out), frozenset(open_in), tuple(key_of(p.rep, p.kind.outside) for p in every),
-                      tuple(p.rep for p in every), frozenset(p.id for p in every if len(p.members) > 1))
+    pairs = OpenPairs(out, into, tuple(key_of(p.rep, p.kind.outside) for p in every), tuple(p.rep for p in every),
+                      frozenset(p.id for p in every if len(p.members) > 1))
     return Connectivity(every, hops, outside, notes, pairs)

@@ -4,24 +4,28 @@ The exported graph holds plain values only (names, kinds, port texts, rule refer
 any graph tool can read it; DOT draws namespaces as clusters, L7-filtered edges dashed and a
 highlighted chain in red.
 
-The pairs that only both sides' defaults decide (``OpenPairs``: an open egress to an open ingress)
-are classes squared in a cluster with few policies, and a picture of every one says nothing; they are
-drawn through hub nodes instead (u -> hub: u's egress is not enforced; hub -> w: w's ingress admits
-every peer), unless few or asked for (``open_edges``).  The highlighted chain is drawn hop by hop.
+The pairs that two uniform sides decide (``OpenPairs``: an open egress to an open ingress, or an
+allow-all egress) are classes squared in a cluster with few policies, and a picture of every one says
+nothing; they are drawn through hub nodes instead (u -> hub: u's egress is uniform; hub -> w: w's
+ingress admits the hub's sources alike), unless few or asked for (``open_edges``).  A hub is named
+by what it stands for: `(every open ingress)`, or the rules of the egress it stands for.  The
+highlighted chain is drawn hop by hop.
 """
 from __future__ import annotations
 
 import functools
 import shutil
 import subprocess
+from typing import Iterable
 
 import networkx as nx
 import pydot
 
 from .connectivity import Chain, Connectivity, Hop, Kind
 from .explain import rule_ref
+from .openpairs import Template
 from .portset import NONE, PortSet, label
-from .reachability import OPEN, OUTSIDE, Side
+from .reachability import Side
 
 RENDERED = ("svg", "png")  # formats Graphviz's `dot` draws
 _SHAPES = {Kind.PODS: ("box", "rounded,filled", "#e8f0fe"), Kind.NODE: ("box3d", "filled", "#fff4d6"),
@@ -57,7 +61,8 @@ def export_graph(conn: Connectivity, ports: PortSet | None = None, pods: bool = 
     edges += through
     lit = {(h.src, h.dst) for h in highlight}
     edges += sorted(lit - set(edges))  # an open pair of the chain, drawn as the hop it is
-    keep = inside = set(range(len(conn.places))) | {n for e in through for n in e}  # places and hubs
+    hub_names = _hub_names(conn, dict.fromkeys(n for e in through for n in e if not isinstance(n, int)))
+    keep = inside = set(range(len(conn.places))) | set(hub_names)  # places and hubs
     if namespaces:
         inside = {p for p in range(len(conn.places)) if conn.places[p].namespace in namespaces}
         keep = inside | {v for u, v in edges if u in inside} | {u for u, v in edges if v in inside}
@@ -71,13 +76,13 @@ def export_graph(conn: Connectivity, ports: PortSet | None = None, pods: bool = 
         """Graph keys: a node named like another place (world-ipv4) is ``node:NAME``, which no pod,
         outside range or reserved identity can be called."""
         if not isinstance(pid, int):
-            return [HUBS[pid[1]]]
+            return [hub_names[pid]]
         place = conn.places[pid]
         if place.kind is Kind.NODE and place.name in taken:
             return [f"node:{place.name}"]
         return [ep.display for ep in place.members] if pods and place.kind is Kind.PODS else [place.name]
 
-    for hub in sorted(p for p in keep if not isinstance(p, int)):
+    for hub in sorted((p for p in keep if not isinstance(p, int)), key=hub_names.get):
         out.add_node(names(hub)[0], kind=Kind.HUB.value, namespace="", members=[], highlighted=False)
     for pid in sorted(p for p in keep if isinstance(p, int)):
         place = conn.places[pid]
@@ -93,35 +98,70 @@ def export_graph(conn: Connectivity, ports: PortSet | None = None, pods: bool = 
 
 
 def _hub_edges(conn: Connectivity, ports: PortSet | None) -> dict[tuple, dict]:
-    """u -> hub for each open egress, hub -> w for each open ingress the hub's sources reach on
-    ``ports``, with their attributes: the ports the pairs may use, and the default side that decides."""
+    """u -> hub for each uniform egress, hub -> w for each uniform ingress the hub's sources reach on
+    ``ports``, with their attributes: the ports the pairs may use, and the side that decides.  A hub
+    per kind of source (outside the cluster or not), uniform side and set of exceptions, so that what
+    goes through a hub is exactly the pairs."""
     pairs, out = conn.open, {}
-    sources: dict[bool, set] = {}
+    members: dict[tuple, list[int]] = {}
     for u in sorted(pairs.out):
-        targets = pairs.targets(pairs.keys[u], ports)
-        if targets:
-            hub = ("hub", pairs.keys[u][0])
-            sources.setdefault(hub[1], set()).add(pairs.keys[u])
-            out[(u, hub)] = _open_attrs(_union(pairs.key_ports(pairs.keys[u], k) for k in targets), ports,
-                                        egress=OUTSIDE if conn.places[u].kind.outside else OPEN)
-    for outside, keys in sources.items():
-        for k in set().union(*(pairs.targets(s, ports) for s in keys)):
-            reach = _union(pairs.key_ports(s, k) for s in keys if k in pairs.targets(s, ports))
-            for w in pairs.groups[k]:
-                out[(("hub", outside), w)] = _open_attrs(reach, ports,
-                                                         ingress=OUTSIDE if conn.places[w].kind.outside else OPEN)
+        source = pairs.source(u)
+        made = [pairs.template(source, k) for k in pairs.targets(source, ports)]
+        if made:
+            hub = ("hub", source[0][0], pairs.out[u].group, pairs.barred[u])
+            members.setdefault(hub, []).append(u)
+            out[(u, hub)] = _open_attrs(made, ports, egress=made[0].egress)
+    for hub, sources in members.items():
+        reach: dict[int, list[Template]] = {}
+        for source in dict.fromkeys(pairs.source(u) for u in sources):
+            for k in pairs.targets(source, ports):
+                for w in pairs.groups[k]:
+                    if w not in hub[3]:
+                        reach.setdefault(w, []).append(pairs.template(source, k))
+        for w, made in reach.items():
+            out[(hub, w)] = _open_attrs(made, ports, ingress=made[0].ingress)
     return out
+
+
+def _hub_names(conn: Connectivity, hubs: Iterable[tuple]) -> dict[tuple, str]:
+    """A name per hub that says what it stands for: the open ones by ``HUBS``, others by their rules."""
+    pairs, out, taken = conn.open, {}, set()
+    first: dict[tuple, int] = {}
+    for u in sorted(pairs.out):
+        first.setdefault(("hub", pairs.keys[u][0], pairs.out[u].group, pairs.barred[u]), u)
+    for hub in hubs:
+        sides = pairs.out[first[hub]].sides
+        parts = [HUBS[hub[1]][1:-1] if not sides.allows else f"every ingress that {_refs(sides.allows)} allow"]
+        if sides.denies:
+            parts.append(f"less what {_refs(sides.denies)} deny")
+        if hub[3]:
+            parts.append(f"but {len(hub[3])} place{'s' if len(hub[3]) > 1 else ''} ruled apart")
+        name = base = "(" + ", ".join(parts) + ")"
+        while name in taken:
+            name = f"{base[:-1]} #{len(taken)})"
+        taken.add(name)
+        out[hub] = name
+    return out
+
+
+def _refs(rules) -> str:
+    return ", ".join(f"{r.origin.name} {r.origin.path}" for r in rules)
 
 
 def _union(sets) -> PortSet:
     return functools.reduce(lambda a, b: a | b, sets, NONE)
 
 
-def _open_attrs(reach: PortSet, ports: PortSet | None, egress: Side | None = None, ingress: Side | None = None) -> dict:
-    """An edge to or from a hub: one side's default decides, no rule."""
-    return {"ports": (reach if ports is None else reach & ports).texts(), "l7_filtered": [],
+def _open_attrs(made: list[Template], ports: PortSet | None, egress: Side | None = None,
+                ingress: Side | None = None) -> dict:
+    """An edge to or from a hub: one side, uniform toward the pairs, decides; the ports are the pairs'."""
+    reach, l7 = _union(t.ports for t in made), _union(t.l7 for t in made)
+    if ports is not None:
+        reach, l7 = reach & ports, l7 & ports
+    return {"ports": reach.texts(), "l7_filtered": l7.texts(),
             "egress": egress.reason.value if egress else "", "ingress": ingress.reason.value if ingress else "",
-            "egress_rules": [], "ingress_rules": [], "highlighted": False}
+            "egress_rules": [rule_ref(r) for r in egress.rules] if egress else [],
+            "ingress_rules": [rule_ref(r) for r in ingress.rules] if ingress else [], "highlighted": False}
 
 
 def to_json(g: nx.DiGraph) -> dict:
