@@ -11,6 +11,8 @@ Dimensions (``n`` is the size of the one that grows):
   half /32 (every other /32 inside one of the /24s, every tenth /24 with an ``except``): the shape
   of issue 15's table;
 * ``pods``: ``n`` pods in namespaces of 20, a fixed policy set (one per namespace);
+* ``open`` / ``allowall``: ``n`` pods of ``n / 2`` apps with no policy that selects them, or with one
+  clusterwide allow to `all` beside a deny (Cilium's advice for deny policies);
 * ``policies``: ``n`` CNPs over a fixed 100 pods;
 * ``rules``: one CNP with ``n`` ingress rules;
 * ``ports`` / ``portranges``: ``n`` distinct ports (or port ranges) in one policy's rules;
@@ -156,6 +158,17 @@ def open_case(n: int) -> Case:
                    changed=with_change([policy], lambda ps: ps[0]["spec"]["ingress"][0].update(toPorts=tcp(81))))
 
 
+def allowall_case(n: int) -> Case:
+    """The pods of ``open`` under Cilium's advice for deny policies: one clusterwide policy lets every
+    pod egress to `all` but the metadata address, so a rule decides every egress toward every peer."""
+    case = from_gen_cluster("allowall", n, n, None, "cilium")
+    policy = {"apiVersion": "cilium.io/v2", "kind": CCNP_KIND, "metadata": {"name": "no-metadata-server"},
+              "spec": {"endpointSelector": {}, "egress": [{"toEntities": ["all"]}],
+                       "egressDeny": [{"toCIDR": ["169.254.169.254/32"]}]}}
+    return replace(case, policies=(policy,), changed=with_change(
+        [policy], lambda ps: ps[0]["spec"]["egressDeny"][0].update(toCIDR=["169.254.169.253/32"])))
+
+
 def policies_case(n: int, flavour: str = "cilium") -> Case:
     """``n`` policies over 100 pods (the base set, then metrics-scraping extras)."""
     return from_gen_cluster("policies", n, 100, n, flavour)
@@ -270,6 +283,7 @@ GENERATORS = {
     "cidr": cidr_case,
     "pods": pods_case,
     "open": open_case,
+    "allowall": allowall_case,
     "policies": policies_case,
     "rules": rules_case,
     "ports": ports_case,

@@ -115,3 +115,34 @@ EXTERNALS = tuple(external(ipaddress.ip_address(a)) for a in ("192.0.2.10", "192
 RESERVED = tuple(Endpoint(EndpointKind.EXTERNAL, f"reserved:{n}", "", (),
                           Identity(0, frozenset({reserved_label(n)})))
                  for n in ("health", "kube-apiserver"))
+
+
+WIDE = ("all", "cluster", "world")  # entities naming most places: what makes a side uniform toward most peers
+
+
+@st.composite
+def broad_policy_sets(draw):
+    """``policy_sets`` with rules that decide a side for nearly every peer: an allow to `all`, `cluster` or
+    every pod, switched to default-deny or not, beside narrow deny (or allow) rules, as Cilium advises for
+    deny policies (an allow-all beside the deny); in either direction, on some ports or all."""
+    base = draw(policy_sets(max_rules=3))
+    extra, dds = [], []
+    for i in range(draw(st.integers(1, 3))):
+        subject = draw(selectors)
+        direction = draw(st.sampled_from(list(Direction)))
+        name = draw(st.sampled_from(WIDE + ("pods",)))
+        wide = SelectorPeer((Selector(),)) if name == "pods" else SelectorPeer(entity_selectors(name, "default"),
+                                                                              "entity", name)
+        any_port = (PortMatch(Protocol.ANY),)
+        extra.append(Rule(f"b{i}", origin(50 + i), subject, SubjectKind.ENDPOINT, direction,
+                          draw(st.sampled_from((Action.ALLOW,) * 3 + (Action.DENY,))), (wide,),
+                          any_port if draw(st.booleans()) else tuple(draw(st.lists(ports(), min_size=1, max_size=2)))))
+        for j in range(draw(st.integers(1, 2))):  # the exceptions: pods mostly, as a deny from a namespace
+            narrow = SelectorPeer((draw(selectors),)) if draw(st.integers(0, 2)) else draw(peers())
+            extra.append(Rule(f"b{i}n{j}", origin(60 + 2 * i + j), subject, SubjectKind.ENDPOINT, direction,
+                              draw(st.sampled_from((Action.DENY,) * 2 + (Action.ALLOW,))), (narrow,),
+                              tuple(draw(st.lists(ports(), min_size=1, max_size=2)))))
+        if draw(st.booleans()):
+            dds.append(DefaultDeny(subject, SubjectKind.ENDPOINT, direction, origin(120 + i)))
+    policies = tuple(Policy("CiliumNetworkPolicy", "x", f"b{i}", origin(50 + i)) for i in range(len(extra)))
+    return PolicySet(base.rules + tuple(extra), base.default_deny + tuple(dds), base.policies + policies)

@@ -17,7 +17,7 @@ import pydot
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from irgen import EXTERNALS, inventories, policy_sets, selectors
+from irgen import EXTERNALS, broad_policy_sets, inventories, policy_sets, selectors
 
 from policyc.cli import main
 from policyc.commands.matrix import compute
@@ -306,7 +306,7 @@ def _outside(a, b) -> bool:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(policy=policy_sets(), inventory=inventories())
+@given(policy=policy_sets() | broad_policy_sets(), inventory=inventories())
 def test_every_edge_is_the_evaluators_verdict_on_every_port(policy, inventory):
     """Pod by pod, node by node and address by address: an edge (and its L7 mark and rules) exactly where
     the evaluator allows, on exactly the ports it allows."""

@@ -1,9 +1,11 @@
-"""The open pairs (an open egress to an open ingress) held as two sets, not an edge each: same answers.
+"""The uniform pairs (an open egress or an allow-all to an open ingress) held as sets, not an edge each:
+same answers.
 
 The reference is the plain pairwise graph: an edge for every pair of places that ``Connectivity.edge``
 allows (each of those is the evaluator's verdict, tests/test_paths.py), searched by networkx.  Hop
 distances, shortest and k shortest chains, blast radii and their counts must be those of the pairwise
-graph, on generated clusters that mix open and policy'd classes, with ports restricted and nodes trusted.
+graph, on generated clusters that mix open and policy'd classes, and sides that broad rules decide
+beside narrow exceptions (``broad_policy_sets``), with ports restricted and nodes trusted.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import networkx as nx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from irgen import inventories, policy_sets
+from irgen import broad_policy_sets, inventories, policy_sets
 
 from policyc.cli import main
 from policyc.compiler.connectivity import Kind, build
@@ -59,7 +61,7 @@ def reference_chains(conn, g, srcs, dsts, avoid, pinned):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(policy=policy_sets(), inventory=inventories(), data=st.data())
+@given(policy=policy_sets() | broad_policy_sets(), inventory=inventories(), data=st.data())
 def test_the_open_pairs_answer_as_an_edge_per_pair(policy, inventory, data):
     conn = build(policy, inventory, targets=[])
     ports = data.draw(PORTS)
@@ -179,3 +181,24 @@ def test_a_highlighted_chain_is_drawn_hop_by_hop_beside_the_hub(capsys):
     g, _ = _edges(capsys, "--open-edges", "hub", "--highlight", "open/a-0", "locked/db-0")
     red = {(u, v) for u, v, d in g.edges(data=True) if d["highlighted"]}
     assert red == {("open/a-0", "open/b-0 (+1)"), ("open/b-0 (+1)", "locked/db-0")}
+
+
+# ---------------------------------------------------------------- an allow-all beside denies, end to end
+
+ALLOW_ALL = (str(DATA / "allowall.yaml"), "--inventory", str(DATA / "inventory.yaml"), "--trust-nodes")
+
+
+def test_an_allow_all_beside_denies_keeps_the_denied_pairs_out(capsys):
+    """Every egress allows `all` but the metadata address; locked/db admits the cluster but open/c: both
+    exceptions hold, on either side of the pair, and everything else is one hop."""
+    code, out, _ = run(capsys, "paths", "open/c-0", "locked/db-0", *ALLOW_ALL, "-o", "json")
+    (chain,) = json.loads(out)["chains"]
+    assert code == 1 and chain["length"] == 2  # through another pod: db denies c itself
+    assert chain["hops"][0]["egress"]["rules"][0]["name"] == "no-metadata-server"
+    assert run(capsys, "paths", "open/c-0", "locked/db-0", *ALLOW_ALL, "--max-hops", "1")[0] == 0
+    assert run(capsys, "paths", "open/a-0", "locked/db-0", *ALLOW_ALL, "--max-hops", "1")[0] == 1
+    assert run(capsys, "paths", "namespace=open", "169.254.169.254", *ALLOW_ALL)[0] == 0  # nobody, however far
+    code, out, _ = run(capsys, "blast-radius", "open/c-0", *ALLOW_ALL, "--max-hops", "1", "-o", "json")
+    assert code == 0 and json.loads(out)["pods"] == 3  # a-0, b-0, b-1
+    conn = build(load_policies([ALLOW_ALL[0]])[0], load_inventory([ALLOW_ALL[2]]), nodes=False)
+    assert conn.graph.number_of_edges() == 0 and conn.open.count() == 29  # every exception pair is denied

@@ -131,7 +131,7 @@ def _hub_names(conn: Connectivity, hubs: Iterable[tuple]) -> dict[tuple, str]:
         first.setdefault(("hub", pairs.keys[u][0], pairs.out[u].group, pairs.barred[u]), u)
     for hub in hubs:
         sides = pairs.out[first[hub]].sides
-        parts = [HUBS[hub[1]][1:-1] if not sides.allows else f"every ingress that {_refs(sides.allows)} allow"]
+        parts = [HUBS[hub[1]][1:-1] if not sides.allows else f"every peer that {_refs(sides.allows)} allows"]
         if sides.denies:
             parts.append(f"less what {_refs(sides.denies)} deny")
         if hub[3]:
