@@ -28,7 +28,7 @@ from policyc.compiler.inventory import Inventory, load_inventory
 from policyc.compiler.ir import EndpointKind, Protocol, Selector
 from policyc.compiler.portset import PROTOCOLS, PortSet, parse_ports
 from policyc.compiler.verify.findings import Location
-from policyc.compiler.verify.multihop import MultiHop, reach_counts
+from policyc.compiler.verify.multihop import MultiHop, reach_counts, reach_counts_within
 from policyc.compiler.diagnostics import PolicycError
 from policyc.compiler.source import parse_text
 from policyc.compiler.verify.spec import WORLD, Addresses, MaxBlastRadius, NoPath, Pods, PortRange, parse_spec
@@ -407,17 +407,26 @@ def test_no_path_holds_exactly_when_bfs_over_matrix_finds_no_chain(policy, inven
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(policy=policy_sets(), inventory=inventories(), trust=st.booleans(), ports=st.none() | st.just(PortSet.of(
+@given(policy=policy_sets() | broad_policy_sets(), inventory=inventories(), trust=st.booleans(), ports=st.none() | st.just(PortSet.of(
     [(Protocol.TCP, 80, 80), (Protocol.UDP, 53, 53)])))
 def test_blast_radius_counts_over_the_condensation_equal_breadth_first_search(policy, inventory, trust, ports):
     conn = build(policy, inventory, targets=[])
     avoid = frozenset(conn.nodes()) if trust else frozenset()
     counts = reach_counts(conn, ports, avoid)
+    within = {hops: reach_counts_within(conn, ports, avoid, hops) for hops in (1, 2, 3)}
     for place in conn.places:
         if place.kind is Kind.PODS:
-            found = conn.reach({place.id}, None, ports, avoid)
-            pods = sum(len(conn.places[p].members) for p in found if conn.places[p].kind is Kind.PODS)
-            assert counts[place.id] == pods - (place.id in found)
+            assert counts[place.id] == _reached_pods(conn, place, conn.reach({place.id}, None, ports, avoid))
+        if place.kind in (Kind.PODS, Kind.NODE):  # bounded: every class at once, as a search from each
+            for hops, bounded in within.items():
+                found = conn.reach({place.id}, hops, ports, avoid)
+                assert bounded[place.id] == _reached_pods(conn, place, found), (place.name, hops)
+
+
+def _reached_pods(conn, place, found) -> int:
+    """Pods a pod of ``place`` reaches: every member of a reached class but that pod itself."""
+    pods = sum(len(conn.places[p].members) for p in found if conn.places[p].kind is Kind.PODS)
+    return pods - (place.id in found and place.kind is Kind.PODS)
 
 
 def test_max_blast_radius_bounded_and_unbounded_agree_on_the_example():

@@ -22,7 +22,7 @@ from policyc.compiler.connectivity import Kind, build
 from policyc.compiler.frontend import load_policies
 from policyc.compiler.inventory import load_inventory
 from policyc.compiler.portset import parse_ports
-from policyc.compiler.verify.multihop import reach_counts
+from policyc.compiler.verify.multihop import reach_counts, reach_counts_within
 
 DATA = Path(__file__).parent / "data" / "paths" / "open"
 CLUSTER = (str(DATA / "policies.yaml"), "--inventory", str(DATA / "inventory.yaml"))
@@ -97,13 +97,23 @@ def test_the_open_pairs_answer_as_an_edge_per_pair(policy, inventory, data):
     for chain in chains:
         assert chain[0].src in srcs and chain[-1].dst in dsts and all(g.has_edge(h.src, h.dst) for h in chain)
         assert len({h.dst for h in chain}) == len(chain)  # simple after the first place
-    # blast radius of every class at once, over the hubs
+    # blast radius of every class at once, over the hubs, and within a few hops
     counts = reach_counts(conn, ports, avoid)
+    hops = data.draw(st.integers(1, 3))
+    within = reach_counts_within(conn, ports, avoid, hops)
     for place in conn.places:
         if place.kind is Kind.PODS:
             reached = set().union(*({v} | nx.descendants(h, v) for v in h.successors(place.id)))
-            pods = sum(len(conn.places[p].members) for p in reached if conn.places[p].kind is Kind.PODS)
-            assert counts[place.id] == pods - (place.id in reached)
+            assert counts[place.id] == _pods(conn, place, reached)
+        if place.kind in (Kind.PODS, Kind.NODE):  # the first hop from g: a node's own is taken even if avoided
+            near = set().union(*(nx.single_source_shortest_path_length(h, v, cutoff=hops - 1)
+                                 for v in g.successors(place.id)))
+            assert within[place.id] == _pods(conn, place, near)
+
+
+def _pods(conn, place, reached) -> int:
+    pods = sum(len(conn.places[p].members) for p in reached if conn.places[p].kind is Kind.PODS)
+    return pods - (place.id in reached and place.kind is Kind.PODS)
 
 
 def _first(it, k: int) -> list[int]:

@@ -374,10 +374,9 @@ class Connectivity:
         for u in sorted(self.open.out):
             yield from ((u, w) for w in self.open.pool(ports).take(u))
 
-    def relay_graph(self, ports: PortSet | None, avoid: frozenset[int]) -> nx.DiGraph:
-        """Every place, the edges usable on ``ports`` that leave places that relay (not ``avoid``, not
-        outside), the open pairs through hubs (``OpenPairs.hubs``): what reaches what, in linear size."""
-        stop = avoid | self.ends
+    def relay_graph(self, ports: PortSet | None, stop: frozenset[int]) -> nx.DiGraph:
+        """Every place, the edges usable on ``ports`` that leave places not in ``stop`` (those that
+        relay), the uniform pairs through hubs (``OpenPairs.hubs``): what reaches what, in linear size."""
         g = nx.DiGraph()
         g.add_nodes_from(range(len(self.places)))
         g.add_edges_from(e for e in self.ruled(ports).edges if e[0] not in stop)

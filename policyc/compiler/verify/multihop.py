@@ -85,7 +85,7 @@ class MultiHop:
         if not classes:
             return True, f"no pod matches {inv.src} (vacuously)", "", None
         counts = (reach_counts(self.conn, ports, avoid) if inv.max_hops is None else
-                  {c: _count(self.conn, c, self.conn.reach({c}, inv.max_hops, ports, avoid)) for c in classes})
+                  reach_counts_within(self.conn, ports, avoid, inv.max_hops))
         worst = max(classes, key=lambda c: (counts[c], -c))
         pod = next(ep.display for ep in self.conn.places[worst].members if ep in src.endpoints)
         found = self.conn.reach({worst}, inv.max_hops, ports, avoid)
@@ -97,10 +97,21 @@ class MultiHop:
                 "\n".join(blast_text(self.conn, data)), data)
 
 
-def _count(conn: Connectivity, c: int, found: dict) -> int:
-    """Pods reached from one pod of class ``c``: every member of a reached class but that pod itself."""
-    pods = sum(len(conn.places[p].members) for p in found if conn.places[p].kind is Kind.PODS)
-    return pods - (c in found and conn.places[c].kind is Kind.PODS)
+def _pod_bits(conn: Connectivity, g: nx.DiGraph) -> dict:
+    """Each place's pods as bits of one integer (a bit per pod; none for hubs and what is not a pod)."""
+    bits, at = {}, 0
+    for p in conn.places:
+        size = len(p.members) if p.kind is Kind.PODS else 0
+        bits[p.id] = ((1 << size) - 1) << at
+        at += size
+    bits.update((n, 0) for n in g if n not in bits)  # hubs
+    return bits
+
+
+def _counts(conn: Connectivity, reached: dict, bits: dict) -> dict[int, int]:
+    """Pods one pod of each pod class (and node) reaches: the bits reached, less that pod itself."""
+    return {c: reached[c].bit_count() - bool(reached[c] & bits[c])
+            for c in range(len(conn.places)) if conn.places[c].kind in (Kind.PODS, Kind.NODE)}
 
 
 def reach_counts(conn: Connectivity, ports: PortSet | None, avoid: frozenset[int]) -> dict[int, int]:
@@ -108,16 +119,11 @@ def reach_counts(conn: Connectivity, ports: PortSet | None, avoid: frozenset[int
 
     One pass over the condensation (strongly connected components, in reverse topological order),
     the pods reached held as bit sets: every class at the cost of a few breadth-first searches.  The
-    open pairs pass through hubs (``Connectivity.relay_graph``), which hold no pod; a place of one pod
-    may seem to reach itself through one, and a pod's own bit is never counted.
+    uniform pairs pass through hubs (``Connectivity.relay_graph``), which hold no pod; a place of one
+    pod may seem to reach itself through one, and a pod's own bit is never counted.
     """
-    g = conn.relay_graph(ports, avoid)
-    bits, at = {}, 0
-    for p in conn.places:
-        size = len(p.members) if p.kind is Kind.PODS else 0
-        bits[p.id] = ((1 << size) - 1) << at
-        at += size
-    bits.update((n, 0) for n in g if n not in bits)  # hubs
+    g = conn.relay_graph(ports, avoid | conn.ends)
+    bits = _pod_bits(conn, g)
     dag = nx.condensation(g)
     pods: dict[int, int] = {}
     for comp, members in dag.nodes(data="members"):
@@ -133,5 +139,36 @@ def reach_counts(conn: Connectivity, ports: PortSet | None, avoid: frozenset[int
             own |= reached[nxt] | pods[nxt]
         reached[comp] = own
     mapping = dag.graph["mapping"]
-    return {c: reached[mapping[c]].bit_count() - bool(reached[mapping[c]] & bits[c])
-            for c in range(len(conn.places)) if conn.places[c].kind in (Kind.PODS, Kind.NODE)}
+    return _counts(conn, {c: reached[mapping[c]] for c in range(len(conn.places))}, bits)
+
+
+def reach_counts_within(conn: Connectivity, ports: PortSet | None, avoid: frozenset[int],
+                        max_hops: int) -> dict[int, int]:
+    """``reach_counts`` by chains of at most ``max_hops`` hops, as ``Connectivity.reach`` counts them.
+
+    Breadth first for every place at once, the pods reached held as bit sets: round k gives each
+    place what it reaches in k hops from its successors' round k - 1 (a hub passes its places' on in
+    the same hop), so ``max_hops`` rounds over the edges (fewer once nothing changes) rather than a
+    search per class.  Every place takes its first hop; a place of ``avoid`` or outside the cluster
+    is reached but relays nothing.
+    """
+    stop = avoid | conn.ends
+    g = conn.relay_graph(ports, frozenset())
+    bits = _pod_bits(conn, g)
+    hubs = [n for n in g if not isinstance(n, int)]
+    reached = {n: 0 for n in range(len(conn.places))}
+    for _ in range(max_hops):
+        gain = {v: bits[v] | reached[v] if v not in stop else bits[v] for v in reached}
+        through = {h: _union(gain[w] for w in g.successors(h)) for h in hubs}
+        nxt = {u: _union(through[v] if v in through else gain[v] for v in g.successors(u)) for u in reached}
+        if nxt == reached:
+            break
+        reached = nxt
+    return _counts(conn, reached, bits)
+
+
+def _union(bit_sets) -> int:
+    out = 0
+    for b in bit_sets:
+        out |= b
+    return out
