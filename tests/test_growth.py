@@ -17,7 +17,8 @@ compile), and the matrix's rows (one per pair: the class tables are judged inste
 no policy, ``open``, the tables are every pair too).  The connectivity graph (``paths``, ``graph``) is
 judged where its size follows the input, in GRAPHED dimensions: a place per prefix, and a class per
 app of a cluster with no policy or with an allow-all beside a deny (whose pairs it holds as uniform
-sides, not an edge each); grown with policies its edges are pairs of classes that rules name.
+sides, not an edge each), and distinct ports or port ranges (each edge's label a sweep over sorted
+spans); grown with policies its edges are pairs of classes that rules name.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ PER_ITEM = 8
 SIZES = {"cidr": 100, "pods": 60, "open": 40, "allowall": 40, "policies": 60, "rules": 50, "ports": 50, "portranges": 50, "namespaces": 20,
          "labels": 100, "entities": 40, "nodes": 20, "cluster-k8s": 64, "cluster-cilium": 64}
 OUTPUT_BOUND = {("cluster-k8s", "compile"), ("cluster-cilium", "compile"), ("open", "matrix"), ("allowall", "matrix")}
-GRAPHED = {"cidr", "open", "allowall"}
+GRAPHED = {"cidr", "open", "allowall", "ports", "portranges"}
 
 
 def _json(path: Path, value) -> None:

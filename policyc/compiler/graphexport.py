@@ -13,7 +13,6 @@ highlighted chain is drawn hop by hop.
 """
 from __future__ import annotations
 
-import functools
 import shutil
 import subprocess
 from typing import Iterable
@@ -24,7 +23,7 @@ import pydot
 from .connectivity import Chain, Connectivity, Hop, Kind
 from .explain import rule_ref
 from .openpairs import Template
-from .portset import NONE, PortSet, label
+from .portset import PortSet, label
 from .reachability import Side
 
 RENDERED = ("svg", "png")  # formats Graphviz's `dot` draws
@@ -148,8 +147,7 @@ def _refs(rules) -> str:
     return ", ".join(f"{r.origin.name} {r.origin.path}" for r in rules)
 
 
-def _union(sets) -> PortSet:
-    return functools.reduce(lambda a, b: a | b, sets, NONE)
+_union = PortSet.union
 
 
 def _open_attrs(made: list[Template], ports: PortSet | None, egress: Side | None = None,

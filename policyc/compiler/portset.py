@@ -60,30 +60,49 @@ class PortSet:
         return PortSet(_merge(self.spans + other.spans))
 
     def __and__(self, other: "PortSet") -> "PortSet":
+        """One sweep over both sorted span lists: a rule of thousands of ports costs thousands, not millions."""
         if self is EVERY:
             return other
         if other is EVERY:
             return self
-        out = []
-        for p, lo, hi in self.spans:
-            for q, lo2, hi2 in other.spans:
-                if p is q and lo <= hi2 and lo2 <= hi:
-                    out.append((p, max(lo, lo2), min(hi, hi2)))
+        a, b, out = self.spans, other.spans, []
+        i = j = 0
+        while i < len(a) and j < len(b):
+            p, lo, hi = a[i]
+            q, lo2, hi2 = b[j]
+            if p is q and lo <= hi2 and lo2 <= hi:
+                out.append((p, max(lo, lo2), min(hi, hi2)))
+            if (_ORDER[p], hi) < (_ORDER[q], hi2):  # the span that ends first meets nothing further
+                i += 1
+            else:
+                j += 1
         return PortSet(_merge(out))
 
     def __sub__(self, other: "PortSet") -> "PortSet":
+        """One sweep: each span of ``other`` is passed over once, or twice when it reaches into the next."""
         if not other.spans or not self.spans:
             return self
-        out = []
+        b, out, j = other.spans, [], 0
         for p, lo, hi in self.spans:
-            pieces = [(lo, hi)]
-            for q, lo2, hi2 in other.spans:
-                if q is not p:
-                    continue
-                pieces = [piece for a, b in pieces
-                          for piece in ((a, min(b, lo2 - 1)), (max(a, hi2 + 1), b)) if piece[0] <= piece[1]]
-            out += [(p, a, b) for a, b in pieces]
-        return PortSet(_merge(out))
+            at = lo
+            while j < len(b) and (_ORDER[b[j][0]], b[j][2]) < (_ORDER[p], at):
+                j += 1  # ends before this span: before every later one too
+            k = j
+            while k < len(b) and b[k][0] is p and b[k][1] <= hi:
+                _, lo2, hi2 = b[k]
+                if lo2 > at:
+                    out.append((p, at, lo2 - 1))
+                at = max(at, hi2 + 1)
+                k += 1
+            if at <= hi:
+                out.append((p, at, hi))
+        return PortSet(tuple(out))
+
+    @classmethod
+    def union(cls, sets) -> "PortSet":
+        """The union of many sets at once: one sort, not a merge per set."""
+        spans = [span for s in sets for span in s.spans]
+        return cls(_merge(spans))
 
     def contains(self, protocol: Protocol, port: int) -> bool:
         return any(p is protocol and lo <= port <= hi for p, lo, hi in self.spans)
@@ -126,11 +145,7 @@ def match_ports(pm: PortMatch, dst: Endpoint) -> PortSet:
 
 def rule_ports(rule: Rule, dst: Endpoint, plain_only: bool = False) -> PortSet:
     """The union of the rule's port matches toward ``dst``; ``plain_only``: those without L7 rules."""
-    out = NONE
-    for pm in rule.ports:
-        if not plain_only or pm.l7 is None:
-            out = out | match_ports(pm, dst)
-    return out
+    return PortSet.union(match_ports(pm, dst) for pm in rule.ports if not plain_only or pm.l7 is None)
 
 
 _SPAN = re.compile(r"^(\*|[0-9]+(?:-[0-9]+)?)(?:/([A-Za-z0-9]+))?$")

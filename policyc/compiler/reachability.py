@@ -39,11 +39,7 @@ OPEN = Side(Reason.NOT_ENFORCED, EVERY)
 LOCALHOST = Side(Reason.LOCALHOST, EVERY)
 
 
-def _union(sets) -> PortSet:
-    out = NONE
-    for s in sets:
-        out = out | s
-    return out
+_union = PortSet.union
 
 
 def _class_key(ep: Endpoint) -> tuple:
