@@ -27,7 +27,8 @@ from .ir import (Action, CIDRPeer, Direction, Endpoint, EndpointKind, FQDNPeer, 
                  SelectorPeer)
 from .portset import PortSet
 from .openpairs import OpenPairs, Pool, key_of
-from .reachability import ClassVerdicts, Side, Uniform, classify, possible_ports
+from .evaluate import peer_labels
+from .reachability import ClassVerdicts, Side, Uniform, classify, open_uniform, possible_ports
 
 ROOTS = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 # Entities naming identities that are neither pods, nodes nor world: a place each when a policy names them.
@@ -244,10 +245,49 @@ def _class_hops(verdicts: ClassVerdicts, places: list[Place]) -> tuple[list[Hop]
     return hops, out, into
 
 
-def _node_hops(verdicts: ClassVerdicts, nodes: list[Place], others: list[Place], classes: list[int]) -> Iterator[Hop]:
-    """Hops to and from nodes, pair by pair (a node looks different from the pods it runs: R3.9);
-    ``classes``: the verdicts' class of each place of ``others``, by place id."""
+def _with_nodes(verdicts: ClassVerdicts, places: list[Place], classes: list[int], nodes: list[Place],
+                sides: dict[int, Uniform], direction: Direction) -> dict[int, Uniform]:
+    """Uniform sides once nodes take part: a node that no host policy selects in ``direction`` is open
+    toward every peer, and a pod place's uniform side gains as exceptions the nodes its rules do not
+    decide as it decides a class (found once per set of rules, a node seen as ``remote-node``), and
+    its own node, which it sees as ``host`` and (ingress) always admits (R3.9)."""
+    out: dict[int, Uniform] = {}
+    every = frozenset(n.id for n in nodes)
+    by_name = {n.name: n for n in nodes}
+    apart: dict[tuple, frozenset[int]] = {}
+    for pid, side in sides.items():
+        place = places[pid]
+        if place.kind is not Kind.PODS:  # outside: nothing enforces, toward nodes too
+            out[pid] = side
+            continue
+        full = verdicts.sides(classes[pid], direction)
+        rules = full.allows + full.denies if full.default_deny else full.denies
+        broad = {id(r) for r in side.sides.allows + side.sides.denies}
+        key = tuple(map(id, rules)), tuple(sorted(broad))
+        if key not in apart:
+            apart[key] = every - {n.id for n in nodes if verdicts.fits(rules, broad, n.rep, n.rep.identity.labels)}
+        extra = apart[key]
+        own = by_name.get(place.rep.node)
+        if own is not None:
+            host = direction is Direction.EGRESS and verdicts.fits(rules, broad, own.rep,
+                                                                   peer_labels(own.rep, place.rep))
+            extra = extra - {own.id} if host else extra | {own.id}
+        out[pid] = replace(side, exceptions=side.exceptions | extra) if extra else side
+    for node in nodes:
+        allows, denies, dd = verdicts.evaluator.subject_rules(node.rep, direction)
+        if not (allows or denies or dd):
+            out[node.id] = open_uniform(verdicts, direction, node.rep)
+    return out
+
+
+def _node_hops(verdicts: ClassVerdicts, nodes: list[Place], others: list[Place], classes: list[int],
+               pairs: OpenPairs) -> Iterator[Hop]:
+    """Hops to and from nodes that a pair's own rules decide, pair by pair (a node looks different from
+    the pods it runs: R3.9); ``classes``: the verdicts' class of each place of ``others``, by place id;
+    the pairs of two uniform sides are ``pairs``'s."""
     def hop(u: Place, v: Place) -> Hop | None:
+        if pairs.uniform(u.id, v.id):
+            return None
         cu, cv = (None if p.kind is Kind.NODE else classes[p.id] for p in (u, v))
         e = verdicts.endpoint_side(Direction.EGRESS, u.rep, v.rep, cu)
         return _join(u, v, e, verdicts.endpoint_side(Direction.INGRESS, v.rep, u.rep, cv)) if e.ports else None
@@ -379,8 +419,9 @@ class Connectivity:
         relay), the uniform pairs through hubs (``OpenPairs.hubs``): what reaches what, in linear size."""
         g = nx.DiGraph()
         g.add_nodes_from(range(len(self.places)))
-        g.add_edges_from(e for e in self.ruled(ports).edges if e[0] not in stop)
-        g.add_edges_from(self.open.hubs(ports, (p for p in range(len(self.places)) if p not in stop)))
+        ruled = self.ruled(ports)
+        g.add_edges_from(e for e in ruled.edges if e[0] not in stop)
+        g.add_edges_from(self.open.hubs(ports, (p for p in range(len(self.places)) if p not in stop), ruled.has_edge))
         return g
 
     def _expand(self, u: int, ports: PortSet | None, pool: Pool, seen: set[int],
@@ -585,7 +626,8 @@ def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: 
         out, into = (_parted(side, parts) for side in (out, into))
         classes = [c for c, part in enumerate(parts) for _ in part]
         node_places = [Place(len(places) + i, Kind.NODE, ep.name, (ep,)) for i, ep in enumerate(node_eps)]
-        hops += _node_hops(verdicts, node_places, places, classes)
+        out, into = (_with_nodes(verdicts, places, classes, node_places, side, d)
+                     for side, d in ((out, Direction.EGRESS), (into, Direction.INGRESS)))
     notes = [fqdn] if (fqdn := fqdn_caveat(policy)) else []
     named = {p.name for r in policy.rules for p in r.peers if isinstance(p, SelectorPeer) and p.kind == "entity"}
     if not node_eps and named & {"host", "remote-node"}:
@@ -598,4 +640,6 @@ def build(policy: PolicySet, inventory: Inventory, nodes: bool = True, targets: 
     every = places + node_places
     pairs = OpenPairs(out, into, tuple(key_of(p.rep, p.kind.outside) for p in every), tuple(p.rep for p in every),
                       frozenset(p.id for p in every if len(p.members) > 1))
+    if node_places:
+        hops += _node_hops(verdicts, node_places, places, classes, pairs)
     return Connectivity(every, hops, outside, notes, pairs)

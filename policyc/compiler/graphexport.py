@@ -60,7 +60,7 @@ def export_graph(conn: Connectivity, ports: PortSet | None = None, pods: bool = 
     edges += through
     lit = {(h.src, h.dst) for h in highlight}
     edges += sorted(lit - set(edges))  # an open pair of the chain, drawn as the hop it is
-    hub_names = _hub_names(conn, dict.fromkeys(n for e in through for n in e if not isinstance(n, int)))
+    hub_names = _hub_names(conn, ports, dict.fromkeys(n for e in through for n in e if not isinstance(n, int)))
     keep = inside = set(range(len(conn.places))) | set(hub_names)  # places and hubs
     if namespaces:
         inside = {p for p in range(len(conn.places)) if conn.places[p].namespace in namespaces}
@@ -99,15 +99,16 @@ def export_graph(conn: Connectivity, ports: PortSet | None = None, pods: bool = 
 def _hub_edges(conn: Connectivity, ports: PortSet | None) -> dict[tuple, dict]:
     """u -> hub for each uniform egress, hub -> w for each uniform ingress the hub's sources reach on
     ``ports``, with their attributes: the ports the pairs may use, and the side that decides.  A hub
-    per kind of source (outside the cluster or not), uniform side and set of exceptions, so that what
-    goes through a hub is exactly the pairs."""
-    pairs, out = conn.open, {}
+    per kind of source (outside the cluster or not), uniform side and set of places barred from it and
+    not linked by a ruled edge (``OpenPairs.hub``): what goes through a hub is the pairs, and where a
+    ruled edge also leads, that edge is drawn beside it."""
+    pairs, out, linked = conn.open, {}, conn.ruled(ports).has_edge
     members: dict[tuple, list[int]] = {}
     for u in sorted(pairs.out):
         source = pairs.source(u)
         made = [pairs.template(source, k) for k in pairs.targets(source, ports)]
         if made:
-            hub = ("hub", source[0][0], pairs.out[u].group, pairs.barred[u])
+            hub = ("hub", source[0][0], pairs.out[u].group, pairs.hub(u, linked)[2])
             members.setdefault(hub, []).append(u)
             out[(u, hub)] = _open_attrs(made, ports, egress=made[0].egress)
     for hub, sources in members.items():
@@ -122,12 +123,12 @@ def _hub_edges(conn: Connectivity, ports: PortSet | None) -> dict[tuple, dict]:
     return out
 
 
-def _hub_names(conn: Connectivity, hubs: Iterable[tuple]) -> dict[tuple, str]:
+def _hub_names(conn: Connectivity, ports: PortSet | None, hubs: Iterable[tuple]) -> dict[tuple, str]:
     """A name per hub that says what it stands for: the open ones by ``HUBS``, others by their rules."""
-    pairs, out, taken = conn.open, {}, set()
+    pairs, out, taken, linked = conn.open, {}, set(), conn.ruled(ports).has_edge
     first: dict[tuple, int] = {}
     for u in sorted(pairs.out):
-        first.setdefault(("hub", pairs.keys[u][0], pairs.out[u].group, pairs.barred[u]), u)
+        first.setdefault(("hub", pairs.keys[u][0], pairs.out[u].group, pairs.hub(u, linked)[2]), u)
     for hub in hubs:
         sides = pairs.out[first[hub]].sides
         parts = [HUBS[hub[1]][1:-1] if not sides.allows else f"every peer that {_refs(sides.allows)} allows"]

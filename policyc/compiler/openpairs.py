@@ -111,9 +111,13 @@ class OpenPairs:
             hit = self._templates[(source, target)] = Template(e, i, ports, (e.l7 | i.l7) & ports)
         return hit
 
+    def uniform(self, u: int, w: int) -> bool:
+        """Whether the two uniform sides decide u -> w (they may allow no port)."""
+        return (u in self.out and w in self.into and not (self.keys[u][0] and self.keys[w][0])
+                and (u != w or u in self.multi) and w not in self.barred[u])
+
     def pair(self, u: int, w: int) -> Template | None:
-        if u not in self.out or w not in self.into or (self.keys[u][0] and self.keys[w][0]) \
-                or (u == w and u not in self.multi) or w in self.barred[u]:
+        if not self.uniform(u, w):
             return None
         t = self.template(self.source(u), self.target(w))
         return t if t.ports else None
@@ -144,15 +148,22 @@ class OpenPairs:
     def pool(self, ports: PortSet | None) -> "Pool":
         return Pool(self, ports, {k: set(v) for k, v in self.groups.items()})
 
-    def hubs(self, ports: PortSet | None, sources: Iterable[int]) -> Iterator[tuple]:
-        """Edges through one hub per source group and ``barred`` set, ``("hub", group, barred)``: u -> hub
+    def hub(self, u: int, linked) -> tuple:
+        """u's hub: its source group and the places of ``barred`` it has no edge to (``linked(u, w)``: a
+        ruled edge, on the ports asked about): for reachability a barred pair whose own rules allow it
+        is as good as a uniform one, so that sources barred only from what they reach anyway (a pod's
+        own node, which always admits it) share a hub."""
+        return "hub", self.source(u), frozenset(w for w in self.barred[u] if not linked(u, w))
+
+    def hubs(self, ports: PortSet | None, sources: Iterable[int], linked) -> Iterator[tuple]:
+        """Edges through one hub per source group and set of places barred and unlinked (``hub``): u -> hub
         for each of ``sources`` in ``out``, hub -> w for each w it reaches.  Reachability through them
-        is the pairs' own, but for a place of one endpoint reaching itself (u -> hub -> u), which
-        callers that count reached endpoints less the source's own need not mind."""
+        is the pairs' and the ruled edges' own, but for a place of one endpoint reaching itself
+        (u -> hub -> u), which callers that count reached endpoints less the source's own need not mind."""
         used: set[tuple] = set()
         for u in sources:
             if u in self.out:
-                hub = ("hub", self.source(u), self.barred[u])
+                hub = self.hub(u, linked)
                 used.add(hub)
                 yield u, hub
         for hub in used:

@@ -242,6 +242,11 @@ class ClassVerdicts:
                                                       dst)
         return hit
 
+    def fits(self, rules: tuple[Rule, ...], broad: set[int], peer: Endpoint, labels: frozenset) -> bool:
+        """Whether exactly the ``broad`` ones (by id) of ``rules`` name ``peer`` seen with ``labels``: then a
+        uniform side of those rules decides the peer (``Uniform``), as it decides a class."""
+        return all(self._names(r, peer, labels) == (id(r) in broad) for r in rules)
+
     def _names(self, rule: Rule, peer: Endpoint, labels: frozenset) -> bool:
         """Whether a peer of ``rule`` matches ``peer`` seen with ``labels``, remembered per label set."""
         key = (id(rule), labels, peer.ips if peer.kind is EndpointKind.EXTERNAL else ())
@@ -304,6 +309,11 @@ class Sides:
         dst = self.verdicts.reps[peer] if self.direction is Direction.EGRESS else self.subject
         hit = lambda rules: [r for r in rules if peer in self.verdicts.peer_classes(r)]  # noqa: E731
         return self.verdicts.decide(hit(self.allows), hit(self.denies), self.default_deny, dst)
+
+
+def open_uniform(verdicts: ClassVerdicts, direction: Direction, subject: Endpoint) -> "Uniform":
+    """The side of an endpoint no rule selects in ``direction`` (a node without host policy): open to all."""
+    return Uniform(Sides(verdicts, direction, subject, (), (), False, OPEN), frozenset(), (False, (), (), False), False)
 
 
 @dataclass(frozen=True)
