@@ -199,10 +199,10 @@ def _class_name(members: list[Endpoint]) -> str:
     return first if len(members) == 1 else f"{first} (+{len(members) - 1})"
 
 
-def _join(u: Place, v: Place, egress: Side | None, ingress: Side | None) -> Hop | None:
+def _join(u: Place, v: Place, egress: Side | None, ingress: Side | None, possible: PortSet | None = None) -> Hop | None:
     if egress is None or ingress is None:
         return None
-    ports = egress.ports & ingress.ports & possible_ports(u.rep, v.rep)
+    ports = egress.ports & ingress.ports & (possible_ports(u.rep, v.rep) if possible is None else possible)
     if not ports:
         return None
     return Hop(u.id, v.id, ports, (egress.l7 | ingress.l7) & ports, egress, ingress)
@@ -283,18 +283,28 @@ def _with_nodes(verdicts: ClassVerdicts, places: list[Place], classes: list[int]
 def _node_hops(verdicts: ClassVerdicts, nodes: list[Place], others: list[Place], classes: list[int],
                pairs: OpenPairs) -> Iterator[Hop]:
     """Hops to and from nodes that a pair's own rules decide, pair by pair (a node looks different from
-    the pods it runs: R3.9); ``classes``: the verdicts' class of each place of ``others``, by place id;
-    the pairs of two uniform sides are ``pairs``'s."""
+    the pods it runs: R3.9); ``classes``: the verdicts' class of each place of ``others``, by place id.
+    The pairs of two uniform sides are ``pairs``'s, so a node whose sides are uniform meets only the
+    places without a uniform side and those barred from it, not every place."""
+    every = others + nodes
+    not_out = [p.id for p in every if p.id not in pairs.out]
+    not_into = [p.id for p in every if p.id not in pairs.into]
+
     def hop(u: Place, v: Place) -> Hop | None:
-        if pairs.uniform(u.id, v.id):
-            return None
         cu, cv = (None if p.kind is Kind.NODE else classes[p.id] for p in (u, v))
         e = verdicts.endpoint_side(Direction.EGRESS, u.rep, v.rep, cu)
-        return _join(u, v, e, verdicts.endpoint_side(Direction.INGRESS, v.rep, u.rep, cv)) if e.ports else None
+        if not e.ports:
+            return None
+        possible = pairs.possible(u.id, v.id)
+        return _join(u, v, e, verdicts.endpoint_side(Direction.INGRESS, v.rep, u.rep, cv), possible)
 
     for node in nodes:
-        for other in others + [m for m in nodes if m is not node]:
-            for h in (hop(node, other), hop(other, node) if other.kind is not Kind.NODE else None):
+        outs = set(not_into) | pairs.barred[node.id] if node.id in pairs.out else set(range(len(every)))
+        ins = set(not_out) | pairs.barring.get(node.id, set()) if node.id in pairs.into else set(range(len(every)))
+        for o in sorted((outs | ins) - {node.id}):  # in place order, as the graph always listed them
+            other = every[o]
+            for h in (hop(node, other) if o in outs else None,
+                      hop(other, node) if o in ins and other.kind is not Kind.NODE else None):
                 if h is not None:
                     yield h
 

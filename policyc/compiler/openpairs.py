@@ -64,6 +64,7 @@ class OpenPairs:
     multi: frozenset[int]
     _templates: dict = field(default_factory=dict, compare=False, repr=False)
     _targets: dict = field(default_factory=dict, compare=False, repr=False)
+    _possible: dict = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def named_ports(self) -> bool:
@@ -101,13 +102,29 @@ class OpenPairs:
                 named.setdefault(u, set()).add(w)
         return {u: side.exceptions | named[u] if u in named else side.exceptions for u, side in self.out.items()}
 
+    @cached_property
+    def barring(self) -> dict[int, set[int]]:
+        """``barred`` read backwards: per place, the sources barred from it."""
+        out: dict[int, set[int]] = {}
+        for u, barred in self.barred.items():
+            for w in barred:
+                out.setdefault(w, set()).add(u)
+        return out
+
+    def possible(self, u: int, w: int) -> PortSet:
+        """``possible_ports`` of two places, once per pair of keys."""
+        hit = self._possible.get((self.keys[u], self.keys[w]))
+        if hit is None:
+            hit = self._possible[(self.keys[u], self.keys[w])] = possible_ports(self.reps[u], self.reps[w])
+        return hit
+
     def template(self, source: tuple, target: tuple) -> Template:
         """The hop of the pairs from ``source`` to ``target`` (groups), decided once from a sample of each."""
         hit = self._templates.get((source, target))
         if hit is None:
             u, w = self._first[source], self.groups[target][0]
             e, i = self.out[u].side(self.reps[w]), self.into[w].side(self.reps[u])
-            ports = e.ports & i.ports & possible_ports(self.reps[u], self.reps[w])
+            ports = e.ports & i.ports & self.possible(u, w)
             hit = self._templates[(source, target)] = Template(e, i, ports, (e.l7 | i.l7) & ports)
         return hit
 
