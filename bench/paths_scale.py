@@ -120,10 +120,10 @@ def in_process(d: Path, dst: str) -> dict[str, float]:
     of its own, ``--stages``, so that this process stays small: a child's peak RSS starts at its parent's)."""
     import gc
 
-    from policyc.compiler.connectivity import Target, build
+    from policyc.compiler.connectivity import Kind, Target, build
     from policyc.compiler.frontend import load_policies
     from policyc.compiler.inventory import load_inventory
-    from policyc.compiler.verify.multihop import reach_counts
+    from policyc.compiler.verify.multihop import reach_counts, reach_counts_within
     from policyc.compiler.verify.spec import WORLD
 
     marks, t = {}, time.perf_counter()
@@ -152,6 +152,12 @@ def in_process(d: Path, dst: str) -> dict[str, float]:
     mark("blast radius of one pod")
     reach_counts(conn, None, frozenset(conn.nodes()))
     mark("blast radius of every class (condensation)")
+    reach_counts_within(conn, None, frozenset(conn.nodes()), 3)
+    mark("blast radius of every class within 3 hops (one pass)")
+    if len(conn.places) <= 2000:  # what maxHops cost before: a search per class (minutes at 10,000 pods)
+        for c in (p.id for p in conn.places if p.kind in (Kind.PODS, Kind.NODE)):
+            conn.reach({c}, 3, None, frozenset(conn.nodes()))
+        mark("blast radius of every class within 3 hops (a search each)")
     return marks
 
 
@@ -210,8 +216,12 @@ def report(data: dict) -> str:
     return "\n".join(lines)
 
 
-def compare(tree: Path, sizes: list[int], flavours: list[str], out: Path, limit: float) -> list[dict]:
-    """The floor, `paths` and `blast-radius` of another checkout (``tree``: e.g. ``git archive`` of an
+COMPARED = ("query (floor)", "paths", "blast-radius")
+
+
+def compare(tree: Path, sizes: list[int], flavours: list[str], out: Path, limit: float,
+            tasks_: tuple[str, ...] = COMPARED) -> list[dict]:
+    """The floor, `paths` and `blast-radius` (or ``tasks_``: ``--compare-all`` times every command) of another checkout (``tree``: e.g. ``git archive`` of an
     older branch) and of this one, alternated in one run.  The children start in ``out``: ``python -m``
     puts the working directory first on the path, which would shadow ``PYTHONPATH``."""
     rows = []
@@ -219,7 +229,7 @@ def compare(tree: Path, sizes: list[int], flavours: list[str], out: Path, limit:
         for pods in sizes:
             d, dst = cluster(out, pods, flavour)
             for task, cmd in tasks(d, dst, sys.executable).items():
-                if task not in ("query (floor)", "paths", "blast-radius"):
+                if task not in tasks_:
                     continue
                 for name, code in (("other", tree), ("this", REPO)):
                     env = {**os.environ, "PYTHONPATH": str(code)}
@@ -240,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per command; the fastest counts (default 3)")
     ap.add_argument("--report", type=Path, help="print the tables of a results file and stop")
     ap.add_argument("--compare", type=Path, metavar="TREE", help="time another checkout beside this one and stop")
+    ap.add_argument("--compare-all", action="store_true", help="with --compare: every command, not only paths and "
+                                                                 "blast-radius")
     ap.add_argument("--stages", nargs=2, metavar=("DIR", "DST"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.stages:
@@ -251,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.compare:
         rows = compare(args.compare, [int(s) for s in args.sizes.split(",")], args.flavours.split(","), args.out,
-                       args.limit)
+                       args.limit, tuple(tasks(Path(), "", "")) if args.compare_all else COMPARED)
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1) + "\n")
         return 0

@@ -19,6 +19,7 @@ from irgen import broad_policy_sets, inventories, policy_sets
 
 from policyc.cli import main
 from policyc.compiler.connectivity import Kind, build
+from policyc.compiler.evaluate import Reason
 from policyc.compiler.frontend import load_policies
 from policyc.compiler.inventory import load_inventory
 from policyc.compiler.portset import parse_ports
@@ -212,3 +213,16 @@ def test_an_allow_all_beside_denies_keeps_the_denied_pairs_out(capsys):
     assert code == 0 and json.loads(out)["pods"] == 3  # a-0, b-0, b-1
     conn = build(load_policies([ALLOW_ALL[0]])[0], load_inventory([ALLOW_ALL[2]]), nodes=False)
     assert conn.graph.number_of_edges() == 0 and conn.open.count() == 29  # every exception pair is denied
+
+
+def test_a_node_without_host_policy_is_a_uniform_side():
+    """n1 has no host policy: its pairs are uniform both ways (none decided one by one), but for its own
+    pods, which admit it as `host` whatever their ingress says (R3.9): those stay ruled edges."""
+    conn = build(load_policies([CLUSTER[0]])[0], load_inventory([CLUSTER[2]]))
+    (node,) = conn.nodes()
+    ruled = [(u, v) for u, v in conn.graph.edges if node in (u, v)]
+    assert {conn.places[v].name for u, v in ruled if u == node} == {"locked/db-0", "open/a-0", "open/b-0 (+1)",
+                                                                    "open/c-0"}
+    assert all(u == node and conn.graph[u][v]["hop"].ingress.reason is Reason.LOCALHOST for u, v in ruled)
+    a = conn.place_of(load_inventory([CLUSTER[2]]).find("open/a-0"))
+    assert conn.open.uniform(a, node) and conn.edge(a, node).egress.reason is Reason.NOT_ENFORCED
