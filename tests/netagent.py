@@ -33,6 +33,18 @@ udpbig ADDR PORT NBYTES TIMEOUT
 spoof SRC ADDR PORT STREAM
     sends one ``seq STREAM 0`` UDP datagram to ADDR:PORT from source address SRC (any address: a raw
     socket, as a compromised pod can), then prints ``sent``.
+vxlan NODE VNI MAC SRC ADDR PORT STREAM
+    sends the ``spoof`` datagram (source SRC, to ADDR:PORT) encapsulated in VXLAN (UDP 4789, network
+    VNI, inner destination MAC, no outer UDP checksum as VXLAN sends) to NODE, as an outside host can,
+    then prints ``sent``.
+unreach_wait ADDR PORT SPORT TIMEOUT
+    sends one UDP datagram from SPORT to ADDR:PORT, prints ``sent``, then prints ``got`` when an ICMP
+    port unreachable quoting it arrives within TIMEOUT seconds, else ``none``.
+unreach_send DST QSPORT QDPORT SIZE LINEAR MAC
+    sends from eth0, through a packet socket, an ICMP port unreachable to DST quoting DST's UDP
+    datagram QSPORT -> QDPORT to this pod, padded to SIZE bytes, to next hop MAC; only its first
+    LINEAR bytes in the skb's linear part (a virtio-net header's hdr_len; the rest in pages, which
+    takes SIZE above a page and an MTU to match), then prints ``sent``.
 synflood ADDR PORT COUNT
     sends COUNT TCP SYNs to ADDR:PORT from the pod's address and COUNT source ports, as fast as it can
     (bounded by COUNT), then prints ``sent N``.
@@ -42,6 +54,7 @@ from __future__ import annotations
 import json
 import selectors
 import socket
+import struct
 import sys
 import threading
 import time
@@ -267,6 +280,60 @@ def spoof(src: str, addr: str, port: int, name: str) -> None:
     print("sent", flush=True)
 
 
+def vxlan(node: str, vni: int, mac: str, src: str, addr: str, port: int, name: str) -> None:
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    inner = (IPv6(src=src, dst=addr) if ":" in addr else IP(src=src, dst=addr)) / UDP(sport=40999, dport=port)
+    frame = Ether(src="02:00:00:00:fe:02", dst=mac) / inner / f"seq {name} 0".encode()
+    header = struct.pack("!II", 0x08000000, vni << 8)  # flag I, the VNI (scapy's VXLAN adds GPE bits)
+    _raw_send([bytes(IP(dst=node) / UDP(sport=49999, dport=4789, chksum=0) / header / frame)], node)
+    print("sent", flush=True)
+
+
+def unreach_wait(addr: str, port: int, sport: int, timeout: float) -> None:
+    from scapy.layers.inet import ICMP, IP, UDPerror  # scapy parses an ICMP error's quote as IPerror/UDPerror
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as icmp, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("", sport))
+        udp.sendto(b"quoted", (addr, port))
+        print("sent", flush=True)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            icmp.settimeout(left)
+            try:
+                pkt = IP(icmp.recv(65535))
+            except socket.timeout:
+                break
+            err = pkt.getlayer(ICMP)
+            if err is not None and err.type == 3 and err.code == 3 and UDPerror in err \
+                    and err[UDPerror].sport == sport:
+                print("got", flush=True)
+                return
+    print("none", flush=True)
+
+
+def unreach_send(dst: str, qsport: int, qdport: int, size: int, linear: int, mac: str) -> None:
+    from scapy.layers.inet import ICMP, IP, UDP
+    from scapy.layers.l2 import Ether
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        sock.bind(("eth0", 0))
+        sock.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR: each frame starts with a virtio_net_hdr
+        own = _own_address(dst)
+        quoted = IP(src=dst, dst=own) / UDP(sport=qsport, dport=qdport) / b"quoted"
+        pkt = Ether(src=sock.getsockname()[4], dst=mac) / IP(src=own, dst=dst) / ICMP(type=3, code=3) / quoted
+        data = bytes(pkt / (b"\0" * max(0, size - len(pkt))))
+        sock.send(struct.pack("<BBHHHH", 0, 0, linear, 0, 0, 0) + data)  # no GSO, no checksum offload
+    print("sent", flush=True)
+
+
+def _own_address(dst: str) -> str:
+    """The source address this pod's kernel picks towards ``dst``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((dst, 9))
+        return probe.getsockname()[0]
+
+
 def synflood(addr: str, port: int, count: int) -> None:
     from scapy.layers.inet import IP, TCP
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -304,6 +371,12 @@ def main(argv: list[str]) -> None:
         udpbig(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))
     elif mode == "spoof":
         spoof(argv[1], argv[2], int(argv[3]), argv[4])
+    elif mode == "vxlan":
+        vxlan(argv[1], int(argv[2]), argv[3], argv[4], argv[5], int(argv[6]), argv[7])
+    elif mode == "unreach_wait":
+        unreach_wait(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))
+    elif mode == "unreach_send":
+        unreach_send(argv[1], int(argv[2]), int(argv[3]), int(argv[4]), int(argv[5]), argv[6])
     elif mode == "synflood":
         synflood(argv[1], int(argv[2]), int(argv[3]))
     else:

@@ -342,6 +342,22 @@ class NetModel:
             f"neigh replace {node_addr} lladdr {node_mac} dev eth0 nud permanent"]) + "\n")
         return netns
 
+    def add_vxlan(self, local: str, vni: int, mac: str) -> str:
+        """A VXLAN device ``<prefix>vx0`` in the node namespace that decapsulates network ``vni`` arriving
+        for ``local`` on UDP 4789, as a VXLAN CNI's device does, reverse-path filtering off as those CNIs
+        run it (the kernel then forwards whatever inner source it carries). Returns its name; close()
+        removes it with the node namespace, remove_link() earlier."""
+        name = f"{self.prefix}vx0"
+        run(["ip", "-n", self.node, "link", "add", name, "address", mac, "type", "vxlan", "id", str(vni),
+             "dstport", "4789", "local", local, "nolearning"])
+        for key in ("all", name):
+            self.sysctl(self.node, f"net.ipv4.conf.{key}.rp_filter", "0")
+        run(["ip", "-n", self.node, "link", "set", name, "up"])
+        return name
+
+    def remove_link(self, name: str) -> None:
+        run(["ip", "-n", self.node, "link", "delete", name], check=False)
+
     def connect(self, netns: str, addr: str, port: int, protocol: str, count: int,
                 timeout: float = DENY_TIMEOUT) -> list[str]:
         """``count`` single-attempt connections from ``netns``: each answer (a server's name), or ""."""

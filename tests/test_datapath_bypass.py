@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6PacketTooBig, IPv6,
-                                IPv6ExtHdrFragment, fragment6)
+                                IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, fragment6)
 from scapy.layers.l2 import ARP, Ether
 
 from kernelreq import require_kernel
@@ -37,6 +37,8 @@ REMOTE_POD = ("10.244.2.1", "fd00::2:1")
 NODE = ("192.0.2.10", "fe80::1")   # the node's InternalIP; the link-local gateway address of its pod veths
 WORLD = ("198.51.100.7", "2001:db8::7")
 FAMILIES = (0, 1)  # index into the address pairs: IPv4, IPv6
+VETHS = {"x/a": 101, "x/b": 102, "x/c": 103}  # interfaces bound to the pods besides lo, as ingress_ifindex
+TUNNEL = 42  # an ingress_ifindex no pod is bound to and this namespace routes nothing to: a vxlan device
 
 
 def frame(src: str, dst: str, l4) -> bytes:
@@ -44,9 +46,12 @@ def frame(src: str, dst: str, l4) -> bytes:
     return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / ip / l4)
 
 
-def fragments(src: str, dst: str, sport: int, dport: int, ident: int) -> list[bytes]:
-    """A 3000-byte UDP datagram in fragments of about 1200 bytes, as the kernel sends it."""
+def fragments(src: str, dst: str, sport: int, dport: int, ident: int, dstopts: bool = False) -> list[bytes]:
+    """A 3000-byte UDP datagram in fragments of about 1200 bytes, as the kernel sends it; ``dstopts``: with a
+    Destination Options header after the fragment header (IPV6_DSTOPTS), so in the first fragment only."""
     payload = UDP(sport=sport, dport=dport) / (b"x" * 3000)
+    if dstopts:
+        payload = IPv6ExtHdrDestOpt() / payload
     if ":" in dst:
         frags = fragment6(IPv6(src=src, dst=dst) / IPv6ExtHdrFragment(id=ident) / payload, 1280)
     else:
@@ -98,6 +103,12 @@ class Node:
             self.bound = pod
         run = self.obj.program(hook).test_run(data, ctx=skb_ctx(ingress_ifindex=ingress_ifindex))
         return run.retval == TC_ACT_OK
+
+    def veth(self, pod: str) -> int:
+        """The ifindex that stands for ``pod``'s own veth (bound to it): an ``ingress_ifindex`` its packets have."""
+        index = VETHS[pod]
+        bind(self.maps, self.features, index, list(PODS[pod]))
+        return index
 
     def xdp(self, data: bytes) -> bool:
         return self.obj.program("xdp_node").test_run(data).retval == XDP_PASS
@@ -343,6 +354,26 @@ def test_the_self_shortcut_needs_the_pods_own_interface(node):
     assert not node.tc("to_pod", "x/a", syn(a, a, 44002, 22), ingress_ifindex=7)
 
 
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_a_local_pods_source_enters_only_through_that_pods_interface(node, fam):
+    """An outside host's VXLAN packet whose inner source is x/b, decapsulated by the node, reaches x/a's
+    veth with the vxlan device as ingress_ifindex: x/a admits x/b, and to_pod took the packet for x/b's.
+    It is dropped now, as is x/b's address arriving from x/c's veth; x/b's packets from x/b's veth and the
+    node's own (ingress_ifindex 0) pass, and a tunnel still carries the world and remote pods to policy."""
+    a, b, c = PODS["x/a"][fam], PODS["x/b"][fam], PODS["x/c"][fam]
+    assert not node.tc("to_pod", "x/a", syn(b, a, 49000, 80), ingress_ifindex=TUNNEL)
+    assert not node.tc("to_pod", "x/a", frame(b, a, UDP(sport=49001, dport=80)), ingress_ifindex=node.veth("x/c"))
+    assert node.drops("local-source-from-outside") == 2
+    assert [(e.reason, e.src, e.endpoint_id) for e in node.events()] == [
+        ("local-source-from-outside", b, node.endpoint_id("x/a"))] * 2
+    assert node.tc("to_pod", "x/a", syn(b, a, 49000, 80), ingress_ifindex=node.veth("x/b"))
+    assert node.tc("to_pod", "x/a", frame(b, a, UDP(sport=49001, dport=80)), ingress_ifindex=0)
+    assert node.tc("to_pod", "x/c", syn(WORLD[fam], c, 49002, 80), ingress_ifindex=TUNNEL)
+    assert not node.tc("to_pod", "x/a", syn(REMOTE_POD[fam], a, 49003, 80), ingress_ifindex=TUNNEL)
+    assert [e.reason for e in node.events()] == ["allowed-by-rule", "allowed-by-rule", "not-enforced", "default-deny"]
+    assert node.drops("local-source-from-outside") == 2
+
+
 def test_an_unbound_interface_drops_everything(node):
     b, a = PODS["x/b"][0], PODS["x/a"][0]
     node.maps["interfaces"].delete(node.lay["interface_key"].pack(ifindex=1))
@@ -371,6 +402,23 @@ def test_a_spoofed_first_fragment_plants_no_ports(node, fam):
     denied_first, *denied_later = fragments(PODS["x/c"][fam], a, 40002, 80, 79)
     assert node.tc("from_pod", "x/c", denied_first) and not node.tc("to_pod", "x/a", denied_first)
     assert not any(node.tc("to_pod", "x/a", f) for f in denied_later)
+
+
+def test_later_fragments_behind_destination_options_take_their_first_fragments_flow(node):
+    """x/b sends x/a:80/UDP a datagram with Destination Options after its fragment header: the header
+    travels in the first fragment, later fragments name it as next header and carry payload. The walk
+    took that payload for a header (its bytes a length and a next header) and dropped every later
+    fragment; it ends at a later fragment's header now, and the fragments map gives them UDP and ports.
+    A datagram x/a denies (x/c's) is denied fragment by fragment, as UDP to port 80."""
+    a, b, c = PODS["x/a"][1], PODS["x/b"][1], PODS["x/c"][1]
+    frags = fragments(b, a, 40000, 80, 81, dstopts=True)
+    assert len(frags) == 3
+    assert all(node.tc("from_pod", "x/b", f) and node.tc("to_pod", "x/a", f) for f in frags)
+    assert node.drops("fragment-without-first") == 0
+    denied_first, *denied_later = fragments(c, a, 40001, 80, 82, dstopts=True)
+    assert node.tc("from_pod", "x/c", denied_first) and not node.tc("to_pod", "x/a", denied_first)
+    assert not any(node.tc("to_pod", "x/a", f) for f in denied_later)
+    assert [e.reason for e in node.events() if e.verdict == "deny"] == ["default-deny"] * len(frags)
 
 
 @pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])

@@ -21,7 +21,8 @@ import yaml
 from bccreq import require_bcc
 from cases import E2E_INVENTORY, inventory as case_inventory, own, own_cases, params, policy_paths
 from kernelreq import require_kernel
-from netmodel import AGENT, PIN_ROOT, STATE_DIR, NetModel, in_netns, leftovers, policyc_argv, policyc_env, run
+from netmodel import (AGENT, GATEWAY4, PIN_ROOT, STATE_DIR, NetModel, in_netns, leftovers, policyc_argv,
+                      policyc_env, remove_netns, run)
 from policyc.bpf_runtime.state import journal_path, read_state, state_path
 from policyc.compiler.inventory import Inventory, load_inventory
 
@@ -599,6 +600,22 @@ def observer(model: NetModel, name: str, seconds: float) -> subprocess.Popen:
     return proc
 
 
+def observed_sends(model: NetModel, name: str, senders: list[tuple[str, list[str]]]) -> tuple[list, str, dict]:
+    """Each ``(netns, netagent argv)`` sender run to its ``sent`` while `policyc observe` watches the drops
+    of loaded ``name``: the drop events, observe's stderr, and `status`'s drop counters by reason."""
+    watch = observer(model, name, 4)
+    for netns, argv in senders:
+        sender = model.spawn(netns, argv)
+        assert sender.stdout.readline().strip() == "sent", sender.stderr.read()
+        sender.wait()
+        model.procs.remove(sender)
+    out, err = watch.communicate(timeout=30)
+    time.sleep(0.3)
+    status = json.loads(model.policyc("status", name, "--format", "json").stdout)
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return events, err, {d["reason"]: d["packets"] for d in status["datapath"]["drops"]}
+
+
 def test_kubelet_probe_reaches_a_pod_whose_egress_is_default_deny(model, tmp_path, empty):
     """A TCP probe from the node's own namespace (as the kubelet probes: its source is the pod veth's
     gateway address, 169.254.1.1, a local address and so `host`) to x/a, which may send nothing: the
@@ -618,6 +635,36 @@ def test_kubelet_probe_reaches_a_pod_whose_egress_is_default_deny(model, tmp_pat
         {("169.254.1.1", "allow-localhost")}, allowed
 
 
+def test_an_icmp_error_quoting_past_the_linear_part_is_related(model, tmp_path, empty):
+    """The node sends x/a (which may send nothing) a UDP datagram; x/a answers with a port unreachable
+    as a packet socket (or a driver with small linear buffers) builds it: outer headers in the skb's
+    linear part, the quoted datagram in pages. from_pod read the quoted headers in the linear part
+    only, found none, and x/a's egress policy dropped the error; it is related now, as the same error
+    all linear is."""
+    artifact = compile_case(policy_paths(EGRESS_LOCKED, empty), case_inventory(EGRESS_LOCKED), tmp_path / "artifact")
+    xa = model.by_name["x/a"]
+    links = [["-n", model.node, "link", "set", xa.host_if], ["-n", xa.netns, "link", "set", "eth0"]]
+    got = {}
+    with loaded(model, artifact, f"{PREFIX}-paged"):
+        try:
+            for link in links:  # a frame past a page, so the packet socket puts the rest in pages
+                run(["ip", *link, "mtu", "9000"])
+            for sport, size, linear in ((47001, 200, 200), (47002, 5000, 42)):
+                waiter = model.spawn(model.node, ["unreach_wait", str(xa.ips[0]), "81", str(sport), "3"])
+                assert waiter.stdout.readline().strip() == "sent", waiter.stderr.read()
+                sender = model.spawn(xa.netns, ["unreach_send", GATEWAY4, str(sport), "81", str(size), str(linear),
+                                                xa.host_mac])
+                assert sender.stdout.readline().strip() == "sent", sender.stderr.read()
+                got[linear] = waiter.stdout.readline().strip()
+                for proc in (sender, waiter):
+                    proc.wait()
+                    model.procs.remove(proc)
+        finally:
+            for link in links:
+                run(["ip", *link, "mtu", "1500"])
+    assert got == {200: "got", 42: "got"}, got
+
+
 def test_a_spoofed_source_from_a_pod_is_dropped_and_observed(model, tmp_path, empty):
     """From inside x/c's netns, a raw socket sends a datagram to x/a as x/b (whom x/a would admit; here
     nothing is filtered at all): from_pod drops it, observe names x/c as the sender, and the same
@@ -627,21 +674,58 @@ def test_a_spoofed_source_from_a_pod_is_dropped_and_observed(model, tmp_path, em
     xa, xb, xc = (model.by_name[p] for p in ("x/a", "x/b", "x/c"))
     name = f"{PREFIX}-spoof"
     with loaded(model, artifact, name):
-        watch = observer(model, name, 4)
-        for src, stream in ((xb.ips[0], "spoofed"), (xc.ips[0], "own")):
-            sender = model.spawn(xc.netns, ["spoof", str(src), str(xa.ips[0]), "80", stream])
-            assert sender.stdout.readline().strip() == "sent", sender.stderr.read()
-            sender.wait()
-            model.procs.remove(sender)
-        out, err = watch.communicate(timeout=30)
-        time.sleep(0.3)
-        status = json.loads(model.policyc("status", name, "--format", "json").stdout)
+        events, err, drops = observed_sends(model, name, [
+            (xc.netns, ["spoof", str(src), str(xa.ips[0]), "80", stream])
+            for src, stream in ((xb.ips[0], "spoofed"), (xc.ips[0], "own"))])
     got = {(ip, stream) for ip, stream, _ in model.received(xa)}
     assert (str(xc.ips[0]), "own") in got and not any(stream == "spoofed" for _, stream in got), got
-    events = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert [(e["source"], e["destination"], e["reason"], e["endpoint"]) for e in events] == [
         ("x/b", "x/a", "invalid-source", "x/c")], (events, err)
-    assert {d["reason"]: d["packets"] for d in status["datapath"]["drops"]}["invalid-source"] == 1
+    assert drops["invalid-source"] == 1
+
+
+ADMITS_B = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: a-admits-only-b, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {pod: b}}}]
+"""
+
+
+def test_a_tunnelled_packet_with_a_local_pods_source_is_dropped_and_observed(model, tmp_path):
+    """An outside host sends the node a VXLAN packet whose inner datagram claims x/b's address, to x/a,
+    which admits x/b alone. The node's vxlan device decapsulates it and routes it to x/a's veth, where
+    to_pod took it for x/b's. It is dropped now (`local-source-from-outside`, observed as x/a's), the
+    same datagram from the outside host's own address is decided by policy (denied), and x/b's own
+    datagram arrives: x/b's packets enter through x/b's veth."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "admits-b.yaml").write_text(ADMITS_B)
+    artifact = compile_case([str(policies)], E2E_INVENTORY, tmp_path / "artifact")
+    xa, xb = model.by_name["x/a"], model.by_name["x/b"]
+    outside_ip, node_ip, vni, mac = "198.51.100.7", "203.0.113.10", 42, "02:00:00:00:fe:01"
+    name = f"{PREFIX}-tunnel"
+    outside = model.add_outside(outside_ip, node_ip, name="tun")
+    device = model.add_vxlan(node_ip, vni, mac)
+    tunnelled = ["vxlan", node_ip, str(vni), mac]
+    try:
+        with loaded(model, artifact, name):
+            events, err, drops = observed_sends(model, name, [
+                (netns, [*argv, str(src), str(xa.ips[0]), "80", stream]) for netns, argv, src, stream in (
+                    (outside, tunnelled, xb.ips[0], "tunnelled"), (outside, tunnelled, outside_ip, "world"),
+                    (xb.netns, ["spoof"], xb.ips[0], "b-own"))])
+    finally:
+        model.remove_link(device)
+        remove_netns(outside)
+    got = {(ip, stream) for ip, stream, _ in model.received(xa)}
+    assert (str(xb.ips[0]), "b-own") in got and not {"tunnelled", "world"} & {stream for _, stream in got}, got
+    assert [(e["source"].split(" ")[0], e["destination"], e["reason"], e["endpoint"]) for e in events] == [
+        ("x/b", "x/a", "local-source-from-outside", "x/a"), (outside_ip, "x/a", "default-deny", "x/a")], (events, err)
+    assert drops["local-source-from-outside"] == 1
 
 
 def test_a_new_pod_reusing_an_address_inherits_nothing(tmp_path, empty):

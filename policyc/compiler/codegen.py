@@ -37,7 +37,7 @@ class DatapathReason(str, enum.Enum):
     INVALID_SOURCE = "invalid-source"               # from_pod: a source address that is not the pod's own
     NOT_FOR_ENDPOINT = "not-for-endpoint"           # to_pod: unicast for an address the pod does not hold
     UNBOUND = "unbound-interface"                   # a pod hook on an interface no endpoint is bound to
-    LOCAL_SOURCE_FROM_OUTSIDE = "local-source-from-outside"  # xdp_node: a local pod's or the node's address
+    LOCAL_SOURCE_FROM_OUTSIDE = "local-source-from-outside"  # xdp_node, to_pod: a local address from outside
     SERVICE_NOT_TRANSLATED = "service-not-translated"  # nf_node: a Service address no DNAT rewrote (or a reply's)
 
 

@@ -138,7 +138,9 @@ def layouts(addr_len: int, port_lpm: bool) -> dict[str, Layout]:
         # first fragments' ports, for the later fragments of the same datagram (IP id)
         "frag_key": Layout("frag_key", (addr("saddr"), addr("daddr"), Field("id", "be32"), Field("proto", "u8"),
                                         Field("_pad", "u8", 3))),
+        # keyed by the protocol the fragments name (IPv6: the fragment header's next header), which
+        # later fragments also carry; ``proto`` is the L4 protocol the first fragment's walk found
         "frag_value": Layout("frag_value", (Field("sport", "u16"), Field("dport", "u16"), Field("port", "u16"),
-                                            Field("_pad", "u16"))),
+                                            Field("proto", "u8"), Field("_pad", "u8"))),
         "event": EVENT,
     }
