@@ -178,6 +178,38 @@ def line(proc, text: str = "") -> str:
     return proc.stdout.readline().strip()
 
 
+def test_a_backend_speaks_first_after_policycs_entries_expired(enforced, tmp_path):
+    """x/f's datagram through x/dns:5353 reaches x/c's port 9 and is answered; then the flow idles until
+    policyc's entries expire while netfilter keeps the connection. x/c speaks first: the reverse NAT makes
+    its datagram one from the ClusterIP, which x/f admits only as a reply of a tracked flow (it admits no
+    one but x/d), so it used to be dropped until x/f sent again. nf_node sees a reply of a translated
+    connection with no entry for the client, decides x/f's egress to x/c:9 again and makes the entry
+    again: the datagram arrives. Once x/f may no longer reach x/c, the same push goes nowhere."""
+    from test_e2e_netns import compile_case
+
+    xf = enforced.by_name["x/f"]
+    server = enforced.spawn(enforced.by_name["x/c"].netns, ["udppush", "9"])
+    assert server.stdout.readline().strip() == "ready"
+    client = enforced.spawn(xf.netns, ["udpwait", DNS_IP, "5353", "1.5"])
+    try:
+        port, answer = client.stdout.readline().split()
+        assert answer == "first"
+        assert expire(f"{PREFIX}svc", xf.ips[0], int(port)) == 2      # x/f's egress entry, x/c's ingress entry
+        assert line(server, "after-expiry") == "sent" and line(client) == "after-expiry"
+        revoked = compile_case([str(p) for p in POLICIES] + [str(DATA / "revoke-prober")], CLUSTER,
+                               tmp_path / "revoked")
+        assert enforced.policyc("load", str(revoked), "--name", f"{PREFIX}svc").returncode == 0
+        expire(f"{PREFIX}svc", xf.ips[0], int(port))
+        assert line(server, "revoked") == "sent" and line(client) == "timeout"
+    finally:
+        original = compile_case([str(p) for p in POLICIES], CLUSTER, tmp_path / "original")
+        assert enforced.policyc("load", str(original), "--name", f"{PREFIX}svc").returncode == 0
+        for proc in (client, server):
+            proc.kill()
+            proc.wait()
+            enforced.procs.remove(proc)
+
+
 def test_a_pod_slips_no_icmp_error_into_anothers_service_connection(enforced):
     """x/f talks to x/dns (53/UDP, x/c's 80) from a connected socket. x/a, whose own egress is open but whom
     x/f does not admit, guesses x/f's port and sends x/f a port unreachable quoting x/f -> x/c:80:
