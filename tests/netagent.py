@@ -48,6 +48,16 @@ unreach_send DST QSPORT QDPORT SIZE LINEAR MAC
 synflood ADDR PORT COUNT
     sends COUNT TCP SYNs to ADDR:PORT from the pod's address and COUNT source ports, as fast as it can
     (bounded by COUNT), then prints ``sent N``.
+udppush PORT
+    prints ``ready``, answers the first UDP datagram with ``first``, then sends each line on stdin to
+    that datagram's sender (the backend speaking first) and prints ``sent``.
+udpwait ADDR PORT TIMEOUT
+    a connected UDP socket: sends ``hello`` and prints ``LOCALPORT ANSWER`` (``timeout`` for none); then
+    for each line on stdin waits up to TIMEOUT for a datagram and prints it, ``timeout`` or ``refused``
+    (an ICMP port unreachable the kernel matched to the socket).
+unreach SRC DST QSRC QSPORT QDST QDPORT
+    sends DST one ICMP port unreachable from SRC quoting a UDP datagram QSRC:QSPORT -> QDST:QDPORT (a
+    raw socket: any addresses, as a compromised pod can), then prints ``sent``.
 """
 from __future__ import annotations
 
@@ -344,6 +354,41 @@ def synflood(addr: str, port: int, count: int) -> None:
     print(f"sent {_raw_send(packets, addr)}", flush=True)
 
 
+def udppush(port: int) -> None:
+    sock = _bind(socket.SOCK_DGRAM, port)
+    _, peer = sock.recvfrom(2048)
+    sock.sendto(b"first", peer)
+    for line in sys.stdin:
+        sock.sendto(line.strip().encode(), peer)
+        print("sent", flush=True)
+
+
+def udpwait(addr: str, port: int, timeout: float) -> None:
+    sock = socket.socket(_family(addr), socket.SOCK_DGRAM)
+    sock.settimeout(timeout)
+    sock.connect((addr, port))
+
+    def answer() -> str:
+        try:
+            return sock.recv(2048).decode().strip()
+        except socket.timeout:
+            return "timeout"
+        except ConnectionRefusedError:
+            return "refused"
+
+    sock.send(b"hello")
+    print(sock.getsockname()[1], answer(), flush=True)
+    for _ in sys.stdin:
+        print(answer(), flush=True)
+
+
+def unreach(src: str, dst: str, qsrc: str, qsport: int, qdst: str, qdport: int) -> None:
+    from scapy.layers.inet import ICMP, IP, UDP
+    quoted = IP(src=qsrc, dst=qdst) / UDP(sport=qsport, dport=qdport) / b"hello"
+    _raw_send([bytes(IP(src=src, dst=dst) / ICMP(type=3, code=3) / quoted)], dst)
+    print("sent", flush=True)
+
+
 def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "serve":
@@ -379,6 +424,12 @@ def main(argv: list[str]) -> None:
         unreach_send(argv[1], int(argv[2]), int(argv[3]), int(argv[4]), int(argv[5]), argv[6])
     elif mode == "synflood":
         synflood(argv[1], int(argv[2]), int(argv[3]))
+    elif mode == "udppush":
+        udppush(int(argv[1]))
+    elif mode == "udpwait":
+        udpwait(argv[1], int(argv[2]), float(argv[3]))
+    elif mode == "unreach":
+        unreach(argv[1], argv[2], argv[3], int(argv[4]), argv[5], int(argv[6]))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

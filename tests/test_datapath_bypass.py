@@ -459,6 +459,21 @@ def test_a_pod_sends_icmp_errors_only_to_the_sender_of_what_it_quotes(node, fam)
     assert node.tc("from_pod", "x/a", icmp_error(a, b, about_b))
 
 
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_a_pod_that_is_not_the_peer_is_no_router(node, fam):
+    """x/a's connection to the world on 443 is tracked: a router's Packet Too Big about it reaches x/a, and
+    so does the peer's own port unreachable. The same errors from x/c (a co-located attacker who guessed
+    the port) or from another node's pod used to pass as related as well, as if from a router; pods do not
+    forward, so theirs are ICMP packets for x/a's policy, which admits neither."""
+    a, c, world, router = PODS["x/a"][fam], PODS["x/c"][fam], WORLD[fam], ("203.0.113.1", "2001:db8:ffff::1")[fam]
+    assert node.tc("from_pod", "x/a", syn(a, world, 49000, 443))
+    about = quoted(a, world, 49000, 443, "S")
+    assert node.tc("to_pod", "x/a", icmp_error(router, a, about, too_big=True))
+    assert node.tc("to_pod", "x/a", icmp_error(world, a, about))
+    assert not node.tc("to_pod", "x/a", icmp_error(c, a, about, too_big=True))
+    assert not node.tc("to_pod", "x/a", icmp_error(REMOTE_POD[fam], a, about))
+
+
 def link(src: str, dst: str, nd) -> bytes:
     """Neighbour discovery as a neighbour sends it: hop limit 255."""
     return bytes(Ether(src="02:00:00:00:00:01", dst="33:33:00:00:00:01") / IPv6(src=src, dst=dst, hlim=255) / nd)

@@ -1,11 +1,13 @@
 """Attacks on the Services datapath (nf_node behind kube-proxy's real rules), and legitimate Service traffic
 it must not break: a UDP Service (kube-dns's shape) and datagrams with forged sources sent through a
 Service address. The cluster is tests/data/services/attacks.yaml: cluster.yaml plus Service x/dns
-(ClusterIP 10.96.0.53, 53/UDP to x/c's 80); x/c admits x/d (any port, tests/data/services/policies) and x/f
-on 80/UDP (attack-policies/dns.yaml), never the world.
+(ClusterIP 10.96.0.53, 53/UDP to x/c's 80, 5353/UDP to x/c's 9); x/c admits x/d (any port,
+tests/data/services/policies) and x/f on 80/UDP and 9/UDP (attack-policies/dns.yaml), never the world;
+x/f admits only x/d (attack-policies/prober.yaml).
 """
 from __future__ import annotations
 
+import ipaddress
 import time
 from pathlib import Path
 
@@ -14,6 +16,11 @@ import pytest
 from kernelreq import require_kernel
 from kubeproxy import nat_rules
 from netmodel import NetModel, in_netns, leftovers, run
+from policyc.bpf_runtime import bpffs
+from policyc.bpf_runtime.bindings import layouts_for
+from policyc.bpf_runtime.libbpf import Map
+from policyc.bpf_runtime.loaded import loaded_state, manifest_of, open_map
+from policyc.compiler.mapdata import CT_MAPS
 from policyc.compiler.inventory import load_inventory
 
 pytestmark = pytest.mark.kernel
@@ -143,3 +150,91 @@ def test_an_icmp_error_from_a_backend_reaches_the_client_through_the_service(enf
     xc = str(enforced.by_name["x/c"].ips[0])
     assert refused(enforced, "x/f", xc, 9) == "refused"
     assert refused(enforced, "x/f", DNS_IP, 5353) == "refused"
+
+
+def expire(name: str, addr, port: int) -> int:
+    """Delete every policyc conntrack entry of the flows from ``addr``:``port`` (both ends' entries), as if
+    they had expired: netfilter keeps its own connection (UDP 120 s and more, TCP five days), policyc's
+    live 60 s (UDP) or 6 h (TCP). Returns how many were deleted."""
+    lay = layouts_for(manifest_of(loaded_state(name))["features"])[0]["ct_key"]
+    gone = 0
+    for table in CT_MAPS:
+        ct: Map = open_map(bpffs.pin_dir(name), table)
+        try:
+            for raw in ct.keys():
+                key = lay.unpack(raw)
+                ends = {(ipaddress.ip_address(key["saddr"]), key["sport"]),
+                        (ipaddress.ip_address(key["daddr"]), key["dport"])}
+                if (addr, port) in ends:
+                    gone += ct.delete(raw)
+        finally:
+            ct.close()
+    return gone
+
+
+def line(proc, text: str = "") -> str:
+    proc.stdin.write(text + "\n")
+    proc.stdin.flush()
+    return proc.stdout.readline().strip()
+
+
+def test_a_backend_speaks_first_after_policycs_entries_expired(enforced, tmp_path):
+    """x/f's datagram through x/dns:5353 reaches x/c's port 9 and is answered; then the flow idles until
+    policyc's entries expire while netfilter keeps the connection. x/c speaks first: the reverse NAT makes
+    its datagram one from the ClusterIP, which x/f admits only as a reply of a tracked flow (it admits no
+    one but x/d), so it used to be dropped until x/f sent again. nf_node sees a reply of a translated
+    connection with no entry for the client, decides x/f's egress to x/c:9 again and makes the entry
+    again: the datagram arrives. Once x/f may no longer reach x/c, the same push goes nowhere."""
+    from test_e2e_netns import compile_case
+
+    xf = enforced.by_name["x/f"]
+    server = enforced.spawn(enforced.by_name["x/c"].netns, ["udppush", "9"])
+    assert server.stdout.readline().strip() == "ready"
+    client = enforced.spawn(xf.netns, ["udpwait", DNS_IP, "5353", "1.5"])
+    try:
+        port, answer = client.stdout.readline().split()
+        assert answer == "first"
+        assert expire(f"{PREFIX}svc", xf.ips[0], int(port)) == 2      # x/f's egress entry, x/c's ingress entry
+        assert line(server, "after-expiry") == "sent" and line(client) == "after-expiry"
+        revoked = compile_case([str(p) for p in POLICIES] + [str(DATA / "revoke-prober")], CLUSTER,
+                               tmp_path / "revoked")
+        assert enforced.policyc("load", str(revoked), "--name", f"{PREFIX}svc").returncode == 0
+        expire(f"{PREFIX}svc", xf.ips[0], int(port))
+        assert line(server, "revoked") == "sent" and line(client) == "timeout"
+    finally:
+        original = compile_case([str(p) for p in POLICIES], CLUSTER, tmp_path / "original")
+        assert enforced.policyc("load", str(original), "--name", f"{PREFIX}svc").returncode == 0
+        for proc in (client, server):
+            proc.kill()
+            proc.wait()
+            enforced.procs.remove(proc)
+
+
+def test_a_pod_slips_no_icmp_error_into_anothers_service_connection(enforced):
+    """x/f talks to x/dns (53/UDP, x/c's 80) from a connected socket. x/a, whose own egress is open but whom
+    x/f does not admit, guesses x/f's port and sends x/f a port unreachable quoting x/f -> x/c:80:
+    conntrack relates it to the connection by the quoted header alone, nf_node let it through, and the
+    reverse NAT then gave it the ClusterIP as its source, which x/f's hook relates. Quoting x/f -> the
+    ClusterIP itself, nothing relates it in netfilter, and x/f's hook took any source for a router. Both
+    reached the socket (ECONNREFUSED); neither does now. The backend's own error still does."""
+    xa, xc, xf = (enforced.by_name[n] for n in ("x/a", "x/c", "x/f"))
+    client = enforced.spawn(xf.netns, ["udpwait", DNS_IP, str(DNS_PORT), "1.5"])
+    try:
+        port, answer = client.stdout.readline().split()
+        assert answer == "x/c"
+
+        def error_from(sender, about: str, about_port: int) -> str:
+            sent = enforced.spawn(sender.netns, ["unreach", str(sender.ips[0]), str(xf.ips[0]), str(xf.ips[0]), port,
+                                                 about, str(about_port)])
+            assert sent.stdout.readline().strip() == "sent", sent.stderr.read()
+            sent.wait()
+            enforced.procs.remove(sent)
+            return line(client)
+
+        assert error_from(xa, str(xc.ips[0]), 80) == "timeout"
+        assert error_from(xa, DNS_IP, DNS_PORT) == "timeout"
+        assert error_from(xc, str(xc.ips[0]), 80) == "refused"
+    finally:
+        client.kill()
+        client.wait()
+        enforced.procs.remove(client)

@@ -39,6 +39,7 @@ class DatapathReason(str, enum.Enum):
     UNBOUND = "unbound-interface"                   # a pod hook on an interface no endpoint is bound to
     LOCAL_SOURCE_FROM_OUTSIDE = "local-source-from-outside"  # xdp_node, to_pod: a local address from outside
     SERVICE_NOT_TRANSLATED = "service-not-translated"  # nf_node: a Service address no DNAT rewrote (or a reply's)
+    ICMP_OFF_PATH = "icmp-error-off-path"  # nf_node: an error about a Service connection from a pod not its peer
 
 
 # Event reason codes: the evaluator's reasons plus the datapath's own.
