@@ -295,6 +295,25 @@ def test_after_an_unload_the_next_agent_puts_the_registered_pods_back_on_their_h
         [line for line in lines if not line.startswith("{")][:3]
 
 
+def test_a_running_agent_puts_back_what_an_unload_took_away(node, artifacts):
+    """`policyc unload` while the agent runs: before, the agent kept the state it had read and answered
+    as if the policy were in force while every pod ran unfiltered until its next start. Now its next
+    poll notices, loads the watched artifact again and re-attaches every registered pod."""
+    net = conflist("ptp", node.prefix, SUBNET, node.ipam, node.socket)
+    web, db, client = add(node, net, "x/web-1"), add(node, net, "x/db-1"), add(node, net, "y/client-1")
+    node.serve(db, 80, 81)
+    flows = [(web, db, 80), (client, db, 80), (client, db, 81)]
+    assert verdicts(node, flows) == ["allow", "deny", "allow"]
+    out = node.policyc("unload", NAME)
+    assert out.returncode == 0 and "policyc agent" in out.stderr, out.stderr  # the operator is told
+    status = _wait(node, lambda s: len(s.get("attachments", [])) == 6)
+    assert {a["endpoint"] for a in status["attachments"]} == {web.display, db.display, client.display}
+    assert verdicts(node, flows) == ["allow", "deny", "allow"]
+    assert [line for line in node.log_lines() if line["msg"].startswith("the policy in force was unloaded")]
+    assert 'policyc_agent_artifact_loads_total{result="unloaded-elsewhere"} 1.0' in _get(node, f"http://{METRICS}/metrics")
+    assert [r.code for r in node.check(net, web)] == [0, 0]
+
+
 def test_the_watched_artifact_is_replaced_and_a_broken_one_refused(node, artifacts, tmp_path):
     net = conflist("ptp", node.prefix, SUBNET, node.ipam, node.socket)
     web, db = add(node, net, "x/web-1"), add(node, net, "x/db-1")

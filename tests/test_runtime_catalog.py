@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policyc.bpf_runtime.endpoints import Catalog, Extra, load_sources, own_labels
+from policyc.bpf_runtime.endpoints import Catalog, Extra, load_sources, own_labels, plan_set
+from policyc.bpf_runtime.loaded import manifest_of
 from policyc.bpf_runtime.state import State, manifest_sha256
 from policyc.cli import main
+from policyc.compiler.evaluate import LabelIndex
 from policyc.compiler.ir import pending_scope
 from policyc.compiler.lower import PeerIdentity
 
@@ -65,3 +67,35 @@ def test_peers_stay_what_a_scan_of_the_pods_gives(shop, data):
         assert cat.peers(without=without) == _scanned(cat, without=without)
         ep = cat.pods[without].endpoint
         assert cat.peers(extra=ep, without=without) == _scanned(cat, extra=ep, without=without)
+
+
+class _Plain(Catalog):
+    def label_universe(self, *more):
+        return LabelIndex([p.labels for p in self.peers()] + list(more))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_an_agents_long_lived_indexes_plan_what_a_fresh_catalog_plans(shop, data):
+    """The agent keeps its label index across changes (Catalog.label_universe: sets added, never removed
+    until rebuilt): after any changes, a relabel plans the entries that a catalog built afresh from the same
+    records plans with an index of exactly the peers' label sets."""
+    src = load_sources(shop)
+    features = manifest_of(shop)["features"]
+    cat = Catalog(shop, src, features)
+    records = []
+    for step in range(data.draw(st.integers(1, 6), "changes")):
+        pod = data.draw(st.sampled_from(sorted(cat.pods)), "pod")
+        donor = cat.pods[data.draw(st.sampled_from(sorted(cat.pods)), "takes the labels of")].endpoint
+        labels = own_labels(donor.identity.labels)
+        if data.draw(st.booleans(), "a label set no pod holds"):
+            labels = {**labels, "step": str(step)}
+        plan = plan_set(cat, cat.pods[pod], "relabel", pod, None, labels, donor.service_account, Extra(),
+                        donor.ports)
+        fresh = _Plain(State(**{**vars(shop), "runtime": list(records)}), src, features)
+        again = plan_set(fresh, fresh.pods[pod], "relabel", pod, None, labels, donor.service_account, Extra(),
+                         donor.ports)
+        assert sorted(map(repr, plan.entries)) == sorted(map(repr, again.entries))
+        assert plan.record == again.record
+        cat.apply(plan.record)
+        records.append(plan.record)

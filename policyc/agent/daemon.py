@@ -178,6 +178,7 @@ class Agent:
 
     def poll(self) -> None:
         with self.lock:
+            self._notice_unload()
             self._poll_inventory()
             self._poll_artifact()
             self._collect_gone()
@@ -201,9 +202,24 @@ class Agent:
                            "watched directory brings one this version reads", extra={"fields": {
                                "artifact": self.state.artifact, "reason": self.unreadable}})
 
+    def _notice_unload(self) -> None:
+        """`policyc unload` by another process took the policy away: forget it, and load the watched
+        artifact again on this poll (what the next agent would do), with its registered pods re-attached.
+        The agent exists to keep the watched policy in force; removing policy from a node means
+        stopping the agent first (docs/agent.md)."""
+        if self.state is None or read_state(self.config.name) is not None:
+            return
+        self.log.warning("the policy in force was unloaded by another process: loading the watched artifact "
+                         "again", extra={"fields": {"name": self.config.name, "artifact": self.state.artifact}})
+        self.metrics.artifact_loads.labels("unloaded-elsewhere").inc()
+        self.state = self.catalog = self.version = None
+        self.artifact.in_force = None
+        self.seen_artifact = None
+
     def _fresh(self) -> None:
         """Under the name lock: pick up what another process (`policyc endpoint` without the agent,
-        `policyc load`) changed since this agent last wrote."""
+        `policyc load`, `policyc unload`) changed since this agent last wrote."""
+        self._notice_unload()
         if self.state is None:
             raise Refusal("no policy in force yet: the agent is waiting for a valid artifact in "
                           f"{self.config.artifact_dir}", "not-ready", 503)

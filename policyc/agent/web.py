@@ -32,7 +32,8 @@ class AgentMetrics:
         self.seconds = Histogram("policyc_agent_request_seconds", "Time to serve an API request, by operation.",
                                  ["op"], buckets=LATENCY_BUCKETS, registry=r)
         self.artifact_loads = Counter("policyc_agent_artifact_loads",
-                                      "Artifacts taken from the watched directory: loaded, replaced or refused.",
+                                      ("Artifacts taken from the watched directory: loaded, replaced or refused; "
+                                       "unloaded-elsewhere: a `policyc unload` the agent undid."),
                                       ["result"], registry=r)
         self.artifact_refused = Gauge("policyc_agent_artifact_refused",
                                       "1 while the watched directory holds an artifact the agent refused "

@@ -29,7 +29,7 @@ from pathlib import Path
 from ..compiler.artifact import SOURCES
 from ..compiler.diagnostics import PolicycError, Severity
 from ..compiler.entities import FIRST_CIDR_ID, FIRST_CLUSTER_ID
-from ..compiler.evaluate import Evaluator, subject_labels
+from ..compiler.evaluate import Evaluator, LabelIndex, PeerBuckets, subject_labels
 from ..compiler.frontend import build_policy_set
 from ..compiler.inventory import Inventory, build_inventory, own_labels, pod_labels
 from ..compiler.ir import (NAMESPACE_NAME_LABEL, SERVICE_ACCOUNT_KEY, Action, Direction, Endpoint, EndpointKind,
@@ -72,6 +72,7 @@ class Sources:
     inventory: Inventory
     evaluator: Evaluator  # one per artifact: its rule selection per label set is cached across changes
     levels: tuple[int, ...]  # the exact-mode fall-back levels the compiled program tries (lower.fallback_levels)
+    peer_rules: PeerBuckets  # the rules a new label set may be a peer of, found from its labels
 
 
 def load_sources(state: State) -> Sources:
@@ -102,7 +103,7 @@ def _sources(artifact: str, manifest_sha256: str) -> Sources:
                      "number; recompile the artifact with this policyc version")
     inventory = build_inventory(docs("inventory"), data["cluster"])
     policy = bind_services(result.policy, inventory.services)
-    return Sources(policy, inventory, Evaluator(policy), fallback_levels(policy.rules))
+    return Sources(policy, inventory, Evaluator(policy), fallback_levels(policy.rules), PeerBuckets(policy.rules))
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,8 @@ class Catalog:
         self.holders: dict[frozenset, set[str]] = {}      # identity labels → pods holding them now
         self.port_counts: dict[frozenset, Counter] = {}   # identity labels → its holders' named ports, counted
         self.classes: dict[tuple, tuple[int, set[str]]] = {}  # (subject labels, ports) → (policy id, pods)
+        self._peer_of: dict[frozenset, PeerIdentity] = {}    # identity labels → as a peer now (``peers``)
+        self._universe: LabelIndex | None = None             # every identity's labels (``label_universe``)
         self.compiled_ids = {i.labels: i.id for i in src.inventory.identities}
         self.top = {"identity": max([255] + [i.id for i in src.inventory.identities if i.id < FIRST_CIDR_ID]),
                     "policy_id": 0, "endpoint_id": 0}
@@ -166,6 +169,10 @@ class Catalog:
 
     def _put(self, name: str, pod: Pod) -> None:
         self._drop(name)
+        labels = pod.endpoint.identity.labels
+        self._peer_of.pop(labels, None)
+        if self._universe is not None and labels not in self._universe:
+            self._universe.add(labels)
         self.pods[name] = pod
         for ip in pod.endpoint.ips:
             self.by_ip[ip] = name
@@ -182,6 +189,7 @@ class Catalog:
             if self.by_ip.get(ip) == name:
                 del self.by_ip[ip]
         labels = pod.endpoint.identity.labels
+        self._peer_of.pop(labels, None)
         self.port_counts[labels].subtract(pod.endpoint.ports)
         for table, key in ((self.holders, labels), (self.classes, _class_key(pod.endpoint))):
             members = table[key] if table is self.holders else table[key][1]
@@ -225,21 +233,45 @@ class Catalog:
         """Every identity as a policy peer (what lower.peer_identities gives), optionally as if ``without``
         had left and ``extra`` had come; linear in identities, not pods (named ports are kept counted)."""
         gone = self.pods.get(without) if without else None
-        counts = dict(self.port_counts)
+        changed: dict[frozenset, Counter | None] = {}  # label sets the change touches → their ports (None: gone)
         if gone is not None:
             labels = gone.endpoint.identity.labels
-            if self.holders[labels] == {without}:
-                del counts[labels]
-            else:
-                counts[labels] = self.held_ports(labels, without)
+            changed[labels] = None if self.holders[labels] == {without} else self.held_ports(labels, without)
         if extra is not None:
-            counts[extra.identity.labels] = counts.get(extra.identity.labels, Counter()) + Counter(extra.ports)
+            labels = extra.identity.labels
+            before = changed[labels] if labels in changed else self.port_counts.get(labels)
+            changed[labels] = (before or Counter()) + Counter(extra.ports)
         out = dict(self.fixed_peers)
-        for labels, ports in counts.items():
-            ident = extra.identity.id if extra is not None and labels == extra.identity.labels else \
-                self.pods[next(iter(self.holders[labels]))].endpoint.identity.id
-            out[ident] = PeerIdentity(ident, labels, None, _sorted_ports(+ports), pending_scope(labels))
+        for labels in self.port_counts:
+            if labels not in changed:
+                peer = self._peer_of.get(labels)
+                if peer is None:
+                    peer = self._peer_of[labels] = self._as_peer(labels, self.port_counts[labels])
+                out[peer.id] = peer
+        for labels, ports in changed.items():
+            if ports is not None:
+                ident = extra.identity.id if extra is not None and labels == extra.identity.labels else None
+                peer = self._as_peer(labels, ports, ident)
+                out[peer.id] = peer
         return tuple(out[k] for k in sorted(out))
+
+    def label_universe(self, *more: frozenset) -> LabelIndex:
+        """A label index over every identity's labels and ``more``, kept across changes: a relabel to a new
+        label set adds one set instead of indexing them all again.  Sets no pod holds any longer stay
+        (they match no identity) until they outnumber the held ones; then it is built afresh."""
+        held = len(self.port_counts) + len(self.fixed_peers)
+        if self._universe is None or len(self._universe.label_sets) > 2 * held + 64:
+            self._universe = LabelIndex([*{p.labels for p in self.fixed_peers.values()}, *self.port_counts])
+        for labels in more:
+            if labels not in self._universe:
+                self._universe.add(labels)
+        return self._universe
+
+    def _as_peer(self, labels: frozenset, ports: Counter, ident: int | None = None) -> PeerIdentity:
+        """The label set as a peer, numbered as its holders are (or ``ident``), with their named ports."""
+        if ident is None:
+            ident = self.pods[next(iter(self.holders[labels]))].endpoint.identity.id
+        return PeerIdentity(ident, labels, None, _sorted_ports(+ports), pending_scope(labels))
 
     def identity_labels(self, endpoint: str, labels: dict, service_account: str, extra: "Extra") -> frozenset:
         """The identity labels ``endpoint`` would get from a change with these arguments."""
@@ -544,7 +576,8 @@ def _entries(cat: Catalog, ep: Endpoint, shared: bool, policy_id: int, new_class
         peer = PeerIndex((cat.peer(ep, held),))
         # only rules whose peers match the new identity give it entries: find them once, then lower only
         # the classes such a rule selects (the evaluator's selection per class is cached)
-        hits = {id(r) for r in cat.src.policy.rules if peer.rule(r)}
+        labels = ep.identity.labels
+        hits = {id(r) for r in cat.src.peer_rules.candidates(labels, pending_scope(labels)) if peer.rule(r)}
         for _, pid, rep in cat.other_classes(ep.display):
             for d in Direction:
                 allows, denies, _ = evaluator.subject_rules(rep, d)
@@ -552,7 +585,7 @@ def _entries(cat: Catalog, ep: Endpoint, shared: bool, policy_id: int, new_class
                     entries += [e for e in subject_entries(evaluator, pid, rep, d, peer, port_lpm)
                                 if e.peer == ep.identity.id]
     if new_class:
-        every = PeerIndex(cat.peers(extra=ep, without=ep.display))
+        every = PeerIndex(cat.peers(extra=ep, without=ep.display), cat.label_universe(ep.identity.labels))
         for d in Direction:
             entries += subject_entries(evaluator, policy_id, ep, d, every, port_lpm)
     _features_needed(entries, features, cat.src.levels)

@@ -17,10 +17,16 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import sys
+
+    from ..agent.client import agent_for
     from ..bpf_runtime.loader import unload
 
     with bpf_errors():
         detached = unload(args.name)
+    if agent_for(args.name) is not None:
+        print(f"policyc unload: a policyc agent keeps {args.name} in force and will load its watched artifact "
+              "again on its next poll; stop the agent first to take the policy off this node", file=sys.stderr)
     if args.format != "text":
         print(structured({"name": args.name, "detached": detached}, args.format))
         return 0

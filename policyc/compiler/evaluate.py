@@ -13,6 +13,7 @@ import enum
 import functools
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from .entities import reserved_label
@@ -281,8 +282,8 @@ class SubjectBuckets:
     it: such items are candidates for every pending label set of that scope (``bounds`` judges them).
     """
 
-    def __init__(self, items):
-        ins = [[r for r in item.subject.requirements if r.op is Op.IN] for item in items]
+    def __init__(self, items, selector: Callable = lambda item: item.subject):
+        ins = [[r for r in selector(item).requirements if r.op is Op.IN] for item in items]
         freq = Counter((r.key, v) for reqs in ins for r in reqs for v in set(r.values))
         self._buckets: dict[tuple[str, str], list[int]] = {}
         self._everywhere: list[int] = []
@@ -309,6 +310,23 @@ class SubjectBuckets:
         return sorted(hits)
 
 
+class PeerBuckets:
+    """Rules by the ``In`` requirements of their selector peers, so that the rules a new label set may be a
+    peer of (a relabel to labels no pod holds) come from its labels instead of testing every rule.
+    CIDR and FQDN peers never match a pod's identity; the caller's peer test stays the judge."""
+
+    def __init__(self, rules: tuple[Rule, ...]):
+        self._rules = rules
+        self._pairs = [(n, sel) for n, r in enumerate(rules) for p in r.peers if isinstance(p, SelectorPeer)
+                       for sel in p.selectors]
+        self._buckets = SubjectBuckets(self._pairs, selector=lambda pair: pair[1])
+
+    def candidates(self, labels: frozenset, pending: str | None = None) -> list[Rule]:
+        """The rules with a selector peer that may match ``labels``, in policy order."""
+        found = {self._pairs[i][0] for i in self._buckets.candidates(labels, pending)}
+        return [self._rules[n] for n in sorted(found)]
+
+
 class LabelIndex:
     """Which of many label sets a selector matches, without testing every set.
 
@@ -318,19 +336,33 @@ class LabelIndex:
     """
 
     def __init__(self, label_sets: list[frozenset]):
-        self.label_sets = label_sets
-        positions: dict[frozenset, list[int]] = {}  # equal sets (100,000 CIDR identities share one) once
-        for i, labels in enumerate(label_sets):
-            positions.setdefault(labels, []).append(i)
-        self._distinct = list(positions)
-        self._positions = list(positions.values())
+        self.label_sets: list[frozenset] = []
+        self._slot: dict[frozenset, int] = {}  # equal sets (100,000 CIDR identities share one) once
+        self._distinct: list[frozenset] = []
+        self._positions: list[list[int]] = []
         self._by_label: dict[tuple[str, str, str], set[int]] = {}
         self._by_key: dict[tuple[str, str], set[int]] = {}
-        for d, labels in enumerate(self._distinct):
+        for labels in label_sets:
+            self.add(labels)
+
+    def add(self, labels: frozenset) -> int:
+        """Append a label set (an agent's index grows as pods take new labels); its position."""
+        at = len(self.label_sets)
+        self.label_sets.append(labels)
+        d = self._slot.get(labels)
+        if d is None:
+            d = self._slot[labels] = len(self._distinct)
+            self._distinct.append(labels)
+            self._positions.append([])
             for lab in labels:
                 for source in (lab.source, ANY_SOURCE):
                     self._by_label.setdefault((source, lab.key, lab.value), set()).add(d)
                     self._by_key.setdefault((source, lab.key), set()).add(d)
+        self._positions[d].append(at)
+        return at
+
+    def __contains__(self, labels: frozenset) -> bool:
+        return labels in self._slot
 
     def _holders(self, req) -> set[int] | None:
         """The sets ``req`` can hold for, or None when it may hold for sets without its key."""

@@ -212,18 +212,30 @@ class PeerIndex:
     may), so ``rule`` tests them one by one (there are a few per namespace at most).
     """
 
-    def __init__(self, identities: tuple[PeerIdentity, ...]):
+    def __init__(self, identities: tuple[PeerIdentity, ...], universe: LabelIndex | None = None):
+        """``universe``: a label index over (at least) every known identity's labels, kept by the caller
+        across many indexes (the agent's); without it, one is built over these identities."""
         self.identities = identities
         self._known = [n for n, i in enumerate(identities) if not i.pending]
         self._pending = [n for n, i in enumerate(identities) if i.pending]
-        self._labels = LabelIndex([identities[n].labels for n in self._known])
+        if universe is None:
+            self._labels = LabelIndex([identities[n].labels for n in self._known])
+            self._at: list | None = None  # label index position -> identity positions (None: _known's)
+        else:
+            self._labels = universe
+            where: dict[frozenset, list[int]] = {}
+            for n in self._known:
+                where.setdefault(identities[n].labels, []).append(n)
+            self._at = [where.get(labels, ()) for labels in universe.label_sets]
         self._regions = PrefixIndex((i.region, n) for n, i in enumerate(identities) if i.region is not None)
         self._peers: dict = {}
         self._rules: dict[int, frozenset[int]] = {}
 
     def _match(self, p) -> frozenset[int]:
         if isinstance(p, SelectorPeer):
-            return frozenset(self._known[k] for s in p.selectors for k in self._labels.matching(s))
+            if self._at is None:
+                return frozenset(self._known[k] for s in p.selectors for k in self._labels.matching(s))
+            return frozenset(n for s in p.selectors for k in self._labels.matching(s) for n in self._at[k])
         if isinstance(p, CIDRPeer):
             out = set(self._regions.within(p.network))
             for ex in p.excepts:
