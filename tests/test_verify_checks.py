@@ -14,7 +14,7 @@ from policyc.compiler.evaluate import Evaluator, peer_labels, rule_matches, sele
 from policyc.compiler.frontend import build_policy_set
 from policyc.compiler.ir import Direction
 from policyc.compiler.source import load_documents
-from policyc.compiler.verify.checks import run_checks, suppress
+from policyc.compiler.verify.checks import Context, _deletable, run_checks, suppress
 from policyc.compiler.verify.findings import CATALOGUE, Finding
 
 DATA = Path(__file__).parent / "data" / "check"
@@ -104,3 +104,17 @@ def test_every_witness_replays(policy, inventory):
     for inv in (None, inventory):
         for finding in run_checks(policy, inv):
             replay(policy, finding)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(policy=policy_sets(max_rules=6))
+def test_deletion_proofs_do_not_depend_on_their_order(policy):
+    """Every deletion proof is a scope of one shared solver (issue 15): a proof that left a constraint
+    behind would answer the next rule's question under the last one's subject, so the answers would
+    depend on the order they are asked in, and the solver would not be back at its base."""
+    forward, backward = Context(policy), Context(policy)
+    ahead = [_deletable(forward, r) for r in policy.rules]
+    behind = [_deletable(backward, r) for r in reversed(policy.rules)][::-1]
+    assert ahead == behind
+    for ctx in (forward, backward):
+        assert ctx.deletions.solver.num_scopes() == 0

@@ -25,11 +25,32 @@ from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
 from . import exposure, prefilter, regex
-from .encode import Kind, Request, Space, SymbolicSpace, View, new_flow, space_for
+from .encode import Kind, Request, Space, SymbolicFlow, SymbolicSpace, View, new_flow, space_for
 from .findings import Finding, Location, Witness, rule_location
 from .servicechecks import check_cidr_services, check_unmatched_services, cidr_covers
 
 CCNP = "CiliumClusterwideNetworkPolicy"
+
+
+@dataclass(frozen=True)
+class Prover:
+    """One solver over one flow for a family of questions: the flow's well-formedness is asserted once,
+    and each question is a scope pushed on it and popped.  A fresh solver per question spent most of
+    its time taking in the same constraints again (issue 15: 2.2 s of solving for the 500 deletion
+    proofs of a 1,000-pod Cilium cluster, 0.4 s in scopes)."""
+
+    space: Space
+    flow: SymbolicFlow
+    solver: z3.Solver
+
+    def unsat(self, *constraints) -> bool:
+        """No flow satisfies ``constraints`` (unknown counts as satisfiable: no proof)."""
+        self.solver.push()
+        try:
+            self.solver.add(*constraints)
+            return self.solver.check() == z3.unsat
+        finally:
+            self.solver.pop()
 
 
 @dataclass
@@ -49,10 +70,12 @@ class Context:
                                   for u in (False, True)} if self.inventory else {}
 
     @functools.cached_property
-    def deletion_space(self) -> Space:
-        """Every possible endpoint any rule could name, for ``_deletable``: one space for all its
-        queries, so each rule's formula and the flow's constraints are built once, not per query."""
-        return space_for(self.policy.rules, self.policy.default_deny, self.policy.cluster, None, unknowns=True)
+    def deletions(self) -> "Prover":
+        """Every possible endpoint any rule could name, for ``_deletable``: one space, flow and solver for
+        all its queries, so each rule's formula and the flow's constraints are built once, not per query."""
+        space = space_for(self.policy.rules, self.policy.default_deny, self.policy.cluster, None, unknowns=True)
+        solver = z3.Solver()
+        return Prover(space, new_flow(space, solver), solver)
 
     def space(self, rules, dds=(), selectors=(), unknowns: bool = False) -> Space:
         return self._inventory_spaces.get(unknowns) or space_for(rules, dds, self.policy.cluster, self.inventory,
@@ -145,15 +168,12 @@ def _deletable(ctx: Context, rule: Rule) -> bool:
     near = PolicySet(tuple(ctx.index.near(rule.direction, rule.subject_kind, rule.subject)),
                      tuple(ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)), (), ctx.policy.cluster)
     after = near.without([rule.id])
-    space = ctx.deletion_space
-    solver = z3.Solver()
-    flow = new_flow(space, solver)
+    space, flow = ctx.deletions.space, ctx.deletions.flow
     request = Request() if any(pm.filtered for r in near.rules for pm in r.ports) else None
     subject, _ = space.sides(flow, rule.direction)
-    solver.add(z3.Not(flow.same), space.selects(rule.subject_kind, rule.subject, subject),
-               space.direction_allows(near, rule.direction, flow, request)
-               != space.direction_allows(after, rule.direction, flow, request))
-    return solver.check() == z3.unsat
+    return ctx.deletions.unsat(z3.Not(flow.same), space.selects(rule.subject_kind, rule.subject, subject),
+                               space.direction_allows(near, rule.direction, flow, request)
+                               != space.direction_allows(after, rule.direction, flow, request))
 
 def _decided(space: Space, flow, direction: Direction) -> z3.BoolRef:
     """Policy decides the flow in ``direction``: not a flow to itself (R11.5), nor one nothing enforces."""

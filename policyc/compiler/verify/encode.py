@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass, replace
 
 import z3
+from z3 import z3core
 
 from ..entities import RESERVED, reserved_label, world_labels
 from ..evaluate import (ALWAYS_FAIL, Flow, LabelIndex, Request as ConcreteRequest, fqdn_regex, opaque_key, sees_lookups,
@@ -40,6 +41,30 @@ from ..ir import (ANY_SOURCE, CLUSTER_KEY, NAMESPACE_KEY, NAMESPACE_LABELS_PREFI
                   L7Rules, Label, NamedPort, Op, Peer, PolicySet, PortMatch, Protocol, Requirement, Rule,
                   Selector, SelectorPeer, SubjectKind)
 from . import regex
+
+
+def _connective(make, fallback, args) -> z3.BoolRef:
+    """``make`` (Z3_mk_and or Z3_mk_or) over Boolean terms in one call of Z3's C API: the same term
+    ``fallback`` (z3.And or z3.Or) makes, without its per-argument sort checks and coercions, which were
+    most of the time a check spent building formulas (issue 15's profile). Anything but Boolean terms
+    (a Python bool, say) goes through ``fallback``."""
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):
+        args = args[0]
+    if not all(type(a) is z3.BoolRef for a in args):
+        return fallback(*args)
+    ctx = args[0].ctx if args else z3.main_ctx()
+    terms = (z3.Ast * len(args))(*[a.as_ast() for a in args])
+    return z3.BoolRef(make(ctx.ref(), len(args), terms), ctx)
+
+
+def conj(*args) -> z3.BoolRef:
+    """z3.And, built faster (``_connective``): a list or the terms themselves."""
+    return _connective(z3core.Z3_mk_and, z3.And, args)
+
+
+def disj(*args) -> z3.BoolRef:
+    """z3.Or, built faster (``_connective``)."""
+    return _connective(z3core.Z3_mk_or, z3.Or, args)
 
 
 class Kind(enum.IntEnum):
@@ -141,7 +166,7 @@ class Term:
         ip = self.ip4 if net.version == 4 else self.ip6
         mask = ((1 << bits) - 1) ^ ((1 << (bits - net.prefixlen)) - 1)
         family = self.v4 if net.version == 4 else z3.Not(self.v4)
-        return z3.And(family, ip & mask == int(net.network_address))
+        return conj(family, ip & mask == int(net.network_address))
 
     def decode_ip(self, model) -> ipaddress._BaseAddress:
         if z3.is_true(model.eval(self.v4, model_completion=True)):
@@ -159,21 +184,27 @@ class SymbolicTerm(Term):
         self.reserved = z3.Int(f"{name}.reserved")
         self.labels = {k: z3.Int(f"{name}.label.{k}") for k in domain.values}
         self._matches: dict = {}
+        self._kinds: dict = {}
         self.ports = {n: (z3.Bool(f"{name}.port.{n}"), z3.BitVec(f"{name}.port.{n}.num", 16),
                           z3.Int(f"{name}.port.{n}.proto")) for n in port_names}
 
     def is_kind(self, kind: Kind) -> z3.BoolRef:
-        return self.kind == int(kind)
+        """Built once per kind: every selector and peer formula asks again (an arithmetic comparison
+        costs the Python API a coercion each time)."""
+        hit = self._kinds.get(kind)
+        if hit is None:
+            hit = self._kinds[kind] = self.kind == int(kind)
+        return hit
 
     def wellformed(self) -> list:
         """What inventory.py would build: pods carry namespace, cluster and service account labels."""
-        out = [z3.And(self.kind >= 0, self.kind <= 3),
-               z3.And(self.reserved >= 0, self.reserved < len(RESERVED_PEERS))]
+        out = [conj(self.kind >= 0, self.kind <= 3),
+               conj(self.reserved >= 0, self.reserved < len(RESERVED_PEERS))]
         pod = self.is_kind(Kind.POD)
         for key, var in self.labels.items():
-            out.append(z3.And(var >= 0, var <= self.domain.fresh(key)))
+            out.append(conj(var >= 0, var <= self.domain.fresh(key)))
             labelled = pod if key in _POD_ONLY_KEYS or key.startswith(NAMESPACE_LABELS_PREFIX) else \
-                z3.Or(pod, self.is_kind(Kind.NODE))
+                disj(pod, self.is_kind(Kind.NODE))
             out.append(z3.Implies(z3.Not(labelled), var == 0))
         out.append(z3.Implies(pod, self.labels[NAMESPACE_KEY] != 0))
         out.append(z3.Implies(pod, self.labels[CLUSTER_KEY] == self.domain.index(CLUSTER_KEY, self.domain.cluster)))
@@ -182,7 +213,7 @@ class SymbolicTerm(Term):
         if _NS_NAME_KEY in self.labels:  # same domain as the namespace key (Domain.of)
             out.append(z3.Implies(pod, self.labels[_NS_NAME_KEY] == self.labels[NAMESPACE_KEY]))
         for present, _num, proto in self.ports.values():
-            out.append(z3.Implies(present, z3.And(pod, z3.Or([proto == int(p) for p in
+            out.append(z3.Implies(present, conj(pod, disj([proto == int(p) for p in
                                                               (Protocol.TCP, Protocol.UDP, Protocol.SCTP)]))))
         return out
 
@@ -190,22 +221,22 @@ class SymbolicTerm(Term):
         if view is View.HOST:
             return z3.BoolVal(name == "host")
         if view is View.SUBJECT:
-            return z3.And(self.is_kind(Kind.NODE), z3.BoolVal(name == "host"))
+            return conj(self.is_kind(Kind.NODE), z3.BoolVal(name == "host"))
         options = []
         if name == "remote-node":
             options.append(self.is_kind(Kind.NODE))
         if name in ("world", "world-ipv4", "world-ipv6"):
             family = {"world": True, "world-ipv4": self.v4, "world-ipv6": z3.Not(self.v4)}[name]
-            options.append(z3.And(self.is_kind(Kind.EXTERNAL), family))
+            options.append(conj(self.is_kind(Kind.EXTERNAL), family))
         if name in RESERVED_PEERS:
-            options.append(z3.And(self.is_kind(Kind.RESERVED), self.reserved == RESERVED_PEERS.index(name)))
-        return z3.Or(options) if options else z3.BoolVal(False)
+            options.append(conj(self.is_kind(Kind.RESERVED), self.reserved == RESERVED_PEERS.index(name)))
+        return disj(options) if options else z3.BoolVal(False)
 
     def _label_source_ok(self, source: str) -> z3.BoolRef:
         if source == ANY_SOURCE:
-            return z3.Or(self.is_kind(Kind.POD), self.is_kind(Kind.NODE))
+            return disj(self.is_kind(Kind.POD), self.is_kind(Kind.NODE))
         kinds = [k for k, s in _LABEL_SOURCE.items() if s == source]
-        return z3.Or([self.is_kind(k) for k in kinds]) if kinds else z3.BoolVal(False)
+        return disj([self.is_kind(k) for k in kinds]) if kinds else z3.BoolVal(False)
 
     def _has(self, req: Requirement, view: View, value: str | None) -> z3.BoolRef:
         """Some label with req's source and key (and ``value``, unless None) is present."""
@@ -219,27 +250,27 @@ class SymbolicTerm(Term):
             else:
                 idx = self.domain.index(req.key, value)
                 hit = z3.BoolVal(False) if idx is None else var == idx
-            parts.append(z3.And(self._label_source_ok(req.source), hit))
-        return z3.Or(parts) if parts else z3.BoolVal(False)
+            parts.append(conj(self._label_source_ok(req.source), hit))
+        return disj(parts) if parts else z3.BoolVal(False)
 
     def requirement(self, req: Requirement, view: View) -> z3.BoolRef:
         """Requirement.matches: NotIn and DoesNotExist hold when the key is absent."""
         if req.op in (Op.EXISTS, Op.DOES_NOT_EXIST):
             hit = self._has(req, view, None)
             return hit if req.op is Op.EXISTS else z3.Not(hit)
-        hit = z3.Or([self._has(req, view, v) for v in req.values])
+        hit = disj([self._has(req, view, v) for v in req.values])
         return hit if req.op is Op.IN else z3.Not(hit)
 
     def match(self, sel: Selector, view: View) -> z3.BoolRef:
         """Built once per term: a check's queries test the same few selectors against it again and again."""
         hit = self._matches.get((sel, view))
         if hit is None:
-            hit = self._matches[(sel, view)] = z3.And([self.requirement(r, view) for r in sel.requirements])
+            hit = self._matches[(sel, view)] = conj([self.requirement(r, view) for r in sel.requirements])
         return hit
 
     def named_port(self, name: str, protocol, port) -> z3.BoolRef:
         present, num, proto = self.ports[name]
-        return z3.And(present, num == port, proto == protocol)
+        return conj(present, num == port, proto == protocol)
 
 
 def runs(values) -> tuple[tuple[int, int], ...]:
@@ -261,7 +292,7 @@ def one_of(var, spans, le=None) -> z3.BoolRef:
     ``le`` is the order for bit-vectors (``z3.ULE``).
     """
     le = le or (lambda a, b: a <= b)
-    return z3.Or([var == a if a == b else z3.And(le(a, var), le(var, b)) for a, b in spans])
+    return disj([var == a if a == b else conj(le(a, var), le(var, b)) for a, b in spans])
 
 
 class InventoryTerm(Term):
@@ -304,8 +335,8 @@ class InventoryTerm(Term):
     def wellformed(self) -> list:
         not_taken = z3.If(self.v4, z3.Not(one_of(self.ip4, self.space.taken(4), z3.ULE)),
                           z3.Not(one_of(self.ip6, self.space.taken(6), z3.ULE)))
-        return [z3.And(self.choice >= 0, self.choice <= self.external_slot + 1),
-                z3.And(self.reserved >= 0, self.reserved < len(RESERVED_PEERS)),
+        return [conj(self.choice >= 0, self.choice <= self.external_slot + 1),
+                conj(self.reserved >= 0, self.reserved < len(RESERVED_PEERS)),
                 z3.Implies(self.is_kind(Kind.EXTERNAL), not_taken)]
 
     def match(self, sel: Selector, view: View) -> z3.BoolRef:
@@ -329,18 +360,18 @@ class InventoryTerm(Term):
             v4, v6 = sel.matches(world_labels(4)), sel.matches(world_labels(6))
             if v4 or v6:
                 family = z3.BoolVal(True) if v4 and v6 else (self.v4 if v4 else z3.Not(self.v4))
-                hits.append(z3.And(self.is_kind(Kind.EXTERNAL), family))
+                hits.append(conj(self.is_kind(Kind.EXTERNAL), family))
             names = [i for i, n in enumerate(RESERVED_PEERS) if sel.matches(frozenset({reserved_label(n)}))]
             if names:
-                hits.append(z3.And(self.is_kind(Kind.RESERVED), z3.Or([self.reserved == i for i in names])))
-        return z3.Or(hits) if hits else z3.BoolVal(False)
+                hits.append(conj(self.is_kind(Kind.RESERVED), disj([self.reserved == i for i in names])))
+        return disj(hits) if hits else z3.BoolVal(False)
 
     def speaks(self, version: int) -> z3.BoolRef:
         """An inventory endpoint with addresses speaks only their families (one without any: either)."""
         mute = self.space.memo(("mute", version), lambda: runs(
             i for i, ep in enumerate(self.space.endpoints) if ep.ips and all(ip.version != version for ip in ep.ips)))
         ok = z3.Not(one_of(self.choice, mute)) if mute else z3.BoolVal(True)
-        return z3.And(ok, super().speaks(version))
+        return conj(ok, super().speaks(version))
 
     def named_port(self, name: str, protocol, port) -> z3.BoolRef:
         """The chosen endpoint has port ``name`` = (port, protocol); endpoints grouped by that pair."""
@@ -351,7 +382,7 @@ class InventoryTerm(Term):
                     if np.name == name:
                         out.setdefault((np.port, int(np.protocol)), []).append(i)
             return [(pair, runs(idx)) for pair, idx in out.items()]
-        return z3.Or([z3.And(one_of(self.choice, spans), port == num, protocol == proto)
+        return disj([conj(one_of(self.choice, spans), port == num, protocol == proto)
                       for (num, proto), spans in self.space.memo(("port", name), holders)])
 
 
@@ -395,7 +426,7 @@ class Request:
     def http_rule(self, h) -> z3.BoolRef:
         """evaluate._http_admits: every given field matches, every header is present."""
         self._kinds.add("http")
-        return z3.And(self._field(self.method, h.method), self._field(self.path, h.path),
+        return conj(self._field(self.method, h.method), self._field(self.path, h.path),
                       self._field(self.host, h.host), *[self.opaque("header", x) for x in h.header_parts])
 
     def dns_rule(self, d) -> z3.BoolRef:
@@ -407,14 +438,14 @@ class Request:
         if l7 is None:
             return z3.BoolVal(True)
         if l7.kind == "http":
-            return z3.Or([self.http_rule(h) for h in l7.http])
+            return disj([self.http_rule(h) for h in l7.http])
         if l7.kind == "dns":
-            return z3.Or([self.dns_rule(d) for d in l7.dns])
+            return disj([self.dns_rule(d) for d in l7.dns])
         return self.opaque("l7", l7)
 
     def admitted_by(self, pm: PortMatch) -> z3.BoolRef:
         """evaluate.port_admits: the entry's L7 filter and each of its TLS conditions."""
-        return z3.And(self.allowed_by(pm.l7), *[self.opaque("tls", t) for t in pm.tls])
+        return conj(self.allowed_by(pm.l7), *[self.opaque("tls", t) for t in pm.tls])
 
     def decode(self, model) -> ConcreteRequest:
         def text(var, kind: str) -> str:
@@ -441,11 +472,11 @@ class SymbolicFlow:
         self.reads_auth = False  # some encoded rule wants mutual authentication (Space.authenticated)
 
     def wellformed(self) -> list:
-        icmp = z3.Or(self.protocol == int(Protocol.ICMP), self.protocol == int(Protocol.ICMPV6))
-        family = [z3.Implies(self.protocol == int(p), z3.And(self.src.speaks(p.family), self.dst.speaks(p.family)))
+        icmp = disj(self.protocol == int(Protocol.ICMP), self.protocol == int(Protocol.ICMPV6))
+        family = [z3.Implies(self.protocol == int(p), conj(self.src.speaks(p.family), self.dst.speaks(p.family)))
                   for p in FLOW_PROTOCOLS if p.family]  # evaluate.possible
         return (self.src.wellformed() + self.dst.wellformed() + self.space.pair_constraints(self)
-                + [z3.Or([self.protocol == int(p) for p in FLOW_PROTOCOLS]),
+                + [disj([self.protocol == int(p) for p in FLOW_PROTOCOLS]),
                    z3.Implies(icmp, z3.ULE(self.port, 255)),  # for ICMP the port slot is the type (R8.6)
                    z3.Implies(self.protocol == int(Protocol.OTHER), self.port == 0)]  # no ports: slot unused
                 + family)
@@ -478,13 +509,13 @@ class SymbolicFlow:
 
         try:
             keep(self.protocol == int(Protocol.TCP))
-            keep(z3.Or([self.port == p for p in PLAIN_PORTS]))  # one check: 443, not 256, where any port would do
+            keep(disj([self.port == p for p in PLAIN_PORTS]))  # one check: 443, not 256, where any port would do
             for term, v4, v6 in ((self.src, *DOC_ADDRESSES[0]), (self.dst, *DOC_ADDRESSES[1])):
                 keep(term.v4)
                 keep(term.ip4 == int(v4))
                 keep(term.ip6 == int(v6))
                 optional = [var == 0 for key, var in getattr(term, "labels", {}).items() if key not in _REQUIRED_KEYS]
-                if optional and not keep(z3.And(optional)):  # all absent at once, else one key at a time
+                if optional and not keep(conj(optional)):  # all absent at once, else one key at a time
                     for constraint in optional[:MAX_LABEL_PREFERENCES]:
                         keep(constraint)
             if self.reads_auth:
@@ -539,7 +570,7 @@ class Space:
     def selects(self, kind: SubjectKind, sel: Selector, subject) -> z3.BoolRef:
         """evaluate.selects"""
         want = Kind.POD if kind is SubjectKind.ENDPOINT else Kind.NODE
-        return z3.And(subject.is_kind(want), subject.match(sel, View.SUBJECT))
+        return conj(subject.is_kind(want), subject.match(sel, View.SUBJECT))
 
     def peer_matches(self, peer: Peer, flow: SymbolicFlow, direction: Direction,
                      names: z3.BoolRef | None = None) -> z3.BoolRef:
@@ -547,18 +578,18 @@ class Space:
         (Space.sees_lookups) whether the subject's lookups are proxied, None for "assume they are"."""
         subject, other = self.sides(flow, direction)
         if isinstance(peer, SelectorPeer):
-            host_view = z3.And(other.is_kind(Kind.NODE), subject.is_kind(Kind.POD), flow.local)
-            return z3.Or([z3.If(host_view, other.match(s, View.HOST), other.match(s, View.PEER))
+            host_view = conj(other.is_kind(Kind.NODE), subject.is_kind(Kind.POD), flow.local)
+            return disj([z3.If(host_view, other.match(s, View.HOST), other.match(s, View.PEER))
                           for s in peer.selectors])
         if isinstance(peer, CIDRPeer):
-            inside = z3.And(other.in_network(peer.network),
+            inside = conj(other.in_network(peer.network),
                             *[z3.Not(other.in_network(ex)) for ex in peer.excepts])
-            return z3.And(other.is_kind(Kind.EXTERNAL), inside)
+            return conj(other.is_kind(Kind.EXTERNAL), inside)
         assert isinstance(peer, FQDNPeer)  # evaluate.peer_matches: by the name an address was learned under
         if not self.unknowns:
             return z3.BoolVal(False)
         other.reads_dns = True
-        return z3.And(other.is_kind(Kind.EXTERNAL), z3.Length(other.dns) > 0,  # "": no name was learned
+        return conj(other.is_kind(Kind.EXTERNAL), z3.Length(other.dns) > 0,  # "": no name was learned
                       z3.InRe(other.dns, regex.to_z3(fqdn_regex(peer.match_name, peer.match_pattern))),
                       z3.BoolVal(True) if names is None else names)
 
@@ -566,8 +597,8 @@ class Space:
         """evaluate.port_matches; named ports resolve at the destination."""
         proto = z3.BoolVal(True) if pm.protocol is Protocol.ANY else flow.protocol == int(pm.protocol)
         if pm.name is None:
-            return z3.And(proto, z3.ULE(pm.first, flow.port), z3.ULE(flow.port, pm.last))
-        return z3.And(proto, flow.dst.named_port(pm.name, flow.protocol, flow.port))
+            return conj(proto, z3.ULE(pm.first, flow.port), z3.ULE(flow.port, pm.last))
+        return conj(proto, flow.dst.named_port(pm.name, flow.protocol, flow.port))
 
     def rule_matches(self, rule: Rule, flow: SymbolicFlow, request: Request | None = None,
                      ports: tuple[PortMatch, ...] | None = None, names: z3.BoolRef | None = None) -> z3.BoolRef:
@@ -584,14 +615,14 @@ class Space:
             self.sides(flow, rule.direction)[1].reads_dns = True
         if fqdn and names is not None:  # this policy set's lookups decide: a formula of its own
             subject, _ = self.sides(flow, rule.direction)
-            where = z3.And(self.selects(rule.subject_kind, rule.subject, subject),
-                           z3.Or([self.peer_matches(p, flow, rule.direction, names) for p in rule.peers]))
-            return z3.And(where, self._ports_match(entries, flow, request))
+            where = conj(self.selects(rule.subject_kind, rule.subject, subject),
+                           disj([self.peer_matches(p, flow, rule.direction, names) for p in rule.peers]))
+            return conj(where, self._ports_match(entries, flow, request))
         if request is not None and any(pm.filtered for pm in entries):  # a request's formulas are this query's
-            return z3.And(where, self._ports_match(entries, flow, request))
+            return conj(where, self._ports_match(entries, flow, request))
         kept, expr = flow.memo.get((id(rule), ports), (None, None))
         if kept is not rule:  # the memo holds the rule, so its id is not reused while the entry lives
-            expr = z3.And(where, self._ports_match(entries, flow, None))
+            expr = conj(where, self._ports_match(entries, flow, None))
             flow.memo[(id(rule), ports)] = (rule, expr)
         return expr
 
@@ -601,26 +632,26 @@ class Space:
         kept, where, fqdn = flow.memo.get(id(rule), (None, None, False))
         if kept is not rule:
             subject, _ = self.sides(flow, rule.direction)
-            where = z3.And(self.selects(rule.subject_kind, rule.subject, subject),
-                           z3.Or([self.peer_matches(p, flow, rule.direction) for p in rule.peers]))
+            where = conj(self.selects(rule.subject_kind, rule.subject, subject),
+                           disj([self.peer_matches(p, flow, rule.direction) for p in rule.peers]))
             fqdn = any(isinstance(p, FQDNPeer) for p in rule.peers)
             flow.memo[id(rule)] = (rule, where, fqdn)
         return where, fqdn
 
     def _ports_match(self, entries, flow: SymbolicFlow, request: Request | None) -> z3.BoolRef:
-        return z3.Or([z3.And(self.port_matches(pm, flow), request.admitted_by(pm) if request else True)
+        return disj([conj(self.port_matches(pm, flow), request.admitted_by(pm) if request else True)
                       for pm in entries])
 
     def default_deny(self, dds, direction: Direction, subject) -> z3.BoolRef:
-        return z3.Or([self.selects(d.subject_kind, d.subject, subject) for d in dds if d.direction is direction])
+        return disj([self.selects(d.subject_kind, d.subject, subject) for d in dds if d.direction is direction])
 
     def enforced(self, direction: Direction, flow: SymbolicFlow) -> z3.BoolRef:
         """Evaluator.direction's early exits: only pods and nodes enforce; the local node reaches its pods."""
         subject, other = self.sides(flow, direction)
-        enforcing = z3.Or(subject.is_kind(Kind.POD), subject.is_kind(Kind.NODE))
+        enforcing = disj(subject.is_kind(Kind.POD), subject.is_kind(Kind.NODE))
         if direction is Direction.INGRESS:
-            localhost = z3.And(subject.is_kind(Kind.POD), other.is_kind(Kind.NODE), flow.local)
-            return z3.And(enforcing, z3.Not(localhost))
+            localhost = conj(subject.is_kind(Kind.POD), other.is_kind(Kind.NODE), flow.local)
+            return conj(enforcing, z3.Not(localhost))
         return enforcing
 
     def sees_lookups(self, allows, flow: SymbolicFlow, direction: Direction) -> z3.BoolRef | None:
@@ -629,7 +660,7 @@ class Space:
         if not self.unknowns or not any(isinstance(p, FQDNPeer) for r in allows for p in r.peers):
             return None
         subject, _ = self.sides(flow, direction)
-        return z3.Or([self.selects(r.subject_kind, r.subject, subject) for r in allows if sees_lookups(r)])
+        return disj([self.selects(r.subject_kind, r.subject, subject) for r in allows if sees_lookups(r)])
 
     def authenticated(self, allows, flow: SymbolicFlow, names: z3.BoolRef | None = None) -> z3.BoolRef:
         """Evaluator.direction: when a matching allow rule wants mutual authentication, the handshake must succeed."""
@@ -638,7 +669,7 @@ class Space:
             return z3.BoolVal(True)
         flow.reads_auth = True
         failing = [r for r in wanting if r.auth == ALWAYS_FAIL]  # no handshake ever succeeds for these
-        return z3.And(z3.Or(flow.authenticated, z3.Not(z3.Or([self.rule_matches(r, flow, names=names)
+        return conj(disj(flow.authenticated, z3.Not(disj([self.rule_matches(r, flow, names=names)
                                                              for r in wanting]))),
                       *[z3.Not(self.rule_matches(r, flow, names=names)) for r in failing])
 
@@ -649,18 +680,18 @@ class Space:
         subject, _ = self.sides(flow, direction)
         rules = policy.rules_for(direction)
         allows = [r for r in rules if r.action is Action.ALLOW]
-        deny = z3.Or([self.rule_matches(r, flow) for r in rules if r.action is Action.DENY])
+        deny = disj([self.rule_matches(r, flow) for r in rules if r.action is Action.DENY])
         names = self.sees_lookups(allows, flow, direction)
-        matched = z3.Or([self.rule_matches(r, flow, names=names) for r in allows])
-        admitted = z3.Or([self.rule_matches(r, flow, request, names=names) for r in allows])
-        allow = z3.And(admitted, self.authenticated(allows, flow, names))
-        unfiltered = z3.Or(z3.Not(matched), admitted)  # R3.4c: without default deny the proxy still filters
+        matched = disj([self.rule_matches(r, flow, names=names) for r in allows])
+        admitted = disj([self.rule_matches(r, flow, request, names=names) for r in allows])
+        allow = conj(admitted, self.authenticated(allows, flow, names))
+        unfiltered = disj(z3.Not(matched), admitted)  # R3.4c: without default deny the proxy still filters
         dd = self.default_deny(policy.default_deny, direction, subject)
-        return z3.Or(z3.Not(self.enforced(direction, flow)), z3.And(z3.Not(deny), z3.If(dd, allow, unfiltered)))
+        return disj(z3.Not(self.enforced(direction, flow)), conj(z3.Not(deny), z3.If(dd, allow, unfiltered)))
 
     def allows(self, policy: PolicySet, flow: SymbolicFlow, request: Request | None = None) -> z3.BoolRef:
         """Evaluator.evaluate: a flow to itself passes; otherwise both ends must allow."""
-        return z3.Or(flow.same, z3.And(self.direction_allows(policy, Direction.EGRESS, flow, request),
+        return disj(flow.same, conj(self.direction_allows(policy, Direction.EGRESS, flow, request),
                                        self.direction_allows(policy, Direction.INGRESS, flow, request)))
 
 
@@ -705,7 +736,7 @@ class SymbolicSpace(Space):
         out = []
         ns_keys = [k for k in self.domain.values if k.startswith(NAMESPACE_LABELS_PREFIX)]
         fresh = self.domain.fresh(NAMESPACE_KEY)
-        same_ns = z3.And(a.is_kind(Kind.POD), b.is_kind(Kind.POD), a.labels[NAMESPACE_KEY] == b.labels[NAMESPACE_KEY],
+        same_ns = conj(a.is_kind(Kind.POD), b.is_kind(Kind.POD), a.labels[NAMESPACE_KEY] == b.labels[NAMESPACE_KEY],
                          a.labels[NAMESPACE_KEY] != fresh)
         for key in ns_keys:
             out.append(z3.Implies(same_ns, a.labels[key] == b.labels[key]))
@@ -818,16 +849,16 @@ class InventorySpace(Space):
                 if ep.kind is EndpointKind.POD and ep.node in index:
                     out.setdefault(index[ep.node], []).append(i)
             return [(n, runs(pods)) for n, pods in out.items()]
-        return z3.Or([z3.Or(z3.And(one_of(src.choice, pods), dst.choice == n),
-                            z3.And(src.choice == n, one_of(dst.choice, pods)))
+        return disj([disj(conj(one_of(src.choice, pods), dst.choice == n),
+                            conj(src.choice == n, one_of(dst.choice, pods)))
                       for n, pods in self.memo(("local",), pods_by_node)])
 
     def same(self, src: InventoryTerm, dst: InventoryTerm) -> z3.BoolRef:
         """Endpoint equality: the same inventory entry, reserved identity or world address."""
-        ext = z3.And(src.is_kind(Kind.EXTERNAL), dst.is_kind(Kind.EXTERNAL), src.v4 == dst.v4,
+        ext = conj(src.is_kind(Kind.EXTERNAL), dst.is_kind(Kind.EXTERNAL), src.v4 == dst.v4,
                      z3.If(src.v4, src.ip4 == dst.ip4, src.ip6 == dst.ip6))
-        rsv = z3.And(src.is_kind(Kind.RESERVED), dst.is_kind(Kind.RESERVED), src.reserved == dst.reserved)
-        return z3.Or(z3.And(src.choice == dst.choice, src.choice < len(self.endpoints)), ext, rsv)
+        rsv = conj(src.is_kind(Kind.RESERVED), dst.is_kind(Kind.RESERVED), src.reserved == dst.reserved)
+        return disj(conj(src.choice == dst.choice, src.choice < len(self.endpoints)), ext, rsv)
 
     def pair_constraints(self, flow: SymbolicFlow) -> list:
         return []
