@@ -8,7 +8,11 @@ addresses are ``host`` as the loader sets them.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import ipaddress
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -372,6 +376,55 @@ def test_a_local_pods_source_enters_only_through_that_pods_interface(node, fam):
     assert not node.tc("to_pod", "x/a", syn(REMOTE_POD[fam], a, 49003, 80), ingress_ifindex=TUNNEL)
     assert [e.reason for e in node.events()] == ["allowed-by-rule", "allowed-by-rule", "not-enforced", "default-deny"]
     assert node.drops("local-source-from-outside") == 2
+
+
+@contextlib.contextmanager
+def routed_bridge(name: str):
+    """A scratch network namespace, entered by this thread, where the node routes the local pods' subnet
+    out of a bridge (a bridge CNI's br0) and nothing of it out of a second device (a tunnel); yields the
+    two ifindexes. BPF_PROG_TEST_RUN looks routes up in the namespace of the thread that runs it."""
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", "-n", name, *args], check=True, capture_output=True)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = open("/proc/self/ns/net")
+    try:
+        ip("link", "add", "br0", "type", "bridge")
+        ip("link", "add", "port0", "type", "veth", "peer", "name", "port1")  # a port: the bridge has carrier
+        ip("link", "set", "port0", "master", "br0")
+        ip("link", "add", "tun0", "type", "veth", "peer", "name", "tun1")
+        for dev in ("lo", "br0", "port0", "port1", "tun0", "tun1"):
+            ip("link", "set", dev, "up")
+        ip("addr", "add", "10.244.1.254/24", "dev", "br0")
+        ip("addr", "add", "fd00::1:fe/112", "dev", "br0", "nodad")
+        ip("addr", "add", "10.99.0.2/24", "dev", "tun0")
+        ip("addr", "add", "2001:db8:100::2/64", "dev", "tun0", "nodad")
+        subprocess.run(["nsenter", f"--net=/var/run/netns/{name}", "sysctl", "-qw", "net.ipv4.ip_forward=1",
+                        "net.ipv6.conf.all.forwarding=1"], check=True)
+        with open(f"/var/run/netns/{name}") as target:
+            if libc.setns(target.fileno(), 0x40000000) != 0:  # CLONE_NEWNET
+                raise OSError(ctypes.get_errno(), "setns")
+        try:
+            yield socket.if_nametoindex("br0"), socket.if_nametoindex("tun0")
+        finally:
+            libc.setns(own.fileno(), 0x40000000)
+    finally:
+        own.close()
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_a_local_pods_source_by_the_bridge_it_is_routed_to_passes(node, fam):
+    """A bridge CNI: x/b reaches x/a through the gateway (a Service's DNAT back onto the bridge), so the
+    packet enters the node by the bridge, not by x/b's port. The node routes x/b's address out of that
+    bridge: it passes. Before, the route look-up named no device, never succeeded, and every such packet
+    was dropped as `local-source-from-outside`. By a device that routes nothing of x/b's, still dropped."""
+    a, b = PODS["x/a"][fam], PODS["x/b"][fam]
+    with routed_bridge("pcbyp-fib") as (bridge, tunnel):
+        assert node.tc("to_pod", "x/a", syn(b, a, 49100, 80), ingress_ifindex=bridge)
+        assert not node.tc("to_pod", "x/a", syn(b, a, 49101, 80), ingress_ifindex=tunnel)
+    assert node.drops("local-source-from-outside") == 1
 
 
 def test_an_unbound_interface_drops_everything(node):
