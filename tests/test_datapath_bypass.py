@@ -20,6 +20,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6PacketTooBig, IPv6,
                                 IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, fragment6)
 from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Raw
 
 from kernelreq import require_kernel
 from policyc.bpf_runtime.artifact import open_artifact, read_manifest
@@ -425,6 +426,32 @@ def test_a_local_pods_source_by_the_bridge_it_is_routed_to_passes(node, fam):
         assert node.tc("to_pod", "x/a", syn(b, a, 49100, 80), ingress_ifindex=bridge)
         assert not node.tc("to_pod", "x/a", syn(b, a, 49101, 80), ingress_ifindex=tunnel)
     assert node.drops("local-source-from-outside") == 1
+
+
+def tiny_first_fragment(src: str, dst: str, sport: int, dport: int, ident: int) -> list[bytes]:
+    """A SYN cut after 8 bytes of its TCP header: the first fragment has the ports but not the flags."""
+    tcp = bytes(TCP(sport=sport, dport=dport, flags="S"))
+
+    def piece(offset: int, more: int, data: bytes) -> bytes:
+        if ":" in dst:
+            ip = IPv6(src=src, dst=dst) / IPv6ExtHdrFragment(id=ident, offset=offset, m=more, nh=6)
+        else:
+            ip = IP(src=src, dst=dst, id=ident, proto=6, frag=offset, flags="MF" if more else 0)
+        return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / ip / Raw(data))
+    return [piece(0, 1, tcp[:8]), piece(1, 0, tcp[8:])]
+
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_a_first_fragment_too_short_for_the_tcp_flags_is_dropped(node, fam):
+    """x/b's SYN to x/a:80 cut after 8 bytes of TCP: the hooks saw the ports but no flags, so conntrack
+    took the flow as picked up mid-stream (the 6 h lifetime instead of the SYN's 60 s; RST and FIN
+    in such fragments never closed it). Dropped now as malformed, with its later fragment (no first)."""
+    a, b = PODS["x/a"][fam], PODS["x/b"][fam]
+    first, later = tiny_first_fragment(b, a, 40700, 80, 91)
+    assert not node.tc("from_pod", "x/b", first) and not node.tc("to_pod", "x/a", first)
+    assert node.drops("malformed-packet") == 2
+    assert not node.tc("to_pod", "x/a", later) and node.drops("fragment-without-first") == 1
+    assert node.tc("from_pod", "x/b", syn(b, a, 40701, 80)) and node.tc("to_pod", "x/a", syn(b, a, 40701, 80))
 
 
 def test_an_unbound_interface_drops_everything(node):
