@@ -615,3 +615,38 @@ def test_answers_over_a_backend_of_cilium_ingress_say_the_proxy_does_not_relay(c
     assert code == 0 and "chains never pass through it" in err
     code, out, _ = run(capsys, "paths", "ingress", "a/backend", *_cluster("ing"), "--trust-nodes")
     assert code == 1 and "reserved:ingress -> a/backend" in out
+
+
+LONE_INVENTORY = """\
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: a}}
+- {apiVersion: v1, kind: Pod, metadata: {name: p, namespace: a, labels: {app: p}}, spec: {nodeName: n1}, status: {podIP: 10.0.1.1}}
+- {apiVersion: v1, kind: Pod, metadata: {name: q, namespace: a, labels: {app: q}}, spec: {nodeName: n1}, status: {podIP: 10.0.1.2}}
+- {apiVersion: v1, kind: Pod, metadata: {name: r, namespace: a, labels: {app: r}}, spec: {nodeName: n1}, status: {podIP: 10.0.1.3}}
+- {apiVersion: v1, kind: Node, metadata: {name: n1}, status: {addresses: [{type: InternalIP, address: 172.18.0.2}]}}
+"""
+LONE_POLICY = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: q-only-from-r, namespace: a}
+spec:
+  endpointSelector: {matchLabels: {app: q}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: r}}]
+"""
+
+
+def test_k_chains_never_come_back_to_a_one_pod_source(tmp_path, capsys):
+    """An adversarial user's find: `-k 6` from a/p listed `a/p -> a/r -> a/p -> n1 -> a/q` (the source
+    pod again, a loop) to fill its six. Only four chains exist, and only they are listed."""
+    (tmp_path / "inv.yaml").write_text(LONE_INVENTORY)
+    (tmp_path / "pol.yaml").write_text(LONE_POLICY)
+    assert main(["paths", "a/p", "a/q", str(tmp_path / "pol.yaml"), "--inventory", str(tmp_path / "inv.yaml"),
+                 "-k", "6", "--ports", "80/TCP", "--format", "json"]) == 1
+    chains = json.loads(capsys.readouterr().out)["chains"]
+    assert len(chains) == 4
+    for chain in chains:
+        names = [chain["hops"][0]["from"]] + [hop["to"] for hop in chain["hops"]]
+        assert names.count("a/p") == 1, names

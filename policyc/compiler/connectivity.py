@@ -537,13 +537,22 @@ class _Search:
         return next(s for s in sorted(self.srcs) if not (v == s and s in self.pinned)
                     and (hop := self.conn.edge(s, v)) is not None and (self.ports is None or hop.ports & self.ports))
 
+    @property
+    def lone(self) -> set[int]:
+        """The source when it is one place of one pod: a chain coming back to it is that pod again, a loop
+        (a place of several pods may be passed again: that is another replica)."""
+        if len(self.srcs) == 1 and len(self.conn.places[next(iter(self.srcs))].members) == 1:
+            return set(self.srcs)
+        return set()
+
     def shortest(self, root: list[int], banned: set[int]) -> list[int] | None:
-        """The shortest path that starts with ``root`` (its places not visited again) and leaves its last
-        node by no edge to ``banned`` (END: the last node may not end the path), breadth first."""
+        """The shortest path that starts with ``root`` (its places not visited again, nor a ``lone``
+        source) and leaves its last node by no edge to ``banned`` (END: the last node may not end the
+        path), breadth first."""
         conn, spur = self.conn, root[-1]
         if spur != SOURCE and spur in self.dsts and END not in banned:
             return root
-        seen = set(root[1:])
+        seen = set(root[1:]) | self.lone
         pool = conn.open.pool(self.ports)
         for v in seen:
             pool.discard(v)
