@@ -64,6 +64,12 @@ def usage_error(exc: UsageError, fmt: str) -> None:
         print(colourise(f"{exc.parser.prog}: error: {exc.args[0]}", sys.stderr), file=sys.stderr)
 
 
+def _to_devnull(*streams) -> None:
+    """Point streams whose reader left at /dev/null, so that the interpreter's last flush goes nowhere."""
+    for stream in streams:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _complete(parser)
@@ -78,13 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a reader that left must be seen here, not after the status is decided
         return status
     except PolicycError as exc:
-        report(exc, getattr(args, "format", "text"))
+        try:
+            report(exc, getattr(args, "format", "text"))
+        except BrokenPipeError:  # nobody reads the error any more: the status still says there was one
+            _to_devnull(sys.stdout, sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # The reader left before the answer was written: no status may claim it was given (docs/cli.md).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # stdout's last flush goes nowhere
+        _to_devnull(sys.stdout)
         return 128 + signal.SIGPIPE
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("POLICYC_DEBUG") == "1":

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections import deque
 from pathlib import Path
@@ -650,3 +653,18 @@ def test_k_chains_never_come_back_to_a_one_pod_source(tmp_path, capsys):
     for chain in chains:
         names = [chain["hops"][0]["from"]] + [hop["to"] for hop in chain["hops"]]
         assert names.count("a/p") == 1, names
+
+
+def test_an_error_nobody_reads_still_exits_2(tmp_path):
+    """`policyc paths ... 2>&1 | head -0`-like: the reader of the error left. The error exit (2) stands;
+    before, writing the error raised BrokenPipeError out of main and Python exited 1, which for `paths`
+    means "a chain exists"."""
+    (tmp_path / "inv.yaml").write_text(LONE_INVENTORY)
+    (tmp_path / "pol.yaml").write_text(LONE_POLICY)
+    read, write = os.pipe()
+    os.close(read)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-m", "policyc.cli", "paths", "a/p", "a/nope", str(tmp_path / "pol.yaml"),
+                           "--inventory", str(tmp_path / "inv.yaml")], stdout=write, stderr=write, env=env)
+    os.close(write)
+    assert done.returncode == 2
