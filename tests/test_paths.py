@@ -668,3 +668,14 @@ def test_an_error_nobody_reads_still_exits_2(tmp_path):
                            "--inventory", str(tmp_path / "inv.yaml")], stdout=write, stderr=write, env=env)
     os.close(write)
     assert done.returncode == 2
+
+
+def test_a_node_is_not_its_own_blast_radius(capsys):
+    """An adversarial user's find: from n1, the chain n1 -> ops/debug-0 -> n1 counted n1 as a node
+    reached (2 nodes; BFS over matrix reaches n2 only). The compromised endpoints are left out whatever
+    their kind, as its pods always were."""
+    assert main(["blast-radius", "n1", str(DATA / "policies.yaml"), "--inventory", str(DATA / "inventory.yaml"),
+                 "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["nodes"] == 1
+    assert [row["name"] for row in data["reached"] if row["kind"] == "node"] == ["n2"]

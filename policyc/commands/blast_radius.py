@@ -25,10 +25,11 @@ def register(sub) -> None:
 def run(args) -> int:
     conn, (src,) = load_graph(args, [(args.src, "SRC")])
     ports = ports_arg(args)
-    found = conn.reach(places(conn, src, "SRC"), args.max_hops, ports, avoid(conn, args))
+    origins = places(conn, src, "SRC")
+    found = conn.reach(origins, args.max_hops, ports, avoid(conn, args))
     data = {"from": args.src, "max_hops": args.max_hops, "ports": ports.texts() if ports else None,
             "trust_nodes": args.trust_nodes,
-            **blast_json(conn, found, frozenset(ep.display for ep in src.endpoints))}
+            **blast_json(conn, found, frozenset(ep.display for ep in src.endpoints), frozenset(origins))}
     if args.format == "text":
         sources = len(src.endpoints)
         head = f"blast radius of {args.src}" + (f" ({sources} pods)" if sources > 1 else "")

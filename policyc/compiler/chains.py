@@ -91,14 +91,16 @@ def reached_pods(place: Place, sources: frozenset) -> list[str]:
     return [ep.display for ep in place.members if ep.display not in sources] if place.kind is Kind.PODS else []
 
 
-def blast_json(conn: Connectivity, found: dict[int, tuple[int, Hop]], sources: frozenset) -> dict:
-    """Everything reached, by place, with counts by hop and by namespace."""
+def blast_json(conn: Connectivity, found: dict[int, tuple[int, Hop]], sources: frozenset,
+               origins: frozenset[int] = frozenset()) -> dict:
+    """Everything reached, by place, with counts by hop and by namespace; ``origins`` are the places of
+    the compromised endpoints (a node or an outside address reached again is itself, not reached)."""
     rows = []
     for pid, (hops, hop) in sorted(found.items(), key=lambda kv: (kv[1][0], conn.places[kv[0]].name)):
         place = conn.places[pid]
         pods = reached_pods(place, sources)
-        if place.kind is Kind.PODS and not pods:
-            continue  # only the compromised pods themselves
+        if place.kind is Kind.PODS and not pods or place.kind is not Kind.PODS and pid in origins:
+            continue  # only the compromised endpoints themselves
         name = place_name(place, frozenset(pods))
         first = (place_name(conn.places[hop.src], sources), name)
         rows.append({**place_json(place), "name": name, "members": pods, "hops": hops,
