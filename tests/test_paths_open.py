@@ -52,7 +52,8 @@ def relays(conn, g: nx.DiGraph, avoid) -> nx.DiGraph:
 def reference_chains(conn, g, srcs, dsts, avoid, pinned):
     """Simple chains shortest first, as tests/test_paths.py's graph did them: a virtual source whose edges
     are the sources' first hops, the relays' edges, a virtual sink; Yen's algorithm through networkx."""
-    h = relays(conn, g, avoid)
+    lone = {s for s in srcs if len(srcs) == 1 and len(conn.places[s].members) == 1}
+    h = relays(conn, g, avoid | lone)  # a one-pod source may end a chain, never be passed through again
     firsts = {v for s in srcs for v in g.successors(s) if not (v == s and s in pinned)}
     h.add_edges_from(("src", v) for v in firsts)
     h.add_edges_from((d, "dst") for d in dsts if d in h)

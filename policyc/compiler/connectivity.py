@@ -462,13 +462,21 @@ class Connectivity:
         place order) that has it.
         """
         groups = [(srcs - pinned, dsts)] + [({p}, dsts - {p}) for p in sorted(srcs & pinned)]
-        search = [_Search(self, s, d, ports, avoid | self.ends, pinned, max_hops) for s, d in groups if s and d]
+        search = [_Search(self, s, d, ports, avoid | self.ends | self.lone(s), pinned, max_hops)
+                  for s, d in groups if s and d]
         out: list[Chain] = []
         for nodes in heapq.merge(*(_yen(s) for s in search), key=len):
             if max_hops is not None and len(nodes) - 1 > max_hops or len(out) == k:
                 break
             out.append(tuple(self.hop(a, b, ports) for a, b in zip(nodes, nodes[1:])))
         return out
+
+    def lone(self, srcs: set[int]) -> frozenset[int]:
+        """``srcs`` when it is one place of one pod: a chain may end there but never pass through it (that
+        is the pod coming back to itself; a place of several pods may be passed: another replica)."""
+        if len(srcs) == 1 and len(self.places[next(iter(srcs))].members) == 1:
+            return frozenset(srcs)
+        return frozenset()
 
     def reach(self, srcs: set[int], max_hops: int | None = None, ports: PortSet | None = None,
               avoid: frozenset[int] = frozenset()) -> dict[int, tuple[int, Hop]]:
@@ -537,22 +545,13 @@ class _Search:
         return next(s for s in sorted(self.srcs) if not (v == s and s in self.pinned)
                     and (hop := self.conn.edge(s, v)) is not None and (self.ports is None or hop.ports & self.ports))
 
-    @property
-    def lone(self) -> set[int]:
-        """The source when it is one place of one pod: a chain coming back to it is that pod again, a loop
-        (a place of several pods may be passed again: that is another replica)."""
-        if len(self.srcs) == 1 and len(self.conn.places[next(iter(self.srcs))].members) == 1:
-            return set(self.srcs)
-        return set()
-
     def shortest(self, root: list[int], banned: set[int]) -> list[int] | None:
-        """The shortest path that starts with ``root`` (its places not visited again, nor a ``lone``
-        source) and leaves its last node by no edge to ``banned`` (END: the last node may not end the
-        path), breadth first."""
+        """The shortest path that starts with ``root`` (its places not visited again) and leaves its last
+        node by no edge to ``banned`` (END: the last node may not end the path), breadth first."""
         conn, spur = self.conn, root[-1]
         if spur != SOURCE and spur in self.dsts and END not in banned:
             return root
-        seen = set(root[1:]) | self.lone
+        seen = set(root[1:])
         pool = conn.open.pool(self.ports)
         for v in seen:
             pool.discard(v)
