@@ -148,15 +148,7 @@ def bench_scale(counts: list[int], relabels: int, work: Path) -> None:
     assert cli(["compile", str(cluster / "policies"), "--inventory", str(cluster / "inventory.yaml"),
                 "--output-dir", str(art), *[x for s in sizes for x in ("--map-size", s)]]) == 0
     print(f"compiled the 1000-pod cluster in {time.perf_counter() - start:.1f} s")
-    ports = named_ports_of(cluster / "inventory.yaml")
-    pods = {e["name"]: {**own(e["labels"]), "ports": ports.get(e["name"], [])}
-            for e in json.loads((art / "endpoints.json").read_text())}
-    # the target relabels between the label sets of two other pods of its namespace: both stay held
-    ns = next(n for n in sorted({p.split("/")[0] for p in pods})
-              if len({json.dumps(spec, sort_keys=True) for p, spec in pods.items() if p.startswith(n + "/")}) > 1)
-    mates = [p for p in sorted(pods) if p.startswith(ns + "/")]
-    held = pods[mates[0]]
-    other = next(pods[p] for p in mates if pods[p] != held)
+    pods, ns, held, other = relabel_pair(cluster, art)
     with Node(work, "pcs") as node:
         node.start_agent("pcstest", art, "--listen", "off")
         client = Client(str(node.socket), timeout=120)
@@ -205,6 +197,19 @@ def bench_scale(counts: list[int], relabels: int, work: Path) -> None:
                   f"relabel through the agent p50 / p99 ms: to a held label set {ms(known)}, to a new one "
                   f"{ms(new)} (in the agent {ms(served)}); `policyc endpoint relabel` process without the agent p50 "
                   f"{pct(cli_times, 50) * 1000:.0f} ms (ratio {pct(cli_times, 50) / pct(known, 50):.0f}x)")
+
+
+def relabel_pair(cluster: Path, art: Path) -> tuple[dict[str, dict], str, dict, dict]:
+    """Every pod as the agent's API takes it, and a namespace with two of its pods' label sets (named
+    ports included) that a relabelled pod moves between: both stay held by their pods."""
+    ports = named_ports_of(cluster / "inventory.yaml")
+    pods = {e["name"]: {**own(e["labels"]), "ports": ports.get(e["name"], [])}
+            for e in json.loads((art / "endpoints.json").read_text())}
+    ns = next(n for n in sorted({p.split("/")[0] for p in pods})
+              if len({json.dumps(spec, sort_keys=True) for p, spec in pods.items() if p.startswith(n + "/")}) > 1)
+    mates = [p for p in sorted(pods) if p.startswith(ns + "/")]
+    held = pods[mates[0]]
+    return pods, ns, held, next(pods[p] for p in mates if pods[p] != held)
 
 
 def named_ports_of(inventory: Path) -> dict[str, list]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from agent_bench import named_ports_of, own  # noqa: E402
+from agent_bench import relabel_pair  # noqa: E402
 from policyc.bpf_runtime.endpoints import Extra, catalog_of, named_ports, plan_set  # noqa: E402
 from policyc.bpf_runtime.state import State, manifest_sha256  # noqa: E402
 
@@ -32,15 +32,7 @@ def main() -> None:
     art = args.artifact.resolve()
     state = State("bench", str(art), manifest_sha256(art), "/nonexistent", "tcx", 0.0)
     cat = catalog_of(state, json.loads((art / "manifest.json").read_text())["features"])
-    ports = named_ports_of(args.cluster / "inventory.yaml")
-    pods = {e["name"]: {**own(e["labels"]), "ports": ports.get(e["name"], [])}
-            for e in json.loads((art / "endpoints.json").read_text())}
-    # as agent_bench: a pod moving between the label sets of two pods of its namespace, then to new ones
-    ns = next(n for n in sorted({p.split("/")[0] for p in pods})
-              if len({json.dumps(spec, sort_keys=True) for p, spec in pods.items() if p.startswith(n + "/")}) > 1)
-    mates = [p for p in sorted(pods) if p.startswith(ns + "/")]
-    held = pods[mates[0]]
-    other = next(pods[p] for p in mates if pods[p] != held)
+    _, ns, held, other = relabel_pair(args.cluster, art)  # as agent_bench, then to new label sets
     target = f"{ns}/bench-target"
 
     def change(op: str, spec: dict, labels: dict | None = None, ips: list[str] | None = None) -> float:
