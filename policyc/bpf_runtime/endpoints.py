@@ -285,8 +285,7 @@ class Catalog:
 
     def peer(self, ep: Endpoint, held: Counter) -> PeerIdentity:
         """``ep``'s identity as a peer: its named ports and those the other holders have (``held``)."""
-        return PeerIdentity(ep.identity.id, ep.identity.labels, None, _sorted_ports(held + Counter(ep.ports)),
-                            pending_scope(ep.identity.labels))
+        return self._as_peer(ep.identity.labels, held + Counter(ep.ports), ep.identity.id)
 
 
 def _sorted_ports(counts: Counter) -> tuple:
