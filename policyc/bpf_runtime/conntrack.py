@@ -57,6 +57,12 @@ def first_packet(key: dict, value: dict) -> bytes | None:
         return None
 
 
+def clock_age(now_ns: int, then_ns: int) -> int:
+    """conntrack.h.j2's clock_age: the u64 difference read as signed, a time ahead of now being no age."""
+    age = (now_ns - then_ns) % 2**64
+    return age if 0 < age < 2**63 else 0
+
+
 def expired(value: dict, proto: int, now_ns: int) -> bool:
     """The datapath's own rule (conntrack.h.j2 ct_lifetime): absent for every look-up, so never carried."""
     if value["tcp"] & CT_TCP_BITS["CLOSING"]:
@@ -65,7 +71,7 @@ def expired(value: dict, proto: int, now_ns: int) -> bool:
         lifetime = CT_LIFETIMES["LIFETIME_NONTCP"]
     else:
         lifetime = CT_LIFETIMES["LIFETIME_TCP" if value["tcp"] & CT_TCP_BITS["SEEN_NON_SYN"] else "SYN_TIMEOUT"]
-    return now_ns - value["last_seen"] > lifetime * 10**9
+    return clock_age(now_ns, value["last_seen"]) > lifetime * 10**9
 
 
 def bound_interfaces(interfaces: Map, lay: dict) -> dict[int, int]:
