@@ -90,7 +90,10 @@ class Protocol(enum.IntEnum):
     @classmethod
     def parse(cls, text: str) -> "Protocol":
         """Case-insensitive name to protocol; raises KeyError for unknown names."""
-        return {p.label.upper(): p for p in cls}[text.strip().upper()]
+        return _PROTOCOL_NAMES[text.strip().upper()]
+
+
+_PROTOCOL_NAMES = {p.label.upper(): p for p in Protocol}  # built once: the inventory parses every pod port
 
 
 class Op(str, enum.Enum):
