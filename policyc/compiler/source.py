@@ -204,10 +204,13 @@ def _compose(events, file: str) -> list[Document]:
 
 def parse_text(text: str, file: str) -> list[Document]:
     """All documents of one file; empty documents are skipped."""
-    parser = _Loader(text)
     try:
-        with _gc_paused():
-            return _compose(iter(parser.get_event, None), file)
+        parser = _Loader(text)  # the pure-Python reader checks every character here already
+        try:
+            with _gc_paused():
+                return _compose(iter(parser.get_event, None), file)
+        finally:
+            parser.dispose()
     except yaml.reader.ReaderError as exc:  # a character YAML forbids: its position is an offset
         line = text.count("\n", 0, exc.position) + 1
         col = exc.position - text.rfind("\n", 0, exc.position)
@@ -222,8 +225,6 @@ def parse_text(text: str, file: str) -> list[Document]:
                                       file, line, col)) from None
     except yaml.YAMLError as exc:
         raise PolicycError(Diagnostic(Severity.ERROR, f"malformed {_language(file)}: {exc}", file, 1, 1)) from None
-    finally:
-        parser.dispose()
 
 
 def kube_objects(doc: Document, path: tuple = (), value=None):
