@@ -212,11 +212,13 @@ def parse_text(text: str, file: str) -> list[Document]:
         finally:
             parser.dispose()
     except yaml.reader.ReaderError as exc:  # a character YAML forbids: its position is an offset
-        line = text.count("\n", 0, exc.position) + 1
-        col = exc.position - text.rfind("\n", 0, exc.position)
+        at = _char_offset(text, exc.position)
+        line = text.count("\n", 0, at) + 1
+        col = at - text.rfind("\n", 0, at)
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        # the readers word the reason differently ("control"/"special characters"): the code point says it
         raise PolicycError(Diagnostic(Severity.ERROR, f"malformed {_language(file)}: character U+{code:04X} "
-                                      f"is not allowed ({exc.reason})", file, line, col)) from None
+                                      "is not allowed", file, line, col)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -225,6 +227,14 @@ def parse_text(text: str, file: str) -> list[Document]:
                                       file, line, col)) from None
     except yaml.YAMLError as exc:
         raise PolicycError(Diagnostic(Severity.ERROR, f"malformed {_language(file)}: {exc}", file, 1, 1)) from None
+
+
+def _char_offset(text: str, offset: int) -> int:
+    """A reader error's place in ``text``: libyaml counts bytes of the UTF-8 text, PyYAML characters
+    (a control character after an é was reported a column late, or on the next line)."""
+    if issubclass(_Loader, yaml.reader.Reader):
+        return offset
+    return len(text.encode()[:offset].decode(errors="ignore"))
 
 
 def kube_objects(doc: Document, path: tuple = (), value=None):
