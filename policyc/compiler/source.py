@@ -126,23 +126,26 @@ def _compose(events, file: str) -> list[Document]:
     stack: list[tuple] = []
     path: tuple = ()
     value: dict | list | None = None
-    is_map, key, size, anchor = False, None, 0, None
+    is_map, key, key_path, size, anchor = False, None, (), 0, None
+    scalar, alias, mapping, sequence = yaml.ScalarEvent, yaml.AliasEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
     for event in events:
         kind = event.__class__
-        if kind is yaml.ScalarEvent or kind is yaml.AliasEvent:
+        if kind is scalar or kind is alias:
+            mark = event.start_mark
             if is_map and key is None:
-                if kind is not yaml.ScalarEvent:
+                if kind is not scalar:
                     raise _fail(file, event, path, "mapping keys must be plain strings")
                 key = event.value
                 if key == "<<" and event.tag is None and event.implicit[0]:
                     raise _fail(file, event, path, "YAML merge keys (<<) are not supported")
-                key_marks[path + (key,)] = _mark(event)
+                key_path = path + (key,)  # also the path of the value that follows
+                key_marks[key_path] = (mark.line + 1, mark.column + 1)
                 if key in value:
-                    raise _fail(file, event, path + (key,), f"duplicate key {key!r}")
+                    raise _fail(file, event, key_path, f"duplicate key {key!r}")
                 continue
-            node_path = () if value is None else path + ((key,) if is_map else (len(value),))
-            marks[node_path] = _mark(event)
-            if kind is yaml.ScalarEvent:
+            node_path = key_path if is_map else () if value is None else path + (len(value),)
+            marks[node_path] = (mark.line + 1, mark.column + 1)
+            if kind is scalar:
                 tag, text = event.tag, event.value
                 if tag is None and not event.implicit[0]:
                     node = text
@@ -162,15 +165,16 @@ def _compose(events, file: str) -> list[Document]:
                     raise _fail(file, event, node_path, "YAML aliases expand to too many values "
                                                          "(an alias bomb?): refused")
                 node_anchor = None
-        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+        elif kind is mapping or kind is sequence:
             if is_map and key is None:
                 raise _fail(file, event, path, "mapping keys must be plain strings")
-            node_path = () if value is None else path + ((key,) if is_map else (len(value),))
-            marks[node_path] = _mark(event)
+            node_path = key_path if is_map else () if value is None else path + (len(value),)
+            mark = event.start_mark
+            marks[node_path] = (mark.line + 1, mark.column + 1)
             if len(stack) >= MAX_DEPTH:
                 raise _fail(file, event, node_path, f"document nests deeper than {MAX_DEPTH} levels")
             stack.append((path, value, is_map, key, size, anchor))
-            is_map = kind is yaml.MappingStartEvent
+            is_map = kind is mapping
             path, value, key, size, anchor = node_path, {} if is_map else [], None, 1, event.anchor
             continue
         elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
