@@ -59,8 +59,8 @@ def mutate(text: str, rng: random.Random) -> str:
         elif op == 1:
             lines.insert(i, lines[i])
         elif op == 2:
-            shift = rng.choice((-2, -1, 1, 2))
-            lines[i] = " " * shift + lines[i] if shift > 0 else lines[i][min(-shift, len(lines[i]) - len(lines[i].lstrip(" "))):]
+            shift, indent = rng.choice((-2, -1, 1, 2)), len(lines[i]) - len(lines[i].lstrip(" "))
+            lines[i] = " " * shift + lines[i] if shift > 0 else lines[i][min(-shift, indent):]
         elif op == 3 and spans:
             j, col = rng.choice(spans)
             lines[j] = _insert(lines[j], col, rng.choice(TAGS) + " ")
