@@ -34,7 +34,8 @@ NF_FAMILIES = {"ipv4": L.NFPROTO_IPV4, "ipv6": L.NFPROTO_IPV6}
 # nf_node's netfilter hooks -> (hook number, the two priorities a load and a replace alternate between).
 # PREROUTING right after kube-proxy's DNAT (nat, -100); FORWARD and LOCAL_IN right after the filter table
 # (0), where kube-proxy REJECTs a Service port with no endpoints: what is still untranslated there was
-# not refused, and is dropped. Equal priorities run in registration order, so 0 would not be "after".
+# not refused, and is dropped. The kernel refuses a BPF hook at a priority another hook of the same
+# netfilter hook holds (EBUSY: 0 while a filter table exists, -100 next to the nat table).
 NF_HOOKS = {"prerouting": (L.NF_INET_PRE_ROUTING, (L.NF_IP_PRI_NAT_DST + 1, L.NF_IP_PRI_NAT_DST + 2)),
             "forward": (L.NF_INET_FORWARD, (L.NF_IP_PRI_FILTER + 1, L.NF_IP_PRI_FILTER + 2)),
             "input": (L.NF_INET_LOCAL_IN, (L.NF_IP_PRI_FILTER + 1, L.NF_IP_PRI_FILTER + 2))}
