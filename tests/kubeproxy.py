@@ -138,7 +138,9 @@ def nft_rules(services: tuple[Service, ...], cluster_cidr: str) -> str:
     verdict maps, a ``service-*`` chain per Service port picking an endpoint with ``numgen random``, and
     ``endpoint-*`` chains that mark hairpin traffic for masquerade and DNAT, as its nftables proxier does.
     A port with no ready endpoint has no chain: the ``no-endpoint-services`` and ``no-endpoint-nodeports``
-    maps send it to ``reject-chain`` from the filter chains of input, forward and output (priority 0)."""
+    maps send it to ``reject-chain`` from the filter chains of input, forward and output (priority 0).
+    Not modelled: newer kube-proxy's ``cluster-ips-check``, which also rejects a port a ClusterIP lacks and
+    drops unallocated addresses of the Service CIDR (here such a packet reaches nf_node's FORWARD drop)."""
     def chain(name: str, *rules: str) -> list[str]:
         return [f"  chain {name} {{", *(f"    {r}" for r in rules), "  }"]
 
