@@ -1,4 +1,5 @@
-"""The NAT rules kube-proxy writes in iptables mode, for a node of the netns model.
+"""The NAT and filter rules kube-proxy writes in iptables mode (and its nftables table), for a node of
+the netns model.
 
 The shapes follow kube-proxy's iptables proxier (pkg/proxy/iptables/proxier.go and the dumps its
 tests expect): ``KUBE-SERVICES`` from PREROUTING and OUTPUT, one ``KUBE-SVC-*`` chain per Service
@@ -9,9 +10,9 @@ that marks hairpin traffic for masquerade and DNATs, ``KUBE-NODEPORTS`` behind t
 A Service port with no ready endpoint gets no nat rule at all: the filter table REJECTs it
 (``filter_rules``: ``KUBE-SERVICES`` from FORWARD and OUTPUT for its ClusterIP, ``KUBE-EXTERNAL-SERVICES``
 from INPUT and FORWARD for its external IPs and NodePort, each "<svc> has no endpoints"), so the client is
-refused with an ICMP port unreachable instead of waiting. Chain names are kube-proxy's hashes. Endpoints are read from the EndpointSlices themselves (ready
-ones, matched by port name), not from policyc's own backend resolution, so the datapath under test
-is fed what kube-proxy would feed it.
+refused with an ICMP port unreachable instead of waiting. Chain names are kube-proxy's hashes.
+Endpoints are read from the EndpointSlices themselves (ready ones, matched by port name), not from
+policyc's own backend resolution, so the datapath under test is fed what kube-proxy would feed it.
 """
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ def filter_rules(services: tuple[Service, ...], family: int = 4) -> str:
     FORWARD and OUTPUT (new connections only), as its iptables proxier writes them."""
     new = "-m conntrack --ctstate NEW"
     rules = [
-        f'-A INPUT {new} -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES',
+        f'-A INPUT {new} -m comment --comment "kubernetes externally-visible service portals" '
+        "-j KUBE-EXTERNAL-SERVICES",
         f'-A FORWARD {new} -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
         f'-A FORWARD {new} -m comment --comment "kubernetes externally-visible service portals" '
         "-j KUBE-EXTERNAL-SERVICES",
