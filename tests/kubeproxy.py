@@ -1,4 +1,5 @@
-"""The NAT rules kube-proxy writes in iptables mode, for a node of the netns model.
+"""The NAT and filter rules kube-proxy writes in iptables mode (and its nftables table), for a node of
+the netns model.
 
 The shapes follow kube-proxy's iptables proxier (pkg/proxy/iptables/proxier.go and the dumps its
 tests expect): ``KUBE-SERVICES`` from PREROUTING and OUTPUT, one ``KUBE-SVC-*`` chain per Service
@@ -6,9 +7,12 @@ port that picks an endpoint with ``statistic --mode random``, one ``KUBE-SEP-*``
 that marks hairpin traffic for masquerade and DNATs, ``KUBE-NODEPORTS`` behind the last
 ``KUBE-SERVICES`` rule (``addrtype --dst-type LOCAL``), ``KUBE-EXT-*`` marking external traffic
 (``externalTrafficPolicy: Cluster``), and ``KUBE-POSTROUTING`` masquerading what carries mark 0x4000.
-Chain names are kube-proxy's hashes. Endpoints are read from the EndpointSlices themselves (ready
-ones, matched by port name), not from policyc's own backend resolution, so the datapath under test
-is fed what kube-proxy would feed it.
+A Service port with no ready endpoint gets no nat rule at all: the filter table REJECTs it
+(``filter_rules``: ``KUBE-SERVICES`` from FORWARD and OUTPUT for its ClusterIP, ``KUBE-EXTERNAL-SERVICES``
+from INPUT and FORWARD for its external IPs and NodePort, each "<svc> has no endpoints"), so the client is
+refused with an ICMP port unreachable instead of waiting. Chain names are kube-proxy's hashes.
+Endpoints are read from the EndpointSlices themselves (ready ones, matched by port name), not from
+policyc's own backend resolution, so the datapath under test is fed what kube-proxy would feed it.
 """
 from __future__ import annotations
 
@@ -61,6 +65,8 @@ def nat_rules(services: tuple[Service, ...], cluster_cidr: str, family: int = 4)
             key = _hash(name + proto)
             svc, ext = f"KUBE-SVC-{key}", f"KUBE-EXT-{key}"
             seps = [(_sep(name, proto, target), addr, target) for addr, _, target in endpoints(service, port, family)]
+            if not seps:
+                continue  # no endpoints: no nat rule, the filter table rejects it (filter_rules)
             chains += [svc] + [c for c, _, _ in seps]
             for ip in (ip for ip in service.frontends if ip.version == family):
                 rules.append(f'-A KUBE-SERVICES -m comment --comment "{name} cluster IP" -m {proto} -p {proto} '
@@ -87,6 +93,36 @@ def nat_rules(services: tuple[Service, ...], cluster_cidr: str, family: int = 4)
     return "\n".join(["*nat", *(f":{c} - [0:0]" for c in chains), *rules, *tail, "COMMIT", ""])
 
 
+def filter_rules(services: tuple[Service, ...], family: int = 4) -> str:
+    """``iptables-restore --noflush`` input (``ip6tables-restore`` for family 6) for the filter table:
+    kube-proxy's REJECT of every Service port with no ready endpoint (its ClusterIPs in ``KUBE-SERVICES``,
+    its external IPs and NodePort in ``KUBE-EXTERNAL-SERVICES``) and the jumps to those chains from INPUT,
+    FORWARD and OUTPUT (new connections only), as its iptables proxier writes them."""
+    new = "-m conntrack --ctstate NEW"
+    rules = [
+        f'-A INPUT {new} -m comment --comment "kubernetes externally-visible service portals" '
+        "-j KUBE-EXTERNAL-SERVICES",
+        f'-A FORWARD {new} -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        f'-A FORWARD {new} -m comment --comment "kubernetes externally-visible service portals" '
+        "-j KUBE-EXTERNAL-SERVICES",
+        f'-A OUTPUT {new} -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+    ]
+    for service in services:
+        for port in service.ports:
+            if endpoints(service, port, family):
+                continue
+            name, proto = _port_name(service, port), port.protocol.name.lower()
+            comment, match = f'-m comment --comment "{name} has no endpoints"', f"-m {proto} -p {proto}"
+            rules += [f"-A KUBE-SERVICES {comment} {match} -d {ip} --dport {port.port} -j REJECT"
+                      for ip in service.cluster_ips if ip.version == family]
+            rules += [f"-A KUBE-EXTERNAL-SERVICES {comment} {match} -d {ip} --dport {port.port} -j REJECT"
+                      for ip in service.external_ips if ip.version == family]
+            if port.node_port is not None:
+                rules.append(f"-A KUBE-EXTERNAL-SERVICES {comment} -m addrtype --dst-type LOCAL {match} "
+                             f"--dport {port.node_port} -j REJECT")
+    return "\n".join(["*filter", ":KUBE-SERVICES - [0:0]", ":KUBE-EXTERNAL-SERVICES - [0:0]", *rules, "COMMIT", ""])
+
+
 def sep_chains(services: tuple[Service, ...], family: int = 4) -> dict[str, tuple[str, int]]:
     """``KUBE-SEP-*`` chain → (endpoint address, port): its packet counter counts the connections
     kube-proxy sent there (nat rules see only a connection's first packet)."""
@@ -102,19 +138,29 @@ def sep_chains(services: tuple[Service, ...], family: int = 4) -> dict[str, tupl
 def nft_rules(services: tuple[Service, ...], cluster_cidr: str) -> str:
     """``nft -f`` input for kube-proxy's nftables mode (IPv4): table ``ip kube-proxy`` with the ``services``
     verdict maps, a ``service-*`` chain per Service port picking an endpoint with ``numgen random``, and
-    ``endpoint-*`` chains that mark hairpin traffic for masquerade and DNAT, as its nftables proxier does."""
+    ``endpoint-*`` chains that mark hairpin traffic for masquerade and DNAT, as its nftables proxier does.
+    A port with no ready endpoint has no chain: the ``no-endpoint-services`` and ``no-endpoint-nodeports``
+    maps send it to ``reject-chain`` from the filter chains of input, forward and output (priority 0).
+    Not modelled: newer kube-proxy's ``cluster-ips-check``, which also rejects a port a ClusterIP lacks and
+    drops unallocated addresses of the Service CIDR (here such a packet reaches nf_node's FORWARD drop)."""
     def chain(name: str, *rules: str) -> list[str]:
         return [f"  chain {name} {{", *(f"    {r}" for r in rules), "  }"]
 
     body = chain("mark-for-masquerade", "meta mark set meta mark | 0x4000")
     body += chain("masquerading", "meta mark & 0x4000 == 0 return", "meta mark set meta mark ^ 0x4000",
                   "masquerade fully-random")
-    ips, nodeports = [], []
+    body += chain("reject-chain", "reject")
+    ips, nodeports, no_ips, no_nodeports = [], [], [], []
     for service in services:
         for port in service.ports:
             name, proto = _port_name(service, port), port.protocol.name.lower()
             key = f"{_hash(name + proto)[:8]}-{service.namespace}/{service.name}/{proto}/{port.name}"
             eps = endpoints(service, port, 4)
+            if not eps:
+                no_ips += [f"{ip} . {proto} . {port.port} : goto reject-chain" for ip in service.frontends
+                           if ip.version == 4]
+                no_nodeports += [f"{proto} . {port.node_port} : goto reject-chain"] if port.node_port else []
+                continue
             ends = [f"endpoint-{_hash(name + proto + target)[:8]}-{key[9:]}__{target.replace(':', '/')}"
                     for _, _, target in eps]
             for end, (addr, number, _) in zip(ends, eps):
@@ -122,9 +168,8 @@ def nft_rules(services: tuple[Service, ...], cluster_cidr: str) -> str:
                               f"meta l4proto {proto} dnat to {addr}:{number}")
             masq = [f"ip daddr {ip} {proto} dport {port.port} ip saddr != {cluster_cidr} jump mark-for-masquerade"
                     for ip in service.cluster_ips if ip.version == 4]
-            pick = ("numgen random mod %d vmap { %s }" % (len(ends), ", ".join(f'{i} : goto {e}'
-                                                                             for i, e in enumerate(ends)))
-                    if ends else "reject")
+            pick = "numgen random mod %d vmap { %s }" % (len(ends), ", ".join(f"{i} : goto {e}"
+                                                                            for i, e in enumerate(ends)))
             body += chain(f"service-{key}", *masq, pick)
             ips += [f'{ip} . {proto} . {port.port} : goto service-{key}' for ip in service.frontends
                     if ip.version == 4]
@@ -132,13 +177,23 @@ def nft_rules(services: tuple[Service, ...], cluster_cidr: str) -> str:
                 body += chain(f"external-{key}", "jump mark-for-masquerade", f"goto service-{key}")
                 nodeports.append(f'{proto} . {port.node_port} : goto external-{key}')
     for name, kind, elements in (("service-ips", "ipv4_addr . inet_proto . inet_service", ips),
-                                 ("service-nodeports", "inet_proto . inet_service", nodeports)):
+                                 ("service-nodeports", "inet_proto . inet_service", nodeports),
+                                 ("no-endpoint-services", "ipv4_addr . inet_proto . inet_service", no_ips),
+                                 ("no-endpoint-nodeports", "inet_proto . inet_service", no_nodeports)):
         body += [f"  map {name} {{", f"    type {kind} : verdict", *([f"    elements = {{ {', '.join(elements)} }}"]
                                                                   if elements else []), "  }"]
+    local = "fib daddr type local ip daddr != 127.0.0.0/8"
     body += chain("services", "ip daddr . meta l4proto . th dport vmap @service-ips",
-                  "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports")
+                  f"{local} meta l4proto . th dport vmap @service-nodeports")
+    body += chain("service-endpoints-check", "ip daddr . meta l4proto . th dport vmap @no-endpoint-services")
+    body += chain("nodeport-endpoints-check", f"{local} meta l4proto . th dport vmap @no-endpoint-nodeports")
     for name, hook, prio, target in (("nat-prerouting", "prerouting", "dstnat", "services"),
                                      ("nat-output", "output", "-100", "services"),
                                      ("nat-postrouting", "postrouting", "srcnat", "masquerading")):
         body += chain(name, f"type nat hook {hook} priority {prio}; policy accept;", f"jump {target}")
+    for name, hook, checks in (("filter-forward", "forward", ("service-endpoints-check",)),
+                               ("filter-input", "input", ("nodeport-endpoints-check", "service-endpoints-check")),
+                               ("filter-output", "output", ("service-endpoints-check",))):
+        body += chain(name, f"type filter hook {hook} priority 0; policy accept;",
+                      *(f"ct state new jump {c}" for c in checks))
     return "\n".join(["table ip kube-proxy {", *body, "}", ""])

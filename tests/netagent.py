@@ -17,6 +17,9 @@ connect ADDR PORT PROTOCOL COUNT TIMEOUT
     COUNT connections one after the other, each a new source port and a single attempt (no retry:
     a Service may pick another backend for a second one); prints ``[answer, ...]`` as JSON: the
     server's name, "" for silence until TIMEOUT, or "error: ..." (a refusal, an unreachable).
+refusal ADDR PORT PROTOCOL TIMEOUT
+    one attempt on a connected socket; prints ``{"outcome": "refused" | "answered" | "timeout",
+    "seconds": ...}`` (a connected UDP socket hears of an ICMP port unreachable, an unconnected one not).
 hold ADDR PORT
     opens a TCP connection, prints ``connected`` (or ``failed``), then for each line on stdin
     sends it and prints the echo of the server's answer, or ``timeout``.
@@ -189,6 +192,26 @@ def connect(addr: str, port: int, protocol: str, count: int, timeout: float) -> 
     results = (check(addr, port, timeout) for _ in range(count))
     json.dump([{"allow": answer, "deny": ""}.get(verdict, f"error: {answer}") for verdict, answer in results],
               sys.stdout)
+
+
+def refusal(addr: str, port: int, protocol: str, timeout: float) -> None:
+    """One attempt on a connected socket (UDP too: only a connected one hears of an ICMP error) and how it
+    ended, as JSON: ``refused`` (an ICMP port unreachable or a TCP RST: kube-proxy's REJECT), ``answered``
+    or ``timeout``, and after how many seconds."""
+    start = time.monotonic()
+    with socket.socket(_family(addr), socket.SOCK_STREAM if protocol == "TCP" else socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect((addr, port))
+            if protocol != "TCP":
+                sock.send(b"probe")
+            sock.recv(256)
+            outcome = "answered"
+        except ConnectionRefusedError:
+            outcome = "refused"
+        except socket.timeout:
+            outcome = "timeout"
+    json.dump({"outcome": outcome, "seconds": round(time.monotonic() - start, 3)}, sys.stdout)
 
 
 def stream(addr: str, port: int, name: str, interval: float) -> None:
@@ -404,6 +427,8 @@ def main(argv: list[str]) -> None:
         stream(argv[1], int(argv[2]), argv[3], float(argv[4]))
     elif mode == "connect":
         connect(argv[1], int(argv[2]), argv[3], int(argv[4]), float(argv[5]))
+    elif mode == "refusal":
+        refusal(argv[1], int(argv[2]), argv[3], float(argv[4]))
     elif mode == "hold":
         hold(argv[1], int(argv[2]))
     elif mode == "sink":

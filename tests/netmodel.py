@@ -342,6 +342,12 @@ class NetModel:
             f"neigh replace {node_addr} lladdr {node_mac} dev eth0 nud permanent"]) + "\n")
         return netns
 
+    def route_default(self, via: str) -> None:
+        """The node's default route through the outside client ``via`` (add_outside), as a real node has
+        one: a packet for an address the node neither holds nor routes elsewhere (a Service address no
+        DNAT rewrote) is then forwarded, and meets the FORWARD hooks, instead of dying in routing."""
+        run(["ip", "-n", self.node, "route", "add", "default", "via", via, "dev", f"{self.prefix}x0"])
+
     def add_vxlan(self, local: str, vni: int, mac: str) -> str:
         """A VXLAN device ``<prefix>vx0`` in the node namespace that decapsulates network ``vni`` arriving
         for ``local`` on UDP 4789, as a VXLAN CNI's device does, reverse-path filtering off as those CNIs

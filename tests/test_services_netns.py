@@ -42,6 +42,7 @@ def model(request, cluster, tmp_path_factory):
     require_kernel()
     with NetModel(cluster, tmp_path_factory.mktemp("svcmodel"), prefix=PREFIX) as m:
         m.outside = m.add_outside(OUTSIDE, NODE_IP)
+        m.route_default(OUTSIDE)  # what no DNAT rewrote is forwarded, and nf_node meets it at FORWARD
         m.mode = request.param
         if request.param == "iptables":
             run(in_netns(m.node, ["iptables-restore", "--noflush"]), input=nat_rules(cluster.services, CLUSTER_CIDR))

@@ -31,7 +31,14 @@ HOOKS = {"ingress": ("from_pod", L.BPF_TCX_INGRESS, L.BPF_TC_INGRESS),
 TC_HANDLE, TC_PRIORITY = 0x5043, 1  # "PC": policyc's cls_bpf filter on every clsact hook
 TC_MODES = ("tcx", "clsact")
 NF_FAMILIES = {"ipv4": L.NFPROTO_IPV4, "ipv6": L.NFPROTO_IPV6}
-NF_PRIORITIES = (L.NF_IP_PRI_NAT_DST + 1, L.NF_IP_PRI_NAT_DST + 2)  # after kube-proxy's DNAT (-100)
+# nf_node's netfilter hooks -> (hook number, the two priorities a load and a replace alternate between).
+# PREROUTING right after kube-proxy's DNAT (nat, -100); FORWARD and LOCAL_IN right after the filter table
+# (0), where kube-proxy REJECTs a Service port with no endpoints: what is still untranslated there was
+# not refused, and is dropped. The kernel refuses a BPF hook at a priority another hook of the same
+# netfilter hook holds (EBUSY: 0 while a filter table exists, -100 next to the nat table).
+NF_HOOKS = {"prerouting": (L.NF_INET_PRE_ROUTING, (L.NF_IP_PRI_NAT_DST + 1, L.NF_IP_PRI_NAT_DST + 2)),
+            "forward": (L.NF_INET_FORWARD, (L.NF_IP_PRI_FILTER + 1, L.NF_IP_PRI_FILTER + 2)),
+            "input": (L.NF_INET_LOCAL_IN, (L.NF_IP_PRI_FILTER + 1, L.NF_IP_PRI_FILTER + 2))}
 XDP_MODES = ("auto", "native", "generic")
 
 
@@ -43,7 +50,7 @@ class Attachment:
     ifindex: int
     hook: str        # ingress | egress (TC, host side of a pod's veth) | xdp (node interface) | netfilter
     program: str
-    mode: str        # tcx | clsact | native | generic | priority N (netfilter; iface is the family)
+    mode: str        # tcx | clsact | native | generic | <hook> priority N (netfilter; iface is the family)
     endpoint: str    # ns/pod for TC hooks, "" for XDP
     pin: str         # link pin (tcx, XDP) or marker symlink (clsact)
 
@@ -102,25 +109,26 @@ def attach_xdp(prog: L.Program, iface: str, mode: str, links: Path) -> Attachmen
     return Attachment(iface, index, "xdp", prog.name, got, "", str(pin))
 
 
-def attach_netfilter(prog: L.Program, family: str, links: Path) -> Attachment:
-    """nf_node in this network namespace's PREROUTING for ``family`` (ipv4 | ipv6), right after the nat
-    table's DNAT: it sees the backend kube-proxy picked, before masquerade. The kernel takes one BPF
-    program per priority and cannot swap a netfilter link's program, so a replace attaches the new one at
-    the other of two priorities (both between the nat and the filter tables) before the old one goes."""
-    pin = link_pin(links, family, "netfilter")
-    for n, priority in enumerate(NF_PRIORITIES):
+def attach_netfilter(prog: L.Program, family: str, hook: str, links: Path) -> Attachment:
+    """nf_node on one netfilter hook (NF_HOOKS) of this network namespace for ``family`` (ipv4 | ipv6),
+    pinned as ``netfilter-<family>-<hook>``. The kernel takes one BPF program per hook and priority and
+    cannot swap a netfilter link's program, so a replace attaches the new one at the other of the hook's
+    two priorities before the old one goes."""
+    number, priorities = NF_HOOKS[hook]
+    pin = link_pin(links, f"{family}-{hook}", "netfilter")
+    for n, priority in enumerate(priorities):
         try:
-            fd = L.netfilter_link(prog.fd, NF_FAMILIES[family], L.NF_INET_PRE_ROUTING, priority,
-                                  what=f"attach {prog.name} to netfilter {family} prerouting, priority {priority}")
+            fd = L.netfilter_link(prog.fd, NF_FAMILIES[family], number, priority,
+                                  what=f"attach {prog.name} to netfilter {family} {hook}, priority {priority}")
             break
         except L.BPFError as exc:
-            if n == len(NF_PRIORITIES) - 1 or exc.errno != errno.EBUSY:
+            if n == len(priorities) - 1 or exc.errno != errno.EBUSY:
                 raise
     try:
         L.pin_fd(fd, str(pin))
     finally:
         os.close(fd)
-    return Attachment(family, 0, "netfilter", prog.name, f"priority {priority}", "", str(pin))
+    return Attachment(family, 0, "netfilter", prog.name, f"{hook} priority {priority}", "", str(pin))
 
 
 def _marker(pin: Path) -> tuple[int, int, int, int] | None:

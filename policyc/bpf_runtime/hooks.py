@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import bpffs
-from .attach import HOOKS, Attachment, attach_netfilter, attach_tc, attach_xdp, detach
+from .attach import HOOKS, NF_HOOKS, Attachment, attach_netfilter, attach_tc, attach_xdp, detach
 from .errors import error
 from .libbpf import BPFObject
 from .loaded import open_program
@@ -27,7 +27,7 @@ def hook_owners(name: str) -> dict[tuple[str, str], str]:
             for pin in sorted(links.iterdir()) if links.is_dir() else ():
                 hook, _, iface = pin.name.partition("-")  # link_pin(): <hook>-<iface with '.' as ':'>
                 if hook == "netfilter":
-                    continue  # one per name and family: names share the netns's hooks
+                    continue  # one per name, family and hook: names share the netns's hooks
                 owners.setdefault((iface.replace(":", "."), "xdp" if hook == "xdp" else "tc"), other)
     return owners
 
@@ -54,8 +54,9 @@ def netfilter_families(features: dict) -> tuple[str, ...]:
 def attach_all(obj: BPFObject, req: Request, links: Path, undo: Undo, features: dict,
                skip: frozenset = frozenset(), netfilter_links: Path | None = None) -> list[Attachment]:
     """Attach from_pod/to_pod on every requested interface, xdp_node on the node interface and nf_node
-    in the namespace's netfilter PREROUTING (where the artifact has Service addresses), its links pinned
-    under ``netfilter_links`` (default ``links``: a replace pins them beside the old ones)."""
+    on the namespace's netfilter PREROUTING, FORWARD and LOCAL_IN (where the artifact has Service
+    addresses), its links pinned under ``netfilter_links`` (default ``links``: a replace pins them beside
+    the old ones)."""
     out = []
     for endpoint, iface in req.attach:
         for hook in ("ingress", "egress"):
@@ -70,9 +71,10 @@ def attach_all(obj: BPFObject, req: Request, links: Path, undo: Undo, features: 
         out.append(a)
     for family in netfilter_families(features):
         if (family, "netfilter") not in skip:
-            a = attach_netfilter(obj.program("nf_node"), family, netfilter_links or links)
-            undo.add(detach, Path(a.pin))
-            out.append(a)
+            for hook in NF_HOOKS:
+                a = attach_netfilter(obj.program("nf_node"), family, hook, netfilter_links or links)
+                undo.add(detach, Path(a.pin))
+                out.append(a)
     return out
 
 

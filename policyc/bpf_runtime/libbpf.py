@@ -232,8 +232,9 @@ def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0, wha
 
 # Netfilter programs (kernel 6.4+), which Debian's libbpf 1.1 predates: the numbers of the kernel's uapi.
 BPF_PROG_TYPE_NETFILTER, BPF_NETFILTER, BPF_LINK_CREATE, SYS_BPF = 32, 45, 28, 321
-NFPROTO_IPV4, NFPROTO_IPV6, NF_INET_PRE_ROUTING = 2, 10, 0
-NF_IP_PRI_NAT_DST = -100
+NFPROTO_IPV4, NFPROTO_IPV6 = 2, 10
+NF_INET_PRE_ROUTING, NF_INET_LOCAL_IN, NF_INET_FORWARD = 0, 1, 2
+NF_IP_PRI_NAT_DST, NF_IP_PRI_FILTER = -100, 0
 
 
 def netfilter_link(prog_fd: int, family: int, hook: int, priority: int, what: str = "netfilter attach") -> int:

@@ -52,6 +52,6 @@ def build(artifact: Path, pins: Path, node_ips: list[str], undo: Undo, compiler:
     undo.add(bpffs.remove_tree, pins)
     for m in manifest["maps"]:
         obj.map(m["name"]).pin(str(pins / "maps" / m["name"]))
-    for prog in manifest["programs"]:
-        obj.program(prog["name"]).pin(str(pins / "progs" / prog["name"]))
+    for name in dict.fromkeys(prog["name"] for prog in manifest["programs"]):  # nf_node: one entry per hook
+        obj.program(name).pin(str(pins / "progs" / name))
     return obj

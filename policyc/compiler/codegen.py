@@ -38,7 +38,8 @@ class DatapathReason(str, enum.Enum):
     NOT_FOR_ENDPOINT = "not-for-endpoint"           # to_pod: unicast for an address the pod does not hold
     UNBOUND = "unbound-interface"                   # a pod hook on an interface no endpoint is bound to
     LOCAL_SOURCE_FROM_OUTSIDE = "local-source-from-outside"  # xdp_node, to_pod: a local address from outside
-    SERVICE_NOT_TRANSLATED = "service-not-translated"  # nf_node: a Service address no DNAT rewrote (or a reply's)
+    SERVICE_NOT_TRANSLATED = "service-not-translated"  # nf_node: a Service address no DNAT rewrote and no
+    # REJECT refused (FORWARD, LOCAL_IN), or one claimed as a source (PREROUTING)
     ICMP_OFF_PATH = "icmp-error-off-path"  # nf_node: an error about a Service connection from a pod not its peer
 
 
@@ -54,12 +55,13 @@ CT_LIFETIMES = {"LIFETIME_TCP": 21600, "LIFETIME_NONTCP": 60, "SYN_TIMEOUT": 60,
 CT_TCP_BITS = {"SEEN_NON_SYN": 1, "FIN_FORWARD": 2, "FIN_REPLY": 4, "CLOSING": 8}
 # (name, ELF section, hook); nf_node only where the artifact has Service addresses (features.services)
 PROGRAMS = (("from_pod", "tc", "tc-from-pod"), ("to_pod", "tc", "tc-to-pod"), ("xdp_node", "xdp", "xdp-node"))
-NF_NODE = ("nf_node", "netfilter", "netfilter-prerouting")
+# nf_node runs on three netfilter hooks: one program, one manifest entry per hook
+NF_NODE = tuple(("nf_node", "netfilter", f"netfilter-{hook}") for hook in ("prerouting", "forward", "input"))
 
 
 def programs(features: dict[str, bool]) -> tuple[tuple[str, str, str], ...]:
-    """The programs of an artifact with these features, as its manifest lists them."""
-    return PROGRAMS + ((NF_NODE,) if features.get("services") else ())
+    """The programs of an artifact with these features, as its manifest lists them: one entry per hook."""
+    return PROGRAMS + (NF_NODE if features.get("services") else ())
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("policyc", "templates"), undefined=jinja2.StrictUndefined,
                           trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
