@@ -40,6 +40,11 @@ vxlan NODE VNI MAC SRC ADDR PORT STREAM
     sends the ``spoof`` datagram (source SRC, to ADDR:PORT) encapsulated in VXLAN (UDP 4789, network
     VNI, inner destination MAC, no outer UDP checksum as VXLAN sends) to NODE, as an outside host can,
     then prints ``sent``.
+tagged TPIDS ADDR PORT STREAM MAC
+    sends the ``spoof`` datagram from the pod's own address to ADDR:PORT from eth0, through a packet
+    socket, as an Ethernet frame to next hop MAC behind VID-0 VLAN tags with tag protocol ids TPIDS
+    (hex, outermost first: ``88a8,8100``), which the receiving kernel strips before it delivers the
+    datagram inside; then prints ``sent``.
 unreach_wait ADDR PORT SPORT TIMEOUT
     sends one UDP datagram from SPORT to ADDR:PORT, prints ``sent``, then prints ``got`` when an ICMP
     port unreachable quoting it arrives within TIMEOUT seconds, else ``none``.
@@ -324,6 +329,18 @@ def vxlan(node: str, vni: int, mac: str, src: str, addr: str, port: int, name: s
     print("sent", flush=True)
 
 
+def tagged(tpids: str, addr: str, port: int, name: str, mac: str) -> None:
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    types = [int(t, 16) for t in tpids.split(",")] + [0x0800]
+    datagram = IP(src=_own_address(addr), dst=addr) / UDP(sport=40999, dport=port) / f"seq {name} 0".encode()
+    tags = b"".join(struct.pack("!HH", 0, inner) for inner in types[1:])  # TCI 0 (VID 0), the next ethertype
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        sock.bind(("eth0", 0))
+        sock.send(bytes(Ether(src=sock.getsockname()[4], dst=mac, type=types[0])) + tags + bytes(datagram))
+    print("sent", flush=True)
+
+
 def unreach_wait(addr: str, port: int, sport: int, timeout: float) -> None:
     from scapy.layers.inet import ICMP, IP, UDPerror  # scapy parses an ICMP error's quote as IPerror/UDPerror
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as icmp, \
@@ -443,6 +460,8 @@ def main(argv: list[str]) -> None:
         spoof(argv[1], argv[2], int(argv[3]), argv[4])
     elif mode == "vxlan":
         vxlan(argv[1], int(argv[2]), argv[3], argv[4], argv[5], int(argv[6]), argv[7])
+    elif mode == "tagged":
+        tagged(argv[1], argv[2], int(argv[3]), argv[4], argv[5])
     elif mode == "unreach_wait":
         unreach_wait(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))
     elif mode == "unreach_send":

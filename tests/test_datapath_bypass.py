@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import ipaddress
 import socket
+import struct
 import subprocess
 from pathlib import Path
 
@@ -586,3 +587,76 @@ def test_xdp_passes_the_uplink_routers_neighbour_discovery(node):
     assert node.xdp(link(router, "fe80::10", ICMPv6ND_NA(tgt=router, R=1, S=1, O=1)))
     assert not node.xdp(frame(router, PODS["x/a"][1], TCP(sport=40000, dport=8080, flags="S")))
     assert not node.xdp(bytes(Ether() / IPv6(src=router, dst=PODS["x/a"][1], hlim=254) / ICMPv6ND_NA(tgt=router)))
+
+
+# -- issue 10: VLAN tags and other ethertypes fail closed ----------------------------------------------
+
+TAGS = {"802.1q": (0x8100,), "802.1ad-802.1q": (0x88A8, 0x8100)}  # tag protocol ids, outermost first
+
+
+def tagged(tpids: tuple[int, ...], src: str, dst: str, l4) -> bytes:
+    """``frame(src, dst, l4)`` behind VID-0 tags of these tag protocol ids, which the receiving kernel
+    strips (any run of them) before it delivers the datagram inside."""
+    ip = IPv6(src=src, dst=dst) if ":" in dst else IP(src=src, dst=dst)
+    types = (*tpids, 0x86DD if ":" in dst else 0x0800)
+    tags = b"".join(struct.pack("!HH", 0, inner) for inner in types[1:])  # TCI 0 (VID 0), the next ethertype
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=types[0])) + tags + bytes(ip / l4)
+
+
+@pytest.mark.parametrize("tags", sorted(TAGS))
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_a_vlan_tag_hides_no_datagram_from_the_pod_hooks(node, fam, tags):
+    """x/a may send only 443/TCP to the world. Behind one or two VID-0 tags its UDP to x/c:80 was a
+    frame of ethertype 0x8100 or 0x88a8 to the hooks, not IP, and passed; the kernel behind the veth
+    stripped the tags and delivered it. A pod has no VLAN: every tagged frame is dropped as
+    `vlan-tagged`, even one policy would allow, both ways, and the event names the datagram inside.
+    Untagged, the same datagrams meet policy as before."""
+    a, b, c, world = PODS["x/a"][fam], PODS["x/b"][fam], PODS["x/c"][fam], WORLD[fam]
+    tpids = TAGS[tags]
+    assert not node.tc("from_pod", "x/a", tagged(tpids, a, c, UDP(sport=40000, dport=80)))
+    assert not node.tc("from_pod", "x/a", tagged(tpids, a, world, TCP(sport=40001, dport=443, flags="S")))
+    assert not node.tc("to_pod", "x/a", tagged(tpids, b, a, UDP(sport=40002, dport=80)))  # x/a admits x/b
+    assert node.drops("vlan-tagged") == 3
+    assert [(e.reason, e.src, e.dst, e.endpoint_id, e.direction) for e in node.events()] == [
+        ("vlan-tagged", a, c, node.endpoint_id("x/a"), "egress"),
+        ("vlan-tagged", a, world, node.endpoint_id("x/a"), "egress"),
+        ("vlan-tagged", b, a, node.endpoint_id("x/a"), "ingress")]
+    assert not node.tc("from_pod", "x/a", frame(a, c, UDP(sport=40000, dport=80)))
+    assert node.tc("from_pod", "x/a", frame(a, world, TCP(sport=40001, dport=443, flags="S")))
+    assert node.tc("to_pod", "x/a", frame(b, a, UDP(sport=40002, dport=80)))
+    assert [e.reason for e in node.events()] == ["default-deny", "allowed-by-rule", "allowed-by-rule"]
+
+
+def test_a_pod_sends_and_receives_ip_and_arp_only(node):
+    """A frame of any other ethertype (here 0x88b5, for local experiments) passed both pod hooks as
+    'not IP'; it is dropped now as `unknown-l3-protocol`, its addresses `unparsed`. ARP passes both
+    ways as before: the neighbour layer needs it."""
+    a, c = PODS["x/a"][0], PODS["x/c"][0]
+    other = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=0x88B5) / Raw(b"\0" * 46))
+    assert not node.tc("from_pod", "x/c", other)
+    assert not node.tc("to_pod", "x/a", other)
+    assert node.drops("unknown-l3-protocol") == 2
+    assert [(e.reason, e.src, e.dst, e.endpoint_id) for e in node.events()] == [
+        ("unknown-l3-protocol", "unparsed", "unparsed", node.endpoint_id("x/c")),
+        ("unknown-l3-protocol", "unparsed", "unparsed", node.endpoint_id("x/a"))]
+    assert node.tc("from_pod", "x/c", bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=c, pdst=a)))
+    assert node.tc("to_pod", "x/a", bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=c, pdst=a)))
+    assert node.drops("unknown-l3-protocol") == 2 and node.events() == []
+
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_xdp_decides_a_tagged_frame_by_the_datagram_it_carries(node, fam):
+    """On the uplink a tagged frame was 'not IP' and passed, whatever it carried: the world's SYN to x/a
+    (which admits only x/b) and a local pod's address from outside. With one or two tags it is decided
+    now as the same frame untagged; three tags, more than the parser walks, are dropped as
+    `vlan-tagged`, with addresses `unparsed`."""
+    a, b, c, world = PODS["x/a"][fam], PODS["x/b"][fam], PODS["x/c"][fam], WORLD[fam]
+    for tpids in TAGS.values():
+        assert not node.xdp(tagged(tpids, world, a, TCP(sport=40000, dport=80, flags="S")))
+        assert not node.xdp(tagged(tpids, b, a, TCP(sport=40001, dport=80, flags="S")))
+        assert node.xdp(tagged(tpids, world, c, TCP(sport=40002, dport=80, flags="S")))
+    assert node.drops("local-source-from-outside") == 2
+    assert not node.xdp(tagged((0x88A8, 0x8100, 0x8100), world, c, TCP(sport=40003, dport=80, flags="S")))
+    assert node.drops("vlan-tagged") == 1
+    assert [(e.reason, e.src, e.dst) for e in node.events()] == [
+        ("default-deny", world, a), ("local-source-from-outside", b, a)] * 2 + [("vlan-tagged", "unparsed", "unparsed")]

@@ -600,15 +600,20 @@ def observer(model: NetModel, name: str, seconds: float) -> subprocess.Popen:
     return proc
 
 
-def observed_sends(model: NetModel, name: str, senders: list[tuple[str, list[str]]]) -> tuple[list, str, dict]:
-    """Each ``(netns, netagent argv)`` sender run to its ``sent`` while `policyc observe` watches the drops
-    of loaded ``name``: the drop events, observe's stderr, and `status`'s drop counters by reason."""
-    watch = observer(model, name, 4)
+def sends(model: NetModel, senders: list[tuple[str, list[str]]]) -> None:
+    """Each ``(netns, netagent argv)`` sender run to its ``sent``."""
     for netns, argv in senders:
         sender = model.spawn(netns, argv)
         assert sender.stdout.readline().strip() == "sent", sender.stderr.read()
         sender.wait()
         model.procs.remove(sender)
+
+
+def observed_sends(model: NetModel, name: str, senders: list[tuple[str, list[str]]]) -> tuple[list, str, dict]:
+    """``sends`` while `policyc observe` watches the drops of loaded ``name``: the drop events, observe's
+    stderr, and `status`'s drop counters by reason."""
+    watch = observer(model, name, 4)
+    sends(model, senders)
     out, err = watch.communicate(timeout=30)
     time.sleep(0.3)
     status = json.loads(model.policyc("status", name, "--format", "json").stdout)
@@ -726,6 +731,47 @@ def test_a_tunnelled_packet_with_a_local_pods_source_is_dropped_and_observed(mod
     assert [(e["source"].split(" ")[0], e["destination"], e["reason"], e["endpoint"]) for e in events] == [
         ("x/b", "x/a", "local-source-from-outside", "x/a"), (outside_ip, "x/a", "default-deny", "x/a")], (events, err)
     assert drops["local-source-from-outside"] == 1
+
+
+C_SENDS_NOTHING = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: c-sends-nothing, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: c}}
+  policyTypes: [Egress]
+"""
+VID0_TAGS = {"1tag": "8100", "2tags": "88a8,8100"}  # tag protocol ids, outermost first
+
+
+def test_a_vlan_tagged_datagram_from_a_pod_is_dropped_and_observed(model, tmp_path):
+    """x/c may send nothing. From inside its netns a packet socket sends x/a a UDP datagram behind one
+    VID-0 tag, and behind two (802.1ad, then 802.1Q): the node's kernel strips any run of such tags and
+    delivers the datagram inside, as it does here before anything is loaded. The receive path moves
+    the outer tag into the skb's metadata before TC ingress, so from_pod saw the single-tagged datagram
+    as IP, but the double-tagged one as a frame of ethertype 0x8100, not IP, and passed it past x/c's
+    egress policy. Every tagged frame is dropped now as `vlan-tagged`, observed as x/c's and counted;
+    x/c's untagged datagram is denied by its policy."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "c-sends-nothing.yaml").write_text(C_SENDS_NOTHING)
+    artifact = compile_case([str(policies)], E2E_INVENTORY, tmp_path / "artifact")
+    xa, xc = model.by_name["x/a"], model.by_name["x/c"]
+
+    def tagged(stream: str, tpids: str) -> tuple[str, list[str]]:
+        return xc.netns, ["tagged", tpids, str(xa.ips[0]), "80", stream, xc.host_mac]
+
+    sends(model, [tagged(f"vlan-open-{tags}", tpids) for tags, tpids in VID0_TAGS.items()])
+    name = f"{PREFIX}-vlan"
+    with loaded(model, artifact, name):
+        events, err, drops = observed_sends(model, name, [
+            *(tagged(f"vlan-hooked-{tags}", tpids) for tags, tpids in VID0_TAGS.items()),
+            (xc.netns, ["spoof", str(xc.ips[0]), str(xa.ips[0]), "80", "vlan-untagged"])])
+    got = {stream for ip, stream, _ in model.received(xa) if ip == str(xc.ips[0]) and stream.startswith("vlan-")}
+    assert got == {"vlan-open-1tag", "vlan-open-2tags"}, got
+    assert [(e["source"], e["destination"], e["reason"], e["endpoint"]) for e in events] == [
+        ("x/c", "x/a", "vlan-tagged", "x/c")] * 2 + [("x/c", "x/a", "default-deny", "x/c")], (events, err)
+    assert drops["vlan-tagged"] == 2
 
 
 def test_a_new_pod_reusing_an_address_inherits_nothing(tmp_path, empty):

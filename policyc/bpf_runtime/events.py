@@ -33,7 +33,13 @@ class Event:
     service_port: int = 0
 
 
+UNPARSED = "unparsed"  # the address of a flow the datapath dropped before it found an IP header
+
+
 def _addr(raw: bytes, family: int) -> str:
+    """The address as text; a flow with no family (zeroed: e.g. more VLAN tags than parse walks) has none."""
+    if not family:
+        return UNPARSED
     if family == 4:
         return str(ipaddress.IPv4Address(raw[-4:] if raw[:12] == b"\0" * 10 + b"\xff\xff" else raw[:4]))
     return str(ipaddress.IPv6Address(raw))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..compiler.codegen import DatapathReason
 from ..compiler.entities import RESERVED_IDS
-from .events import Event, decode_event
+from .events import UNPARSED, Event, decode_event
 from .libbpf import Map, RingBuffer
 from .loaded import artifact_json
 from .state import State
@@ -92,6 +92,8 @@ class Namer:
         return f"{name} {addr}:{e.service_port}"
 
     def _name(self, addr: str, identity: int) -> str:
+        if addr == UNPARSED:  # no address, so no identity to name it by
+            return addr
         if addr in self.by_ip:
             return self.by_ip[addr]
         if addr in self.services:

@@ -28,7 +28,9 @@ DROP_EVENTS_PER_SECOND = 1000  # drop events, per CPU: a budget of their own, so
 
 
 class DatapathReason(str, enum.Enum):
-    """Drops no rule decides: what the datapath cannot parse or attribute (events, `drops` counters)."""
+    """Drops no rule decides: what the datapath cannot parse or attribute (events, `drops` counters).
+
+    A reason's code is its position: new ones go at the end, so the codes of the others stay put."""
 
     MALFORMED = "malformed-packet"                  # truncated or invalid IP/L4 header
     EXTHDR = "invalid-ipv6-extension-header"        # no next header, too many headers, two fragment headers
@@ -41,6 +43,8 @@ class DatapathReason(str, enum.Enum):
     SERVICE_NOT_TRANSLATED = "service-not-translated"  # nf_node: a Service address no DNAT rewrote and no
     # REJECT refused (FORWARD, LOCAL_IN), or one claimed as a source (PREROUTING)
     ICMP_OFF_PATH = "icmp-error-off-path"  # nf_node: an error about a Service connection from a pod not its peer
+    VLAN = "vlan-tagged"                            # pod hooks: any VLAN tag; xdp_node: more than two
+    UNKNOWN_L3 = "unknown-l3-protocol"              # pod hooks: an ethertype other than IPv4, IPv6 and ARP
 
 
 # Event reason codes: the evaluator's reasons plus the datapath's own.
