@@ -893,14 +893,20 @@ def space_for(policy_rules, dds, cluster: str, inventory: Inventory | None = Non
     return space
 
 
-def new_flow(space: Space, solver: z3.Solver, tag: str = "") -> SymbolicFlow:
-    """A symbolic flow over ``space``, well-formed in ``solver``.
+def fresh_flow(space: Space, tag: str = "") -> SymbolicFlow:
+    """The symbolic flow over ``space`` for a new query.
 
     Built once per space and tag: a check asks thousands of queries over one inventory space, and the
-    flow's variables and constraints are the same terms every time (only each solver is new).  What
-    the encoded rules read (a peer's DNS name, the handshake) is the query's own: it starts unread.
+    flow's variables and constraints are the same terms every time.  What the encoded rules read (a
+    peer's DNS name, the handshake) is the query's own: it starts unread.
     """
     flow = space.memo(("flow", tag), lambda: SymbolicFlow(space, tag))
     flow.reads_auth = flow.src.reads_dns = flow.dst.reads_dns = False  # what this query's rules read
+    return flow
+
+
+def new_flow(space: Space, solver: z3.Solver, tag: str = "") -> SymbolicFlow:
+    """``fresh_flow``, well-formed in ``solver``."""
+    flow = fresh_flow(space, tag)
     solver.add(*space.memo(("wellformed", tag), flow.wellformed))
     return flow
