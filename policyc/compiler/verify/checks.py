@@ -46,6 +46,8 @@ class Prover:
     space: Space
     flow: SymbolicFlow
     solver: z3.Solver
+    request: Request = field(default_factory=Request)  # for questions that decode no witness (its fields
+    # decode only where some formula read them): their L7 formulas are then built once (Space.rule_matches)
 
     @classmethod
     def over(cls, space: Space) -> "Prover":
@@ -201,7 +203,7 @@ def _deletable(ctx: Context, rule: Rule) -> bool:
                      tuple(ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)), (), ctx.policy.cluster)
     after = near.without([rule.id])
     space, flow = ctx.deletions.space, ctx.deletions.flow
-    request = Request() if any(pm.filtered for r in near.rules for pm in r.ports) else None
+    request = ctx.deletions.request if any(pm.filtered for r in near.rules for pm in r.ports) else None
     subject, _ = space.sides(flow, rule.direction)
     return ctx.deletions.unsat(z3.Not(flow.same), space.selects(rule.subject_kind, rule.subject, subject),
                                space.direction_allows(near, rule.direction, flow, request)
