@@ -3,8 +3,8 @@
     python3 bench/gen_cluster.py --pods 300 --policies 300 --flavour cilium /tmp/cc300
     python3 bench/check_same.py --base /path/to/main /tmp/cc300 examples/shop [...]
 
-Each input is a directory with ``policies/`` (and ``inventory.yaml``, checked with and without it) or a
-policy file.  Everything of a finding but its witness (id, severity, message, policy, location, related
+Each input is a directory with ``policies/`` or a policy file, and the ``inventory.yaml`` beside them
+(checked with and without it).  Everything of a finding but its witness (id, severity, message, policy, location, related
 locations, fingerprint) must be equal, in the same order.  A witness is one model Z3 chose: a change in
 how queries are asked may pick another, so a witness that differs is not an error but is replayed in
 this tree's evaluator (tests/test_verify_checks.replay: the claimed verdict, the claimed rules match).
@@ -23,9 +23,11 @@ HERE = Path(__file__).resolve().parent.parent
 
 
 def cases(target: Path) -> list[tuple[str, list[str], Path, Path | None]]:
-    """(name, check arguments, policies, inventory) for one input: with and without its inventory."""
+    """(name, check arguments, policies, inventory) for one input: with and without its inventory (beside a
+    policy file, as in tests/data/checks/*/; in a directory holding ``policies/``)."""
     policies = target / "policies" if (target / "policies").is_dir() else target
-    inventory = target / "inventory.yaml" if (target / "inventory.yaml").exists() else None
+    folder = target if target.is_dir() else target.parent
+    inventory = folder / "inventory.yaml" if (folder / "inventory.yaml").exists() else None
     out = [(f"{target}", [str(policies)], policies, None)]
     if inventory:
         out.append((f"{target} --inventory", [str(policies), "--inventory", str(inventory)], policies, inventory))
