@@ -136,3 +136,19 @@ def test_every_command_grows_at_most_n_log_n(dimension, tmp_path):
                 for bad in [superlinear(small[cmd], large[cmd], n)] if bad}
     assert not failures, f"{dimension} x{GROWTH}: " + "; ".join(
         f"{cmd}: " + ", ".join(bad[:5]) for cmd, bad in failures.items())
+
+
+@pytest.mark.parametrize("dimension", ["cluster-k8s", "cluster-cilium"])
+def test_check_over_an_inventory_builds_its_solvers_once(dimension, tmp_path):
+    """`check --inventory` asks each question in a scope of one solver (checks.Context.query): the solvers
+    that take in a flow's well-formedness (encode.new_flow) are as many at GROWTH × n as at n (issue 15:
+    a fresh one per question was most of the cost of its thousands of questions)."""
+    made = []
+    for n in (SIZES[dimension], GROWTH * SIZES[dimension]):
+        d = gen_dims.write(gen_dims.case(dimension, n), tmp_path / f"{dimension}-{n}")
+        policy, _ = load_policies([d / "policies.yaml"])
+        profile = cProfile.Profile()
+        profile.runcall(run_checks, policy, load_inventory([d / "inventory.yaml"]))
+        made.append(sum(e.callcount for e in profile.getstats()
+                        if not isinstance(e.code, str) and _name(e.code).endswith("(new_flow)")))
+    assert made[0] == made[1] <= 3, made

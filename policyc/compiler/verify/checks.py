@@ -12,8 +12,11 @@ and with the default-deny the rule may be the only one to imply (R3.6).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import ContextManager
 
 import z3
 
@@ -25,7 +28,8 @@ from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
 from . import exposure, prefilter, regex
-from .encode import Kind, Request, Space, SymbolicFlow, SymbolicSpace, View, new_flow, space_for
+from .encode import (Kind, Request, Space, SymbolicFlow, SymbolicSpace, View, fresh_flow, new_flow,
+                     space_for)
 from .findings import Finding, Location, Witness, rule_location
 from .servicechecks import check_cidr_services, check_unmatched_services, cidr_covers
 
@@ -42,15 +46,37 @@ class Prover:
     space: Space
     flow: SymbolicFlow
     solver: z3.Solver
+    request: Request = field(default_factory=Request)  # for questions that decode no witness (its fields
+    # decode only where some formula read them): their L7 formulas are then built once (Space.rule_matches)
+
+    @classmethod
+    def over(cls, space: Space) -> "Prover":
+        solver = z3.Solver()
+        return cls(space, new_flow(space, solver), solver)
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[tuple[SymbolicFlow, z3.Solver]]:
+        """One question's (flow, solver): what it adds, checks under assumptions or pushes itself is
+        popped with the scope; the flow starts unread (``fresh_flow``)."""
+        self.solver.push()
+        try:
+            yield fresh_flow(self.space), self.solver
+        finally:
+            self.solver.pop()
 
     def unsat(self, *constraints) -> bool:
         """No flow satisfies ``constraints`` (unknown counts as satisfiable: no proof)."""
-        self.solver.push()
-        try:
-            self.solver.add(*constraints)
-            return self.solver.check() == z3.unsat
-        finally:
-            self.solver.pop()
+        with self.scope() as (_, solver):
+            solver.add(*constraints)
+            return solver.check() == z3.unsat
+
+
+@contextlib.contextmanager
+def _alone(space: Space) -> Iterator[tuple[SymbolicFlow, z3.Solver]]:
+    """A fresh solver for a space built for one question (the symbolic spaces: their domains are the
+    question's own selectors, so nothing could be shared)."""
+    solver = z3.Solver()
+    yield new_flow(space, solver), solver
 
 
 @dataclass
@@ -65,21 +91,29 @@ class Context:
         self.evaluator = Evaluator(self.policy)
         self.index = prefilter.Index([r for r in self.policy.rules])
         self.dd_index = prefilter.Index(self.policy.default_deny)
-        # One inventory space per model for every query: it remembers which endpoints each selector picks.
-        self._inventory_spaces = {u: space_for((), (), self.policy.cluster, self.inventory, unknowns=u)
-                                  for u in (False, True)} if self.inventory else {}
+        # One inventory space per model for every query: it remembers which endpoints each selector picks;
+        # and one solver over its flow, which each query uses in a scope of its own (``query``).
+        self._inventory = {u: Prover.over(space_for((), (), self.policy.cluster, self.inventory, unknowns=u))
+                           for u in (False, True)} if self.inventory else {}
 
     @functools.cached_property
     def deletions(self) -> "Prover":
         """Every possible endpoint any rule could name, for ``_deletable``: one space, flow and solver for
         all its queries, so each rule's formula and the flow's constraints are built once, not per query."""
-        space = space_for(self.policy.rules, self.policy.default_deny, self.policy.cluster, None, unknowns=True)
-        solver = z3.Solver()
-        return Prover(space, new_flow(space, solver), solver)
+        return Prover.over(space_for(self.policy.rules, self.policy.default_deny, self.policy.cluster, None,
+                                     unknowns=True))
 
     def space(self, rules, dds=(), selectors=(), unknowns: bool = False) -> Space:
-        return self._inventory_spaces.get(unknowns) or space_for(rules, dds, self.policy.cluster, self.inventory,
-                                                                 selectors, unknowns)
+        shared = self._inventory.get(unknowns)
+        return shared.space if shared else space_for(rules, dds, self.policy.cluster, self.inventory, selectors,
+                                                     unknowns)
+
+    def query(self, space: Space) -> ContextManager[tuple[SymbolicFlow, z3.Solver]]:
+        """A (flow, solver) for one question over ``space``: over the inventory a scope on its one solver,
+        whose well-formedness constraints are taken in once, not again per question (issue 15: with a
+        fresh solver each, asserting and freeing them was most of PC005's own cost); else a new solver."""
+        shared = next((p for p in self._inventory.values() if p.space is space), None)
+        return shared.scope() if shared else _alone(space)
 
     def decode(self, flow, model, request: Request | None = None):
         """A witness flow, its request cut to what the L7 filters on its way read."""
@@ -169,7 +203,7 @@ def _deletable(ctx: Context, rule: Rule) -> bool:
                      tuple(ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)), (), ctx.policy.cluster)
     after = near.without([rule.id])
     space, flow = ctx.deletions.space, ctx.deletions.flow
-    request = Request() if any(pm.filtered for r in near.rules for pm in r.ports) else None
+    request = ctx.deletions.request if any(pm.filtered for r in near.rules for pm in r.ports) else None
     subject, _ = space.sides(flow, rule.direction)
     return ctx.deletions.unsat(z3.Not(flow.same), space.selects(rule.subject_kind, rule.subject, subject),
                                space.direction_allows(near, rule.direction, flow, request)
@@ -208,18 +242,17 @@ def _allowed_example(ctx: Context, rule: Rule, peer_kind: Kind | None = None, al
     # a matching deny drops the flow, and so does a matching allow whose handshake always fails (R10.11)
     blockers = ctx.neighbours(rule, Action.DENY) + [r for r in ctx.neighbours(rule, Action.ALLOW) if _blocks(r)]
     space = ctx.space([rule, *blockers])
-    solver = z3.Solver()
-    flow = new_flow(space, solver)
-    _, peer = space.sides(flow, rule.direction)
-    solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction),
-               space.authenticated([rule], flow),  # test-always-fail: the rule never lets anything through
-               *[z3.Not(space.rule_matches(d, flow)) for d in blockers])
-    if peer_kind is not None:
-        solver.add(peer.is_kind(peer_kind))
-    if solver.check() != z3.sat:
-        return None
-    return Witness(flow.decode(flow.minimal_model(solver)), rule.direction, True,
-                   (rule.id,) + tuple(r.id for r in also))
+    with ctx.query(space) as (flow, solver):
+        _, peer = space.sides(flow, rule.direction)
+        solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction),
+                   space.authenticated([rule], flow),  # test-always-fail: the rule never lets anything through
+                   *[z3.Not(space.rule_matches(d, flow)) for d in blockers])
+        if peer_kind is not None:
+            solver.add(peer.is_kind(peer_kind))
+        if solver.check() != z3.sat:
+            return None
+        return Witness(flow.decode(flow.minimal_model(solver)), rule.direction, True,
+                       (rule.id,) + tuple(r.id for r in also))
 
 
 # ------------------------------------------------------------------ shadowed and dead allows
@@ -238,46 +271,48 @@ def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
     if not denies and not allows and not _sees_local_node(rule):
         return None  # nothing covers it, and policy decides some of its flows
     space = ctx.space([rule] + denies + allows)
-    solver = z3.Solver()
-    flow, request = new_flow(space, solver), Request()
-    own = space.rule_matches(rule, flow, request)
-    solver.add(own)
-    if solver.check() != z3.sat:
-        return None  # matches nothing at all: other checks say why
-    never = solver.model()  # decoded only for a finding: a witness replays the flow over all the subject's rules
-    solver.add(_decided(space, flow, rule.direction))
-    if solver.check() == z3.unsat:
-        return _finding("PC001", rule, "everything this rule allows is always allowed: a pod's traffic to itself "
-                                       "(R11.5), the local node's to its pods (allow-localhost, R3.9)", (),
-                        Witness(ctx.decode(flow, never, request), rule.direction, True, (rule.id,)),
-                        key="always-allowed")
-    matches, lits = {}, {}
-    for i, other in enumerate(denies + allows):
-        expr = space.rule_matches(other, flow, request if other.action is Action.ALLOW else None)
-        lit = z3.Bool(f"cover{i}")
-        solver.add(z3.Implies(lit, z3.Not(expr)))
-        matches[other.id], lits[other.id] = expr, lit
-    deny_lits = [lits[r.id] for r in denies]
-    by_lit = {lits[r.id].get_id(): r for r in denies + allows}
-    if solver.check(*deny_lits) == z3.unsat:
-        solver.check()
+    request = Request()
+    with ctx.query(space) as (flow, solver):
+        own = space.rule_matches(rule, flow, request)
+        solver.add(own)
+        if solver.check() != z3.sat:
+            return None  # matches nothing at all: other checks say why
+        never = solver.model()  # decoded only for a finding: a witness replays the flow over all the subject's rules
+        solver.add(_decided(space, flow, rule.direction))
+        if solver.check() == z3.unsat:
+            return _finding("PC001", rule, "everything this rule allows is always allowed: a pod's traffic to itself "
+                                           "(R11.5), the local node's to its pods (allow-localhost, R3.9)", (),
+                            Witness(ctx.decode(flow, never, request), rule.direction, True, (rule.id,)),
+                            key="always-allowed")
+        matches, lits = {}, {}
+        for i, other in enumerate(denies + allows):
+            expr = space.rule_matches(other, flow, request if other.action is Action.ALLOW else None)
+            lit = z3.Bool(f"cover{i}")
+            solver.add(z3.Implies(lit, z3.Not(expr)))
+            matches[other.id], lits[other.id] = expr, lit
+        deny_lits = [lits[r.id] for r in denies]
+        by_lit = {lits[r.id].get_id(): r for r in denies + allows}
+        if solver.check(*deny_lits) == z3.unsat:
+            solver.check()
+            model = solver.model()
+            cover = [by_lit[x.get_id()] for x in _minimal_core(solver, deny_lits)]
+            witness = Witness(ctx.decode(flow, model, request), rule.direction, False,
+                              (rule.id,) + _matching(model, matches))
+            return _finding("PC002", rule, f"every flow this allow rule matches is denied by "
+                                           f"{len(cover)} deny rule(s)", [rule_location(c) for c in cover],
+                            witness, key=",".join(sorted(c.origin.path for c in cover)))
         model = solver.model()
-        cover = [by_lit[x.get_id()] for x in _minimal_core(solver, deny_lits)]
-        witness = Witness(ctx.decode(flow, model, request), rule.direction, False, (rule.id,) + _matching(model, matches))
-        return _finding("PC002", rule, f"every flow this allow rule matches is denied by "
-                                       f"{len(cover)} deny rule(s)", [rule_location(c) for c in cover],
-                        witness, key=",".join(sorted(c.origin.path for c in cover)))
-    model = solver.model()
-    if solver.check(*deny_lits, *[lits[r.id] for r in allows]) == z3.sat:
-        return None
-    cover = [by_lit[x.get_id()] for x in _minimal_core(solver, list(lits.values()))]
-    witness = Witness(ctx.decode(flow, model, request), rule.direction, True, (rule.id,) + _matching(model, matches))
-    differs = any(c.action is Action.DENY for c in cover)
-    note = " (some of them deny: their action differs)" if differs else ""
-    return _finding("PC001", rule, f"everything this rule allows is already decided by {len(cover)} other "
-                                   f"rule(s){note}",
-                    [rule_location(c, f"covers it ({c.action.value}): {explain.rule_ref(c)}") for c in cover],
-                    witness, key=",".join(sorted(f"{c.origin.policy}:{c.origin.path}" for c in cover)))
+        if solver.check(*deny_lits, *[lits[r.id] for r in allows]) == z3.sat:
+            return None
+        cover = [by_lit[x.get_id()] for x in _minimal_core(solver, list(lits.values()))]
+        witness = Witness(ctx.decode(flow, model, request), rule.direction, True,
+                          (rule.id,) + _matching(model, matches))
+        differs = any(c.action is Action.DENY for c in cover)
+        note = " (some of them deny: their action differs)" if differs else ""
+        return _finding("PC001", rule, f"everything this rule allows is already decided by {len(cover)} other "
+                                       f"rule(s){note}",
+                        [rule_location(c, f"covers it ({c.action.value}): {explain.rule_ref(c)}") for c in cover],
+                        witness, key=",".join(sorted(f"{c.origin.policy}:{c.origin.path}" for c in cover)))
 
 
 def _removable(ctx: Context, rules, find) -> list[Finding]:
@@ -306,25 +341,25 @@ def _shadowed_deny(ctx: Context, rule: Rule) -> Finding | None:
     if not denies:
         return None
     space = ctx.space([rule] + denies)
-    solver = z3.Solver()
-    flow = new_flow(space, solver)
-    solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction))
-    if solver.check() != z3.sat:
-        return None  # never decides anything: PC005 says so
-    matches = {r.id: space.rule_matches(r, flow) for r in denies}
-    lits = {r.id: z3.Bool(f"cover{i}") for i, r in enumerate(denies)}
-    for rid, lit in lits.items():
-        solver.add(z3.Implies(lit, z3.Not(matches[rid])))
-    if solver.check(*lits.values()) != z3.unsat:
-        return None
-    by_lit = {lits[r.id].get_id(): r for r in denies}
-    cover = [by_lit[x.get_id()] for x in _minimal_core(solver, list(lits.values()))]
-    solver.check()
-    model = solver.model()
-    witness = Witness(flow.decode(model), rule.direction, False, (rule.id,) + _matching(model, matches))
-    return _finding("PC018", rule, f"every flow this deny rule drops is also dropped by {len(cover)} other deny "
-                                   "rule(s)", [rule_location(c, f"covers it: {explain.rule_ref(c)}") for c in cover],
-                    witness, key=",".join(sorted(f"{c.origin.policy}:{c.origin.path}" for c in cover)))
+    with ctx.query(space) as (flow, solver):
+        solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction))
+        if solver.check() != z3.sat:
+            return None  # never decides anything: PC005 says so
+        matches = {r.id: space.rule_matches(r, flow) for r in denies}
+        lits = {r.id: z3.Bool(f"cover{i}") for i, r in enumerate(denies)}
+        for rid, lit in lits.items():
+            solver.add(z3.Implies(lit, z3.Not(matches[rid])))
+        if solver.check(*lits.values()) != z3.unsat:
+            return None
+        by_lit = {lits[r.id].get_id(): r for r in denies}
+        cover = [by_lit[x.get_id()] for x in _minimal_core(solver, list(lits.values()))]
+        solver.check()
+        model = solver.model()
+        witness = Witness(flow.decode(model), rule.direction, False, (rule.id,) + _matching(model, matches))
+        return _finding("PC018", rule, f"every flow this deny rule drops is also dropped by {len(cover)} other "
+                                       "deny rule(s)",
+                        [rule_location(c, f"covers it: {explain.rule_ref(c)}") for c in cover],
+                        witness, key=",".join(sorted(f"{c.origin.policy}:{c.origin.path}" for c in cover)))
 
 
 def check_shadowed_denies(ctx: Context) -> list[Finding]:
@@ -340,13 +375,13 @@ def check_ineffective_denies(ctx: Context) -> list[Finding]:
         allows = ctx.neighbours(rule, Action.ALLOW)
         dds = ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)
         space = ctx.space([rule] + allows, dds)
-        solver = z3.Solver()
-        flow = new_flow(space, solver)
-        subject, _ = space.sides(flow, rule.direction)
-        would_allow = z3.Or(z3.Not(space.default_deny(dds, rule.direction, subject)),
-                            *[space.rule_matches(a, flow) for a in allows])
-        solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction), would_allow)
-        if solver.check() == z3.unsat and _deletable(ctx, rule):
+        with ctx.query(space) as (flow, solver):
+            subject, _ = space.sides(flow, rule.direction)
+            would_allow = z3.Or(z3.Not(space.default_deny(dds, rule.direction, subject)),
+                                *[space.rule_matches(a, flow) for a in allows])
+            solver.add(space.rule_matches(rule, flow), _decided(space, flow, rule.direction), would_allow)
+            ineffective = solver.check() == z3.unsat
+        if ineffective and _deletable(ctx, rule):
             out.append(_finding("PC005", rule, "nothing this deny rule matches would be allowed without it"))
     return out
 
@@ -452,21 +487,20 @@ def _missing_dd_symbolic(ctx: Context) -> list[Finding]:
             dds = ctx.dd_index.near(direction, SubjectKind.ENDPOINT, in_ns)
             denies = [r for r in ctx.index.near(direction, SubjectKind.ENDPOINT, in_ns) if r.action is Action.DENY]
             space = ctx.space(denies, dds, (in_ns,))
-            solver = z3.Solver()
-            flow = new_flow(space, solver)
-            subject, _ = space.sides(flow, direction)
-            solver.add(space.selects(SubjectKind.ENDPOINT, in_ns, subject),
-                       z3.Not(space.default_deny(dds, direction, subject)),
-                       *[z3.Not(space.rule_matches(r, flow)) for r in denies])
-            if solver.check() != z3.sat:
-                continue
-            pol = _first_policy(ctx, ns)
-            witness = Witness(flow.decode(flow.minimal_model(solver)), direction, True)
-            out.append(Finding(_DD_CHECK[direction], f"some pods of namespace {ns} are not default-deny in "
-                                                     f"{direction.value} (no policy with an {direction.value} "
-                                                     "section selects them)",
-                               Location.of(pol.origin), f"{pol.kind} {ns}/{pol.name}", (), witness,
-                               key=f"{ns}:{direction.value}"))
+            with ctx.query(space) as (flow, solver):
+                subject, _ = space.sides(flow, direction)
+                solver.add(space.selects(SubjectKind.ENDPOINT, in_ns, subject),
+                           z3.Not(space.default_deny(dds, direction, subject)),
+                           *[z3.Not(space.rule_matches(r, flow)) for r in denies])
+                if solver.check() != z3.sat:
+                    continue
+                pol = _first_policy(ctx, ns)
+                witness = Witness(flow.decode(flow.minimal_model(solver)), direction, True)
+                out.append(Finding(_DD_CHECK[direction], f"some pods of namespace {ns} are not default-deny in "
+                                                         f"{direction.value} (no policy with an {direction.value} "
+                                                         "section selects them)",
+                                   Location.of(pol.origin), f"{pol.kind} {ns}/{pol.name}", (), witness,
+                                   key=f"{ns}:{direction.value}"))
     return out
 
 
@@ -526,23 +560,22 @@ def _l7_ineffective(ctx: Context, rule: Rule) -> Finding | None:
     denies = ctx.neighbours(rule, Action.DENY)
     dds = ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)
     space = ctx.space([rule] + [r for r, _ in plain] + denies, dds)
-    solver = z3.Solver()
-    flow = new_flow(space, solver)
-    subject, _ = space.sides(flow, rule.direction)
-    wildcards = {r.id: space.rule_matches(r, flow, ports=ps) for r, ps in plain}
-    solver.add(space.rule_matches(rule, flow, ports=l7_ports), z3.Or(list(wildcards.values())),
-               space.default_deny(dds, rule.direction, subject), _decided(space, flow, rule.direction),
-               *[z3.Not(space.rule_matches(d, flow)) for d in denies])
-    if solver.check() != z3.sat:
-        return None
-    model = solver.model()
-    culprits = _matching(model, wildcards)
-    related = [rule_location(r, f"allows the same peer and port without L7: {explain.rule_ref(r)}")
-               for r, _ in plain if r.id in culprits]
-    return _finding("PC013", rule, "its L7 rules are bypassed: another entry allows the same peer and port "
-                                   "without L7 (every request passes)", related,
-                    Witness(flow.decode(model), rule.direction, True, (rule.id,) + culprits),
-                    key=",".join(sorted(culprits)))
+    with ctx.query(space) as (flow, solver):
+        subject, _ = space.sides(flow, rule.direction)
+        wildcards = {r.id: space.rule_matches(r, flow, ports=ps) for r, ps in plain}
+        solver.add(space.rule_matches(rule, flow, ports=l7_ports), z3.Or(list(wildcards.values())),
+                   space.default_deny(dds, rule.direction, subject), _decided(space, flow, rule.direction),
+                   *[z3.Not(space.rule_matches(d, flow)) for d in denies])
+        if solver.check() != z3.sat:
+            return None
+        model = solver.model()
+        culprits = _matching(model, wildcards)
+        related = [rule_location(r, f"allows the same peer and port without L7: {explain.rule_ref(r)}")
+                   for r, _ in plain if r.id in culprits]
+        return _finding("PC013", rule, "its L7 rules are bypassed: another entry allows the same peer and port "
+                                       "without L7 (every request passes)", related,
+                        Witness(flow.decode(model), rule.direction, True, (rule.id,) + culprits),
+                        key=",".join(sorted(culprits)))
 
 
 def _entry_text(entry) -> str:
@@ -591,15 +624,16 @@ def _l7_example(ctx: Context, rule: Rule, l7, index: int) -> Witness | None:
     """A flow the rule lets through carrying a request the covered entry admits."""
     denies = ctx.neighbours(rule, Action.DENY)
     space = ctx.space([rule, *denies])
-    solver = z3.Solver()
-    flow, request = new_flow(space, solver), Request()
-    entry = (l7.http if l7.kind == "http" else l7.dns)[index]
-    solver.add(space.rule_matches(rule, flow, ports=tuple(pm for pm in rule.ports if pm.l7 == l7)),
-               request.http_rule(entry) if l7.kind == "http" else request.dns_rule(entry),
-               _decided(space, flow, rule.direction), *[z3.Not(space.rule_matches(d, flow)) for d in denies])
-    if solver.check() != z3.sat:
-        return None
-    return Witness(ctx.decode(flow, flow.minimal_model(solver, request=request), request), rule.direction, True, (rule.id,))
+    request = Request()
+    with ctx.query(space) as (flow, solver):
+        entry = (l7.http if l7.kind == "http" else l7.dns)[index]
+        solver.add(space.rule_matches(rule, flow, ports=tuple(pm for pm in rule.ports if pm.l7 == l7)),
+                   request.http_rule(entry) if l7.kind == "http" else request.dns_rule(entry),
+                   _decided(space, flow, rule.direction), *[z3.Not(space.rule_matches(d, flow)) for d in denies])
+        if solver.check() != z3.sat:
+            return None
+        return Witness(ctx.decode(flow, flow.minimal_model(solver, request=request), request), rule.direction, True,
+                       (rule.id,))
 
 
 def check_l7(ctx: Context) -> list[Finding]:
@@ -639,15 +673,14 @@ def check_fqdn(ctx: Context) -> list[Finding]:
             continue
         dns = [r for r in ctx.index.near(rule.direction, rule.subject_kind, rule.subject) if _is_dns_rule(r)]
         space = ctx.space([rule] + dns)
-        solver = z3.Solver()
-        flow = new_flow(space, solver)
-        subject, _ = space.sides(flow, rule.direction)
-        solver.add(space.selects(rule.subject_kind, rule.subject, subject),
-                   *[z3.Not(space.selects(r.subject_kind, r.subject, subject)) for r in dns])
-        if solver.check() == z3.sat:
-            src = flow.decode(flow.minimal_model(solver)).src
-            out.append(_finding("PC014", rule, "toFQDNs never matches: no egress rule with DNS L7 rules selects "
-                                               "this subject, so no lookup is seen", witness=Witness(endpoint=src)))
+        with ctx.query(space) as (flow, solver):
+            subject, _ = space.sides(flow, rule.direction)
+            solver.add(space.selects(rule.subject_kind, rule.subject, subject),
+                       *[z3.Not(space.selects(r.subject_kind, r.subject, subject)) for r in dns])
+            if solver.check() == z3.sat:
+                src = flow.decode(flow.minimal_model(solver)).src
+                out.append(_finding("PC014", rule, "toFQDNs never matches: no egress rule with DNS L7 rules selects "
+                                                   "this subject, so no lookup is seen", witness=Witness(endpoint=src)))
     return out
 
 
