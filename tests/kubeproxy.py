@@ -135,17 +135,20 @@ def sep_chains(services: tuple[Service, ...], family: int = 4) -> dict[str, tupl
     return out
 
 
-def nft_rules(services: tuple[Service, ...], cluster_cidr: str) -> str:
-    """``nft -f`` input for kube-proxy's nftables mode (IPv4): table ``ip kube-proxy`` with the ``services``
-    verdict maps, a ``service-*`` chain per Service port picking an endpoint with ``numgen random``, and
-    ``endpoint-*`` chains that mark hairpin traffic for masquerade and DNAT, as its nftables proxier does.
-    A port with no ready endpoint has no chain: the ``no-endpoint-services`` and ``no-endpoint-nodeports``
-    maps send it to ``reject-chain`` from the filter chains of input, forward and output (priority 0).
+def nft_rules(services: tuple[Service, ...], cluster_cidr: str, family: int = 4) -> str:
+    """``nft -f`` input for kube-proxy's nftables mode: table ``ip kube-proxy`` (``ip6 kube-proxy`` for family
+    6, as its IPv6 proxier names it, with ``ipv6_addr`` keys, ``ip6`` matches and ``::1`` for localhost) with
+    the ``services`` verdict maps, a ``service-*`` chain per Service port picking an endpoint with ``numgen
+    random``, and ``endpoint-*`` chains that mark hairpin traffic for masquerade and DNAT, as its nftables
+    proxier does. A port with no ready endpoint has no chain: the ``no-endpoint-services`` and
+    ``no-endpoint-nodeports`` maps send it to ``reject-chain`` from the filter chains of input, forward and
+    output (priority 0), whose bare ``reject`` is an ICMP port unreachable (ICMPv6 in the ip6 table).
     Not modelled: newer kube-proxy's ``cluster-ips-check``, which also rejects a port a ClusterIP lacks and
     drops unallocated addresses of the Service CIDR (here such a packet reaches nf_node's FORWARD drop)."""
     def chain(name: str, *rules: str) -> list[str]:
         return [f"  chain {name} {{", *(f"    {r}" for r in rules), "  }"]
 
+    ipx, addr_type, localhost = ("ip", "ipv4_addr", "127.0.0.0/8") if family == 4 else ("ip6", "ipv6_addr", "::1")
     body = chain("mark-for-masquerade", "meta mark set meta mark | 0x4000")
     body += chain("masquerading", "meta mark & 0x4000 == 0 return", "meta mark set meta mark ^ 0x4000",
                   "masquerade fully-random")
@@ -155,37 +158,37 @@ def nft_rules(services: tuple[Service, ...], cluster_cidr: str) -> str:
         for port in service.ports:
             name, proto = _port_name(service, port), port.protocol.name.lower()
             key = f"{_hash(name + proto)[:8]}-{service.namespace}/{service.name}/{proto}/{port.name}"
-            eps = endpoints(service, port, 4)
+            eps = endpoints(service, port, family)
             if not eps:
                 no_ips += [f"{ip} . {proto} . {port.port} : goto reject-chain" for ip in service.frontends
-                           if ip.version == 4]
+                           if ip.version == family]
                 no_nodeports += [f"{proto} . {port.node_port} : goto reject-chain"] if port.node_port else []
                 continue
-            ends = [f"endpoint-{_hash(name + proto + target)[:8]}-{key[9:]}__{target.replace(':', '/')}"
-                    for _, _, target in eps]
-            for end, (addr, number, _) in zip(ends, eps):
-                body += chain(end, f"ip saddr {addr} jump mark-for-masquerade",
-                              f"meta l4proto {proto} dnat to {addr}:{number}")
-            masq = [f"ip daddr {ip} {proto} dport {port.port} ip saddr != {cluster_cidr} jump mark-for-masquerade"
-                    for ip in service.cluster_ips if ip.version == 4]
+            ends = [f"endpoint-{_hash(name + proto + target)[:8]}-{key[9:]}__{addr.replace(':', '.')}/{number}"
+                    for addr, number, target in eps]
+            for end, (addr, _, target) in zip(ends, eps):
+                body += chain(end, f"{ipx} saddr {addr} jump mark-for-masquerade",
+                              f"meta l4proto {proto} dnat to {target}")
+            masq = [f"{ipx} daddr {ip} {proto} dport {port.port} {ipx} saddr != {cluster_cidr} "
+                    "jump mark-for-masquerade" for ip in service.cluster_ips if ip.version == family]
             pick = "numgen random mod %d vmap { %s }" % (len(ends), ", ".join(f"{i} : goto {e}"
                                                                             for i, e in enumerate(ends)))
             body += chain(f"service-{key}", *masq, pick)
             ips += [f'{ip} . {proto} . {port.port} : goto service-{key}' for ip in service.frontends
-                    if ip.version == 4]
+                    if ip.version == family]
             if port.node_port is not None:
                 body += chain(f"external-{key}", "jump mark-for-masquerade", f"goto service-{key}")
                 nodeports.append(f'{proto} . {port.node_port} : goto external-{key}')
-    for name, kind, elements in (("service-ips", "ipv4_addr . inet_proto . inet_service", ips),
+    for name, kind, elements in (("service-ips", f"{addr_type} . inet_proto . inet_service", ips),
                                  ("service-nodeports", "inet_proto . inet_service", nodeports),
-                                 ("no-endpoint-services", "ipv4_addr . inet_proto . inet_service", no_ips),
+                                 ("no-endpoint-services", f"{addr_type} . inet_proto . inet_service", no_ips),
                                  ("no-endpoint-nodeports", "inet_proto . inet_service", no_nodeports)):
         body += [f"  map {name} {{", f"    type {kind} : verdict", *([f"    elements = {{ {', '.join(elements)} }}"]
                                                                   if elements else []), "  }"]
-    local = "fib daddr type local ip daddr != 127.0.0.0/8"
-    body += chain("services", "ip daddr . meta l4proto . th dport vmap @service-ips",
+    local = f"fib daddr type local {ipx} daddr != {localhost}"
+    body += chain("services", f"{ipx} daddr . meta l4proto . th dport vmap @service-ips",
                   f"{local} meta l4proto . th dport vmap @service-nodeports")
-    body += chain("service-endpoints-check", "ip daddr . meta l4proto . th dport vmap @no-endpoint-services")
+    body += chain("service-endpoints-check", f"{ipx} daddr . meta l4proto . th dport vmap @no-endpoint-services")
     body += chain("nodeport-endpoints-check", f"{local} meta l4proto . th dport vmap @no-endpoint-nodeports")
     for name, hook, prio, target in (("nat-prerouting", "prerouting", "dstnat", "services"),
                                      ("nat-output", "output", "-100", "services"),
@@ -196,4 +199,4 @@ def nft_rules(services: tuple[Service, ...], cluster_cidr: str) -> str:
                                ("filter-output", "output", ("service-endpoints-check",))):
         body += chain(name, f"type filter hook {hook} priority 0; policy accept;",
                       *(f"ct state new jump {c}" for c in checks))
-    return "\n".join(["table ip kube-proxy {", *body, "}", ""])
+    return "\n".join([f"table {ipx} kube-proxy {{", *body, "}", ""])

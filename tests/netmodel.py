@@ -66,6 +66,11 @@ def run(argv: list[str], *, input: str | None = None, check: bool = True,
     return proc
 
 
+def _default(addr: str) -> str:
+    """The default route's prefix of ``addr``'s family (``ip route add default`` assumes IPv4)."""
+    return "::/0" if ":" in addr else "0.0.0.0/0"
+
+
 def in_netns(netns: str, argv: list[str]) -> list[str]:
     """``argv`` run inside ``netns`` with nsenter: unlike `ip netns exec` it keeps /sys, so bpffs
     pins stay visible to the loader."""
@@ -323,30 +328,36 @@ class NetModel:
         return out
 
     # -- outside the cluster ----------------------------------------------------------------------
-    def add_outside(self, addr: str, node_addr: str, name: str = "out") -> str:
+    def add_outside(self, addr: str, node_addr: str, name: str = "out",
+                    v6: tuple[str, str] | None = None) -> str:
         """A client outside the cluster (its own netns ``<prefix>-<name>`` holding ``addr``) wired to the
-        node through ``<prefix>x0``, where the node holds ``node_addr`` (its address for NodePorts).
+        node through ``<prefix>x0``, where the node holds ``node_addr`` (its address for NodePorts); ``v6``,
+        an (outside, node) pair of IPv6 addresses on the same link, makes the link dual-stack.
         Returns the netns; close() removes it with the rest."""
         netns, node_if = f"{self.prefix}-{name}", f"{self.prefix}x0"
         node_mac, out_mac = "02:00:00:00:ff:01", "02:00:00:00:ff:02"
         run(["ip", "netns", "add", netns])
         run(["ip", "-n", self.node, "link", "add", node_if, "address", node_mac, "type", "veth", "peer", "name",
              "eth0", "address", out_mac, "netns", netns])
-        run(["ip", "-n", self.node, "-batch", "-"], input="\n".join([
-            f"link set {node_if} up", f"addr add {node_addr}/32 dev {node_if}",
-            f"route add {addr}/32 dev {node_if}",
-            f"neigh replace {addr} lladdr {out_mac} dev {node_if} nud permanent"]) + "\n")
-        run(["ip", "-n", netns, "-batch", "-"], input="\n".join([
-            "link set lo up", "link set eth0 up", f"addr add {addr}/32 dev eth0",
-            f"route add {node_addr} dev eth0 scope link", f"route add default via {node_addr} dev eth0",
-            f"neigh replace {node_addr} lladdr {node_mac} dev eth0 nud permanent"]) + "\n")
+        node_cmds, out_cmds = [f"link set {node_if} up"], ["link set lo up", "link set eth0 up"]
+        for there, here in ((addr, node_addr), *([v6] if v6 else [])):
+            host = "128" if ":" in there else "32"
+            node_cmds += [f"addr add {here}/{host} dev {node_if}" + (" nodad" if host == "128" else ""),
+                          f"route add {there}/{host} dev {node_if}",
+                          f"neigh replace {there} lladdr {out_mac} dev {node_if} nud permanent"]
+            out_cmds += [f"addr add {there}/{host} dev eth0" + (" nodad" if host == "128" else ""),
+                         f"route add {here} dev eth0", f"route add {_default(there)} via {here} dev eth0",
+                         f"neigh replace {here} lladdr {node_mac} dev eth0 nud permanent"]
+        run(["ip", "-n", self.node, "-batch", "-"], input="\n".join(node_cmds) + "\n")
+        run(["ip", "-n", netns, "-batch", "-"], input="\n".join(out_cmds) + "\n")
         return netns
 
     def route_default(self, via: str) -> None:
-        """The node's default route through the outside client ``via`` (add_outside), as a real node has
-        one: a packet for an address the node neither holds nor routes elsewhere (a Service address no
-        DNAT rewrote) is then forwarded, and meets the FORWARD hooks, instead of dying in routing."""
-        run(["ip", "-n", self.node, "route", "add", "default", "via", via, "dev", f"{self.prefix}x0"])
+        """The node's default route (of ``via``'s family) through the outside client ``via`` (add_outside),
+        as a real node has one: a packet for an address the node neither holds nor routes elsewhere (a
+        Service address no DNAT rewrote) is then forwarded, and meets the FORWARD hooks, instead of dying
+        in routing."""
+        run(["ip", "-n", self.node, "route", "add", _default(via), "via", via, "dev", f"{self.prefix}x0"])
 
     def add_vxlan(self, local: str, vni: int, mac: str) -> str:
         """A VXLAN device ``<prefix>vx0`` in the node namespace that decapsulates network ``vni`` arriving
