@@ -17,9 +17,10 @@ connect ADDR PORT PROTOCOL COUNT TIMEOUT
     COUNT connections one after the other, each a new source port and a single attempt (no retry:
     a Service may pick another backend for a second one); prints ``[answer, ...]`` as JSON: the
     server's name, "" for silence until TIMEOUT, or "error: ..." (a refusal, an unreachable).
-refusal ADDR PORT PROTOCOL TIMEOUT
+refusal ADDR PORT PROTOCOL TIMEOUT [dstopts]
     one attempt on a connected socket; prints ``{"outcome": "refused" | "answered" | "timeout",
     "seconds": ...}`` (a connected UDP socket hears of an ICMP port unreachable, an unconnected one not).
+    ``dstopts`` (IPv6): every packet carries a Destination Options header (one PadN option).
 hold ADDR PORT
     opens a TCP connection, prints ``connected`` (or ``failed``), then for each line on stdin
     sends it and prints the echo of the server's answer, or ``timeout``.
@@ -199,12 +200,15 @@ def connect(addr: str, port: int, protocol: str, count: int, timeout: float) -> 
               sys.stdout)
 
 
-def refusal(addr: str, port: int, protocol: str, timeout: float) -> None:
+def refusal(addr: str, port: int, protocol: str, timeout: float, dstopts: bool = False) -> None:
     """One attempt on a connected socket (UDP too: only a connected one hears of an ICMP error) and how it
     ended, as JSON: ``refused`` (an ICMP port unreachable or a TCP RST: kube-proxy's REJECT), ``answered``
-    or ``timeout``, and after how many seconds."""
+    or ``timeout``, and after how many seconds. ``dstopts``: an IPv6 Destination Options header on every
+    packet the socket sends (a sticky option), which nf_node's PREROUTING does not let on to a REJECT."""
     start = time.monotonic()
     with socket.socket(_family(addr), socket.SOCK_STREAM if protocol == "TCP" else socket.SOCK_DGRAM) as sock:
+        if dstopts:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DSTOPTS, bytes([0, 0, 1, 4, 0, 0, 0, 0]))
         sock.settimeout(timeout)
         try:
             sock.connect((addr, port))
@@ -445,7 +449,7 @@ def main(argv: list[str]) -> None:
     elif mode == "connect":
         connect(argv[1], int(argv[2]), argv[3], int(argv[4]), float(argv[5]))
     elif mode == "refusal":
-        refusal(argv[1], int(argv[2]), argv[3], float(argv[4]))
+        refusal(argv[1], int(argv[2]), argv[3], float(argv[4]), argv[5:] == ["dstopts"])
     elif mode == "hold":
         hold(argv[1], int(argv[2]))
     elif mode == "sink":
