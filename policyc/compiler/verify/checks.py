@@ -28,7 +28,7 @@ from ..inventory import Inventory
 from ..ir import (NAMESPACE_KEY, Action, Direction, EndpointKind, FQDNPeer, Op, PolicySet,
                   Requirement, Rule, Selector, SelectorPeer, SubjectKind)
 from . import exposure, prefilter, regex
-from .encode import (Kind, Request, Space, SymbolicFlow, SymbolicSpace, View, fresh_flow, new_flow,
+from .encode import (Kind, Request, Space, SymbolicFlow, SymbolicSpace, View, disj, fresh_flow, new_flow,
                      space_for)
 from .findings import Finding, Location, Witness, rule_location
 from .servicechecks import check_cidr_services, check_unmatched_services, cidr_covers
@@ -241,8 +241,23 @@ def _proves_deletable(ctx: Context, rule: Rule, near: PolicySet, after: PolicySe
 
 
 def _decided(space: Space, flow, direction: Direction) -> z3.BoolRef:
-    """Policy decides the flow in ``direction``: not a flow to itself (R11.5), nor one nothing enforces."""
-    return z3.And(z3.Not(flow.same), space.enforced(direction, flow))
+    """Policy decides the flow in ``direction``: not a flow to itself (R11.5), nor one nothing enforces.
+    Built once per flow and direction (``flow.memo``): most questions ask it again."""
+    key = ("decided", direction)
+    hit = flow.memo.get(key)
+    if hit is None:
+        hit = flow.memo[key] = z3.And(z3.Not(flow.same), space.enforced(direction, flow))
+    return hit
+
+
+def _sat_with(solver: z3.Solver, *constraints) -> bool:
+    """Some flow satisfies ``constraints`` besides what ``solver`` holds; they are popped again."""
+    solver.push()
+    try:
+        solver.add(*constraints)
+        return solver.check() == z3.sat
+    finally:
+        solver.pop()
 
 
 def _minimal_core(solver: z3.Solver, lits: list) -> list:
@@ -305,6 +320,9 @@ def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
     request = Request()
     with ctx.query(space) as (flow, solver):
         own = space.rule_matches(rule, flow, request)
+        others = [space.rule_matches(r, flow, request if r.action is Action.ALLOW else None) for r in denies + allows]
+        if _sat_with(solver, own, _decided(space, flow, rule.direction), z3.Not(disj(others))):
+            return None  # the usual answer, in one check: a flow it matches is decided by no other rule
         solver.add(own)
         if solver.check() != z3.sat:
             return None  # matches nothing at all: other checks say why
