@@ -4,7 +4,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from irgen import peers, policy_sets, ports, selectors
+from irgen import ENTITIES, EXTERNALS, RESERVED, inventories, peers, policy_sets, ports, selectors
+from policyc.compiler.entities import entity_selectors, reserved_label
+from policyc.compiler.evaluate import subject_labels
 from policyc.compiler.verify import prefilter
 
 
@@ -49,3 +51,20 @@ def test_overlapping_and_near_equal_the_pairwise_scan(policy):
         assert index.near(rule.direction, rule.subject_kind, rule.subject) == [
             r for r in policy.rules if r.direction is rule.direction and r.subject_kind is rule.subject_kind
             and not prefilter.selectors_disjoint(rule.subject, r.subject)]
+
+
+ANY_SELECTOR = st.one_of(selectors, st.sampled_from(ENTITIES).flatmap(
+    lambda name: st.sampled_from(entity_selectors(name, "default"))))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(ANY_SELECTOR, ANY_SELECTOR, inventories())
+def test_disjoint_selectors_share_no_endpoint(a, b, inventory):
+    """``selectors_disjoint`` is sound over every label set an endpoint shows: a pod's, a node's as subject
+    and as peer, its own node seen from a pod (reserved:host), the world's and reserved identities'.
+    A k8s label and a reserved one are never an endpoint's together (entity peers against pod selectors)."""
+    views = [frozenset({reserved_label("host")})]
+    for ep in (*inventory.endpoints, *EXTERNALS, *RESERVED):
+        views += [ep.identity.labels, subject_labels(ep)]
+    if prefilter.selectors_disjoint(a, b):
+        assert not [labels for labels in views if a.matches(labels) and b.matches(labels)]

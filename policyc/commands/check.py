@@ -7,7 +7,7 @@ import sys
 from .. import __version__
 from ..compiler.diagnostics import Diagnostic, PolicycError, Severity
 from ..compiler.frontend import IGNORE_ANNOTATION
-from ..compiler.source import expand_paths, read_capped
+from ..compiler.source import expand_paths, gc_paused, read_capped
 from ..compiler.verify.checks import run_checks, suppress
 from ..compiler.verify.findings import CATALOGUE, Level, finding_json, render_sarif, render_text, witness_text
 from .common import (add_inventory_arg, add_policy_args, bind_services, load_inventory_arg, load_policy_args,
@@ -88,6 +88,13 @@ def unknown_ignores(policy) -> list[Diagnostic]:
 
 
 def run(args) -> int:
+    """Every object of a check lives until it prints (the inputs, each flow's memo of Z3 terms) and few
+    form cycles, so the collector only rescanned them: a sixth of the CPU at 10,000 pods (issue 15)."""
+    with gc_paused():
+        return _run(args)
+
+
+def _run(args) -> int:
     policy = load_policy_args(args, require=True)
     inventory = load_inventory_arg(args) if args.inventory else None
     policy = bind_services(args, policy, inventory)

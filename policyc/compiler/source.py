@@ -94,10 +94,11 @@ def _fail(file: str, event, path: tuple, message: str) -> PolicycError:
 
 
 @contextlib.contextmanager
-def _gc_paused():
-    """Composing allocates a few hundred thousand dicts, lists and tuples and frees none, so the
-    cyclic collector would only rescan them, again and again (a third of the time at 10,000 pods).
-    Nested pauses leave the collector to the outermost one."""
+def gc_paused():
+    """The cyclic collector off while a phase allocates much and frees little: composing allocates a
+    few hundred thousand dicts, lists and tuples and frees none, so the collector would only rescan
+    them, again and again (a third of the time at 10,000 pods).  Nested pauses leave the collector to
+    the outermost one."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -212,7 +213,7 @@ def parse_text(text: str, file: str) -> list[Document]:
     try:
         parser = _Loader(text)  # the pure-Python reader checks every character here already
         try:
-            with _gc_paused():
+            with gc_paused():
                 return _compose(iter(parser.get_event, None), file)
         finally:
             parser.dispose()
@@ -362,7 +363,7 @@ def read_documents(paths) -> tuple[list[Document], list[Diagnostic]]:
     docs: list[Document] = []
     problems: list[Diagnostic] = []
     named = {Path(p) for p in paths if not Path(p).is_dir()}
-    with _gc_paused():  # over all files, not per file: one collection at the end instead of 500
+    with gc_paused():  # over all files, not per file: one collection at the end instead of 500
         for path in expand_paths(paths):
             _read_one(path, path in named, docs, problems)
     return docs, problems

@@ -11,17 +11,30 @@ import functools
 import itertools
 from typing import Callable, Iterable
 
-from ..entities import world_labels
+from ..entities import RESERVED, world_labels
 from ..ir import (ANY_SOURCE, CIDRPeer, DefaultDeny, FQDNPeer, Op, Peer, PortMatch,
                   Protocol, Requirement, Rule, Selector, SelectorPeer)
 from ..prefixes import PrefixIndex, prefix_blocks, span
 
 
+_POSITIVE = (Op.IN, Op.EXISTS)
+_APART = {("k8s", RESERVED), (RESERVED, "k8s")}  # label sources no endpoint carries together
+
+
 def _excludes(a: Requirement, b: Requirement) -> bool:
-    """No label set satisfies both (a label set holds one label per key)."""
+    """No label set satisfies both (a label set holds one label per key).
+
+    Nor does any endpoint's: k8s-sourced labels are a pod's (inventory.pod_labels; encode's
+    ``_label_source_ok``), and a pod carries no reserved label (those are nodes', the world's and the
+    reserved identities'), so a requirement for a k8s label excludes one for a reserved label.  Every
+    namespaced selector requires its namespace's k8s label: without this, an entity peer such as world
+    met every pod selector, and each such pair cost the checks a Z3 query (issue 15).
+    """
+    if (a.source, b.source) in _APART and a.op in _POSITIVE and b.op in _POSITIVE:
+        return True
     if a.key != b.key:
         return False
-    positive = (Op.IN, Op.EXISTS)
+    positive = _POSITIVE
     for x, y in ((a, b), (b, a)):
         same_source = y.source in (ANY_SOURCE, x.source)
         if x.op is Op.IN and y.op is Op.IN and not set(x.values) & set(y.values):
