@@ -221,8 +221,9 @@ def _deny_meets_no_allow(rule: Rule, near: PolicySet, after: PolicySet) -> bool:
     """Deleting deny ``rule`` plainly changes no verdict, as ``_deletable``'s query would prove: a
     default-deny entry left after the deletion selects every subject it selects, and no allow rule of
     those subjects can match a flow it matches (``prefilter.rules_overlap``), so such a flow is denied
-    with it and without it, and any other flow meets the same rules and default-deny before and after.  A toFQDNs peer may match any outside address in the gate's model,
-    which ``rules_overlap`` does not read: with one among the rules, the query decides (issue 15:
+    with it and without it, and any other flow meets the same rules and default-deny before and after.
+    A toFQDNs peer may match any outside address in the gate's model, which ``rules_overlap`` does not
+    read: with one among the rules, the query decides (issue 15:
     most deny rules of a cluster are of this kind, and their proofs were a third of ``check``)."""
     return (rule.action is Action.DENY
             and _always_default_deny(rule, after.default_deny)
@@ -243,11 +244,7 @@ def _proves_deletable(ctx: Context, rule: Rule, near: PolicySet, after: PolicySe
 def _decided(space: Space, flow, direction: Direction) -> z3.BoolRef:
     """Policy decides the flow in ``direction``: not a flow to itself (R11.5), nor one nothing enforces.
     Built once per flow and direction (``flow.memo``): most questions ask it again."""
-    key = ("decided", direction)
-    hit = flow.memo.get(key)
-    if hit is None:
-        hit = flow.memo[key] = z3.And(z3.Not(flow.same), space.enforced(direction, flow))
-    return hit
+    return flow.cached(("decided", direction), lambda: z3.And(z3.Not(flow.same), space.enforced(direction, flow)))
 
 
 def _sat_with(solver: z3.Solver, *constraints) -> bool:

@@ -472,6 +472,13 @@ class SymbolicFlow:
         self.memo: dict = {}  # rule formulas over this flow (Space.rule_matches)
         self.reads_auth = False  # some encoded rule wants mutual authentication (Space.authenticated)
 
+    def cached(self, key: tuple, compute):
+        """Built once per flow (Space.memo's rule, for the formulas a flow's questions ask again)."""
+        hit = self.memo.get(key)
+        if hit is None:
+            hit = self.memo[key] = compute()
+        return hit
+
     def wellformed(self) -> list:
         icmp = disj(self.protocol == int(Protocol.ICMP), self.protocol == int(Protocol.ICMPV6))
         family = [z3.Implies(self.protocol == int(p), conj(self.src.speaks(p.family), self.dst.speaks(p.family)))
@@ -579,10 +586,7 @@ class Space:
         (Space.sees_lookups) whether the subject's lookups are proxied, None for "assume they are"."""
         subject, other = self.sides(flow, direction)
         if isinstance(peer, (SelectorPeer, CIDRPeer)):  # the peer and the flow decide: built once per flow
-            hit = flow.memo.get(("peer", peer, direction))
-            if hit is None:
-                hit = flow.memo[("peer", peer, direction)] = self._address_peer(peer, flow, subject, other)
-            return hit
+            return flow.cached(("peer", peer, direction), lambda: self._address_peer(peer, flow, subject, other))
         assert isinstance(peer, FQDNPeer)  # evaluate.peer_matches: by the name an address was learned under
         if not self.unknowns:
             return z3.BoolVal(False)
@@ -603,13 +607,14 @@ class Space:
     def port_matches(self, pm: PortMatch, flow: SymbolicFlow) -> z3.BoolRef:
         """evaluate.port_matches; named ports resolve at the destination.  Built once per flow and port
         (rules share their ports: issue 15, a tenth of a check's time was building the same comparisons)."""
-        key = ("port", pm.protocol, pm.first, pm.last, pm.name)
-        hit = flow.memo.get(key)
-        if hit is None:
-            proto = z3.BoolVal(True) if pm.protocol is Protocol.ANY else flow.protocol == int(pm.protocol)
-            hit = flow.memo[key] = conj(proto, z3.ULE(pm.first, flow.port), z3.ULE(flow.port, pm.last)) \
-                if pm.name is None else conj(proto, flow.dst.named_port(pm.name, flow.protocol, flow.port))
-        return hit
+        return flow.cached(("port", pm.protocol, pm.first, pm.last, pm.name), lambda: self._port(pm, flow))
+
+    @staticmethod
+    def _port(pm: PortMatch, flow: SymbolicFlow) -> z3.BoolRef:
+        proto = z3.BoolVal(True) if pm.protocol is Protocol.ANY else flow.protocol == int(pm.protocol)
+        if pm.name is None:
+            return conj(proto, z3.ULE(pm.first, flow.port), z3.ULE(flow.port, pm.last))
+        return conj(proto, flow.dst.named_port(pm.name, flow.protocol, flow.port))
 
     def rule_matches(self, rule: Rule, flow: SymbolicFlow, request: Request | None = None,
                      ports: tuple[PortMatch, ...] | None = None, names: z3.BoolRef | None = None) -> z3.BoolRef:

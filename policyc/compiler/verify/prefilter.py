@@ -34,12 +34,11 @@ def _excludes(a: Requirement, b: Requirement) -> bool:
         return True
     if a.key != b.key:
         return False
-    positive = _POSITIVE
     for x, y in ((a, b), (b, a)):
         same_source = y.source in (ANY_SOURCE, x.source)
         if x.op is Op.IN and y.op is Op.IN and not set(x.values) & set(y.values):
             return True
-        if x.op in positive and y.op is Op.DOES_NOT_EXIST and same_source:
+        if x.op in _POSITIVE and y.op is Op.DOES_NOT_EXIST and same_source:
             return True
         if x.op is Op.IN and y.op is Op.NOT_IN and set(x.values) <= set(y.values) and same_source:
             return True
