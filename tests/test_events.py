@@ -35,3 +35,16 @@ def test_an_ipv4_drop_still_names_its_addresses(tmp_path):
                      daddr=bytes(10) + b"\xff\xff" + bytes([10, 244, 1, 1]))
     flow = Namer(State("t", str(tmp_path), "", str(tmp_path), "tcx", 0.0)).flow(decode_event(raw))
     assert (flow.source, flow.destination) == ("198.51.100.7 (world-ipv4)", "10.244.1.1")
+
+
+def test_reason_codes_keep_their_words_across_versions():
+    """An artifact loaded by an earlier policyc writes these codes into its events and `drops` counters, and
+    today's `observe` and `status` name them: a code must never change meaning. They were numbered by
+    position in two enums, so one more evaluator reason would have shifted every datapath code by one."""
+    from policyc.compiler.codegen import REASON_WORDS
+    assert [REASON_WORDS[c] for c in range(1, 24)] == [
+        "self", "not-an-endpoint", "allow-localhost", "not-enforced", "denied-by-rule", "allowed-by-rule",
+        "default-deny", "hairpin", "authentication-required", "request-denied", "no-such-packet",
+        "malformed-packet", "invalid-ipv6-extension-header", "fragment-without-first", "ipv6-not-compiled",
+        "invalid-source", "not-for-endpoint", "unbound-interface", "local-source-from-outside",
+        "service-not-translated", "icmp-error-off-path", "vlan-tagged", "unknown-l3-protocol"]

@@ -30,7 +30,7 @@ DROP_EVENTS_PER_SECOND = 1000  # drop events, per CPU: a budget of their own, so
 class DatapathReason(str, enum.Enum):
     """Drops no rule decides: what the datapath cannot parse or attribute (events, `drops` counters).
 
-    A reason's code is its position: new ones go at the end, so the codes of the others stay put."""
+    A reason's code is its place in ``_CODE_ORDER``, which only grows at its end."""
 
     MALFORMED = "malformed-packet"                  # truncated or invalid IP/L4 header
     EXTHDR = "invalid-ipv6-extension-header"        # no next header, too many headers, two fragment headers
@@ -47,9 +47,17 @@ class DatapathReason(str, enum.Enum):
     UNKNOWN_L3 = "unknown-l3-protocol"              # pod hooks: an ethertype other than IPv4, IPv6 and ARP
 
 
-# Event reason codes: the evaluator's reasons plus the datapath's own.
-REASON_CODES = {r.name: n + 1 for n, r in enumerate(Reason)}
-REASON_CODES |= {r.name: len(REASON_CODES) + n + 1 for n, r in enumerate(DatapathReason)}
+# Event and `drops` reason codes, the evaluator's reasons and the datapath's own: a name's code is its
+# place here, and this list only grows at its end, so a code read from a loaded artifact's events or
+# counters keeps its meaning across versions whichever enum a new reason joins.
+_CODE_ORDER = ("SELF", "NOT_ENDPOINT", "LOCALHOST", "NOT_ENFORCED", "DENIED", "ALLOWED", "DEFAULT_DENY",
+               "HAIRPIN", "AUTH_REQUIRED", "REQUEST_DENIED", "NO_PACKET",
+               "MALFORMED", "EXTHDR", "FRAG_NOT_FOUND", "IPV6_DISABLED", "INVALID_SOURCE", "NOT_FOR_ENDPOINT",
+               "UNBOUND", "LOCAL_SOURCE_FROM_OUTSIDE", "SERVICE_NOT_TRANSLATED", "ICMP_OFF_PATH", "VLAN",
+               "UNKNOWN_L3")
+assert sorted(_CODE_ORDER) == sorted([*Reason.__members__, *DatapathReason.__members__]), \
+    "a new reason takes the next code: append its name to _CODE_ORDER"
+REASON_CODES = {name: n + 1 for n, name in enumerate(_CODE_ORDER)}
 # the words `observe` prints: the evaluator's (`policyc query`, `matrix`) and the datapath's
 REASON_WORDS = {code: (Reason[name] if name in Reason.__members__ else DatapathReason[name]).value
                 for name, code in REASON_CODES.items()}
