@@ -300,7 +300,8 @@ def markdown(runs: list[Run], agreements: list[dict]) -> str:
         out += [f"**{flavour}** inputs: wall time / peak RSS (1-minute load average at start)", "",
                 "| pods / policies | " + " | ".join(f"{t} {k}" for t, k in cols) + " |",
                 "|---|" + "---|" * len(cols)]
-        out += [f"| {n} / {by[(n,) + cols[0]].policies} | " + " | ".join(cell(by.get((n, t, k))) for t, k in cols)
+        policies = {r.size: r.policies for r in mine}  # a size need not have run every task
+        out += [f"| {n} / {policies[n]} | " + " | ".join(cell(by.get((n, t, k))) for t, k in cols)
                 + " |" for n in sizes]
         out.append("")
         if any(r.tool == "nca" for r in mine):
@@ -313,7 +314,8 @@ def markdown(runs: list[Run], agreements: list[dict]) -> str:
                     if not pa or not nb or pa.status != "ok":
                         cells.append("–")
                     else:
-                        cells.append(("> " if nb.status != "ok" else "") + f"{nb.seconds / pa.seconds:.0f}×")
+                        cpu = f" (CPU {nb.cpu / pa.cpu:.0f}×)" if nb.cpu and pa.cpu and nb.status == "ok" else ""
+                        cells.append(("> " if nb.status != "ok" else "") + f"{nb.seconds / pa.seconds:.0f}×{cpu}")
                 out.append(f"| {n} | " + " | ".join(cells) + " |")
             out.append("")
     for a in agreements:

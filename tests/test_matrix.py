@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import sys
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from irgen import EXTERNALS, RESERVED, inventories, policy_sets
 
 from policyc.commands.matrix import compute, write_json
@@ -43,7 +45,6 @@ def test_matrix_equals_evaluator_on_generated_ir(policy, inventory):
 
 
 def test_matrix_equals_evaluator_on_generated_clusters(tmp_path):
-    import ipaddress
     for flavour in ("k8s", "cilium"):
         out = tmp_path / flavour
         gen_cluster.generate(out, 40, 40, flavour, seed=3, apps_per_ns=6, replicas=2)
@@ -56,13 +57,34 @@ def test_matrix_equals_evaluator_on_generated_clusters(tmp_path):
         assert {r["verdict"] for r in got} == {"allow", "deny"}, "the cluster must exercise both verdicts"
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-@given(policy=policy_sets(), inventory=inventories())
-def test_json_is_compute_row_per_line(policy, inventory):
-    endpoints = list(inventory.pods) + list(EXTERNALS[:2])
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(policy=policy_sets(), inventory=inventories(), data=st.data())
+def test_json_is_compute_row_per_line(policy, inventory, data):
+    """write_json joins its lines from pre-encoded strings: byte for byte what ``json.dumps`` writes of
+    ``compute``'s flows, with nodes, L7 marks, ICMP and --from/--to subsets."""
+    endpoints = list(inventory.pods) + list(inventory.nodes) + list(EXTERNALS[:2])
+    picks = st.none() | st.sets(st.integers(0, len(endpoints) - 1))
+    rows, cols = data.draw(picks), data.draw(picks)
     buf = io.StringIO()
-    write_json(policy, endpoints, PORTS[:2], buf)
-    rows = list(compute(policy, endpoints, PORTS[:2]))
+    write_json(policy, endpoints, PORTS, buf, rows, cols)
+    rows = list(compute(policy, endpoints, PORTS, rows, cols))
     want = '{"flows": [' + "".join(("\n" if n == 0 else ",\n") + json.dumps(r) for n, r in enumerate(rows)) + "\n]}\n"
     assert buf.getvalue() == want
     assert json.loads(buf.getvalue())["flows"] == rows
+
+
+def test_json_of_a_cluster_with_l7_nodes_and_icmp_is_compute_row_per_line():
+    """The same, on a fixed cluster whose flows hold every kind of line: an L7-filtered allow (9000/TCP),
+    node rows and columns, ICMP, and a --from/--to subset."""
+    data = Path(__file__).parent / "data" / "paths"
+    policy = load_policies([data / "policies.yaml"])[0]
+    inventory = load_inventory([data / "inventory.yaml"])
+    endpoints = list(inventory.pods) + list(inventory.nodes) + [external(ipaddress.ip_address("203.0.113.7"))]
+    ports = [(9000, Protocol.TCP), (5432, Protocol.TCP), (8, Protocol.ICMP)]
+    for rows, cols in ((None, None), ({0, len(endpoints) - 1}, {1, 2, len(endpoints) - 2})):
+        buf = io.StringIO()
+        write_json(policy, endpoints, ports, buf, rows, cols)
+        flows = list(compute(policy, endpoints, ports, rows, cols))
+        assert buf.getvalue() == '{"flows": [' + "".join(("\n" if n == 0 else ",\n") + json.dumps(r)
+                                                         for n, r in enumerate(flows)) + "\n]}\n"
+    assert any(f.get("l7") for f in compute(policy, endpoints, ports)), "the cluster must hold an L7 allow"

@@ -196,10 +196,19 @@ def verdict_rows(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple
         v = evaluator.evaluate(Flow(src, dst, protocol, port))
         return (L7 if v.l7 else ALLOW) if v.allowed else DENY
 
+    others = [j for j in range(len(endpoints)) if j not in position]
     for port, protocol, cls, allowed in tables(policy, [endpoints[k] for k in plain], ports):
         l7 = _l7_covers(policy, protocol, port)
+        column = [cls[position[j]] if j in position else None for j in range(len(endpoints))]
         for i, src in enumerate(endpoints):
             reach = allowed[cls[position[i]]] if i in position else None
+            if reach is not None and not l7 and protocol.family is None:  # the table decides all but nodes
+                row = [ALLOW if c in reach else DENY for c in column]
+                for j in others:
+                    row[j] = asked(src, endpoints[j], protocol, port)
+                row[i] = SELF
+                yield port, protocol, i, row
+                continue
             row = []
             for j, dst in enumerate(endpoints):
                 if i == j:
@@ -244,14 +253,33 @@ def service_flows(policy: PolicySet, smap: ServiceMap, endpoints: list[Endpoint]
 
 def write_json(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]], out,
                rows: set[int] | None = None, cols: set[int] | None = None, to_services=()) -> None:
-    """``{"flows": [...]}`` with one ``json.dumps`` of ``compute``'s dicts per line, streamed; the rows to
-    Service columns (``service_flows``) last."""
+    """``{"flows": [...]}``, one flow per line exactly as ``json.dumps`` writes ``compute``'s dicts,
+    streamed; the rows to Service columns (``service_flows``) last."""
     out.write('{"flows": [')
     first = True
-    for flow in itertools.chain(compute(policy, endpoints, ports, rows, cols), to_services):
-        out.write(("\n" if first else ",\n") + json.dumps(flow))
+    for text in itertools.chain(_json_rows(policy, endpoints, ports, rows, cols),
+                                (json.dumps(flow) for flow in to_services)):
+        out.write(("\n" if first else ",\n") + text)
         first = False
     out.write("\n]}\n")
+
+
+def _json_rows(policy: PolicySet, endpoints: list[Endpoint], ports: list[tuple[int, Protocol]],
+               rows: set[int] | None, cols: set[int] | None):
+    """A source's flows on one port as JSON lines, joined from strings encoded once per endpoint and
+    port: a ``json.dumps`` per flow made a 1,000-pod, 11-port matrix (11 M flows) take two minutes."""
+    names = [json.dumps(ep.display) for ep in endpoints]
+    heads = ['{"from": ' + name + ', "to": ' for name in names]
+    wanted = [j for j in range(len(endpoints)) if cols is None or j in cols]
+    for port, protocol, i, codes in verdict_rows(policy, endpoints, ports):
+        if rows is not None and i not in rows:
+            continue
+        tail = f', "port": {port}, "protocol": {json.dumps(protocol.label)}, "verdict": '
+        ends = {ALLOW: tail + '"allow"}', DENY: tail + '"deny"}', L7: tail + '"allow", "l7": true}'}
+        head = heads[i]
+        text = ",\n".join([head + names[j] + ends[codes[j]] for j in wanted if codes[j] != SELF])
+        if text:
+            yield text
 
 
 # ---- text
