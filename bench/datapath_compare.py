@@ -14,10 +14,12 @@ over trials of each trial's value.  Paths (client -> server 80/TCP allowed, 81/T
 A third worker times the same paths through the empty programs of bench/empty.bpf.c (TC and XDP that
 only pass, built by this tree's clang flags): the floor a test run costs whatever the program does.
 
-Run as root, with a baseline checkout (e.g. `git worktree add /tmp/base main`):
+Run as root, with a baseline checkout (e.g. `git worktree add /tmp/base main`); `--baseline` may be
+given more than once (e.g. the tree before a change and main), every tree then runs in the same trials
+and each is compared with the first baseline:
 
-    PYTHONPATH=. python3 bench/datapath_compare.py --baseline /tmp/base [--sizes 1000,10000]
-        [--trials 7] [--repeat 200000] [--new 2000] [--json docs/bench-datapath-compare.json]
+    PYTHONPATH=. python3 bench/datapath_compare.py --baseline /tmp/base [--baseline /tmp/main]
+        [--sizes 1000,10000] [--trials 7] [--repeat 200000] [--new 2000] [--json docs/bench-datapath-compare.json]
 """
 from __future__ import annotations
 
@@ -189,16 +191,30 @@ def measure(trees: dict[str, Path], n: int, trials: int, repeat: int, new: int) 
             for name, runs in samples.items()}
 
 
-def table(results: list[dict]) -> str:
-    out = ["| clients | path | empty ns | baseline ns | this tree ns | change | change over the floor |",
-           "|---:|---|---:|---:|---:|---:|---:|"]
+def over_floor(ns: int, base: int, empty: int) -> str:
+    """The change of a tree's cost above the empty program's, against the first baseline's."""
+    return f"{(ns - empty) * 100 / max(base - empty, 1) - 100:+.0f}%"
+
+
+def table(results: list[dict], names: list[str]) -> str:
+    """One row per size and path: every tree's ns, then each later tree's change over the floor."""
+    first, later = names[0], names[1:]
+    out = ["| clients | path | empty ns | " + " | ".join(f"{n} ns" for n in names) + " | "
+           + " | ".join(f"{n} over the floor vs {first}" for n in later) + " |",
+           "|---:|---|" + "---:|" * (1 + len(names) + len(later))]
     for res in results:
-        base, mine, empty = (res["figures"][k] for k in ("baseline", "this tree", "empty"))
+        fig, empty = res["figures"], res["figures"]["empty"]
         for label, *_ in PATHS:
-            over = (mine[label] - empty[label]) * 100 / max(base[label] - empty[label], 1) - 100
-            out.append(f"| {res['n']} | {label} | {empty[label]} | {base[label]} | {mine[label]} | "
-                       f"{(mine[label] - base[label]) * 100 / base[label]:+.0f}% | {over:+.0f}% |")
+            cells = [str(fig[n][label]) for n in names]
+            cells += [over_floor(fig[n][label], fig[first][label], empty[label]) for n in later]
+            out.append(f"| {res['n']} | {label} | {empty[label]} | " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def tree_name(tree: Path) -> str:
+    """A tree by its commit (and whether its work tree differs from it)."""
+    git = lambda *a: subprocess.run(["git", "-C", str(tree), *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    return (git("rev-parse", "--short", "HEAD") or tree.name) + ("+" if git("status", "--porcelain", "-uno") else "")
 
 
 def main() -> None:
@@ -206,20 +222,23 @@ def main() -> None:
         worker_main(int(sys.argv[2]), floor=sys.argv[1] == "--floor")
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--baseline", type=Path, required=True, help="a checkout of the tree to compare against")
+    ap.add_argument("--baseline", type=Path, required=True, action="append",
+                    help="a checkout of a tree to compare against (repeatable; the first is the reference)")
     ap.add_argument("--sizes", default="1000,10000")
     ap.add_argument("--trials", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=200_000)
     ap.add_argument("--new", type=int, default=2000, help="distinct new flows timed per trial")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    trees = {"baseline": args.baseline.resolve(), "this tree": ROOT}
+    trees = {tree_name(t): t.resolve() for t in (*args.baseline, ROOT)}
+    if len(trees) < len(args.baseline) + 1:
+        raise SystemExit("datapath_compare: two of the trees are the same commit; compare different ones")
     results = []
     for n in map(int, args.sizes.split(",")):
         start = time.monotonic()
         results.append({"n": n, "figures": measure(trees, n, args.trials, args.repeat, args.new)})
         print(f"N={n}: {time.monotonic() - start:.0f} s", file=sys.stderr)
-    print(table(results))
+    print(table(results, list(trees)))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

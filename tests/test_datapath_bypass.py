@@ -351,6 +351,21 @@ def test_xdp_drops_local_sources_from_outside(node, fam):
     assert not node.xdp(syn(WORLD[fam], a, 40000, 80))                 # and to x/a, which admits only x/b
 
 
+@pytest.mark.parametrize("fam", FAMILIES, ids=["ipv4", "ipv6"])
+def test_xdp_checks_the_source_before_conntrack(node, fam):
+    """xdp_node looks conntrack up before the CIDR trie (established world packets skip the trie), but never
+    before the spoof check: a local pod's source from outside matching that pod's open connection is dropped."""
+    a, b = PODS["x/a"][fam], PODS["x/b"][fam]
+    for hook, pod, pkt in (("from_pod", "x/b", syn(b, a, 40000, 80)), ("to_pod", "x/a", syn(b, a, 40000, 80)),
+                           ("from_pod", "x/a", syn(a, b, 80, 40000, "SA")), ("to_pod", "x/b", syn(a, b, 80, 40000, "SA")),
+                           ("from_pod", "x/b", syn(b, a, 40000, 80, "A")), ("to_pod", "x/a", syn(b, a, 40000, 80, "A")),
+                           ("from_pod", "x/a", syn(a, b, 80, 40000, "A")), ("to_pod", "x/b", syn(a, b, 80, 40000, "A"))):
+        assert node.tc(hook, pod, pkt)
+    assert not node.xdp(syn(b, a, 40000, 80, "A"))                      # the same segment from the uplink
+    assert node.drops("local-source-from-outside") == 1
+    assert node.xdp(syn(WORLD[fam], PODS["x/c"][fam], 40001, 80))        # a world source still meets policy
+
+
 def test_the_self_shortcut_needs_the_pods_own_interface(node):
     """R11.5 passes a pod's packet to itself that left and re-entered its own veth (the kernel sets
     ingress_ifindex, a packet cannot); x/a's address arriving from elsewhere is decided by policy."""

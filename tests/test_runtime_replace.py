@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 
 import pytest
 
 from kernelreq import require_kernel
-from policyc.bpf_runtime.libbpf import get_pinned, link_ids, prog_id
+from policyc.bpf_runtime.libbpf import Map, get_pinned, link_ids, prog_id
 from policyc.cli import main
 from runtimekit import XA, XB, XC, compile_to, loaded_name, passes, pins, veths
 
@@ -104,3 +106,44 @@ def test_replace_with_a_broken_artifact_leaves_the_old_one_running(tmp_path, cap
         assert "Traceback" not in capsys.readouterr().err
         assert _ids(name) == before and not (pins(name) / "next").exists()
         assert passes(name, "to_pod", XC, XA)  # still the old policy
+
+
+PACKED_CT_VALUE = 20  # ct_value before aligned layouts: no tail pad
+
+
+def _repin_packed(path) -> None:
+    """Swap a pinned conntrack map for one holding the same entries as a policyc before aligned layouts
+    wrote them (20-byte values), as an older artifact's pins would hold them."""
+    old = Map.open_pinned(str(path))
+    try:
+        entries = [(k, old.lookup(k)) for k in old.keys()]
+        key_size = old.key_size
+    finally:
+        old.close()
+    os.unlink(path)
+    subprocess.run(["bpftool", "map", "create", str(path), "type", "lru_hash", "key", str(key_size),
+                    "value", str(PACKED_CT_VALUE), "entries", "64", "name", path.name], check=True)
+    packed = Map.open_pinned(str(path))
+    try:
+        for key, value in entries:
+            packed.update(key, value[:PACKED_CT_VALUE])
+    finally:
+        packed.close()
+
+
+def test_replace_carries_conntrack_written_in_the_older_packed_layout(tmp_path, capsys):
+    require_kernel()
+    if shutil.which("bpftool") is None:
+        pytest.skip("bpftool needed to pin an old-layout map")
+    old = compile_to(tmp_path / "both", BOTH)
+    new = compile_to(tmp_path / "onlyb", ONLY_B)
+    with veths("pcr7") as (if0,), loaded_name("pcrtest-rep3") as name:
+        assert main(["load", str(old), "--name", name, "--attach", f"x/a={if0}"]) == 0
+        assert passes(name, "to_pod", XB, XA, sport=40000) and passes(name, "to_pod", XC, XA, sport=40001)
+        _repin_packed(pins(name) / "maps" / "ct_new")
+        capsys.readouterr()
+        assert main(["load", str(new), "--name", name, "--format", "json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["replaced"] and report["conntrack_kept"] == 1 and report["conntrack_dropped"] == 1
+        assert passes(name, "from_pod", XA, XB, sport=80, dport=40000)
+        assert not passes(name, "from_pod", XA, XC, sport=80, dport=40001)
