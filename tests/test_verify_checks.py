@@ -2,6 +2,7 @@
 suppressions, baseline, SARIF and exit codes."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from pathlib import Path
@@ -13,9 +14,10 @@ from hypothesis import strategies as st
 from irgen import inventories, policy_sets
 
 from policyc.cli import main
-from policyc.compiler.evaluate import Evaluator, peer_labels, rule_matches, selects
+from policyc.compiler.evaluate import Evaluator, Flow, peer_labels, rule_matches, selects
 from policyc.compiler.frontend import build_policy_set
-from policyc.compiler.ir import Action, DefaultDeny, Direction
+from policyc.compiler.inventory import external
+from policyc.compiler.ir import Action, DefaultDeny, Direction, Protocol
 from policyc.compiler.source import load_documents
 from policyc.compiler.verify import checks
 from policyc.compiler.verify.checks import Context, _deletable, run_checks, suppress
@@ -23,6 +25,8 @@ from policyc.compiler.verify.findings import CATALOGUE, Finding
 
 DATA = Path(__file__).parent / "data" / "check"
 PLANTED = DATA / "planted.yaml"
+JOINT = DATA / "joint.yaml"
+DELETING = {"PC001", "PC002", "PC003", "PC005", "PC018"}
 
 
 def _expected(path: Path) -> set[tuple[str, int]]:
@@ -102,6 +106,29 @@ def test_sarif_has_rules_help_and_regions(capsys):
         assert res["partialFingerprints"]["policyc/v1"]
 
 
+def reported_deletions(policy, findings) -> set[str]:
+    """The ids of the rules a user acting on every finding deletes: each rule reported, and the rules of
+    each duplicate policy (PC004)."""
+    located = {(f.location.file, f.location.field) for f in findings if f.check in DELETING}
+    policies = {f.policy for f in findings if f.check == "PC004"}
+    return {r.id for r in policy.rules
+            if (r.origin.file, r.origin.path) in located or checks._policy_name(r.origin) in policies}
+
+
+def test_reported_deletions_hold_together():
+    """Two deny rules of one section, each deletable alone: deleting every rule check reports keeps the
+    world out of db (it deleted both, and with them db's ingress default-deny)."""
+    policy = build_policy_set(load_documents([JOINT])).policy
+    findings = run_checks(policy)
+    db = next(f.witness.flow.dst for f in findings if f.check == "PC018")
+    flows = [f.witness.flow for f in findings if f.witness and f.witness.flow] + [
+        Flow(external(ipaddress.ip_address("8.8.8.8")), db, Protocol.TCP, port) for port in (80, 443)]
+    before, after = Evaluator(policy), Evaluator(policy.without(reported_deletions(policy, findings)))
+    assert [after.evaluate(f).allowed for f in flows] == [before.evaluate(f).allowed for f in flows]
+    assert not any(before.evaluate(f).allowed for f in flows[-2:])
+    assert [f.check for f in findings if f.check in DELETING] == ["PC018"]  # the covered one goes, alone
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(policy=policy_sets(max_rules=6), inventory=inventories())
 def test_every_witness_replays(policy, inventory):
@@ -146,7 +173,8 @@ def test_deny_rules_decided_without_z3_are_what_z3_proves(policy, inventory):
         allows = ctx.neighbours(rule, Action.ALLOW)
         dds = ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)
         assert checks._ineffective(ctx, rule) == checks._proves_ineffective(ctx, rule, allows, dds), rule
-        assert _deletable(ctx, rule) == checks._proves_deletable(ctx, rule, *checks._near(ctx, rule)), rule
+        assert _deletable(ctx, rule) == checks._proves_deletable(ctx, rule, *checks._split(checks._near(ctx, rule),
+                                                                                           rule, ())), rule
 
 
 def test_pc005_decides_a_generated_clusters_deny_rules_without_z3(tmp_path, monkeypatch):
