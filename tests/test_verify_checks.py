@@ -129,6 +129,22 @@ def test_reported_deletions_hold_together():
     assert [f.check for f in findings if f.check in DELETING] == ["PC018"]  # the covered one goes, alone
 
 
+def test_a_cited_rule_reported_for_deletion_too_is_said_to_be(tmp_path):
+    """The earlier rule a duplicate repeats is itself ineffective once the duplicate is gone (PC005): both
+    go, and the duplicate's finding says its earlier rule goes too, rather than suggest that it stays."""
+    target = tmp_path / "p.yaml"
+    deny = "  ingressDeny:\n  - fromEntities: [world]\n"
+    head = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: {}, namespace: shop}}\n" \
+           "spec:\n  endpointSelector: {{matchLabels: {{app: db}}}}\n"
+    target.write_text(head.format("db") + "  ingress:\n  - fromEndpoints: [{matchLabels: {app: web}}]\n" + deny
+                      + "---\n" + head.format("db-world") + deny)
+    policy = build_policy_set(load_documents([target])).policy
+    findings = {f.check: f for f in run_checks(policy) if f.check in DELETING}
+    assert set(findings) == {"PC003", "PC005"}
+    assert [loc.message for loc in findings["PC003"].related] == ["the earlier rule" + checks.DELETED_TOO]
+    assert findings["PC003"].related[0].line == findings["PC005"].location.line
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(policy=policy_sets(max_rules=6), inventory=inventories())
 def test_every_witness_replays(policy, inventory):

@@ -787,8 +787,26 @@ def run_checks(policy: PolicySet, inventory: Inventory | None = None) -> list[Fi
     ineffective ones, so later checks skip what earlier ones reported."""
     ctx = Context(policy, inventory)
     findings = [f for check in CHECKS for f in check(ctx)]
+    findings = _noting_deletions(ctx, findings)
     return sorted(findings, key=lambda f: ((f.location.file, f.location.line, f.location.column)
                                            if f.location else ("", 0, 0), f.check))
+
+
+DELETED_TOO = " (reported for deletion too: deleting every rule check reports keeps every verdict)"
+
+
+def _noting_deletions(ctx: Context, findings: list[Finding]) -> list[Finding]:
+    """``findings`` with each rule they cite that a later finding recommends deleting said to be: a cover,
+    or the earlier rule a duplicate repeats, may go too (each deletion was proved after the earlier ones,
+    so all of them hold together), and the message should not suggest that it stays."""
+    gone = {Location.of(r.origin) for r in ctx.policy.rules if r.id in ctx.deleted}
+
+    def noted(f: Finding) -> Finding:
+        related = tuple(replace(loc, message=loc.message + DELETED_TOO)
+                        if replace(loc, message="") in gone and replace(loc, message="") != f.location else loc
+                        for loc in f.related)
+        return f if related == f.related else replace(f, related=related)
+    return [noted(f) for f in findings] if gone else findings
 
 
 def suppress(findings: list[Finding], policy: PolicySet, baseline: set[str] = frozenset()) -> list[Finding]:
