@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from irgen import inventories, policy_sets
+from irgen import inventories, peers, policy_sets
 
 from policyc.cli import main
 from policyc.compiler.evaluate import Evaluator, Flow, peer_labels, rule_matches, selects
@@ -170,27 +170,41 @@ def test_deletion_proofs_do_not_depend_on_their_order(policy):
 @st.composite
 def own_default_deny(draw):
     """A policy set whose rules each switch their subjects to default-deny, as a Cilium policy's sections do
-    (R3.2): the case where deny rules are plainly without effect."""
+    (R3.2): the case where deny rules are plainly without effect.  Some sections hold a second rule (same
+    subject, other peers or action): their entry stays while either is left."""
     policy = draw(policy_sets(max_rules=6))
-    own = tuple(DefaultDeny(r.subject, r.subject_kind, r.direction, r.origin, (r.id,)) for r in policy.rules
-                if draw(st.booleans()))
-    return replace(policy, default_deny=policy.default_deny + own)
+    rules, own = list(policy.rules), []
+    for r in policy.rules:
+        if not draw(st.booleans()):
+            continue
+        section = [r]
+        if draw(st.booleans()):
+            section.append(replace(r, id=f"{r.id}s", origin=replace(r.origin, line=r.origin.line + 1000),
+                                   peers=tuple(draw(st.lists(peers(), min_size=1, max_size=2))),
+                                   action=draw(st.sampled_from(list(Action)))))
+            rules.append(section[-1])
+        own.append(DefaultDeny(r.subject, r.subject_kind, r.direction, r.origin, tuple(x.id for x in section)))
+    return replace(policy, rules=tuple(rules), default_deny=policy.default_deny + tuple(own))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(policy=own_default_deny(), inventory=inventories())
 def test_deny_rules_decided_without_z3_are_what_z3_proves(policy, inventory):
     """PC005's two shortcuts answer as the queries they skip: a deny rule no allow meets, under a
-    default-deny entry that selects its subjects, is ineffective over the inventory and deletable."""
+    default-deny entry that selects its subjects, is ineffective over the inventory and deletable; and so
+    they do once the checks have reported rules for deletion, over the policy without them."""
     ctx = Context(policy, inventory)
-    for rule in policy.rules:
-        if rule.action is not Action.DENY:
-            continue
-        allows = ctx.neighbours(rule, Action.ALLOW)
-        dds = ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)
-        assert checks._ineffective(ctx, rule) == checks._proves_ineffective(ctx, rule, allows, dds), rule
-        assert _deletable(ctx, rule) == checks._proves_deletable(ctx, rule, *checks._split(checks._near(ctx, rule),
-                                                                                           rule, ())), rule
+    for reported in (False, True):
+        for check in checks.CHECKS if reported else ():
+            check(ctx)
+        for rule in policy.rules:
+            if rule.action is not Action.DENY:
+                continue
+            allows, dds = ctx.neighbours(rule, Action.ALLOW), ctx.default_denies(rule)
+            assert checks._ineffective(ctx, rule) == checks._proves_ineffective(ctx, rule, allows, dds), rule
+            near = checks._near(ctx, rule)
+            for pair in (checks._split(near, rule, ctx.deleted), checks._split(near, rule, ())):
+                assert checks._deny_meets_no_allow(rule, *pair) <= checks._proves_deletable(ctx, rule, *pair), rule
 
 
 def test_pc005_decides_a_generated_clusters_deny_rules_without_z3(tmp_path, monkeypatch):
