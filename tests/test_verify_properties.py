@@ -154,7 +154,8 @@ def test_all_removable_rules_can_be_deleted_at_once(docs, inventory, symbolic):
     if len(findings) < 2:
         return  # one deletion at a time is the property above
     deletions = [_deletion(policy, f) for f in findings]
-    smaller = without(docs, **{k: [x for d in deletions for x in d.get(k, ())] for k in ("rules", "entries", "policies")})
+    smaller = without(docs, **{k: [x for d in deletions for x in d.get(k, ())]
+                               for k in ("rules", "entries", "policies")})
     universe = list(flows(inventory, policy))
     assert _verdicts(parse(smaller), universe) == _verdicts(policy, universe), [(f.check, f.location) for f in findings]
     COUNTS["joint deletions judged"] += 1

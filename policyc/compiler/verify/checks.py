@@ -127,8 +127,9 @@ class Context:
         return replace(concrete, request=concrete.request.keep(self.evaluator.l7_kinds(concrete)))
 
     def neighbours(self, rule: Rule, action: Action) -> list[Rule]:
-        """The rules of ``action`` that may meet ``rule``, once the rules reported for deletion are gone:
-        a finding never cites one of those as covering another."""
+        """The rules of ``action`` that may meet ``rule``, once the rules reported for deletion so far are
+        gone: a finding never cites one reported before it (one reported after it is marked,
+        ``_noting_deletions``)."""
         return [r for r in self.index.overlapping(rule)
                 if r.action is action and r.id != rule.id and r.id not in self.deleted]
 
@@ -207,9 +208,9 @@ def _deletable(ctx: Context, rule: Rule) -> bool:
     authentication outcome: the question every finding that recommends deleting it must settle first.
 
     Asked twice: after the deletions already reported (``ctx.deleted``), so that by induction all of
-    them together change no verdict (two deny rules that each cover the other, or that together imply
-    their subject's default-deny, are not both deletable); and of the whole policy, so that each one
-    alone changes none either.  Only subjects ``rule`` selects can change, so only their neighbouring
+    them together change no verdict (of two deny rules that together imply their subject's default-deny,
+    or a duplicate and the rule it repeats, not both are deletable); and of the whole policy, so that
+    each one alone changes none either.  Only subjects ``rule`` selects can change, so only their neighbouring
     rules and default-deny entries enter; a default-deny entry only the deleted rules implied goes with
     them (``PolicySet.without``). The question is asked over every possible endpoint, even with an
     inventory: the rule also decides for pods created after the deletion, which today's inventory
