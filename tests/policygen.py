@@ -123,10 +123,10 @@ SECTIONS = (("ingress", "ingress", True), ("ingressDeny", "ingress", False),
 
 
 @st.composite
-def cilium_spec(draw):
+def cilium_spec(draw, max_denies: int = 1):
     spec: dict = {"endpointSelector": {"matchLabels": _labels(draw)}}
     for section, direction, allow in SECTIONS:
-        n = draw(st.integers(0, 2 if allow else 1))
+        n = draw(st.integers(0, 2 if allow else max_denies))
         if n:
             spec[section] = [draw(cilium_rule(direction, allow)) for _ in range(n)]
     if not any(s in spec for s, _, _ in SECTIONS):
@@ -168,19 +168,21 @@ def knp_spec(draw):
 
 
 @st.composite
-def policy_doc(draw, i: int):
+def policy_doc(draw, i: int, max_denies: int = 1):
     kind = draw(st.sampled_from(("CiliumNetworkPolicy",) * 3 + ("CiliumClusterwideNetworkPolicy", "NetworkPolicy")))
     meta = {"name": f"p{i}"}
     if kind != "CiliumClusterwideNetworkPolicy":
         meta["namespace"] = draw(st.sampled_from(NAMESPACES))
     if kind == "NetworkPolicy":
         return {"apiVersion": "networking.k8s.io/v1", "kind": kind, "metadata": meta, "spec": draw(knp_spec())}
-    return {"apiVersion": "cilium.io/v2", "kind": kind, "metadata": meta, "spec": draw(cilium_spec())}
+    return {"apiVersion": "cilium.io/v2", "kind": kind, "metadata": meta, "spec": draw(cilium_spec(max_denies))}
 
 
 @st.composite
-def policy_docs(draw, max_docs: int = 3):
-    return [draw(policy_doc(i)) for i in range(draw(st.integers(1, max_docs)))]
+def policy_docs(draw, max_docs: int = 3, max_denies: int = 1):
+    """Up to ``max_docs`` documents; a Cilium section of deny rules holds up to ``max_denies`` of them
+    (two deny rules of one section imply its default-deny together: what joint deletions must keep)."""
+    return [draw(policy_doc(i, max_denies)) for i in range(draw(st.integers(1, max_docs)))]
 
 
 # ---------------------------------------------------------------- pairs
@@ -272,36 +274,48 @@ def parse(docs: list) -> PolicySet:
 
 
 def without_rule(docs: list, origin) -> list:
-    """The documents with the rule at ``origin`` deleted from its YAML: an emptied section goes too, and
-    a Cilium policy left without any section goes as a whole (Cilium rejects it, R1.5)."""
-    new = copy.deepcopy(docs)
-    doc = new[int(origin.file[3:-5])]
-    parts = origin.path.replace("]", "").replace("[", ".").split(".")
-    container = doc
-    for part in parts[:-2]:
-        container = container[int(part)] if part.isdigit() else container[part]
-    section, index = parts[-2], int(parts[-1])
-    del container[section][index]
-    if not container[section]:
-        del container[section]
-    if doc["kind"] != "NetworkPolicy" and not any(s in doc["spec"] for s, _, _ in SECTIONS):
-        new.remove(doc)
-    return new
+    """The documents with the rule at ``origin`` deleted from its YAML (``without``)."""
+    return without(docs, rules=[origin])
 
 
 def without_l7_entry(docs: list, origin, kind: str, index: int, entries) -> list:
     """The documents with one HTTP entry or DNS pattern deleted from the L7 list it sits in."""
+    return without(docs, entries=[(origin, kind, index, entries)])
+
+
+def _path(origin) -> list:
+    return [int(p) if p.isdigit() else p for p in origin.path.replace("]", "").replace("[", ".").split(".")]
+
+
+def without(docs: list, rules=(), entries=(), policies=()) -> list:
+    """The documents with all of these deleted at once, as a user acting on every finding would: the rules
+    at the origins ``rules``, the L7 entries ``entries`` ((origin, kind, index, the parsed list)), and the
+    documents named ``policies`` (``metadata.name``).  An emptied section goes too, and a Cilium policy
+    left without any section goes as a whole (Cilium rejects it, R1.5).  Each place is found in the
+    documents as given, then the items go from the highest index down, so none moves another."""
     new = copy.deepcopy(docs)
-    doc = new[int(origin.file[3:-5])]
-    parts = origin.path.replace("]", "").replace("[", ".").split(".")
-    rule = doc
-    for part in parts:
-        rule = rule[int(part)] if part.isdigit() else rule[part]
-    for tp in rule.get("toPorts", []):
-        listed = (tp.get("rules") or {}).get(kind)
-        if listed is not None and _same_entries(listed, entries, kind):
-            del listed[index]
-    return new
+    marks: dict = {}  # (id of the list, index) -> (list, index, the owner of a section list and its name)
+    for origin in rules:
+        *parts, section, index = _path(origin)
+        owner = new[int(origin.file[3:-5])]
+        for part in parts:
+            owner = owner[part]
+        marks[id(owner[section]), index] = (owner[section], index, (owner, section))
+    for origin, kind, index, parsed in entries:
+        rule = new[int(origin.file[3:-5])]
+        for part in _path(origin):
+            rule = rule[part]
+        for tp in rule.get("toPorts", []):
+            listed = (tp.get("rules") or {}).get(kind)
+            if listed is not None and _same_entries(listed, parsed, kind):
+                marks[id(listed), index] = (listed, index, None)
+    for listed, index, _ in sorted(marks.values(), key=lambda m: -m[1]):
+        del listed[index]
+    for owner, section in [m[2] for m in marks.values() if m[2]]:
+        if section in owner and not owner[section]:
+            del owner[section]
+    return [d for d in new if d["metadata"]["name"] not in policies
+            and (d["kind"] == "NetworkPolicy" or any(s in d["spec"] for s, _, _ in SECTIONS))]
 
 
 def _same_entries(listed: list, entries, kind: str) -> bool:

@@ -2,6 +2,7 @@
 suppressions, baseline, SARIF and exit codes."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from pathlib import Path
@@ -10,12 +11,13 @@ from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from irgen import inventories, policy_sets
+from irgen import inventories, peers, policy_sets
 
 from policyc.cli import main
-from policyc.compiler.evaluate import Evaluator, peer_labels, rule_matches, selects
+from policyc.compiler.evaluate import Evaluator, Flow, peer_labels, rule_matches, selects
 from policyc.compiler.frontend import build_policy_set
-from policyc.compiler.ir import Action, DefaultDeny, Direction
+from policyc.compiler.inventory import external
+from policyc.compiler.ir import Action, DefaultDeny, Direction, Protocol
 from policyc.compiler.source import load_documents
 from policyc.compiler.verify import checks
 from policyc.compiler.verify.checks import Context, _deletable, run_checks, suppress
@@ -23,6 +25,8 @@ from policyc.compiler.verify.findings import CATALOGUE, Finding
 
 DATA = Path(__file__).parent / "data" / "check"
 PLANTED = DATA / "planted.yaml"
+JOINT = DATA / "joint.yaml"
+DELETING = {"PC001", "PC002", "PC003", "PC005", "PC018"}
 
 
 def _expected(path: Path) -> set[tuple[str, int]]:
@@ -102,6 +106,45 @@ def test_sarif_has_rules_help_and_regions(capsys):
         assert res["partialFingerprints"]["policyc/v1"]
 
 
+def reported_deletions(policy, findings) -> set[str]:
+    """The ids of the rules a user acting on every finding deletes: each rule reported, and the rules of
+    each duplicate policy (PC004)."""
+    located = {(f.location.file, f.location.field) for f in findings if f.check in DELETING}
+    policies = {f.policy for f in findings if f.check == "PC004"}
+    return {r.id for r in policy.rules
+            if (r.origin.file, r.origin.path) in located or checks._policy_name(r.origin) in policies}
+
+
+def test_reported_deletions_hold_together():
+    """Two deny rules of one section, each deletable alone: deleting every rule check reports keeps the
+    world out of db (it deleted both, and with them db's ingress default-deny)."""
+    policy = build_policy_set(load_documents([JOINT])).policy
+    findings = run_checks(policy)
+    db = next(f.witness.flow.dst for f in findings if f.check == "PC018")
+    flows = [f.witness.flow for f in findings if f.witness and f.witness.flow] + [
+        Flow(external(ipaddress.ip_address("8.8.8.8")), db, Protocol.TCP, port) for port in (80, 443)]
+    before, after = Evaluator(policy), Evaluator(policy.without(reported_deletions(policy, findings)))
+    assert [after.evaluate(f).allowed for f in flows] == [before.evaluate(f).allowed for f in flows]
+    assert not any(before.evaluate(f).allowed for f in flows[-2:])
+    assert [f.check for f in findings if f.check in DELETING] == ["PC018"]  # the covered one goes, alone
+
+
+def test_a_cited_rule_reported_for_deletion_too_is_said_to_be(tmp_path):
+    """The earlier rule a duplicate repeats is itself ineffective once the duplicate is gone (PC005): both
+    go, and the duplicate's finding says its earlier rule goes too, rather than suggest that it stays."""
+    target = tmp_path / "p.yaml"
+    deny = "  ingressDeny:\n  - fromEntities: [world]\n"
+    head = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: {}, namespace: shop}}\n" \
+           "spec:\n  endpointSelector: {{matchLabels: {{app: db}}}}\n"
+    target.write_text(head.format("db") + "  ingress:\n  - fromEndpoints: [{matchLabels: {app: web}}]\n" + deny
+                      + "---\n" + head.format("db-world") + deny)
+    policy = build_policy_set(load_documents([target])).policy
+    findings = {f.check: f for f in run_checks(policy) if f.check in DELETING}
+    assert set(findings) == {"PC003", "PC005"}
+    assert [loc.message for loc in findings["PC003"].related] == ["the earlier rule" + checks.DELETED_TOO]
+    assert findings["PC003"].related[0].line == findings["PC005"].location.line
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(policy=policy_sets(max_rules=6), inventory=inventories())
 def test_every_witness_replays(policy, inventory):
@@ -127,26 +170,41 @@ def test_deletion_proofs_do_not_depend_on_their_order(policy):
 @st.composite
 def own_default_deny(draw):
     """A policy set whose rules each switch their subjects to default-deny, as a Cilium policy's sections do
-    (R3.2): the case where deny rules are plainly without effect."""
+    (R3.2): the case where deny rules are plainly without effect.  Some sections hold a second rule (same
+    subject, other peers or action): their entry stays while either is left."""
     policy = draw(policy_sets(max_rules=6))
-    own = tuple(DefaultDeny(r.subject, r.subject_kind, r.direction, r.origin, (r.id,)) for r in policy.rules
-                if draw(st.booleans()))
-    return replace(policy, default_deny=policy.default_deny + own)
+    rules, own = list(policy.rules), []
+    for r in policy.rules:
+        if not draw(st.booleans()):
+            continue
+        section = [r]
+        if draw(st.booleans()):
+            section.append(replace(r, id=f"{r.id}s", origin=replace(r.origin, line=r.origin.line + 1000),
+                                   peers=tuple(draw(st.lists(peers(), min_size=1, max_size=2))),
+                                   action=draw(st.sampled_from(list(Action)))))
+            rules.append(section[-1])
+        own.append(DefaultDeny(r.subject, r.subject_kind, r.direction, r.origin, tuple(x.id for x in section)))
+    return replace(policy, rules=tuple(rules), default_deny=policy.default_deny + tuple(own))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(policy=own_default_deny(), inventory=inventories())
 def test_deny_rules_decided_without_z3_are_what_z3_proves(policy, inventory):
     """PC005's two shortcuts answer as the queries they skip: a deny rule no allow meets, under a
-    default-deny entry that selects its subjects, is ineffective over the inventory and deletable."""
+    default-deny entry that selects its subjects, is ineffective over the inventory and deletable; and so
+    they do once the checks have reported rules for deletion, over the policy without them."""
     ctx = Context(policy, inventory)
-    for rule in policy.rules:
-        if rule.action is not Action.DENY:
-            continue
-        allows = ctx.neighbours(rule, Action.ALLOW)
-        dds = ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)
-        assert checks._ineffective(ctx, rule) == checks._proves_ineffective(ctx, rule, allows, dds), rule
-        assert _deletable(ctx, rule) == checks._proves_deletable(ctx, rule, *checks._near(ctx, rule)), rule
+    for reported in (False, True):
+        for check in checks.CHECKS if reported else ():
+            check(ctx)
+        for rule in policy.rules:
+            if rule.action is not Action.DENY:
+                continue
+            allows, dds = ctx.neighbours(rule, Action.ALLOW), ctx.default_denies(rule)
+            assert checks._ineffective(ctx, rule) == checks._proves_ineffective(ctx, rule, allows, dds), rule
+            near = checks._near(ctx, rule)
+            for pair in (checks._split(near, rule, ctx.deleted), checks._split(near, rule, ())):
+                assert checks._deny_meets_no_allow(rule, *pair) <= checks._proves_deletable(ctx, rule, *pair), rule
 
 
 def test_pc005_decides_a_generated_clusters_deny_rules_without_z3(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 (a) Every flow that goes from deny to allow between two policy sets makes the merge gate fail, and
     lies in a group the gate names as a new connection; with and without an inventory.
 (b) Every rule `check` calls removable (shadowed, dead, duplicate, ineffective, covered L7 entry) can
-    be deleted from its YAML without changing one verdict.
+    be deleted from its YAML without changing one verdict; and so can all of them at once.
 (c) Every witness replays: the evaluator gives it the verdict claimed, for the rules claimed.
 
 The judge is the concrete evaluator over every pod, node and address of the inventory (some with DNS
@@ -17,7 +17,7 @@ from collections import Counter
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from policygen import changed, flows, inventories, parse, policy_docs, without_l7_entry, without_rule
+from policygen import changed, flows, inventories, parse, policy_docs, without
 
 from policyc.compiler.evaluate import ALWAYS_FAIL, Evaluator, Reason
 from policyc.compiler.ir import Direction
@@ -113,7 +113,6 @@ def test_every_removable_rule_can_be_deleted_and_every_witness_replays(docs, inv
     COUNTS["policy sets checked"] += 1
     universe = list(flows(inventory, policy))
     reference = None
-    rules = {r.id: r for r in policy.rules}
     # known gap (docs/checks.md): a witness beside a test-always-fail rule may claim the wrong verdict
     fails = any(r.auth == ALWAYS_FAIL for r in policy.rules)
     for finding in findings:
@@ -123,14 +122,40 @@ def test_every_removable_rule_can_be_deleted_and_every_witness_replays(docs, inv
         if finding.check not in REMOVABLE | {"PC019"}:
             continue
         reference = reference or _verdicts(policy, universe)
-        rule = next(r for r in policy.rules if r.origin.path == finding.location.field
-                    and r.origin.file == finding.location.file)
-        if finding.check == "PC019":
-            kind, index = finding.key.rstrip("]").split("[")
-            l7 = next(pm.l7 for pm in rule.ports if pm.l7 and pm.l7.kind == kind)
-            entries = l7.http if kind == "http" else l7.dns
-            smaller = without_l7_entry(docs, rule.origin, kind, int(index), entries)
-        else:
-            smaller = without_rule(docs, rule.origin)
-        assert _verdicts(parse(smaller), universe) == reference, (finding.check, finding.message, rules[rule.id])
+        smaller = without(docs, **_deletion(policy, finding))
+        assert _verdicts(parse(smaller), universe) == reference, (finding.check, finding.message, finding.location)
         COUNTS[f"{finding.check} deletions judged"] += 1
+
+
+def _deletion(policy, finding) -> dict:
+    """What acting on ``finding`` deletes, as ``without``'s keywords: the later policy of a duplicate pair,
+    the covered L7 entry, or the rule."""
+    if finding.check == "PC004":
+        return {"policies": [finding.policy.split()[-1].rsplit("/", 1)[-1]]}
+    rule = next(r for r in policy.rules if r.origin.path == finding.location.field
+                and r.origin.file == finding.location.file)
+    if finding.check == "PC019":
+        kind, index = finding.key.rstrip("]").split("[")
+        l7 = next(pm.l7 for pm in rule.ports if pm.l7 and pm.l7.kind == kind)
+        return {"entries": [(rule.origin, kind, int(index), l7.http if kind == "http" else l7.dns)]}
+    return {"rules": [rule.origin]}
+
+
+@settings(CHECKED, max_examples=min(CHECKED.max_examples, 60), derandomize=True)
+@given(docs=policy_docs(max_denies=2), inventory=inventories(), symbolic=st.booleans())
+def test_all_removable_rules_can_be_deleted_at_once(docs, inventory, symbolic):
+    """(b) jointly: a user who acts on every finding that recommends a deletion (the duplicate policies,
+    the covered L7 entries, the rules) changes no verdict.  Two deny rules per section, which together
+    imply the section's default-deny: each may look deletable alone while deleting both is not (issue: PC018
+    on one and PC005 on the other)."""
+    policy = parse(docs)
+    findings = [f for f in run_checks(policy, None if symbolic else inventory)
+                if f.check in REMOVABLE | {"PC004", "PC019"}]
+    if len(findings) < 2:
+        return  # one deletion at a time is the property above
+    deletions = [_deletion(policy, f) for f in findings]
+    smaller = without(docs, **{k: [x for d in deletions for x in d.get(k, ())]
+                               for k in ("rules", "entries", "policies")})
+    universe = list(flows(inventory, policy))
+    assert _verdicts(parse(smaller), universe) == _verdicts(policy, universe), [(f.check, f.location) for f in findings]
+    COUNTS["joint deletions judged"] += 1

@@ -458,6 +458,11 @@ class DefaultDeny:
     origin: Origin
     implied_by: tuple[str, ...] = ()
 
+    def goes_with(self, gone) -> bool:
+        """Deleting the rules ``gone`` (a collection of rule ids) deletes this entry: it stood only on
+        rules, and every one of them is gone; one left keeps it (several deleted at once: R3.6)."""
+        return bool(self.implied_by) and all(i in gone for i in self.implied_by)
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -486,8 +491,7 @@ class PolicySet:
         they implied goes with them (R3.6)."""
         gone = frozenset(rule_ids)
         return PolicySet(tuple(r for r in self.rules if r.id not in gone),
-                         tuple(d for d in self.default_deny if not d.implied_by or not set(d.implied_by) <= gone),
-                         self.policies, self.cluster)
+                         tuple(d for d in self.default_deny if not d.goes_with(gone)), self.policies, self.cluster)
 
 
 # ---- endpoints and identities (read by every interpreter, built by inventory.py) ----

@@ -2,13 +2,17 @@
 
 Syntactic checks run first and cost nothing; semantic ones ask Z3 small
 questions about one rule and its neighbours (``prefilter.Index``).  Rules are
-visited once each: a rule found redundant is simply left out of later
+visited once each: a rule reported for deletion is simply left out of later
 covering sets, so equal rules report only the later one.
 
 A finding that recommends deleting something (PC001-PC003, PC005, PC018,
 PC019) is only made after one more question proves the deletion changes no
 verdict (``_deletable``): for any request, DNS name or authentication outcome,
 and with the default-deny the rule may be the only one to imply (R3.6).
+The deletions hold together, not only one at a time: findings are a sequence
+of deletions (``Context.deleted``), and each is proved, and its premises
+asked, over the policy with every earlier one already made, as well as over
+the whole policy; so deleting all reported rules at once changes no verdict.
 """
 from __future__ import annotations
 
@@ -83,8 +87,8 @@ def _alone(space: Space) -> Iterator[tuple[SymbolicFlow, z3.Solver]]:
 class Context:
     policy: PolicySet
     inventory: Inventory | None = None
-    excluded: set = field(default_factory=set)   # rule ids already reported as duplicates
-    redundant: set = field(default_factory=set)  # rule ids found shadowed or dead
+    deleted: set = field(default_factory=set)    # rule ids reported for deletion so far (duplicates, shadowed,
+    # dead, ineffective): later questions are asked over the policy without them (``_deletable``)
     bypassed: set = field(default_factory=set)   # rule ids whose L7 is bypassed (reported as PC013 only)
 
     def __post_init__(self) -> None:
@@ -123,8 +127,17 @@ class Context:
         return replace(concrete, request=concrete.request.keep(self.evaluator.l7_kinds(concrete)))
 
     def neighbours(self, rule: Rule, action: Action) -> list[Rule]:
+        """The rules of ``action`` that may meet ``rule``, once the rules reported for deletion so far are
+        gone: a finding never cites one reported before it (one reported after it is marked,
+        ``_noting_deletions``)."""
         return [r for r in self.index.overlapping(rule)
-                if r.action is action and r.id != rule.id and r.id not in self.excluded]
+                if r.action is action and r.id != rule.id and r.id not in self.deleted]
+
+    def default_denies(self, rule: Rule) -> list:
+        """The default-deny entries of the subjects ``rule`` selects left once the rules reported for
+        deletion are gone: an entry only they implied went with them (``DefaultDeny.goes_with``)."""
+        return [d for d in self.dd_index.near(rule.direction, rule.subject_kind, rule.subject)
+                if not d.goes_with(self.deleted)]
 
 
 def _policy_name(origin) -> str:
@@ -164,7 +177,7 @@ def check_duplicates(ctx: Context) -> list[Finding]:
             continue
         if key in seen_policy:
             first = seen_policy[key]
-            ctx.excluded.update(r.id for r in rules)
+            ctx.deleted.update(r.id for r in rules)
             out.append(Finding("PC004", f"policy {ref[1]} has exactly the rules of {first.kind} "
                                         f"{first.namespace + '/' if first.namespace else ''}{first.name}",
                                Location.of(pol.origin), f"{pol.kind} {ref[1]}",
@@ -173,11 +186,11 @@ def check_duplicates(ctx: Context) -> list[Finding]:
             seen_policy[key] = pol
     first_rule: dict = {}
     for r in ctx.policy.rules:
-        if r.id in ctx.excluded:
+        if r.id in ctx.deleted:
             continue
         key = _rule_key(r)
         if key in first_rule and _deletable(ctx, r):
-            ctx.excluded.add(r.id)
+            ctx.deleted.add(r.id)
             other = first_rule[key]
             witness = _allowed_example(ctx, r, also=(other,)) if r.action is Action.ALLOW else None
             out.append(_finding("PC003", r, f"{r.direction.value} {r.action.value} rule repeats "
@@ -194,20 +207,33 @@ def _deletable(ctx: Context, rule: Rule) -> bool:
     """Deleting ``rule`` from its source changes no verdict in its direction, for any request, DNS name or
     authentication outcome: the question every finding that recommends deleting it must settle first.
 
-    Only subjects ``rule`` selects can change, so only their neighbouring rules and default-deny entries
-    enter; a default-deny entry only this rule implied goes with it (``PolicySet.without``). The
-    question is asked over every possible endpoint, even with an inventory: the rule also decides
-    for pods created after the deletion, which today's inventory does not hold.
+    Asked twice: after the deletions already reported (``ctx.deleted``), so that by induction all of
+    them together change no verdict (of two deny rules that together imply their subject's default-deny,
+    or a duplicate and the rule it repeats, not both are deletable); and of the whole policy, so that
+    each one alone changes none either.  Only subjects ``rule`` selects can change, so only their neighbouring
+    rules and default-deny entries enter; a default-deny entry only the deleted rules implied goes with
+    them (``PolicySet.without``). The question is asked over every possible endpoint, even with an
+    inventory: the rule also decides for pods created after the deletion, which today's inventory
+    does not hold.
     """
-    near, after = _near(ctx, rule)
-    return _deny_meets_no_allow(rule, near, after) or _proves_deletable(ctx, rule, near, after)
+    near = _near(ctx, rule)
+    joint, alone = _split(near, rule, ctx.deleted), _split(near, rule, ())
+    return all(_deny_meets_no_allow(rule, *pair) or _proves_deletable(ctx, rule, *pair)
+               for pair in ((joint,) if joint == alone else (joint, alone)))
 
 
-def _near(ctx: Context, rule: Rule) -> tuple[PolicySet, PolicySet]:
-    """The rules and default-deny entries of the subjects ``rule`` selects, before and after its deletion."""
-    near = PolicySet(tuple(ctx.index.near(rule.direction, rule.subject_kind, rule.subject)),
+def _near(ctx: Context, rule: Rule) -> PolicySet:
+    """The rules and default-deny entries of the subjects ``rule`` selects."""
+    return PolicySet(tuple(ctx.index.near(rule.direction, rule.subject_kind, rule.subject)),
                      tuple(ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)), (), ctx.policy.cluster)
-    return near, near.without([rule.id])
+
+
+def _split(near: PolicySet, rule: Rule, deleted) -> tuple[PolicySet, PolicySet]:
+    """``near`` once the rules ``deleted`` are gone, before and after ``rule``'s deletion too: both from
+    ``near``, since an entry that ``deleted`` and ``rule`` imply together goes only with all of them."""
+    gone = {i for i in [r.id for r in near.rules] + [i for d in near.default_deny for i in d.implied_by]
+            if i in deleted}  # those that matter here: ``deleted`` is the whole policy's
+    return near.without(gone), near.without(gone | {rule.id})
 
 
 def _always_default_deny(rule: Rule, dds) -> bool:
@@ -310,7 +336,7 @@ def _sees_local_node(rule: Rule) -> bool:
 def _redundancy(ctx: Context, rule: Rule) -> Finding | None:
     denies = ctx.neighbours(rule, Action.DENY)
     # an allow whose handshake always fails covers nothing: what it matches is denied where policy is enforced
-    allows = [r for r in ctx.neighbours(rule, Action.ALLOW) if r.id not in ctx.redundant and not _blocks(r)]
+    allows = [r for r in ctx.neighbours(rule, Action.ALLOW) if not _blocks(r)]
     if not denies and not allows and not _sees_local_node(rule):
         return None  # nothing covers it, and policy decides some of its flows
     space = ctx.space([rule] + denies + allows)
@@ -368,13 +394,13 @@ def _removable(ctx: Context, rules, find) -> list[Finding]:
     for rule in reversed(rules):
         finding = find(ctx, rule)
         if finding and _deletable(ctx, rule):
-            ctx.redundant.add(rule.id)
+            ctx.deleted.add(rule.id)
             out.append(finding)
     return out[::-1]
 
 
 def check_redundant_allows(ctx: Context) -> list[Finding]:
-    return _removable(ctx, [r for r in ctx.policy.rules if r.action is Action.ALLOW and r.id not in ctx.excluded
+    return _removable(ctx, [r for r in ctx.policy.rules if r.action is Action.ALLOW and r.id not in ctx.deleted
                             and not _matches_nothing(r) and r.id not in ctx.bypassed
                             and not any(isinstance(p, FQDNPeer) for p in r.peers)], _redundancy)
 
@@ -383,7 +409,7 @@ def check_redundant_allows(ctx: Context) -> list[Finding]:
 
 def _shadowed_deny(ctx: Context, rule: Rule) -> Finding | None:
     """Every flow the deny drops (where policy decides) is dropped by other deny rules too."""
-    denies = [r for r in ctx.neighbours(rule, Action.DENY) if r.id not in ctx.redundant]
+    denies = ctx.neighbours(rule, Action.DENY)
     if not denies:
         return None
     space = ctx.space([rule] + denies)
@@ -409,26 +435,28 @@ def _shadowed_deny(ctx: Context, rule: Rule) -> Finding | None:
 
 
 def check_shadowed_denies(ctx: Context) -> list[Finding]:
-    return _removable(ctx, [r for r in ctx.policy.rules if r.action is Action.DENY and r.id not in ctx.excluded
+    return _removable(ctx, [r for r in ctx.policy.rules if r.action is Action.DENY and r.id not in ctx.deleted
                             and not r.is_empty], _shadowed_deny)
 
 
 def check_ineffective_denies(ctx: Context) -> list[Finding]:
     out = []
     for rule in ctx.policy.rules:
-        if rule.action is not Action.DENY or rule.id in ctx.excluded or rule.id in ctx.redundant:
+        if rule.action is not Action.DENY or rule.id in ctx.deleted:
             continue
         if _ineffective(ctx, rule) and _deletable(ctx, rule):
+            ctx.deleted.add(rule.id)
             out.append(_finding("PC005", rule, "nothing this deny rule matches would be allowed without it"))
     return out
 
 
 def _ineffective(ctx: Context, rule: Rule) -> bool:
     """Nothing deny ``rule`` matches (where policy decides) would be allowed without it: its subjects are
-    default-deny and no allow rule matches the flow.  With no allow rule meeting it and a default-deny
-    entry that selects all its subjects, that is plain without a query (``_always_default_deny``)."""
+    default-deny and no allow rule matches the flow, once the rules reported for deletion are gone.  With
+    no allow rule meeting it and a default-deny entry that selects all its subjects, that is plain without
+    a query (``_always_default_deny``)."""
     allows = ctx.neighbours(rule, Action.ALLOW)
-    dds = ctx.dd_index.near(rule.direction, rule.subject_kind, rule.subject)
+    dds = ctx.default_denies(rule)
     return (not allows and _always_default_deny(rule, dds)) or _proves_ineffective(ctx, rule, allows, dds)
 
 
@@ -696,7 +724,7 @@ def _l7_example(ctx: Context, rule: Rule, l7, index: int) -> Witness | None:
 def check_l7(ctx: Context) -> list[Finding]:
     out = []
     for rule in ctx.policy.rules:
-        if rule.action is not Action.ALLOW or rule.id in ctx.excluded or rule.is_empty:
+        if rule.action is not Action.ALLOW or rule.id in ctx.deleted or rule.is_empty:
             continue
         has_l7 = any(pm.l7 is not None for pm in rule.ports)
         if has_l7 and any(isinstance(p, SelectorPeer) and p.kind == "entity" for p in rule.peers):
@@ -760,8 +788,26 @@ def run_checks(policy: PolicySet, inventory: Inventory | None = None) -> list[Fi
     ineffective ones, so later checks skip what earlier ones reported."""
     ctx = Context(policy, inventory)
     findings = [f for check in CHECKS for f in check(ctx)]
+    findings = _noting_deletions(ctx, findings)
     return sorted(findings, key=lambda f: ((f.location.file, f.location.line, f.location.column)
                                            if f.location else ("", 0, 0), f.check))
+
+
+DELETED_TOO = " (reported for deletion too: deleting every rule check reports keeps every verdict)"
+
+
+def _noting_deletions(ctx: Context, findings: list[Finding]) -> list[Finding]:
+    """``findings`` with each rule they cite that a later finding recommends deleting said to be: a cover,
+    or the earlier rule a duplicate repeats, may go too (each deletion was proved after the earlier ones,
+    so all of them hold together), and the message should not suggest that it stays."""
+    gone = {Location.of(r.origin) for r in ctx.policy.rules if r.id in ctx.deleted}
+
+    def noted(f: Finding) -> Finding:
+        related = tuple(replace(loc, message=loc.message + DELETED_TOO)
+                        if replace(loc, message="") in gone and replace(loc, message="") != f.location else loc
+                        for loc in f.related)
+        return f if related == f.related else replace(f, related=related)
+    return [noted(f) for f in findings] if gone else findings
 
 
 def suppress(findings: list[Finding], policy: PolicySet, baseline: set[str] = frozenset()) -> list[Finding]:
