@@ -81,15 +81,21 @@ def bind_loopback(name: str, pod_ip: str) -> None:
             m.close()
 
 
+TCP_FLAGS_FROM_END = 20 - 13  # the flags byte of the frame's TCP header (20 bytes, last in the frame)
+
+
 def passes(name: str, program: str, src: str, dst: str, dport: int = 80, sport: int = 40000,
-           protocol: Protocol = Protocol.TCP) -> bool:
+           protocol: Protocol = Protocol.TCP, tcp_flags: int = 0x02) -> bool:
     """One packet through a pinned program with BPF_PROG_TEST_RUN (it shares the pinned maps), on ``lo``
-    bound to the pod whose hook it is: the source for from_pod, the destination for to_pod."""
+    bound to the pod whose hook it is: the source for from_pod, the destination for to_pod. A TCP
+    segment is a SYN unless ``tcp_flags`` says otherwise (0x10: an ACK, which answers a connection)."""
     bind_loopback(name, src if program == "from_pod" else dst)
     prog = Program.open_pinned(str(pins(name) / "progs" / program))
     try:
-        data = frame(ipaddress.ip_address(src), ipaddress.ip_address(dst), protocol, sport, dport)
-        return prog.test_run(data, ctx=skb_ctx()).retval == TC_ACT_OK
+        data = bytearray(frame(ipaddress.ip_address(src), ipaddress.ip_address(dst), protocol, sport, dport))
+        if protocol is Protocol.TCP:
+            data[-TCP_FLAGS_FROM_END] = tcp_flags
+        return prog.test_run(bytes(data), ctx=skb_ctx()).retval == TC_ACT_OK
     finally:
         prog.close()
 

@@ -11,6 +11,8 @@ import pytest
 from kernelreq import require_kernel
 from policyc.bpf_runtime.libbpf import Map, get_pinned, link_ids, prog_id
 from policyc.cli import main
+from policyc.compiler import mapdata
+from policyc.compiler.layouts import Layout, layouts
 from runtimekit import XA, XB, XC, compile_to, loaded_name, passes, pins, veths
 
 pytestmark = pytest.mark.kernel
@@ -147,3 +149,55 @@ def test_replace_carries_conntrack_written_in_the_older_packed_layout(tmp_path, 
         assert report["replaced"] and report["conntrack_kept"] == 1 and report["conntrack_dropped"] == 1
         assert passes(name, "from_pod", XA, XB, sport=80, dport=40000)
         assert not passes(name, "from_pod", XA, XC, sport=80, dport=40001)
+
+
+class _PackedLayout(Layout):
+    """A struct as policyc declared them before aligned layouts: packed, so ct_value ended without a pad."""
+
+    def __post_init__(self):
+        pass
+
+    def c_decl(self) -> str:
+        return super().c_decl().replace("\n};", "\n} __attribute__((packed));", 1)
+
+
+def _compile_before_aligned_layouts(out, policies: str, monkeypatch):
+    """An artifact as the policyc before aligned layouts compiled it: the same format, a 20-byte ct_value.
+    Artifacts are compiled elsewhere (CI, a ConfigMap the agent watches) by whatever policyc is there."""
+    def older(addr_len: int, port_lpm: bool):
+        lay = layouts(addr_len, port_lpm)
+        unpadded = tuple(f for f in lay["ct_value"].fields if not f.name.startswith("_pad"))
+        return {**lay, "ct_value": _PackedLayout("ct_value", unpadded)}
+    with monkeypatch.context() as m:
+        m.setattr(mapdata, "layouts", older)
+        compile_to(out, policies)
+    sizes = {m["name"]: m["value_size"] for m in json.loads((out / "manifest.json").read_text())["maps"]}
+    assert sizes["ct_tcp"] == PACKED_CT_VALUE
+    return out
+
+
+@pytest.mark.parametrize("running", ["older", "current"])
+def test_replace_into_an_artifact_compiled_before_aligned_layouts(tmp_path, capsys, monkeypatch, running):
+    """A policyc upgraded on the node replaces into an artifact the previous policyc compiled (a new policy
+    from a CI that has not upgraded yet, or a rollback to the copy before): an answered connection the new
+    policy allows is carried in that artifact's 20-byte values, not refused as "24 bytes, expected 20"
+    (which keeps the old policy, and every access the new one revokes, in force)."""
+    require_kernel()
+    if running == "older":
+        old = _compile_before_aligned_layouts(tmp_path / "both", BOTH, monkeypatch)
+    else:
+        old = compile_to(tmp_path / "both", BOTH)
+    new = _compile_before_aligned_layouts(tmp_path / "onlyb", ONLY_B, monkeypatch)
+    with veths("pcr8") as (if0,), loaded_name("pcrtest-rep4") as name:
+        assert main(["load", str(old), "--name", name, "--attach", f"x/a={if0}"]) == 0
+        for program, src, dst, sport, dport, flags in (("to_pod", XB, XA, 40000, 80, 0x02),
+                                                       ("from_pod", XA, XB, 80, 40000, 0x12),
+                                                       ("from_pod", XA, XB, 80, 40000, 0x10),  # answered
+                                                       ("to_pod", XB, XA, 40000, 80, 0x10)):
+            assert passes(name, program, src, dst, dport=dport, sport=sport, tcp_flags=flags)
+        capsys.readouterr()
+        assert main(["load", str(new), "--name", name, "--format", "json"]) == 0, capsys.readouterr()
+        report = json.loads(capsys.readouterr().out)
+        assert report["replaced"] and report["conntrack_kept"] == 1
+        # x/a's egress is default deny under ONLY_B: its reply passes only as the carried connection
+        assert passes(name, "from_pod", XA, XB, dport=40000, sport=80, tcp_flags=0x10)
