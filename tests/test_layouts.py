@@ -78,3 +78,16 @@ def test_the_object_lays_out_every_struct_as_python_packs_it(tmp_path, capsys):
         assert size == lay.size, name
         assert members == {f.name: off for f, off in zip(lay.fields, lay.offsets())}, name
     assert {"ct_key", "ct_value", "interface_value", "frag_key"} <= btf.keys()  # the event: _Static_assert only
+
+
+def test_fit_drops_only_tail_padding():
+    """replace writes conntrack values into the maps of the artifact it switches to; one compiled before
+    aligned layouts takes 20-byte values, so the 24-byte record loses its tail pad and nothing else."""
+    from policyc.compiler.layouts import layouts
+    ct = layouts(16, False)["ct_value"]
+    data = ct.pack(last_seen=7, rule=3, revision=9, port=80, flags=1, tcp=2)
+    assert ct.fit(data, 24) == data
+    assert ct.fit(data, 20) == data[:20] and ct.unpack(ct.fit(data, 20)) == ct.unpack(data)
+    for size in (19, 16, 28):
+        with pytest.raises(ValueError):
+            ct.fit(data, size)

@@ -101,8 +101,8 @@ def _carry_stale(new: BPFObject, lay: dict, addr_len: int, key: dict, endpoint: 
                  table: str) -> None:
     """The entry as it was, under the revision before the new object's: decided again at its next packet."""
     current = int.from_bytes(new.map("revision").lookup(bytes(4)) or bytes(4), "little")
-    new.map(table).update(_packed_key(lay, addr_len, key, endpoint),
-                          lay["ct_value"].pack(**{**value, "revision": (current - 1) % 2**32}))
+    _write_value(new.map(table), lay, _packed_key(lay, addr_len, key, endpoint),
+                 {**value, "revision": (current - 1) % 2**32})
 
 
 def _mark_answered(new: BPFObject, lay: dict, addr_len: int, key: dict, endpoint: int, tcp_state: int) -> None:
@@ -113,8 +113,14 @@ def _mark_answered(new: BPFObject, lay: dict, addr_len: int, key: dict, endpoint
     if raw is None:
         return  # the replay passed without recording (a pod talking to itself)
     value = lay["ct_value"].unpack(raw)
-    new.map(ANSWERED.get(key["proto"], "ct_any")).update(packed, lay["ct_value"].pack(**{**value, "tcp": tcp_state}))
+    _write_value(new.map(ANSWERED.get(key["proto"], "ct_any")), lay, packed, {**value, "tcp": tcp_state})
     fresh.delete(packed)
+
+
+def _write_value(table, lay: dict, key: bytes, value: dict) -> None:
+    """A conntrack value in the record size of the new object's map: an artifact the policyc before aligned
+    layouts compiled (same format) has 20-byte values, this one packs 24 (``Layout.fit``)."""
+    table.update(key, lay["ct_value"].fit(lay["ct_value"].pack(**value), table.value_size))
 
 
 def migrate(old_pins: Path, old_features: dict, new: BPFObject, new_features: dict,

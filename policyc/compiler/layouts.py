@@ -100,6 +100,20 @@ class Layout:
                 out.append(codec.pack(*(value or [0] * f.count)))
         return b"".join(out)
 
+    def fit(self, data: bytes, size: int) -> bytes:
+        """``data`` packed by this layout, for a map whose records are ``size`` bytes: an artifact compiled
+        before the tail padding existed (a 20-byte ct_value) takes the record without it. Only trailing
+        padding may go: anything else means the two layouts differ, and is refused."""
+        if size == len(data):
+            return data
+        kept = 0
+        for f, offset in zip(self.fields, self.offsets()):
+            if not f.name.startswith("_pad"):
+                kept = offset + f.size
+        if not kept <= size < len(data):
+            raise ValueError(f"layout {self.name}: a record of {size} bytes cannot hold this one's {len(data)}")
+        return data[:size]
+
     def unpack(self, data: bytes) -> dict:
         """Padding is skipped, not read: a record written before its tail padding existed (a 20-byte
         ct_value, an 84-byte event of a policyc before aligned layouts) decodes the same."""
