@@ -7,6 +7,8 @@ Two differences belong to the parsers themselves and are pinned here rather than
   "... here"), and for a few inputs placed differently: both refuse the input, with a position.
 * PyYAML's scanner refuses a tab in places libyaml accepts (inside a plain scalar's line): an input
   with a tab that PyYAML reads, libyaml reads the same; the reverse does not hold.
+* An empty value in a flow mapping (``{a: , b: 1}``) has no text of its own: PyYAML marks it just after
+  the colon, libyaml at the token that ends it. The two marks are on one line with only blanks between.
 """
 from __future__ import annotations
 
@@ -42,17 +44,47 @@ def both():
     return out
 
 
+def _blank_between(text: str, a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Marks ``a`` and ``b`` (line, column) are on one line with only blanks between them."""
+    line = text.splitlines()[a[0] - 1] if a[0] == b[0] else None
+    return line is not None and not line[min(a[1], b[1]) - 1:max(a[1], b[1]) - 1].strip()
+
+
+def _empty_value_marks_only(text: str, fast, pure) -> bool:
+    """The outcomes differ only where an empty flow value is marked (the module docstring)."""
+    if fast[0] != "ok" or pure[0] != "ok" or len(fast[1]) != len(pure[1]):
+        return False
+    for (*same_f, marks_f, keys_f), (*same_p, marks_p, keys_p) in zip(fast[1], pure[1]):
+        if same_f != same_p or keys_f != keys_p or marks_f.keys() != marks_p.keys():
+            return False
+        if not all(_blank_between(text, marks_f[k], marks_p[k]) for k in marks_f if marks_f[k] != marks_p[k]):
+            return False
+    return True
+
+
 def test_same_documents_and_diagnostics(both):
     differ = [(name, fast, pure) for name, text, fast, pure in both if "\t" not in text and fast != pure
-              and not (_syntax(fast) and _syntax(pure))]
+              and not (_syntax(fast) and _syntax(pure)) and not _empty_value_marks_only(text, fast, pure)]
     assert not differ, differ[:3]
     compared = sum(1 for _, text, fast, _ in both if "\t" not in text and not _syntax(fast))
     assert compared >= 1500
 
 
+def test_an_empty_flow_value_is_the_one_mark_the_parsers_place_apart():
+    """Pins the difference the module docstring names, so a change in either parser shows."""
+    text = "a: {b: , c: 1}\n"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(source, "_Loader", yaml.CSafeLoader)
+        fast = outcome(text, "t.yaml")
+        patch.setattr(source, "_Loader", yaml.SafeLoader)
+        pure = outcome(text, "t.yaml")
+    assert fast != pure and _empty_value_marks_only(text, fast, pure)
+    assert fast[1][0][3][("a", "b")] != pure[1][0][3][("a", "b")]
+
+
 def test_tabs_pyyaml_reads_libyaml_reads_the_same(both):
     differ = [(name, fast, pure) for name, text, fast, pure in both if "\t" in text and pure[0] == "ok"
-              and fast != pure]
+              and fast != pure and not _empty_value_marks_only(text, fast, pure)]
     assert not differ, differ[:3]
 
 
