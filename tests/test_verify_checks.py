@@ -145,6 +145,29 @@ def test_a_cited_rule_reported_for_deletion_too_is_said_to_be(tmp_path):
     assert findings["PC003"].related[0].line == findings["PC005"].location.line
 
 
+def test_no_deletion_near_a_service_that_does_not_exist_yet():
+    """web may reach Service shop/dbsvc, which no inventory holds yet, and its egress deny keeps it from
+    db:80. The deny decides nothing today (the toServices entry allows nothing), but once dbsvc selects
+    db, deleting it lets web in: PC005 said it could go."""
+    policy = build_policy_set(load_documents([DATA / "service-later.yaml"])).policy
+    assert not [f for f in run_checks(policy) if f.check in DELETING]
+
+
+def test_a_duplicate_policys_earlier_policy_reported_for_deletion_too_is_said_to_be(tmp_path):
+    """a and b are equal (PC004 on b) and c covers a's only rule (PC001 on a): acting on both deletes a
+    too, so PC004's "the earlier policy" says it goes as well."""
+    head = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: {}, namespace: shop}}\n" \
+           "spec:\n  endpointSelector: {{matchLabels: {{app: db}}}}\n  ingress:\n" \
+           "  - fromEndpoints: [{{matchLabels: {{app: web}}}}]\n"
+    port = "    toPorts: [{ports: [{port: '80', protocol: TCP}]}]\n"
+    target = tmp_path / "p.yaml"
+    target.write_text(head.format("a") + port + "---\n" + head.format("b") + port + "---\n" + head.format("c"))
+    policy = build_policy_set(load_documents([target])).policy
+    findings = {f.check: f for f in run_checks(policy)}
+    assert {"PC001", "PC004"} <= set(findings)
+    assert [loc.message for loc in findings["PC004"].related] == ["the earlier policy" + checks.DELETED_TOO]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(policy=policy_sets(max_rules=6), inventory=inventories())
 def test_every_witness_replays(policy, inventory):

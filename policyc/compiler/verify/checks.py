@@ -217,9 +217,17 @@ def _deletable(ctx: Context, rule: Rule) -> bool:
     does not hold.
     """
     near = _near(ctx, rule)
+    if any(_service_pending(p) for r in near.rules if r.action is Action.ALLOW for p in r.peers):
+        return False
     joint, alone = _split(near, rule, ctx.deleted), _split(near, rule, ())
     return all(_deny_meets_no_allow(rule, *pair) or _proves_deletable(ctx, rule, *pair)
                for pair in ((joint,) if joint == alone else (joint, alone)))
+
+
+def _service_pending(peer) -> bool:
+    """A ``toServices`` peer no Service of the inventory answers yet: it allows nothing today (PC023) and
+    the backends of the Service once created, so no deletion near it can be proved for later."""
+    return isinstance(peer, SelectorPeer) and peer.service is not None and not peer.selectors
 
 
 def _near(ctx: Context, rule: Rule) -> PolicySet:
@@ -801,6 +809,9 @@ def _noting_deletions(ctx: Context, findings: list[Finding]) -> list[Finding]:
     or the earlier rule a duplicate repeats, may go too (each deletion was proved after the earlier ones,
     so all of them hold together), and the message should not suggest that it stays."""
     gone = {Location.of(r.origin) for r in ctx.policy.rules if r.id in ctx.deleted}
+    kept = {(r.origin.policy_kind, r.origin.policy) for r in ctx.policy.rules if r.id not in ctx.deleted}
+    gone |= {Location.of(p.origin) for p in ctx.policy.policies  # PC004 cites the earlier policy
+             if (p.kind, f"{p.namespace}/{p.name}" if p.namespace else p.name) not in kept}
 
     def noted(f: Finding) -> Finding:
         related = tuple(replace(loc, message=loc.message + DELETED_TOO)
