@@ -32,17 +32,21 @@ def _syntax(result) -> bool:
     return result[0] == "error" and all(": error: malformed " in d for d in result[1])
 
 
+def _outcomes(text: str, name: str) -> tuple:
+    """(libyaml's outcome, the fallback's outcome) of ``text``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(source, "_Loader", yaml.CSafeLoader)
+        fast = outcome(text, name)
+        patch.setattr(source, "_Loader", yaml.SafeLoader)
+        return fast, outcome(text, name)
+
+
 @pytest.fixture(scope="module")
 def both():
     """(name, text, libyaml's outcome, the fallback's outcome) of every input."""
     out = []
     for name, text in inputs(MUTATIONS):
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(source, "_Loader", yaml.CSafeLoader)
-            fast = outcome(text, name)
-            patch.setattr(source, "_Loader", yaml.SafeLoader)
-            pure = outcome(text, name)
-        out.append((name, text, fast, pure))
+        out.append((name, text, *_outcomes(text, name)))
     return out
 
 
@@ -85,11 +89,7 @@ def test_same_documents_and_diagnostics(both):
 def test_an_empty_flow_value_is_the_one_mark_the_parsers_place_apart():
     """Pins the difference the module docstring names, so a change in either parser shows."""
     text = "a: {b: , c: 1}\n"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(source, "_Loader", yaml.CSafeLoader)
-        fast = outcome(text, "t.yaml")
-        patch.setattr(source, "_Loader", yaml.SafeLoader)
-        pure = outcome(text, "t.yaml")
+    fast, pure = _outcomes(text, "t.yaml")
     assert fast != pure and _empty_value_marks_only(text, fast, pure)
     assert fast[1][0][3][("a", "b")] != pure[1][0][3][("a", "b")]
 
@@ -97,11 +97,7 @@ def test_an_empty_flow_value_is_the_one_mark_the_parsers_place_apart():
 def test_a_colon_before_a_flow_indicator_only_pyyaml_reads():
     """Pins the other difference the module docstring names."""
     text = "a: {b:, c: 1}\n"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(source, "_Loader", yaml.CSafeLoader)
-        fast = outcome(text, "t.yaml")
-        patch.setattr(source, "_Loader", yaml.SafeLoader)
-        pure = outcome(text, "t.yaml")
+    fast, pure = _outcomes(text, "t.yaml")
     assert pure[0] == "ok" and _colon_libyaml_refuses(text, fast)
 
 
