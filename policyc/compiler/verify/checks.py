@@ -140,6 +140,11 @@ class Context:
                 if not d.goes_with(self.deleted)]
 
 
+def _policy_ref(pol) -> tuple[str, str]:
+    """A policy as its rules' origins name it: (kind, namespace/name or name)."""
+    return pol.kind, f"{pol.namespace}/{pol.name}" if pol.namespace else pol.name
+
+
 def _policy_name(origin) -> str:
     return f"{origin.policy_kind} {origin.policy}"
 
@@ -170,7 +175,7 @@ def check_duplicates(ctx: Context) -> list[Finding]:
         dds.setdefault((d.origin.policy_kind, d.origin.policy), set()).add((d.subject, d.subject_kind, d.direction))
     out, seen_policy = [], {}
     for pol in ctx.policy.policies:
-        ref = (pol.kind, f"{pol.namespace}/{pol.name}" if pol.namespace else pol.name)
+        ref = _policy_ref(pol)
         rules = by_policy.get(ref, [])
         key = (frozenset(_rule_key(r) for r in rules), frozenset(dds.get(ref, ())))
         if not rules:
@@ -811,7 +816,7 @@ def _noting_deletions(ctx: Context, findings: list[Finding]) -> list[Finding]:
     gone = {Location.of(r.origin) for r in ctx.policy.rules if r.id in ctx.deleted}
     kept = {(r.origin.policy_kind, r.origin.policy) for r in ctx.policy.rules if r.id not in ctx.deleted}
     gone |= {Location.of(p.origin) for p in ctx.policy.policies  # PC004 cites the earlier policy
-             if (p.kind, f"{p.namespace}/{p.name}" if p.namespace else p.name) not in kept}
+             if _policy_ref(p) not in kept}
 
     def noted(f: Finding) -> Finding:
         related = tuple(replace(loc, message=loc.message + DELETED_TOO)
