@@ -12,9 +12,11 @@ import contextlib
 import ctypes
 import ipaddress
 import os
+import re
 import socket
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ from scapy.packet import Raw
 from kernelreq import require_kernel
 from policyc.bpf_runtime.artifact import open_artifact, read_manifest
 from policyc.bpf_runtime.bindings import bind, bump_revision, layouts_for, object_maps
+from policyc.bpf_runtime.conntrack import CLOCK_MONOTONIC_COARSE, clock_age
 from policyc.bpf_runtime.events import decode_event
 from policyc.bpf_runtime.hostaddrs import set_host_identity
 from policyc.bpf_runtime.libbpf import RingBuffer
@@ -134,13 +137,16 @@ class Node:
         return self.lay["endpoint_value"].unpack(raw)["endpoint_id"]
 
     def age(self, seconds: int) -> None:
-        """Every conntrack entry's last packet ``seconds`` earlier: time passes without waiting."""
+        """Every conntrack entry's last packet ``seconds`` earlier: time passes without waiting. The tick
+        stamp of its last full check moves back too, by as many ticks as the fastest tick rate (1000 Hz)
+        counts: the next packet checks the entry's age, as it would once that much time had passed."""
         for name in CT_MAPS:
             m = self.obj.map(name)
             for key in m.keys():
                 value = self.lay["ct_value"].unpack(m.lookup(key))
                 earlier = (value["last_seen"] - seconds * 10**9) % 2**64  # the datapath subtracts modulo 2**64 too
-                m.update(key, self.lay["ct_value"].pack(**{**value, "last_seen": earlier}))
+                checked = (value["checked"] - seconds * 1000) % 2**32
+                m.update(key, self.lay["ct_value"].pack(**{**value, "last_seen": earlier, "checked": checked}))
 
     def entries(self, name: str) -> int:
         return len(self.obj.map(name).keys())
@@ -273,6 +279,28 @@ def test_answered_tcp_lives_long_and_closes_on_rst_and_fin(node):
     handshake(41002)
     node.age(6 * 3600 + 1)
     assert not node.tc("to_pod", "x/a", syn(world, a, 443, 41002, "A"))
+
+
+def _ticks() -> int:
+    """The kernel's tick counter (jiffies) as /proc/timer_list shows it, its low 32 bits as the datapath keeps them."""
+    text = Path("/proc/timer_list").read_text()
+    return int(re.search(r"^jiffies: (\d+)$", text, re.M)[1]) % 2**32
+
+
+def test_a_full_check_stamps_its_tick_and_refreshes_last_seen(node):
+    """A packet of a tracked flow reads the clock only when the entry's last full check is CT_FRESH_TICKS
+    old: that check stamps the tick counter and brings last_seen up to date; packets inside the window
+    rely on that stamp (config.h: the window cannot outlast the shortest lifetime)."""
+    a, world = PODS["x/a"][0], WORLD[0]
+    assert node.tc("from_pod", "x/a", syn(a, world, 43000, 443))
+    (key,) = node.obj.map("ct_new").keys()
+    node.age(30)
+    before = _ticks()
+    assert node.tc("from_pod", "x/a", syn(a, world, 43000, 443))   # the SYN again: still within its 60 s
+    after = _ticks()
+    value = node.lay["ct_value"].unpack(node.obj.map("ct_new").lookup(key))
+    assert (value["checked"] - before) % 2**32 <= (after - before) % 2**32
+    assert clock_age(time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE), value["last_seen"]) < 10**9
 
 
 def test_a_syn_reopens_a_closing_connection_as_a_new_flow(node):

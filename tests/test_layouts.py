@@ -38,7 +38,7 @@ def test_a_layout_that_needs_implicit_padding_is_refused():
 def test_records_written_before_their_tail_padding_still_decode():
     """A 20-byte ct_value (replace reads an older artifact's conntrack) and an 84-byte event."""
     ct = layouts(16, False)["ct_value"]
-    fields = {"last_seen": 7, "rule": 3, "revision": 9, "port": 443, "flags": 1, "tcp": 5}
+    fields = {"last_seen": 7, "rule": 3, "revision": 9, "port": 443, "flags": 1, "tcp": 5, "checked": 0}
     assert ct.unpack(ct.pack(**fields)[:20]) == ct.unpack(ct.pack(**fields)) == fields
     event = EVENT.pack(ts=1, rule=2, sport=3, saddr=bytes(range(16)))
     assert EVENT.unpack(event[:84]) == EVENT.unpack(event)
@@ -82,7 +82,7 @@ def test_the_object_lays_out_every_struct_as_python_packs_it(tmp_path, capsys):
 
 def test_fit_drops_only_tail_padding():
     """replace writes conntrack values into the maps of the artifact it switches to; one compiled before
-    aligned layouts takes 20-byte values, so the 24-byte record loses its tail pad and nothing else."""
+    aligned layouts takes 20-byte values, so the 24-byte record loses its tail (a hint) and nothing else."""
     from policyc.compiler.layouts import layouts
     ct = layouts(16, False)["ct_value"]
     data = ct.pack(last_seen=7, rule=3, revision=9, port=80, flags=1, tcp=2)
@@ -91,3 +91,15 @@ def test_fit_drops_only_tail_padding():
     for size in (19, 16, 28):
         with pytest.raises(ValueError):
             ct.fit(data, size)
+
+
+def test_fit_drops_a_trailing_hint_that_an_older_datapath_does_not_keep():
+    """ct_value's `checked` (the tick of its last full check) fills what was tail padding: an older
+    artifact's 20-byte record goes without it, and a record read without it has it zero (the next
+    packet then checks the entry in full)."""
+    from policyc.compiler.layouts import layouts
+    ct = layouts(16, False)["ct_value"]
+    assert [f.name for f in ct.fields if f.optional] == ["checked"]
+    data = ct.pack(last_seen=7, rule=3, revision=9, port=80, flags=1, tcp=2, checked=5)
+    assert ct.unpack(data)["checked"] == 5
+    assert ct.fit(data, 20) == data[:20] and ct.unpack(data[:20]) == {**ct.unpack(data), "checked": 0}

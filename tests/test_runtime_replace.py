@@ -11,7 +11,8 @@ import pytest
 from kernelreq import require_kernel
 from policyc.bpf_runtime.libbpf import Map, get_pinned, link_ids, prog_id
 from policyc.cli import main
-from policyc.compiler import mapdata
+from policyc.compiler import artifact as artifact_module
+from policyc.compiler import codegen, mapdata
 from policyc.compiler.layouts import Layout, layouts
 from runtimekit import XA, XB, XC, compile_to, loaded_name, passes, pins, veths
 
@@ -161,15 +162,30 @@ class _PackedLayout(Layout):
         return super().c_decl().replace("\n};", "\n} __attribute__((packed));", 1)
 
 
+# What the datapath before the tick stamp read and wrote instead: every conntrack hit read the clock.
+_BEFORE_TICKS = (("clock->ticks - v->checked < CT_FRESH_TICKS", "0"), ("v->checked = clock->ticks;", ""),
+                 (", .checked = clock->ticks };", " };"))
+
+
+def _render_before_ticks(*args) -> str:
+    source = codegen.render(*args)
+    for now, then in _BEFORE_TICKS:
+        assert now in source, f"the generated C no longer holds {now!r}: update _BEFORE_TICKS"
+        source = source.replace(now, then)
+    return source
+
+
 def _compile_before_aligned_layouts(out, policies: str, monkeypatch):
-    """An artifact as the policyc before aligned layouts compiled it: the same format, a 20-byte ct_value.
-    Artifacts are compiled elsewhere (CI, a ConfigMap the agent watches) by whatever policyc is there."""
+    """An artifact as the policyc before aligned layouts compiled it: the same format, a 20-byte ct_value
+    (packed, without the tick stamp that now fills its tail). Artifacts are compiled elsewhere (CI, a
+    ConfigMap the agent watches) by whatever policyc is there."""
     def older(addr_len: int, port_lpm: bool):
         lay = layouts(addr_len, port_lpm)
-        unpadded = tuple(f for f in lay["ct_value"].fields if not f.name.startswith("_pad"))
+        unpadded = tuple(f for f in lay["ct_value"].fields if not f.optional)
         return {**lay, "ct_value": _PackedLayout("ct_value", unpadded)}
     with monkeypatch.context() as m:
         m.setattr(mapdata, "layouts", older)
+        m.setattr(artifact_module, "render", _render_before_ticks)
         compile_to(out, policies)
     sizes = {m["name"]: m["value_size"] for m in json.loads((out / "manifest.json").read_text())["maps"]}
     assert sizes["ct_tcp"] == PACKED_CT_VALUE

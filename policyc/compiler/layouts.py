@@ -27,6 +27,7 @@ class Field:
     kind: str       # a key of _CTYPES
     count: int = 1
     array: bool = False  # declared as an array even with one element (addresses)
+    hint: bool = False   # a value the datapath recomputes when it is zero or absent (a record of older layout)
 
     @property
     def size(self) -> int:
@@ -36,6 +37,11 @@ class Field:
     @property
     def align(self) -> int:
         return struct.calcsize(_CTYPES[self.kind][1])
+
+    @property
+    def optional(self) -> bool:
+        """Padding, or a hint: a record of an older layout may end before it (``Layout.fit``, ``unpack``)."""
+        return self.name.startswith("_pad") or self.hint
 
 
 @dataclass(frozen=True)
@@ -103,12 +109,12 @@ class Layout:
     def fit(self, data: bytes, size: int) -> bytes:
         """``data`` packed by this layout, for a map whose records are ``size`` bytes: an artifact compiled
         before the tail padding existed (a 20-byte ct_value) takes the record without it. Only trailing
-        padding may go: anything else means the two layouts differ, and is refused."""
+        padding and hints may go: anything else means the two layouts differ, and is refused."""
         if size == len(data):
             return data
         kept = 0
         for f, offset in zip(self.fields, self.offsets()):
-            if not f.name.startswith("_pad"):
+            if not f.optional:
                 kept = offset + f.size
         if not kept <= size < len(data):
             raise ValueError(f"layout {self.name}: a record of {size} bytes cannot hold this one's {len(data)}")
@@ -116,12 +122,16 @@ class Layout:
 
     def unpack(self, data: bytes) -> dict:
         """Padding is skipped, not read: a record written before its tail padding existed (a 20-byte
-        ct_value, an 84-byte event of a policyc before aligned layouts) decodes the same."""
+        ct_value, an 84-byte event of a policyc before aligned layouts) decodes the same, its missing
+        hints as zero."""
         values, offset = {}, 0
         for f in self.fields:
             chunk = data[offset:offset + f.size]
             offset += f.size
             if f.name.startswith("_pad"):
+                continue
+            if f.hint and len(chunk) < f.size:
+                values[f.name] = 0
                 continue
             if f.count > 1 or f.array:
                 values[f.name] = bytes(chunk)
@@ -177,7 +187,7 @@ def layouts(addr_len: int, port_lpm: bool) -> dict[str, Layout]:
                                     Field("_pad", "u16"))),
         "ct_value": Layout("ct_value", (Field("last_seen", "u64"), Field("rule", "u32"), Field("revision", "u32"),
                                         Field("port", "u16"), Field("flags", "u8"), Field("tcp", "u8"),
-                                        Field("_pad", "u32"))),
+                                        Field("checked", "u32", hint=True))),
         "revision": Layout("revision", (Field("value", "u32"),)),
         "index_key": Layout("index_key", (Field("index", "u32"),)),
         "counter": Layout("counter", (Field("packets", "u64"), Field("bytes", "u64"))),
