@@ -117,3 +117,21 @@ def test_an_expired_entry_whose_stamp_matches_the_tick_counter_is_still_absent(n
     key, v = _value(node, "ct_new")
     _set(node, "ct_new", key, last_seen=(v["last_seen"] - 61 * 10**9) % 2**64, checked=_ticks())
     assert not node.tc("to_pod", "x/a", syn(world, a, 443, 43000, "SA"))
+
+
+def test_a_blindly_trusted_stamp_lets_an_expired_entry_pass_for_at_most_the_window(node):
+    """The bound on the finding above: the packet that passes unchecked does not stamp the entry (its clock was
+    not read), so the first packet CT_FRESH_TICKS later checks it in full and deletes it."""
+    a, world = PODS["x/a"][0], WORLD[0]
+    assert node.tc("from_pod", "x/a", syn(a, world, 43001, 443))
+    key, v = _value(node, "ct_new")
+    stamp = _ticks()
+    _set(node, "ct_new", key, last_seen=(v["last_seen"] - 61 * 10**9) % 2**64, checked=stamp)
+    node.tc("to_pod", "x/a", syn(world, a, 443, 43001, "SA"))                # passes today (see above)
+    assert node.lay["ct_value"].unpack(node.obj.map("ct_new").lookup(key))["checked"] == stamp
+    deadline = time.monotonic() + 10
+    while (_ticks() - stamp) % 2**32 < FRESH:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert not node.tc("to_pod", "x/a", syn(world, a, 443, 43001, "SA"))
+    assert node.entries("ct_new") == 0
