@@ -67,8 +67,6 @@ def _even_tick(deadline: float) -> int:
         time.sleep(0.0005)
 
 
-@pytest.mark.xfail(strict=True, reason="ct_stamp: ticks | 1 is one tick ahead after an even tick; ct_get reads "
-                   "ticks - checked as 2**32 - 1 and checks in full for the rest of that tick (cost, not safety)")
 def test_the_packet_after_a_full_check_in_the_same_even_tick_skips_the_clock(node):
     """A full check during even tick T stamps T | 1 = T + 1. The next plain segment, still in tick T, reads
     ticks - checked = -1 (unsigned: 2**32 - 1): not fresh, so it reads the clock and writes the stamp again,

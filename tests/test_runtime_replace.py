@@ -163,7 +163,7 @@ class _PackedLayout(Layout):
 
 
 # What the datapath before the tick stamp read and wrote instead: every conntrack hit read the clock.
-_BEFORE_TICKS = (("v->checked && clock->ticks - v->checked < CT_FRESH_TICKS", "0"),
+_BEFORE_TICKS = (("v->checked && ct_fresh(clock, v->checked)", "0"),
                  ("v->checked = ct_stamp(clock);", ""), (", .checked = ct_stamp(clock) };", " };"))
 
 
@@ -172,7 +172,7 @@ def _render_before_ticks(*args) -> str:
     for now, then in _BEFORE_TICKS:
         assert now in source, f"the generated C no longer holds {now!r}: update _BEFORE_TICKS"
         source = source.replace(now, then)
-    return '#pragma clang diagnostic ignored "-Wunused-function"  /* ct_stamp */\n' + source
+    return '#pragma clang diagnostic ignored "-Wunused-function"  /* ct_stamp, ct_fresh */\n' + source
 
 
 def _compile_before_aligned_layouts(out, policies: str, monkeypatch):
