@@ -1,5 +1,5 @@
-"""Review of the conntrack fresh window (9f1c799): a hit whose entry was fully checked within CT_FRESH_TICKS
-ticks skips the clock. Real packets through the bypass artifact (tests/data/bypass, test_datapath_bypass's
+"""The conntrack fresh window: a plain segment of an established entry fully checked within CT_FRESH_TICKS
+ticks skips the clock (conntrack.h ct_get). Real packets through the bypass artifact (tests/data/bypass, test_datapath_bypass's
 Node): TCP state moves while the clock is not read, a busy flow's last_seen lags less than the shortest
 lifetime in real time, and what the window trusts blindly (a stamp whose low 32 bits equal the tick counter).
 """
@@ -14,27 +14,16 @@ from policyc.bpf_runtime.conntrack import CLOCK_MONOTONIC_COARSE, clock_age, exp
 from policyc.compiler.codegen import CT_LIFETIMES, CT_TCP_BITS
 from policyc.compiler.ir import Protocol
 from policyc.cli import main
-from test_datapath_bypass import DATA, PODS, WORLD, Node, _ticks, syn
+from test_datapath_bypass import PODS, WORLD, _ticks, artifact, node, syn  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.kernel
 
 FRESH = 64  # config.h CT_FRESH_TICKS
 
 
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    require_kernel()
-    out = tmp_path_factory.mktemp("fresh") / "art"
-    assert main(["compile", str(DATA / "policies"), "--inventory", str(DATA / "inventory.yaml"),
-                 "--output-dir", str(out), "--map-size", "ct_tcp=1024", "--map-size", "ct_new=256"]) == 0
-    return out
-
-
-@pytest.fixture
-def node(artifact):
-    n = Node(artifact)
-    yield n
-    n.close()
+def _fresh(stamp: int) -> bool:
+    """conntrack.h ct_fresh, read now: a stamp may be one tick ahead of the counter (stamps are ticks | 1)."""
+    return (_ticks() + 1 - stamp) % 2**32 <= FRESH
 
 
 def _value(node, table: str) -> tuple[bytes, dict]:
@@ -135,7 +124,7 @@ def test_a_blindly_trusted_stamp_lets_an_expired_entry_pass_for_at_most_the_wind
         _, after = _value(node, "ct_tcp")
         assert (after["checked"], after["last_seen"]) == (stamp, aged)
     deadline = time.monotonic() + 10
-    while (_ticks() - stamp) % 2**32 < FRESH + 1:
+    while _fresh(stamp):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert not node.tc("to_pod", "x/a", syn(world, a, 443, 43001, "A"))

@@ -1,7 +1,7 @@
-"""Second review of the conntrack fresh window (branch clock): real packets through the bypass artifact
-(test_datapath_bypass's Node, test_conntrack_fresh's fixtures). What the window must not change: a policy
-change still meets a fresh entry (ct_recheck), an ICMP error about an expired flow is not related, and what
-it costs: a full check at an even tick stamps the next tick, so the rest of its own tick is checked in full.
+"""What the conntrack fresh window must not change, with real packets through the bypass artifact
+(test_datapath_bypass's Node): a policy change still meets a fresh entry (ct_recheck), an ICMP error about
+an expired flow is not related; and that a full check at an even tick, which stamps the next tick, leaves
+the rest of its own tick fresh.
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from policyc.bpf_runtime.bindings import bump_revision
 from policyc.bpf_runtime.conntrack import CLOCK_MONOTONIC_COARSE, clock_age
 from policyc.compiler.codegen import CT_LIFETIMES
-from test_conntrack_fresh import _handshake, _set, _value, artifact, node  # noqa: F401 (fixtures)
-from test_datapath_bypass import PODS, WORLD, _relabel, _ticks, icmp_error, quoted, syn
+from test_conntrack_fresh import _fresh, _handshake, _set, _value
+from test_datapath_bypass import (PODS, WORLD, _relabel, _ticks, artifact, icmp_error, node,  # noqa: F401 (fixtures)
+                                 quoted, syn)
 
 pytestmark = pytest.mark.kernel
 
@@ -33,7 +34,7 @@ def test_a_change_meets_an_entry_inside_its_window(node):
     bump_revision(node.obj.map("revision"))
     assert node.tc("to_pod", "x/a", syn(b, a, 44000, 80, "A"))
     _, after = _value(node, "ct_tcp")
-    if (_ticks() - stamp) % 2**32 < 64:                                   # still inside the window
+    if _fresh(stamp):                                                    # still inside the window
         assert (after["checked"], after["last_seen"]) == (stamp, aged)
     assert after["revision"] != v["revision"]
     _set(node, "ct_tcp", key, checked=_ticks() | 1)
